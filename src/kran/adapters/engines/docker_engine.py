@@ -1,0 +1,206 @@
+"""Docker engine: one container per attempt, through the docker SDK.
+
+Containers are named `kran-<instance>-<job>-<attempt>` (so a repeated launch of the same
+attempt finds the existing container instead of starting a second one) and labelled
+with instance, job and attempt, which is how they are found again after a restart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import DeviceRequest
+
+from kran.adapters.engines.process import read_exit_code, write_exit_code
+from kran.domain.retry import AttemptEnd
+from kran.errors import EngineError
+from kran.ports import AttemptRef, LaunchSpec
+
+PREFIX = "docker:"
+FINAL = ("exited", "dead")
+
+
+class DockerEngine:
+    def __init__(self, instance: str, base_url: str | None = None, kill_grace_s: float = 10.0) -> None:
+        self.instance = instance
+        self.kill_grace_s = kill_grace_s
+        self._base_url = base_url
+        self._client: Any = None
+        self._health: tuple[float, str | None] = (0.0, "not checked yet")
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                if self._base_url:
+                    self._client = docker.DockerClient(base_url=self._base_url, timeout=60)
+                else:
+                    self._client = docker.from_env(timeout=60)
+            except DockerException as e:
+                raise EngineError(f"Docker Engine unreachable: {e}") from e
+        return self._client
+
+    def health(self) -> dict[str, str | None]:
+        checked, reason = self._health
+        if time.monotonic() - checked > 5:
+            try:
+                self.client.ping()
+                reason = None
+            except (DockerException, EngineError, OSError) as e:
+                reason = f"Docker Engine unreachable: {str(e)[:200]}"
+                self._client = None
+            self._health = (time.monotonic(), reason)
+        return {"docker": reason}
+
+    def _name(self, job_id: int, attempt: int) -> str:
+        return f"kran-{self.instance[:12]}-{job_id}-{attempt}"
+
+    def launch(self, spec: LaunchSpec) -> str:
+        spec.workdir.mkdir(parents=True, exist_ok=True)
+        assert spec.image is not None
+        name = self._name(spec.job_id, spec.attempt)
+        alloc = spec.allocation
+        kwargs: dict[str, Any] = {
+            "command": list(spec.argv),
+            "name": name,
+            "labels": {
+                "kran.instance": self.instance,
+                "kran.job": str(spec.job_id),
+                "kran.attempt": str(spec.attempt),
+                "kran.dir": str(spec.attempt_dir),
+            },
+            "environment": spec.env,
+            "working_dir": str(spec.workdir),
+            "volumes": {str(spec.workdir): {"bind": str(spec.workdir), "mode": "rw"}},
+            "network_mode": "bridge" if spec.network else "none",
+            "init": True,
+            "detach": True,
+        }
+        if alloc.millicpus:
+            kwargs["nano_cpus"] = alloc.millicpus * 1_000_000
+        if alloc.mem_mb:
+            kwargs["mem_limit"] = f"{alloc.mem_mb}m"
+            kwargs["memswap_limit"] = f"{alloc.mem_mb}m"
+        if alloc.gpus:
+            kwargs["device_requests"] = [DeviceRequest(count=alloc.gpus, capabilities=[["gpu"]])]
+        try:
+            try:
+                container = self.client.containers.create(spec.image, **kwargs)
+            except ImageNotFound:
+                self._pull(spec.image)
+                container = self.client.containers.create(spec.image, **kwargs)
+            except APIError as e:
+                if e.status_code != 409:  # 409: this attempt's container exists already
+                    raise
+                container = self.client.containers.get(name)
+            if container.status == "created":
+                container.start()
+            return f"{PREFIX}{container.id}"
+        except ImageNotFound as e:
+            raise EngineError(f"image {spec.image} not found: {e.explanation or e}") from e
+        except (APIError, DockerException) as e:
+            raise EngineError(f"docker could not start {spec.image}: {_explain(e)}") from e
+
+    def _pull(self, image: str) -> None:
+        repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
+        self.client.images.pull(repo, tag=tag)
+
+    def _ours(self) -> list[Any]:
+        return list(self.client.containers.list(all=True, filters={"label": f"kran.instance={self.instance}"}))
+
+    def check(self, refs: Sequence[AttemptRef]) -> dict[tuple[int, int], AttemptEnd]:
+        mine = [r for r in refs if r.handle and r.handle.startswith(PREFIX)]
+        if not mine:
+            return {}
+        try:
+            by_id = {c.id: c for c in self._ours()}
+        except (DockerException, OSError):
+            return {}  # engine unreachable: nothing is known to have ended
+        out = {}
+        for ref in mine:
+            assert ref.handle is not None
+            c = by_id.get(ref.handle[len(PREFIX):])
+            if c is None:
+                code = read_exit_code(ref.attempt_dir)  # collected before a restart
+                out[(ref.job_id, ref.attempt)] = (
+                    AttemptEnd(code) if code is not None
+                    else AttemptEnd(None, error="the job's container vanished", vanished=True)
+                )
+            elif c.status in FINAL:
+                out[(ref.job_id, ref.attempt)] = _end_of(c)
+        return out
+
+    def kill(self, ref: AttemptRef) -> None:
+        if not ref.handle:
+            return
+        try:
+            c = self.client.containers.get(ref.handle[len(PREFIX):])
+            c.stop(timeout=int(self.kill_grace_s))
+        except NotFound:
+            pass
+        except (DockerException, OSError) as e:
+            raise EngineError(f"could not stop container: {_explain(e)}") from e
+
+    def collect(self, ref: AttemptRef) -> None:
+        if not ref.handle:
+            return
+        try:
+            c = self.client.containers.get(ref.handle[len(PREFIX):])
+        except NotFound:
+            for name in ("stdout", "stderr"):
+                (ref.attempt_dir / name).touch(exist_ok=True)
+            return
+        for name in ("stdout", "stderr"):
+            data = c.logs(stdout=name == "stdout", stderr=name == "stderr")
+            tmp = ref.attempt_dir / f"{name}.tmp"
+            tmp.write_bytes(data)
+            tmp.replace(ref.attempt_dir / name)
+        end = _end_of(c)
+        if end.exit_code is not None:
+            write_exit_code(ref.attempt_dir, end.exit_code)
+        c.remove(force=True)
+
+    def stream_logs(self, ref: AttemptRef, stream: str, follow: bool) -> Iterator[bytes]:
+        if not ref.handle:
+            return
+        try:
+            c = self.client.containers.get(ref.handle[len(PREFIX):])
+            yield from c.logs(stdout=stream == "stdout", stderr=stream == "stderr", stream=True, follow=follow)
+        except (NotFound, DockerException):
+            return
+
+    def discover(self) -> list[AttemptRef]:
+        out = []
+        for c in self._ours():
+            labels = c.labels
+            if c.status == "created":  # created before a crash, never started: finish the launch
+                c.start()
+            out.append(
+                AttemptRef(int(labels["kran.job"]), int(labels["kran.attempt"]), f"{PREFIX}{c.id}",
+                           Path(labels.get("kran.dir", "/nonexistent")))
+            )
+        return out
+
+
+def _end_of(c: Any) -> AttemptEnd:
+    state = c.attrs.get("State")
+    if not isinstance(state, dict):  # a list entry carries only the status word
+        c.reload()
+        state = c.attrs["State"]
+    code = int(state.get("ExitCode", -1))
+    if state.get("OOMKilled"):
+        return AttemptEnd(code, error="out of memory (killed by the kernel)")
+    if state.get("Error"):
+        return AttemptEnd(code, error=str(state["Error"]))
+    return AttemptEnd(code)
+
+
+def _explain(e: Exception) -> str:
+    return str(getattr(e, "explanation", None) or e)[:500]

@@ -1,0 +1,204 @@
+"""Process engine: each attempt is a host process group in its own session.
+
+A small /bin/sh wrapper runs the job with stdout/stderr redirected into the attempt
+dir and writes the exit code to `exit_code` atomically. The wrapper keeps running if
+the server dies, so after a restart the attempt is found again (by its environment,
+KRAN_INSTANCE/KRAN_JOB_ID/KRAN_ATTEMPT in /proc) and its exit code read from the file.
+A process is identified by pid *and* start time, so a reused pid is never mistaken
+for the job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from kran.domain.retry import AttemptEnd
+from kran.errors import EngineError
+from kran.ports import AttemptRef, LaunchSpec
+
+WRAPPER = (
+    'd="$1"; shift; cd "$d/work" || exit 127; '
+    '"$@" >"$d/stdout" 2>"$d/stderr" </dev/null; rc=$?; '
+    'echo $rc >"$d/exit_code.tmp" && mv "$d/exit_code.tmp" "$d/exit_code"; exit $rc'
+)
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PREFIX = "proc:"
+
+
+def _start_time(pid: int) -> str | None:
+    """Start time (clock ticks since boot) of a live, non-zombie process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    rest = stat.rsplit(")", 1)[1].split()
+    if rest[0] in ("Z", "X"):
+        return None
+    return rest[19]
+
+
+def _parse(handle: str) -> tuple[int, str]:
+    pid, start = handle[len(PREFIX):].split(":")
+    return int(pid), start
+
+
+def read_exit_code(attempt_dir: Path) -> int | None:
+    try:
+        return int((attempt_dir / "exit_code").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def write_exit_code(attempt_dir: Path, code: int) -> None:
+    tmp = attempt_dir / "exit_code.tmp"
+    tmp.write_text(f"{code}\n")
+    tmp.replace(attempt_dir / "exit_code")
+
+
+class ProcessEngine:
+    def __init__(self, instance: str, kill_grace_s: float = 10.0) -> None:
+        self.instance = instance
+        self.kill_grace_s = kill_grace_s
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def launch(self, spec: LaunchSpec) -> str:
+        spec.workdir.mkdir(parents=True, exist_ok=True)
+        env = {"PATH": BASE_PATH, "HOME": str(spec.workdir), "LANG": "C.UTF-8"}
+        env.update(spec.env)
+        env["KRAN_INSTANCE"] = self.instance
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", WRAPPER, "kran-job", str(spec.attempt_dir), *spec.argv],
+                env=env,
+                cwd=spec.attempt_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as e:
+            raise EngineError(f"could not start process: {e}") from e
+        start = _start_time(proc.pid)
+        with self._lock:
+            self._children[proc.pid] = proc
+        if start is None:  # already ended; identify it by the exit file
+            proc.wait()
+            start = "0"
+        return f"{PREFIX}{proc.pid}:{start}"
+
+    def _ended(self, ref: AttemptRef) -> AttemptEnd | None:
+        assert ref.handle is not None
+        pid, start = _parse(ref.handle)
+        with self._lock:
+            child = self._children.get(pid)
+        if child is not None:
+            rc = child.poll()
+            if rc is None:
+                return None
+            with self._lock:
+                self._children.pop(pid, None)
+            code = read_exit_code(ref.attempt_dir)
+            if code is not None:
+                return AttemptEnd(code)
+            if rc < 0:
+                return AttemptEnd(128 - rc, error=f"killed by signal {signal.Signals(-rc).name}")
+            return AttemptEnd(rc)
+        if start != "0" and _start_time(pid) == start:
+            return None
+        code = read_exit_code(ref.attempt_dir)
+        if code is not None:
+            return AttemptEnd(code)
+        return AttemptEnd(None, error="the job's process vanished without an exit code", vanished=True)
+
+    def check(self, refs: Sequence[AttemptRef]) -> dict[tuple[int, int], AttemptEnd]:
+        out = {}
+        for ref in refs:
+            if ref.handle and ref.handle.startswith(PREFIX):
+                end = self._ended(ref)
+                if end is not None:
+                    out[(ref.job_id, ref.attempt)] = end
+        return out
+
+    def _signal(self, ref: AttemptRef, sig: signal.Signals) -> None:
+        assert ref.handle is not None
+        pid, start = _parse(ref.handle)
+        if start != "0" and _start_time(pid) != start:
+            return
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def kill(self, ref: AttemptRef) -> None:
+        if not ref.handle:
+            return
+        self._signal(ref, signal.SIGTERM)
+        timer = threading.Timer(self.kill_grace_s, self._signal, (ref, signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
+
+    def collect(self, ref: AttemptRef) -> None:
+        for name in ("stdout", "stderr"):
+            (ref.attempt_dir / name).touch(exist_ok=True)
+
+    def stream_logs(self, ref: AttemptRef, stream: str, follow: bool) -> Iterator[bytes]:
+        path = ref.attempt_dir / stream
+        while not path.exists():
+            if not follow or self._ended_quietly(ref):
+                return
+            time.sleep(0.05)
+        with open(path, "rb") as f:
+            while True:
+                chunk = f.read(65536)
+                if chunk:
+                    yield chunk
+                    continue
+                if not follow or self._ended_quietly(ref):
+                    rest = f.read()
+                    if rest:
+                        yield rest
+                    return
+                time.sleep(0.1)
+
+    def _ended_quietly(self, ref: AttemptRef) -> bool:
+        if not ref.handle:
+            return False
+        pid, start = _parse(ref.handle)
+        return _start_time(pid) != start
+
+    def discover(self) -> list[AttemptRef]:
+        """Wrapper processes of this instance still alive, found through /proc."""
+        found = []
+        needle = f"KRAN_INSTANCE={self.instance}".encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                if os.getpgid(pid) != pid:
+                    continue
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except (OSError, ProcessLookupError):
+                continue
+            if needle not in environ:
+                continue
+            env = dict(v.decode(errors="replace").split("=", 1) for v in environ if b"=" in v)
+            start = _start_time(pid)
+            if start is None or "KRAN_JOB_ID" not in env:
+                continue
+            cwd = Path(env.get("KRAN_WORKDIR", "/nonexistent")).parent
+            found.append(
+                AttemptRef(int(env["KRAN_JOB_ID"]), int(env["KRAN_ATTEMPT"]), f"{PREFIX}{pid}:{start}", cwd)
+            )
+        return found
+
+    def health(self) -> dict[str, str | None]:
+        return {"process": None}

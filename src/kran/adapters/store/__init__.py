@@ -1,0 +1,1 @@
+"""SQL store (SQLite by default) with Alembic migrations."""

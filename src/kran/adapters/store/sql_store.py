@@ -1,0 +1,411 @@
+"""The job store on SQLAlchemy Core (SQLite in WAL mode by default).
+
+State changes are compare-and-set updates (`WHERE state = :expected`) checked against
+the transition table, each recorded as an event in the same transaction, so concurrent
+writers (API threads, the scheduler loop) can never overwrite each other's transition.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import Engine as SAEngine
+
+from kran.adapters.store.tables import attempts, events, job_labels, jobs, meta
+from kran.domain.jobs import JobSpec
+from kran.domain.placement import Assignment
+from kran.domain.records import ActiveAttempt, AttemptRecord, EventRecord, JobRecord
+from kran.domain.resources import Resources
+from kran.domain.retry import Settlement
+from kran.domain.states import JobState, check_transition
+from kran.errors import QueueFull
+
+
+@dataclass(frozen=True)
+class StartedAttempt:
+    job_id: int
+    attempt: int
+    node: str
+    allocation: Resources
+    spec: JobSpec
+
+
+@dataclass(frozen=True)
+class QueuedRow:
+    job_id: int
+    spec_json: str
+    queued_since: float
+    not_before: float
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+class SqlStore:
+    def __init__(self, url: str) -> None:
+        self.engine: SAEngine = create_engine(url, pool_size=20, max_overflow=20)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._write_lock = threading.RLock()
+
+    @staticmethod
+    def for_data_dir(data_dir: Path) -> SqlStore:
+        return SqlStore(f"sqlite:///{data_dir / 'kran.db'}")
+
+    def migrate(self) -> None:
+        cfg = Config(str(Path(__file__).with_name("alembic.ini")))
+        with self._write_lock, self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    # ---- meta
+
+    def get_or_set_meta(self, key: str, default: str) -> str:
+        with self._tx() as conn:
+            row = conn.execute(select(meta.c.value).where(meta.c.key == key)).first()
+            if row:
+                return str(row[0])
+            conn.execute(insert(meta).values(key=key, value=default))
+            return default
+
+    # ---- submit
+
+    def insert_jobs(
+        self, specs: Sequence[JobSpec], owner: str, now: float, queue_max: int
+    ) -> list[int]:
+        """All or nothing; refuses with QueueFull when the queue would pass queue_max."""
+        with self._tx() as conn:
+            waiting = conn.execute(
+                select(func.count()).select_from(jobs).where(jobs.c.state == JobState.QUEUED)
+            ).scalar_one()
+            if waiting + len(specs) > queue_max:
+                raise QueueFull(
+                    f"queue is full: {waiting} jobs waiting, limit {queue_max}; "
+                    f"{len(specs)} more refused, nothing stored"
+                )
+            rows = [
+                {
+                    "owner": owner,
+                    "name": s.name,
+                    "state": JobState.QUEUED.value,
+                    "priority": s.priority,
+                    "spec": json.dumps(s.to_json()),
+                    "image": s.image,
+                    "req_millicpus": s.request.cpus.min,
+                    "req_mem_mb": s.request.mem_mb.min,
+                    "req_gpus": s.request.gpus.min,
+                    "req_disk_mb": s.request.disk_mb.min,
+                    "submitted_at": now,
+                    "queued_since": now,
+                    "not_before": now,
+                    "attempts": 0,
+                    "timeout_s": s.timeout_s,
+                }
+                for s in specs
+            ]
+            if len(rows) == 1:
+                ids = [conn.execute(insert(jobs).values(rows[0])).inserted_primary_key[0]]
+            else:
+                result = conn.execute(insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows)
+                ids = [r[0] for r in result]
+            labels = [
+                {"job_id": i, "key": k, "value": v} for i, s in zip(ids, specs) for k, v in s.labels.items()
+            ]
+            if labels:
+                conn.execute(insert(job_labels), labels)
+            conn.execute(
+                insert(events),
+                [
+                    {"job_id": i, "attempt": None, "from_state": None, "to_state": "queued",
+                     "reason": "submitted", "at": now}
+                    for i in ids
+                ],
+            )
+            return [int(i) for i in ids]
+
+    # ---- reads
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            if row is None:
+                return None
+            att = conn.execute(
+                select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.number)
+            ).mappings().all()
+        return _job_record(row, [_attempt_record(a) for a in att])
+
+    def list_jobs(
+        self,
+        states: Sequence[JobState] = (),
+        labels: dict[str, str] | None = None,
+        owner: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRecord]:
+        q = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+        if states:
+            q = q.where(jobs.c.state.in_([s.value for s in states]))
+        if owner is not None:
+            q = q.where(jobs.c.owner == owner)
+        for k, v in (labels or {}).items():
+            q = q.where(
+                jobs.c.id.in_(select(job_labels.c.job_id).where(job_labels.c.key == k, job_labels.c.value == v))
+            )
+        with self.engine.connect() as conn:
+            return [_job_record(r, []) for r in conn.execute(q).mappings()]
+
+    def counts_by_state(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
+        return {str(s): int(n) for s, n in rows}
+
+    def queue_position(self, job: JobRecord) -> int:
+        """How many queued jobs come before this one in queue order."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(jobs).where(
+                        jobs.c.state == JobState.QUEUED,
+                        (jobs.c.priority > job.priority)
+                        | ((jobs.c.priority == job.priority) & (jobs.c.id < job.id)),
+                    )
+                ).scalar_one()
+            )
+
+    def events_after(self, after_id: int, limit: int = 500, job_id: int | None = None) -> list[EventRecord]:
+        q = select(events).where(events.c.id > after_id).order_by(events.c.id).limit(limit)
+        if job_id is not None:
+            q = q.where(events.c.job_id == job_id)
+        with self.engine.connect() as conn:
+            return [EventRecord(**dict(r)) for r in conn.execute(q).mappings()]
+
+    def last_event_id(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
+
+    # ---- dispatch
+
+    def queued_in_order(self, limit: int) -> list[QueuedRow]:
+        q = (
+            select(jobs.c.id, jobs.c.spec, jobs.c.queued_since, jobs.c.not_before)
+            .where(jobs.c.state == JobState.QUEUED)
+            .order_by(jobs.c.priority.desc(), jobs.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [QueuedRow(r[0], r[1], r[2], r[3]) for r in conn.execute(q)]
+
+    def allocated_by_node(self) -> dict[str, Resources]:
+        q = select(
+            attempts.c.node,
+            func.sum(attempts.c.alloc_millicpus),
+            func.sum(attempts.c.alloc_mem_mb),
+            func.sum(attempts.c.alloc_gpus),
+            func.sum(attempts.c.alloc_disk_mb),
+        ).where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING])).group_by(attempts.c.node)
+        with self.engine.connect() as conn:
+            return {r[0]: Resources(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in conn.execute(q)}
+
+    def start_attempts(self, assignments: Sequence[Assignment], now: float) -> list[StartedAttempt]:
+        """queued -> starting for each assignment whose job is still queued."""
+        started: list[StartedAttempt] = []
+        if not assignments:
+            return started
+        check_transition(JobState.QUEUED, JobState.STARTING)
+        with self._tx() as conn:
+            by_id = {a.job_id: a for a in assignments}
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.attempts, jobs.c.spec).where(
+                    jobs.c.id.in_(list(by_id)), jobs.c.state == JobState.QUEUED
+                )
+            ).all()
+            att_rows, ev_rows = [], []
+            for job_id, n, spec_json in rows:
+                a = by_id[job_id]
+                number = n + 1
+                alloc = a.allocation
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id)
+                    .values(
+                        state=JobState.STARTING, attempts=number, node=a.node_id, reason=None,
+                        alloc_millicpus=alloc.millicpus, alloc_mem_mb=alloc.mem_mb,
+                        alloc_gpus=alloc.gpus, alloc_disk_mb=alloc.disk_mb,
+                    )
+                )
+                att_rows.append(
+                    {
+                        "job_id": job_id, "number": number, "state": JobState.STARTING, "node": a.node_id,
+                        "handle": None, "alloc_millicpus": alloc.millicpus, "alloc_mem_mb": alloc.mem_mb,
+                        "alloc_gpus": alloc.gpus, "alloc_disk_mb": alloc.disk_mb, "created_at": now,
+                        "collected": False,
+                    }
+                )
+                ev_rows.append(
+                    {"job_id": job_id, "attempt": number, "from_state": "queued", "to_state": "starting",
+                     "reason": f"placed on {a.node_id}", "at": now}
+                )
+                started.append(StartedAttempt(job_id, number, a.node_id, alloc, JobSpec.from_json(json.loads(spec_json))))
+            if att_rows:
+                conn.execute(insert(attempts), att_rows)
+                conn.execute(insert(events), ev_rows)
+        return started
+
+    def mark_running(self, items: Sequence[tuple[int, int, str]], now: float) -> None:
+        """starting -> running with the engine handle, for (job_id, attempt, handle)."""
+        check_transition(JobState.STARTING, JobState.RUNNING)
+        with self._tx() as conn:
+            for job_id, number, handle in items:
+                res = conn.execute(
+                    update(attempts)
+                    .where(attempts.c.job_id == job_id, attempts.c.number == number,
+                           attempts.c.state == JobState.STARTING)
+                    .values(state=JobState.RUNNING, handle=handle, started_at=now)
+                )
+                if res.rowcount == 0:
+                    continue
+                res = conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id, jobs.c.state == JobState.STARTING, jobs.c.attempts == number)
+                    .values(state=JobState.RUNNING, started_at=func.coalesce(jobs.c.started_at, now))
+                )
+                if res.rowcount:
+                    conn.execute(
+                        insert(events).values(job_id=job_id, attempt=number, from_state="starting",
+                                              to_state="running", reason=None, at=now)
+                    )
+
+    def active_attempts(self) -> list[ActiveAttempt]:
+        q = select(
+            attempts.c.job_id, attempts.c.number, attempts.c.state, attempts.c.handle,
+            attempts.c.created_at, attempts.c.started_at, jobs.c.timeout_s, jobs.c.kill_reason, jobs.c.spec,
+        ).join(jobs, jobs.c.id == attempts.c.job_id).where(
+            attempts.c.state.in_([JobState.STARTING, JobState.RUNNING])
+        )
+        with self.engine.connect() as conn:
+            return [
+                ActiveAttempt(r[0], r[1], JobState(r[2]), r[3], r[4], r[5], r[6], r[7],
+                              int(json.loads(r[8]).get("retries", 0)))
+                for r in conn.execute(q)
+            ]
+
+    def settle(
+        self, items: Sequence[tuple[int, int, Settlement, int | None]], now: float
+    ) -> list[tuple[int, JobState]]:
+        """End attempts and move their jobs on; returns (job_id, new state) of those changed."""
+        changed = []
+        with self._tx() as conn:
+            for job_id, number, s, exit_code in items:
+                cur = conn.execute(
+                    select(jobs.c.state, jobs.c.attempts).where(jobs.c.id == job_id)
+                ).first()
+                if cur is None or cur[1] != number:
+                    continue
+                state = JobState(cur[0])
+                if not state.is_active:
+                    continue
+                check_transition(state, s.job_state)
+                conn.execute(
+                    update(attempts)
+                    .where(attempts.c.job_id == job_id, attempts.c.number == number)
+                    .values(state=s.attempt_state, finished_at=now, exit_code=exit_code, reason=s.reason,
+                            collected=True)
+                )
+                values: dict[str, Any] = {"state": s.job_state, "reason": s.reason, "exit_code": exit_code}
+                if s.job_state == JobState.QUEUED:
+                    values.update(queued_since=now, not_before=now + (s.retry_in_s or 0), node=None,
+                                  alloc_millicpus=None, alloc_mem_mb=None, alloc_gpus=None, alloc_disk_mb=None)
+                else:
+                    values["finished_at"] = now
+                conn.execute(update(jobs).where(jobs.c.id == job_id).values(values))
+                conn.execute(
+                    insert(events).values(job_id=job_id, attempt=number, from_state=state.value,
+                                          to_state=s.job_state.value, reason=s.reason, at=now)
+                )
+                changed.append((job_id, s.job_state))
+        return changed
+
+    # ---- kill
+
+    def request_kill(self, job_ids: Sequence[int], reason: str, now: float) -> dict[int, JobState]:
+        """Queued jobs end as killed at once; active ones are flagged for the monitor.
+        Returns each found job's state after the call."""
+        out: dict[int, JobState] = {}
+        with self._tx() as conn:
+            for job_id in job_ids:
+                row = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).first()
+                if row is None:
+                    continue
+                state = JobState(row[0])
+                if state == JobState.QUEUED and reason == "user":
+                    conn.execute(
+                        update(jobs).where(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED)
+                        .values(state=JobState.KILLED, finished_at=now, reason="killed on request",
+                                kill_reason=reason)
+                    )
+                    conn.execute(
+                        insert(events).values(job_id=job_id, attempt=None, from_state="queued",
+                                              to_state="killed", reason="killed on request", at=now)
+                    )
+                    state = JobState.KILLED
+                elif state.is_active:
+                    conn.execute(
+                        update(jobs).where(jobs.c.id == job_id, jobs.c.kill_reason.is_(None))
+                        .values(kill_reason=reason)
+                    )
+                out[job_id] = state
+        return out
+
+
+def _resources(row: Any, prefix: str) -> Resources | None:
+    if row[f"{prefix}millicpus"] is None:
+        return None
+    return Resources(row[f"{prefix}millicpus"], row[f"{prefix}mem_mb"], row[f"{prefix}gpus"], row[f"{prefix}disk_mb"])
+
+
+def _attempt_record(r: Any) -> AttemptRecord:
+    alloc = _resources(r, "alloc_")
+    assert alloc is not None
+    return AttemptRecord(
+        job_id=r["job_id"], number=r["number"], state=JobState(r["state"]), node=r["node"],
+        handle=r["handle"], allocation=alloc, created_at=r["created_at"], started_at=r["started_at"],
+        finished_at=r["finished_at"], exit_code=r["exit_code"], reason=r["reason"],
+        collected=bool(r["collected"]),
+    )
+
+
+def _job_record(r: Any, att: list[AttemptRecord]) -> JobRecord:
+    return JobRecord(
+        id=r["id"], owner=r["owner"], name=r["name"], state=JobState(r["state"]), priority=r["priority"],
+        spec=JobSpec.from_json(json.loads(r["spec"])), submitted_at=r["submitted_at"],
+        queued_since=r["queued_since"], not_before=r["not_before"], started_at=r["started_at"],
+        finished_at=r["finished_at"], attempts=r["attempts"], exit_code=r["exit_code"], reason=r["reason"],
+        kill_reason=r["kill_reason"], node=r["node"], allocation=_resources(r, "alloc_"), attempt_list=att,
+    )

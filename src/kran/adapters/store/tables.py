@@ -1,0 +1,99 @@
+"""Table definitions (SQLAlchemy Core). Migrations in migrations/versions mirror these."""
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("owner", String(200), nullable=False),
+    Column("name", String(200)),
+    Column("state", String(20), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("spec", Text, nullable=False),  # JobSpec as JSON
+    Column("image", String(500)),
+    # the minimum request, for dispatch without parsing the spec
+    Column("req_millicpus", Integer, nullable=False),
+    Column("req_mem_mb", Integer, nullable=False),
+    Column("req_gpus", Integer, nullable=False),
+    Column("req_disk_mb", Integer, nullable=False),
+    Column("submitted_at", Float, nullable=False),
+    Column("queued_since", Float, nullable=False),
+    Column("not_before", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("exit_code", Integer),
+    Column("reason", Text),
+    Column("kill_reason", String(20)),  # "user" | "timeout" once kran decided to kill
+    Column("timeout_s", Float),
+    Column("node", String(200)),
+    Column("alloc_millicpus", Integer),
+    Column("alloc_mem_mb", Integer),
+    Column("alloc_gpus", Integer),
+    Column("alloc_disk_mb", Integer),
+    Index("ix_jobs_queue", "state", "priority", "id"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("job_id", Integer, ForeignKey("jobs.id"), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("state", String(20), nullable=False),
+    Column("node", String(200), nullable=False),
+    Column("handle", String(200)),
+    Column("alloc_millicpus", Integer, nullable=False),
+    Column("alloc_mem_mb", Integer, nullable=False),
+    Column("alloc_gpus", Integer, nullable=False),
+    Column("alloc_disk_mb", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("exit_code", Integer),
+    Column("reason", Text),
+    Column("collected", Boolean, nullable=False, default=False),
+    Index("ix_attempts_state", "state"),
+)
+
+job_labels = Table(
+    "job_labels",
+    metadata,
+    Column("job_id", Integer, ForeignKey("jobs.id"), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+    Index("ix_job_labels_kv", "key", "value"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, nullable=False),
+    Column("attempt", Integer),
+    Column("from_state", String(20)),
+    Column("to_state", String(20), nullable=False),
+    Column("reason", Text),
+    Column("at", Float, nullable=False),
+    Index("ix_events_job", "job_id"),
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+)

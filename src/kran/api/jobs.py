@@ -1,0 +1,101 @@
+"""/api/v1/jobs: submit, list, show, kill, logs, files."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import FileResponse, Response, StreamingResponse
+
+from kran.api.deps import caller, runtime
+from kran.api.schemas import BatchSubmit, JobSubmit, to_spec
+from kran.api.views import entry_json, job_json
+from kran.domain.states import parse_states
+from kran.errors import InvalidInput
+from kran.services import files, logs, queries, submit
+from kran.services.runtime import Runtime
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+Rt = Annotated[Runtime, Depends(runtime)]
+Caller = Annotated[str, Depends(caller)]
+
+
+@router.post("", status_code=201, summary="Submit one job")
+def submit_job(body: JobSubmit, rt: Rt, who: Caller) -> dict[str, Any]:
+    (job_id,) = submit.submit_jobs(rt, [to_spec(body)], who)
+    return {"id": job_id}
+
+
+@router.post("/batch", status_code=201, summary="Submit many jobs, all or nothing")
+def submit_batch(body: BatchSubmit, rt: Rt, who: Caller) -> dict[str, Any]:
+    specs = [to_spec(j, i) for i, j in enumerate(body.jobs)]
+    return {"ids": submit.submit_jobs(rt, specs, who)}
+
+
+@router.get("", summary="List jobs, newest first")
+def list_jobs(
+    rt: Rt,
+    who: Caller,
+    state: str | None = Query(None, description="comma-separated states"),
+    label: list[str] = Query([], description="K=V; repeat for several"),
+    mine: bool = Query(False, description="only the caller's jobs"),
+    limit: int = Query(100, ge=1, le=10_000),
+) -> dict[str, Any]:
+    try:
+        states = parse_states(state) if state else []
+    except ValueError as e:
+        raise InvalidInput(str(e), "state") from None
+    labels = {}
+    for item in label:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise InvalidInput(f"label filter {item!r} must be K=V", "label")
+        labels[k] = v
+    jobs = rt.store.list_jobs(states, labels, who if mine else None, limit)
+    return {"jobs": [job_json(j) for j in jobs]}
+
+
+@router.get("/{job_id}", summary="One job: spec, allocation, times, attempts, why it waits")
+def show_job(job_id: int, rt: Rt) -> dict[str, Any]:
+    view = queries.get_job(rt, job_id)
+    return job_json(view.job, view)
+
+
+@router.post("/{job_id}/kill", summary="Kill a job")
+def kill_job(job_id: int, rt: Rt) -> dict[str, Any]:
+    state = submit.kill_job(rt, job_id)
+    return {"id": job_id, "state": state.value}
+
+
+@router.get("/{job_id}/logs", summary="stdout or stderr of the latest attempt")
+def job_logs(
+    job_id: int,
+    rt: Rt,
+    stream: str = Query("stdout", pattern="^(stdout|stderr)$"),
+    follow: bool = False,
+    tail: int | None = Query(None, ge=0, le=1_000_000),
+) -> Response:
+    queries.get_job(rt, job_id)  # 404 before the stream starts
+    skip = 0
+    head = b""
+    if tail is not None:
+        head, skip = logs.tail_lines(rt, job_id, stream, tail)
+        if not follow:
+            return Response(head, media_type="application/octet-stream")
+
+    def body() -> Any:
+        if head:
+            yield head
+        yield from logs.log_chunks(rt, job_id, stream, follow, skip)
+
+    return StreamingResponse(body(), media_type="application/octet-stream")
+
+
+@router.get("/{job_id}/files", summary="List the job's working dir (or a subdir)")
+def list_files(job_id: int, rt: Rt, path: str = "") -> dict[str, Any]:
+    return {"path": path, "entries": [entry_json(e) for e in files.list_files(rt, job_id, path)]}
+
+
+@router.get("/{job_id}/files/{path:path}", summary="Download a file (HTTP range requests supported)")
+def get_file(job_id: int, path: str, rt: Rt) -> FileResponse:
+    return FileResponse(files.file_path(rt, job_id, path), media_type="application/octet-stream")

@@ -1,0 +1,79 @@
+"""How jobs, attempts and events look in the API (stable fields, see docs/api.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from kran.domain.records import AttemptRecord, EventRecord, JobRecord
+from kran.domain.resources import Resources
+from kran.services.files import Entry
+from kran.services.queries import JobView
+
+
+def iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+
+
+def alloc_json(r: Resources | None) -> dict[str, Any] | None:
+    return None if r is None else r.as_dict()
+
+
+def attempt_json(a: AttemptRecord) -> dict[str, Any]:
+    return {
+        "number": a.number,
+        "state": a.state.value,
+        "node": a.node,
+        "allocation": alloc_json(a.allocation),
+        "created_at": iso(a.created_at),
+        "started_at": iso(a.started_at),
+        "finished_at": iso(a.finished_at),
+        "exit_code": a.exit_code,
+        "reason": a.reason,
+    }
+
+
+def job_json(job: JobRecord, view: JobView | None = None) -> dict[str, Any]:
+    s = job.spec
+    return {
+        "id": job.id,
+        "name": job.name,
+        "owner": job.owner,
+        "state": job.state.value,
+        "priority": job.priority,
+        "command": list(s.command),
+        "image": s.image,
+        "env": s.env,
+        "labels": s.labels,
+        "request": s.request_text(),
+        "retries": s.retries,
+        "timeout_s": s.timeout_s,
+        "network": s.network,
+        "submitted_at": iso(job.submitted_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "exit_code": job.exit_code,
+        "reason": job.reason,
+        "node": job.node,
+        "allocation": alloc_json(job.allocation),
+        "attempt": job.attempts,
+        "attempts": [attempt_json(a) for a in job.attempt_list],
+        "queue_position": view.queue_position if view else None,
+        "waiting_because": view.waiting_because if view else None,
+    }
+
+
+def event_json(e: EventRecord) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "job_id": e.job_id,
+        "attempt": e.attempt,
+        "from": e.from_state,
+        "to": e.to_state,
+        "reason": e.reason,
+        "at": iso(e.at),
+    }
+
+
+def entry_json(e: Entry) -> dict[str, Any]:
+    return {"name": e.name, "type": e.type, "size": e.size, "mtime": iso(e.mtime)}

@@ -1,0 +1,70 @@
+"""The composition root: the one place that names concrete adapters."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from kran.adapters.engines.capacity import detect_capacity
+from kran.adapters.engines.docker_engine import DockerEngine
+from kran.adapters.engines.local import LocalEngine
+from kran.adapters.engines.process import ProcessEngine
+from kran.adapters.store.sql_store import SqlStore
+from kran.services.loop import SchedulerLoop
+from kran.services.reconcile import reconcile_on_start
+from kran.services.runtime import Runtime
+from kran.settings import Settings
+
+log = logging.getLogger("kran")
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+@dataclass
+class Server:
+    rt: Runtime
+    loop: SchedulerLoop
+
+    def stop(self) -> None:
+        self.loop.stop()
+        self.rt.pool.shutdown(wait=False, cancel_futures=True)
+        self.rt.store.close()
+
+
+def build_server(settings: Settings) -> Server:
+    data_dir = settings.data_path
+    (data_dir / "jobs").mkdir(parents=True, exist_ok=True)
+    store = SqlStore.for_data_dir(data_dir)
+    store.migrate()
+    instance = store.get_or_set_meta("instance", uuid.uuid4().hex)
+    engine = LocalEngine(ProcessEngine(instance), DockerEngine(instance, settings.docker_host))
+    capacity = detect_capacity(
+        data_dir, settings.capacity_cpus, settings.capacity_mem_mb, settings.capacity_gpus,
+        settings.capacity_disk_mb,
+    )
+    rt = Runtime(settings=settings, store=store, engine=engine, clock=SystemClock(), capacity=capacity,
+                 data_dir=data_dir, instance=instance)
+    summary = reconcile_on_start(rt)
+    log.info("reconciled with the engine: %s", summary)
+    loop = SchedulerLoop(rt)
+    return Server(rt, loop)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from kran.api.app import create_app
+
+    server = build_server(settings)
+    server.loop.start()
+    app = create_app(server.rt)
+    log.info("kran serving on http://%s:%s (data dir %s)", settings.host, settings.port, settings.data_path)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    finally:
+        server.stop()

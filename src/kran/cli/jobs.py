@@ -1,0 +1,228 @@
+"""Job commands: submit, run, jobs, job, kill, logs, files, get."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kran.cli.client import Client, ClientError
+from kran.cli.render import job_detail, jobs_table, kv_table, print_json
+
+# exit codes of `kran run` for jobs that did not exit by themselves
+RUN_EXIT = {"timed_out": 124, "killed": 137, "lost": 1}
+
+
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for item in values:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise click.BadParameter(f"{item!r} must be K=V", param_hint=f"--{what}")
+        out[k] = v
+    return out
+
+
+def job_options(f: Any) -> Any:
+    opts = [
+        click.option("--image", help="container image; without it the job runs as a host process"),
+        click.option("--cpus", help="cpus: 2, 1-4, or 1- (as many as fit)"),
+        click.option("--mem", help="memory in MiB (or 2G): 512, 512-2048, 1G-"),
+        click.option("--gpus", help="gpus: a count or a range"),
+        click.option("--disk", help="disk in MiB to reserve"),
+        click.option("--env", "env", multiple=True, metavar="K=V", help="environment; $KRAN_* is expanded"),
+        click.option("--name", help="a name for the job"),
+        click.option("--label", "label", multiple=True, metavar="K=V", help="a label, for filtering"),
+        click.option("--priority", type=int, help="higher starts first (-1000..1000)"),
+        click.option("--retries", type=int, help="re-runs of a failed or lost attempt"),
+        click.option("--timeout", help="kill after this long, e.g. 30m"),
+        click.option("--network", is_flag=True, default=None, help="give the job network access"),
+        click.option("--sh", help="a shell string, run by /bin/sh -c"),
+        click.argument("command", nargs=-1, type=click.UNPROCESSED),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def job_body(**o: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if o["command"]:
+        body["command"] = list(o["command"])
+    for key in ("image", "cpus", "mem", "gpus", "disk", "name", "priority", "retries", "timeout", "network", "sh"):
+        if o.get(key) is not None:
+            body[key] = o[key]
+    if o["env"]:
+        body["env"] = _pairs(o["env"], "env")
+    if o["label"]:
+        body["labels"] = _pairs(o["label"], "label")
+    if not body.get("command") and not body.get("sh"):
+        raise click.UsageError("give a command after -- or a shell string with --sh")
+    return body
+
+
+def _batch_bodies(path: str) -> list[dict[str, Any]]:
+    bodies = []
+    try:
+        lines = Path(path).read_text().splitlines() if path != "-" else sys.stdin.read().splitlines()
+    except OSError as e:
+        raise click.UsageError(f"cannot read {path}: {e.strerror}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            ctx = submit_cmd.make_context("submit", shlex.split(line), resilient_parsing=False)
+            params = dict(ctx.params)
+            if params.pop("file"):
+                raise click.UsageError("--file inside a batch file")
+            bodies.append(job_body(**params))
+        except (click.UsageError, click.BadParameter, ValueError) as e:
+            msg = e.format_message() if isinstance(e, click.ClickException) else str(e)
+            raise click.UsageError(f"{path} line {n}: {msg}") from None
+    if not bodies:
+        raise click.UsageError(f"{path} holds no jobs")
+    return bodies
+
+
+@click.command("submit", context_settings={"ignore_unknown_options": False})
+@job_options
+@click.option("--file", "file", help="one job per line (same options as this command), all or nothing")
+def submit_cmd(file: str | None, **o: Any) -> None:
+    """Submit a job and print its id: kran submit [OPTIONS] -- CMD ARGS..."""
+    client = Client()
+    if file:
+        if o["command"] or o["sh"]:
+            raise click.UsageError("--file takes no command of its own")
+        ids = client.post("/api/v1/jobs/batch", json={"jobs": _batch_bodies(file)})["ids"]
+        click.echo("\n".join(str(i) for i in ids))
+        return
+    click.echo(client.post("/api/v1/jobs", json=job_body(**o))["id"])
+
+
+@click.command("run")
+@job_options
+def run_cmd(**o: Any) -> None:
+    """Submit a job, stream its output live and exit with its exit code."""
+    client = Client()
+    job_id = client.post("/api/v1/jobs", json=job_body(**o))["id"]
+    errors: list[Exception] = []
+
+    def pump(stream: str, out: Any) -> None:
+        try:
+            with client.stream(f"/api/v1/jobs/{job_id}/logs", {"stream": stream, "follow": "true"}) as r:
+                for chunk in r.iter_bytes():
+                    out.write(chunk)
+                    out.flush()
+        except Exception as e:  # reported after the job ends
+            errors.append(e)
+
+    threads = [threading.Thread(target=pump, args=(s, f), daemon=True)
+               for s, f in (("stdout", sys.stdout.buffer), ("stderr", sys.stderr.buffer))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    except KeyboardInterrupt:
+        client.post(f"/api/v1/jobs/{job_id}/kill")
+        click.echo(f"kran: killed job {job_id}", err=True)
+        sys.exit(130)
+    if errors:
+        raise ClientError(str(errors[0]))
+    job = client.get(f"/api/v1/jobs/{job_id}")
+    if job["state"] == "succeeded":
+        sys.exit(0)
+    click.echo(f"kran: job {job_id} {job['state']}: {job.get('reason') or ''}", err=True)
+    code = job["exit_code"] if job["state"] == "failed" and job["exit_code"] is not None else RUN_EXIT.get(job["state"], 1)
+    sys.exit(code or 1)
+
+
+@click.command("jobs")
+@click.option("--state", help="comma-separated states, e.g. queued,running")
+@click.option("--label", multiple=True, metavar="K=V", help="only jobs with this label")
+@click.option("--mine/--all", default=False, help="only your jobs, or everybody's (default)")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def jobs_cmd(state: str | None, label: tuple[str, ...], mine: bool, limit: int, output: str) -> None:
+    """List jobs, newest first."""
+    _pairs(label, "label")
+    params: dict[str, Any] = {"limit": limit, "mine": mine, "label": list(label)}
+    if state:
+        params["state"] = state
+    jobs = Client().get("/api/v1/jobs", params=params)["jobs"]
+    print_json(jobs) if output == "json" else jobs_table(jobs)
+
+
+@click.command("job")
+@click.argument("job_id", type=int)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def job_cmd(job_id: int, output: str) -> None:
+    """Show one job: spec, allocation, node, times, exit code, reason, attempts."""
+    job = Client().get(f"/api/v1/jobs/{job_id}")
+    print_json(job) if output == "json" else job_detail(job)
+
+
+@click.command("kill")
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+def kill_cmd(job_ids: tuple[int, ...]) -> None:
+    """Kill jobs (queued ones at once; running ones get SIGTERM, then SIGKILL)."""
+    client, failed = Client(), 0
+    for job_id in job_ids:
+        try:
+            r = client.post(f"/api/v1/jobs/{job_id}/kill")
+            click.echo(f"{job_id}: {'killed' if r['state'] == 'killed' else 'killing'}")
+        except ClientError as e:
+            click.echo(f"{job_id}: {e}", err=True)
+            failed += 1
+    if failed:
+        sys.exit(1)
+
+
+@click.command("logs")
+@click.argument("job_id", type=int)
+@click.option("-f", "--follow", is_flag=True, help="keep printing until the job ends")
+@click.option("--stderr", is_flag=True, help="stderr instead of stdout")
+@click.option("--tail", type=click.IntRange(0), help="only the last N lines")
+def logs_cmd(job_id: int, follow: bool, stderr: bool, tail: int | None) -> None:
+    """Print a job's output (its latest attempt)."""
+    params: dict[str, Any] = {"stream": "stderr" if stderr else "stdout", "follow": follow}
+    if tail is not None:
+        params["tail"] = tail
+    with Client().stream(f"/api/v1/jobs/{job_id}/logs", params) as r:
+        for chunk in r.iter_bytes():
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+
+
+@click.command("files")
+@click.argument("job_id", type=int)
+@click.argument("path", default="")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def files_cmd(job_id: int, path: str, output: str) -> None:
+    """List the job's working dir (or a path in it)."""
+    r = Client().get(f"/api/v1/jobs/{job_id}/files", params={"path": path})
+    print_json(r) if output == "json" else kv_table(r["entries"], ["name", "type", "size", "mtime"])
+
+
+@click.command("get")
+@click.argument("job_id", type=int)
+@click.argument("path")
+@click.option("-o", "--output", "dest", help="file to write (- for stdout); default: the file's name")
+def get_cmd(job_id: int, path: str, dest: str | None) -> None:
+    """Download a file from the job's working dir."""
+    dest = dest or Path(path).name
+    with Client().stream(f"/api/v1/jobs/{job_id}/files/{path.lstrip('/')}") as r:
+        out = sys.stdout.buffer if dest == "-" else open(dest + ".part", "wb")
+        try:
+            for chunk in r.iter_bytes():
+                out.write(chunk)
+        finally:
+            if dest != "-":
+                out.close()
+    if dest != "-":
+        Path(dest + ".part").replace(dest)

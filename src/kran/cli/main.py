@@ -1,0 +1,145 @@
+"""The `kran` command. Thin: parse, call the server (or a service), render."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from kran import __version__
+from kran.cli import jobs
+from kran.cli.client import Client, ClientError, server_url
+from kran.cli.render import kv_table, print_json
+from kran.errors import InvalidInput
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kran")
+def cli() -> None:
+    """kran runs containerized tools and commands as jobs."""
+
+
+def _server_flags(f: Any) -> Any:
+    for o in reversed([
+        click.option("--host", help="listen address (default 127.0.0.1)"),
+        click.option("--port", type=int, help="listen port (default 9090)"),
+        click.option("--data-dir", help="database and job files (default ~/.local/share/kran)"),
+        click.option("--engine", help="execution engine (local)"),
+        click.option("--config", "config_file", help="TOML config file (also KRAN_CONFIG)"),
+    ]):
+        f = o(f)
+    return f
+
+
+def _load(config_file: str | None, **flags: Any) -> Any:
+    from kran.settings import load_settings
+
+    return load_settings(config_file, flags)
+
+
+@cli.command()
+@_server_flags
+def serve(config_file: str | None, **flags: Any) -> None:
+    """Run the embedded server: API, scheduler and monitor in one process."""
+    from kran.bootstrap import serve as run_server
+
+    settings, _ = _load(config_file, **flags)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_server(settings)
+
+
+@cli.command()
+@_server_flags
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def config(config_file: str | None, output: str, **flags: Any) -> None:
+    """Print the effective configuration and where each value came from."""
+    from kran.settings import describe
+
+    settings, origin = _load(config_file, **flags)
+    rows = describe(settings, origin)
+    url, url_origin = server_url()
+    rows.append({"key": "client.url", "value": url, "source": url_origin, "env": "KRAN_URL",
+                 "help": "server the CLI talks to"})
+    print_json(rows) if output == "json" else kv_table(rows, ["key", "value", "source", "env"])
+
+
+@cli.command()
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def status(output: str) -> None:
+    """Server status: version, store and engines, queue, capacity."""
+    client = Client()
+    try:
+        resp = client.http.get("/status")
+    except Exception as e:
+        raise ClientError(f"cannot reach kran at {client.url}: {e}") from None
+    body = resp.json()
+    if output == "json":
+        print_json(body)
+    else:
+        cap = body["capacity"]
+        click.echo(f"kran {body['version']} at {client.url}: {'ready' if body['ready'] else 'NOT READY'}")
+        click.echo(f"store: {body['store']}")
+        for name, state in body["engines"].items():
+            click.echo(f"engine {name}: {state}")
+        click.echo(f"queued: {body['queued']}  running: {body['running']}")
+        click.echo("capacity free/total: " + "  ".join(
+            f"{k}={cap['free'][k]}/{cap['total'][k]}" for k in cap["total"]))
+    if not body["ready"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("-f", "--follow", is_flag=True, help="stream changes as they happen")
+@click.option("--job", "job_id", type=int, help="only this job")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def events(follow: bool, job_id: int | None, limit: int, output: str) -> None:
+    """Job state changes (the latest ones, or live with -f)."""
+    client = Client()
+
+    def show(e: dict[str, Any]) -> None:
+        if output == "json":
+            click.echo(json.dumps(e))
+        else:
+            click.echo(f"{e['at']}  job {e['job_id']}  {e['from'] or '-'} -> {e['to']}  {e['reason'] or ''}")
+
+    if not follow:
+        params: dict[str, Any] = {"limit": 10_000}
+        if job_id is not None:
+            params["job"] = job_id
+        for e in client.get("/api/v1/events", params=params)["events"][-limit:]:
+            show(e)
+        return
+    params = {} if job_id is None else {"job": job_id}
+    with client.stream("/api/v1/events/stream", params) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                show(json.loads(line[6:]))
+
+
+for command in (jobs.submit_cmd, jobs.run_cmd, jobs.jobs_cmd, jobs.job_cmd, jobs.kill_cmd, jobs.logs_cmd,
+                jobs.files_cmd, jobs.get_cmd):
+    cli.add_command(command)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (ClientError, InvalidInput) as e:
+        click.echo(f"kran: {e}", err=True)
+        sys.exit(2 if isinstance(e, InvalidInput) else 1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Human output: tables and job details (rich); JSON output is printed as is."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def short_time(iso: str | None) -> str:
+    return "-" if not iso else iso.replace("T", " ")[:19]
+
+
+def jobs_table(jobs: list[dict[str, Any]]) -> None:
+    t = Table(box=None, pad_edge=False)
+    for col in ("ID", "NAME", "STATE", "PRI", "IMAGE", "CPUS", "MEM", "SUBMITTED", "EXIT", "COMMAND"):
+        t.add_column(col, overflow="fold" if col == "COMMAND" else "ellipsis", no_wrap=col != "COMMAND")
+    for j in jobs:
+        alloc = j.get("allocation") or {}
+        t.add_row(
+            str(j["id"]), j.get("name") or "-", j["state"], str(j["priority"]), j.get("image") or "(host)",
+            str(alloc.get("cpus", j["request"]["cpus"])), str(alloc.get("mem_mb", j["request"]["mem_mb"])),
+            short_time(j["submitted_at"]), "-" if j["exit_code"] is None else str(j["exit_code"]),
+            " ".join(j["command"])[:80],
+        )
+    console.print(t)
+
+
+def job_detail(j: dict[str, Any]) -> None:
+    rows = [
+        ("id", j["id"]), ("name", j.get("name") or "-"), ("owner", j["owner"]), ("state", j["state"]),
+        ("reason", j.get("reason") or "-"), ("priority", j["priority"]), ("image", j.get("image") or "(host process)"),
+        ("command", " ".join(j["command"])), ("request", "  ".join(f"{k}={v}" for k, v in j["request"].items())),
+        ("allocation", "  ".join(f"{k}={v}" for k, v in (j.get("allocation") or {}).items()) or "-"),
+        ("node", j.get("node") or "-"), ("retries", j["retries"]), ("timeout", j.get("timeout_s") or "-"),
+        ("labels", "  ".join(f"{k}={v}" for k, v in j["labels"].items()) or "-"),
+        ("submitted", short_time(j["submitted_at"])), ("started", short_time(j["started_at"])),
+        ("finished", short_time(j["finished_at"])), ("exit code", "-" if j["exit_code"] is None else j["exit_code"]),
+    ]
+    if j.get("queue_position"):
+        rows.append(("queue position", j["queue_position"]))
+        rows.append(("waiting because", j.get("waiting_because") or "-"))
+    t = Table(box=None, show_header=False, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for k, v in rows:
+        t.add_row(k, str(v))
+    console.print(t)
+    if j["attempts"]:
+        a = Table(title="attempts", box=None, pad_edge=False, title_justify="left")
+        for col in ("#", "STATE", "NODE", "CPUS", "MEM", "STARTED", "FINISHED", "EXIT", "REASON"):
+            a.add_column(col)
+        for at in j["attempts"]:
+            al = at["allocation"] or {}
+            a.add_row(str(at["number"]), at["state"], at["node"], str(al.get("cpus")), str(al.get("mem_mb")),
+                      short_time(at["started_at"]), short_time(at["finished_at"]),
+                      "-" if at["exit_code"] is None else str(at["exit_code"]), at.get("reason") or "-")
+        console.print(a)
+
+
+def kv_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    t = Table(box=None, pad_edge=False)
+    for c in columns:
+        t.add_column(c.upper())
+    for r in rows:
+        t.add_row(*("-" if r.get(c) is None else str(r.get(c)) for c in columns))
+    console.print(t)

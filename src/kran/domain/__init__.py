@@ -1,0 +1,1 @@
+"""Pure domain: no I/O, no clock reads. Standard library only."""

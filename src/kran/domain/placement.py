@@ -1,0 +1,115 @@
+"""Which queued jobs start where: a pure function over queue and node capacity.
+
+Rule (documented in docs/scheduling.md): jobs are taken in queue order (priority high
+to low, then submission order). Each job that fits on some node starts there, even if
+an earlier job does not fit (backfill: no head-of-line blocking). To keep big jobs from
+starving, a job that has waited longer than `reserve_after_s` becomes a *reservation*:
+no job behind it in queue order starts until it has started, so freed capacity
+accumulates for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kran.domain.resources import ResourceRequest, Resources, format_cpus
+
+
+@dataclass(frozen=True)
+class Candidate:
+    job_id: int
+    request: ResourceRequest
+    waited_s: float
+
+
+@dataclass
+class NodeCapacity:
+    node_id: str
+    total: Resources
+    allocated: Resources = field(default_factory=Resources)
+    schedulable: bool = True
+
+    @property
+    def free(self) -> Resources:
+        return self.total - self.allocated
+
+
+@dataclass(frozen=True)
+class Assignment:
+    job_id: int
+    node_id: str
+    allocation: Resources
+
+
+@dataclass(frozen=True)
+class Placement:
+    assignments: list[Assignment]
+    reserved_for: int | None  # job id holding a reservation, if any
+
+
+def place_jobs(
+    candidates: list[Candidate], nodes: list[NodeCapacity], *, reserve_after_s: float
+) -> Placement:
+    """Assign candidates (already in queue order) to nodes without oversubscribing.
+
+    Among nodes that fit, the one with the most free cpus is chosen (spread).
+    """
+    free = {n.node_id: n.free for n in nodes if n.schedulable}
+    out: list[Assignment] = []
+    for cand in candidates:
+        best: tuple[str, Resources] | None = None
+        for node_id, avail in free.items():
+            grant = cand.request.grant(avail)
+            if grant is not None and (best is None or avail.millicpus > free[best[0]].millicpus):
+                best = (node_id, grant)
+        if best is not None:
+            node_id, grant = best
+            free[node_id] = free[node_id] - grant
+            out.append(Assignment(cand.job_id, node_id, grant))
+        elif cand.waited_s >= reserve_after_s:
+            return Placement(out, cand.job_id)
+    return Placement(out, None)
+
+
+def fits_anywhere(request: ResourceRequest, nodes: list[NodeCapacity]) -> bool:
+    return any(n.total.covers(request.minimum) for n in nodes)
+
+
+def shortfall(request: ResourceRequest, free: Resources) -> str | None:
+    """'needs 8 cpus, node has 2 free' for the first resource that does not fit."""
+    need = request.minimum
+    if need.millicpus > free.millicpus:
+        have = format_cpus(max(free.millicpus, 0))
+        return f"needs {format_cpus(need.millicpus)} cpus, node has {have} free"
+    for name, unit in (("mem_mb", "MiB memory"), ("gpus", "gpus"), ("disk_mb", "MiB disk")):
+        n, f = getattr(need, name), getattr(free, name)
+        if n > f:
+            return f"needs {n} {unit}, node has {max(f, 0)} free"
+    return None
+
+
+def explain_wait(
+    *,
+    request: ResourceRequest,
+    nodes: list[NodeCapacity],
+    ahead: int,
+    not_before_in_s: float | None,
+    reserved_for: int | None,
+    waiting_on: str | None = None,
+) -> str:
+    """Why a queued job has not started yet, in words."""
+    if waiting_on:
+        return waiting_on
+    if not_before_in_s is not None and not_before_in_s > 0:
+        return f"retry backoff, eligible in {not_before_in_s:.0f}s"
+    reasons = []
+    for n in nodes:
+        if not n.schedulable:
+            continue
+        why = shortfall(request, n.free)
+        if why is None:
+            if reserved_for is not None:
+                return f"capacity is reserved for job {reserved_for}, which has waited longest"
+            return f"fits now; {ahead} job(s) ahead in the queue" if ahead else "about to start"
+        reasons.append(why if len(nodes) == 1 else f"{n.node_id}: {why}")
+    return "; ".join(reasons) if reasons else "no schedulable node"

@@ -1,0 +1,73 @@
+"""Read models: what the store returns about jobs, attempts and events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kran.domain.jobs import JobSpec
+from kran.domain.resources import Resources
+from kran.domain.states import JobState
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    job_id: int
+    number: int
+    state: JobState
+    node: str
+    handle: str | None
+    allocation: Resources
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    exit_code: int | None
+    reason: str | None
+    collected: bool
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: int
+    owner: str
+    name: str | None
+    state: JobState
+    priority: int
+    spec: JobSpec
+    submitted_at: float
+    queued_since: float
+    not_before: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    exit_code: int | None
+    reason: str | None
+    kill_reason: str | None
+    node: str | None
+    allocation: Resources | None
+    attempt_list: list[AttemptRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    id: int
+    job_id: int
+    attempt: int | None
+    from_state: str | None
+    to_state: str
+    reason: str | None
+    at: float
+
+
+@dataclass(frozen=True)
+class ActiveAttempt:
+    """An attempt in starting/running, as the monitor needs it."""
+
+    job_id: int
+    attempt: int
+    state: JobState
+    handle: str | None
+    created_at: float
+    started_at: float | None
+    timeout_s: float | None
+    kill_reason: str | None
+    retries: int

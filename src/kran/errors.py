@@ -1,0 +1,45 @@
+"""The one exception root of kran.
+
+KranError
+ +-- InvalidInput        bad user input (HTTP 422, CLI exit 2)
+ +-- NotFound            unknown object (HTTP 404)
+ +-- Conflict            the object is in a state that forbids the action (HTTP 409)
+ +-- QueueFull           the bounded queue is full (HTTP 429)
+ +-- Unavailable         a needed component is down, e.g. no Docker Engine (HTTP 503)
+ +-- IllegalTransition   a job state change not in the transition table (a bug)
+ +-- EngineError         an engine could not do what was asked
+"""
+
+
+class KranError(Exception):
+    """Root of every error kran raises on purpose."""
+
+
+class InvalidInput(KranError):
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(KranError):
+    pass
+
+
+class Conflict(KranError):
+    pass
+
+
+class QueueFull(KranError):
+    pass
+
+
+class Unavailable(KranError):
+    pass
+
+
+class IllegalTransition(KranError):
+    pass
+
+
+class EngineError(KranError):
+    pass

@@ -1,0 +1,49 @@
+"""The scheduler loop: one thread that records results, monitors and dispatches."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from kran.services.dispatch import dispatch_tick
+from kran.services.monitor import monitor_tick, record_results
+from kran.services.runtime import Runtime
+
+log = logging.getLogger("kran.loop")
+
+
+def tick(rt: Runtime) -> None:
+    """One pass. Dispatch runs when something changed or once a second (retry backoffs)."""
+    record_results(rt)
+    monitor_tick(rt)
+    if rt.dispatch_needed.is_set() or time.monotonic() - rt.last_dispatch > 1.0:
+        rt.dispatch_needed.clear()
+        rt.last_dispatch = time.monotonic()
+        dispatch_tick(rt)
+
+
+class SchedulerLoop:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kran-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.rt.wake.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        interval = self.rt.settings.poll_interval_s
+        while not self._stop.is_set():
+            self.rt.wake.wait(interval)
+            self.rt.wake.clear()
+            try:
+                tick(self.rt)
+            except Exception:  # keep scheduling; the error is in the log
+                log.exception("scheduler pass failed")
+                time.sleep(interval)

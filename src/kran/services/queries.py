@@ -1,0 +1,61 @@
+"""Read-side use cases: one job with why it waits, lists, server status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kran import __version__
+from kran.domain.placement import explain_wait
+from kran.domain.records import JobRecord
+from kran.domain.states import JobState
+from kran.errors import NotFound
+from kran.services.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class JobView:
+    job: JobRecord
+    queue_position: int | None
+    waiting_because: str | None
+
+
+def get_job(rt: Runtime, job_id: int) -> JobView:
+    job = rt.store.get_job(job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    if job.state != JobState.QUEUED:
+        return JobView(job, None, None)
+    ahead = rt.store.queue_position(job)
+    why = explain_wait(
+        request=job.spec.request,
+        nodes=rt.nodes(),
+        ahead=ahead,
+        not_before_in_s=job.not_before - rt.clock.now(),
+        reserved_for=rt.reserved_for if rt.reserved_for != job.id else None,
+    )
+    return JobView(job, ahead + 1, why)
+
+
+def server_status(rt: Runtime) -> dict[str, object]:
+    counts = rt.store.counts_by_state()
+    nodes = rt.nodes()
+    health = rt.engine.health()
+    try:
+        rt.store.ping()
+        store_ok: str | None = None
+    except Exception as e:  # reported, not raised: this is the readiness probe
+        store_ok = f"store unreachable: {e}"
+    return {
+        "version": __version__,
+        "instance": rt.instance,
+        "ready": store_ok is None,
+        "store": store_ok or "ok",
+        "engines": {k: (v or "ok") for k, v in health.items()},
+        "queued": counts.get("queued", 0),
+        "running": counts.get("running", 0) + counts.get("starting", 0),
+        "jobs_by_state": counts,
+        "capacity": {
+            "total": rt.capacity.as_dict(),
+            "free": sum((n.free for n in nodes), start=type(rt.capacity)()).as_dict(),
+        },
+    }

@@ -1,0 +1,56 @@
+"""At start: make the store and the engine agree (after a crash or kill -9).
+
+- a running attempt whose work still runs is re-adopted as it is (the monitor keeps
+  checking it by its handle);
+- a starting attempt (launch in flight when the server stopped) is adopted if the engine
+  has it, else it never ran: it is recorded as lost and the job re-queued without using
+  a retry, so nothing runs twice;
+- engine-side work of this instance that the store does not count as active is stopped
+  and cleaned up.
+Attempts whose work vanished are found by the first monitor pass and become lost.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kran.domain.retry import Settlement
+from kran.domain.states import JobState
+from kran.services.runtime import Runtime
+
+log = logging.getLogger("kran.reconcile")
+
+
+def reconcile_on_start(rt: Runtime) -> dict[str, int]:
+    now = rt.clock.now()
+    active = {(a.job_id, a.attempt): a for a in rt.store.active_attempts()}
+    found = {(r.job_id, r.attempt): r for r in rt.engine.discover()}
+    adopt, requeue = [], []
+    for key, a in active.items():
+        if a.handle is not None:
+            continue
+        ref = found.get(key)
+        if ref is not None and ref.handle:
+            adopt.append((a.job_id, a.attempt, ref.handle))
+        elif (rt.attempt_dir(*key) / "exit_code").exists():
+            adopt.append((a.job_id, a.attempt, "proc:0:0"))  # ran and ended while we were down
+        else:
+            requeue.append(
+                (a.job_id, a.attempt,
+                 Settlement(JobState.LOST, JobState.QUEUED, "server stopped before the launch; re-queued"),
+                 None)
+            )
+    if adopt:
+        rt.store.mark_running(adopt, now)
+    if requeue:
+        rt.store.settle(requeue, now)
+    strays = [r for key, r in found.items() if key not in active]
+    for ref in strays:
+        log.warning("stopping stray attempt %s/%s", ref.job_id, ref.attempt)
+        try:
+            rt.engine.kill(ref)
+            rt.engine.collect(ref)
+        except Exception:
+            log.exception("could not clean up stray attempt %s/%s", ref.job_id, ref.attempt)
+    return {"adopted": len(adopt), "requeued": len(requeue), "strays": len(strays),
+            "running": sum(1 for a in active.values() if a.handle)}

@@ -1,0 +1,69 @@
+"""What the services share: the ports, the node, and the scheduler's working set."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kran.adapters.store.sql_store import SqlStore
+from kran.domain.jobs import JobSpec
+from kran.domain.placement import NodeCapacity
+from kran.domain.resources import Resources
+from kran.ports import AttemptRef, Clock, Engine
+from kran.settings import Settings
+
+LOCAL_NODE = "local"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: SqlStore
+    engine: Engine
+    clock: Clock
+    capacity: Resources
+    data_dir: Path
+    instance: str
+    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(16, "kran-engine"))
+    # engine work finished in the pool, for the loop to record: (kind, payload)
+    results: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
+    wake: threading.Event = field(default_factory=threading.Event)
+    dispatch_needed: threading.Event = field(default_factory=threading.Event)
+    reserved_for: int | None = None
+    last_dispatch: float = 0.0  # monotonic
+    in_flight: set[tuple[int, int]] = field(default_factory=set)  # being collected
+    kills_sent: set[tuple[int, int]] = field(default_factory=set)
+    _specs: dict[int, JobSpec] = field(default_factory=dict)
+
+    def poke(self) -> None:
+        """Something changed that may let a queued job start."""
+        self.dispatch_needed.set()
+        self.wake.set()
+
+    def nodes(self) -> list[NodeCapacity]:
+        allocated = self.store.allocated_by_node()
+        return [NodeCapacity(LOCAL_NODE, self.capacity, allocated.get(LOCAL_NODE, Resources()))]
+
+    def spec_of(self, job_id: int, spec_json: str) -> JobSpec:
+        spec = self._specs.get(job_id)
+        if spec is None:
+            if len(self._specs) > 50_000:
+                self._specs.clear()
+            spec = self._specs[job_id] = JobSpec.from_json(json.loads(spec_json))
+        return spec
+
+    def attempt_dir(self, job_id: int, attempt: int) -> Path:
+        return job_dir(self.data_dir, job_id) / str(attempt)
+
+    def ref(self, job_id: int, attempt: int, handle: str | None) -> AttemptRef:
+        return AttemptRef(job_id, attempt, handle, self.attempt_dir(job_id, attempt))
+
+
+def job_dir(data_dir: Path, job_id: int) -> Path:
+    """Data dir layout: jobs/<id>/<attempt>/{work/, stdout, stderr, exit_code}."""
+    return data_dir / "jobs" / str(job_id)

@@ -1,0 +1,56 @@
+"""Submitting and killing jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kran.domain.jobs import JobSpec
+from kran.domain.placement import fits_anywhere
+from kran.domain.resources import format_cpus
+from kran.domain.states import JobState
+from kran.errors import Conflict, InvalidInput, NotFound, Unavailable
+from kran.services.runtime import Runtime
+
+
+def check_runnable(rt: Runtime, spec: JobSpec, index: int | None = None) -> None:
+    where = f"job {index + 1}: " if index is not None else ""
+    if spec.image:
+        why = rt.engine.health().get("docker")
+        if why:
+            raise Unavailable(f"{where}image jobs cannot run: {why}")
+    elif not rt.settings.allow_host_processes:
+        raise InvalidInput(f"{where}jobs without --image are not allowed on this server", "image")
+    if not fits_anywhere(spec.request, rt.nodes()):
+        m = spec.request.minimum
+        total = rt.capacity
+        raise InvalidInput(
+            f"{where}asks for at least {format_cpus(m.millicpus)} cpus, {m.mem_mb} MiB memory, "
+            f"{m.gpus} gpus, {m.disk_mb} MiB disk, more than the largest node has "
+            f"({format_cpus(total.millicpus)} cpus, {total.mem_mb} MiB, {total.gpus} gpus, "
+            f"{total.disk_mb} MiB disk)",
+            "resources",
+        )
+
+
+def submit_jobs(rt: Runtime, specs: Sequence[JobSpec], owner: str) -> list[int]:
+    """Store all specs or none; wake the scheduler."""
+    if not specs:
+        raise InvalidInput("no jobs given", "jobs")
+    for i, spec in enumerate(specs):
+        check_runnable(rt, spec, i if len(specs) > 1 else None)
+    ids = rt.store.insert_jobs(specs, owner, rt.clock.now(), rt.settings.queue_max)
+    rt.poke()
+    return ids
+
+
+def kill_job(rt: Runtime, job_id: int) -> JobState:
+    """Kill a queued or active job. Running work is stopped by the monitor (SIGTERM, then
+    SIGKILL after the grace period); the job ends as killed when it has stopped."""
+    result = rt.store.request_kill([job_id], "user", rt.clock.now())
+    if job_id not in result:
+        raise NotFound(f"job {job_id} not found")
+    state = result[job_id]
+    if state.is_final and state != JobState.KILLED:
+        raise Conflict(f"job {job_id} already ended: {state}")
+    rt.wake.set()
+    return state

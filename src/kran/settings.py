@@ -1,0 +1,189 @@
+"""Server settings: one typed object, read once at start.
+
+Sources, lowest to highest precedence: defaults, a TOML file, KRAN_* environment
+variables, command-line flags. `load_settings` also reports where each value came from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from kran.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 9090
+    data_dir: str = "~/.local/share/kran"
+    engine: str = "local"
+    queue_max: int = 65536
+    reserve_after_s: float = 600.0
+    retry_backoff_s: float = 5.0
+    dispatch_window: int = 1000
+    poll_interval_s: float = 0.05
+    capacity_cpus: float | None = None
+    capacity_mem_mb: int | None = None
+    capacity_gpus: int | None = None
+    capacity_disk_mb: int | None = None
+    allow_host_processes: bool = True
+    docker_host: str | None = None
+    max_body_mb: int = 64
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+
+# TOML key ([section] name) for each field; env var is KRAN_<SECTION>_<NAME>.
+TOML_KEYS: dict[str, tuple[str, str]] = {
+    "host": ("server", "host"),
+    "port": ("server", "port"),
+    "data_dir": ("server", "data_dir"),
+    "engine": ("server", "engine"),
+    "max_body_mb": ("server", "max_body_mb"),
+    "queue_max": ("queue", "max"),
+    "reserve_after_s": ("queue", "reserve_after_s"),
+    "retry_backoff_s": ("queue", "retry_backoff_s"),
+    "dispatch_window": ("queue", "dispatch_window"),
+    "poll_interval_s": ("queue", "poll_interval_s"),
+    "capacity_cpus": ("capacity", "cpus"),
+    "capacity_mem_mb": ("capacity", "mem_mb"),
+    "capacity_gpus": ("capacity", "gpus"),
+    "capacity_disk_mb": ("capacity", "disk_mb"),
+    "allow_host_processes": ("local", "allow_host_processes"),
+    "docker_host": ("local", "docker_host"),
+}
+
+HELP = {
+    "host": "address the HTTP API listens on",
+    "port": "port the HTTP API listens on",
+    "data_dir": "where the database and job directories live",
+    "engine": "execution engine: local (docker for image jobs, processes otherwise)",
+    "max_body_mb": "largest request body accepted, in MiB",
+    "queue_max": "most jobs waiting in the queue; more submissions get HTTP 429",
+    "reserve_after_s": "a job waiting longer than this reserves capacity (stops backfill)",
+    "retry_backoff_s": "delay before the first retry; doubles each retry",
+    "dispatch_window": "queued jobs considered per scheduler pass",
+    "poll_interval_s": "how often the monitor checks running jobs",
+    "capacity_cpus": "cpus of this node (detected when unset)",
+    "capacity_mem_mb": "memory of this node in MiB (detected when unset)",
+    "capacity_gpus": "gpus of this node (nvidia-smi when unset)",
+    "capacity_disk_mb": "disk for jobs in MiB (free space of the data dir when unset)",
+    "allow_host_processes": "allow jobs without an image to run as host processes",
+    "docker_host": "Docker Engine URL (DOCKER_HOST or the local socket when unset)",
+}
+
+SECRET_FIELDS: frozenset[str] = frozenset()
+
+
+def env_name(field: str) -> str:
+    section, name = TOML_KEYS[field]
+    return f"KRAN_{section}_{name}".upper()
+
+
+def _coerce(field: str, raw: Any, typ: str) -> Any:
+    try:
+        if raw is None:
+            return None
+        if "bool" in typ:
+            if isinstance(raw, bool):
+                return raw
+            low = str(raw).strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{raw!r} is not a boolean")
+        if typ.startswith("int"):
+            if isinstance(raw, float) or isinstance(raw, bool):
+                raise ValueError(f"{raw!r} is not an integer")
+            return int(raw)
+        if typ.startswith("float"):
+            if isinstance(raw, bool):
+                raise ValueError(f"{raw!r} is not a number")
+            return float(raw)
+        if not isinstance(raw, str | int | float):
+            raise ValueError(f"{raw!r} is not a string")
+        return str(raw)
+    except ValueError as e:
+        raise InvalidInput(f"setting {field}: {e}", field) from None
+
+
+def load_settings(
+    config_file: str | None = None,
+    flags: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> tuple[Settings, dict[str, str]]:
+    """Merge the sources; return the settings and, per field, where its value came from."""
+    environ = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    origin = {f.name: "default" for f in fields(Settings)}
+    types = {f.name: str(f.type) for f in fields(Settings)}
+    config_file = config_file or environ.get("KRAN_CONFIG")
+    if config_file:
+        path = Path(config_file).expanduser()
+        try:
+            doc = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise InvalidInput(f"config file {path} does not exist", "config") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise InvalidInput(f"config file {path} is not valid TOML: {e}", "config") from None
+        known = {(s, n) for s, n in TOML_KEYS.values()}
+        for section, table in doc.items():
+            if not isinstance(table, dict):
+                raise InvalidInput(f"config file {path}: [{section}] must be a table", section)
+            for name in table:
+                if (section, name) not in known:
+                    raise InvalidInput(f"config file {path}: unknown setting {section}.{name}", name)
+        for field, (section, name) in TOML_KEYS.items():
+            if name in doc.get(section, {}):
+                values[field] = _coerce(field, doc[section][name], types[field])
+                origin[field] = f"file {path}"
+    for field in TOML_KEYS:
+        var = env_name(field)
+        if var in environ:
+            values[field] = _coerce(field, environ[var], types[field])
+            origin[field] = f"env {var}"
+    for field, raw in (flags or {}).items():
+        if raw is not None:
+            values[field] = _coerce(field, raw, types[field])
+            origin[field] = "flag"
+    settings = Settings(**values)
+    _check(settings)
+    return settings, origin
+
+
+def _check(s: Settings) -> None:
+    if s.engine != "local":
+        raise InvalidInput(f"engine {s.engine!r} is not available (choose: local)", "engine")
+    if not 0 < s.port < 65536:
+        raise InvalidInput(f"port {s.port} is out of range", "port")
+    if s.queue_max < 1:
+        raise InvalidInput("queue max must be at least 1", "queue_max")
+    if s.poll_interval_s <= 0 or s.retry_backoff_s < 0 or s.dispatch_window < 1:
+        raise InvalidInput("queue timings must be positive", "queue")
+
+
+def describe(settings: Settings, origin: dict[str, str]) -> list[dict[str, Any]]:
+    """Rows for `kran config`: key, value (secrets redacted), source, help."""
+    rows = []
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if f.name in SECRET_FIELDS and value:
+            value = "***"
+        section, name = TOML_KEYS[f.name]
+        rows.append(
+            {
+                "key": f"{section}.{name}",
+                "value": value,
+                "source": origin[f.name],
+                "env": env_name(f.name),
+                "help": HELP[f.name],
+            }
+        )
+    return rows
