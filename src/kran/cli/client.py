@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import click
 import httpx
 
 DEFAULT_URL = "http://127.0.0.1:9090"
@@ -32,6 +33,9 @@ class Client:
         except (KeyError, OSError):
             user = "anonymous"
         self.http = httpx.Client(base_url=self.url, timeout=timeout, headers={"X-Kran-User": user})
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:  # closed when the command ends
+            ctx.call_on_close(self.http.close)
 
     def _check(self, resp: httpx.Response) -> httpx.Response:
         if resp.status_code >= 400:

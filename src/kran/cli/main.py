@@ -16,7 +16,23 @@ from kran.cli.render import kv_table, print_json
 from kran.errors import InvalidInput
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class CliFailure(click.ClickException):
+    """A refusal or failure the user should read; exit status 1."""
+
+    exit_code = 1
+
+
+class KranGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ClientError as e:
+            raise CliFailure(str(e)) from None
+        except InvalidInput as e:
+            raise click.UsageError(str(e)) from None
+
+
+@click.group(cls=KranGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kran")
 def cli() -> None:
     """kran runs containerized tools and commands as jobs."""
@@ -126,19 +142,7 @@ for command in (jobs.submit_cmd, jobs.run_cmd, jobs.jobs_cmd, jobs.job_cmd, jobs
 
 
 def main() -> None:
-    try:
-        cli(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except (ClientError, InvalidInput) as e:
-        click.echo(f"kran: {e}", err=True)
-        sys.exit(2 if isinstance(e, InvalidInput) else 1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    cli(prog_name="kran")
 
 
 if __name__ == "__main__":

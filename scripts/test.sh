@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Run the whole test suite on a fresh Debian machine (root): installs Docker, busybox and
+# the Python dependencies if missing, starts dockerd if none runs (and stops it after).
+source "$(dirname "$0")/env.sh"
+need_debs
+need_venv
+need_dockerd
+trap stop_started_dockerd EXIT
+cd "$ROOT"
+"$VENV/bin/python" -m pytest "$@"

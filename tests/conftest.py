@@ -1,0 +1,193 @@
+"""Fixtures: a real `kran serve` process, a real Docker Engine, the CLI against them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from kran.cli.main import cli
+
+TEST_IMAGE = "kran-test/busybox:latest"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    import docker
+
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except Exception as e:
+        pytest.fail(f"tests need a running Docker Engine (scripts/test.sh starts one): {e}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def test_image(docker_client: Any) -> str:
+    """A busybox image built locally (Docker Hub is unreachable)."""
+    try:
+        docker_client.images.get(TEST_IMAGE)
+        return TEST_IMAGE
+    except Exception:
+        pass
+    ctx = Path(tempfile.mkdtemp())
+    shutil.copy("/bin/busybox", ctx / "busybox")
+    (ctx / "Dockerfile").write_text(
+        'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox","--install","-s","/bin"]\n'
+    )
+    docker_client.images.build(path=str(ctx), tag=TEST_IMAGE, rm=True)
+    shutil.rmtree(ctx)
+    return TEST_IMAGE
+
+
+@dataclass
+class ServerProc:
+    data_dir: Path
+    port: int
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.data_dir / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "kran.cli.main", "serve", "--data-dir", str(self.data_dir),
+                 "--port", str(self.port)],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kran serve exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/ping", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"kran serve did not answer: {self.log.read_text()[-2000:]}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, headers={"X-Kran-User": "tester"})
+
+    def wait_state(self, job_id: int, states: set[str], timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.api() as c:
+            while True:
+                job: dict[str, Any] = c.get(f"/api/v1/jobs/{job_id}").json()
+                if job["state"] in states:
+                    return job
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"job {job_id} is {job['state']}, not {states}: {job}")
+                time.sleep(0.05)
+
+
+def _cleanup_engine_leftovers(instance_dir: Path) -> None:
+    """Kill job processes a test left behind (by the pids the server recorded)."""
+    db = instance_dir / "kran.db"
+    if not db.exists():
+        return
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        handles = [r[0] for r in con.execute("SELECT handle FROM attempts WHERE handle LIKE 'proc:%'")]
+        inst = con.execute("SELECT value FROM meta WHERE key='instance'").fetchone()
+    finally:
+        con.close()
+    for h in handles:
+        pid = int(h.split(":")[1])
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    if inst:
+        try:
+            import docker
+
+            client = docker.from_env()
+            for c in client.containers.list(all=True, filters={"label": f"kran.instance={inst[0]}"}):
+                c.remove(force=True)
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Any]:
+    servers: list[ServerProc] = []
+
+    def make(**env: str) -> ServerProc:
+        data = tmp_path / f"server{len(servers)}"
+        data.mkdir()
+        full_env = {**os.environ, "KRAN_QUEUE_RETRY_BACKOFF_S": "0.2", "KRAN_CAPACITY_CPUS": "4",
+                    "KRAN_CAPACITY_MEM_MB": "8192", "KRAN_CAPACITY_DISK_MB": "100000",
+                    "KRAN_CAPACITY_GPUS": "0", **env}
+        full_env.pop("KRAN_CONFIG", None)
+        s = ServerProc(data, free_port(), full_env)
+        s.start()
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.stop()
+        _cleanup_engine_leftovers(s.data_dir)
+
+
+@pytest.fixture
+def server(make_server: Any) -> ServerProc:
+    s: ServerProc = make_server()
+    return s
+
+
+@pytest.fixture
+def kran(server: ServerProc) -> Any:
+    """Run the real CLI in-process against the real server."""
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None) -> Result:
+        return runner.invoke(cli, list(args), env={"KRAN_URL": server.url}, input=input, catch_exceptions=False)
+
+    return run

@@ -1,0 +1,63 @@
+from kran.domain.placement import Candidate, NodeCapacity, explain_wait, place_jobs, shortfall
+from kran.domain.resources import Resources
+from tests.domain.test_resources import request
+
+
+def node(cpus: float = 2, mem: int = 4096, used_cpus: float = 0, node_id: str = "local") -> NodeCapacity:
+    return NodeCapacity(node_id, Resources(int(cpus * 1000), mem, 0, 1000), Resources(int(used_cpus * 1000), 0, 0, 0))
+
+
+def cand(job_id: int, cpus: str = "1", waited: float = 0.0, mem: str = "512") -> Candidate:
+    return Candidate(job_id, request(cpus, mem), waited)
+
+
+def test_never_oversubscribes() -> None:
+    p = place_jobs([cand(i) for i in range(5)], [node(cpus=2)], reserve_after_s=600)
+    assert [a.job_id for a in p.assignments] == [0, 1]
+    assert sum(a.allocation.millicpus for a in p.assignments) == 2000
+
+
+def test_ranges_granted_in_queue_order() -> None:
+    p = place_jobs([cand(1, "1-"), cand(2, "1")], [node(cpus=4)], reserve_after_s=600)
+    assert [(a.job_id, a.allocation.millicpus) for a in p.assignments] == [(1, 4000)]
+
+
+def test_small_job_backfills_behind_big_one() -> None:
+    p = place_jobs([cand(1, "8"), cand(2, "1")], [node(cpus=2)], reserve_after_s=600)
+    assert [a.job_id for a in p.assignments] == [2]
+    assert p.reserved_for is None
+
+
+def test_long_waiting_big_job_reserves_capacity() -> None:
+    p = place_jobs([cand(1, "2", waited=700), cand(2, "1")], [node(cpus=2, used_cpus=1)], reserve_after_s=600)
+    assert p.assignments == []
+    assert p.reserved_for == 1
+
+
+def test_jobs_ahead_of_reservation_still_start() -> None:
+    p = place_jobs([cand(1, "1"), cand(2, "4", waited=700), cand(3, "1")], [node(cpus=2)], reserve_after_s=600)
+    assert [a.job_id for a in p.assignments] == [1]
+    assert p.reserved_for == 2
+
+
+def test_spreads_over_nodes_and_skips_unschedulable() -> None:
+    a, b, c = node(node_id="a", cpus=4), node(node_id="b", cpus=4, used_cpus=2), node(node_id="c", cpus=8)
+    c.schedulable = False
+    p = place_jobs([cand(i) for i in range(5)], [a, b, c], reserve_after_s=600)
+    # most free cpus first, ties to the earlier node; c is never used
+    assert [x.node_id for x in p.assignments] == ["a", "a", "a", "b", "a"]
+
+
+def test_shortfall_and_explanations() -> None:
+    assert shortfall(request("8"), Resources(2000, 4096, 0, 0)) == "needs 8 cpus, node has 2 free"
+    assert shortfall(request("1", "8192"), Resources(2000, 4096, 0, 0)) == "needs 8192 MiB memory, node has 4096 free"
+    assert shortfall(request("1"), Resources(2000, 4096, 0, 0)) is None
+    why = explain_wait(request=request("8"), nodes=[node(cpus=16, used_cpus=14)], ahead=3, not_before_in_s=None,
+                       reserved_for=None)
+    assert why == "needs 8 cpus, node has 2 free"
+    assert "3 job(s) ahead" in explain_wait(request=request("1"), nodes=[node()], ahead=3, not_before_in_s=None,
+                                            reserved_for=None)
+    assert "reserved for job 7" in explain_wait(request=request("1"), nodes=[node()], ahead=0,
+                                                not_before_in_s=None, reserved_for=7)
+    assert "backoff" in explain_wait(request=request("1"), nodes=[node()], ahead=0, not_before_in_s=5,
+                                     reserved_for=None)

@@ -1,0 +1,167 @@
+"""One contract, every engine: the same tests against the process and the Docker engine."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kran.adapters.engines.docker_engine import DockerEngine
+from kran.adapters.engines.process import ProcessEngine
+from kran.domain.resources import Resources
+from kran.domain.retry import AttemptEnd
+from kran.errors import EngineError
+from kran.ports import AttemptRef, Engine, LaunchSpec
+
+
+@pytest.fixture(params=["process", "docker"])
+def engine_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def engine(engine_kind: str, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    instance = uuid.uuid4().hex
+    if engine_kind == "process":
+        eng: Any = ProcessEngine(instance, kill_grace_s=1)
+    else:
+        request.getfixturevalue("test_image")
+        eng = DockerEngine(instance, kill_grace_s=1)
+    yield eng
+    for ref in eng.discover():
+        eng.kill(ref)
+        eng.collect(ref)
+    for proc in getattr(eng, "_children", {}).values():  # reap, so no Popen is left running
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def launch(engine: Engine, engine_kind: str, tmp_path: Path, test_image: str) -> Any:
+    counter = iter(range(1, 1000))
+
+    def go(script: str, job_id: int | None = None, env: dict[str, str] | None = None) -> AttemptRef:
+        job = job_id if job_id is not None else next(counter)
+        attempt_dir = tmp_path / f"j{job}" / "1"
+        (attempt_dir / "work").mkdir(parents=True)
+        spec = LaunchSpec(
+            job_id=job, attempt=1, argv=("/bin/sh", "-c", script),
+            image=test_image if engine_kind == "docker" else None,
+            env={"KRAN_JOB_ID": str(job), "KRAN_ATTEMPT": "1", "KRAN_WORKDIR": str(attempt_dir / "work"),
+                 **(env or {})},
+            attempt_dir=attempt_dir, allocation=Resources(500, 128, 0, 0), network=False,
+        )
+        return AttemptRef(job, 1, engine.launch(spec), attempt_dir)
+
+    return go
+
+
+def wait_end(engine: Engine, ref: AttemptRef, timeout: float = 30) -> AttemptEnd:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ends = engine.check([ref])
+        if (ref.job_id, ref.attempt) in ends:
+            return ends[(ref.job_id, ref.attempt)]
+        time.sleep(0.05)
+    raise AssertionError("attempt did not end")
+
+
+def test_exit_code_logs_env_and_workdir(engine: Engine, launch: Any) -> None:
+    ref = launch('echo out; echo err >&2; echo "$GREETING" > file.txt; pwd; exit 7', env={"GREETING": "hi"})
+    end = wait_end(engine, ref)
+    assert end.exit_code == 7 and not end.vanished
+    engine.collect(ref)
+    assert (ref.attempt_dir / "stdout").read_text() == f"out\n{ref.attempt_dir / 'work'}\n"
+    assert (ref.attempt_dir / "stderr").read_text() == "err\n"
+    assert (ref.attempt_dir / "work" / "file.txt").read_text() == "hi\n"
+    engine.collect(ref)  # idempotent
+
+
+def test_success_and_running_attempts_are_left_out(engine: Engine, launch: Any) -> None:
+    slow = launch("sleep 2")
+    fast = launch("true")
+    assert wait_end(engine, fast).exit_code == 0
+    assert (slow.job_id, 1) not in engine.check([slow])
+    assert wait_end(engine, slow).exit_code == 0
+
+
+def test_kill_stops_the_attempt(engine: Engine, launch: Any) -> None:
+    ref = launch("sleep 60")
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    engine.kill(ref)
+    end = wait_end(engine, ref, timeout=15)
+    assert time.monotonic() - t0 < 10
+    assert end.exit_code != 0
+
+
+def test_kill_escalates_when_sigterm_is_ignored(engine: Engine, launch: Any) -> None:
+    ref = launch("trap '' TERM; while true; do sleep 0.1; done")
+    time.sleep(0.3)
+    engine.kill(ref)
+    end = wait_end(engine, ref, timeout=15)
+    assert end.exit_code != 0
+
+
+def test_discover_finds_running_attempts_of_this_instance(engine: Engine, launch: Any) -> None:
+    ref = launch("sleep 30", job_id=41)
+    time.sleep(0.3)
+    found = {(r.job_id, r.attempt): r for r in engine.discover()}
+    assert (41, 1) in found and found[(41, 1)].handle == ref.handle
+    engine.kill(ref)
+    wait_end(engine, ref)
+
+
+def test_stream_logs_follows_until_the_end(engine: Engine, launch: Any) -> None:
+    ref = launch("for i in 1 2 3; do echo line$i; sleep 0.2; done")
+    time.sleep(0.1)
+    data = b"".join(engine.stream_logs(ref, "stdout", follow=True))
+    assert data == b"line1\nline2\nline3\n"
+
+
+def test_vanished_work_is_reported(engine: Engine, launch: Any, engine_kind: str) -> None:
+    ref = launch("sleep 30")
+    time.sleep(0.3)
+    if engine_kind == "process":
+        import os
+        import signal
+
+        pid = int(ref.handle.split(":")[1])
+        os.killpg(pid, signal.SIGKILL)
+    else:
+        import docker
+
+        docker.from_env().containers.get(ref.handle.split(":", 1)[1]).remove(force=True)
+    end = wait_end(engine, ref)
+    assert end.vanished or end.exit_code == 137
+
+
+def test_bad_command_fails_cleanly(engine: Engine, launch: Any) -> None:
+    ref = launch("exec /does/not/exist")
+    end = wait_end(engine, ref)
+    assert end.exit_code == 127
+
+
+def test_docker_relaunch_of_same_attempt_does_not_run_twice(engine_kind: str, engine: Engine, launch: Any,
+                                                           tmp_path: Path, test_image: str) -> None:
+    if engine_kind != "docker":
+        pytest.skip("name-based idempotence is a docker engine property")
+    ref = launch("echo once >> count.txt; sleep 1", job_id=77)
+    spec = LaunchSpec(job_id=77, attempt=1, argv=("/bin/sh", "-c", "echo once >> count.txt"), image=test_image,
+                      env={}, attempt_dir=ref.attempt_dir, allocation=Resources(500, 128, 0, 0), network=False)
+    assert engine.launch(spec) == ref.handle
+    wait_end(engine, ref)
+    assert (ref.attempt_dir / "work" / "count.txt").read_text() == "once\n"
+
+
+def test_docker_unknown_image_is_an_engine_error(engine_kind: str, engine: Engine, tmp_path: Path) -> None:
+    if engine_kind != "docker":
+        pytest.skip("images are a docker engine matter")
+    spec = LaunchSpec(job_id=1, attempt=1, argv=("true",), image="127.0.0.1:1/nope:latest", env={},
+                      attempt_dir=tmp_path, allocation=Resources(500, 128, 0, 0), network=False)
+    with pytest.raises(EngineError, match="nope"):
+        engine.launch(spec)
