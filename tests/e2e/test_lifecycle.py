@@ -1,0 +1,113 @@
+"""Queue and lifecycle: retries, timeouts, priorities, queue bound, refusals."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tests.conftest import ServerProc
+
+
+def post(server: ServerProc, body: dict[str, Any], path: str = "/api/v1/jobs") -> Any:
+    with server.api() as c:
+        return c.post(path, json=body)
+
+
+def test_retries_keep_each_attempt(server: ServerProc) -> None:
+    r = post(server, {"sh": 'echo "attempt $KRAN_ATTEMPT"; [ "$KRAN_ATTEMPT" = 3 ]', "retries": 3})
+    job = server.wait_state(r.json()["id"], {"succeeded", "failed"})
+    assert job["state"] == "succeeded"
+    assert [(a["number"], a["state"], a["exit_code"]) for a in job["attempts"]] == [
+        (1, "failed", 1), (2, "failed", 1), (3, "succeeded", 0)]
+    # backoff: 0.2 s then 0.4 s between attempts
+    a1, a2, a3 = job["attempts"]
+    from datetime import datetime
+
+    gap = lambda x, y: (datetime.fromisoformat(y["created_at"]) - datetime.fromisoformat(x["finished_at"])).total_seconds()  # noqa: E731
+    assert gap(a1, a2) >= 0.2 and gap(a2, a3) >= 0.4
+    with server.api() as c:
+        out = c.get(f"/api/v1/jobs/{job['id']}/logs").content
+    assert out == b"attempt 3\n"
+
+
+def test_retries_exhausted_ends_failed(server: ServerProc) -> None:
+    r = post(server, {"sh": "exit 5", "retries": 1})
+    job = server.wait_state(r.json()["id"], {"failed"})
+    assert len(job["attempts"]) == 2 and job["exit_code"] == 5 and job["reason"] == "exit code 5"
+
+
+def test_timeout_kills_and_records_timed_out(server: ServerProc) -> None:
+    t0 = time.monotonic()
+    r = post(server, {"command": ["sleep", "60"], "timeout": "1s", "retries": 2})
+    job = server.wait_state(r.json()["id"], {"timed_out"}, timeout=20)
+    assert time.monotonic() - t0 < 15
+    assert job["reason"] == "timed out after 1s" and len(job["attempts"]) == 1
+
+
+def test_docker_timeout(server: ServerProc, test_image: str) -> None:
+    r = post(server, {"image": test_image, "command": ["sleep", "60"], "timeout": 1})
+    job = server.wait_state(r.json()["id"], {"timed_out"}, timeout=30)
+    assert job["attempts"][0]["state"] == "timed_out"
+
+
+def test_priority_order_and_ranges(server: ServerProc) -> None:
+    blocker = post(server, {"command": ["sleep", "1"], "cpus": "4"}).json()["id"]
+    server.wait_state(blocker, {"running"})
+    low = post(server, {"sh": "echo $KRAN_CPUS", "cpus": "4", "priority": 1}).json()["id"]
+    high = post(server, {"sh": "echo $KRAN_CPUS", "cpus": "1-", "priority": 10}).json()["id"]
+    jl = server.wait_state(low, {"succeeded"})
+    jh = server.wait_state(high, {"succeeded"})
+    assert jh["started_at"] <= jl["started_at"]
+    assert jh["allocation"]["cpus"] == 4  # "1-": everything free when it started
+
+
+def test_small_job_is_not_blocked_by_big_one(server: ServerProc) -> None:
+    blocker = post(server, {"command": ["sleep", "3"], "cpus": "3"}).json()["id"]
+    server.wait_state(blocker, {"running"})
+    big = post(server, {"command": ["true"], "cpus": "4"}).json()["id"]
+    small = post(server, {"command": ["true"], "cpus": "1"}).json()["id"]
+    server.wait_state(small, {"succeeded"}, timeout=2.5)
+    with server.api() as c:
+        assert c.get(f"/api/v1/jobs/{big}").json()["state"] == "queued"
+    server.wait_state(big, {"succeeded"})
+
+
+def test_queue_full_is_429_and_stores_nothing(make_server: Any) -> None:
+    server = make_server(KRAN_QUEUE_MAX="3", KRAN_CAPACITY_CPUS="1")
+    with server.api() as c:
+        r = c.post("/api/v1/jobs/batch", json={"jobs": [{"command": ["sleep", "30"]}] * 4})
+        assert r.status_code == 429  # 4 > 3 at once: refused whole
+        first = c.post("/api/v1/jobs", json={"command": ["sleep", "30"]}).json()["id"]
+        server.wait_state(first, {"running"})
+        ids = [first] + c.post("/api/v1/jobs/batch", json={"jobs": [{"command": ["sleep", "30"]}] * 3}).json()["ids"]
+        r = c.post("/api/v1/jobs", json={"command": ["true"]})
+        assert r.status_code == 429 and "queue is full" in r.json()["error"]
+        r = c.post("/api/v1/jobs/batch", json={"jobs": [{"command": ["true"]}] * 2})
+        assert r.status_code == 429
+        assert len(c.get("/api/v1/jobs").json()["jobs"]) == 4
+        for i in ids:
+            c.post(f"/api/v1/jobs/{i}/kill")
+
+
+def test_image_jobs_refused_without_docker(make_server: Any) -> None:
+    server = make_server(KRAN_LOCAL_DOCKER_HOST="unix:///nonexistent/docker.sock")
+    with server.api() as c:
+        r = c.post("/api/v1/jobs", json={"image": "x", "command": ["true"]})
+        assert r.status_code == 503 and "Docker Engine unreachable" in r.json()["error"]
+        st = c.get("/status")
+        assert st.status_code == 200 and st.json()["engines"]["docker"].startswith("Docker Engine unreachable")
+        job = c.post("/api/v1/jobs", json={"command": ["true"]}).json()["id"]
+    server.wait_state(job, {"succeeded"})
+
+
+def test_host_processes_can_be_forbidden(make_server: Any) -> None:
+    server = make_server(KRAN_LOCAL_ALLOW_HOST_PROCESSES="false")
+    with server.api() as c:
+        r = c.post("/api/v1/jobs", json={"command": ["true"]})
+    assert r.status_code == 422 and "not allowed" in r.json()["error"]
+
+
+def test_unknown_image_fails_the_attempt_with_reason(server: ServerProc, test_image: str) -> None:
+    job = post(server, {"image": "127.0.0.1:1/missing:latest", "command": ["true"]}).json()["id"]
+    rec = server.wait_state(job, {"failed"}, timeout=60)
+    assert "launch failed" in rec["reason"] and "missing" in rec["reason"]
