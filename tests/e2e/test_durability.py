@@ -41,11 +41,11 @@ def test_running_jobs_are_readopted_after_kill9(server: ServerProc, test_image: 
         while (rec := c.get(f"/api/v1/jobs/{vanish}").json())["attempt"] < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
     assert rec["attempts"][0]["state"] == "lost" and rec["state"] in ("starting", "running")  # retried
-    assert server.wait_state(queued, {"succeeded"}, timeout=30)
     with server.api() as c:
+        c.post(f"/api/v1/jobs/{vanish}/kill")
         assert c.get(f"/api/v1/jobs/{proc_ok}/logs").content == b"done\n"
         assert c.get(f"/api/v1/jobs/{dock}/logs").content == b"hi\n"
-        c.post(f"/api/v1/jobs/{vanish}/kill")
+    assert server.wait_state(queued, {"succeeded"}, timeout=30)
     counts = collections.Counter(runs.read_text().split())
     assert counts == {str(proc_ok): 1, str(proc_fail): 1, str(still): 1}
 

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kran import __version__
 from kran.api import jobs, system
@@ -23,17 +24,47 @@ def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+class BodyLimit:
+    """413 for bodies over the limit: by Content-Length up front, and while reading a
+    chunked body. Plain ASGI (BaseHTTPMiddleware costs a task per request)."""
+
+    def __init__(self, app: ASGIApp, limit_mb: int) -> None:
+        self.app = app
+        self.limit_mb = limit_mb
+        self.limit = limit_mb * 1024 * 1024
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        too_big = _error(413, f"request body larger than {self.limit_mb} MiB")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await too_big(scope, receive, send)
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except BodyTooLarge:
+            await too_big(scope, receive, send)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
 def create_app(rt: Runtime) -> FastAPI:
     app = FastAPI(title="kran", version=__version__, docs_url="/api/docs", openapi_url="/api/v1/openapi.json")
     app.state.rt = rt
-    limit = rt.settings.max_body_mb * 1024 * 1024
-
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return _error(413, f"request body larger than {rt.settings.max_body_mb} MiB")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit_mb=rt.settings.max_body_mb)
 
     @app.exception_handler(KranError)
     async def kran_error(_: Request, exc: KranError) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Request-scoped helpers shared by the routers."""
+"""Request-scoped helpers shared by the routers (async: no thread hop per request)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from kran.services.runtime import Runtime
 _USER = re.compile(r"[A-Za-z0-9_.@\-]{1,100}")
 
 
-def runtime(request: Request) -> Runtime:
+async def runtime(request: Request) -> Runtime:
     rt: Runtime = request.app.state.rt
     return rt
 
 
-def caller(request: Request) -> str:
+async def caller(request: Request) -> str:
     """Who is asking. Until authentication exists, the client names itself (X-Kran-User)."""
     name = request.headers.get("x-kran-user", "anonymous")
     if not _USER.fullmatch(name):

@@ -112,6 +112,8 @@ def validate_spec(
             raise SpecError("labels", f"value of label {k} is too long or has a NUL byte")
     if len(labels) > 64:
         raise SpecError("labels", "at most 64 labels")
+    if request.cpus.min <= 0 or request.mem_mb.min <= 0:
+        raise SpecError("resources", "a job needs more than 0 cpus and more than 0 MiB memory")
     lo, hi = PRIORITY_RANGE
     if not lo <= priority <= hi:
         raise SpecError("priority", f"must be between {lo} and {hi}")

@@ -71,6 +71,12 @@ def place_jobs(
     return Placement(out, None)
 
 
+def has_room(node: NodeCapacity) -> bool:
+    """Could any job still fit? Every job asks for some cpu and some memory."""
+    free = node.free
+    return node.schedulable and free.millicpus > 0 and free.mem_mb > 0
+
+
 def fits_anywhere(request: ResourceRequest, nodes: list[NodeCapacity]) -> bool:
     return any(n.total.covers(request.minimum) for n in nodes)
 

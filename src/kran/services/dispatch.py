@@ -3,27 +3,44 @@
 from __future__ import annotations
 
 from kran.domain.jobs import job_environment
-from kran.domain.placement import Candidate, place_jobs
+from kran.domain.placement import Assignment, Candidate, has_room, place_jobs
 from kran.errors import EngineError
 from kran.ports import LaunchSpec
 from kran.services.runtime import Runtime
 
 
+PAGE = 128
+
+
 def dispatch_tick(rt: Runtime) -> int:
-    """Start as many queued jobs as fit; returns how many launches were handed over."""
+    """Start as many queued jobs as fit; returns how many launches were handed over.
+
+    The queue is read page by page, and reading stops once the nodes are full, so a pass
+    costs what it starts, not the length of the queue.
+    """
     now = rt.clock.now()
-    candidates = []
-    for row in rt.store.queued_in_order(rt.settings.dispatch_window):
-        if row.not_before > now:
-            continue
-        spec = rt.spec_of(row.job_id, row.spec_json)
-        candidates.append(Candidate(row.job_id, spec.request, now - row.queued_since))
-    if not candidates:
-        rt.reserved_for = None
+    nodes = rt.nodes()
+    assignments: list[Assignment] = []
+    reserved_for = None
+    if not any(has_room(n) for n in nodes):
         return 0
-    placement = place_jobs(candidates, rt.nodes(), reserve_after_s=rt.settings.reserve_after_s)
-    rt.reserved_for = placement.reserved_for
-    started = rt.store.start_attempts(placement.assignments, now)
+    for offset in range(0, rt.settings.dispatch_window, PAGE):
+        rows = rt.store.queued_in_order(min(PAGE, rt.settings.dispatch_window - offset), offset)
+        candidates = [
+            Candidate(r.job_id, rt.spec_of(r.job_id, r.spec_json).request, now - r.queued_since)
+            for r in rows
+            if r.not_before <= now
+        ]
+        placement = place_jobs(candidates, nodes, reserve_after_s=rt.settings.reserve_after_s)
+        assignments += placement.assignments
+        for a in placement.assignments:
+            node = next(n for n in nodes if n.node_id == a.node_id)
+            node.allocated = node.allocated + a.allocation
+        reserved_for = placement.reserved_for
+        if reserved_for is not None or len(rows) < PAGE or not any(has_room(n) for n in nodes):
+            break
+    rt.reserved_for = reserved_for
+    started = rt.store.start_attempts(assignments, now)
     for s in started:
         attempt_dir = rt.attempt_dir(s.job_id, s.attempt)
         workdir = attempt_dir / "work"
@@ -39,7 +56,10 @@ def dispatch_tick(rt: Runtime) -> int:
             allocation=s.allocation,
             network=s.spec.network,
         )
-        rt.pool.submit(_launch, rt, launch)
+        if launch.image:
+            rt.pool.submit(_launch, rt, launch)  # may pull and take seconds
+        else:
+            _launch(rt, launch)  # a fork/exec: cheaper here than a thread hand-off
     return len(started)
 
 

@@ -11,12 +11,14 @@ from kran.services.monitor import monitor_tick, record_results
 from kran.services.runtime import Runtime
 
 log = logging.getLogger("kran.loop")
+MIN_GAP_S = 0.005
 
 
-def tick(rt: Runtime) -> None:
+def tick(rt: Runtime, monitor: bool = True) -> None:
     """One pass. Dispatch runs when something changed or once a second (retry backoffs)."""
     record_results(rt)
-    monitor_tick(rt)
+    if monitor:
+        monitor_tick(rt)
     if rt.dispatch_needed.is_set() or time.monotonic() - rt.last_dispatch > 1.0:
         rt.dispatch_needed.clear()
         rt.last_dispatch = time.monotonic()
@@ -39,11 +41,18 @@ class SchedulerLoop:
 
     def _run(self) -> None:
         interval = self.rt.settings.poll_interval_s
+        last_monitor = 0.0
         while not self._stop.is_set():
             self.rt.wake.wait(interval)
+            # a short pause lets a burst of wake-ups (submissions, exits) share one pass
+            time.sleep(MIN_GAP_S)
             self.rt.wake.clear()
+            now = time.monotonic()
+            monitor = now - last_monitor >= interval
+            if monitor:
+                last_monitor = now
             try:
-                tick(self.rt)
+                tick(self.rt, monitor)
             except Exception:  # keep scheduling; the error is in the log
                 log.exception("scheduler pass failed")
                 time.sleep(interval)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kran.adapters.store.sql_store import SqlStore
+from kran.services.batcher import SubmitBatcher
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import NodeCapacity
 from kran.domain.resources import Resources
@@ -29,6 +30,7 @@ class Runtime:
     capacity: Resources
     data_dir: Path
     instance: str
+    submitter: SubmitBatcher
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(16, "kran-engine"))
     # engine work finished in the pool, for the loop to record: (kind, payload)
     results: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
@@ -44,6 +46,10 @@ class Runtime:
         """Something changed that may let a queued job start."""
         self.dispatch_needed.set()
         self.wake.set()
+
+    def node_totals(self) -> list[NodeCapacity]:
+        """Nodes with their total capacity only (no store read)."""
+        return [NodeCapacity(LOCAL_NODE, self.capacity)]
 
     def nodes(self) -> list[NodeCapacity]:
         allocated = self.store.allocated_by_node()

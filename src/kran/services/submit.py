@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 
 from kran.domain.jobs import JobSpec
-from kran.domain.placement import fits_anywhere
+from kran.domain.placement import NodeCapacity, fits_anywhere
 from kran.domain.resources import format_cpus
 from kran.domain.states import JobState
 from kran.errors import Conflict, InvalidInput, NotFound, Unavailable
 from kran.services.runtime import Runtime
 
 
-def check_runnable(rt: Runtime, spec: JobSpec, index: int | None = None) -> None:
+def check_runnable(rt: Runtime, spec: JobSpec, nodes: list[NodeCapacity], index: int | None = None) -> None:
     where = f"job {index + 1}: " if index is not None else ""
     if spec.image:
         why = rt.engine.health().get("docker")
@@ -20,7 +21,7 @@ def check_runnable(rt: Runtime, spec: JobSpec, index: int | None = None) -> None
             raise Unavailable(f"{where}image jobs cannot run: {why}")
     elif not rt.settings.allow_host_processes:
         raise InvalidInput(f"{where}jobs without --image are not allowed on this server", "image")
-    if not fits_anywhere(spec.request, rt.nodes()):
+    if not fits_anywhere(spec.request, nodes):
         m = spec.request.minimum
         total = rt.capacity
         raise InvalidInput(
@@ -32,15 +33,15 @@ def check_runnable(rt: Runtime, spec: JobSpec, index: int | None = None) -> None
         )
 
 
-def submit_jobs(rt: Runtime, specs: Sequence[JobSpec], owner: str) -> list[int]:
-    """Store all specs or none; wake the scheduler."""
+def submit_jobs(rt: Runtime, specs: Sequence[JobSpec], owner: str) -> Future[list[int]]:
+    """Check the specs, then hand them to the group-commit writer: all are stored or none.
+    The future resolves once they are committed (and the scheduler has been woken)."""
     if not specs:
         raise InvalidInput("no jobs given", "jobs")
+    nodes = rt.node_totals()
     for i, spec in enumerate(specs):
-        check_runnable(rt, spec, i if len(specs) > 1 else None)
-    ids = rt.store.insert_jobs(specs, owner, rt.clock.now(), rt.settings.queue_max)
-    rt.poke()
-    return ids
+        check_runnable(rt, spec, nodes, i if len(specs) > 1 else None)
+    return rt.submitter.submit(specs, owner)
 
 
 def kill_job(rt: Runtime, job_id: int) -> JobState:

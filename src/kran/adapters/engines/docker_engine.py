@@ -48,22 +48,30 @@ class DockerEngine:
         return self._client
 
     def health(self) -> dict[str, str | None]:
+        """Never blocks once checked: a stale answer is refreshed in the background."""
         checked, reason = self._health
-        if time.monotonic() - checked > 5:
-            try:
-                self.client.ping()
-                reason = None
-            except (DockerException, EngineError, OSError) as e:
-                reason = f"Docker Engine unreachable: {str(e)[:200]}"
-                self._client = None
-            self._health = (time.monotonic(), reason)
-        return {"docker": reason}
+        if checked == 0.0:
+            self._check_health()
+        elif time.monotonic() - checked > 5 and self._lock.acquire(blocking=False):
+            threading.Thread(target=self._check_health, args=(True,), daemon=True).start()
+        return {"docker": self._health[1]}
+
+    def _check_health(self, locked: bool = False) -> None:
+        try:
+            self.client.ping()
+            reason = None
+        except (DockerException, EngineError, OSError) as e:
+            reason = f"Docker Engine unreachable: {str(e)[:200]}"
+            self._client = None
+        finally:
+            if locked:
+                self._lock.release()
+        self._health = (time.monotonic(), reason)
 
     def _name(self, job_id: int, attempt: int) -> str:
         return f"kran-{self.instance[:12]}-{job_id}-{attempt}"
 
     def launch(self, spec: LaunchSpec) -> str:
-        spec.workdir.mkdir(parents=True, exist_ok=True)
         assert spec.image is not None
         name = self._name(spec.job_id, spec.attempt)
         alloc = spec.allocation

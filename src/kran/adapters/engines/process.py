@@ -22,10 +22,12 @@ from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError
 from kran.ports import AttemptRef, LaunchSpec
 
+# Only shell builtins after the job (no extra fork). exit_code needs no atomic rename: it
+# is read only once the wrapper is gone, and the wrapper writes it before it exits.
 WRAPPER = (
     'd="$1"; shift; cd "$d/work" || exit 127; '
     '"$@" >"$d/stdout" 2>"$d/stderr" </dev/null; rc=$?; '
-    'echo $rc >"$d/exit_code.tmp" && mv "$d/exit_code.tmp" "$d/exit_code"; exit $rc'
+    'echo $rc >"$d/exit_code"; exit $rc'
 )
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PREFIX = "proc:"
@@ -69,7 +71,6 @@ class ProcessEngine:
         self._lock = threading.Lock()
 
     def launch(self, spec: LaunchSpec) -> str:
-        spec.workdir.mkdir(parents=True, exist_ok=True)
         env = {"PATH": BASE_PATH, "HOME": str(spec.workdir), "LANG": "C.UTF-8"}
         env.update(spec.env)
         env["KRAN_INSTANCE"] = self.instance

@@ -17,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, create_engine, event, func, insert, select, update
+from sqlalchemy import Connection, bindparam, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine as SAEngine
 
 from kran.adapters.store.tables import attempts, events, job_labels, jobs, meta
@@ -62,6 +62,9 @@ class SqlStore:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._write_lock = threading.RLock()
+        # Jobs in state queued, kept by the write methods (this process is the only writer:
+        # the data dir is locked), so the queue bound costs no COUNT per submit.
+        self._queued: int | None = None
 
     @staticmethod
     def for_data_dir(data_dir: Path) -> SqlStore:
@@ -101,37 +104,70 @@ class SqlStore:
         self, specs: Sequence[JobSpec], owner: str, now: float, queue_max: int
     ) -> list[int]:
         """All or nothing; refuses with QueueFull when the queue would pass queue_max."""
+        result = self.insert_job_groups([(specs, owner)], now, queue_max)[0]
+        if isinstance(result, QueueFull):
+            raise result
+        return result
+
+    def insert_job_groups(
+        self, groups: Sequence[tuple[Sequence[JobSpec], str]], now: float, queue_max: int
+    ) -> list[list[int] | QueueFull]:
+        """Several submissions in one transaction, each all or nothing against the queue bound."""
+        with self._write_lock:
+            waiting = self.queued_count()
+            accepted: list[tuple[Sequence[JobSpec], str]] = []
+            verdicts: list[QueueFull | None] = []
+            for specs, owner in groups:
+                if waiting + len(specs) > queue_max:
+                    verdicts.append(QueueFull(
+                        f"queue is full: {waiting} jobs waiting, limit {queue_max}; "
+                        f"{len(specs)} more refused, nothing stored"))
+                else:
+                    waiting += len(specs)
+                    accepted.append((specs, owner))
+                    verdicts.append(None)
+            ids = self._insert_rows(accepted, now) if accepted else []
+            self._queued_changed(len(ids))
+        out: list[list[int] | QueueFull] = []
+        pos = 0
+        for (specs, _), verdict in zip(groups, verdicts):
+            if verdict is None:
+                out.append(ids[pos:pos + len(specs)])
+                pos += len(specs)
+            else:
+                out.append(verdict)
+        return out
+
+    def _queued_changed(self, delta: int) -> None:
+        if self._queued is not None:
+            self._queued += delta
+
+    def queued_count(self) -> int:
+        with self._write_lock:
+            if self._queued is None:
+                with self.engine.connect() as conn:
+                    self._queued = int(conn.execute(
+                        select(func.count()).select_from(jobs).where(jobs.c.state == JobState.QUEUED)
+                    ).scalar_one())
+            return self._queued
+
+    def _insert_rows(self, groups: Sequence[tuple[Sequence[JobSpec], str]], now: float) -> list[int]:
+        specs = [s for group, _ in groups for s in group]
+        rows = [
+            {
+                "owner": owner, "name": s.name, "state": JobState.QUEUED.value, "priority": s.priority,
+                "spec": json.dumps(s.to_json()), "image": s.image,
+                "req_millicpus": s.request.cpus.min, "req_mem_mb": s.request.mem_mb.min,
+                "req_gpus": s.request.gpus.min, "req_disk_mb": s.request.disk_mb.min,
+                "submitted_at": now, "queued_since": now, "not_before": now, "attempts": 0,
+                "timeout_s": s.timeout_s, "retries": s.retries,
+            }
+            for group, owner in groups
+            for s in group
+        ]
         with self._tx() as conn:
-            waiting = conn.execute(
-                select(func.count()).select_from(jobs).where(jobs.c.state == JobState.QUEUED)
-            ).scalar_one()
-            if waiting + len(specs) > queue_max:
-                raise QueueFull(
-                    f"queue is full: {waiting} jobs waiting, limit {queue_max}; "
-                    f"{len(specs)} more refused, nothing stored"
-                )
-            rows = [
-                {
-                    "owner": owner,
-                    "name": s.name,
-                    "state": JobState.QUEUED.value,
-                    "priority": s.priority,
-                    "spec": json.dumps(s.to_json()),
-                    "image": s.image,
-                    "req_millicpus": s.request.cpus.min,
-                    "req_mem_mb": s.request.mem_mb.min,
-                    "req_gpus": s.request.gpus.min,
-                    "req_disk_mb": s.request.disk_mb.min,
-                    "submitted_at": now,
-                    "queued_since": now,
-                    "not_before": now,
-                    "attempts": 0,
-                    "timeout_s": s.timeout_s,
-                }
-                for s in specs
-            ]
-            if len(rows) == 1:
-                ids = [conn.execute(insert(jobs).values(rows[0])).inserted_primary_key[0]]
+            if len(rows) == 1:  # parameters apart from the statement: its compiled form is cached
+                ids = [conn.execute(insert(jobs), rows[0]).inserted_primary_key[0]]
             else:
                 result = conn.execute(insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows)
                 ids = [r[0] for r in result]
@@ -142,11 +178,8 @@ class SqlStore:
                 conn.execute(insert(job_labels), labels)
             conn.execute(
                 insert(events),
-                [
-                    {"job_id": i, "attempt": None, "from_state": None, "to_state": "queued",
-                     "reason": "submitted", "at": now}
-                    for i in ids
-                ],
+                [{"job_id": i, "attempt": None, "from_state": None, "to_state": "queued", "reason": "submitted",
+                  "at": now} for i in ids],
             )
             return [int(i) for i in ids]
 
@@ -212,12 +245,13 @@ class SqlStore:
 
     # ---- dispatch
 
-    def queued_in_order(self, limit: int) -> list[QueuedRow]:
+    def queued_in_order(self, limit: int, offset: int = 0) -> list[QueuedRow]:
         q = (
             select(jobs.c.id, jobs.c.spec, jobs.c.queued_since, jobs.c.not_before)
             .where(jobs.c.state == JobState.QUEUED)
             .order_by(jobs.c.priority.desc(), jobs.c.id)
             .limit(limit)
+            .offset(offset)
         )
         with self.engine.connect() as conn:
             return [QueuedRow(r[0], r[1], r[2], r[3]) for r in conn.execute(q)]
@@ -239,6 +273,12 @@ class SqlStore:
         if not assignments:
             return started
         check_transition(JobState.QUEUED, JobState.STARTING)
+        with self._write_lock:
+            self._start_attempts(assignments, now, started)
+            self._queued_changed(-len(started))
+        return started
+
+    def _start_attempts(self, assignments: Sequence[Assignment], now: float, started: list[StartedAttempt]) -> None:
         with self._tx() as conn:
             by_id = {a.job_id: a for a in assignments}
             rows = conn.execute(
@@ -246,118 +286,163 @@ class SqlStore:
                     jobs.c.id.in_(list(by_id)), jobs.c.state == JobState.QUEUED
                 )
             ).all()
-            att_rows, ev_rows = [], []
+            job_rows, att_rows, ev_rows = [], [], []
             for job_id, n, spec_json in rows:
                 a = by_id[job_id]
-                number = n + 1
-                alloc = a.allocation
+                number, alloc = n + 1, a.allocation
+                res = {"alloc_millicpus": alloc.millicpus, "alloc_mem_mb": alloc.mem_mb,
+                       "alloc_gpus": alloc.gpus, "alloc_disk_mb": alloc.disk_mb}
+                job_rows.append({"b_job": job_id, "b_n": number, "b_node": a.node_id,
+                                 **{f"b_{k}": v for k, v in res.items()}})
+                att_rows.append({"job_id": job_id, "number": number, "state": JobState.STARTING,
+                                 "node": a.node_id, "handle": None, "created_at": now, "collected": False, **res})
+                ev_rows.append({"job_id": job_id, "attempt": number, "from_state": "queued",
+                                "to_state": "starting", "reason": f"placed on {a.node_id}", "at": now})
+                started.append(
+                    StartedAttempt(job_id, number, a.node_id, alloc, JobSpec.from_json(json.loads(spec_json)))
+                )
+            if job_rows:
                 conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == job_id)
-                    .values(
-                        state=JobState.STARTING, attempts=number, node=a.node_id, reason=None,
-                        alloc_millicpus=alloc.millicpus, alloc_mem_mb=alloc.mem_mb,
-                        alloc_gpus=alloc.gpus, alloc_disk_mb=alloc.disk_mb,
-                    )
+                    update(jobs).where(jobs.c.id == bindparam("b_job")).values(
+                        state=JobState.STARTING, attempts=bindparam("b_n"), node=bindparam("b_node"), reason=None,
+                        **{k: bindparam(f"b_{k}") for k in ("alloc_millicpus", "alloc_mem_mb", "alloc_gpus",
+                                                             "alloc_disk_mb")}),
+                    job_rows,
                 )
-                att_rows.append(
-                    {
-                        "job_id": job_id, "number": number, "state": JobState.STARTING, "node": a.node_id,
-                        "handle": None, "alloc_millicpus": alloc.millicpus, "alloc_mem_mb": alloc.mem_mb,
-                        "alloc_gpus": alloc.gpus, "alloc_disk_mb": alloc.disk_mb, "created_at": now,
-                        "collected": False,
-                    }
-                )
-                ev_rows.append(
-                    {"job_id": job_id, "attempt": number, "from_state": "queued", "to_state": "starting",
-                     "reason": f"placed on {a.node_id}", "at": now}
-                )
-                started.append(StartedAttempt(job_id, number, a.node_id, alloc, JobSpec.from_json(json.loads(spec_json))))
-            if att_rows:
                 conn.execute(insert(attempts), att_rows)
                 conn.execute(insert(events), ev_rows)
-        return started
 
     def mark_running(self, items: Sequence[tuple[int, int, str]], now: float) -> None:
-        """starting -> running with the engine handle, for (job_id, attempt, handle)."""
+        """starting -> running with the engine handle, for (job_id, attempt, handle).
+
+        Only the scheduler loop moves attempts out of starting, so the batch normally
+        applies whole; if not (a stale item), it is redone row by row."""
         check_transition(JobState.STARTING, JobState.RUNNING)
+        if not items:
+            return
         with self._tx() as conn:
-            for job_id, number, handle in items:
-                res = conn.execute(
-                    update(attempts)
-                    .where(attempts.c.job_id == job_id, attempts.c.number == number,
-                           attempts.c.state == JobState.STARTING)
-                    .values(state=JobState.RUNNING, handle=handle, started_at=now)
+            keys = {(j, n) for j, n, _ in items}
+            current = {
+                (r[0], r[1])
+                for r in conn.execute(
+                    select(attempts.c.job_id, attempts.c.number)
+                    .join(jobs, (jobs.c.id == attempts.c.job_id) & (jobs.c.attempts == attempts.c.number))
+                    .where(attempts.c.job_id.in_([j for j, _ in keys]), attempts.c.state == JobState.STARTING,
+                           jobs.c.state == JobState.STARTING)
                 )
-                if res.rowcount == 0:
-                    continue
-                res = conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == job_id, jobs.c.state == JobState.STARTING, jobs.c.attempts == number)
-                    .values(state=JobState.RUNNING, started_at=func.coalesce(jobs.c.started_at, now))
-                )
-                if res.rowcount:
-                    conn.execute(
-                        insert(events).values(job_id=job_id, attempt=number, from_state="starting",
-                                              to_state="running", reason=None, at=now)
-                    )
+            }
+            rows = [(j, n, h) for j, n, h in items if (j, n) in current]
+            if not rows:
+                return
+            conn.execute(
+                update(attempts)
+                .where(attempts.c.job_id == bindparam("b_job"), attempts.c.number == bindparam("b_n"))
+                .values(state=JobState.RUNNING, handle=bindparam("b_handle"), started_at=now),
+                [{"b_job": j, "b_n": n, "b_handle": h} for j, n, h in rows],
+            )
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == bindparam("b_job"))
+                .values(state=JobState.RUNNING, started_at=func.coalesce(jobs.c.started_at, now)),
+                [{"b_job": j} for j, _, _ in rows],
+            )
+            conn.execute(
+                insert(events),
+                [{"job_id": j, "attempt": n, "from_state": "starting", "to_state": "running", "reason": None,
+                  "at": now} for j, n, _ in rows],
+            )
 
     def active_attempts(self) -> list[ActiveAttempt]:
         q = select(
             attempts.c.job_id, attempts.c.number, attempts.c.state, attempts.c.handle,
-            attempts.c.created_at, attempts.c.started_at, jobs.c.timeout_s, jobs.c.kill_reason, jobs.c.spec,
+            attempts.c.created_at, attempts.c.started_at, jobs.c.timeout_s, jobs.c.kill_reason, jobs.c.retries,
         ).join(jobs, jobs.c.id == attempts.c.job_id).where(
             attempts.c.state.in_([JobState.STARTING, JobState.RUNNING])
         )
         with self.engine.connect() as conn:
             return [
-                ActiveAttempt(r[0], r[1], JobState(r[2]), r[3], r[4], r[5], r[6], r[7],
-                              int(json.loads(r[8]).get("retries", 0)))
+                ActiveAttempt(r[0], r[1], JobState(r[2]), r[3], r[4], r[5], r[6], r[7], r[8])
                 for r in conn.execute(q)
             ]
 
     def settle(
         self, items: Sequence[tuple[int, int, Settlement, int | None]], now: float
     ) -> list[tuple[int, JobState]]:
-        """End attempts and move their jobs on; returns (job_id, new state) of those changed."""
-        changed = []
+        """End attempts and move their jobs on; returns (job_id, new state) of those changed.
+        Items whose job has moved past that attempt are skipped."""
+        if not items:
+            return []
+        with self._write_lock:
+            changed = self._settle(items, now)
+            self._queued_changed(sum(1 for _, state in changed if state == JobState.QUEUED))
+            return changed
+
+    def _settle(
+        self, items: Sequence[tuple[int, int, Settlement, int | None]], now: float
+    ) -> list[tuple[int, JobState]]:
         with self._tx() as conn:
+            current = {
+                r[0]: (JobState(r[1]), r[2])
+                for r in conn.execute(
+                    select(jobs.c.id, jobs.c.state, jobs.c.attempts).where(jobs.c.id.in_([i[0] for i in items]))
+                )
+            }
+            att_rows, requeue, final, ev_rows, changed = [], [], [], [], []
             for job_id, number, s, exit_code in items:
-                cur = conn.execute(
-                    select(jobs.c.state, jobs.c.attempts).where(jobs.c.id == job_id)
-                ).first()
-                if cur is None or cur[1] != number:
-                    continue
-                state = JobState(cur[0])
-                if not state.is_active:
+                state, attempt = current.get(job_id, (JobState.QUEUED, -1))
+                if attempt != number or not state.is_active:
                     continue
                 check_transition(state, s.job_state)
-                conn.execute(
-                    update(attempts)
-                    .where(attempts.c.job_id == job_id, attempts.c.number == number)
-                    .values(state=s.attempt_state, finished_at=now, exit_code=exit_code, reason=s.reason,
-                            collected=True)
-                )
-                values: dict[str, Any] = {"state": s.job_state, "reason": s.reason, "exit_code": exit_code}
+                current[job_id] = (s.job_state, attempt)
+                att_rows.append({"b_job": job_id, "b_n": number, "b_state": s.attempt_state, "b_exit": exit_code,
+                                 "b_reason": s.reason})
+                row = {"b_job": job_id, "b_state": s.job_state, "b_reason": s.reason, "b_exit": exit_code}
                 if s.job_state == JobState.QUEUED:
-                    values.update(queued_since=now, not_before=now + (s.retry_in_s or 0), node=None,
-                                  alloc_millicpus=None, alloc_mem_mb=None, alloc_gpus=None, alloc_disk_mb=None)
+                    requeue.append({**row, "b_nb": now + (s.retry_in_s or 0)})
                 else:
-                    values["finished_at"] = now
-                conn.execute(update(jobs).where(jobs.c.id == job_id).values(values))
-                conn.execute(
-                    insert(events).values(job_id=job_id, attempt=number, from_state=state.value,
-                                          to_state=s.job_state.value, reason=s.reason, at=now)
-                )
+                    final.append(row)
+                ev_rows.append({"job_id": job_id, "attempt": number, "from_state": state.value,
+                                "to_state": s.job_state.value, "reason": s.reason, "at": now})
                 changed.append((job_id, s.job_state))
-        return changed
+            if not att_rows:
+                return []
+            conn.execute(
+                update(attempts)
+                .where(attempts.c.job_id == bindparam("b_job"), attempts.c.number == bindparam("b_n"))
+                .values(state=bindparam("b_state"), finished_at=now, exit_code=bindparam("b_exit"),
+                        reason=bindparam("b_reason"), collected=True),
+                att_rows,
+            )
+            common = {"state": bindparam("b_state"), "reason": bindparam("b_reason"),
+                      "exit_code": bindparam("b_exit")}
+            if requeue:
+                conn.execute(
+                    update(jobs).where(jobs.c.id == bindparam("b_job")).values(
+                        **common, queued_since=now, not_before=bindparam("b_nb"), node=None,
+                        alloc_millicpus=None, alloc_mem_mb=None, alloc_gpus=None, alloc_disk_mb=None),
+                    requeue,
+                )
+            if final:
+                conn.execute(update(jobs).where(jobs.c.id == bindparam("b_job")).values(**common, finished_at=now),
+                             final)
+            conn.execute(insert(events), ev_rows)
+            return changed
 
     # ---- kill
 
     def request_kill(self, job_ids: Sequence[int], reason: str, now: float) -> dict[int, JobState]:
         """Queued jobs end as killed at once; active ones are flagged for the monitor.
         Returns each found job's state after the call."""
+        with self._write_lock:
+            out, dequeued = self._request_kill(job_ids, reason, now)
+            self._queued_changed(-dequeued)
+            return out
+
+    def _request_kill(
+        self, job_ids: Sequence[int], reason: str, now: float
+    ) -> tuple[dict[int, JobState], int]:
         out: dict[int, JobState] = {}
+        dequeued = 0
         with self._tx() as conn:
             for job_id in job_ids:
                 row = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).first()
@@ -375,13 +460,14 @@ class SqlStore:
                                               to_state="killed", reason="killed on request", at=now)
                     )
                     state = JobState.KILLED
+                    dequeued += 1
                 elif state.is_active:
                     conn.execute(
                         update(jobs).where(jobs.c.id == job_id, jobs.c.kill_reason.is_(None))
                         .values(kill_reason=reason)
                     )
                 out[job_id] = state
-        return out
+        return out, dequeued
 
 
 def _resources(row: Any, prefix: str) -> Resources | None:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
@@ -40,12 +41,13 @@ jobs = Table(
     Column("reason", Text),
     Column("kill_reason", String(20)),  # "user" | "timeout" once kran decided to kill
     Column("timeout_s", Float),
+    Column("retries", Integer, nullable=False, default=0),
     Column("node", String(200)),
     Column("alloc_millicpus", Integer),
     Column("alloc_mem_mb", Integer),
     Column("alloc_gpus", Integer),
     Column("alloc_disk_mb", Integer),
-    Index("ix_jobs_queue", "state", "priority", "id"),
+    Index("ix_jobs_queue", "state", text("priority DESC"), "id"),
 )
 
 attempts = Table(

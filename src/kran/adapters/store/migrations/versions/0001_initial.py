@@ -31,13 +31,14 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text),
         sa.Column("kill_reason", sa.String(20)),
         sa.Column("timeout_s", sa.Float),
+        sa.Column("retries", sa.Integer, nullable=False),
         sa.Column("node", sa.String(200)),
         sa.Column("alloc_millicpus", sa.Integer),
         sa.Column("alloc_mem_mb", sa.Integer),
         sa.Column("alloc_gpus", sa.Integer),
         sa.Column("alloc_disk_mb", sa.Integer),
     )
-    op.create_index("ix_jobs_queue", "jobs", ["state", "priority", "id"])
+    op.create_index("ix_jobs_queue", "jobs", ["state", sa.text("priority DESC"), "id"])
     op.create_table(
         "attempts",
         sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id"), primary_key=True),

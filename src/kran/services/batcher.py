@@ -1,0 +1,66 @@
+"""Group commit for submissions: one writer thread stores what many requests submitted
+in one transaction. Under load this replaces a convoy of request threads taking turns
+at the database with one commit per batch."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+
+from kran.adapters.store.sql_store import SqlStore
+from kran.domain.jobs import JobSpec
+from kran.errors import QueueFull
+
+MAX_BATCH = 5000
+
+
+class SubmitBatcher:
+    def __init__(self, store: SqlStore, queue_max: int, now: Callable[[], float], on_stored: Callable[[], None]):
+        self._store = store
+        self._queue_max = queue_max
+        self._now = now
+        self._on_stored = on_stored
+        self._pending: queue.Queue[tuple[Sequence[JobSpec], str, Future[list[int]]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="kran-submit", daemon=True)
+        self._thread.start()
+
+    def submit(self, specs: Sequence[JobSpec], owner: str) -> Future[list[int]]:
+        """Store the specs (all or none); the future gives their ids or raises QueueFull."""
+        fut: Future[list[int]] = Future()
+        self._pending.put((specs, owner, fut))
+        return fut
+
+    def close(self) -> None:
+        self._pending.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._pending.get()
+            if first is None:
+                return
+            batch, size = [first], len(first[0])
+            while size < MAX_BATCH:
+                try:
+                    item = self._pending.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._pending.put(None)
+                    break
+                batch.append(item)
+                size += len(item[0])
+            try:
+                results = self._store.insert_job_groups([(s, o) for s, o, _ in batch], self._now(), self._queue_max)
+            except Exception as e:  # the requests get the error; the writer keeps going
+                for _, _, fut in batch:
+                    fut.set_exception(e)
+                continue
+            for (_, _, fut), result in zip(batch, results):
+                if isinstance(result, QueueFull):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+            self._on_stored()
