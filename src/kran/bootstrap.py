@@ -46,14 +46,18 @@ def build_server(settings: Settings) -> Server:
     store = SqlStore.for_data_dir(data_dir)
     store.migrate()
     instance = store.get_or_set_meta("instance", uuid.uuid4().hex)
-    engine = LocalEngine(ProcessEngine(instance), DockerEngine(instance, settings.docker_host))
+    wake, dispatch_needed, monitor_needed = threading.Event(), threading.Event(), threading.Event()
+
+    def exited() -> None:
+        monitor_needed.set()
+        wake.set()
+
+    engine = LocalEngine(ProcessEngine(instance, on_exit=exited), DockerEngine(instance, settings.docker_host))
     capacity = detect_capacity(
         data_dir, settings.capacity_cpus, settings.capacity_mem_mb, settings.capacity_gpus,
         settings.capacity_disk_mb,
     )
     clock = SystemClock()
-    wake = threading.Event()
-    dispatch_needed = threading.Event()
 
     def stored() -> None:
         dispatch_needed.set()
@@ -62,7 +66,7 @@ def build_server(settings: Settings) -> Server:
     submitter = SubmitBatcher(store, settings.queue_max, clock.now, stored)
     rt = Runtime(settings=settings, store=store, engine=engine, clock=clock, capacity=capacity,
                  data_dir=data_dir, instance=instance, submitter=submitter, wake=wake,
-                 dispatch_needed=dispatch_needed)
+                 dispatch_needed=dispatch_needed, monitor_needed=monitor_needed)
     summary = reconcile_on_start(rt)
     log.info("reconciled with the engine: %s", summary)
     loop = SchedulerLoop(rt)

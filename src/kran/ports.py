@@ -59,6 +59,10 @@ class Engine(Protocol):
         engine-side leftovers. Idempotent."""
         ...
 
+    def cheap_collect(self, ref: AttemptRef) -> bool:
+        """Whether `collect` is quick enough for the scheduler loop (no I/O beyond local files)."""
+        ...
+
     def stream_logs(self, ref: AttemptRef, stream: str, follow: bool) -> Iterator[bytes]:
         """The attempt's stdout or stderr while it runs; ends when it ends (follow)."""
         ...

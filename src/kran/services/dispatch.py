@@ -44,7 +44,6 @@ def dispatch_tick(rt: Runtime) -> int:
     for s in started:
         attempt_dir = rt.attempt_dir(s.job_id, s.attempt)
         workdir = attempt_dir / "work"
-        workdir.mkdir(parents=True, exist_ok=True)
         launch = LaunchSpec(
             job_id=s.job_id,
             attempt=s.attempt,
@@ -56,15 +55,14 @@ def dispatch_tick(rt: Runtime) -> int:
             allocation=s.allocation,
             network=s.spec.network,
         )
-        if launch.image:
-            rt.pool.submit(_launch, rt, launch)  # may pull and take seconds
-        else:
-            _launch(rt, launch)  # a fork/exec: cheaper here than a thread hand-off
+        rt.pool.submit(_launch, rt, launch)
     return len(started)
 
 
 def _launch(rt: Runtime, spec: LaunchSpec) -> None:
+    """In the pool: launches proceed in parallel (fork/exec and pulls release the GIL)."""
     try:
+        spec.workdir.mkdir(parents=True, exist_ok=True)
         handle = rt.engine.launch(spec)
     except EngineError as e:
         rt.results.put(("launch_failed", (spec.job_id, spec.attempt, str(e))))

@@ -11,14 +11,14 @@ from kran.services.monitor import monitor_tick, record_results
 from kran.services.runtime import Runtime
 
 log = logging.getLogger("kran.loop")
-MIN_GAP_S = 0.005
+MIN_GAP_S = 0.002
 
 
 def tick(rt: Runtime, monitor: bool = True) -> None:
     """One pass. Dispatch runs when something changed or once a second (retry backoffs)."""
-    record_results(rt)
     if monitor:
         monitor_tick(rt)
+    record_results(rt)  # launches from the pool and ends the monitor just collected
     if rt.dispatch_needed.is_set() or time.monotonic() - rt.last_dispatch > 1.0:
         rt.dispatch_needed.clear()
         rt.last_dispatch = time.monotonic()
@@ -48,8 +48,9 @@ class SchedulerLoop:
             time.sleep(MIN_GAP_S)
             self.rt.wake.clear()
             now = time.monotonic()
-            monitor = now - last_monitor >= interval
+            monitor = now - last_monitor >= interval or self.rt.monitor_needed.is_set()
             if monitor:
+                self.rt.monitor_needed.clear()
                 last_monitor = now
             try:
                 tick(self.rt, monitor)

@@ -34,7 +34,11 @@ def monitor_tick(rt: Runtime) -> None:
         if key in rt.in_flight:
             continue
         rt.in_flight.add(key)
-        rt.pool.submit(_collect, rt, rt.ref(key[0], key[1], active[key].handle), end)
+        ref = rt.ref(key[0], key[1], active[key].handle)
+        if rt.engine.cheap_collect(ref):
+            _collect(rt, ref, end)
+        else:
+            rt.pool.submit(_collect, rt, ref, end)
 
 
 def record_results(rt: Runtime) -> None:

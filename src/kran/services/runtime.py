@@ -36,6 +36,7 @@ class Runtime:
     results: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
     wake: threading.Event = field(default_factory=threading.Event)
     dispatch_needed: threading.Event = field(default_factory=threading.Event)
+    monitor_needed: threading.Event = field(default_factory=threading.Event)
     reserved_for: int | None = None
     last_dispatch: float = 0.0  # monotonic
     in_flight: set[tuple[int, int]] = field(default_factory=set)  # being collected

@@ -28,6 +28,9 @@ class LocalEngine:
     def kill(self, ref: AttemptRef) -> None:
         self._for(ref).kill(ref)
 
+    def cheap_collect(self, ref: AttemptRef) -> bool:
+        return self._for(ref).cheap_collect(ref)
+
     def collect(self, ref: AttemptRef) -> None:
         self._for(ref).collect(ref)
 
