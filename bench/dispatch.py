@@ -38,8 +38,13 @@ IMAGE = "kran-test/busybox:latest"
 
 def start_server(cpus: float, **env: str) -> ServerProc:
     data = Path(tempfile.mkdtemp(prefix="kran-bench-"))
-    full = {**os.environ, "KRAN_CAPACITY_CPUS": str(cpus), "KRAN_CAPACITY_MEM_MB": "100000",
-            "KRAN_QUEUE_POLL_INTERVAL_S": os.environ.get("BENCH_POLL", "0.02"), **env}
+    full = {
+        **os.environ,
+        "KRAN_CAPACITY_CPUS": str(cpus),
+        "KRAN_CAPACITY_MEM_MB": "100000",
+        "KRAN_QUEUE_POLL_INTERVAL_S": os.environ.get("BENCH_POLL", "0.02"),
+        **env,
+    }
     s = ServerProc(data, free_port(), full)
     s.start()
     return s
@@ -86,22 +91,25 @@ def bench_process(n: int, concurrency: int) -> tuple[float, float]:
 
 def bench_docker(n: int, concurrency: int) -> tuple[float, float]:
     k = through_kran([{"image": IMAGE, "command": ["true"], "cpus": "0.25", "mem": "32"}] * n, 0.25 * concurrency)
-    d = direct([["docker", "run", "--rm", "--network", "none", "--init", "--cpus", "0.25", "-m", "32m", IMAGE,
-                 "true"]] * n, concurrency)
+    d = direct(
+        [["docker", "run", "--rm", "--network", "none", "--init", "--cpus", "0.25", "-m", "32m", IMAGE, "true"]] * n,
+        concurrency,
+    )
     return k, d
 
 
 async def _submits(url: str, n: int, clients: int) -> list[float]:
     lat: list[float] = []
     sem = asyncio.Semaphore(clients)
-    async with httpx.AsyncClient(base_url=url, timeout=60,
-                                 limits=httpx.Limits(max_connections=clients)) as c:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=clients)) as c:
+
         async def one() -> None:
             async with sem:
                 t = time.perf_counter()
                 r = await c.post("/api/v1/jobs", json={"command": ["true"], "cpus": "1"})
                 lat.append(time.perf_counter() - t)
                 r.raise_for_status()
+
         await asyncio.gather(*(one() for _ in range(n)))
     return lat
 
@@ -110,14 +118,33 @@ def _wrk_submits(url: str, clients: int, seconds: int) -> tuple[float, float, fl
     """wrk (Debian's package) as the load generator: a Python client on the same 2 cores
     saturates long before the server does."""
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", str(Path(__file__).with_name("submit.lua")),
-         f"{url}/api/v1/jobs"], capture_output=True, text=True, check=True).stdout
+        [
+            "wrk",
+            "-t1",
+            f"-c{clients}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(Path(__file__).with_name("submit.lua")),
+            f"{url}/api/v1/jobs",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     if "Non-2xx" in out:
         raise SystemExit(f"wrk saw errors:\n{out}")
+
     def ms(label: str) -> float:
         value = next(line.split()[1] for line in out.splitlines() if line.strip().startswith(label))
-        return float(value[:-2]) if value.endswith("ms") else float(value[:-2]) / 1000 if value.endswith("us") \
+        return (
+            float(value[:-2])
+            if value.endswith("ms")
+            else float(value[:-2]) / 1000
+            if value.endswith("us")
             else float(value[:-1]) * 1000
+        )
+
     rate = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
     return rate, ms("50%"), ms("99%")
 
@@ -160,16 +187,23 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cpus")
     for conc in a.process_concurrency if a.process_jobs else []:
         k, d = bench_process(a.process_jobs, conc)
-        print(f"process jobs: {a.process_jobs} x `true`, concurrency {conc}: "
-              f"kran {k:.0f} jobs/s, direct {d:.0f} jobs/s, kran/direct throughput {k / d:.2f}")
+        print(
+            f"process jobs: {a.process_jobs} x `true`, concurrency {conc}: "
+            f"kran {k:.0f} jobs/s, direct {d:.0f} jobs/s, kran/direct throughput {k / d:.2f}"
+        )
     if a.docker_jobs:
         k, d = bench_docker(a.docker_jobs, a.docker_concurrency)
-        print(f"docker jobs: {a.docker_jobs} x busybox `true`, concurrency {a.docker_concurrency}: "
-              f"kran makespan {k:.1f}s ({a.docker_jobs / k:.1f} jobs/s), docker run {d:.1f}s "
-              f"({a.docker_jobs / d:.1f} jobs/s), makespan ratio {k / d:.2f}")
+        print(
+            f"docker jobs: {a.docker_jobs} x busybox `true`, concurrency {a.docker_concurrency}: "
+            f"kran makespan {k:.1f}s ({a.docker_jobs / k:.1f} jobs/s), docker run {d:.1f}s "
+            f"({a.docker_jobs / d:.1f} jobs/s), makespan ratio {k / d:.2f}"
+        )
     if a.submits:
         r = bench_submit(a.submits, 32, a.batches)
-        print(f"single submits, 32 clients ({r['tool']}): {r['rate']:.0f}/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms")
+        print(
+            f"single submits, 32 clients ({r['tool']}): {r['rate']:.0f}/s, "
+            f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
+        )
         print(f"batch submits (1000 per request): {r['batch_rate']:.0f} jobs/s")
 
 

@@ -78,9 +78,19 @@ class ServerProc:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kran.cli.main", "serve", "--data-dir", str(self.data_dir),
-                 "--port", str(self.port)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "kran.cli.main",
+                    "serve",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--port",
+                    str(self.port),
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -161,9 +171,15 @@ def make_server(tmp_path: Path) -> Iterator[Any]:
     def make(**env: str) -> ServerProc:
         data = tmp_path / f"server{len(servers)}"
         data.mkdir()
-        full_env = {**os.environ, "KRAN_QUEUE_RETRY_BACKOFF_S": "0.2", "KRAN_CAPACITY_CPUS": "4",
-                    "KRAN_CAPACITY_MEM_MB": "8192", "KRAN_CAPACITY_DISK_MB": "100000",
-                    "KRAN_CAPACITY_GPUS": "0", **env}
+        full_env = {
+            **os.environ,
+            "KRAN_QUEUE_RETRY_BACKOFF_S": "0.2",
+            "KRAN_CAPACITY_CPUS": "4",
+            "KRAN_CAPACITY_MEM_MB": "8192",
+            "KRAN_CAPACITY_DISK_MB": "100000",
+            "KRAN_CAPACITY_GPUS": "0",
+            **env,
+        }
         full_env.pop("KRAN_CONFIG", None)
         s = ServerProc(data, free_port(), full_env)
         s.start()

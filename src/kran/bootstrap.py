@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import logging
+import os
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from kran.adapters.engines.capacity import detect_capacity
 from kran.adapters.engines.docker_engine import DockerEngine
 from kran.adapters.engines.local import LocalEngine
 from kran.adapters.engines.process import ProcessEngine
 from kran.adapters.store.sql_store import SqlStore
+from kran.errors import Unavailable
 from kran.services.batcher import SubmitBatcher
 from kran.services.loop import SchedulerLoop
 from kran.services.reconcile import reconcile_on_start
@@ -40,9 +44,24 @@ class Server:
         self.rt.store.close()
 
 
+def lock_data_dir(data_dir: Path) -> int:
+    """One server per data dir: it is the only writer of the store and the only one that
+    launches and settles its jobs. The lock goes with the process, kill -9 included."""
+    fd = os.open(data_dir / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise Unavailable(f"another kran server is using {data_dir}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
 def build_server(settings: Settings) -> Server:
     data_dir = settings.data_path
     (data_dir / "jobs").mkdir(parents=True, exist_ok=True)
+    lock_data_dir(data_dir)
     store = SqlStore.for_data_dir(data_dir)
     store.migrate()
     instance = store.get_or_set_meta("instance", uuid.uuid4().hex)
@@ -54,7 +73,10 @@ def build_server(settings: Settings) -> Server:
 
     engine = LocalEngine(ProcessEngine(instance, on_exit=exited), DockerEngine(instance, settings.docker_host))
     capacity = detect_capacity(
-        data_dir, settings.capacity_cpus, settings.capacity_mem_mb, settings.capacity_gpus,
+        data_dir,
+        settings.capacity_cpus,
+        settings.capacity_mem_mb,
+        settings.capacity_gpus,
         settings.capacity_disk_mb,
     )
     clock = SystemClock()
@@ -64,9 +86,19 @@ def build_server(settings: Settings) -> Server:
         wake.set()
 
     submitter = SubmitBatcher(store, settings.queue_max, clock.now, stored)
-    rt = Runtime(settings=settings, store=store, engine=engine, clock=clock, capacity=capacity,
-                 data_dir=data_dir, instance=instance, submitter=submitter, wake=wake,
-                 dispatch_needed=dispatch_needed, monitor_needed=monitor_needed)
+    rt = Runtime(
+        settings=settings,
+        store=store,
+        engine=engine,
+        clock=clock,
+        capacity=capacity,
+        data_dir=data_dir,
+        instance=instance,
+        submitter=submitter,
+        wake=wake,
+        dispatch_needed=dispatch_needed,
+        monitor_needed=monitor_needed,
+    )
     summary = reconcile_on_start(rt)
     log.info("reconciled with the engine: %s", summary)
     loop = SchedulerLoop(rt)

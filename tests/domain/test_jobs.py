@@ -6,8 +6,19 @@ from tests.domain.test_resources import request
 
 
 def spec(**kw):  # type: ignore[no-untyped-def]
-    args = dict(command=["echo", "hi"], sh=None, request=request(), image=None, name=None, env={}, labels={},
-                priority=0, retries=0, timeout_s=None, network=False)
+    args = dict(
+        command=["echo", "hi"],
+        sh=None,
+        request=request(),
+        image=None,
+        name=None,
+        env={},
+        labels={},
+        priority=0,
+        retries=0,
+        timeout_s=None,
+        network=False,
+    )
     args.update(kw)
     return validate_spec(**args)
 

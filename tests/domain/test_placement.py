@@ -52,12 +52,16 @@ def test_shortfall_and_explanations() -> None:
     assert shortfall(request("8"), Resources(2000, 4096, 0, 0)) == "needs 8 cpus, node has 2 free"
     assert shortfall(request("1", "8192"), Resources(2000, 4096, 0, 0)) == "needs 8192 MiB memory, node has 4096 free"
     assert shortfall(request("1"), Resources(2000, 4096, 0, 0)) is None
-    why = explain_wait(request=request("8"), nodes=[node(cpus=16, used_cpus=14)], ahead=3, not_before_in_s=None,
-                       reserved_for=None)
+    why = explain_wait(
+        request=request("8"), nodes=[node(cpus=16, used_cpus=14)], ahead=3, not_before_in_s=None, reserved_for=None
+    )
     assert why == "needs 8 cpus, node has 2 free"
-    assert "3 job(s) ahead" in explain_wait(request=request("1"), nodes=[node()], ahead=3, not_before_in_s=None,
-                                            reserved_for=None)
-    assert "reserved for job 7" in explain_wait(request=request("1"), nodes=[node()], ahead=0,
-                                                not_before_in_s=None, reserved_for=7)
-    assert "backoff" in explain_wait(request=request("1"), nodes=[node()], ahead=0, not_before_in_s=5,
-                                     reserved_for=None)
+    assert "3 job(s) ahead" in explain_wait(
+        request=request("1"), nodes=[node()], ahead=3, not_before_in_s=None, reserved_for=None
+    )
+    assert "reserved for job 7" in explain_wait(
+        request=request("1"), nodes=[node()], ahead=0, not_before_in_s=None, reserved_for=7
+    )
+    assert "backoff" in explain_wait(
+        request=request("1"), nodes=[node()], ahead=0, not_before_in_s=5, reserved_for=None
+    )

@@ -25,8 +25,21 @@ def test_run_streams_output_and_returns_exit_code(kran: Any) -> None:
 
 
 def test_run_in_a_container_gets_granted_resources(kran: Any, test_image: str) -> None:
-    r = kran("run", "--image", test_image, "--cpus", "0.5-1", "--mem", "64-128", "--env", "T=$KRAN_CPUS threads",
-             "--", "sh", "-c", 'echo "$T $KRAN_MEM_MB"; cat /sys/fs/cgroup/memory/memory.limit_in_bytes')
+    r = kran(
+        "run",
+        "--image",
+        test_image,
+        "--cpus",
+        "0.5-1",
+        "--mem",
+        "64-128",
+        "--env",
+        "T=$KRAN_CPUS threads",
+        "--",
+        "sh",
+        "-c",
+        'echo "$T $KRAN_MEM_MB"; cat /sys/fs/cgroup/memory/memory.limit_in_bytes',
+    )
     assert r.exit_code == 0, r.output
     threads, limit = r.stdout.splitlines()
     assert threads == "1 threads 128"
@@ -39,8 +52,22 @@ def test_container_has_no_network_unless_asked(kran: Any, test_image: str) -> No
 
 
 def test_submit_job_and_json_record(kran: Any, server: ServerProc) -> None:
-    job_id = submit(kran, "--name", "greet", "--label", "team=nlp", "--priority", "5", "--retries", "1",
-                    "--timeout", "5m", "--", "echo", "hi")
+    job_id = submit(
+        kran,
+        "--name",
+        "greet",
+        "--label",
+        "team=nlp",
+        "--priority",
+        "5",
+        "--retries",
+        "1",
+        "--timeout",
+        "5m",
+        "--",
+        "echo",
+        "hi",
+    )
     job = server.wait_state(job_id, {"succeeded"})
     r = kran("job", str(job_id), "-o", "json")
     rec = json.loads(r.stdout)
@@ -169,10 +196,11 @@ def test_batch_submit_all_or_nothing(kran: Any, server: ServerProc, tmp_path: Pa
 
 def test_config_shows_sources(kran: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "kran.toml"
-    cfg.write_text('[server]\nport = 9999\n[queue]\nmax = 10\n')
+    cfg.write_text("[server]\nport = 9999\n[queue]\nmax = 10\n")
     monkeypatch.setenv("KRAN_QUEUE_MAX", "20")
-    rows = {r["key"]: r for r in json.loads(kran("config", "--config", str(cfg), "--host", "0.0.0.0", "-o",
-                                                   "json").stdout)}
+    rows = {
+        r["key"]: r for r in json.loads(kran("config", "--config", str(cfg), "--host", "0.0.0.0", "-o", "json").stdout)
+    }
     assert rows["server.port"]["value"] == 9999 and rows["server.port"]["source"].startswith("file")
     assert rows["queue.max"]["value"] == 20 and rows["queue.max"]["source"] == "env KRAN_QUEUE_MAX"
     assert rows["server.host"]["value"] == "0.0.0.0" and rows["server.host"]["source"] == "flag"

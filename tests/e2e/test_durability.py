@@ -15,14 +15,18 @@ from tests.conftest import ServerProc
 def test_running_jobs_are_readopted_after_kill9(server: ServerProc, test_image: str, tmp_path: Path) -> None:
     runs = tmp_path / "runs.txt"
     with server.api() as c:
-        proc_ok = c.post("/api/v1/jobs", json={"sh": f"echo $KRAN_JOB_ID >> {runs}; sleep 2; echo done",
-                                               "cpus": "0.5"}).json()["id"]
-        proc_fail = c.post("/api/v1/jobs", json={"sh": f"echo $KRAN_JOB_ID >> {runs}; sleep 2; exit 4",
-                                                 "cpus": "0.5"}).json()["id"]
+        proc_ok = c.post(
+            "/api/v1/jobs", json={"sh": f"echo $KRAN_JOB_ID >> {runs}; sleep 2; echo done", "cpus": "0.5"}
+        ).json()["id"]
+        proc_fail = c.post(
+            "/api/v1/jobs", json={"sh": f"echo $KRAN_JOB_ID >> {runs}; sleep 2; exit 4", "cpus": "0.5"}
+        ).json()["id"]
         still = c.post("/api/v1/jobs", json={"sh": f"echo $KRAN_JOB_ID >> {runs}; sleep 6", "cpus": "0.5"}).json()["id"]
         vanish = c.post("/api/v1/jobs", json={"sh": "sleep 30", "cpus": "0.5", "retries": 1}).json()["id"]
-        dock = c.post("/api/v1/jobs", json={"image": test_image, "sh": "echo $KRAN_JOB_ID >> runs; sleep 2; echo hi",
-                                            "cpus": "0.5"}).json()["id"]
+        dock = c.post(
+            "/api/v1/jobs",
+            json={"image": test_image, "sh": "echo $KRAN_JOB_ID >> runs; sleep 2; echo hi", "cpus": "0.5"},
+        ).json()["id"]
         queued = c.post("/api/v1/jobs", json={"command": ["echo", "later"], "cpus": "4"}).json()["id"]
     for j in (proc_ok, proc_fail, still, vanish, dock):
         server.wait_state(j, {"running"})
@@ -65,9 +69,15 @@ def test_repeated_kill9_during_a_burst_runs_every_job_exactly_once(server: Serve
     runs = tmp_path / "runs.txt"
     n = 60
     with server.api() as c:
-        ids = c.post("/api/v1/jobs/batch", json={"jobs": [
-            {"sh": f"echo $KRAN_JOB_ID >> {runs}; sleep 0.{random.randint(1, 9)}", "cpus": "0.25"}
-            for _ in range(n)]}).json()["ids"]
+        ids = c.post(
+            "/api/v1/jobs/batch",
+            json={
+                "jobs": [
+                    {"sh": f"echo $KRAN_JOB_ID >> {runs}; sleep 0.{random.randint(1, 9)}", "cpus": "0.25"}
+                    for _ in range(n)
+                ]
+            },
+        ).json()["ids"]
     rng = random.Random(7)
     for _ in range(4):
         time.sleep(rng.uniform(0.2, 1.0))
@@ -75,8 +85,9 @@ def test_repeated_kill9_during_a_burst_runs_every_job_exactly_once(server: Serve
         time.sleep(rng.uniform(0.0, 0.5))
         server.start()
     final = [server.wait_state(j, {"succeeded", "failed", "lost"}, timeout=60) for j in ids]
-    assert all(j["state"] == "succeeded" for j in final), [(j["id"], j["state"], j["reason"]) for j in final
-                                                           if j["state"] != "succeeded"]
+    assert all(j["state"] == "succeeded" for j in final), [
+        (j["id"], j["state"], j["reason"]) for j in final if j["state"] != "succeeded"
+    ]
     counts = collections.Counter(runs.read_text().split())
     assert sorted(counts) == sorted(str(i) for i in ids)
     assert set(counts.values()) == {1}, {k: v for k, v in counts.items() if v != 1}

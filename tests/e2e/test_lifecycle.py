@@ -18,12 +18,18 @@ def test_retries_keep_each_attempt(server: ServerProc) -> None:
     job = server.wait_state(r.json()["id"], {"succeeded", "failed"})
     assert job["state"] == "succeeded"
     assert [(a["number"], a["state"], a["exit_code"]) for a in job["attempts"]] == [
-        (1, "failed", 1), (2, "failed", 1), (3, "succeeded", 0)]
+        (1, "failed", 1),
+        (2, "failed", 1),
+        (3, "succeeded", 0),
+    ]
     # backoff: 0.2 s then 0.4 s between attempts
     a1, a2, a3 = job["attempts"]
     from datetime import datetime
 
-    gap = lambda x, y: (datetime.fromisoformat(y["created_at"]) - datetime.fromisoformat(x["finished_at"])).total_seconds()  # noqa: E731
+    def gap(before: dict[str, Any], after: dict[str, Any]) -> float:
+        delta = datetime.fromisoformat(after["created_at"]) - datetime.fromisoformat(before["finished_at"])
+        return delta.total_seconds()
+
     assert gap(a1, a2) >= 0.2 and gap(a2, a3) >= 0.4
     with server.api() as c:
         out = c.get(f"/api/v1/jobs/{job['id']}/logs").content
@@ -111,3 +117,41 @@ def test_unknown_image_fails_the_attempt_with_reason(server: ServerProc, test_im
     job = post(server, {"image": "127.0.0.1:1/missing:latest", "command": ["true"]}).json()["id"]
     rec = server.wait_state(job, {"failed"}, timeout=60)
     assert "launch failed" in rec["reason"] and "missing" in rec["reason"]
+
+
+def test_one_server_per_data_dir(server: ServerProc) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "kran.cli.main", "serve", "--data-dir", str(server.data_dir), "--port", "1"],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1 and "another kran server is using" in r.stderr
+
+
+def test_openapi_and_unknown_routes(server: ServerProc) -> None:
+    with server.api() as c:
+        schema = c.get("/api/v1/openapi.json").json()
+        assert "/api/v1/jobs" in schema["paths"] and "/api/v1/jobs/{job_id}/logs" in schema["paths"]
+        r = c.get("/api/v1/nope")
+        assert r.status_code == 404 and r.json() == {"error": "Not Found"}
+        assert c.delete("/api/v1/jobs").status_code == 405
+
+
+def test_chunked_body_over_the_limit_is_413(make_server: Any) -> None:
+    server = make_server(KRAN_SERVER_MAX_BODY_MB="1")
+
+    def body() -> Any:
+        yield b'{"command": ["true"], "env": {"A": "'
+        for _ in range(20):
+            yield b"x" * 100_000
+        yield b'"}}'
+
+    with server.api() as c:
+        r = c.post("/api/v1/jobs", content=body(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        assert c.get("/api/v1/jobs").json()["jobs"] == []

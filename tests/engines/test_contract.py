@@ -49,11 +49,19 @@ def launch(engine: Engine, engine_kind: str, tmp_path: Path, test_image: str) ->
         attempt_dir = tmp_path / f"j{job}" / "1"
         (attempt_dir / "work").mkdir(parents=True)
         spec = LaunchSpec(
-            job_id=job, attempt=1, argv=("/bin/sh", "-c", script),
+            job_id=job,
+            attempt=1,
+            argv=("/bin/sh", "-c", script),
             image=test_image if engine_kind == "docker" else None,
-            env={"KRAN_JOB_ID": str(job), "KRAN_ATTEMPT": "1", "KRAN_WORKDIR": str(attempt_dir / "work"),
-                 **(env or {})},
-            attempt_dir=attempt_dir, allocation=Resources(500, 128, 0, 0), network=False,
+            env={
+                "KRAN_JOB_ID": str(job),
+                "KRAN_ATTEMPT": "1",
+                "KRAN_WORKDIR": str(attempt_dir / "work"),
+                **(env or {}),
+            },
+            attempt_dir=attempt_dir,
+            allocation=Resources(500, 128, 0, 0),
+            network=False,
         )
         return AttemptRef(job, 1, engine.launch(spec), attempt_dir)
 
@@ -146,13 +154,22 @@ def test_bad_command_fails_cleanly(engine: Engine, launch: Any) -> None:
     assert end.exit_code == 127
 
 
-def test_docker_relaunch_of_same_attempt_does_not_run_twice(engine_kind: str, engine: Engine, launch: Any,
-                                                           tmp_path: Path, test_image: str) -> None:
+def test_docker_relaunch_of_same_attempt_does_not_run_twice(
+    engine_kind: str, engine: Engine, launch: Any, tmp_path: Path, test_image: str
+) -> None:
     if engine_kind != "docker":
         pytest.skip("name-based idempotence is a docker engine property")
     ref = launch("echo once >> count.txt; sleep 1", job_id=77)
-    spec = LaunchSpec(job_id=77, attempt=1, argv=("/bin/sh", "-c", "echo once >> count.txt"), image=test_image,
-                      env={}, attempt_dir=ref.attempt_dir, allocation=Resources(500, 128, 0, 0), network=False)
+    spec = LaunchSpec(
+        job_id=77,
+        attempt=1,
+        argv=("/bin/sh", "-c", "echo once >> count.txt"),
+        image=test_image,
+        env={},
+        attempt_dir=ref.attempt_dir,
+        allocation=Resources(500, 128, 0, 0),
+        network=False,
+    )
     assert engine.launch(spec) == ref.handle
     wait_end(engine, ref)
     assert (ref.attempt_dir / "work" / "count.txt").read_text() == "once\n"
@@ -161,7 +178,15 @@ def test_docker_relaunch_of_same_attempt_does_not_run_twice(engine_kind: str, en
 def test_docker_unknown_image_is_an_engine_error(engine_kind: str, engine: Engine, tmp_path: Path) -> None:
     if engine_kind != "docker":
         pytest.skip("images are a docker engine matter")
-    spec = LaunchSpec(job_id=1, attempt=1, argv=("true",), image="127.0.0.1:1/nope:latest", env={},
-                      attempt_dir=tmp_path, allocation=Resources(500, 128, 0, 0), network=False)
+    spec = LaunchSpec(
+        job_id=1,
+        attempt=1,
+        argv=("true",),
+        image="127.0.0.1:1/nope:latest",
+        env={},
+        attempt_dir=tmp_path,
+        allocation=Resources(500, 128, 0, 0),
+        network=False,
+    )
     with pytest.raises(EngineError, match="nope"):
         engine.launch(spec)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kran import __version__
@@ -47,18 +48,11 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise BodyTooLarge()
+            if seen > self.limit:  # rendered by the HTTPException handler below
+                raise StarletteHTTPException(413, f"request body larger than {self.limit_mb} MiB")
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except BodyTooLarge:
-            await too_big(scope, receive, send)
-
-
-class BodyTooLarge(Exception):
-    pass
+        await self.app(scope, limited, send)
 
 
 def create_app(rt: Runtime) -> FastAPI:
@@ -70,6 +64,10 @@ def create_app(rt: Runtime) -> FastAPI:
     async def kran_error(_: Request, exc: KranError) -> JSONResponse:
         status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 500)
         return _error(status, str(exc), getattr(exc, "field", None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -55,9 +55,17 @@ def to_spec(body: JobSubmit, index: int | None = None) -> JobSpec:
             raise InvalidInput(f"{where}timeout: {e}", where + "timeout") from None
     try:
         return validate_spec(
-            command=body.command, sh=body.sh, request=ResourceRequest(**ranges), image=body.image,
-            name=body.name, env=body.env, labels=body.labels, priority=body.priority,
-            retries=body.retries, timeout_s=timeout_s, network=body.network,
+            command=body.command,
+            sh=body.sh,
+            request=ResourceRequest(**ranges),
+            image=body.image,
+            name=body.name,
+            env=body.env,
+            labels=body.labels,
+            priority=body.priority,
+            retries=body.retries,
+            timeout_s=timeout_s,
+            network=body.network,
         )
     except SpecError as e:
         raise InvalidInput(f"{where}{e}", where + e.field) from None

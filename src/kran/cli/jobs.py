@@ -120,8 +120,10 @@ def run_cmd(**o: Any) -> None:
         except Exception as e:  # reported after the job ends
             errors.append(e)
 
-    threads = [threading.Thread(target=pump, args=(s, f), daemon=True)
-               for s, f in (("stdout", sys.stdout.buffer), ("stderr", sys.stderr.buffer))]
+    threads = [
+        threading.Thread(target=pump, args=(s, f), daemon=True)
+        for s, f in (("stdout", sys.stdout.buffer), ("stderr", sys.stderr.buffer))
+    ]
     try:
         for t in threads:
             t.start()
@@ -138,8 +140,9 @@ def run_cmd(**o: Any) -> None:
     if job["state"] == "succeeded":
         sys.exit(0)
     click.echo(f"kran: job {job_id} {job['state']}: {job.get('reason') or ''}", err=True)
-    code = job["exit_code"] if job["state"] == "failed" and job["exit_code"] is not None else RUN_EXIT.get(job["state"], 1)
-    sys.exit(code or 1)
+    if job["state"] == "failed" and job["exit_code"]:
+        sys.exit(job["exit_code"])
+    sys.exit(RUN_EXIT.get(job["state"], 1))
 
 
 @click.command("jobs")

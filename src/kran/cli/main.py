@@ -13,7 +13,7 @@ from kran import __version__
 from kran.cli import jobs
 from kran.cli.client import Client, ClientError, server_url
 from kran.cli.render import kv_table, print_json
-from kran.errors import InvalidInput
+from kran.errors import InvalidInput, Unavailable
 
 
 class CliFailure(click.ClickException):
@@ -30,6 +30,8 @@ class KranGroup(click.Group):
             raise CliFailure(str(e)) from None
         except InvalidInput as e:
             raise click.UsageError(str(e)) from None
+        except Unavailable as e:
+            raise CliFailure(str(e)) from None
 
 
 @click.group(cls=KranGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,13 +41,15 @@ def cli() -> None:
 
 
 def _server_flags(f: Any) -> Any:
-    for o in reversed([
-        click.option("--host", help="listen address (default 127.0.0.1)"),
-        click.option("--port", type=int, help="listen port (default 9090)"),
-        click.option("--data-dir", help="database and job files (default ~/.local/share/kran)"),
-        click.option("--engine", help="execution engine (local)"),
-        click.option("--config", "config_file", help="TOML config file (also KRAN_CONFIG)"),
-    ]):
+    for o in reversed(
+        [
+            click.option("--host", help="listen address (default 127.0.0.1)"),
+            click.option("--port", type=int, help="listen port (default 9090)"),
+            click.option("--data-dir", help="database and job files (default ~/.local/share/kran)"),
+            click.option("--engine", help="execution engine (local)"),
+            click.option("--config", "config_file", help="TOML config file (also KRAN_CONFIG)"),
+        ]
+    ):
         f = o(f)
     return f
 
@@ -77,8 +81,9 @@ def config(config_file: str | None, output: str, **flags: Any) -> None:
     settings, origin = _load(config_file, **flags)
     rows = describe(settings, origin)
     url, url_origin = server_url()
-    rows.append({"key": "client.url", "value": url, "source": url_origin, "env": "KRAN_URL",
-                 "help": "server the CLI talks to"})
+    rows.append(
+        {"key": "client.url", "value": url, "source": url_origin, "env": "KRAN_URL", "help": "server the CLI talks to"}
+    )
     print_json(rows) if output == "json" else kv_table(rows, ["key", "value", "source", "env"])
 
 
@@ -101,8 +106,7 @@ def status(output: str) -> None:
         for name, state in body["engines"].items():
             click.echo(f"engine {name}: {state}")
         click.echo(f"queued: {body['queued']}  running: {body['running']}")
-        click.echo("capacity free/total: " + "  ".join(
-            f"{k}={cap['free'][k]}/{cap['total'][k]}" for k in cap["total"]))
+        click.echo("capacity free/total: " + "  ".join(f"{k}={cap['free'][k]}/{cap['total'][k]}" for k in cap["total"]))
     if not body["ready"]:
         sys.exit(1)
 
@@ -136,8 +140,16 @@ def events(follow: bool, job_id: int | None, limit: int, output: str) -> None:
                 show(json.loads(line[6:]))
 
 
-for command in (jobs.submit_cmd, jobs.run_cmd, jobs.jobs_cmd, jobs.job_cmd, jobs.kill_cmd, jobs.logs_cmd,
-                jobs.files_cmd, jobs.get_cmd):
+for command in (
+    jobs.submit_cmd,
+    jobs.run_cmd,
+    jobs.jobs_cmd,
+    jobs.job_cmd,
+    jobs.kill_cmd,
+    jobs.logs_cmd,
+    jobs.files_cmd,
+    jobs.get_cmd,
+):
     cli.add_command(command)
 
 

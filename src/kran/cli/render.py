@@ -26,9 +26,15 @@ def jobs_table(jobs: list[dict[str, Any]]) -> None:
     for j in jobs:
         alloc = j.get("allocation") or {}
         t.add_row(
-            str(j["id"]), j.get("name") or "-", j["state"], str(j["priority"]), j.get("image") or "(host)",
-            str(alloc.get("cpus", j["request"]["cpus"])), str(alloc.get("mem_mb", j["request"]["mem_mb"])),
-            short_time(j["submitted_at"]), "-" if j["exit_code"] is None else str(j["exit_code"]),
+            str(j["id"]),
+            j.get("name") or "-",
+            j["state"],
+            str(j["priority"]),
+            j.get("image") or "(host)",
+            str(alloc.get("cpus", j["request"]["cpus"])),
+            str(alloc.get("mem_mb", j["request"]["mem_mb"])),
+            short_time(j["submitted_at"]),
+            "-" if j["exit_code"] is None else str(j["exit_code"]),
             " ".join(j["command"])[:80],
         )
     console.print(t)
@@ -36,14 +42,24 @@ def jobs_table(jobs: list[dict[str, Any]]) -> None:
 
 def job_detail(j: dict[str, Any]) -> None:
     rows = [
-        ("id", j["id"]), ("name", j.get("name") or "-"), ("owner", j["owner"]), ("state", j["state"]),
-        ("reason", j.get("reason") or "-"), ("priority", j["priority"]), ("image", j.get("image") or "(host process)"),
-        ("command", " ".join(j["command"])), ("request", "  ".join(f"{k}={v}" for k, v in j["request"].items())),
+        ("id", j["id"]),
+        ("name", j.get("name") or "-"),
+        ("owner", j["owner"]),
+        ("state", j["state"]),
+        ("reason", j.get("reason") or "-"),
+        ("priority", j["priority"]),
+        ("image", j.get("image") or "(host process)"),
+        ("command", " ".join(j["command"])),
+        ("request", "  ".join(f"{k}={v}" for k, v in j["request"].items())),
         ("allocation", "  ".join(f"{k}={v}" for k, v in (j.get("allocation") or {}).items()) or "-"),
-        ("node", j.get("node") or "-"), ("retries", j["retries"]), ("timeout", j.get("timeout_s") or "-"),
+        ("node", j.get("node") or "-"),
+        ("retries", j["retries"]),
+        ("timeout", j.get("timeout_s") or "-"),
         ("labels", "  ".join(f"{k}={v}" for k, v in j["labels"].items()) or "-"),
-        ("submitted", short_time(j["submitted_at"])), ("started", short_time(j["started_at"])),
-        ("finished", short_time(j["finished_at"])), ("exit code", "-" if j["exit_code"] is None else j["exit_code"]),
+        ("submitted", short_time(j["submitted_at"])),
+        ("started", short_time(j["started_at"])),
+        ("finished", short_time(j["finished_at"])),
+        ("exit code", "-" if j["exit_code"] is None else j["exit_code"]),
     ]
     if j.get("queue_position"):
         rows.append(("queue position", j["queue_position"]))
@@ -60,9 +76,17 @@ def job_detail(j: dict[str, Any]) -> None:
             a.add_column(col)
         for at in j["attempts"]:
             al = at["allocation"] or {}
-            a.add_row(str(at["number"]), at["state"], at["node"], str(al.get("cpus")), str(al.get("mem_mb")),
-                      short_time(at["started_at"]), short_time(at["finished_at"]),
-                      "-" if at["exit_code"] is None else str(at["exit_code"]), at.get("reason") or "-")
+            a.add_row(
+                str(at["number"]),
+                at["state"],
+                at["node"],
+                str(al.get("cpus")),
+                str(al.get("mem_mb")),
+                short_time(at["started_at"]),
+                short_time(at["finished_at"]),
+                "-" if at["exit_code"] is None else str(at["exit_code"]),
+                at.get("reason") or "-",
+            )
         console.print(a)
 
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kran.domain.resources import ResourceRequest, Resources, Range, format_cpus
+from kran.domain.resources import Range, ResourceRequest, Resources, format_cpus
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}")
@@ -51,9 +51,7 @@ class JobSpec:
         d = dict(d)
         req = d.pop("request")
         d["command"] = tuple(d["command"])
-        d["request"] = ResourceRequest(
-            **{k: Range(v["min"], v["max"]) for k, v in req.items()}
-        )
+        d["request"] = ResourceRequest(**{k: Range(v["min"], v["max"]) for k, v in req.items()})
         return JobSpec(**d)
 
     def request_text(self) -> dict[str, str]:
@@ -144,9 +142,7 @@ class SpecError(ValueError):
 _REF = re.compile(r"\$\{(KRAN_[A-Z_]+)\}|\$(KRAN_[A-Z_]+)")
 
 
-def job_environment(
-    spec: JobSpec, *, job_id: int, attempt: int, alloc: Resources, workdir: str
-) -> dict[str, str]:
+def job_environment(spec: JobSpec, *, job_id: int, attempt: int, alloc: Resources, workdir: str) -> dict[str, str]:
     """The job's environment: its own variables plus the KRAN_* grants.
 
     `$KRAN_...` references in the job's values are expanded with the granted numbers;

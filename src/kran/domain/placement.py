@@ -47,9 +47,7 @@ class Placement:
     reserved_for: int | None  # job id holding a reservation, if any
 
 
-def place_jobs(
-    candidates: list[Candidate], nodes: list[NodeCapacity], *, reserve_after_s: float
-) -> Placement:
+def place_jobs(candidates: list[Candidate], nodes: list[NodeCapacity], *, reserve_after_s: float) -> Placement:
     """Assign candidates (already in queue order) to nodes without oversubscribing.
 
     Among nodes that fit, the one with the most free cpus is chosen (spread).

@@ -71,3 +71,20 @@ class ActiveAttempt:
     timeout_s: float | None
     kill_reason: str | None
     retries: int
+
+
+@dataclass(frozen=True)
+class StartedAttempt:
+    job_id: int
+    attempt: int
+    node: str
+    allocation: Resources
+    spec: JobSpec
+
+
+@dataclass(frozen=True)
+class QueuedRow:
+    job_id: int
+    spec_json: str
+    queued_since: float
+    not_before: float

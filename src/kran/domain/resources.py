@@ -100,8 +100,19 @@ def format_cpus(millicpus: int) -> str:
     return str(whole) if frac == 0 else f"{whole}.{frac:03d}".rstrip("0")
 
 
-_SIZE_UNITS = {"": 1, "m": 1, "mb": 1, "mi": 1, "mib": 1, "g": 1024, "gb": 1024, "gi": 1024,
-               "gib": 1024, "t": 1024 * 1024, "tb": 1024 * 1024}
+_SIZE_UNITS = {
+    "": 1,
+    "m": 1,
+    "mb": 1,
+    "mi": 1,
+    "mib": 1,
+    "g": 1024,
+    "gb": 1024,
+    "gi": 1024,
+    "gib": 1024,
+    "t": 1024 * 1024,
+    "tb": 1024 * 1024,
+}
 _NUM = r"(\d+(?:\.\d+)?)"
 
 

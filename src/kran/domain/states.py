@@ -25,16 +25,12 @@ class JobState(StrEnum):
         return self in (JobState.STARTING, JobState.RUNNING)
 
 
-FINAL_STATES = frozenset(
-    {JobState.SUCCEEDED, JobState.FAILED, JobState.KILLED, JobState.TIMED_OUT, JobState.LOST}
-)
+FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.KILLED, JobState.TIMED_OUT, JobState.LOST})
 
 # An attempt that fails or is lost with retries left sends its job back to QUEUED.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.STARTING, JobState.KILLED}),
-    JobState.STARTING: frozenset(
-        {JobState.RUNNING, JobState.QUEUED, JobState.FAILED, JobState.LOST, JobState.KILLED}
-    ),
+    JobState.STARTING: frozenset({JobState.RUNNING, JobState.QUEUED, JobState.FAILED, JobState.LOST, JobState.KILLED}),
     JobState.RUNNING: frozenset(
         {
             JobState.QUEUED,

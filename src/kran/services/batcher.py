@@ -9,15 +9,15 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
-from kran.adapters.store.sql_store import SqlStore
 from kran.domain.jobs import JobSpec
 from kran.errors import QueueFull
+from kran.ports import Store
 
 MAX_BATCH = 5000
 
 
 class SubmitBatcher:
-    def __init__(self, store: SqlStore, queue_max: int, now: Callable[[], float], on_stored: Callable[[], None]):
+    def __init__(self, store: Store, queue_max: int, now: Callable[[], float], on_stored: Callable[[], None]):
         self._store = store
         self._queue_max = queue_max
         self._now = now
@@ -58,7 +58,7 @@ class SubmitBatcher:
                 for _, _, fut in batch:
                     fut.set_exception(e)
                 continue
-            for (_, _, fut), result in zip(batch, results):
+            for (_, _, fut), result in zip(batch, results, strict=True):
                 if isinstance(result, QueueFull):
                     fut.set_exception(result)
                 else:

@@ -8,7 +8,6 @@ from kran.errors import EngineError
 from kran.ports import LaunchSpec
 from kran.services.runtime import Runtime
 
-
 PAGE = 128
 
 
@@ -49,8 +48,7 @@ def dispatch_tick(rt: Runtime) -> int:
             attempt=s.attempt,
             argv=s.spec.command,
             image=s.spec.image,
-            env=job_environment(s.spec, job_id=s.job_id, attempt=s.attempt, alloc=s.allocation,
-                                workdir=str(workdir)),
+            env=job_environment(s.spec, job_id=s.job_id, attempt=s.attempt, alloc=s.allocation, workdir=str(workdir)),
             attempt_dir=attempt_dir,
             allocation=s.allocation,
             network=s.spec.network,

@@ -61,9 +61,12 @@ def file_path(rt: Runtime, job_id: int, rel: str) -> Path:
 def _entry(p: Path) -> Entry:
     st = p.lstat()
     kind = (
-        "dir" if stat.S_ISDIR(st.st_mode)
-        else "file" if stat.S_ISREG(st.st_mode)
-        else "link" if stat.S_ISLNK(st.st_mode)
+        "dir"
+        if stat.S_ISDIR(st.st_mode)
+        else "file"
+        if stat.S_ISREG(st.st_mode)
+        else "link"
+        if stat.S_ISLNK(st.st_mode)
         else "other"
     )
     return Entry(p.name, kind, st.st_size, st.st_mtime)

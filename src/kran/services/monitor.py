@@ -20,8 +20,11 @@ def monitor_tick(rt: Runtime) -> None:
     active = {(a.job_id, a.attempt): a for a in rt.store.active_attempts()}
     for a in active.values():
         if (
-            a.state == JobState.RUNNING and a.timeout_s and a.started_at is not None
-            and not a.kill_reason and now - a.started_at > a.timeout_s
+            a.state == JobState.RUNNING
+            and a.timeout_s
+            and a.started_at is not None
+            and not a.kill_reason
+            and now - a.started_at > a.timeout_s
         ):
             rt.store.request_kill([a.job_id], "timeout", now)
             a = active[(a.job_id, a.attempt)] = _with_kill(a, "timeout")
@@ -81,7 +84,10 @@ def _settle(rt: Runtime, a: ActiveAttempt, end: AttemptEnd) -> Settlement:
     if a.kill_reason:
         end = AttemptEnd(end.exit_code, end.error, end.vanished, kill_reason=a.kill_reason)
     return settle_attempt(
-        end, attempt=a.attempt, retries=a.retries, timeout_s=a.timeout_s,
+        end,
+        attempt=a.attempt,
+        retries=a.retries,
+        timeout_s=a.timeout_s,
         backoff_s=rt.settings.retry_backoff_s,
     )
 

@@ -36,9 +36,12 @@ def reconcile_on_start(rt: Runtime) -> dict[str, int]:
             adopt.append((a.job_id, a.attempt, "proc:0:0"))  # ran and ended while we were down
         else:
             requeue.append(
-                (a.job_id, a.attempt,
-                 Settlement(JobState.LOST, JobState.QUEUED, "server stopped before the launch; re-queued"),
-                 None)
+                (
+                    a.job_id,
+                    a.attempt,
+                    Settlement(JobState.LOST, JobState.QUEUED, "server stopped before the launch; re-queued"),
+                    None,
+                )
             )
     if adopt:
         rt.store.mark_running(adopt, now)
@@ -52,5 +55,9 @@ def reconcile_on_start(rt: Runtime) -> dict[str, int]:
             rt.engine.collect(ref)
         except Exception:
             log.exception("could not clean up stray attempt %s/%s", ref.job_id, ref.attempt)
-    return {"adopted": len(adopt), "requeued": len(requeue), "strays": len(strays),
-            "running": sum(1 for a in active.values() if a.handle)}
+    return {
+        "adopted": len(adopt),
+        "requeued": len(requeue),
+        "strays": len(strays),
+        "running": sum(1 for a in active.values() if a.handle),
+    }

@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kran.adapters.store.sql_store import SqlStore
-from kran.services.batcher import SubmitBatcher
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import NodeCapacity
 from kran.domain.resources import Resources
-from kran.ports import AttemptRef, Clock, Engine
+from kran.ports import AttemptRef, Clock, Engine, Store
+from kran.services.batcher import SubmitBatcher
 from kran.settings import Settings
 
 LOCAL_NODE = "local"
@@ -24,7 +23,7 @@ LOCAL_NODE = "local"
 @dataclass
 class Runtime:
     settings: Settings
-    store: SqlStore
+    store: Store
     engine: Engine
     clock: Clock
     capacity: Resources

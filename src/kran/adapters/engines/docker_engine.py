@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -134,11 +134,12 @@ class DockerEngine:
         out = {}
         for ref in mine:
             assert ref.handle is not None
-            c = by_id.get(ref.handle[len(PREFIX):])
+            c = by_id.get(ref.handle[len(PREFIX) :])
             if c is None:
                 code = read_exit_code(ref.attempt_dir)  # collected before a restart
                 out[(ref.job_id, ref.attempt)] = (
-                    AttemptEnd(code) if code is not None
+                    AttemptEnd(code)
+                    if code is not None
                     else AttemptEnd(None, error="the job's container vanished", vanished=True)
                 )
             elif c.status in FINAL:
@@ -149,7 +150,7 @@ class DockerEngine:
         if not ref.handle:
             return
         try:
-            c = self.client.containers.get(ref.handle[len(PREFIX):])
+            c = self.client.containers.get(ref.handle[len(PREFIX) :])
             c.stop(timeout=int(self.kill_grace_s))
         except NotFound:
             pass
@@ -163,7 +164,7 @@ class DockerEngine:
         if not ref.handle:
             return
         try:
-            c = self.client.containers.get(ref.handle[len(PREFIX):])
+            c = self.client.containers.get(ref.handle[len(PREFIX) :])
         except NotFound:
             for name in ("stdout", "stderr"):
                 (ref.attempt_dir / name).touch(exist_ok=True)
@@ -182,7 +183,7 @@ class DockerEngine:
         if not ref.handle:
             return
         try:
-            c = self.client.containers.get(ref.handle[len(PREFIX):])
+            c = self.client.containers.get(ref.handle[len(PREFIX) :])
             yield from c.logs(stdout=stream == "stdout", stderr=stream == "stderr", stream=True, follow=follow)
         except (NotFound, DockerException):
             return
@@ -194,8 +195,12 @@ class DockerEngine:
             if c.status == "created":  # created before a crash, never started: finish the launch
                 c.start()
             out.append(
-                AttemptRef(int(labels["kran.job"]), int(labels["kran.attempt"]), f"{PREFIX}{c.id}",
-                           Path(labels.get("kran.dir", "/nonexistent")))
+                AttemptRef(
+                    int(labels["kran.job"]),
+                    int(labels["kran.attempt"]),
+                    f"{PREFIX}{c.id}",
+                    Path(labels.get("kran.dir", "/nonexistent")),
+                )
             )
         return out
 

@@ -47,7 +47,7 @@ def _start_time(pid: int) -> str | None:
 
 
 def _parse(handle: str) -> tuple[int, str]:
-    pid, start = handle[len(PREFIX):].split(":")
+    pid, start = handle[len(PREFIX) :].split(":")
     return int(pid), start
 
 
@@ -96,9 +96,7 @@ class ExitWatcher:
 
 
 class ProcessEngine:
-    def __init__(
-        self, instance: str, kill_grace_s: float = 10.0, on_exit: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, instance: str, kill_grace_s: float = 10.0, on_exit: Callable[[], None] | None = None) -> None:
         self.instance = instance
         self.kill_grace_s = kill_grace_s
         self._children: dict[int, subprocess.Popen[bytes]] = {}
@@ -236,9 +234,7 @@ class ProcessEngine:
             if start is None or "KRAN_JOB_ID" not in env:
                 continue
             cwd = Path(env.get("KRAN_WORKDIR", "/nonexistent")).parent
-            found.append(
-                AttemptRef(int(env["KRAN_JOB_ID"]), int(env["KRAN_ATTEMPT"]), f"{PREFIX}{pid}:{start}", cwd)
-            )
+            found.append(AttemptRef(int(env["KRAN_JOB_ID"]), int(env["KRAN_ATTEMPT"]), f"{PREFIX}{pid}:{start}", cwd))
         return found
 
     def health(self) -> dict[str, str | None]:

@@ -11,7 +11,6 @@ import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +22,18 @@ from sqlalchemy.engine import Engine as SAEngine
 from kran.adapters.store.tables import attempts, events, job_labels, jobs, meta
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import Assignment
-from kran.domain.records import ActiveAttempt, AttemptRecord, EventRecord, JobRecord
+from kran.domain.records import (
+    ActiveAttempt,
+    AttemptRecord,
+    EventRecord,
+    JobRecord,
+    QueuedRow,
+    StartedAttempt,
+)
 from kran.domain.resources import Resources
 from kran.domain.retry import Settlement
 from kran.domain.states import JobState, check_transition
 from kran.errors import QueueFull
-
-
-@dataclass(frozen=True)
-class StartedAttempt:
-    job_id: int
-    attempt: int
-    node: str
-    allocation: Resources
-    spec: JobSpec
-
-
-@dataclass(frozen=True)
-class QueuedRow:
-    job_id: int
-    spec_json: str
-    queued_since: float
-    not_before: float
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -100,15 +89,6 @@ class SqlStore:
 
     # ---- submit
 
-    def insert_jobs(
-        self, specs: Sequence[JobSpec], owner: str, now: float, queue_max: int
-    ) -> list[int]:
-        """All or nothing; refuses with QueueFull when the queue would pass queue_max."""
-        result = self.insert_job_groups([(specs, owner)], now, queue_max)[0]
-        if isinstance(result, QueueFull):
-            raise result
-        return result
-
     def insert_job_groups(
         self, groups: Sequence[tuple[Sequence[JobSpec], str]], now: float, queue_max: int
     ) -> list[list[int] | QueueFull]:
@@ -119,9 +99,12 @@ class SqlStore:
             verdicts: list[QueueFull | None] = []
             for specs, owner in groups:
                 if waiting + len(specs) > queue_max:
-                    verdicts.append(QueueFull(
-                        f"queue is full: {waiting} jobs waiting, limit {queue_max}; "
-                        f"{len(specs)} more refused, nothing stored"))
+                    verdicts.append(
+                        QueueFull(
+                            f"queue is full: {waiting} jobs waiting, limit {queue_max}; "
+                            f"{len(specs)} more refused, nothing stored"
+                        )
+                    )
                 else:
                     waiting += len(specs)
                     accepted.append((specs, owner))
@@ -130,9 +113,9 @@ class SqlStore:
             self._queued_changed(len(ids))
         out: list[list[int] | QueueFull] = []
         pos = 0
-        for (specs, _), verdict in zip(groups, verdicts):
+        for (specs, _), verdict in zip(groups, verdicts, strict=True):
             if verdict is None:
-                out.append(ids[pos:pos + len(specs)])
+                out.append(ids[pos : pos + len(specs)])
                 pos += len(specs)
             else:
                 out.append(verdict)
@@ -146,40 +129,65 @@ class SqlStore:
         with self._write_lock:
             if self._queued is None:
                 with self.engine.connect() as conn:
-                    self._queued = int(conn.execute(
-                        select(func.count()).select_from(jobs).where(jobs.c.state == JobState.QUEUED)
-                    ).scalar_one())
+                    self._queued = int(
+                        conn.execute(
+                            select(func.count()).select_from(jobs).where(jobs.c.state == JobState.QUEUED)
+                        ).scalar_one()
+                    )
             return self._queued
 
     def _insert_rows(self, groups: Sequence[tuple[Sequence[JobSpec], str]], now: float) -> list[int]:
         specs = [s for group, _ in groups for s in group]
         rows = [
             {
-                "owner": owner, "name": s.name, "state": JobState.QUEUED.value, "priority": s.priority,
-                "spec": json.dumps(s.to_json()), "image": s.image,
-                "req_millicpus": s.request.cpus.min, "req_mem_mb": s.request.mem_mb.min,
-                "req_gpus": s.request.gpus.min, "req_disk_mb": s.request.disk_mb.min,
-                "submitted_at": now, "queued_since": now, "not_before": now, "attempts": 0,
-                "timeout_s": s.timeout_s, "retries": s.retries,
+                "owner": owner,
+                "name": s.name,
+                "state": JobState.QUEUED.value,
+                "priority": s.priority,
+                "spec": json.dumps(s.to_json()),
+                "image": s.image,
+                "req_millicpus": s.request.cpus.min,
+                "req_mem_mb": s.request.mem_mb.min,
+                "req_gpus": s.request.gpus.min,
+                "req_disk_mb": s.request.disk_mb.min,
+                "submitted_at": now,
+                "queued_since": now,
+                "not_before": now,
+                "attempts": 0,
+                "timeout_s": s.timeout_s,
+                "retries": s.retries,
             }
             for group, owner in groups
             for s in group
         ]
         with self._tx() as conn:
             if len(rows) == 1:  # parameters apart from the statement: its compiled form is cached
-                ids = [conn.execute(insert(jobs), rows[0]).inserted_primary_key[0]]
+                key = conn.execute(insert(jobs), rows[0]).inserted_primary_key
+                assert key is not None
+                ids = [key[0]]
             else:
                 result = conn.execute(insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows)
                 ids = [r[0] for r in result]
             labels = [
-                {"job_id": i, "key": k, "value": v} for i, s in zip(ids, specs) for k, v in s.labels.items()
+                {"job_id": i, "key": k, "value": v}
+                for i, s in zip(ids, specs, strict=True)
+                for k, v in s.labels.items()
             ]
             if labels:
                 conn.execute(insert(job_labels), labels)
             conn.execute(
                 insert(events),
-                [{"job_id": i, "attempt": None, "from_state": None, "to_state": "queued", "reason": "submitted",
-                  "at": now} for i in ids],
+                [
+                    {
+                        "job_id": i,
+                        "attempt": None,
+                        "from_state": None,
+                        "to_state": "queued",
+                        "reason": "submitted",
+                        "at": now,
+                    }
+                    for i in ids
+                ],
             )
             return [int(i) for i in ids]
 
@@ -190,9 +198,11 @@ class SqlStore:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
             if row is None:
                 return None
-            att = conn.execute(
-                select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.number)
-            ).mappings().all()
+            att = (
+                conn.execute(select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.number))
+                .mappings()
+                .all()
+            )
         return _job_record(row, [_attempt_record(a) for a in att])
 
     def list_jobs(
@@ -224,10 +234,11 @@ class SqlStore:
         with self.engine.connect() as conn:
             return int(
                 conn.execute(
-                    select(func.count()).select_from(jobs).where(
+                    select(func.count())
+                    .select_from(jobs)
+                    .where(
                         jobs.c.state == JobState.QUEUED,
-                        (jobs.c.priority > job.priority)
-                        | ((jobs.c.priority == job.priority) & (jobs.c.id < job.id)),
+                        (jobs.c.priority > job.priority) | ((jobs.c.priority == job.priority) & (jobs.c.id < job.id)),
                     )
                 ).scalar_one()
             )
@@ -257,13 +268,17 @@ class SqlStore:
             return [QueuedRow(r[0], r[1], r[2], r[3]) for r in conn.execute(q)]
 
     def allocated_by_node(self) -> dict[str, Resources]:
-        q = select(
-            attempts.c.node,
-            func.sum(attempts.c.alloc_millicpus),
-            func.sum(attempts.c.alloc_mem_mb),
-            func.sum(attempts.c.alloc_gpus),
-            func.sum(attempts.c.alloc_disk_mb),
-        ).where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING])).group_by(attempts.c.node)
+        q = (
+            select(
+                attempts.c.node,
+                func.sum(attempts.c.alloc_millicpus),
+                func.sum(attempts.c.alloc_mem_mb),
+                func.sum(attempts.c.alloc_gpus),
+                func.sum(attempts.c.alloc_disk_mb),
+            )
+            .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
+            .group_by(attempts.c.node)
+        )
         with self.engine.connect() as conn:
             return {r[0]: Resources(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in conn.execute(q)}
 
@@ -290,23 +305,54 @@ class SqlStore:
             for job_id, n, spec_json in rows:
                 a = by_id[job_id]
                 number, alloc = n + 1, a.allocation
-                res = {"alloc_millicpus": alloc.millicpus, "alloc_mem_mb": alloc.mem_mb,
-                       "alloc_gpus": alloc.gpus, "alloc_disk_mb": alloc.disk_mb}
-                job_rows.append({"b_job": job_id, "b_n": number, "b_node": a.node_id,
-                                 **{f"b_{k}": v for k, v in res.items()}})
-                att_rows.append({"job_id": job_id, "number": number, "state": JobState.STARTING,
-                                 "node": a.node_id, "handle": None, "created_at": now, "collected": False, **res})
-                ev_rows.append({"job_id": job_id, "attempt": number, "from_state": "queued",
-                                "to_state": "starting", "reason": f"placed on {a.node_id}", "at": now})
+                res = {
+                    "alloc_millicpus": alloc.millicpus,
+                    "alloc_mem_mb": alloc.mem_mb,
+                    "alloc_gpus": alloc.gpus,
+                    "alloc_disk_mb": alloc.disk_mb,
+                }
+                job_rows.append(
+                    {"b_job": job_id, "b_n": number, "b_node": a.node_id, **{f"b_{k}": v for k, v in res.items()}}
+                )
+                att_rows.append(
+                    {
+                        "job_id": job_id,
+                        "number": number,
+                        "state": JobState.STARTING,
+                        "node": a.node_id,
+                        "handle": None,
+                        "created_at": now,
+                        "collected": False,
+                        **res,
+                    }
+                )
+                ev_rows.append(
+                    {
+                        "job_id": job_id,
+                        "attempt": number,
+                        "from_state": "queued",
+                        "to_state": "starting",
+                        "reason": f"placed on {a.node_id}",
+                        "at": now,
+                    }
+                )
                 started.append(
                     StartedAttempt(job_id, number, a.node_id, alloc, JobSpec.from_json(json.loads(spec_json)))
                 )
             if job_rows:
                 conn.execute(
-                    update(jobs).where(jobs.c.id == bindparam("b_job")).values(
-                        state=JobState.STARTING, attempts=bindparam("b_n"), node=bindparam("b_node"), reason=None,
-                        **{k: bindparam(f"b_{k}") for k in ("alloc_millicpus", "alloc_mem_mb", "alloc_gpus",
-                                                             "alloc_disk_mb")}),
+                    update(jobs)
+                    .where(jobs.c.id == bindparam("b_job"))
+                    .values(
+                        state=JobState.STARTING,
+                        attempts=bindparam("b_n"),
+                        node=bindparam("b_node"),
+                        reason=None,
+                        **{
+                            k: bindparam(f"b_{k}")
+                            for k in ("alloc_millicpus", "alloc_mem_mb", "alloc_gpus", "alloc_disk_mb")
+                        },
+                    ),
                     job_rows,
                 )
                 conn.execute(insert(attempts), att_rows)
@@ -327,8 +373,11 @@ class SqlStore:
                 for r in conn.execute(
                     select(attempts.c.job_id, attempts.c.number)
                     .join(jobs, (jobs.c.id == attempts.c.job_id) & (jobs.c.attempts == attempts.c.number))
-                    .where(attempts.c.job_id.in_([j for j, _ in keys]), attempts.c.state == JobState.STARTING,
-                           jobs.c.state == JobState.STARTING)
+                    .where(
+                        attempts.c.job_id.in_([j for j, _ in keys]),
+                        attempts.c.state == JobState.STARTING,
+                        jobs.c.state == JobState.STARTING,
+                    )
                 )
             }
             rows = [(j, n, h) for j, n, h in items if (j, n) in current]
@@ -348,21 +397,38 @@ class SqlStore:
             )
             conn.execute(
                 insert(events),
-                [{"job_id": j, "attempt": n, "from_state": "starting", "to_state": "running", "reason": None,
-                  "at": now} for j, n, _ in rows],
+                [
+                    {
+                        "job_id": j,
+                        "attempt": n,
+                        "from_state": "starting",
+                        "to_state": "running",
+                        "reason": None,
+                        "at": now,
+                    }
+                    for j, n, _ in rows
+                ],
             )
 
     def active_attempts(self) -> list[ActiveAttempt]:
-        q = select(
-            attempts.c.job_id, attempts.c.number, attempts.c.state, attempts.c.handle,
-            attempts.c.created_at, attempts.c.started_at, jobs.c.timeout_s, jobs.c.kill_reason, jobs.c.retries,
-        ).join(jobs, jobs.c.id == attempts.c.job_id).where(
-            attempts.c.state.in_([JobState.STARTING, JobState.RUNNING])
+        q = (
+            select(
+                attempts.c.job_id,
+                attempts.c.number,
+                attempts.c.state,
+                attempts.c.handle,
+                attempts.c.created_at,
+                attempts.c.started_at,
+                jobs.c.timeout_s,
+                jobs.c.kill_reason,
+                jobs.c.retries,
+            )
+            .join(jobs, jobs.c.id == attempts.c.job_id)
+            .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
         )
         with self.engine.connect() as conn:
             return [
-                ActiveAttempt(r[0], r[1], JobState(r[2]), r[3], r[4], r[5], r[6], r[7], r[8])
-                for r in conn.execute(q)
+                ActiveAttempt(r[0], r[1], JobState(r[2]), r[3], r[4], r[5], r[6], r[7], r[8]) for r in conn.execute(q)
             ]
 
     def settle(
@@ -394,37 +460,70 @@ class SqlStore:
                     continue
                 check_transition(state, s.job_state)
                 current[job_id] = (s.job_state, attempt)
-                att_rows.append({"b_job": job_id, "b_n": number, "b_state": s.attempt_state, "b_exit": exit_code,
-                                 "b_reason": s.reason})
+                att_rows.append(
+                    {
+                        "b_job": job_id,
+                        "b_n": number,
+                        "b_state": s.attempt_state,
+                        "b_exit": exit_code,
+                        "b_reason": s.reason,
+                    }
+                )
                 row = {"b_job": job_id, "b_state": s.job_state, "b_reason": s.reason, "b_exit": exit_code}
                 if s.job_state == JobState.QUEUED:
                     requeue.append({**row, "b_nb": now + (s.retry_in_s or 0)})
                 else:
                     final.append(row)
-                ev_rows.append({"job_id": job_id, "attempt": number, "from_state": state.value,
-                                "to_state": s.job_state.value, "reason": s.reason, "at": now})
+                ev_rows.append(
+                    {
+                        "job_id": job_id,
+                        "attempt": number,
+                        "from_state": state.value,
+                        "to_state": s.job_state.value,
+                        "reason": s.reason,
+                        "at": now,
+                    }
+                )
                 changed.append((job_id, s.job_state))
             if not att_rows:
                 return []
             conn.execute(
                 update(attempts)
                 .where(attempts.c.job_id == bindparam("b_job"), attempts.c.number == bindparam("b_n"))
-                .values(state=bindparam("b_state"), finished_at=now, exit_code=bindparam("b_exit"),
-                        reason=bindparam("b_reason"), collected=True),
+                .values(
+                    state=bindparam("b_state"),
+                    finished_at=now,
+                    exit_code=bindparam("b_exit"),
+                    reason=bindparam("b_reason"),
+                    collected=True,
+                ),
                 att_rows,
             )
-            common = {"state": bindparam("b_state"), "reason": bindparam("b_reason"),
-                      "exit_code": bindparam("b_exit")}
+            common: dict[str, Any] = {
+                "state": bindparam("b_state"),
+                "reason": bindparam("b_reason"),
+                "exit_code": bindparam("b_exit"),
+            }
             if requeue:
                 conn.execute(
-                    update(jobs).where(jobs.c.id == bindparam("b_job")).values(
-                        **common, queued_since=now, not_before=bindparam("b_nb"), node=None,
-                        alloc_millicpus=None, alloc_mem_mb=None, alloc_gpus=None, alloc_disk_mb=None),
+                    update(jobs)
+                    .where(jobs.c.id == bindparam("b_job"))
+                    .values(
+                        **common,
+                        queued_since=now,
+                        not_before=bindparam("b_nb"),
+                        node=None,
+                        alloc_millicpus=None,
+                        alloc_mem_mb=None,
+                        alloc_gpus=None,
+                        alloc_disk_mb=None,
+                    ),
                     requeue,
                 )
             if final:
-                conn.execute(update(jobs).where(jobs.c.id == bindparam("b_job")).values(**common, finished_at=now),
-                             final)
+                conn.execute(
+                    update(jobs).where(jobs.c.id == bindparam("b_job")).values(**common, finished_at=now), final
+                )
             conn.execute(insert(events), ev_rows)
             return changed
 
@@ -438,9 +537,7 @@ class SqlStore:
             self._queued_changed(-dequeued)
             return out
 
-    def _request_kill(
-        self, job_ids: Sequence[int], reason: str, now: float
-    ) -> tuple[dict[int, JobState], int]:
+    def _request_kill(self, job_ids: Sequence[int], reason: str, now: float) -> tuple[dict[int, JobState], int]:
         out: dict[int, JobState] = {}
         dequeued = 0
         with self._tx() as conn:
@@ -451,20 +548,25 @@ class SqlStore:
                 state = JobState(row[0])
                 if state == JobState.QUEUED and reason == "user":
                     conn.execute(
-                        update(jobs).where(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED)
-                        .values(state=JobState.KILLED, finished_at=now, reason="killed on request",
-                                kill_reason=reason)
+                        update(jobs)
+                        .where(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED)
+                        .values(state=JobState.KILLED, finished_at=now, reason="killed on request", kill_reason=reason)
                     )
                     conn.execute(
-                        insert(events).values(job_id=job_id, attempt=None, from_state="queued",
-                                              to_state="killed", reason="killed on request", at=now)
+                        insert(events).values(
+                            job_id=job_id,
+                            attempt=None,
+                            from_state="queued",
+                            to_state="killed",
+                            reason="killed on request",
+                            at=now,
+                        )
                     )
                     state = JobState.KILLED
                     dequeued += 1
                 elif state.is_active:
                     conn.execute(
-                        update(jobs).where(jobs.c.id == job_id, jobs.c.kill_reason.is_(None))
-                        .values(kill_reason=reason)
+                        update(jobs).where(jobs.c.id == job_id, jobs.c.kill_reason.is_(None)).values(kill_reason=reason)
                     )
                 out[job_id] = state
         return out, dequeued
@@ -480,18 +582,39 @@ def _attempt_record(r: Any) -> AttemptRecord:
     alloc = _resources(r, "alloc_")
     assert alloc is not None
     return AttemptRecord(
-        job_id=r["job_id"], number=r["number"], state=JobState(r["state"]), node=r["node"],
-        handle=r["handle"], allocation=alloc, created_at=r["created_at"], started_at=r["started_at"],
-        finished_at=r["finished_at"], exit_code=r["exit_code"], reason=r["reason"],
+        job_id=r["job_id"],
+        number=r["number"],
+        state=JobState(r["state"]),
+        node=r["node"],
+        handle=r["handle"],
+        allocation=alloc,
+        created_at=r["created_at"],
+        started_at=r["started_at"],
+        finished_at=r["finished_at"],
+        exit_code=r["exit_code"],
+        reason=r["reason"],
         collected=bool(r["collected"]),
     )
 
 
 def _job_record(r: Any, att: list[AttemptRecord]) -> JobRecord:
     return JobRecord(
-        id=r["id"], owner=r["owner"], name=r["name"], state=JobState(r["state"]), priority=r["priority"],
-        spec=JobSpec.from_json(json.loads(r["spec"])), submitted_at=r["submitted_at"],
-        queued_since=r["queued_since"], not_before=r["not_before"], started_at=r["started_at"],
-        finished_at=r["finished_at"], attempts=r["attempts"], exit_code=r["exit_code"], reason=r["reason"],
-        kill_reason=r["kill_reason"], node=r["node"], allocation=_resources(r, "alloc_"), attempt_list=att,
+        id=r["id"],
+        owner=r["owner"],
+        name=r["name"],
+        state=JobState(r["state"]),
+        priority=r["priority"],
+        spec=JobSpec.from_json(json.loads(r["spec"])),
+        submitted_at=r["submitted_at"],
+        queued_since=r["queued_since"],
+        not_before=r["not_before"],
+        started_at=r["started_at"],
+        finished_at=r["finished_at"],
+        attempts=r["attempts"],
+        exit_code=r["exit_code"],
+        reason=r["reason"],
+        kill_reason=r["kill_reason"],
+        node=r["node"],
+        allocation=_resources(r, "alloc_"),
+        attempt_list=att,
     )
