@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from kran.domain.dependencies import Dependency
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import Assignment
 from kran.domain.records import ActiveAttempt, EventRecord, JobRecord, QueuedRow, StartedAttempt
 from kran.domain.resources import Resources
 from kran.domain.retry import AttemptEnd, Settlement
 from kran.domain.states import JobState
-from kran.errors import QueueFull
+from kran.errors import KranError
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Store(Protocol):
     def close(self) -> None: ...
     def insert_job_groups(
         self, groups: Sequence[tuple[Sequence[JobSpec], str]], now: float, queue_max: int
-    ) -> list[list[int] | QueueFull]: ...
+    ) -> list[list[int] | KranError]: ...
     def get_job(self, job_id: int) -> JobRecord | None: ...
     def list_jobs(
         self,
@@ -110,6 +111,8 @@ class Store(Protocol):
         self, items: Sequence[tuple[int, int, Settlement, int | None]], now: float
     ) -> list[tuple[int, JobState]]: ...
     def request_kill(self, job_ids: Sequence[int], reason: str, now: float) -> dict[int, JobState]: ...
+    def resolve_all_blocked(self, now: float) -> int: ...
+    def dependencies_of(self, job_id: int) -> list[Dependency]: ...
 
 
 class Clock(Protocol):

@@ -31,6 +31,8 @@ class JobSubmit(BaseModel):
     retries: int = Field(0, description="re-runs of a failed or lost attempt; 0..100")
     timeout: str | float | None = Field(None, description="e.g. 90, '30m', '1h30m'")
     network: bool = Field(False, description="give the job network access")
+    after: list[int] = Field(default_factory=list, description="start once these jobs succeeded")
+    after_any: list[int] = Field(default_factory=list, description="start once these jobs ended, however")
 
 
 class BatchSubmit(BaseModel):
@@ -66,6 +68,8 @@ def to_spec(body: JobSubmit, index: int | None = None) -> JobSpec:
             retries=body.retries,
             timeout_s=timeout_s,
             network=body.network,
+            after=body.after,
+            after_any=body.after_any,
         )
     except SpecError as e:
         raise InvalidInput(f"{where}{e}", where + e.field) from None

@@ -49,6 +49,8 @@ def job_json(job: JobRecord, view: JobView | None = None) -> dict[str, Any]:
         "retries": s.retries,
         "timeout_s": s.timeout_s,
         "network": s.network,
+        "after": list(s.after),
+        "after_any": list(s.after_any),
         "submitted_at": iso(job.submitted_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),

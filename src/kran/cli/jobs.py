@@ -27,6 +27,13 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     return out
 
 
+def _ids(values: tuple[str, ...], what: str) -> list[int]:
+    try:
+        return [int(v) for item in values for v in item.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter("job ids are whole numbers, e.g. 12,13", param_hint=f"--{what}") from None
+
+
 def job_options(f: Any) -> Any:
     opts = [
         click.option("--image", help="container image; without it the job runs as a host process"),
@@ -42,6 +49,8 @@ def job_options(f: Any) -> Any:
         click.option("--timeout", help="kill after this long, e.g. 30m"),
         click.option("--network", is_flag=True, default=None, help="give the job network access"),
         click.option("--sh", help="a shell string, run by /bin/sh -c"),
+        click.option("--after", "after", multiple=True, metavar="ID[,ID]", help="start once these jobs succeeded"),
+        click.option("--after-any", "after_any", multiple=True, metavar="ID[,ID]", help="start once these ended"),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
     for o in reversed(opts):
@@ -60,6 +69,9 @@ def job_body(**o: Any) -> dict[str, Any]:
         body["env"] = _pairs(o["env"], "env")
     if o["label"]:
         body["labels"] = _pairs(o["label"], "label")
+    for key in ("after", "after_any"):
+        if o.get(key):
+            body[key] = _ids(o[key], key)
     if not body.get("command") and not body.get("sh"):
         raise click.UsageError("give a command after -- or a shell string with --sh")
     return body

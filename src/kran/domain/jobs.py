@@ -14,6 +14,7 @@ MAX_ENV_BYTES = 64 * 1024
 MAX_COMMAND_BYTES = 128 * 1024
 MAX_RETRIES = 100
 PRIORITY_RANGE = (-1000, 1000)
+MAX_DEPENDENCIES = 1000
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,14 @@ class JobSpec:
     retries: int = 0
     timeout_s: float | None = None
     network: bool = False
+    after: tuple[int, ...] = ()  # start once these succeeded
+    after_any: tuple[int, ...] = ()  # start once these ended, however
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["command"] = list(self.command)
+        d["after"] = list(self.after)
+        d["after_any"] = list(self.after_any)
         d["request"] = {
             k: {"min": r.min, "max": r.max}
             for k, r in (
@@ -51,6 +56,8 @@ class JobSpec:
         d = dict(d)
         req = d.pop("request")
         d["command"] = tuple(d["command"])
+        d["after"] = tuple(d.get("after", ()))
+        d["after_any"] = tuple(d.get("after_any", ()))
         d["request"] = ResourceRequest(**{k: Range(v["min"], v["max"]) for k, v in req.items()})
         return JobSpec(**d)
 
@@ -77,6 +84,8 @@ def validate_spec(
     retries: int,
     timeout_s: float | None,
     network: bool,
+    after: list[int] | tuple[int, ...] = (),
+    after_any: list[int] | tuple[int, ...] = (),
 ) -> JobSpec:
     """Check every field; raise ValueError(field, reason) on the first bad one."""
     if bool(command) == bool(sh):
@@ -117,7 +126,12 @@ def validate_spec(
         raise SpecError("priority", f"must be between {lo} and {hi}")
     if not 0 <= retries <= MAX_RETRIES:
         raise SpecError("retries", f"must be between 0 and {MAX_RETRIES}")
+    for field_name, ids in (("after", after), ("after_any", after_any)):
+        if len(ids) > MAX_DEPENDENCIES or any(i < 1 for i in ids):
+            raise SpecError(field_name, f"at most {MAX_DEPENDENCIES} positive job ids")
     return JobSpec(
+        after=tuple(dict.fromkeys(after)),
+        after_any=tuple(dict.fromkeys(after_any)),
         command=argv,
         shell=sh is not None,
         request=request,

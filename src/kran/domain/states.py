@@ -14,6 +14,7 @@ class JobState(StrEnum):
     KILLED = "killed"
     TIMED_OUT = "timed_out"
     LOST = "lost"
+    DEPENDENCY_FAILED = "dependency_failed"
 
     @property
     def is_final(self) -> bool:
@@ -25,11 +26,20 @@ class JobState(StrEnum):
         return self in (JobState.STARTING, JobState.RUNNING)
 
 
-FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.KILLED, JobState.TIMED_OUT, JobState.LOST})
+FINAL_STATES = frozenset(
+    {
+        JobState.SUCCEEDED,
+        JobState.FAILED,
+        JobState.KILLED,
+        JobState.TIMED_OUT,
+        JobState.LOST,
+        JobState.DEPENDENCY_FAILED,
+    }
+)
 
 # An attempt that fails or is lost with retries left sends its job back to QUEUED.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.STARTING, JobState.KILLED}),
+    JobState.QUEUED: frozenset({JobState.STARTING, JobState.KILLED, JobState.DEPENDENCY_FAILED}),
     JobState.STARTING: frozenset({JobState.RUNNING, JobState.QUEUED, JobState.FAILED, JobState.LOST, JobState.KILLED}),
     JobState.RUNNING: frozenset(
         {

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 from kran.domain.jobs import JobSpec
-from kran.errors import QueueFull
+from kran.errors import KranError
 from kran.ports import Store
 
 MAX_BATCH = 5000
@@ -27,7 +27,8 @@ class SubmitBatcher:
         self._thread.start()
 
     def submit(self, specs: Sequence[JobSpec], owner: str) -> Future[list[int]]:
-        """Store the specs (all or none); the future gives their ids or raises QueueFull."""
+        """Store the specs (all or none); the future gives their ids or raises QueueFull or
+        InvalidInput (unknown dependencies)."""
         fut: Future[list[int]] = Future()
         self._pending.put((specs, owner, fut))
         return fut
@@ -59,7 +60,7 @@ class SubmitBatcher:
                     fut.set_exception(e)
                 continue
             for (_, _, fut), result in zip(batch, results, strict=True):
-                if isinstance(result, QueueFull):
+                if isinstance(result, KranError):
                     fut.set_exception(result)
                 else:
                     fut.set_result(result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kran import __version__
+from kran.domain.dependencies import dependency_verdict
 from kran.domain.placement import explain_wait
 from kran.domain.records import JobRecord
 from kran.domain.states import JobState
@@ -25,6 +26,10 @@ def get_job(rt: Runtime, job_id: int) -> JobView:
         raise NotFound(f"job {job_id} not found")
     if job.state != JobState.QUEUED:
         return JobView(job, None, None)
+    if job.spec.after or job.spec.after_any:
+        verdict = dependency_verdict(rt.store.dependencies_of(job.id))
+        if verdict.status == "wait":
+            return JobView(job, None, verdict.reason)
     ahead = rt.store.queue_position(job)
     why = explain_wait(
         request=job.spec.request,

@@ -47,6 +47,7 @@ def reconcile_on_start(rt: Runtime) -> dict[str, int]:
         rt.store.mark_running(adopt, now)
     if requeue:
         rt.store.settle(requeue, now)
+    rt.store.resolve_all_blocked(now)
     strays = [r for key, r in found.items() if key not in active]
     for ref in strays:
         log.warning("stopping stray attempt %s/%s", ref.job_id, ref.attempt)

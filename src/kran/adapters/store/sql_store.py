@@ -19,7 +19,8 @@ from alembic.config import Config
 from sqlalchemy import Connection, bindparam, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine as SAEngine
 
-from kran.adapters.store.tables import attempts, events, job_labels, jobs, meta
+from kran.adapters.store.tables import attempts, events, job_deps, job_labels, jobs, meta
+from kran.domain.dependencies import AFTER_ANY, AFTER_OK, Dependency, dependency_verdict
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import Assignment
 from kran.domain.records import (
@@ -33,7 +34,7 @@ from kran.domain.records import (
 from kran.domain.resources import Resources
 from kran.domain.retry import Settlement
 from kran.domain.states import JobState, check_transition
-from kran.errors import QueueFull
+from kran.errors import InvalidInput, KranError, QueueFull
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -91,14 +92,19 @@ class SqlStore:
 
     def insert_job_groups(
         self, groups: Sequence[tuple[Sequence[JobSpec], str]], now: float, queue_max: int
-    ) -> list[list[int] | QueueFull]:
-        """Several submissions in one transaction, each all or nothing against the queue bound."""
+    ) -> list[list[int] | KranError]:
+        """Several submissions in one transaction, each all or nothing: refused with QueueFull
+        over the queue bound, with InvalidInput when it depends on unknown jobs."""
         with self._write_lock:
             waiting = self.queued_count()
+            known = self._existing_ids({i for specs, _ in groups for s in specs for i in s.after + s.after_any})
             accepted: list[tuple[Sequence[JobSpec], str]] = []
-            verdicts: list[QueueFull | None] = []
+            verdicts: list[KranError | None] = []
             for specs, owner in groups:
-                if waiting + len(specs) > queue_max:
+                unknown = sorted({i for s in specs for i in s.after + s.after_any} - known)
+                if unknown:
+                    verdicts.append(InvalidInput(f"after: unknown job {unknown[0]}", "after"))
+                elif waiting + len(specs) > queue_max:
                     verdicts.append(
                         QueueFull(
                             f"queue is full: {waiting} jobs waiting, limit {queue_max}; "
@@ -109,9 +115,9 @@ class SqlStore:
                     waiting += len(specs)
                     accepted.append((specs, owner))
                     verdicts.append(None)
-            ids = self._insert_rows(accepted, now) if accepted else []
-            self._queued_changed(len(ids))
-        out: list[list[int] | QueueFull] = []
+            ids, failed = self._insert_rows(accepted, now) if accepted else ([], 0)
+            self._queued_changed(len(ids) - failed)
+        out: list[list[int] | KranError] = []
         pos = 0
         for (specs, _), verdict in zip(groups, verdicts, strict=True):
             if verdict is None:
@@ -136,7 +142,14 @@ class SqlStore:
                     )
             return self._queued
 
-    def _insert_rows(self, groups: Sequence[tuple[Sequence[JobSpec], str]], now: float) -> list[int]:
+    def _existing_ids(self, ids: set[int]) -> set[int]:
+        if not ids:
+            return set()
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids)))}
+
+    def _insert_rows(self, groups: Sequence[tuple[Sequence[JobSpec], str]], now: float) -> tuple[list[int], int]:
+        """Insert the jobs; returns their ids and how many ended dependency_failed at once."""
         specs = [s for group, _ in groups for s in group]
         rows = [
             {
@@ -156,6 +169,7 @@ class SqlStore:
                 "attempts": 0,
                 "timeout_s": s.timeout_s,
                 "retries": s.retries,
+                "blocked": bool(s.after or s.after_any),
             }
             for group, owner in groups
             for s in group
@@ -189,7 +203,106 @@ class SqlStore:
                     for i in ids
                 ],
             )
-            return [int(i) for i in ids]
+            deps = [
+                {"job_id": i, "dep_id": d, "kind": kind}
+                for i, s in zip(ids, specs, strict=True)
+                for kind, dep_ids in ((AFTER_OK, s.after), (AFTER_ANY, s.after_any))
+                for d in dep_ids
+            ]
+            failed = 0
+            if deps:
+                conn.execute(insert(job_deps), deps)
+                failed = self._resolve(conn, {d["job_id"] for d in deps}, now)
+            return [int(i) for i in ids], failed
+
+    def _resolve(self, conn: Connection, job_ids: set[int], now: float) -> int:
+        """Re-decide blocked queued jobs among job_ids: unblock the ready ones, end the ones
+        whose dependency failed (and, in turn, their dependents). Returns how many ended."""
+        ended = 0
+        while job_ids:
+            blocked = [
+                r[0]
+                for r in conn.execute(
+                    select(jobs.c.id).where(
+                        jobs.c.id.in_(job_ids), jobs.c.state == JobState.QUEUED, jobs.c.blocked.is_(True)
+                    )
+                )
+            ]
+            if not blocked:
+                return ended
+            by_job: dict[int, list[Dependency]] = {j: [] for j in blocked}
+            for job_id, dep_id, kind, state in conn.execute(
+                select(job_deps.c.job_id, job_deps.c.dep_id, job_deps.c.kind, jobs.c.state)
+                .join(jobs, jobs.c.id == job_deps.c.dep_id)
+                .where(job_deps.c.job_id.in_(blocked))
+            ):
+                by_job[job_id].append(Dependency(dep_id, kind, JobState(state)))
+            ready: list[dict[str, Any]] = []
+            failed: list[dict[str, Any]] = []
+            for job_id, deps in by_job.items():
+                verdict = dependency_verdict(deps)
+                if verdict.status == "ready":
+                    ready.append({"b_job": job_id})
+                elif verdict.status == "failed":
+                    failed.append({"b_job": job_id, "b_reason": verdict.reason})
+            if ready:
+                conn.execute(update(jobs).where(jobs.c.id == bindparam("b_job")).values(blocked=False), ready)
+            if failed:
+                check_transition(JobState.QUEUED, JobState.DEPENDENCY_FAILED)
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == bindparam("b_job"))
+                    .values(state=JobState.DEPENDENCY_FAILED, finished_at=now, reason=bindparam("b_reason")),
+                    failed,
+                )
+                conn.execute(
+                    insert(events),
+                    [
+                        {
+                            "job_id": f["b_job"],
+                            "attempt": None,
+                            "from_state": "queued",
+                            "to_state": JobState.DEPENDENCY_FAILED.value,
+                            "reason": f["b_reason"],
+                            "at": now,
+                        }
+                        for f in failed
+                    ],
+                )
+            ended += len(failed)
+            job_ids = self._dependents(conn, {int(f["b_job"]) for f in failed})
+        return ended
+
+    @staticmethod
+    def _dependents(conn: Connection, ids: set[int]) -> set[int]:
+        if not ids:
+            return set()
+        return {r[0] for r in conn.execute(select(job_deps.c.job_id).where(job_deps.c.dep_id.in_(ids)))}
+
+    def resolve_all_blocked(self, now: float) -> int:
+        """Re-decide every blocked job (at start: nothing is lost if a decision was missed)."""
+        with self._write_lock:
+            with self._tx() as conn:
+                ids = {
+                    r[0]
+                    for r in conn.execute(
+                        select(jobs.c.id).where(jobs.c.state == JobState.QUEUED, jobs.c.blocked.is_(True))
+                    )
+                }
+                ended = self._resolve(conn, ids, now)
+            self._queued_changed(-ended)
+            return ended
+
+    def dependencies_of(self, job_id: int) -> list[Dependency]:
+        with self.engine.connect() as conn:
+            return [
+                Dependency(r[0], r[1], JobState(r[2]))
+                for r in conn.execute(
+                    select(job_deps.c.dep_id, job_deps.c.kind, jobs.c.state)
+                    .join(jobs, jobs.c.id == job_deps.c.dep_id)
+                    .where(job_deps.c.job_id == job_id)
+                )
+            ]
 
     # ---- reads
 
@@ -259,7 +372,7 @@ class SqlStore:
     def queued_in_order(self, limit: int, offset: int = 0) -> list[QueuedRow]:
         q = (
             select(jobs.c.id, jobs.c.spec, jobs.c.queued_since, jobs.c.not_before)
-            .where(jobs.c.state == JobState.QUEUED)
+            .where(jobs.c.state == JobState.QUEUED, jobs.c.blocked.is_(False))
             .order_by(jobs.c.priority.desc(), jobs.c.id)
             .limit(limit)
             .offset(offset)
@@ -439,13 +552,13 @@ class SqlStore:
         if not items:
             return []
         with self._write_lock:
-            changed = self._settle(items, now)
-            self._queued_changed(sum(1 for _, state in changed if state == JobState.QUEUED))
+            changed, dep_ended = self._settle(items, now)
+            self._queued_changed(sum(1 for _, state in changed if state == JobState.QUEUED) - dep_ended)
             return changed
 
     def _settle(
         self, items: Sequence[tuple[int, int, Settlement, int | None]], now: float
-    ) -> list[tuple[int, JobState]]:
+    ) -> tuple[list[tuple[int, JobState]], int]:
         with self._tx() as conn:
             current = {
                 r[0]: (JobState(r[1]), r[2])
@@ -486,7 +599,7 @@ class SqlStore:
                 )
                 changed.append((job_id, s.job_state))
             if not att_rows:
-                return []
+                return [], 0
             conn.execute(
                 update(attempts)
                 .where(attempts.c.job_id == bindparam("b_job"), attempts.c.number == bindparam("b_n"))
@@ -525,7 +638,8 @@ class SqlStore:
                     update(jobs).where(jobs.c.id == bindparam("b_job")).values(**common, finished_at=now), final
                 )
             conn.execute(insert(events), ev_rows)
-            return changed
+            ended = {j for j, state in changed if state.is_final}
+            return changed, self._resolve(conn, self._dependents(conn, ended), now)
 
     # ---- kill
 
@@ -569,6 +683,8 @@ class SqlStore:
                         update(jobs).where(jobs.c.id == job_id, jobs.c.kill_reason.is_(None)).values(kill_reason=reason)
                     )
                 out[job_id] = state
+            killed = {j for j, state in out.items() if state == JobState.KILLED}
+            dequeued += self._resolve(conn, self._dependents(conn, killed), now)
         return out, dequeued
 
 

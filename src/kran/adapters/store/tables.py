@@ -42,6 +42,7 @@ jobs = Table(
     Column("kill_reason", String(20)),  # "user" | "timeout" once kran decided to kill
     Column("timeout_s", Float),
     Column("retries", Integer, nullable=False, default=0),
+    Column("blocked", Boolean, nullable=False, default=False),  # waiting on other jobs
     Column("node", String(200)),
     Column("alloc_millicpus", Integer),
     Column("alloc_mem_mb", Integer),
@@ -78,6 +79,15 @@ job_labels = Table(
     Column("key", String(64), primary_key=True),
     Column("value", String(256), nullable=False),
     Index("ix_job_labels_kv", "key", "value"),
+)
+
+job_deps = Table(
+    "job_deps",
+    metadata,
+    Column("job_id", Integer, ForeignKey("jobs.id"), primary_key=True),
+    Column("dep_id", Integer, ForeignKey("jobs.id"), primary_key=True),
+    Column("kind", String(8), nullable=False),  # "ok" | "any"
+    Index("ix_job_deps_dep", "dep_id"),
 )
 
 events = Table(
