@@ -16,6 +16,7 @@ from kran.adapters.engines.capacity import detect_capacity
 from kran.adapters.engines.docker_engine import DockerEngine
 from kran.adapters.engines.local import LocalEngine
 from kran.adapters.engines.process import ProcessEngine
+from kran.adapters.store.schedule_store import SqlSchedules
 from kran.adapters.store.sql_store import SqlStore
 from kran.errors import Unavailable
 from kran.services.batcher import SubmitBatcher
@@ -98,6 +99,7 @@ def build_server(settings: Settings) -> Server:
         wake=wake,
         dispatch_needed=dispatch_needed,
         monitor_needed=monitor_needed,
+        schedules=SqlSchedules(store),
     )
     summary = reconcile_on_start(rt)
     log.info("reconciled with the engine: %s", summary)

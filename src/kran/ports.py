@@ -5,12 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from kran.domain.dependencies import Dependency
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import Assignment
-from kran.domain.records import ActiveAttempt, EventRecord, JobRecord, QueuedRow, StartedAttempt
+from kran.domain.records import (
+    ActiveAttempt,
+    EventRecord,
+    JobRecord,
+    PlannedRun,
+    QueuedRow,
+    ScheduleRecord,
+    ScheduleRun,
+    StartedAttempt,
+)
 from kran.domain.resources import Resources
 from kran.domain.retry import AttemptEnd, Settlement
 from kran.domain.states import JobState
@@ -113,6 +122,32 @@ class Store(Protocol):
     def request_kill(self, job_ids: Sequence[int], reason: str, now: float) -> dict[int, JobState]: ...
     def resolve_all_blocked(self, now: float) -> int: ...
     def dependencies_of(self, job_id: int) -> list[Dependency]: ...
+
+
+class Schedules(Protocol):
+    """Schedules and their runs; a fire is stored atomically with the jobs it submits."""
+
+    def add(self, values: dict[str, Any]) -> ScheduleRecord: ...
+    def get(self, name: str) -> ScheduleRecord | None: ...
+    def all(self) -> list[ScheduleRecord]: ...
+    def set_enabled(self, schedule_id: int, enabled: bool, next_fire_at: float | None) -> None: ...
+    def delete(self, schedule_id: int) -> None: ...
+    def due(self, now: float) -> list[ScheduleRecord]: ...
+    def children(self) -> list[ScheduleRecord]: ...
+    def record_fire(
+        self,
+        schedule: ScheduleRecord,
+        runs: Sequence[PlannedRun],
+        next_fire_at: float | None,
+        fired: int,
+        now: float,
+        seen: dict[str, int] | None = None,
+    ) -> list[int] | None: ...
+    def runs(self, schedule_id: int, limit: int = 100) -> list[ScheduleRun]: ...
+    def finished_runs_after(self, schedule_id: int, after_run_id: int) -> list[ScheduleRun]: ...
+    def active_jobs(self, schedule_id: int) -> list[int]: ...
+    def overdue(self, now: float) -> list[tuple[int, int]]: ...
+    def mark_skipped(self, run_id: int, reason: str) -> None: ...
 
 
 class Clock(Protocol):

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kran import __version__
-from kran.api import jobs, system
+from kran.api import jobs, schedules, system
 from kran.errors import Conflict, InvalidInput, KranError, NotFound, QueueFull, Unavailable
 from kran.services.runtime import Runtime
 
@@ -77,5 +77,6 @@ def create_app(rt: Runtime) -> FastAPI:
         return _error(422, f"{loc}: {msg}" if loc else msg, loc or None)
 
     app.include_router(jobs.router)
+    app.include_router(schedules.router)
     app.include_router(system.router)
     return app

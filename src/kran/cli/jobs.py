@@ -34,7 +34,7 @@ def _ids(values: tuple[str, ...], what: str) -> list[int]:
         raise click.BadParameter("job ids are whole numbers, e.g. 12,13", param_hint=f"--{what}") from None
 
 
-def job_options(f: Any) -> Any:
+def job_options(f: Any, with_deps: bool = True) -> Any:
     opts = [
         click.option("--image", help="container image; without it the job runs as a host process"),
         click.option("--cpus", help="cpus: 2, 1-4, or 1- (as many as fit)"),
@@ -49,10 +49,13 @@ def job_options(f: Any) -> Any:
         click.option("--timeout", help="kill after this long, e.g. 30m"),
         click.option("--network", is_flag=True, default=None, help="give the job network access"),
         click.option("--sh", help="a shell string, run by /bin/sh -c"),
-        click.option("--after", "after", multiple=True, metavar="ID[,ID]", help="start once these jobs succeeded"),
-        click.option("--after-any", "after_any", multiple=True, metavar="ID[,ID]", help="start once these ended"),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
+    if with_deps:
+        opts[-1:-1] = [
+            click.option("--after", "after", multiple=True, metavar="ID[,ID]", help="start once these jobs succeeded"),
+            click.option("--after-any", "after_any", multiple=True, metavar="ID[,ID]", help="start once these ended"),
+        ]
     for o in reversed(opts):
         f = o(f)
     return f

@@ -13,6 +13,7 @@ from kran import __version__
 from kran.cli import jobs
 from kran.cli.client import Client, ClientError, server_url
 from kran.cli.render import kv_table, print_json
+from kran.cli.schedules import schedule
 from kran.errors import InvalidInput, Unavailable
 
 
@@ -151,6 +152,7 @@ for command in (
     jobs.get_cmd,
 ):
     cli.add_command(command)
+cli.add_command(schedule)
 
 
 def main() -> None:

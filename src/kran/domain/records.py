@@ -88,3 +88,48 @@ class QueuedRow:
     spec_json: str
     queued_since: float
     not_before: float
+
+
+@dataclass(frozen=True)
+class ScheduleRecord:
+    id: int
+    name: str
+    owner: str
+    kind: str  # every | cron | after
+    expr: str
+    tz: str
+    start_at: float
+    repeat: int | None
+    max_lateness_s: float | None
+    overlap: str
+    catch_up: str
+    parents: list[str]
+    after_mode: str
+    spec: JobSpec
+    enabled: bool
+    next_fire_at: float | None
+    fired: int
+    seen: dict[str, int]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ScheduleRun:
+    id: int
+    schedule_id: int
+    fire_time: float
+    job_id: int | None
+    state: str  # started | skipped
+    reason: str | None
+    job_state: JobState | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One fire time the schedule service decided on, for the store to record."""
+
+    fire_time: float
+    spec: JobSpec | None  # None: skipped
+    reason: str | None = None
+    start_deadline: float | None = None

@@ -9,9 +9,11 @@ import time
 from kran.services.dispatch import dispatch_tick
 from kran.services.monitor import monitor_tick, record_results
 from kran.services.runtime import Runtime
+from kran.services.schedules import schedule_tick
 
 log = logging.getLogger("kran.loop")
 MIN_GAP_S = 0.002
+SCHEDULE_EVERY_S = 0.25
 
 
 def tick(rt: Runtime, monitor: bool = True) -> None:
@@ -19,6 +21,9 @@ def tick(rt: Runtime, monitor: bool = True) -> None:
     if monitor:
         monitor_tick(rt)
     record_results(rt)  # launches from the pool and ends the monitor just collected
+    if time.monotonic() - rt.last_schedule_tick >= SCHEDULE_EVERY_S:
+        rt.last_schedule_tick = time.monotonic()
+        schedule_tick(rt)
     if rt.dispatch_needed.is_set() or time.monotonic() - rt.last_dispatch > 1.0:
         rt.dispatch_needed.clear()
         rt.last_dispatch = time.monotonic()

@@ -13,7 +13,7 @@ from typing import Any
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import NodeCapacity
 from kran.domain.resources import Resources
-from kran.ports import AttemptRef, Clock, Engine, Store
+from kran.ports import AttemptRef, Clock, Engine, Schedules, Store
 from kran.services.batcher import SubmitBatcher
 from kran.settings import Settings
 
@@ -30,6 +30,7 @@ class Runtime:
     data_dir: Path
     instance: str
     submitter: SubmitBatcher
+    schedules: Schedules
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(16, "kran-engine"))
     # engine work finished in the pool, for the loop to record: (kind, payload)
     results: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
@@ -38,6 +39,7 @@ class Runtime:
     monitor_needed: threading.Event = field(default_factory=threading.Event)
     reserved_for: int | None = None
     last_dispatch: float = 0.0  # monotonic
+    last_schedule_tick: float = 0.0  # monotonic
     in_flight: set[tuple[int, int]] = field(default_factory=set)  # being collected
     kills_sent: set[tuple[int, int]] = field(default_factory=set)
     _specs: dict[int, JobSpec] = field(default_factory=dict)

@@ -149,7 +149,14 @@ class SqlStore:
             return {r[0] for r in conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids)))}
 
     def _insert_rows(self, groups: Sequence[tuple[Sequence[JobSpec], str]], now: float) -> tuple[list[int], int]:
-        """Insert the jobs; returns their ids and how many ended dependency_failed at once."""
+        with self._tx() as conn:
+            return self.insert_rows_in(conn, groups, now)
+
+    def insert_rows_in(
+        self, conn: Connection, groups: Sequence[tuple[Sequence[JobSpec], str]], now: float
+    ) -> tuple[list[int], int]:
+        """Insert the jobs in the caller's transaction; returns their ids and how many ended
+        dependency_failed at once. The caller holds the write lock and adjusts the queued count."""
         specs = [s for group, _ in groups for s in group]
         rows = [
             {
@@ -174,46 +181,43 @@ class SqlStore:
             for group, owner in groups
             for s in group
         ]
-        with self._tx() as conn:
-            if len(rows) == 1:  # parameters apart from the statement: its compiled form is cached
-                key = conn.execute(insert(jobs), rows[0]).inserted_primary_key
-                assert key is not None
-                ids = [key[0]]
-            else:
-                result = conn.execute(insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows)
-                ids = [r[0] for r in result]
-            labels = [
-                {"job_id": i, "key": k, "value": v}
-                for i, s in zip(ids, specs, strict=True)
-                for k, v in s.labels.items()
-            ]
-            if labels:
-                conn.execute(insert(job_labels), labels)
-            conn.execute(
-                insert(events),
-                [
-                    {
-                        "job_id": i,
-                        "attempt": None,
-                        "from_state": None,
-                        "to_state": "queued",
-                        "reason": "submitted",
-                        "at": now,
-                    }
-                    for i in ids
-                ],
-            )
-            deps = [
-                {"job_id": i, "dep_id": d, "kind": kind}
-                for i, s in zip(ids, specs, strict=True)
-                for kind, dep_ids in ((AFTER_OK, s.after), (AFTER_ANY, s.after_any))
-                for d in dep_ids
-            ]
-            failed = 0
-            if deps:
-                conn.execute(insert(job_deps), deps)
-                failed = self._resolve(conn, {d["job_id"] for d in deps}, now)
-            return [int(i) for i in ids], failed
+        if len(rows) == 1:  # parameters apart from the statement: its compiled form is cached
+            key = conn.execute(insert(jobs), rows[0]).inserted_primary_key
+            assert key is not None
+            ids = [key[0]]
+        else:
+            result = conn.execute(insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows)
+            ids = [r[0] for r in result]
+        labels = [
+            {"job_id": i, "key": k, "value": v} for i, s in zip(ids, specs, strict=True) for k, v in s.labels.items()
+        ]
+        if labels:
+            conn.execute(insert(job_labels), labels)
+        conn.execute(
+            insert(events),
+            [
+                {
+                    "job_id": i,
+                    "attempt": None,
+                    "from_state": None,
+                    "to_state": "queued",
+                    "reason": "submitted",
+                    "at": now,
+                }
+                for i in ids
+            ],
+        )
+        deps = [
+            {"job_id": i, "dep_id": d, "kind": kind}
+            for i, s in zip(ids, specs, strict=True)
+            for kind, dep_ids in ((AFTER_OK, s.after), (AFTER_ANY, s.after_any))
+            for d in dep_ids
+        ]
+        failed = 0
+        if deps:
+            conn.execute(insert(job_deps), deps)
+            failed = self._resolve(conn, {d["job_id"] for d in deps}, now)
+        return [int(i) for i in ids], failed
 
     def _resolve(self, conn: Connection, job_ids: set[int], now: float) -> int:
         """Re-decide blocked queued jobs among job_ids: unblock the ready ones, end the ones

@@ -109,3 +109,41 @@ meta = Table(
     Column("key", String(100), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("owner", String(200), nullable=False),
+    Column("kind", String(10), nullable=False),  # every | cron | after
+    Column("expr", String(200), nullable=False),  # duration, cron expression, or "" (after)
+    Column("tz", String(64), nullable=False),
+    Column("start_at", Float, nullable=False),
+    Column("repeat", Integer),
+    Column("max_lateness_s", Float),
+    Column("overlap", String(10), nullable=False),  # allow | forbid | replace
+    Column("catch_up", String(10), nullable=False),  # all | last | none
+    Column("parents", Text, nullable=False),  # JSON list of parent schedule names (kind after)
+    Column("after_mode", String(10), nullable=False),  # all | any
+    Column("spec", Text, nullable=False),  # the job each run submits (JobSpec JSON)
+    Column("enabled", Boolean, nullable=False),
+    Column("next_fire_at", Float),  # None: done (repeat used up) or kind after
+    Column("fired", Integer, nullable=False),
+    Column("seen", Text, nullable=False),  # JSON {parent id: last parent run id looked at}
+    Column("created_at", Float, nullable=False),
+)
+
+schedule_runs = Table(
+    "schedule_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("schedule_id", Integer, ForeignKey("schedules.id", ondelete="CASCADE"), nullable=False),
+    Column("fire_time", Float, nullable=False),
+    Column("job_id", Integer),
+    Column("state", String(12), nullable=False),  # started | skipped
+    Column("reason", Text),
+    Column("start_deadline", Float),
+    Column("created_at", Float, nullable=False),
+    Index("ux_schedule_runs_fire", "schedule_id", "fire_time", unique=True),
+)

@@ -1,0 +1,119 @@
+"""/api/v1/schedules: periodic and follow-up schedules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from kran.api.deps import caller, runtime
+from kran.api.schemas import JobSubmit, to_spec
+from kran.domain.durations import parse_duration
+from kran.errors import InvalidInput
+from kran.services import schedules
+from kran.services.runtime import Runtime
+
+router = APIRouter(prefix="/api/v1/schedules", tags=["schedules"])
+Rt = Annotated[Runtime, Depends(runtime)]
+Caller = Annotated[str, Depends(caller)]
+
+
+class ScheduleAdd(BaseModel):
+    """A schedule: one trigger (every, cron or after) and the job each run submits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., max_length=200)
+    every: str | None = Field(
+        None, description="ISO 8601 repeating interval: R5/2026-12-01T02:00:00Z/PT6H, R/P1D, PT1H"
+    )
+    cron: str | None = Field(None, description="five-field cron expression, evaluated in tz")
+    after: list[str] = Field(default_factory=list, description="fire when runs of these schedules succeed")
+    after_mode: str = Field("all", description="all parents or any parent")
+    tz: str = Field("UTC", description="time zone for cron and for --start without an offset")
+    start: str | None = Field(None, description="first fire time (every) / not before (cron)")
+    repeat: int | None = Field(None, description="at most this many fire times")
+    max_lateness: str | float | None = Field(None, description="skip a run that cannot start within this")
+    overlap: str = Field("allow", description="allow | forbid | replace a still active run")
+    catch_up: str = Field("last", description="after downtime: all | last | none of the missed fire times")
+    job: JobSubmit
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+@router.post("", status_code=201, summary="Add a schedule")
+def add_schedule(body: ScheduleAdd, rt: Rt, who: Caller) -> dict[str, Any]:
+    lateness = None
+    if body.max_lateness is not None:
+        try:
+            lateness = parse_duration(body.max_lateness)
+        except ValueError as e:
+            raise InvalidInput(f"max_lateness: {e}", "max_lateness") from None
+    s = schedules.add_schedule(
+        rt,
+        name=body.name,
+        owner=who,
+        spec=to_spec(body.job),
+        every=body.every,
+        cron=body.cron,
+        after=body.after or None,
+        after_mode=body.after_mode,
+        tz=body.tz,
+        start=body.start,
+        repeat=body.repeat,
+        max_lateness_s=lateness,
+        overlap=body.overlap,
+        catch_up=body.catch_up,
+    )
+    return schedules.schedule_json(s)
+
+
+@router.get("", summary="List schedules")
+def list_schedules(rt: Rt) -> dict[str, Any]:
+    return {"schedules": [schedules.schedule_json(s) for s in rt.schedules.all()]}
+
+
+@router.get("/{name}", summary="One schedule with the history of its runs")
+def show_schedule(name: str, rt: Rt, limit: int = Query(100, ge=1, le=10_000)) -> dict[str, Any]:
+    s = schedules.get_schedule(rt, name)
+    runs = [
+        {
+            "fire_time": _iso(r.fire_time),
+            "job_id": r.job_id,
+            "run": r.state,
+            "reason": r.reason,
+            "state": r.job_state.value if r.job_state else "skipped",
+        }
+        for r in rt.schedules.runs(s.id, limit)
+    ]
+    return {**schedules.schedule_json(s), "runs": runs}
+
+
+@router.get("/{name}/next", summary="The next fire times")
+def next_fire_times(name: str, rt: Rt, n: int = Query(5, ge=1, le=1000)) -> dict[str, Any]:
+    return {"name": name, "next": [t.isoformat() for t in schedules.upcoming(rt, name, n)]}
+
+
+@router.post("/{name}/enable", summary="Enable (fires from now on)")
+def enable(name: str, rt: Rt) -> dict[str, Any]:
+    return schedules.schedule_json(schedules.set_enabled(rt, name, True))
+
+
+@router.post("/{name}/disable", summary="Disable")
+def disable(name: str, rt: Rt) -> dict[str, Any]:
+    return schedules.schedule_json(schedules.set_enabled(rt, name, False))
+
+
+@router.post("/{name}/run-now", status_code=201, summary="Submit a run now, outside the schedule")
+def run_now(name: str, rt: Rt) -> dict[str, Any]:
+    return {"job_id": schedules.run_now(rt, name)}
+
+
+@router.delete("/{name}", summary="Delete the schedule (its jobs stay)")
+def delete(name: str, rt: Rt) -> dict[str, Any]:
+    schedules.delete_schedule(rt, name)
+    return {"deleted": name}

@@ -1,0 +1,274 @@
+"""Periodic schedules and schedules that follow other schedules.
+
+Each fire is decided here (which due fire times run, overlap policy) and stored by the
+schedule store in one transaction with the jobs it submits. `schedule_tick` runs in the
+scheduler loop about once a second.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kran.domain.jobs import JobSpec
+from kran.domain.records import PlannedRun, ScheduleRecord
+from kran.domain.schedules import Trigger, check_cron, next_fire_time, parse_every, parse_time, plan_due, zone
+from kran.domain.states import JobState
+from kran.errors import Conflict, InvalidInput, NotFound
+from kran.services.runtime import Runtime
+
+log = logging.getLogger("kran.schedules")
+
+OVERLAP = ("allow", "forbid", "replace")
+CATCH_UP = ("all", "last", "none")
+MAX_DUE_PER_TICK = 10_000
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def trigger_of(s: ScheduleRecord) -> Trigger:
+    return Trigger(s.kind, s.expr, _utc(s.start_at), s.repeat, s.tz)
+
+
+def add_schedule(
+    rt: Runtime,
+    *,
+    name: str,
+    owner: str,
+    spec: JobSpec,
+    every: str | None = None,
+    cron: str | None = None,
+    after: list[str] | None = None,
+    after_mode: str = "all",
+    tz: str = "UTC",
+    start: str | None = None,
+    repeat: int | None = None,
+    max_lateness_s: float | None = None,
+    overlap: str = "allow",
+    catch_up: str = "last",
+) -> ScheduleRecord:
+    now = _utc(rt.clock.now())
+    if sum(x is not None and x != [] for x in (every, cron, after)) != 1:
+        raise InvalidInput("give exactly one of --every, --cron or --after", "trigger")
+    if not name or len(name) > 200 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise InvalidInput("a schedule name is 1-200 letters, digits, '-', '_' or '.'", "name")
+    if overlap not in OVERLAP:
+        raise InvalidInput(f"overlap must be one of {', '.join(OVERLAP)}", "overlap")
+    if catch_up not in CATCH_UP:
+        raise InvalidInput(f"catch_up must be one of {', '.join(CATCH_UP)}", "catch_up")
+    if after_mode not in ("all", "any"):
+        raise InvalidInput("after_mode must be all or any", "after_mode")
+    if repeat is not None and repeat < 1:
+        raise InvalidInput("repeat must be at least 1", "repeat")
+    if max_lateness_s is not None and max_lateness_s <= 0:
+        raise InvalidInput("max_lateness must be positive", "max_lateness")
+    try:
+        zone(tz)
+        start_at = parse_time(start, tz) if start else None
+        if every is not None:
+            first, every_repeat, expr = parse_every(every, now, start_at)
+            if every_repeat is not None and repeat is not None:
+                raise ValueError("give the repeat count in the interval (R5/...) or with --repeat, not both")
+            kind, repeat = "every", every_repeat if every_repeat is not None else repeat
+        elif cron is not None:
+            check_cron(cron)
+            kind, expr, first = "cron", cron, start_at or now
+        else:
+            kind, expr, first = "after", "", start_at or now
+    except ValueError as e:
+        raise InvalidInput(str(e), "trigger") from None
+    parents = list(after or [])
+    known = {s.name: s for s in rt.schedules.all()}
+    for p in parents:
+        if p not in known:
+            raise InvalidInput(f"after: unknown schedule {p!r}", "after")
+    if name in known:
+        raise Conflict(f"schedule {name!r} exists already")
+    seen = {str(known[p].id): _last_run_id(rt, known[p].id) for p in parents}
+    trigger = Trigger(kind, expr, first, repeat, tz)
+    nxt = None if kind == "after" else next_fire_time(trigger, first - timedelta(microseconds=1))
+    return rt.schedules.add(
+        {
+            "name": name,
+            "owner": owner,
+            "kind": kind,
+            "expr": expr,
+            "tz": tz,
+            "start_at": first.timestamp(),
+            "repeat": repeat,
+            "max_lateness_s": max_lateness_s,
+            "overlap": overlap,
+            "catch_up": catch_up,
+            "parents": parents,
+            "after_mode": after_mode,
+            "spec": spec,
+            "enabled": True,
+            "next_fire_at": nxt.timestamp() if nxt else None,
+            "fired": 0,
+            "seen": seen,
+            "created_at": now.timestamp(),
+        }
+    )
+
+
+def _last_run_id(rt: Runtime, schedule_id: int) -> int:
+    runs = rt.schedules.runs(schedule_id, limit=1)
+    return runs[0].id if runs else 0
+
+
+def get_schedule(rt: Runtime, name: str) -> ScheduleRecord:
+    s = rt.schedules.get(name)
+    if s is None:
+        raise NotFound(f"schedule {name!r} not found")
+    return s
+
+
+def upcoming(rt: Runtime, name: str, n: int) -> list[datetime]:
+    s = get_schedule(rt, name)
+    if s.kind == "after" or s.next_fire_at is None:
+        return []
+    out = [_utc(s.next_fire_at)]
+    while len(out) < n:
+        t = next_fire_time(trigger_of(s), out[-1], s.fired + len(out))
+        if t is None:
+            break
+        out.append(t)
+    return out
+
+
+def set_enabled(rt: Runtime, name: str, enabled: bool) -> ScheduleRecord:
+    """Enabling again fires from now on: fire times missed while disabled are not caught up."""
+    s = get_schedule(rt, name)
+    nxt = s.next_fire_at
+    if enabled and not s.enabled and s.kind != "after" and nxt is not None:
+        t = next_fire_time(trigger_of(s), _utc(rt.clock.now()), s.fired)
+        nxt = t.timestamp() if t else None
+    rt.schedules.set_enabled(s.id, enabled, nxt)
+    return get_schedule(rt, name)
+
+
+def delete_schedule(rt: Runtime, name: str) -> None:
+    rt.schedules.delete(get_schedule(rt, name).id)
+
+
+def run_now(rt: Runtime, name: str) -> int:
+    s = get_schedule(rt, name)
+    now = rt.clock.now()
+    ids = rt.schedules.record_fire(s, [PlannedRun(now, _job_spec(s, now), "run-now")], s.next_fire_at, 0, now)
+    if not ids:
+        raise Conflict(f"schedule {name!r} changed meanwhile; try again")
+    rt.poke()
+    return ids[0]
+
+
+def _job_spec(s: ScheduleRecord, fire_time: float) -> JobSpec:
+    env = {**s.spec.env, "KRAN_SCHEDULE": s.name, "KRAN_FIRE_TIME": _utc(fire_time).isoformat()}
+    return replace(s.spec, env=env, labels={**s.spec.labels, "kran.schedule": s.name})
+
+
+def schedule_tick(rt: Runtime) -> int:
+    """Fire what is due, follow parents, skip runs that could not start in time.
+    Returns how many jobs were submitted."""
+    now = rt.clock.now()
+    submitted = sum(_fire_due(rt, s, now) for s in rt.schedules.due(now))
+    submitted += sum(_follow_parents(rt, s, now) for s in rt.schedules.children())
+    for run_id, job_id in rt.schedules.overdue(now):
+        rt.store.request_kill([job_id], "user", now)
+        rt.schedules.mark_skipped(run_id, "not started within max lateness (no capacity)")
+    if submitted:
+        rt.poke()
+    return submitted
+
+
+def _fire_due(rt: Runtime, s: ScheduleRecord, now: float) -> int:
+    assert s.next_fire_at is not None
+    trigger, due = trigger_of(s), [_utc(s.next_fire_at)]
+    nxt: datetime | None = due[0]
+    while True:
+        nxt = next_fire_time(trigger, due[-1], s.fired + len(due))
+        if nxt is None or nxt.timestamp() > now or len(due) >= MAX_DUE_PER_TICK:
+            break
+        due.append(nxt)
+    plans = []
+    active = rt.schedules.active_jobs(s.id)
+    for d in plan_due(due, _utc(now), s.max_lateness_s, s.catch_up):
+        t = d.fire_time.timestamp()
+        if not d.run:
+            plans.append(PlannedRun(t, None, d.reason))
+            continue
+        if active and s.overlap == "forbid":
+            plans.append(PlannedRun(t, None, f"overlap forbidden: job {active[0]} is still active"))
+            continue
+        if active and s.overlap == "replace":
+            rt.store.request_kill(active, "user", now)
+        deadline = t + s.max_lateness_s if s.max_lateness_s is not None else None
+        plans.append(PlannedRun(t, _job_spec(s, t), None, deadline))
+        active = [-1]  # the run just planned is active for the fire times after it
+    ids = rt.schedules.record_fire(s, plans, nxt.timestamp() if nxt else None, len(due), now)
+    return len(ids or [])
+
+
+def _follow_parents(rt: Runtime, child: ScheduleRecord, now: float) -> int:
+    """A child fires when a run of each parent (or of any, with after_mode any) succeeded
+    since its last fire; a failed parent run is recorded on the child as skipped."""
+    parents = {p.name: p for p in rt.schedules.all() if p.name in child.parents}
+    seen = dict(child.seen)
+    plans: list[PlannedRun] = []
+    ready = []
+    for name in child.parents:
+        parent = parents.get(name)
+        if parent is None:
+            continue
+        key = str(parent.id)
+        for run in rt.schedules.finished_runs_after(parent.id, seen.get(key, 0)):
+            if run.job_state == JobState.SUCCEEDED:
+                ready.append(name)
+                seen[key] = run.id
+            else:
+                plans.append(
+                    PlannedRun(
+                        now + len(plans) * 1e-6,
+                        None,
+                        f"parent failed: {name} run of job {run.job_id} ended {run.job_state}",
+                    )
+                )
+                seen[key] = run.id
+    done = set(ready)
+    fire = bool(done) and (child.after_mode == "any" or done >= set(child.parents))
+    if fire:
+        t = now + len(plans) * 1e-6
+        plans.append(PlannedRun(t, _job_spec(child, t)))
+    if not plans:
+        return 0
+    # parents that succeeded but wait for the others keep their runs unconsumed (mode all)
+    if not fire:
+        for name in done:
+            seen[str(parents[name].id)] = child.seen.get(str(parents[name].id), 0)
+    ids = rt.schedules.record_fire(child, plans, child.next_fire_at, len(plans), now, seen)
+    return len(ids or [])
+
+
+def schedule_json(s: ScheduleRecord) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "owner": s.owner,
+        "kind": s.kind,
+        "expr": s.expr,
+        "tz": s.tz,
+        "start": _utc(s.start_at).isoformat(),
+        "repeat": s.repeat,
+        "max_lateness_s": s.max_lateness_s,
+        "overlap": s.overlap,
+        "catch_up": s.catch_up,
+        "after": s.parents,
+        "after_mode": s.after_mode,
+        "enabled": s.enabled,
+        "fired": s.fired,
+        "next_fire_time": _utc(s.next_fire_at).isoformat() if s.next_fire_at is not None else None,
+        "command": list(s.spec.command),
+        "image": s.spec.image,
+    }
