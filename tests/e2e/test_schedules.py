@@ -168,3 +168,17 @@ def test_schedule_bad_input(kran: Any, server: ServerProc) -> None:
     r = kran("schedule", "add", "ok", "--every", "PT1H", "--", "true")
     assert r.exit_code == 1 and "exists already" in r.stderr
     assert kran("schedule", "add", "x", "--every", "PT1H", "--overlap", "sometimes", "--", "true").exit_code == 2
+
+
+def test_run_that_cannot_start_within_max_lateness_is_skipped(kran: Any, server: ServerProc) -> None:
+    blocker = int(kran("submit", "--cpus", "4", "--", "sleep", "30").stdout)
+    server.wait_state(blocker, {"running"})
+    kran("schedule", "add", "starved", "--every", "R1/PT1H", "--cpus", "4", "--max-lateness", "1s", "--", "true")
+    s = wait_runs(kran, "starved", 1)
+    job_id = s["runs"][0]["job_id"]
+    assert server.wait_state(job_id, {"killed"}, timeout=10)
+    deadline = time.monotonic() + 5
+    while (run := show(kran, "starved")["runs"][0])["run"] != "skipped" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert run["reason"] == "not started within max lateness (no capacity)"
+    kran("kill", str(blocker))
