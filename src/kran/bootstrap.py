@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kran.adapters.engines.capacity import detect_capacity
+from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.docker_engine import DockerEngine
 from kran.adapters.engines.local import LocalEngine
 from kran.adapters.engines.process import ProcessEngine
+from kran.adapters.metrics import PrometheusMetrics
 from kran.adapters.store.schedule_store import SqlSchedules
 from kran.adapters.store.sql_store import SqlStore
 from kran.errors import Unavailable
@@ -37,6 +39,7 @@ class SystemClock:
 class Server:
     rt: Runtime
     loop: SchedulerLoop
+    metrics: PrometheusMetrics
 
     def stop(self) -> None:
         self.rt.submitter.close()
@@ -72,7 +75,15 @@ def build_server(settings: Settings) -> Server:
         monitor_needed.set()
         wake.set()
 
-    engine = LocalEngine(ProcessEngine(instance, on_exit=exited), DockerEngine(instance, settings.docker_host))
+    cgroups = Cgroups.detect()
+    if cgroups.unavailable:
+        log.warning(
+            "no per-job cgroups (%s): no usage accounting, no memory limit for host processes", cgroups.unavailable
+        )
+    engine = LocalEngine(
+        ProcessEngine(instance, on_exit=exited, cgroups=cgroups),
+        DockerEngine(instance, settings.docker_host, cgroups=cgroups),
+    )
     capacity = detect_capacity(
         data_dir,
         settings.capacity_cpus,
@@ -86,7 +97,8 @@ def build_server(settings: Settings) -> Server:
         dispatch_needed.set()
         wake.set()
 
-    submitter = SubmitBatcher(store, settings.queue_max, clock.now, stored)
+    metrics = PrometheusMetrics(per_user=settings.metrics_per_user)
+    submitter = SubmitBatcher(store, settings.queue_max, clock.now, stored, metrics)
     rt = Runtime(
         settings=settings,
         store=store,
@@ -100,11 +112,13 @@ def build_server(settings: Settings) -> Server:
         dispatch_needed=dispatch_needed,
         monitor_needed=monitor_needed,
         schedules=SqlSchedules(store),
+        metrics=metrics,
     )
+    metrics.watch_state(store, engine, rt.nodes)
     summary = reconcile_on_start(rt)
     log.info("reconciled with the engine: %s", summary)
     loop = SchedulerLoop(rt)
-    return Server(rt, loop)
+    return Server(rt, loop, metrics)
 
 
 def serve(settings: Settings) -> None:
@@ -114,7 +128,7 @@ def serve(settings: Settings) -> None:
 
     server = build_server(settings)
     server.loop.start()
-    app = create_app(server.rt)
+    app = create_app(server.rt, server.metrics)
     # Long-lived start-up objects leave the collector's view, and young collections run
     # less often: full collections over a large heap were the p99 submit latency.
     gc.collect()

@@ -33,6 +33,7 @@ class Settings:
     allow_host_processes: bool = True
     docker_host: str | None = None
     max_body_mb: int = 64
+    metrics_per_user: bool = False
 
     @property
     def data_path(self) -> Path:
@@ -57,6 +58,7 @@ TOML_KEYS: dict[str, tuple[str, str]] = {
     "capacity_disk_mb": ("capacity", "disk_mb"),
     "allow_host_processes": ("local", "allow_host_processes"),
     "docker_host": ("local", "docker_host"),
+    "metrics_per_user": ("metrics", "per_user"),
 }
 
 HELP = {
@@ -76,6 +78,7 @@ HELP = {
     "capacity_disk_mb": "disk for jobs in MiB (free space of the data dir when unset)",
     "allow_host_processes": "allow jobs without an image to run as host processes",
     "docker_host": "Docker Engine URL (DOCKER_HOST or the local socket when unset)",
+    "metrics_per_user": "add per-user series to /metrics (label cardinality grows with users)",
 }
 
 SECRET_FIELDS: frozenset[str] = frozenset()

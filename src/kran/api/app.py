@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kran import __version__
-from kran.api import jobs, schedules, system
+from kran.adapters.metrics import PrometheusMetrics
+from kran.api import jobs, schedules, system, usage
 from kran.errors import Conflict, InvalidInput, KranError, NotFound, QueueFull, Unavailable
 from kran.services.runtime import Runtime
 
@@ -55,10 +58,42 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-def create_app(rt: Runtime) -> FastAPI:
+class RequestMetrics:
+    """API latency by route template, method and status (bounded labels: no ids)."""
+
+    def __init__(self, app: ASGIApp, metrics: PrometheusMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                route = scope.get("route")
+                self.metrics.request(
+                    getattr(route, "path", "unmatched"), scope["method"], status, time.perf_counter() - started
+                )
+            await send(message)
+
+        await self.app(scope, receive, send_status)
+
+
+def create_app(rt: Runtime, metrics: PrometheusMetrics | None = None) -> FastAPI:
     app = FastAPI(title="kran", version=__version__, docs_url="/api/docs", openapi_url="/api/v1/openapi.json")
     app.state.rt = rt
     app.add_middleware(BodyLimit, limit_mb=rt.settings.max_body_mb)
+    if metrics is not None:
+        app.add_middleware(RequestMetrics, metrics=metrics)
+
+        @app.get("/metrics", include_in_schema=False)
+        def prometheus_metrics() -> Response:
+            return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(KranError)
     async def kran_error(_: Request, exc: KranError) -> JSONResponse:
@@ -78,5 +113,6 @@ def create_app(rt: Runtime) -> FastAPI:
 
     app.include_router(jobs.router)
     app.include_router(schedules.router)
+    app.include_router(usage.router)
     app.include_router(system.router)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from kran.domain.accounting import attempt_usage, efficiency_hints, job_usage
 from kran.domain.records import AttemptRecord, EventRecord, JobRecord
 from kran.domain.resources import Resources
 from kran.services.files import Entry
@@ -20,6 +21,14 @@ def alloc_json(r: Resources | None) -> dict[str, Any] | None:
 
 
 def attempt_json(a: AttemptRecord) -> dict[str, Any]:
+    usage = attempt_usage(
+        a.usage,
+        queued_at=a.queued_at,
+        created_at=a.created_at,
+        started_at=a.started_at,
+        finished_at=a.finished_at,
+        alloc_cpus=a.allocation.cpus,
+    )
     return {
         "number": a.number,
         "state": a.state.value,
@@ -30,11 +39,24 @@ def attempt_json(a: AttemptRecord) -> dict[str, Any]:
         "finished_at": iso(a.finished_at),
         "exit_code": a.exit_code,
         "reason": a.reason,
+        "usage": usage,
     }
 
 
 def job_json(job: JobRecord, view: JobView | None = None) -> dict[str, Any]:
     s = job.spec
+    attempts = [attempt_json(a) for a in job.attempt_list]
+    usage = job_usage([a["usage"] for a in attempts])
+    hints: list[str] = []
+    if job.state.is_final and job.attempt_list:
+        last, last_json = job.attempt_list[-1], attempts[-1]["usage"]
+        hints = efficiency_hints(
+            cpu_seconds=last.usage.cpu_seconds,
+            peak_memory_bytes=last.usage.peak_memory_bytes,
+            wall_seconds=last_json["wall_seconds"],
+            alloc_cpus=last.allocation.cpus,
+            alloc_mem_mb=last.allocation.mem_mb,
+        )
     return {
         "id": job.id,
         "name": job.name,
@@ -59,7 +81,9 @@ def job_json(job: JobRecord, view: JobView | None = None) -> dict[str, Any]:
         "node": job.node,
         "allocation": alloc_json(job.allocation),
         "attempt": job.attempts,
-        "attempts": [attempt_json(a) for a in job.attempt_list],
+        "attempts": attempts,
+        "usage": usage,
+        "hints": hints,
         "queue_position": view.queue_position if view else None,
         "waiting_because": view.waiting_because if view else None,
     }

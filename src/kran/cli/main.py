@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import sys
@@ -139,6 +140,41 @@ def events(follow: bool, job_id: int | None, limit: int, output: str) -> None:
         for line in r.iter_lines():
             if line.startswith("data: "):
                 show(json.loads(line[6:]))
+
+
+@cli.command()
+@click.option("--user", help="only this user's jobs")
+@click.option("--app", help="only this app's jobs")
+@click.option("--since", help="ISO 8601 date or time (attempts that ended from then)")
+@click.option("--until", help="ISO 8601 date or time (attempts that ended before then)")
+@click.option("--by", type=click.Choice(["user", "app", "day", "image"]), default="user", show_default=True)
+@click.option("-o", "--output", type=click.Choice(["table", "json", "csv"]), default="table")
+def usage(user: str | None, app: str | None, since: str | None, until: str | None, by: str, output: str) -> None:
+    """Usage report: jobs by end state, CPU hours, memory GB-hours, GPU hours, wall hours."""
+    params = {k: v for k, v in {"user": user, "app": app, "since": since, "until": until, "by": by}.items() if v}
+    rows = Client().get("/api/v1/usage", params=params)["rows"]
+    if output == "json":
+        print_json(rows)
+        return
+    states = sorted({s for r in rows for s in r["jobs"]})
+    flat = [
+        {
+            by: r["key"],
+            **{s: r["jobs"].get(s, 0) for s in states},
+            **{k: r[k] for k in ("cpu_hours", "mem_gb_hours", "gpu_hours", "wall_hours")},
+        }
+        for r in rows
+    ]
+    columns = [by, *states, "cpu_hours", "mem_gb_hours", "gpu_hours", "wall_hours"]
+    if output == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(flat)
+    else:
+        for row in flat:
+            for k in ("cpu_hours", "mem_gb_hours", "gpu_hours", "wall_hours"):
+                row[k] = f"{row[k]:.4f}"
+        kv_table(flat, columns)
 
 
 for command in (

@@ -64,6 +64,11 @@ def job_detail(j: dict[str, Any]) -> None:
     if j.get("queue_position"):
         rows.append(("queue position", j["queue_position"]))
         rows.append(("waiting because", j.get("waiting_because") or "-"))
+    u = j.get("usage") or {}
+    if u.get("wall_seconds") is not None:
+        rows.append(("usage", "  ".join(f"{k}={_fmt_usage(k, v)}" for k, v in u.items() if v is not None)))
+    for hint in j.get("hints") or []:
+        rows.append(("hint", hint))
     t = Table(box=None, show_header=False, pad_edge=False)
     t.add_column(style="bold")
     t.add_column()
@@ -88,6 +93,12 @@ def job_detail(j: dict[str, Any]) -> None:
                 at.get("reason") or "-",
             )
         console.print(a)
+
+
+def _fmt_usage(key: str, value: float | int) -> str:
+    if key.endswith("_bytes"):
+        return f"{value / 1048576:.1f}MiB"
+    return f"{value:.2f}s" if key.endswith("_seconds") else str(value)
 
 
 def kv_table(rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kran.domain.accounting import Usage
 from kran.domain.jobs import JobSpec
 from kran.domain.resources import Resources
+from kran.domain.retry import Settlement
 from kran.domain.states import JobState
 
 
@@ -23,6 +25,8 @@ class AttemptRecord:
     exit_code: int | None
     reason: str | None
     collected: bool
+    queued_at: float | None = None
+    usage: Usage = field(default_factory=Usage)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class ActiveAttempt:
     timeout_s: float | None
     kill_reason: str | None
     retries: int
+    queued_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -133,3 +138,14 @@ class PlannedRun:
     spec: JobSpec | None  # None: skipped
     reason: str | None = None
     start_deadline: float | None = None
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """How an attempt ended, decided and measured, for the store to record."""
+
+    job_id: int
+    attempt: int
+    settlement: Settlement
+    exit_code: int | None
+    usage: Usage = field(default_factory=Usage)

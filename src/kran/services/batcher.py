@@ -11,13 +11,16 @@ from concurrent.futures import Future
 
 from kran.domain.jobs import JobSpec
 from kran.errors import KranError
-from kran.ports import Store
+from kran.ports import Metrics, Store
 
 MAX_BATCH = 5000
 
 
 class SubmitBatcher:
-    def __init__(self, store: Store, queue_max: int, now: Callable[[], float], on_stored: Callable[[], None]):
+    def __init__(
+        self, store: Store, queue_max: int, now: Callable[[], float], on_stored: Callable[[], None], metrics: Metrics
+    ):
+        self._metrics = metrics
         self._store = store
         self._queue_max = queue_max
         self._now = now
@@ -59,9 +62,10 @@ class SubmitBatcher:
                 for _, _, fut in batch:
                     fut.set_exception(e)
                 continue
-            for (_, _, fut), result in zip(batch, results, strict=True):
+            for (_, owner, fut), result in zip(batch, results, strict=True):
                 if isinstance(result, KranError):
                     fut.set_exception(result)
                 else:
+                    self._metrics.submitted(len(result), owner)
                     fut.set_result(result)
             self._on_stored()

@@ -58,7 +58,9 @@ class SchedulerLoop:
                 self.rt.monitor_needed.clear()
                 last_monitor = now
             try:
+                started = time.perf_counter()
                 tick(self.rt, monitor)
+                self.rt.metrics.scheduler_pass(time.perf_counter() - started)
             except Exception:  # keep scheduling; the error is in the log
                 log.exception("scheduler pass failed")
                 time.sleep(interval)

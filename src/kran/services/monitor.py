@@ -6,7 +6,8 @@ import logging
 import queue
 from dataclasses import replace
 
-from kran.domain.records import ActiveAttempt
+from kran.domain.accounting import Usage
+from kran.domain.records import ActiveAttempt, AttemptOutcome
 from kran.domain.retry import AttemptEnd, Settlement, settle_attempt
 from kran.domain.states import JobState
 from kran.ports import AttemptRef
@@ -60,23 +61,28 @@ def record_results(rt: Runtime) -> None:
             ended.append(payload)
     now = rt.clock.now()
     if launched:
-        rt.store.mark_running(launched, now)
+        for queued_at in rt.store.mark_running(launched, now):
+            rt.metrics.started(now - queued_at if queued_at is not None else 0.0)
     if not ended and not failed:
         return
     active = {(a.job_id, a.attempt): a for a in rt.store.active_attempts()}
-    settles: list[tuple[int, int, Settlement, int | None]] = []
-    for job_id, number, end in ended:
+    settles: list[AttemptOutcome] = []
+    for job_id, number, end, usage in ended:
         rt.in_flight.discard((job_id, number))
         rt.kills_sent.discard((job_id, number))
         a = active.get((job_id, number))
         if a is not None:
-            settles.append((job_id, number, _settle(rt, a, end), end.exit_code))
+            settles.append(AttemptOutcome(job_id, number, _settle(rt, a, end), end.exit_code, usage))
     for job_id, number, reason in failed:
         a = active.get((job_id, number))
         if a is not None:
             end = AttemptEnd(None, error=f"launch failed: {reason}")
-            settles.append((job_id, number, _settle(rt, a, end), None))
-    rt.store.settle(settles, now)
+            settles.append(AttemptOutcome(job_id, number, _settle(rt, a, end), None))
+    started_at = {a.job_id: a.started_at for a in active.values()}
+    for job_id, state in rt.store.settle(settles, now):
+        if state.is_final:
+            started = started_at.get(job_id)
+            rt.metrics.ended(state.value, now - started if started is not None else None)
     rt.poke()
 
 
@@ -104,9 +110,10 @@ def _kill(rt: Runtime, ref: AttemptRef) -> None:
 
 
 def _collect(rt: Runtime, ref: AttemptRef, end: AttemptEnd) -> None:
+    usage = Usage()
     try:
-        rt.engine.collect(ref)
+        usage = rt.engine.collect(ref)
     except Exception:
         log.exception("collecting logs of job %s attempt %s failed", ref.job_id, ref.attempt)
-    rt.results.put(("ended", (ref.job_id, ref.attempt, end)))
+    rt.results.put(("ended", (ref.job_id, ref.attempt, end, usage)))
     rt.wake.set()

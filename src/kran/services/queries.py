@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kran import __version__
+from kran.domain.accounting import ReportRow, usage_report
 from kran.domain.dependencies import dependency_verdict
 from kran.domain.placement import explain_wait
 from kran.domain.records import JobRecord
 from kran.domain.states import JobState
-from kran.errors import NotFound
+from kran.errors import InvalidInput, NotFound
 from kran.services.runtime import Runtime
 
 
@@ -64,3 +65,13 @@ def server_status(rt: Runtime) -> dict[str, object]:
             "free": sum((n.free for n in nodes), start=type(rt.capacity)()).as_dict(),
         },
     }
+
+
+def usage(
+    rt: Runtime, *, by: str, since: float | None, until: float | None, user: str | None, app: str | None
+) -> list[ReportRow]:
+    if by not in ("user", "app", "day", "image"):
+        raise InvalidInput("by must be one of user, app, day, image", "by")
+    if since is not None and until is not None and until <= since:
+        raise InvalidInput("until must be after since", "until")
+    return usage_report(rt.store.attempt_facts(since, until, user, app), by)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 
+from kran.domain.records import AttemptOutcome
 from kran.domain.retry import Settlement
 from kran.domain.states import JobState
 from kran.services.runtime import Runtime
@@ -36,7 +37,7 @@ def reconcile_on_start(rt: Runtime) -> dict[str, int]:
             adopt.append((a.job_id, a.attempt, "proc:0:0"))  # ran and ended while we were down
         else:
             requeue.append(
-                (
+                AttemptOutcome(
                     a.job_id,
                     a.attempt,
                     Settlement(JobState.LOST, JobState.QUEUED, "server stopped before the launch; re-queued"),

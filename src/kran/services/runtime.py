@@ -13,7 +13,7 @@ from typing import Any
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import NodeCapacity
 from kran.domain.resources import Resources
-from kran.ports import AttemptRef, Clock, Engine, Schedules, Store
+from kran.ports import AttemptRef, Clock, Engine, Metrics, Schedules, Store
 from kran.services.batcher import SubmitBatcher
 from kran.settings import Settings
 
@@ -31,6 +31,7 @@ class Runtime:
     instance: str
     submitter: SubmitBatcher
     schedules: Schedules
+    metrics: Metrics
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(16, "kran-engine"))
     # engine work finished in the pool, for the loop to record: (kind, payload)
     results: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)

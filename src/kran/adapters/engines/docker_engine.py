@@ -17,7 +17,9 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest
 
+from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.process import read_exit_code, write_exit_code
+from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError
 from kran.ports import AttemptRef, LaunchSpec
@@ -27,12 +29,16 @@ FINAL = ("exited", "dead")
 
 
 class DockerEngine:
-    def __init__(self, instance: str, base_url: str | None = None, kill_grace_s: float = 10.0) -> None:
+    def __init__(
+        self, instance: str, base_url: str | None = None, kill_grace_s: float = 10.0, cgroups: Cgroups | None = None
+    ) -> None:
+        self.cgroups = cgroups or Cgroups(None, "not configured")
         self.instance = instance
         self.kill_grace_s = kill_grace_s
         self._base_url = base_url
         self._client: Any = None
         self._health: tuple[float, str | None] = (0.0, "not checked yet")
+        self._disk: tuple[float, int | None] = (0.0, None)
         self._lock = threading.Lock()
 
     @property
@@ -68,6 +74,17 @@ class DockerEngine:
                 self._lock.release()
         self._health = (time.monotonic(), reason)
 
+    def image_disk_bytes(self) -> int | None:
+        """Sum of image sizes (shared layers counted once per image), refreshed every 30 s."""
+        checked, value = self._disk
+        if time.monotonic() - checked > 30 and self.health()["docker"] is None:
+            try:
+                value = sum(int(i.attrs.get("Size", 0)) for i in self.client.images.list())
+            except (DockerException, OSError):
+                value = None
+            self._disk = (time.monotonic(), value)
+        return value
+
     def _name(self, job_id: int, attempt: int) -> str:
         return f"kran-{self.instance[:12]}-{job_id}-{attempt}"
 
@@ -91,6 +108,8 @@ class DockerEngine:
             "init": True,
             "detach": True,
         }
+        if self.cgroups.version is not None:  # the attempt's cgroup holds the container's: counters outlive it
+            kwargs["cgroup_parent"] = "/" + self.cgroups.relative(self.instance, spec.job_id, spec.attempt)
         if alloc.millicpus:
             kwargs["nano_cpus"] = alloc.millicpus * 1_000_000
         if alloc.mem_mb:
@@ -160,9 +179,16 @@ class DockerEngine:
     def cheap_collect(self, ref: AttemptRef) -> bool:
         return False  # copies logs over the API and removes the container
 
-    def collect(self, ref: AttemptRef) -> None:
-        if not ref.handle:
-            return
+    def collect(self, ref: AttemptRef) -> Usage:
+        rel = self.cgroups.relative(self.instance, ref.job_id, ref.attempt)
+        if ref.handle:
+            self._store_logs_and_remove(ref)
+        usage = self.cgroups.usage(rel)
+        self.cgroups.remove(rel)
+        return usage
+
+    def _store_logs_and_remove(self, ref: AttemptRef) -> None:
+        assert ref.handle is not None
         try:
             c = self.client.containers.get(ref.handle[len(PREFIX) :])
         except NotFound:

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from kran.adapters.engines.docker_engine import PREFIX as DOCKER
 from kran.adapters.engines.docker_engine import DockerEngine
 from kran.adapters.engines.process import ProcessEngine
+from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
 from kran.ports import AttemptRef, LaunchSpec
 
@@ -31,8 +32,8 @@ class LocalEngine:
     def cheap_collect(self, ref: AttemptRef) -> bool:
         return self._for(ref).cheap_collect(ref)
 
-    def collect(self, ref: AttemptRef) -> None:
-        self._for(ref).collect(ref)
+    def collect(self, ref: AttemptRef) -> Usage:
+        return self._for(ref).collect(ref)
 
     def stream_logs(self, ref: AttemptRef, stream: str, follow: bool) -> Iterator[bytes]:
         return self._for(ref).stream_logs(ref, stream, follow)
@@ -42,6 +43,9 @@ class LocalEngine:
         if self.docker.health()["docker"] is None:
             found += self.docker.discover()
         return found
+
+    def image_disk_bytes(self) -> int | None:
+        return self.docker.image_disk_bytes()
 
     def health(self) -> dict[str, str | None]:
         return {**self.process.health(), **self.docker.health()}

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from kran.adapters.engines.cgroups import Cgroups
+from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError
 from kran.ports import AttemptRef, LaunchSpec
@@ -26,6 +28,7 @@ from kran.ports import AttemptRef, LaunchSpec
 # Only shell builtins after the job (no extra fork). exit_code needs no atomic rename: it
 # is read only once the wrapper is gone, and the wrapper writes it before it exits.
 WRAPPER = (
+    'for f in $KRAN_CGROUP_PROCS; do echo $$ >"$f"; done 2>/dev/null; unset KRAN_CGROUP_PROCS; '
     'd="$1"; shift; cd "$d/work" || exit 127; '
     '"$@" >"$d/stdout" 2>"$d/stderr" </dev/null; rc=$?; '
     'echo $rc >"$d/exit_code"; exit $rc'
@@ -96,7 +99,14 @@ class ExitWatcher:
 
 
 class ProcessEngine:
-    def __init__(self, instance: str, kill_grace_s: float = 10.0, on_exit: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        instance: str,
+        kill_grace_s: float = 10.0,
+        on_exit: Callable[[], None] | None = None,
+        cgroups: Cgroups | None = None,
+    ) -> None:
+        self.cgroups = cgroups or Cgroups(None, "not configured")
         self.instance = instance
         self.kill_grace_s = kill_grace_s
         self._children: dict[int, subprocess.Popen[bytes]] = {}
@@ -107,6 +117,10 @@ class ProcessEngine:
         env = {"PATH": BASE_PATH, "HOME": str(spec.workdir), "LANG": "C.UTF-8"}
         env.update(spec.env)
         env["KRAN_INSTANCE"] = self.instance
+        limit = spec.allocation.mem_mb * 1024 * 1024 if spec.allocation.mem_mb else None
+        procs = self.cgroups.create(self.cgroups.relative(self.instance, spec.job_id, spec.attempt), limit)
+        if procs:
+            env["KRAN_CGROUP_PROCS"] = " ".join(str(p) for p in procs)
         try:
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", WRAPPER, "kran-job", str(spec.attempt_dir), *spec.argv],
@@ -184,9 +198,13 @@ class ProcessEngine:
     def cheap_collect(self, ref: AttemptRef) -> bool:
         return True
 
-    def collect(self, ref: AttemptRef) -> None:
+    def collect(self, ref: AttemptRef) -> Usage:
         for name in ("stdout", "stderr"):
             (ref.attempt_dir / name).touch(exist_ok=True)
+        rel = self.cgroups.relative(self.instance, ref.job_id, ref.attempt)
+        usage = self.cgroups.usage(rel)
+        self.cgroups.remove(rel)
+        return usage
 
     def stream_logs(self, ref: AttemptRef, stream: str, follow: bool) -> Iterator[bytes]:
         path = ref.attempt_dir / stream
@@ -239,3 +257,6 @@ class ProcessEngine:
 
     def health(self) -> dict[str, str | None]:
         return {"process": None}
+
+    def image_disk_bytes(self) -> int | None:
+        return None

@@ -16,15 +16,17 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, bindparam, create_engine, event, func, insert, select, update
+from sqlalchemy import Connection, bindparam, case, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine as SAEngine
 
 from kran.adapters.store.tables import attempts, events, job_deps, job_labels, jobs, meta
+from kran.domain.accounting import APP_LABEL, AttemptFacts, Usage
 from kran.domain.dependencies import AFTER_ANY, AFTER_OK, Dependency, dependency_verdict
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import Assignment
 from kran.domain.records import (
     ActiveAttempt,
+    AttemptOutcome,
     AttemptRecord,
     EventRecord,
     JobRecord,
@@ -32,7 +34,6 @@ from kran.domain.records import (
     StartedAttempt,
 )
 from kran.domain.resources import Resources
-from kran.domain.retry import Settlement
 from kran.domain.states import JobState, check_transition
 from kran.errors import InvalidInput, KranError, QueueFull
 
@@ -341,6 +342,12 @@ class SqlStore:
         with self.engine.connect() as conn:
             return [_job_record(r, []) for r in conn.execute(q).mappings()]
 
+    def queued_by_priority_class(self) -> dict[str, int]:
+        cls = case((jobs.c.priority > 0, "high"), (jobs.c.priority < 0, "low"), else_="normal")
+        q = select(cls, func.count()).where(jobs.c.state == JobState.QUEUED).group_by(cls)
+        with self.engine.connect() as conn:
+            return {str(k): int(n) for k, n in conn.execute(q)}
+
     def counts_by_state(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
@@ -366,6 +373,56 @@ class SqlStore:
             q = q.where(events.c.job_id == job_id)
         with self.engine.connect() as conn:
             return [EventRecord(**dict(r)) for r in conn.execute(q).mappings()]
+
+    def attempt_facts(
+        self, since: float | None, until: float | None, user: str | None = None, app: str | None = None
+    ) -> list[AttemptFacts]:
+        """Ended attempts (finished in [since, until)) with their job, for usage reports."""
+        app_label = job_labels.alias("app_label")
+        q = (
+            select(
+                attempts.c.job_id,
+                jobs.c.owner,
+                app_label.c.value,
+                jobs.c.image,
+                jobs.c.state,
+                attempts.c.finished_at,
+                attempts.c.started_at,
+                attempts.c.cpu_seconds,
+                attempts.c.alloc_mem_mb,
+                attempts.c.alloc_gpus,
+                attempts.c.number,
+                jobs.c.attempts,
+            )
+            .join(jobs, jobs.c.id == attempts.c.job_id)
+            .join(app_label, (app_label.c.job_id == jobs.c.id) & (app_label.c.key == APP_LABEL), isouter=True)
+            .where(attempts.c.finished_at.is_not(None))
+        )
+        if since is not None:
+            q = q.where(attempts.c.finished_at >= since)
+        if until is not None:
+            q = q.where(attempts.c.finished_at < until)
+        if user is not None:
+            q = q.where(jobs.c.owner == user)
+        if app is not None:
+            q = q.where(app_label.c.value == app)
+        with self.engine.connect() as conn:
+            return [
+                AttemptFacts(
+                    job_id=r[0],
+                    user=r[1],
+                    app=r[2],
+                    image=r[3],
+                    job_state=r[4],
+                    finished_at=r[5],
+                    wall_seconds=max(0.0, r[5] - r[6]) if r[6] is not None else 0.0,
+                    cpu_seconds=r[7],
+                    alloc_mem_mb=r[8],
+                    alloc_gpus=r[9],
+                    last_attempt=r[10] == r[11] and JobState(r[4]).is_final,
+                )
+                for r in conn.execute(q)
+            ]
 
     def last_event_id(self) -> int:
         with self.engine.connect() as conn:
@@ -414,12 +471,12 @@ class SqlStore:
         with self._tx() as conn:
             by_id = {a.job_id: a for a in assignments}
             rows = conn.execute(
-                select(jobs.c.id, jobs.c.attempts, jobs.c.spec).where(
+                select(jobs.c.id, jobs.c.attempts, jobs.c.spec, jobs.c.queued_since).where(
                     jobs.c.id.in_(list(by_id)), jobs.c.state == JobState.QUEUED
                 )
             ).all()
             job_rows, att_rows, ev_rows = [], [], []
-            for job_id, n, spec_json in rows:
+            for job_id, n, spec_json, queued_since in rows:
                 a = by_id[job_id]
                 number, alloc = n + 1, a.allocation
                 res = {
@@ -440,6 +497,7 @@ class SqlStore:
                         "handle": None,
                         "created_at": now,
                         "collected": False,
+                        "queued_at": queued_since,
                         **res,
                     }
                 )
@@ -475,20 +533,20 @@ class SqlStore:
                 conn.execute(insert(attempts), att_rows)
                 conn.execute(insert(events), ev_rows)
 
-    def mark_running(self, items: Sequence[tuple[int, int, str]], now: float) -> None:
+    def mark_running(self, items: Sequence[tuple[int, int, str]], now: float) -> list[float | None]:
         """starting -> running with the engine handle, for (job_id, attempt, handle).
 
         Only the scheduler loop moves attempts out of starting, so the batch normally
-        applies whole; if not (a stale item), it is redone row by row."""
+        applies whole; a stale item is left out. Returns when each moved attempt was queued."""
         check_transition(JobState.STARTING, JobState.RUNNING)
         if not items:
-            return
+            return []
         with self._tx() as conn:
             keys = {(j, n) for j, n, _ in items}
             current = {
-                (r[0], r[1])
+                (r[0], r[1]): r[2]
                 for r in conn.execute(
-                    select(attempts.c.job_id, attempts.c.number)
+                    select(attempts.c.job_id, attempts.c.number, attempts.c.queued_at)
                     .join(jobs, (jobs.c.id == attempts.c.job_id) & (jobs.c.attempts == attempts.c.number))
                     .where(
                         attempts.c.job_id.in_([j for j, _ in keys]),
@@ -499,7 +557,7 @@ class SqlStore:
             }
             rows = [(j, n, h) for j, n, h in items if (j, n) in current]
             if not rows:
-                return
+                return []
             conn.execute(
                 update(attempts)
                 .where(attempts.c.job_id == bindparam("b_job"), attempts.c.number == bindparam("b_n"))
@@ -526,6 +584,7 @@ class SqlStore:
                     for j, n, _ in rows
                 ],
             )
+            return [current[(j, n)] for j, n, _ in rows]
 
     def active_attempts(self) -> list[ActiveAttempt]:
         q = (
@@ -539,18 +598,18 @@ class SqlStore:
                 jobs.c.timeout_s,
                 jobs.c.kill_reason,
                 jobs.c.retries,
+                attempts.c.queued_at,
             )
             .join(jobs, jobs.c.id == attempts.c.job_id)
             .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
         )
         with self.engine.connect() as conn:
             return [
-                ActiveAttempt(r[0], r[1], JobState(r[2]), r[3], r[4], r[5], r[6], r[7], r[8]) for r in conn.execute(q)
+                ActiveAttempt(r[0], r[1], JobState(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+                for r in conn.execute(q)
             ]
 
-    def settle(
-        self, items: Sequence[tuple[int, int, Settlement, int | None]], now: float
-    ) -> list[tuple[int, JobState]]:
+    def settle(self, items: Sequence[AttemptOutcome], now: float) -> list[tuple[int, JobState]]:
         """End attempts and move their jobs on; returns (job_id, new state) of those changed.
         Items whose job has moved past that attempt are skipped."""
         if not items:
@@ -560,18 +619,17 @@ class SqlStore:
             self._queued_changed(sum(1 for _, state in changed if state == JobState.QUEUED) - dep_ended)
             return changed
 
-    def _settle(
-        self, items: Sequence[tuple[int, int, Settlement, int | None]], now: float
-    ) -> tuple[list[tuple[int, JobState]], int]:
+    def _settle(self, items: Sequence[AttemptOutcome], now: float) -> tuple[list[tuple[int, JobState]], int]:
         with self._tx() as conn:
             current = {
                 r[0]: (JobState(r[1]), r[2])
                 for r in conn.execute(
-                    select(jobs.c.id, jobs.c.state, jobs.c.attempts).where(jobs.c.id.in_([i[0] for i in items]))
+                    select(jobs.c.id, jobs.c.state, jobs.c.attempts).where(jobs.c.id.in_([i.job_id for i in items]))
                 )
             }
             att_rows, requeue, final, ev_rows, changed = [], [], [], [], []
-            for job_id, number, s, exit_code in items:
+            for item in items:
+                job_id, number, s, exit_code = item.job_id, item.attempt, item.settlement, item.exit_code
                 state, attempt = current.get(job_id, (JobState.QUEUED, -1))
                 if attempt != number or not state.is_active:
                     continue
@@ -584,6 +642,9 @@ class SqlStore:
                         "b_state": s.attempt_state,
                         "b_exit": exit_code,
                         "b_reason": s.reason,
+                        "b_cpu": item.usage.cpu_seconds,
+                        "b_mem": item.usage.peak_memory_bytes,
+                        "b_io": item.usage.io_bytes,
                     }
                 )
                 row = {"b_job": job_id, "b_state": s.job_state, "b_reason": s.reason, "b_exit": exit_code}
@@ -613,6 +674,9 @@ class SqlStore:
                     exit_code=bindparam("b_exit"),
                     reason=bindparam("b_reason"),
                     collected=True,
+                    cpu_seconds=bindparam("b_cpu"),
+                    peak_memory_bytes=bindparam("b_mem"),
+                    io_bytes=bindparam("b_io"),
                 ),
                 att_rows,
             )
@@ -714,6 +778,8 @@ def _attempt_record(r: Any) -> AttemptRecord:
         exit_code=r["exit_code"],
         reason=r["reason"],
         collected=bool(r["collected"]),
+        queued_at=r["queued_at"],
+        usage=Usage(r["cpu_seconds"], r["peak_memory_bytes"], r["io_bytes"]),
     )
 
 

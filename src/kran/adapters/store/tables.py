@@ -69,7 +69,12 @@ attempts = Table(
     Column("exit_code", Integer),
     Column("reason", Text),
     Column("collected", Boolean, nullable=False, default=False),
+    Column("queued_at", Float),  # when the job entered the queue for this attempt
+    Column("cpu_seconds", Float),
+    Column("peak_memory_bytes", Integer),
+    Column("io_bytes", Integer),
     Index("ix_attempts_state", "state"),
+    Index("ix_attempts_finished", "finished_at"),
 )
 
 job_labels = Table(

@@ -1,0 +1,133 @@
+"""Per-attempt cgroups (v1 here, v2 where mounted), for accounting and process limits.
+
+Each attempt gets a cgroup `kran/<instance>/<job>.<attempt>` in the memory, cpuacct and
+blkio hierarchies. A host process joins it before the job starts; a container gets it as
+its cgroup parent. Counters in a parent are hierarchical and outlive the child, so after
+the attempt ended (and its container was removed) the attempt's CPU time, peak memory and
+block I/O are read exactly, then the cgroup is removed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from kran.domain.accounting import Usage
+
+ROOT = Path("/sys/fs/cgroup")
+V1 = ("memory", "cpuacct", "blkio")
+
+
+@dataclass(frozen=True)
+class Cgroups:
+    """Where cgroups live on this machine; `unavailable` says why when they cannot be used."""
+
+    version: int | None
+    unavailable: str | None = None
+
+    @staticmethod
+    def detect(root: Path = ROOT) -> Cgroups:
+        if os.geteuid() != 0:
+            return Cgroups(None, "not running as root")
+        if (root / "cgroup.controllers").exists():
+            return Cgroups(2)
+        if all((root / c).is_dir() for c in V1):
+            return Cgroups(1)
+        return Cgroups(None, "no cgroup hierarchy found")
+
+    def relative(self, instance: str, job_id: int, attempt: int) -> str:
+        return f"kran/{instance[:12]}/{job_id}.{attempt}"
+
+    def dirs(self, rel: str) -> list[Path]:
+        if self.version == 1:
+            return [ROOT / c / rel for c in V1]
+        if self.version == 2:
+            return [ROOT / rel]
+        return []
+
+    def create(self, rel: str, mem_limit_bytes: int | None = None) -> list[Path]:
+        """Make the attempt's cgroup; returns the cgroup.procs files a process joins by."""
+        if self.version is None:
+            return []
+        try:
+            if self.version == 2:
+                self._enable_v2_controllers(rel)
+            for d in self.dirs(rel):
+                d.mkdir(parents=True, exist_ok=True)
+            if mem_limit_bytes:
+                limit = ROOT / ("memory" if self.version == 1 else "") / rel
+                name = "memory.limit_in_bytes" if self.version == 1 else "memory.max"
+                (limit / name).write_text(str(mem_limit_bytes))
+        except OSError:
+            return []
+        return [d / "cgroup.procs" for d in self.dirs(rel)]
+
+    def _enable_v2_controllers(self, rel: str) -> None:
+        path = ROOT
+        for part in Path(rel).parts[:-1]:
+            path = path / part
+            path.mkdir(exist_ok=True)
+            try:
+                (path / "cgroup.subtree_control").write_text("+memory +cpu +io")
+            except OSError:
+                pass
+
+    def usage(self, rel: str) -> Usage:
+        """CPU seconds, peak memory and I/O bytes of the attempt's cgroup (None if unknown)."""
+        try:
+            if self.version == 1:
+                return Usage(
+                    cpu_seconds=int(_read(ROOT / "cpuacct" / rel / "cpuacct.usage")) / 1e9,
+                    peak_memory_bytes=int(_read(ROOT / "memory" / rel / "memory.max_usage_in_bytes")),
+                    io_bytes=_blkio_bytes(ROOT / "blkio" / rel),
+                )
+            if self.version == 2:
+                d = ROOT / rel
+                stat = dict(line.split() for line in _read(d / "cpu.stat").splitlines())
+                peak = d / "memory.peak"
+                return Usage(
+                    cpu_seconds=int(stat["usage_usec"]) / 1e6,
+                    peak_memory_bytes=int(_read(peak)) if peak.exists() else None,
+                    io_bytes=_io_stat_bytes(d / "io.stat"),
+                )
+        except (OSError, ValueError, KeyError):
+            pass
+        return Usage()
+
+    def remove(self, rel: str) -> None:
+        """Remove the attempt's cgroup and its (now empty) instance parent dirs if possible."""
+        for d in self.dirs(rel):
+            for path in (d, d.parent, d.parent.parent):
+                try:
+                    path.rmdir()
+                except OSError:
+                    break
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def _blkio_bytes(d: Path) -> int | None:
+    for name in ("blkio.throttle.io_service_bytes_recursive", "blkio.throttle.io_service_bytes"):
+        try:
+            lines = _read(d / name).splitlines()
+        except OSError:
+            continue
+        return sum(int(p[2]) for p in (line.split() for line in lines) if len(p) == 3 and p[1] in ("Read", "Write"))
+    return None
+
+
+def _io_stat_bytes(path: Path) -> int | None:
+    try:
+        text = _read(path)
+    except OSError:
+        return None
+    total = 0
+    for line in text.splitlines():
+        for field in line.split()[1:]:
+            key, _, value = field.partition("=")
+            if key in ("rbytes", "wbytes"):
+                total += int(value)
+    return total

@@ -1,0 +1,51 @@
+"""/api/v1/usage: who used what, over any period."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from kran.api.deps import runtime
+from kran.domain.schedules import parse_time
+from kran.errors import InvalidInput
+from kran.services import queries
+from kran.services.runtime import Runtime
+
+router = APIRouter(prefix="/api/v1/usage", tags=["usage"])
+Rt = Annotated[Runtime, Depends(runtime)]
+
+
+def _time(value: str | None, field: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value).timestamp()
+    except ValueError as e:
+        raise InvalidInput(f"{field}: {e}", field) from None
+
+
+@router.get("", summary="Usage report: jobs by end state, CPU, memory, GPU and wall hours per group")
+def usage(
+    rt: Rt,
+    by: str = Query("user", description="user | app | day | image"),
+    since: str | None = Query(None, description="ISO 8601; attempts that ended at or after"),
+    until: str | None = Query(None, description="ISO 8601; attempts that ended before"),
+    user: str | None = None,
+    app: str | None = None,
+) -> dict[str, Any]:
+    rows = queries.usage(rt, by=by, since=_time(since, "since"), until=_time(until, "until"), user=user, app=app)
+    return {
+        "by": by,
+        "rows": [
+            {
+                "key": r.key,
+                "jobs": r.jobs,
+                "cpu_hours": round(r.cpu_hours, 6),
+                "mem_gb_hours": round(r.mem_gb_hours, 6),
+                "gpu_hours": round(r.gpu_hours, 6),
+                "wall_hours": round(r.wall_hours, 6),
+            }
+            for r in rows
+        ],
+    }
