@@ -96,13 +96,12 @@ class Cgroups:
         return Usage()
 
     def remove(self, rel: str) -> None:
-        """Remove the attempt's cgroup and its (now empty) instance parent dirs if possible."""
+        """Remove the attempt's cgroup (the instance's parent stays for the next attempts)."""
         for d in self.dirs(rel):
-            for path in (d, d.parent, d.parent.parent):
-                try:
-                    path.rmdir()
-                except OSError:
-                    break
+            try:
+                d.rmdir()
+            except OSError:
+                pass
 
 
 def _read(path: Path) -> str:
