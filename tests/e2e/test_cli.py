@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +208,32 @@ def test_config_shows_sources(kran: Any, tmp_path: Path, monkeypatch: pytest.Mon
     cfg.write_text("[server]\nprot = 1\n")
     r = kran("config", "--config", str(cfg))
     assert r.exit_code == 2 and "unknown setting server.prot" in r.stderr
+
+
+def test_logs_follow_a_container_and_events_follow(kran: Any, server: ServerProc, test_image: str) -> None:
+    import subprocess
+    import sys
+
+    env = {**server.env, "KRAN_URL": server.url}
+    events = subprocess.Popen(
+        [sys.executable, "-m", "kran.cli.main", "events", "-f", "-o", "json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2)  # the stream starts at the newest event once the CLI has connected
+        job_id = submit(kran, "--image", test_image, "--sh", "for i in 1 2 3; do echo c$i; sleep 0.4; done")
+        assert kran("logs", "-f", str(job_id)).stdout == "c1\nc2\nc3\n"
+        seen = []
+        assert events.stdout is not None
+        while not seen or seen[-1]["to"] != "succeeded":
+            e = json.loads(events.stdout.readline())
+            if e["job_id"] == job_id:
+                seen.append(e)
+        assert [e["to"] for e in seen] == ["queued", "starting", "running", "succeeded"]
+    finally:
+        events.kill()
+        events.wait()
+        if events.stdout:
+            events.stdout.close()

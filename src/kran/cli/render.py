@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False)
+# Piped output gets room for the whole table instead of Rich's 80-column default.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def print_json(data: Any) -> None:
