@@ -38,7 +38,9 @@ IMAGE = "kran-test/busybox:latest"
 
 def start_server(cpus: float, **env: str) -> ServerProc:
     data = Path(tempfile.mkdtemp(prefix="kran-bench-"))
+    (data / "home").mkdir()
     full = {
+        "HOME": str(data / "home"),
         **os.environ,
         "KRAN_CAPACITY_CPUS": str(cpus),
         "KRAN_CAPACITY_MEM_MB": "100000",
@@ -48,6 +50,13 @@ def start_server(cpus: float, **env: str) -> ServerProc:
     s = ServerProc(data, free_port(), full)
     s.start()
     return s
+
+
+def admin_client(s: ServerProc, timeout: float = 120) -> httpx.Client:
+    creds = s.credentials
+    return httpx.Client(
+        base_url=s.url, timeout=timeout, headers={"Authorization": f"Bearer {creds['key_id']}.{creds['secret']}"}
+    )
 
 
 def wait_all_final(c: httpx.Client, n: int) -> None:
@@ -61,7 +70,7 @@ def wait_all_final(c: httpx.Client, n: int) -> None:
 def through_kran(jobs: list[dict[str, object]], cpus: float) -> float:
     s = start_server(cpus)
     try:
-        with httpx.Client(base_url=s.url, timeout=120) as c:
+        with admin_client(s) as c:
             t0 = time.perf_counter()
             c.post("/api/v1/jobs/batch", json={"jobs": jobs}).raise_for_status()
             wait_all_final(c, len(jobs))
@@ -98,10 +107,12 @@ def bench_docker(n: int, concurrency: int) -> tuple[float, float]:
     return k, d
 
 
-async def _submits(url: str, n: int, clients: int) -> list[float]:
+async def _submits(url: str, n: int, clients: int, headers: dict[str, str]) -> list[float]:
     lat: list[float] = []
     sem = asyncio.Semaphore(clients)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=clients)) as c:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=60, limits=httpx.Limits(max_connections=clients), headers=headers
+    ) as c:
 
         async def one() -> None:
             async with sem:
@@ -114,9 +125,12 @@ async def _submits(url: str, n: int, clients: int) -> list[float]:
     return lat
 
 
-def _wrk_submits(url: str, clients: int, seconds: int) -> tuple[float, float, float]:
+def _wrk_submits(url: str, clients: int, seconds: int, headers: dict[str, str]) -> tuple[float, float, float]:
     """wrk (Debian's package) as the load generator: a Python client on the same 2 cores
-    saturates long before the server does."""
+    saturates long before the server does. Requests carry a bearer token."""
+    script = Path(tempfile.mkdtemp()) / "submit.lua"
+    lua = Path(__file__).with_name("submit.lua").read_text()
+    script.write_text(lua + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items()))
     out = subprocess.run(
         [
             "wrk",
@@ -125,7 +139,7 @@ def _wrk_submits(url: str, clients: int, seconds: int) -> tuple[float, float, fl
             f"-d{seconds}s",
             "--latency",
             "-s",
-            str(Path(__file__).with_name("submit.lua")),
+            str(script),
             f"{url}/api/v1/jobs",
         ],
         capture_output=True,
@@ -152,14 +166,16 @@ def _wrk_submits(url: str, clients: int, seconds: int) -> tuple[float, float, fl
 def bench_submit(n: int, clients: int, batches: int) -> dict[str, float]:
     s = start_server(1)
     try:
-        with httpx.Client(base_url=s.url, timeout=120) as c:
+        with admin_client(s) as c:
+            headers = dict(c.headers)
+            headers = {"Authorization": headers["authorization"]}
             c.post("/api/v1/jobs", json={"command": ["sleep", "600"], "cpus": "1"}).raise_for_status()
             if shutil.which("wrk"):
-                single_rate, p50, p99 = _wrk_submits(s.url, clients, 10)
+                single_rate, p50, p99 = _wrk_submits(s.url, clients, 10, headers)
                 tool = "wrk"
             else:
                 t0 = time.perf_counter()
-                lat = sorted(asyncio.run(_submits(s.url, n, clients)))
+                lat = sorted(asyncio.run(_submits(s.url, n, clients, headers)))
                 single_rate = n / (time.perf_counter() - t0)
                 p50, p99 = 1000 * statistics.median(lat), 1000 * lat[int(0.99 * (len(lat) - 1))]
                 tool = "httpx"

@@ -67,13 +67,15 @@ class ServerProc:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
+    users: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.log = self.data_dir / "server.log"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if "KRAN_SERVER_TLS_CERT" in self.env else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
@@ -97,7 +99,7 @@ class ServerProc:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"kran serve exited: {self.log.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/ping", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/ping", timeout=1, verify=False).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -118,8 +120,35 @@ class ServerProc:
                 self.proc.kill()
                 self.proc.wait()
 
-    def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, headers={"X-Kran-User": "tester"})
+    @property
+    def credentials(self) -> dict[str, str]:
+        """The admin's client config, written by the server at its first start."""
+        import tomllib
+
+        path = Path(self.env["HOME"]) / ".config" / "kran" / "client.toml"
+        return {k: str(v) for k, v in tomllib.loads(path.read_text()).items()}
+
+    def bearer(self, key_id: str, secret: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key_id}.{secret}"}
+
+    def api(self, user: str | None = None) -> httpx.Client:
+        """An HTTP client acting as the admin, or as `user` (see add_user)."""
+        if user is None:
+            creds = self.credentials
+            headers = self.bearer(creds["key_id"], creds["secret"])
+        else:
+            headers = self.bearer(*self.users[user])
+        return httpx.Client(
+            base_url=self.url, timeout=30, headers=headers, verify="KRAN_SERVER_TLS_CERT" not in self.env
+        )
+
+    def add_user(self, name: str, role: str = "user") -> tuple[str, str]:
+        """Create a user with a key (as the admin); api(name) then acts as them."""
+        with self.api() as c:
+            c.post("/api/v1/admin/users", json={"name": name, "role": role}).raise_for_status()
+            key = c.post("/api/v1/admin/keys", json={"user": name}).json()
+        self.users[name] = (key["key_id"], key["secret"])
+        return self.users[name]
 
     def wait_state(self, job_id: int, states: set[str], timeout: float = 30) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -171,6 +200,8 @@ def make_server(tmp_path: Path) -> Iterator[Any]:
     def make(**env: str) -> ServerProc:
         data = tmp_path / f"server{len(servers)}"
         data.mkdir()
+        home = tmp_path / f"home{len(servers)}"  # where the server writes the admin's client config
+        home.mkdir()
         full_env = {
             **os.environ,
             "KRAN_QUEUE_RETRY_BACKOFF_S": "0.2",
@@ -178,6 +209,7 @@ def make_server(tmp_path: Path) -> Iterator[Any]:
             "KRAN_CAPACITY_MEM_MB": "8192",
             "KRAN_CAPACITY_DISK_MB": "100000",
             "KRAN_CAPACITY_GPUS": "0",
+            "HOME": str(home),
             **env,
         }
         full_env.pop("KRAN_CONFIG", None)
@@ -203,7 +235,14 @@ def kran(server: ServerProc) -> Any:
     """Run the real CLI in-process against the real server."""
     runner = CliRunner()
 
-    def run(*args: str, input: str | None = None) -> Result:
-        return runner.invoke(cli, list(args), env={"KRAN_URL": server.url}, input=input, catch_exceptions=False)
+    def run(*args: str, input: str | None = None, user: str | None = None) -> Result:
+        key_id, secret = server.users[user] if user else (server.credentials["key_id"], server.credentials["secret"])
+        env = {
+            "KRAN_URL": server.url,
+            "KRAN_KEY_ID": key_id,
+            "KRAN_SECRET": secret,
+            "KRAN_CLIENT_CONFIG": "/nonexistent/client.toml",
+        }
+        return runner.invoke(cli, list(args), env=env, input=input, catch_exceptions=False)
 
     return run

@@ -18,9 +18,11 @@ from kran.adapters.engines.docker_engine import DockerEngine
 from kran.adapters.engines.local import LocalEngine
 from kran.adapters.engines.process import ProcessEngine
 from kran.adapters.metrics import PrometheusMetrics
+from kran.adapters.store.identity_store import SqlIdentities, load_master_key
 from kran.adapters.store.schedule_store import SqlSchedules
 from kran.adapters.store.sql_store import SqlStore
 from kran.errors import Unavailable
+from kran.services.auth import Authenticator, bootstrap_admin
 from kran.services.batcher import SubmitBatcher
 from kran.services.loop import SchedulerLoop
 from kran.services.reconcile import reconcile_on_start
@@ -40,6 +42,7 @@ class Server:
     rt: Runtime
     loop: SchedulerLoop
     metrics: PrometheusMetrics
+    auth: Authenticator
 
     def stop(self) -> None:
         self.rt.submitter.close()
@@ -115,10 +118,20 @@ def build_server(settings: Settings) -> Server:
         metrics=metrics,
     )
     metrics.watch_state(store, engine, rt.nodes)
+    auth = Authenticator(
+        SqlIdentities(store, load_master_key(data_dir)),
+        started_at=time.time(),
+        proxy_user_header=settings.proxy_user_header,
+        proxy_secret=settings.proxy_secret,
+    )
+    scheme = "https" if settings.tls_cert else "http"
+    written = bootstrap_admin(auth, data_dir, f"{scheme}://{settings.host}:{settings.port}", time.time())
+    if written:
+        print(f"kran: created user admin; its client config is in {written}", flush=True)
     summary = reconcile_on_start(rt)
     log.info("reconciled with the engine: %s", summary)
     loop = SchedulerLoop(rt)
-    return Server(rt, loop, metrics)
+    return Server(rt, loop, metrics, auth)
 
 
 def serve(settings: Settings) -> None:
@@ -128,14 +141,23 @@ def serve(settings: Settings) -> None:
 
     server = build_server(settings)
     server.loop.start()
-    app = create_app(server.rt, server.metrics)
+    app = create_app(server.rt, server.auth, server.metrics)
     # Long-lived start-up objects leave the collector's view, and young collections run
     # less often: full collections over a large heap were the p99 submit latency.
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    log.info("kran serving on http://%s:%s (data dir %s)", settings.host, settings.port, settings.data_path)
+    scheme = "https" if settings.tls_cert else "http"
+    log.info("kran serving on %s://%s:%s (data dir %s)", scheme, settings.host, settings.port, settings.data_path)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            ssl_certfile=settings.tls_cert,
+            ssl_keyfile=settings.tls_key,
+        )
     finally:
         server.stop()

@@ -2,6 +2,8 @@
 
 KranError
  +-- InvalidInput        bad user input (HTTP 422, CLI exit 2)
+ +-- Unauthorized        no or bad credentials (HTTP 401)
+ +-- Forbidden           known caller, not allowed (HTTP 403; others' objects are NotFound)
  +-- NotFound            unknown object (HTTP 404)
  +-- Conflict            the object is in a state that forbids the action (HTTP 409)
  +-- QueueFull           the bounded queue is full (HTTP 429)
@@ -19,6 +21,14 @@ class InvalidInput(KranError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class Unauthorized(KranError):
+    pass
+
+
+class Forbidden(KranError):
+    pass
 
 
 class NotFound(KranError):

@@ -34,6 +34,10 @@ class Settings:
     docker_host: str | None = None
     max_body_mb: int = 64
     metrics_per_user: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    proxy_user_header: str | None = None
+    proxy_secret: str | None = None
 
     @property
     def data_path(self) -> Path:
@@ -59,6 +63,10 @@ TOML_KEYS: dict[str, tuple[str, str]] = {
     "allow_host_processes": ("local", "allow_host_processes"),
     "docker_host": ("local", "docker_host"),
     "metrics_per_user": ("metrics", "per_user"),
+    "tls_cert": ("server", "tls_cert"),
+    "tls_key": ("server", "tls_key"),
+    "proxy_user_header": ("auth", "proxy_user_header"),
+    "proxy_secret": ("auth", "proxy_secret"),
 }
 
 HELP = {
@@ -79,9 +87,13 @@ HELP = {
     "allow_host_processes": "allow jobs without an image to run as host processes",
     "docker_host": "Docker Engine URL (DOCKER_HOST or the local socket when unset)",
     "metrics_per_user": "add per-user series to /metrics (label cardinality grows with users)",
+    "tls_cert": "serve HTTPS with this certificate (PEM)",
+    "tls_key": "private key of the TLS certificate (PEM)",
+    "proxy_user_header": "header a trusted reverse proxy puts the authenticated user name in",
+    "proxy_secret": "shared secret the proxy sends as X-Kran-Proxy-Secret (enables proxy auth)",
 }
 
-SECRET_FIELDS: frozenset[str] = frozenset()
+SECRET_FIELDS: frozenset[str] = frozenset({"proxy_secret"})
 
 
 def env_name(field: str) -> str:
@@ -168,6 +180,10 @@ def _check(s: Settings) -> None:
         raise InvalidInput(f"port {s.port} is out of range", "port")
     if s.queue_max < 1:
         raise InvalidInput("queue max must be at least 1", "queue_max")
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise InvalidInput("give both --tls-cert and --tls-key", "tls")
+    if bool(s.proxy_secret) != bool(s.proxy_user_header):
+        raise InvalidInput("proxy auth needs both auth.proxy_user_header and auth.proxy_secret", "auth")
     if s.poll_interval_s <= 0 or s.retry_backoff_s < 0 or s.dispatch_window < 1:
         raise InvalidInput("queue timings must be positive", "queue")
 

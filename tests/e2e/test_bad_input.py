@@ -53,7 +53,6 @@ def test_malformed_and_oversized_bodies(server: ServerProc) -> None:
         assert c.get("/api/v1/jobs", params={"limit": 0}).status_code == 422
         assert c.get("/api/v1/jobs", params={"label": "novalue"}).status_code == 422
         assert c.get("/api/v1/jobs/1/logs", params={"stream": "both"}).status_code == 422
-        assert c.post("/api/v1/jobs", json={"command": ["true"]}, headers={"X-Kran-User": "a b"}).status_code == 422
 
 
 def test_path_traversal_is_refused(server: ServerProc) -> None:

@@ -90,8 +90,9 @@ def test_jobs_filters(kran: Any, server: ServerProc) -> None:
     assert ids("--label", "k=a") == [a]
     assert ids("--state", "failed") == [b]
     assert ids("--state", "succeeded,failed") == [b, a]
-    with server.api() as c:  # another user's job
-        other = c.post("/api/v1/jobs", json={"command": ["true"]}, headers={"X-Kran-User": "someone-else"}).json()
+    server.add_user("someone-else")
+    with server.api() as c:  # another user's job, submitted for them by the admin
+        other = c.post("/api/v1/jobs", json={"command": ["true"], "on_behalf_of": "someone-else"}).json()
     assert ids("--mine") == [b, a]
     assert ids("--all") == [other["id"], b, a]
     assert ids("--all", "--limit", "1") == [other["id"]]
@@ -155,12 +156,10 @@ def test_events_and_status(kran: Any, server: ServerProc) -> None:
 def test_events_stream_sse(server: ServerProc, kran: Any) -> None:
     import threading
 
-    import httpx
-
     seen: list[dict[str, Any]] = []
 
     def listen() -> None:
-        with httpx.stream("GET", f"{server.url}/api/v1/events/stream", timeout=20) as r:
+        with server.api() as c, c.stream("GET", "/api/v1/events/stream", timeout=20) as r:
             for line in r.iter_lines():
                 if line.startswith("data: "):
                     seen.append(json.loads(line[6:]))
@@ -214,7 +213,7 @@ def test_logs_follow_a_container_and_events_follow(kran: Any, server: ServerProc
     import subprocess
     import sys
 
-    env = {**server.env, "KRAN_URL": server.url}
+    env = {**server.env, "KRAN_URL": server.url}  # the admin's client config is in the server's HOME
     events = subprocess.Popen(
         [sys.executable, "-m", "kran.cli.main", "events", "-f", "-o", "json"],
         env=env,

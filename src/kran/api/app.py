@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,11 +14,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kran import __version__
 from kran.adapters.metrics import PrometheusMetrics
-from kran.api import jobs, schedules, system, usage
-from kran.errors import Conflict, InvalidInput, KranError, NotFound, QueueFull, Unavailable
+from kran.api import admin, jobs, schedules, system, usage
+from kran.api.deps import authenticate
+from kran.errors import Conflict, Forbidden, InvalidInput, KranError, NotFound, QueueFull, Unauthorized, Unavailable
+from kran.services.auth import Authenticator
 from kran.services.runtime import Runtime
 
-STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, QueueFull: 429, Unavailable: 503}
+STATUS = {
+    InvalidInput: 422,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    QueueFull: 429,
+    Unavailable: 503,
+}
 
 
 def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
@@ -84,9 +94,16 @@ class RequestMetrics:
         await self.app(scope, receive, send_status)
 
 
-def create_app(rt: Runtime, metrics: PrometheusMetrics | None = None) -> FastAPI:
-    app = FastAPI(title="kran", version=__version__, docs_url="/api/docs", openapi_url="/api/v1/openapi.json")
+def create_app(rt: Runtime, auth: Authenticator, metrics: PrometheusMetrics | None = None) -> FastAPI:
+    app = FastAPI(
+        title="kran",
+        version=__version__,
+        docs_url="/api/docs",
+        openapi_url="/api/v1/openapi.json",
+        dependencies=[Depends(authenticate)],
+    )
     app.state.rt = rt
+    app.state.auth = auth
     app.add_middleware(BodyLimit, limit_mb=rt.settings.max_body_mb)
     if metrics is not None:
         app.add_middleware(RequestMetrics, metrics=metrics)
@@ -114,5 +131,6 @@ def create_app(rt: Runtime, metrics: PrometheusMetrics | None = None) -> FastAPI
     app.include_router(jobs.router)
     app.include_router(schedules.router)
     app.include_router(usage.router)
+    app.include_router(admin.router)
     app.include_router(system.router)
     return app

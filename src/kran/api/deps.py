@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 from fastapi import Request
 
-from kran.errors import InvalidInput
+from kran.domain.auth import Principal
+from kran.errors import Unauthorized
+from kran.services.auth import Authenticator
 from kran.services.runtime import Runtime
 
-_USER = re.compile(r"[A-Za-z0-9_.@\-]{1,100}")
+# reachable without credentials: liveness, readiness, metrics, the API description
+OPEN_PATHS = frozenset({"/ping", "/status", "/api/v1/status", "/metrics", "/api/v1/openapi.json"})
 
 
 async def runtime(request: Request) -> Runtime:
@@ -17,9 +18,26 @@ async def runtime(request: Request) -> Runtime:
     return rt
 
 
-async def caller(request: Request) -> str:
-    """Who is asking. Until authentication exists, the client names itself (X-Kran-User)."""
-    name = request.headers.get("x-kran-user", "anonymous")
-    if not _USER.fullmatch(name):
-        raise InvalidInput("X-Kran-User must be 1-100 of A-Z a-z 0-9 _ . @ -", "X-Kran-User")
-    return name
+async def authenticate(request: Request) -> None:
+    """Every route but the open ones: a signed request, a bearer token or a trusted proxy."""
+    if request.url.path in OPEN_PATHS:
+        return
+    auth: Authenticator = request.app.state.auth
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    body = await request.body() if "x-kran-signature" in headers else b""
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    request.state.principal = auth.authenticate(
+        headers, request.method, raw_path.decode("latin-1"), request.scope["query_string"].decode("latin-1"), body
+    )
+
+
+async def caller(request: Request) -> Principal:
+    who: Principal | None = getattr(request.state, "principal", None)
+    if who is None:
+        raise Unauthorized("authentication required")
+    return who
+
+
+async def authenticator(request: Request) -> Authenticator:
+    auth: Authenticator = request.app.state.auth
+    return auth

@@ -8,31 +8,39 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from kran.api.deps import caller, runtime
+from kran.api.deps import authenticator, caller, runtime
 from kran.api.schemas import BatchSubmit, JobSubmit, to_spec
 from kran.api.views import entry_json, job_json
+from kran.domain.auth import Principal
 from kran.domain.states import parse_states
 from kran.errors import InvalidInput
 from kran.services import files, logs, queries, submit
+from kran.services.auth import Authenticator, on_behalf
 from kran.services.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 Rt = Annotated[Runtime, Depends(runtime)]
-Caller = Annotated[str, Depends(caller)]
+Caller = Annotated[Principal, Depends(caller)]
+Auth = Annotated[Authenticator, Depends(authenticator)]
 
 
 # Submissions are async: checking is cheap and storing is a group commit awaited without
 # holding a worker thread, which keeps latency flat with many concurrent clients.
 @router.post("", status_code=201, summary="Submit one job")
-async def submit_job(body: JobSubmit, rt: Rt, who: Caller) -> dict[str, Any]:
-    (job_id,) = await asyncio.wrap_future(submit.submit_jobs(rt, [to_spec(body)], who))
+async def submit_job(body: JobSubmit, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
+    owner, by = on_behalf(auth, who, body.on_behalf_of)
+    (job_id,) = await asyncio.wrap_future(submit.submit_jobs(rt, [to_spec(body)], owner, by))
     return {"id": job_id}
 
 
 @router.post("/batch", status_code=201, summary="Submit many jobs, all or nothing")
-async def submit_batch(body: BatchSubmit, rt: Rt, who: Caller) -> dict[str, Any]:
+async def submit_batch(body: BatchSubmit, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
+    """Every job of a batch is for the same user: `on_behalf_of` of the batch."""
+    owner, by = on_behalf(auth, who, body.on_behalf_of)
+    if any(j.on_behalf_of not in (None, body.on_behalf_of) for j in body.jobs):
+        raise InvalidInput("on_behalf_of goes on the batch, not on its jobs", "on_behalf_of")
     specs = [to_spec(j, i) for i, j in enumerate(body.jobs)]
-    return {"ids": await asyncio.wrap_future(submit.submit_jobs(rt, specs, who))}
+    return {"ids": await asyncio.wrap_future(submit.submit_jobs(rt, specs, owner, by))}
 
 
 @router.get("", summary="List jobs, newest first")
@@ -54,19 +62,19 @@ def list_jobs(
         if not sep or not k:
             raise InvalidInput(f"label filter {item!r} must be K=V", "label")
         labels[k] = v
-    jobs = rt.store.list_jobs(states, labels, who if mine else None, limit)
+    jobs = rt.store.list_jobs(states, labels, who.user if mine else None, limit, visible_to=who)
     return {"jobs": [job_json(j) for j in jobs]}
 
 
 @router.get("/{job_id}", summary="One job: spec, allocation, times, attempts, why it waits")
-def show_job(job_id: int, rt: Rt) -> dict[str, Any]:
-    view = queries.get_job(rt, job_id)
+def show_job(job_id: int, rt: Rt, who: Caller) -> dict[str, Any]:
+    view = queries.get_job(rt, job_id, who)
     return job_json(view.job, view)
 
 
 @router.post("/{job_id}/kill", summary="Kill a job")
-def kill_job(job_id: int, rt: Rt) -> dict[str, Any]:
-    state = submit.kill_job(rt, job_id)
+def kill_job(job_id: int, rt: Rt, who: Caller) -> dict[str, Any]:
+    state = submit.kill_job(rt, job_id, who)
     return {"id": job_id, "state": state.value}
 
 
@@ -74,11 +82,12 @@ def kill_job(job_id: int, rt: Rt) -> dict[str, Any]:
 def job_logs(
     job_id: int,
     rt: Rt,
+    who: Caller,
     stream: str = Query("stdout", pattern="^(stdout|stderr)$"),
     follow: bool = False,
     tail: int | None = Query(None, ge=0, le=1_000_000),
 ) -> Response:
-    queries.get_job(rt, job_id)  # 404 before the stream starts
+    queries.visible_job(rt, job_id, who)  # 404 before the stream starts
     skip = 0
     head = b""
     if tail is not None:
@@ -95,10 +104,12 @@ def job_logs(
 
 
 @router.get("/{job_id}/files", summary="List the job's working dir (or a subdir)")
-def list_files(job_id: int, rt: Rt, path: str = "") -> dict[str, Any]:
+def list_files(job_id: int, rt: Rt, who: Caller, path: str = "") -> dict[str, Any]:
+    queries.visible_job(rt, job_id, who)
     return {"path": path, "entries": [entry_json(e) for e in files.list_files(rt, job_id, path)]}
 
 
 @router.get("/{job_id}/files/{path:path}", summary="Download a file (HTTP range requests supported)")
-def get_file(job_id: int, path: str, rt: Rt) -> FileResponse:
+def get_file(job_id: int, path: str, rt: Rt, who: Caller) -> FileResponse:
+    queries.visible_job(rt, job_id, who)
     return FileResponse(files.file_path(rt, job_id, path), media_type="application/octet-stream")

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kran.api.deps import caller, runtime
 from kran.api.schemas import JobSubmit, to_spec
+from kran.domain.auth import Principal, can_see
 from kran.domain.durations import parse_duration
 from kran.errors import InvalidInput
 from kran.services import schedules
@@ -17,7 +18,7 @@ from kran.services.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/schedules", tags=["schedules"])
 Rt = Annotated[Runtime, Depends(runtime)]
-Caller = Annotated[str, Depends(caller)]
+Caller = Annotated[Principal, Depends(caller)]
 
 
 class ScheduleAdd(BaseModel):
@@ -56,7 +57,7 @@ def add_schedule(body: ScheduleAdd, rt: Rt, who: Caller) -> dict[str, Any]:
     s = schedules.add_schedule(
         rt,
         name=body.name,
-        owner=who,
+        owner=who.user,
         spec=to_spec(body.job),
         every=body.every,
         cron=body.cron,
@@ -73,13 +74,13 @@ def add_schedule(body: ScheduleAdd, rt: Rt, who: Caller) -> dict[str, Any]:
 
 
 @router.get("", summary="List schedules")
-def list_schedules(rt: Rt) -> dict[str, Any]:
-    return {"schedules": [schedules.schedule_json(s) for s in rt.schedules.all()]}
+def list_schedules(rt: Rt, who: Caller) -> dict[str, Any]:
+    return {"schedules": [schedules.schedule_json(s) for s in rt.schedules.all() if can_see(who, s.owner)]}
 
 
 @router.get("/{name}", summary="One schedule with the history of its runs")
-def show_schedule(name: str, rt: Rt, limit: int = Query(100, ge=1, le=10_000)) -> dict[str, Any]:
-    s = schedules.get_schedule(rt, name)
+def show_schedule(name: str, rt: Rt, who: Caller, limit: int = Query(100, ge=1, le=10_000)) -> dict[str, Any]:
+    s = schedules.get_schedule(rt, name, who)
     runs = [
         {
             "fire_time": _iso(r.fire_time),
@@ -94,26 +95,26 @@ def show_schedule(name: str, rt: Rt, limit: int = Query(100, ge=1, le=10_000)) -
 
 
 @router.get("/{name}/next", summary="The next fire times")
-def next_fire_times(name: str, rt: Rt, n: int = Query(5, ge=1, le=1000)) -> dict[str, Any]:
-    return {"name": name, "next": [t.isoformat() for t in schedules.upcoming(rt, name, n)]}
+def next_fire_times(name: str, rt: Rt, who: Caller, n: int = Query(5, ge=1, le=1000)) -> dict[str, Any]:
+    return {"name": name, "next": [t.isoformat() for t in schedules.upcoming(rt, name, n, who)]}
 
 
 @router.post("/{name}/enable", summary="Enable (fires from now on)")
-def enable(name: str, rt: Rt) -> dict[str, Any]:
-    return schedules.schedule_json(schedules.set_enabled(rt, name, True))
+def enable(name: str, rt: Rt, who: Caller) -> dict[str, Any]:
+    return schedules.schedule_json(schedules.set_enabled(rt, name, True, who))
 
 
 @router.post("/{name}/disable", summary="Disable")
-def disable(name: str, rt: Rt) -> dict[str, Any]:
-    return schedules.schedule_json(schedules.set_enabled(rt, name, False))
+def disable(name: str, rt: Rt, who: Caller) -> dict[str, Any]:
+    return schedules.schedule_json(schedules.set_enabled(rt, name, False, who))
 
 
 @router.post("/{name}/run-now", status_code=201, summary="Submit a run now, outside the schedule")
-def run_now(name: str, rt: Rt) -> dict[str, Any]:
-    return {"job_id": schedules.run_now(rt, name)}
+def run_now(name: str, rt: Rt, who: Caller) -> dict[str, Any]:
+    return {"job_id": schedules.run_now(rt, name, who)}
 
 
 @router.delete("/{name}", summary="Delete the schedule (its jobs stay)")
-def delete(name: str, rt: Rt) -> dict[str, Any]:
-    schedules.delete_schedule(rt, name)
+def delete(name: str, rt: Rt, who: Caller) -> dict[str, Any]:
+    schedules.delete_schedule(rt, name, who)
     return {"deleted": name}

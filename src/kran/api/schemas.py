@@ -33,12 +33,14 @@ class JobSubmit(BaseModel):
     network: bool = Field(False, description="give the job network access")
     after: list[int] = Field(default_factory=list, description="start once these jobs succeeded")
     after_any: list[int] = Field(default_factory=list, description="start once these jobs ended, however")
+    on_behalf_of: str | None = Field(None, description="services: the end user the job is for (usage goes there)")
 
 
 class BatchSubmit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     jobs: list[JobSubmit] = Field(..., max_length=100_000)
+    on_behalf_of: str | None = Field(None, description="services: the end user the jobs are for")
 
 
 def to_spec(body: JobSubmit, index: int | None = None) -> JobSpec:

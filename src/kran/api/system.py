@@ -9,13 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from kran.api.deps import runtime
+from kran.api.deps import caller, runtime
 from kran.api.views import event_json
+from kran.domain.auth import Principal
 from kran.services import queries
 from kran.services.runtime import Runtime
 
 router = APIRouter(tags=["system"])
 Rt = Annotated[Runtime, Depends(runtime)]
+Caller = Annotated[Principal, Depends(caller)]
 
 
 @router.get("/ping", summary="Liveness")
@@ -33,22 +35,25 @@ def status(rt: Rt) -> JSONResponse:
 @router.get("/api/v1/events", summary="Job state changes after an event id")
 def events(
     rt: Rt,
+    who: Caller,
     after: int = Query(0, ge=0),
     job: int | None = None,
     limit: int = Query(500, ge=1, le=10_000),
 ) -> dict[str, Any]:
-    return {"events": [event_json(e) for e in rt.store.events_after(after, limit, job)]}
+    return {"events": [event_json(e) for e in rt.store.events_after(after, limit, job, who)]}
 
 
 @router.get("/api/v1/events/stream", summary="Job state changes as Server-Sent Events")
-def event_stream(rt: Rt, after: int | None = Query(None, ge=0), job: int | None = None) -> StreamingResponse:
+def event_stream(
+    rt: Rt, who: Caller, after: int | None = Query(None, ge=0), job: int | None = None
+) -> StreamingResponse:
     start = rt.store.last_event_id() if after is None else after
 
     def body() -> Any:
         last = start
         idle = 0.0
         while True:
-            batch = rt.store.events_after(last, 500, job)
+            batch = rt.store.events_after(last, 500, job, who)
             for e in batch:
                 last = e.id
                 yield f"id: {e.id}\nevent: job\ndata: {json.dumps(event_json(e))}\n\n"

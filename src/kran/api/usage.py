@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from kran.api.deps import runtime
+from kran.api.deps import caller, runtime
+from kran.domain.auth import Principal
 from kran.domain.schedules import parse_time
 from kran.errors import InvalidInput
 from kran.services import queries
@@ -14,6 +15,7 @@ from kran.services.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/usage", tags=["usage"])
 Rt = Annotated[Runtime, Depends(runtime)]
+Caller = Annotated[Principal, Depends(caller)]
 
 
 def _time(value: str | None, field: str) -> float | None:
@@ -28,13 +30,14 @@ def _time(value: str | None, field: str) -> float | None:
 @router.get("", summary="Usage report: jobs by end state, CPU, memory, GPU and wall hours per group")
 def usage(
     rt: Rt,
+    who: Caller,
     by: str = Query("user", description="user | app | day | image"),
     since: str | None = Query(None, description="ISO 8601; attempts that ended at or after"),
     until: str | None = Query(None, description="ISO 8601; attempts that ended before"),
     user: str | None = None,
     app: str | None = None,
 ) -> dict[str, Any]:
-    rows = queries.usage(rt, by=by, since=_time(since, "since"), until=_time(until, "until"), user=user, app=app)
+    rows = queries.usage(rt, who, by=by, since=_time(since, "since"), until=_time(until, "until"), user=user, app=app)
     return {
         "by": by,
         "rows": [

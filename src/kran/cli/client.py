@@ -1,15 +1,26 @@
-"""kran's own HTTP client: where the server is, who is asking, errors as messages."""
+"""kran's own HTTP client: where the server is, signed requests, errors as messages.
+
+Settings come from KRAN_URL, KRAN_KEY_ID, KRAN_SECRET, KRAN_CA_CERT (environment) over
+~/.config/kran/client.toml (url, key_id, secret, ca_cert), which is refused if others
+may read it. Every request is signed (docs/auth.md).
+"""
 
 from __future__ import annotations
 
-import getpass
 import os
-from collections.abc import Iterator
+import secrets
+import time
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
 import httpx
+
+from kran.domain.auth import sign
+from kran.errors import InvalidInput
+from kran.services.auth import read_client_config
 
 DEFAULT_URL = "http://127.0.0.1:9090"
 
@@ -18,21 +29,59 @@ class ClientError(Exception):
     """Something the user should read; the CLI prints it and exits non-zero."""
 
 
+def config_path() -> Path:
+    return Path(os.environ.get("KRAN_CLIENT_CONFIG", Path.home() / ".config" / "kran" / "client.toml"))
+
+
+def client_settings() -> dict[str, tuple[str, str]]:
+    """Each client setting with where it came from."""
+    out: dict[str, tuple[str, str]] = {"url": (DEFAULT_URL, "default")}
+    path = config_path()
+    if path.exists():
+        try:
+            for k, v in read_client_config(path).items():
+                out[k] = (v, f"file {path}")
+        except InvalidInput as e:
+            raise ClientError(str(e)) from None
+        except (OSError, ValueError) as e:
+            raise ClientError(f"cannot read {path}: {e}") from None
+    for key in ("url", "key_id", "secret", "ca_cert"):
+        var = f"KRAN_{key.upper()}"
+        if os.environ.get(var):
+            out[key] = (os.environ[var], f"env {var}")
+    return out
+
+
 def server_url() -> tuple[str, str]:
-    """The server URL and where it came from."""
-    if os.environ.get("KRAN_URL"):
-        return os.environ["KRAN_URL"].rstrip("/"), "env KRAN_URL"
-    return DEFAULT_URL, "default"
+    url, origin = client_settings()["url"]
+    return url.rstrip("/"), origin
+
+
+class SignedAuth(httpx.Auth):
+    requires_request_body = True
+
+    def __init__(self, key_id: str, secret: str) -> None:
+        self.key_id, self.secret = key_id, secret
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        ts, nonce = str(int(time.time())), secrets.token_hex(16)
+        path, _, query = request.url.raw_path.decode("latin-1").partition("?")
+        request.headers["X-Kran-Key"] = self.key_id
+        request.headers["X-Kran-Timestamp"] = ts
+        request.headers["X-Kran-Nonce"] = nonce
+        request.headers["X-Kran-Signature"] = sign(self.secret, request.method, path, query, request.content, ts, nonce)
+        yield request
 
 
 class Client:
     def __init__(self, url: str | None = None, timeout: float = 30.0) -> None:
-        self.url = url or server_url()[0]
-        try:
-            user = getpass.getuser()
-        except (KeyError, OSError):
-            user = "anonymous"
-        self.http = httpx.Client(base_url=self.url, timeout=timeout, headers={"X-Kran-User": user})
+        settings = client_settings()
+        self.url = (url or settings["url"][0]).rstrip("/")
+        auth = None
+        if "key_id" in settings and "secret" in settings:
+            auth = SignedAuth(settings["key_id"][0], settings["secret"][0])
+        verify: Any = settings["ca_cert"][0] if "ca_cert" in settings else True
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, auth=auth, verify=verify)
         ctx = click.get_current_context(silent=True)
         if ctx is not None:  # closed when the command ends
             ctx.call_on_close(self.http.close)

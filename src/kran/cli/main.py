@@ -12,7 +12,8 @@ import click
 
 from kran import __version__
 from kran.cli import jobs
-from kran.cli.client import Client, ClientError, server_url
+from kran.cli.admin import admin
+from kran.cli.client import Client, ClientError, client_settings
 from kran.cli.render import kv_table, print_json
 from kran.cli.schedules import schedule
 from kran.errors import InvalidInput, Unavailable
@@ -50,6 +51,8 @@ def _server_flags(f: Any) -> Any:
             click.option("--data-dir", help="database and job files (default ~/.local/share/kran)"),
             click.option("--engine", help="execution engine (local)"),
             click.option("--config", "config_file", help="TOML config file (also KRAN_CONFIG)"),
+            click.option("--tls-cert", help="serve HTTPS with this certificate (PEM)"),
+            click.option("--tls-key", help="the certificate's private key (PEM)"),
         ]
     ):
         f = o(f)
@@ -82,10 +85,9 @@ def config(config_file: str | None, output: str, **flags: Any) -> None:
 
     settings, origin = _load(config_file, **flags)
     rows = describe(settings, origin)
-    url, url_origin = server_url()
-    rows.append(
-        {"key": "client.url", "value": url, "source": url_origin, "env": "KRAN_URL", "help": "server the CLI talks to"}
-    )
+    for key, (value, source) in client_settings().items():
+        shown = "***" if key == "secret" else value
+        rows.append({"key": f"client.{key}", "value": shown, "source": source, "env": f"KRAN_{key.upper()}"})
     print_json(rows) if output == "json" else kv_table(rows, ["key", "value", "source", "env"])
 
 
@@ -189,6 +191,7 @@ for command in (
 ):
     cli.add_command(command)
 cli.add_command(schedule)
+cli.add_command(admin)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kran.domain.accounting import Usage
@@ -33,6 +34,7 @@ class AttemptRecord:
 class JobRecord:
     id: int
     owner: str
+    submitted_by: str | None
     name: str | None
     state: JobState
     priority: int
@@ -149,3 +151,12 @@ class AttemptOutcome:
     settlement: Settlement
     exit_code: int | None
     usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Jobs submitted together (all or nothing) by or for one user."""
+
+    specs: Sequence[JobSpec]
+    owner: str
+    submitted_by: str | None = None  # a service acting for `owner`

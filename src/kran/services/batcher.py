@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 
-from kran.domain.jobs import JobSpec
+from kran.domain.records import Submission
 from kran.errors import KranError
 from kran.ports import Metrics, Store
 
@@ -25,15 +25,15 @@ class SubmitBatcher:
         self._queue_max = queue_max
         self._now = now
         self._on_stored = on_stored
-        self._pending: queue.Queue[tuple[Sequence[JobSpec], str, Future[list[int]]] | None] = queue.Queue()
+        self._pending: queue.Queue[tuple[Submission, Future[list[int]]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="kran-submit", daemon=True)
         self._thread.start()
 
-    def submit(self, specs: Sequence[JobSpec], owner: str) -> Future[list[int]]:
+    def submit(self, submission: Submission) -> Future[list[int]]:
         """Store the specs (all or none); the future gives their ids or raises QueueFull or
         InvalidInput (unknown dependencies)."""
         fut: Future[list[int]] = Future()
-        self._pending.put((specs, owner, fut))
+        self._pending.put((submission, fut))
         return fut
 
     def close(self) -> None:
@@ -45,7 +45,7 @@ class SubmitBatcher:
             first = self._pending.get()
             if first is None:
                 return
-            batch, size = [first], len(first[0])
+            batch, size = [first], len(first[0].specs)
             while size < MAX_BATCH:
                 try:
                     item = self._pending.get_nowait()
@@ -55,17 +55,17 @@ class SubmitBatcher:
                     self._pending.put(None)
                     break
                 batch.append(item)
-                size += len(item[0])
+                size += len(item[0].specs)
             try:
-                results = self._store.insert_job_groups([(s, o) for s, o, _ in batch], self._now(), self._queue_max)
+                results = self._store.insert_job_groups([sub for sub, _ in batch], self._now(), self._queue_max)
             except Exception as e:  # the requests get the error; the writer keeps going
-                for _, _, fut in batch:
+                for _, fut in batch:
                     fut.set_exception(e)
                 continue
-            for (_, owner, fut), result in zip(batch, results, strict=True):
+            for (sub, fut), result in zip(batch, results, strict=True):
                 if isinstance(result, KranError):
                     fut.set_exception(result)
                 else:
-                    self._metrics.submitted(len(result), owner)
+                    self._metrics.submitted(len(result), sub.owner)
                     fut.set_result(result)
             self._on_stored()

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 from kran import __version__
 from kran.domain.accounting import ReportRow, usage_report
+from kran.domain.auth import Principal, can_see
 from kran.domain.dependencies import dependency_verdict
 from kran.domain.placement import explain_wait
 from kran.domain.records import JobRecord
 from kran.domain.states import JobState
-from kran.errors import InvalidInput, NotFound
+from kran.errors import Forbidden, InvalidInput, NotFound
 from kran.services.runtime import Runtime
 
 
@@ -21,10 +22,16 @@ class JobView:
     waiting_because: str | None
 
 
-def get_job(rt: Runtime, job_id: int) -> JobView:
+def visible_job(rt: Runtime, job_id: int, who: Principal) -> JobRecord:
+    """The job if `who` may see it; others' jobs are "not found", so ids leak nothing."""
     job = rt.store.get_job(job_id)
-    if job is None:
+    if job is None or not can_see(who, job.owner, job.submitted_by):
         raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def get_job(rt: Runtime, job_id: int, who: Principal) -> JobView:
+    job = visible_job(rt, job_id, who)
     if job.state != JobState.QUEUED:
         return JobView(job, None, None)
     if job.spec.after or job.spec.after_any:
@@ -68,8 +75,21 @@ def server_status(rt: Runtime) -> dict[str, object]:
 
 
 def usage(
-    rt: Runtime, *, by: str, since: float | None, until: float | None, user: str | None, app: str | None
+    rt: Runtime,
+    who: Principal,
+    *,
+    by: str,
+    since: float | None,
+    until: float | None,
+    user: str | None,
+    app: str | None,
 ) -> list[ReportRow]:
+    """Admins see everybody's usage; others their own (a service: of the users it acts for
+    comes with the report's user filter only for admins)."""
+    if not who.is_admin:
+        if user is not None and user != who.user:
+            raise Forbidden("you may only see your own usage")
+        user = who.user
     if by not in ("user", "app", "day", "image"):
         raise InvalidInput("by must be one of user, app, day, image", "by")
     if since is not None and until is not None and until <= since:

@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kran.domain.auth import Principal, can_see
 from kran.domain.jobs import JobSpec
 from kran.domain.records import PlannedRun, ScheduleRecord
 from kran.domain.schedules import Trigger, check_cron, next_fire_time, parse_every, parse_time, plan_due, zone
@@ -120,15 +121,15 @@ def _last_run_id(rt: Runtime, schedule_id: int) -> int:
     return runs[0].id if runs else 0
 
 
-def get_schedule(rt: Runtime, name: str) -> ScheduleRecord:
+def get_schedule(rt: Runtime, name: str, who: Principal) -> ScheduleRecord:
     s = rt.schedules.get(name)
-    if s is None:
+    if s is None or not can_see(who, s.owner):
         raise NotFound(f"schedule {name!r} not found")
     return s
 
 
-def upcoming(rt: Runtime, name: str, n: int) -> list[datetime]:
-    s = get_schedule(rt, name)
+def upcoming(rt: Runtime, name: str, n: int, who: Principal) -> list[datetime]:
+    s = get_schedule(rt, name, who)
     if s.kind == "after" or s.next_fire_at is None:
         return []
     out = [_utc(s.next_fire_at)]
@@ -140,23 +141,23 @@ def upcoming(rt: Runtime, name: str, n: int) -> list[datetime]:
     return out
 
 
-def set_enabled(rt: Runtime, name: str, enabled: bool) -> ScheduleRecord:
+def set_enabled(rt: Runtime, name: str, enabled: bool, who: Principal) -> ScheduleRecord:
     """Enabling again fires from now on: fire times missed while disabled are not caught up."""
-    s = get_schedule(rt, name)
+    s = get_schedule(rt, name, who)
     nxt = s.next_fire_at
     if enabled and not s.enabled and s.kind != "after" and nxt is not None:
         t = next_fire_time(trigger_of(s), _utc(rt.clock.now()), s.fired)
         nxt = t.timestamp() if t else None
     rt.schedules.set_enabled(s.id, enabled, nxt)
-    return get_schedule(rt, name)
+    return get_schedule(rt, name, who)
 
 
-def delete_schedule(rt: Runtime, name: str) -> None:
-    rt.schedules.delete(get_schedule(rt, name).id)
+def delete_schedule(rt: Runtime, name: str, who: Principal) -> None:
+    rt.schedules.delete(get_schedule(rt, name, who).id)
 
 
-def run_now(rt: Runtime, name: str) -> int:
-    s = get_schedule(rt, name)
+def run_now(rt: Runtime, name: str, who: Principal) -> int:
+    s = get_schedule(rt, name, who)
     now = rt.clock.now()
     ids = rt.schedules.record_fire(s, [PlannedRun(now, _job_spec(s, now), "run-now")], s.next_fire_at, 0, now)
     if not ids:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future
 
+from kran.domain.auth import Principal
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import NodeCapacity, fits_anywhere
+from kran.domain.records import Submission
 from kran.domain.resources import format_cpus
 from kran.domain.states import JobState
 from kran.errors import Conflict, InvalidInput, NotFound, Unavailable
+from kran.services.queries import visible_job
 from kran.services.runtime import Runtime
 
 
@@ -33,7 +36,9 @@ def check_runnable(rt: Runtime, spec: JobSpec, nodes: list[NodeCapacity], index:
         )
 
 
-def submit_jobs(rt: Runtime, specs: Sequence[JobSpec], owner: str) -> Future[list[int]]:
+def submit_jobs(
+    rt: Runtime, specs: Sequence[JobSpec], owner: str, submitted_by: str | None = None
+) -> Future[list[int]]:
     """Check the specs, then hand them to the group-commit writer: all are stored or none.
     The future resolves once they are committed (and the scheduler has been woken)."""
     if not specs:
@@ -41,12 +46,13 @@ def submit_jobs(rt: Runtime, specs: Sequence[JobSpec], owner: str) -> Future[lis
     nodes = rt.node_totals()
     for i, spec in enumerate(specs):
         check_runnable(rt, spec, nodes, i if len(specs) > 1 else None)
-    return rt.submitter.submit(specs, owner)
+    return rt.submitter.submit(Submission(specs, owner, submitted_by))
 
 
-def kill_job(rt: Runtime, job_id: int) -> JobState:
+def kill_job(rt: Runtime, job_id: int, who: Principal) -> JobState:
     """Kill a queued or active job. Running work is stopped by the monitor (SIGTERM, then
     SIGKILL after the grace period); the job ends as killed when it has stopped."""
+    visible_job(rt, job_id, who)
     result = rt.store.request_kill([job_id], "user", rt.clock.now())
     if job_id not in result:
         raise NotFound(f"job {job_id} not found")

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from kran.adapters.store.sql_store import SqlStore
 from kran.adapters.store.tables import jobs, schedule_runs, schedules
 from kran.domain.jobs import JobSpec
-from kran.domain.records import PlannedRun, ScheduleRecord, ScheduleRun
+from kran.domain.records import PlannedRun, ScheduleRecord, ScheduleRun, Submission
 from kran.domain.states import FINAL_STATES, JobState
 from kran.errors import Conflict
 
@@ -109,7 +109,9 @@ class SqlSchedules:
                     ):
                         return None
                     specs = [r.spec for r in runs if r.spec is not None]
-                    ids, failed = store.insert_rows_in(conn, [(specs, schedule.owner)], now) if specs else ([], 0)
+                    ids, failed = (
+                        store.insert_rows_in(conn, [Submission(specs, schedule.owner)], now) if specs else ([], 0)
+                    )
                     job_ids = iter(ids)
                     if runs:
                         conn.execute(

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine as SAEngine
 
 from kran.adapters.store.tables import attempts, events, job_deps, job_labels, jobs, meta
 from kran.domain.accounting import APP_LABEL, AttemptFacts, Usage
+from kran.domain.auth import Principal, Role
 from kran.domain.dependencies import AFTER_ANY, AFTER_OK, Dependency, dependency_verdict
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import Assignment
@@ -32,6 +33,7 @@ from kran.domain.records import (
     JobRecord,
     QueuedRow,
     StartedAttempt,
+    Submission,
 )
 from kran.domain.resources import Resources
 from kran.domain.states import JobState, check_transition
@@ -92,16 +94,17 @@ class SqlStore:
     # ---- submit
 
     def insert_job_groups(
-        self, groups: Sequence[tuple[Sequence[JobSpec], str]], now: float, queue_max: int
+        self, groups: Sequence[Submission], now: float, queue_max: int
     ) -> list[list[int] | KranError]:
         """Several submissions in one transaction, each all or nothing: refused with QueueFull
         over the queue bound, with InvalidInput when it depends on unknown jobs."""
         with self._write_lock:
             waiting = self.queued_count()
-            known = self._existing_ids({i for specs, _ in groups for s in specs for i in s.after + s.after_any})
-            accepted: list[tuple[Sequence[JobSpec], str]] = []
+            known = self._existing_ids({i for g in groups for s in g.specs for i in s.after + s.after_any})
+            accepted: list[Submission] = []
             verdicts: list[KranError | None] = []
-            for specs, owner in groups:
+            for group in groups:
+                specs = group.specs
                 unknown = sorted({i for s in specs for i in s.after + s.after_any} - known)
                 if unknown:
                     verdicts.append(InvalidInput(f"after: unknown job {unknown[0]}", "after"))
@@ -114,16 +117,16 @@ class SqlStore:
                     )
                 else:
                     waiting += len(specs)
-                    accepted.append((specs, owner))
+                    accepted.append(group)
                     verdicts.append(None)
             ids, failed = self._insert_rows(accepted, now) if accepted else ([], 0)
             self._queued_changed(len(ids) - failed)
         out: list[list[int] | KranError] = []
         pos = 0
-        for (specs, _), verdict in zip(groups, verdicts, strict=True):
+        for group, verdict in zip(groups, verdicts, strict=True):
             if verdict is None:
-                out.append(ids[pos : pos + len(specs)])
-                pos += len(specs)
+                out.append(ids[pos : pos + len(group.specs)])
+                pos += len(group.specs)
             else:
                 out.append(verdict)
         return out
@@ -149,19 +152,18 @@ class SqlStore:
         with self.engine.connect() as conn:
             return {r[0] for r in conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids)))}
 
-    def _insert_rows(self, groups: Sequence[tuple[Sequence[JobSpec], str]], now: float) -> tuple[list[int], int]:
+    def _insert_rows(self, groups: Sequence[Submission], now: float) -> tuple[list[int], int]:
         with self._tx() as conn:
             return self.insert_rows_in(conn, groups, now)
 
-    def insert_rows_in(
-        self, conn: Connection, groups: Sequence[tuple[Sequence[JobSpec], str]], now: float
-    ) -> tuple[list[int], int]:
+    def insert_rows_in(self, conn: Connection, groups: Sequence[Submission], now: float) -> tuple[list[int], int]:
         """Insert the jobs in the caller's transaction; returns their ids and how many ended
         dependency_failed at once. The caller holds the write lock and adjusts the queued count."""
-        specs = [s for group, _ in groups for s in group]
+        specs = [s for group in groups for s in group.specs]
         rows = [
             {
-                "owner": owner,
+                "owner": group.owner,
+                "submitted_by": group.submitted_by,
                 "name": s.name,
                 "state": JobState.QUEUED.value,
                 "priority": s.priority,
@@ -179,8 +181,8 @@ class SqlStore:
                 "retries": s.retries,
                 "blocked": bool(s.after or s.after_any),
             }
-            for group, owner in groups
-            for s in group
+            for group in groups
+            for s in group.specs
         ]
         if len(rows) == 1:  # parameters apart from the statement: its compiled form is cached
             key = conn.execute(insert(jobs), rows[0]).inserted_primary_key
@@ -329,12 +331,15 @@ class SqlStore:
         labels: dict[str, str] | None = None,
         owner: str | None = None,
         limit: int = 100,
+        visible_to: Principal | None = None,
     ) -> list[JobRecord]:
         q = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
         if states:
             q = q.where(jobs.c.state.in_([s.value for s in states]))
         if owner is not None:
             q = q.where(jobs.c.owner == owner)
+        if visible_to is not None and not visible_to.is_admin:
+            q = q.where(_visible(visible_to))
         for k, v in (labels or {}).items():
             q = q.where(
                 jobs.c.id.in_(select(job_labels.c.job_id).where(job_labels.c.key == k, job_labels.c.value == v))
@@ -367,10 +372,14 @@ class SqlStore:
                 ).scalar_one()
             )
 
-    def events_after(self, after_id: int, limit: int = 500, job_id: int | None = None) -> list[EventRecord]:
+    def events_after(
+        self, after_id: int, limit: int = 500, job_id: int | None = None, visible_to: Principal | None = None
+    ) -> list[EventRecord]:
         q = select(events).where(events.c.id > after_id).order_by(events.c.id).limit(limit)
         if job_id is not None:
             q = q.where(events.c.job_id == job_id)
+        if visible_to is not None and not visible_to.is_admin:
+            q = q.where(events.c.job_id.in_(select(jobs.c.id).where(_visible(visible_to))))
         with self.engine.connect() as conn:
             return [EventRecord(**dict(r)) for r in conn.execute(q).mappings()]
 
@@ -756,6 +765,14 @@ class SqlStore:
         return out, dequeued
 
 
+def _visible(who: Principal) -> Any:
+    """Jobs a non-admin may see: their own, and for a service those it submitted."""
+    cond = jobs.c.owner == who.user
+    if who.role == Role.SERVICE:
+        cond = cond | (jobs.c.submitted_by == who.user)
+    return cond
+
+
 def _resources(row: Any, prefix: str) -> Resources | None:
     if row[f"{prefix}millicpus"] is None:
         return None
@@ -787,6 +804,7 @@ def _job_record(r: Any, att: list[AttemptRecord]) -> JobRecord:
     return JobRecord(
         id=r["id"],
         owner=r["owner"],
+        submitted_by=r["submitted_by"],
         name=r["name"],
         state=JobState(r["state"]),
         priority=r["priority"],

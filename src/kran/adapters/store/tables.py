@@ -43,6 +43,7 @@ jobs = Table(
     Column("timeout_s", Float),
     Column("retries", Integer, nullable=False, default=0),
     Column("blocked", Boolean, nullable=False, default=False),  # waiting on other jobs
+    Column("submitted_by", String(200)),  # a service submitting on behalf of `owner`
     Column("node", String(200)),
     Column("alloc_millicpus", Integer),
     Column("alloc_mem_mb", Integer),
@@ -151,4 +152,24 @@ schedule_runs = Table(
     Column("start_deadline", Float),
     Column("created_at", Float, nullable=False),
     Index("ux_schedule_runs_fire", "schedule_id", "fire_time", unique=True),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("role", String(10), nullable=False),  # admin | user | service
+    Column("disabled", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(40), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("secret_enc", Text, nullable=False),  # Fernet-encrypted: HMAC needs the secret itself
+    Column("revoked", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
 )

@@ -1,0 +1,88 @@
+"""/api/v1/admin: users and API keys (admin only), and /api/v1/whoami."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict
+
+from kran.api.deps import authenticator, caller, runtime
+from kran.api.views import iso
+from kran.domain.auth import Principal
+from kran.services import auth as auth_service
+from kran.services.auth import Authenticator
+from kran.services.runtime import Runtime
+
+router = APIRouter(prefix="/api/v1", tags=["admin"])
+Who = Annotated[Principal, Depends(caller)]
+Auth = Annotated[Authenticator, Depends(authenticator)]
+Rt = Annotated[Runtime, Depends(runtime)]
+
+
+class UserAdd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    role: str = "user"
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str
+
+
+@router.get("/whoami", summary="The caller's identity")
+def whoami(who: Who) -> dict[str, Any]:
+    return {"user": who.user, "role": who.role.value}
+
+
+@router.get("/admin/users", summary="List users")
+def list_users(who: Who, auth: Auth) -> dict[str, Any]:
+    auth_service.require_admin(who)
+    return {
+        "users": [
+            {"name": u.name, "role": u.role.value, "disabled": u.disabled, "created_at": iso(u.created_at)}
+            for u in auth.identities.users()
+        ]
+    }
+
+
+@router.post("/admin/users", status_code=201, summary="Add a user")
+def add_user(body: UserAdd, who: Who, auth: Auth, rt: Rt) -> dict[str, Any]:
+    auth_service.add_user(auth, who, body.name, body.role, rt.clock.now())
+    return {"name": body.name, "role": body.role}
+
+
+@router.post("/admin/users/{name}/disable", summary="Disable a user: their keys stop working at once")
+def disable_user(name: str, who: Who, auth: Auth) -> dict[str, Any]:
+    auth_service.set_disabled(auth, who, name, True)
+    return {"name": name, "disabled": True}
+
+
+@router.post("/admin/users/{name}/enable", summary="Enable a user again")
+def enable_user(name: str, who: Who, auth: Auth) -> dict[str, Any]:
+    auth_service.set_disabled(auth, who, name, False)
+    return {"name": name, "disabled": False}
+
+
+@router.get("/admin/keys", summary="List API keys (never their secrets)")
+def list_keys(who: Who, auth: Auth, user: str | None = None) -> dict[str, Any]:
+    auth_service.require_admin(who)
+    return {
+        "keys": [
+            {"key_id": k.key_id, "user": k.user, "revoked": k.revoked, "created_at": iso(k.created_at)}
+            for k in auth.identities.keys(user)
+        ]
+    }
+
+
+@router.post("/admin/keys", status_code=201, summary="Create an API key; the secret is shown only here")
+def create_key(body: KeyCreate, who: Who, auth: Auth, rt: Rt) -> dict[str, Any]:
+    key_id, secret = auth_service.create_key(auth, who, body.user, rt.clock.now())
+    return {"key_id": key_id, "secret": secret, "user": body.user}
+
+
+@router.post("/admin/keys/{key_id}/revoke", summary="Revoke an API key")
+def revoke_key(key_id: str, who: Who, auth: Auth) -> dict[str, Any]:
+    auth_service.revoke_key(auth, who, key_id)
+    return {"key_id": key_id, "revoked": True}

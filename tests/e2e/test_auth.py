@@ -1,0 +1,358 @@
+"""Identities, signed requests, isolation: every route x every role, and the signature rules."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+
+from kran.domain.auth import sign
+from tests.conftest import ServerProc
+
+ROLES = ("anonymous", "a", "b", "service", "admin", "disabled")
+
+
+@pytest.fixture
+def world(server: ServerProc) -> dict[str, Any]:
+    server.add_user("a")
+    server.add_user("b")
+    server.add_user("svc", "service")
+    server.add_user("dis")
+    server.add_user("victim")
+    with server.api("a") as c:
+        job = c.post("/api/v1/jobs", json={"sh": "echo hi > f.txt; echo out"}).json()["id"]
+        c.post("/api/v1/schedules", json={"name": "a-sched", "every": "PT1H", "job": {"command": ["true"]}})
+    server.wait_state(job, {"succeeded"})
+    with server.api() as c:
+        c.post("/api/v1/admin/users/dis/disable").raise_for_status()
+    return {"job": job}
+
+
+def client_for(server: ServerProc, role: str) -> httpx.Client:
+    if role == "anonymous":
+        return httpx.Client(base_url=server.url, timeout=30)
+    return server.api(None if role == "admin" else {"service": "svc", "disabled": "dis"}.get(role, role))
+
+
+OK_ALL = (200, 200, 200, 200, 200, 200)
+AUTHED = (401, 200, 200, 200, 200, 401)
+OWNER = (401, 200, 404, 404, 200, 401)
+ADMIN = (401, 403, 403, 403, 200, 401)
+
+
+def _name(role: str) -> str:
+    return f"n-{role}-{secrets.token_hex(3)}"
+
+
+# method, path template, body factory (role -> json), expected status per role in ROLES order
+TABLE: list[tuple[str, str, Callable[[str], Any] | None, tuple[int, ...]]] = [
+    ("GET", "/ping", None, OK_ALL),
+    ("GET", "/status", None, OK_ALL),
+    ("GET", "/api/v1/status", None, OK_ALL),
+    ("GET", "/metrics", None, OK_ALL),
+    ("GET", "/api/v1/whoami", None, AUTHED),
+    ("POST", "/api/v1/jobs", lambda r: {"command": ["true"]}, (401, 201, 201, 201, 201, 401)),
+    ("POST", "/api/v1/jobs/batch", lambda r: {"jobs": [{"command": ["true"]}]}, (401, 201, 201, 201, 201, 401)),
+    ("GET", "/api/v1/jobs", None, AUTHED),
+    ("GET", "/api/v1/jobs/{job}", None, OWNER),
+    ("POST", "/api/v1/jobs/{job}/kill", None, (401, 409, 404, 404, 409, 401)),
+    ("GET", "/api/v1/jobs/{job}/logs", None, OWNER),
+    ("GET", "/api/v1/jobs/{job}/files", None, OWNER),
+    ("GET", "/api/v1/jobs/{job}/files/f.txt", None, OWNER),
+    ("GET", "/api/v1/events", None, AUTHED),
+    ("GET", "/api/v1/events/stream", None, AUTHED),
+    ("GET", "/api/v1/usage", None, AUTHED),
+    (
+        "POST",
+        "/api/v1/schedules",
+        lambda r: {"name": _name(r), "every": "PT1H", "job": {"command": ["true"]}},
+        (401, 201, 201, 201, 201, 401),
+    ),
+    ("GET", "/api/v1/schedules", None, AUTHED),
+    ("GET", "/api/v1/schedules/a-sched", None, OWNER),
+    ("GET", "/api/v1/schedules/a-sched/next", None, OWNER),
+    ("POST", "/api/v1/schedules/a-sched/disable", None, OWNER),
+    ("POST", "/api/v1/schedules/a-sched/enable", None, OWNER),
+    ("POST", "/api/v1/schedules/a-sched/run-now", None, (401, 201, 404, 404, 201, 401)),
+    ("DELETE", "/api/v1/schedules/{sched}", None, OWNER),
+    ("GET", "/api/v1/admin/users", None, ADMIN),
+    ("POST", "/api/v1/admin/users", lambda r: {"name": _name(r)}, (401, 403, 403, 403, 201, 401)),
+    ("POST", "/api/v1/admin/users/victim/disable", None, ADMIN),
+    ("POST", "/api/v1/admin/users/victim/enable", None, ADMIN),
+    ("GET", "/api/v1/admin/keys", None, ADMIN),
+    ("POST", "/api/v1/admin/keys", lambda r: {"user": "b"}, (401, 403, 403, 403, 201, 401)),
+    ("POST", "/api/v1/admin/keys/{key}/revoke", None, ADMIN),
+]
+
+
+def test_every_route_has_an_entry(server: ServerProc) -> None:
+    import kran.api.admin as admin
+    import kran.api.jobs as jobs
+    import kran.api.schedules as schedules
+    import kran.api.system as system
+    import kran.api.usage as usage
+
+    routes = {
+        (m, r.path)
+        for mod in (admin, jobs, schedules, system, usage)
+        for r in mod.router.routes
+        if isinstance(r, APIRoute)
+        for m in r.methods
+    }
+    covered = {
+        (
+            m,
+            p.replace("{job}", "{job_id}")
+            .replace("{sched}", "{name}")
+            .replace("{key}", "{key_id}")
+            .replace("a-sched", "{name}")
+            .replace("f.txt", "{path:path}")
+            .replace("/victim/", "/{name}/"),
+        )
+        for m, p, _, _ in TABLE
+    }
+    assert routes - covered == set(), "add the new routes to TABLE"
+
+
+def test_route_x_role(server: ServerProc, world: dict[str, Any]) -> None:
+    failures = []
+    for method, template, body, expected in TABLE:
+        for role, status in zip(ROLES, expected, strict=True):
+            path = template.replace("{job}", str(world["job"]))
+            if "{sched}" in path:  # a schedule of a's to delete, fresh each time
+                name = _name("del")
+                with server.api("a") as c:
+                    c.post("/api/v1/schedules", json={"name": name, "every": "PT1H", "job": {"command": ["true"]}})
+                path = path.replace("{sched}", name)
+            if "{key}" in path:
+                with server.api() as c:
+                    path = path.replace("{key}", c.post("/api/v1/admin/keys", json={"user": "b"}).json()["key_id"])
+            with client_for(server, role) as c:
+                if path.endswith("/stream"):
+                    with c.stream(method, path) as r:
+                        got = r.status_code
+                else:
+                    got = c.request(method, path, json=body(role) if body else None).status_code
+            if got != status:
+                failures.append(f"{method} {template} as {role}: {got}, expected {status}")
+    assert failures == []
+
+
+def test_isolation_lists_and_usage(server: ServerProc, world: dict[str, Any]) -> None:
+    with server.api("b") as c:
+        assert c.get("/api/v1/jobs").json()["jobs"] == []
+        assert all(s["owner"] == "b" for s in c.get("/api/v1/schedules").json()["schedules"])
+        assert c.get("/api/v1/events").json()["events"] == []
+        assert c.get("/api/v1/usage", params={"user": "a"}).status_code == 403
+    with server.api("a") as c:
+        mine = c.get("/api/v1/jobs").json()["jobs"]  # the job and the runs of a-sched
+        assert world["job"] in [j["id"] for j in mine] and {j["owner"] for j in mine} == {"a"}
+        assert {e["job_id"] for e in c.get("/api/v1/events").json()["events"]} == {j["id"] for j in mine}
+
+
+def test_service_submits_on_behalf_of_a_user(server: ServerProc, world: dict[str, Any]) -> None:
+    with server.api("svc") as c:
+        job = c.post("/api/v1/jobs", json={"command": ["true"], "on_behalf_of": "b"}).json()["id"]
+        assert c.get(f"/api/v1/jobs/{job}").json()["owner"] == "b"  # the service sees what it submitted
+        assert c.post("/api/v1/jobs", json={"command": ["true"], "on_behalf_of": "nobody"}).status_code == 404
+    server.wait_state(job, {"succeeded"})
+    with server.api("b") as c:
+        assert c.get(f"/api/v1/jobs/{job}").status_code == 200
+        rows = c.get("/api/v1/usage").json()["rows"]
+        assert [r["key"] for r in rows] == ["b"] and rows[0]["jobs"] == {"succeeded": 1}
+    with server.api("a") as c:
+        assert c.get(f"/api/v1/jobs/{job}").status_code == 404
+        r = c.post("/api/v1/jobs", json={"command": ["true"], "on_behalf_of": "b"})
+        assert r.status_code == 403 and "only services" in r.json()["error"]
+
+
+def signed(
+    server: ServerProc,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    *,
+    key_id: str | None = None,
+    secret: str | None = None,
+    ts: int | None = None,
+    nonce: str | None = None,
+    tamper: Callable[[dict[str, str]], None] | None = None,
+) -> httpx.Response:
+    creds = server.credentials
+    key_id, secret = key_id or creds["key_id"], secret or creds["secret"]
+    ts_s, nonce = str(ts if ts is not None else int(time.time())), nonce or secrets.token_hex(16)
+    p, _, q = path.partition("?")
+    headers = {
+        "X-Kran-Key": key_id,
+        "X-Kran-Timestamp": ts_s,
+        "X-Kran-Nonce": nonce,
+        "X-Kran-Signature": sign(secret, method, p, q, body, ts_s, nonce),
+        "content-type": "application/json",
+    }
+    return httpx.request(method, server.url + path, content=body, headers=headers, timeout=10)
+
+
+def test_signature_rules(server: ServerProc) -> None:
+    body = b'{"command": ["true"]}'
+    assert signed(server, "POST", "/api/v1/jobs", body).status_code == 201
+    assert signed(server, "GET", "/api/v1/jobs?limit=5&state=queued").status_code == 200
+    nonce = secrets.token_hex(16)
+    assert signed(server, "GET", "/api/v1/jobs", nonce=nonce).status_code == 200
+    cases = {
+        "nonce already used": dict(nonce=nonce),
+        "unknown or revoked key": dict(key_id="kk_nope"),
+        "bad signature": dict(secret="wrong"),
+        "timestamp skew over 5 minutes": dict(ts=int(time.time()) - 301),
+    }
+    for reason, kw in cases.items():
+        r = signed(server, "GET", "/api/v1/jobs", **kw)  # type: ignore[arg-type]
+        assert (r.status_code, r.json()["error"]) == (401, reason)
+    # the body is hashed by the server: a changed body breaks the signature
+    r = httpx.post(
+        server.url + "/api/v1/jobs",
+        content=b'{"command": ["false"]}',
+        headers=dict(signed_headers(server, "POST", "/api/v1/jobs", body)),
+        timeout=10,
+    )
+    assert (r.status_code, r.json()["error"]) == (401, "bad signature")
+    # a changed query too
+    headers = signed_headers(server, "GET", "/api/v1/jobs", b"")
+    r = httpx.get(server.url + "/api/v1/jobs?limit=6", headers=headers, timeout=10)
+    assert (r.status_code, r.json()["error"]) == (401, "bad signature")
+    for r in (
+        httpx.get(server.url + "/api/v1/jobs"),
+        httpx.get(server.url + "/api/v1/jobs", headers={"Authorization": "Bearer kk_x.y"}),
+    ):
+        assert r.status_code == 401 and server.credentials["secret"] not in r.text and "KRAN1" not in r.text
+
+
+def signed_headers(server: ServerProc, method: str, path: str, body: bytes) -> dict[str, str]:
+    creds = server.credentials
+    ts, nonce = str(int(time.time())), secrets.token_hex(16)
+    return {
+        "X-Kran-Key": creds["key_id"],
+        "X-Kran-Timestamp": ts,
+        "X-Kran-Nonce": nonce,
+        "X-Kran-Signature": sign(creds["secret"], method, path, "", body, ts, nonce),
+        "content-type": "application/json",
+    }
+
+
+def test_disable_and_revoke_take_effect_at_once(kran: Any, server: ServerProc) -> None:
+    server.add_user("carol")
+    assert kran("jobs", user="carol").exit_code == 0
+    assert kran("admin", "user", "disable", "carol").exit_code == 0
+    r = kran("jobs", user="carol")
+    assert r.exit_code == 1 and "HTTP 401" in r.stderr
+    assert kran("admin", "user", "enable", "carol").exit_code == 0
+    assert kran("jobs", user="carol").exit_code == 0
+    key_id = server.users["carol"][0]
+    assert kran("admin", "key", "revoke", key_id).exit_code == 0
+    assert kran("jobs", user="carol").exit_code == 1
+
+
+def test_admin_cli(kran: Any, server: ServerProc) -> None:
+    assert kran("admin", "user", "add", "dave", "--role", "service").exit_code == 0
+    import json
+
+    users = {u["name"]: u["role"] for u in json.loads(kran("admin", "user", "list", "-o", "json").stdout)}
+    assert users == {"admin": "admin", "dave": "service"}
+    key = json.loads(kran("admin", "key", "create", "dave", "-o", "json").stdout)
+    assert set(key) == {"key_id", "secret"}
+    listed = json.loads(kran("admin", "key", "list", "dave", "-o", "json").stdout)
+    assert [k["key_id"] for k in listed] == [key["key_id"]] and "secret" not in listed[0]
+    assert kran("admin", "user", "add", "dave").exit_code == 1
+    server.users["dave"] = (key["key_id"], key["secret"])
+    r = kran("admin", "user", "list", user="dave")
+    assert r.exit_code == 1 and "admin only" in r.stderr
+
+
+def test_first_start_writes_a_private_client_config(make_server: Any, tmp_path: Path) -> None:
+    server = make_server()
+    path = Path(server.env["HOME"]) / ".config" / "kran" / "client.toml"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert "created user admin" in server.log.read_text()
+    server.stop()
+    server.start()  # a second start creates nothing
+    assert server.log.read_text().count("created user admin") == 1
+    os.chmod(path, 0o644)
+    r = subprocess.run(
+        [sys.executable, "-m", "kran.cli.main", "jobs"],
+        env={**server.env, "KRAN_URL": server.url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 1 and "readable by others" in r.stderr
+    os.chmod(path, 0o600)
+    r = subprocess.run(
+        [sys.executable, "-m", "kran.cli.main", "jobs"],
+        env={**server.env, "KRAN_URL": server.url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+
+
+def test_tls_with_a_private_ca(make_server: Any, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = make_server(KRAN_SERVER_TLS_CERT=str(cert), KRAN_SERVER_TLS_KEY=str(key))
+    assert server.url.startswith("https://")
+    env = {**server.env, "KRAN_URL": server.url}
+    r = subprocess.run(
+        [sys.executable, "-m", "kran.cli.main", "jobs"], env=env, capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "kran.cli.main", "jobs"],
+        env={**env, "KRAN_CA_CERT": str(cert)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+
+
+def test_trusted_proxy_header(make_server: Any) -> None:
+    server = make_server(KRAN_AUTH_PROXY_USER_HEADER="X-Remote-User", KRAN_AUTH_PROXY_SECRET="s3cret-proxy")
+    server.add_user("erin")
+    ok = {"X-Remote-User": "erin", "X-Kran-Proxy-Secret": "s3cret-proxy"}
+    assert httpx.get(server.url + "/api/v1/whoami", headers=ok).json() == {"user": "erin", "role": "user"}
+    for headers in (
+        {**ok, "X-Kran-Proxy-Secret": "guess"},
+        {"X-Remote-User": "erin"},
+        {**ok, "X-Remote-User": "nobody"},
+    ):
+        assert httpx.get(server.url + "/api/v1/whoami", headers=headers).status_code == 401
