@@ -225,6 +225,16 @@ def make_server(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A dir jobs may write to: they run as an unprivileged user, who cannot enter pytest's
+    private tmp dirs."""
+    d = Path(tempfile.mkdtemp(prefix="kran-test-shared-"))
+    d.chmod(0o777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
 def server(make_server: Any) -> ServerProc:
     s: ServerProc = make_server()
     return s

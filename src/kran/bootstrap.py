@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kran.adapters.engines.capacity import detect_capacity
 from kran.adapters.engines.cgroups import Cgroups
-from kran.adapters.engines.docker_engine import DockerEngine
+from kran.adapters.engines.docker_engine import DockerEngine, Sandbox
 from kran.adapters.engines.local import LocalEngine
 from kran.adapters.engines.process import ProcessEngine
 from kran.adapters.metrics import PrometheusMetrics
@@ -84,8 +84,13 @@ def build_server(settings: Settings) -> Server:
             "no per-job cgroups (%s): no usage accounting, no memory limit for host processes", cgroups.unavailable
         )
     engine = LocalEngine(
-        ProcessEngine(instance, on_exit=exited, cgroups=cgroups),
-        DockerEngine(instance, settings.docker_host, cgroups=cgroups),
+        ProcessEngine(instance, on_exit=exited, cgroups=cgroups, run_as=settings.run_as),
+        DockerEngine(
+            instance,
+            settings.docker_host,
+            cgroups=cgroups,
+            sandbox=Sandbox(settings.run_as, settings.read_only_rootfs, settings.pids_limit),
+        ),
     )
     capacity = detect_capacity(
         data_dir,

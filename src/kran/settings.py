@@ -34,6 +34,9 @@ class Settings:
     docker_host: str | None = None
     max_body_mb: int = 64
     metrics_per_user: bool = False
+    job_user: str = "65534:65534"
+    read_only_rootfs: bool = False
+    pids_limit: int = 4096
     tls_cert: str | None = None
     tls_key: str | None = None
     proxy_user_header: str | None = None
@@ -42,6 +45,14 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def run_as(self) -> tuple[int, int] | None:
+        """The uid and gid jobs run as, when the server is root and one is configured."""
+        if not self.job_user or os.geteuid() != 0:
+            return None
+        uid, _, gid = self.job_user.partition(":")
+        return int(uid), int(gid or uid)
 
 
 # TOML key ([section] name) for each field; env var is KRAN_<SECTION>_<NAME>.
@@ -63,6 +74,9 @@ TOML_KEYS: dict[str, tuple[str, str]] = {
     "allow_host_processes": ("local", "allow_host_processes"),
     "docker_host": ("local", "docker_host"),
     "metrics_per_user": ("metrics", "per_user"),
+    "job_user": ("local", "job_user"),
+    "read_only_rootfs": ("local", "read_only_rootfs"),
+    "pids_limit": ("local", "pids_limit"),
     "tls_cert": ("server", "tls_cert"),
     "tls_key": ("server", "tls_key"),
     "proxy_user_header": ("auth", "proxy_user_header"),
@@ -87,6 +101,9 @@ HELP = {
     "allow_host_processes": "allow jobs without an image to run as host processes",
     "docker_host": "Docker Engine URL (DOCKER_HOST or the local socket when unset)",
     "metrics_per_user": "add per-user series to /metrics (label cardinality grows with users)",
+    "job_user": "uid:gid jobs run as when the server runs as root (containers and host processes); empty: as is",
+    "read_only_rootfs": "run containers with a read-only root file system (a tmpfs on /tmp)",
+    "pids_limit": "most processes a container may have",
     "tls_cert": "serve HTTPS with this certificate (PEM)",
     "tls_key": "private key of the TLS certificate (PEM)",
     "proxy_user_header": "header a trusted reverse proxy puts the authenticated user name in",
@@ -180,6 +197,8 @@ def _check(s: Settings) -> None:
         raise InvalidInput(f"port {s.port} is out of range", "port")
     if s.queue_max < 1:
         raise InvalidInput("queue max must be at least 1", "queue_max")
+    if s.job_user and not all(p.isdigit() for p in s.job_user.split(":")) or s.job_user.count(":") > 1:
+        raise InvalidInput("local.job_user is uid:gid in numbers, e.g. 65534:65534, or empty", "job_user")
     if bool(s.tls_cert) != bool(s.tls_key):
         raise InvalidInput("give both --tls-cert and --tls-key", "tls")
     if bool(s.proxy_secret) != bool(s.proxy_user_header):

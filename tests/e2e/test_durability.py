@@ -12,8 +12,8 @@ from pathlib import Path
 from tests.conftest import ServerProc
 
 
-def test_running_jobs_are_readopted_after_kill9(server: ServerProc, test_image: str, tmp_path: Path) -> None:
-    runs = tmp_path / "runs.txt"
+def test_running_jobs_are_readopted_after_kill9(server: ServerProc, test_image: str, shared_dir: Path) -> None:
+    runs = shared_dir / "runs.txt"
     with server.api() as c:
         proc_ok = c.post(
             "/api/v1/jobs", json={"sh": f"echo $KRAN_JOB_ID >> {runs}; sleep 2; echo done", "cpus": "0.5"}
@@ -65,8 +65,8 @@ def _pid_of(server: ServerProc, job_id: int) -> int:
     return int(handle.split(":")[1])
 
 
-def test_repeated_kill9_during_a_burst_runs_every_job_exactly_once(server: ServerProc, tmp_path: Path) -> None:
-    runs = tmp_path / "runs.txt"
+def test_repeated_kill9_during_a_burst_runs_every_job_exactly_once(server: ServerProc, shared_dir: Path) -> None:
+    runs = shared_dir / "runs.txt"
     n = 60
     with server.api() as c:
         ids = c.post(

@@ -155,3 +155,36 @@ def test_chunked_body_over_the_limit_is_413(make_server: Any) -> None:
         r = c.post("/api/v1/jobs", content=body(), headers={"content-type": "application/json"})
         assert r.status_code == 413
         assert c.get("/api/v1/jobs").json()["jobs"] == []
+
+
+def test_jobs_run_unprivileged_and_confined(server: ServerProc, test_image: str) -> None:
+    with server.api() as c:
+        host = c.post("/api/v1/jobs", json={"sh": "id -u; id -g; touch mine"}).json()["id"]
+        box = c.post(
+            "/api/v1/jobs",
+            json={
+                "image": test_image,
+                "sh": "id -u; grep CapEff /proc/self/status; cat /sys/fs/cgroup/pids/pids.max; touch mine; "
+                "grep -c NoNewPrivs:.*1 /proc/self/status",
+            },
+        ).json()["id"]
+        for j in (host, box):
+            server.wait_state(j, {"succeeded"})
+        assert c.get(f"/api/v1/jobs/{host}/logs").text.split() == ["65534", "65534"]
+        uid, _, caps, pids, nnp = c.get(f"/api/v1/jobs/{box}/logs").text.split()
+        assert (uid, caps, pids, nnp) == ("65534", "0000000000000000", "4096", "1")
+        assert c.get(f"/api/v1/jobs/{box}/files/mine").status_code == 200
+
+
+def test_read_only_root_fs(make_server: Any, test_image: str) -> None:
+    server = make_server(KRAN_LOCAL_READ_ONLY_ROOTFS="true")
+    with server.api() as c:
+        job = c.post(
+            "/api/v1/jobs",
+            json={
+                "image": test_image,
+                "sh": "touch /etc/x || echo refused; touch /tmp/ok; touch here && echo workdir-ok",
+            },
+        ).json()["id"]
+        server.wait_state(job, {"succeeded"})
+        assert c.get(f"/api/v1/jobs/{job}/logs").text.split() == ["refused", "workdir-ok"]

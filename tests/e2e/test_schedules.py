@@ -6,6 +6,7 @@ import collections
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import ServerProc
@@ -111,9 +112,9 @@ def test_no_duplicate_runs_across_kill9(kran: Any, server: ServerProc) -> None:
     assert sorted(j["id"] for j in jobs) == sorted(r["job_id"] for r in s["runs"] if r["job_id"])
 
 
-def test_after_parent_success_and_failure(kran: Any, server: ServerProc) -> None:
+def test_after_parent_success_and_failure(kran: Any, server: ServerProc, shared_dir: Path) -> None:
     # the first run succeeds (and leaves a flag beside the job dirs), the second fails
-    flag = "$KRAN_WORKDIR/../../../flag-$KRAN_SCHEDULE"
+    flag = f"{shared_dir}/flag-$KRAN_SCHEDULE"
     start = datetime.fromtimestamp(time.time() + 2, UTC).isoformat()  # the child exists before the first run
     kran(
         "schedule",

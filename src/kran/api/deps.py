@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Path, Request
 
 from kran.domain.auth import Principal
 from kran.errors import Unauthorized
 from kran.services.auth import Authenticator
 from kran.services.runtime import Runtime
+
+MAX_ID = 2**63 - 1  # the store's integers are 64-bit: larger ids are refused, not overflowed
+JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="a job id")]
 
 # reachable without credentials: liveness, readiness, metrics, the API description
 OPEN_PATHS = frozenset({"/ping", "/status", "/api/v1/status", "/metrics", "/api/v1/openapi.json"})

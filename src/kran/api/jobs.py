@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from kran.api.deps import authenticator, caller, runtime
+from kran.api.deps import JobId, authenticator, caller, runtime
 from kran.api.schemas import BatchSubmit, JobSubmit, to_spec
 from kran.api.views import entry_json, job_json
 from kran.domain.auth import Principal
@@ -67,20 +67,20 @@ def list_jobs(
 
 
 @router.get("/{job_id}", summary="One job: spec, allocation, times, attempts, why it waits")
-def show_job(job_id: int, rt: Rt, who: Caller) -> dict[str, Any]:
+def show_job(job_id: JobId, rt: Rt, who: Caller) -> dict[str, Any]:
     view = queries.get_job(rt, job_id, who)
     return job_json(view.job, view)
 
 
 @router.post("/{job_id}/kill", summary="Kill a job")
-def kill_job(job_id: int, rt: Rt, who: Caller) -> dict[str, Any]:
+def kill_job(job_id: JobId, rt: Rt, who: Caller) -> dict[str, Any]:
     state = submit.kill_job(rt, job_id, who)
     return {"id": job_id, "state": state.value}
 
 
 @router.get("/{job_id}/logs", summary="stdout or stderr of the latest attempt")
 def job_logs(
-    job_id: int,
+    job_id: JobId,
     rt: Rt,
     who: Caller,
     stream: str = Query("stdout", pattern="^(stdout|stderr)$"),
@@ -104,12 +104,12 @@ def job_logs(
 
 
 @router.get("/{job_id}/files", summary="List the job's working dir (or a subdir)")
-def list_files(job_id: int, rt: Rt, who: Caller, path: str = "") -> dict[str, Any]:
+def list_files(job_id: JobId, rt: Rt, who: Caller, path: str = "") -> dict[str, Any]:
     queries.visible_job(rt, job_id, who)
     return {"path": path, "entries": [entry_json(e) for e in files.list_files(rt, job_id, path)]}
 
 
 @router.get("/{job_id}/files/{path:path}", summary="Download a file (HTTP range requests supported)")
-def get_file(job_id: int, path: str, rt: Rt, who: Caller) -> FileResponse:
+def get_file(job_id: JobId, path: str, rt: Rt, who: Caller) -> FileResponse:
     queries.visible_job(rt, job_id, who)
     return FileResponse(files.file_path(rt, job_id, path), media_type="application/octet-stream")

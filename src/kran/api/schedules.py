@@ -35,7 +35,7 @@ class ScheduleAdd(BaseModel):
     after_mode: str = Field("all", description="all parents or any parent")
     tz: str = Field("UTC", description="time zone for cron and for --start without an offset")
     start: str | None = Field(None, description="first fire time (every) / not before (cron)")
-    repeat: int | None = Field(None, description="at most this many fire times")
+    repeat: int | None = Field(None, ge=1, le=10**9, description="at most this many fire times")
     max_lateness: str | float | None = Field(None, description="skip a run that cannot start within this")
     overlap: str = Field("allow", description="allow | forbid | replace a still active run")
     catch_up: str = Field("last", description="after downtime: all | last | none of the missed fire times")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from kran.domain.durations import parse_duration
@@ -27,12 +29,16 @@ class JobSubmit(BaseModel):
     disk: Amount = Field("0", description="disk in MiB (a reservation, not enforced)")
     env: dict[str, str] = Field(default_factory=dict, description="$KRAN_* references are expanded")
     labels: dict[str, str] = Field(default_factory=dict)
-    priority: int = Field(0, description="higher starts first; -1000..1000")
-    retries: int = Field(0, description="re-runs of a failed or lost attempt; 0..100")
+    priority: int = Field(0, ge=-1000, le=1000, description="higher starts first")
+    retries: int = Field(0, ge=0, le=100, description="re-runs of a failed or lost attempt")
     timeout: str | float | None = Field(None, description="e.g. 90, '30m', '1h30m'")
     network: bool = Field(False, description="give the job network access")
-    after: list[int] = Field(default_factory=list, description="start once these jobs succeeded")
-    after_any: list[int] = Field(default_factory=list, description="start once these jobs ended, however")
+    after: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
+        default_factory=list, description="start once these jobs succeeded"
+    )
+    after_any: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
+        default_factory=list, description="start once these jobs ended, however"
+    )
     on_behalf_of: str | None = Field(None, description="services: the end user the job is for (usage goes there)")
 
 

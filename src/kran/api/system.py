@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from kran.api.deps import caller, runtime
+from kran.api.deps import MAX_ID, caller, runtime
 from kran.api.views import event_json
 from kran.domain.auth import Principal
 from kran.services import queries
@@ -36,8 +36,8 @@ def status(rt: Rt) -> JSONResponse:
 def events(
     rt: Rt,
     who: Caller,
-    after: int = Query(0, ge=0),
-    job: int | None = None,
+    after: int = Query(0, ge=0, le=MAX_ID),
+    job: int | None = Query(None, ge=1, le=MAX_ID),
     limit: int = Query(500, ge=1, le=10_000),
 ) -> dict[str, Any]:
     return {"events": [event_json(e) for e in rt.store.events_after(after, limit, job, who)]}
@@ -45,7 +45,10 @@ def events(
 
 @router.get("/api/v1/events/stream", summary="Job state changes as Server-Sent Events")
 def event_stream(
-    rt: Rt, who: Caller, after: int | None = Query(None, ge=0), job: int | None = None
+    rt: Rt,
+    who: Caller,
+    after: int | None = Query(None, ge=0, le=MAX_ID),
+    job: int | None = Query(None, ge=1, le=MAX_ID),
 ) -> StreamingResponse:
     start = rt.store.last_event_id() if after is None else after
 

@@ -7,9 +7,11 @@ with instance, job and attempt, which is how they are found again after a restar
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +27,31 @@ from kran.errors import EngineError
 from kran.ports import AttemptRef, LaunchSpec
 
 PREFIX = "docker:"
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """How containers are confined (beyond the allocation's cpu and memory limits)."""
+
+    run_as: tuple[int, int] | None = None  # uid, gid; None: the image's user
+    read_only: bool = False
+    pids_limit: int = 4096
+
+
 FINAL = ("exited", "dead")
 
 
 class DockerEngine:
     def __init__(
-        self, instance: str, base_url: str | None = None, kill_grace_s: float = 10.0, cgroups: Cgroups | None = None
+        self,
+        instance: str,
+        base_url: str | None = None,
+        kill_grace_s: float = 10.0,
+        cgroups: Cgroups | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.cgroups = cgroups or Cgroups(None, "not configured")
+        self.sandbox = sandbox or Sandbox()
         self.instance = instance
         self.kill_grace_s = kill_grace_s
         self._base_url = base_url
@@ -107,7 +126,18 @@ class DockerEngine:
             "network_mode": "bridge" if spec.network else "none",
             "init": True,
             "detach": True,
+            # never privileged, no capabilities, no privilege gain, bounded processes
+            "privileged": False,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "pids_limit": self.sandbox.pids_limit,
         }
+        if self.sandbox.run_as:
+            os.chown(spec.workdir, *self.sandbox.run_as)
+            kwargs["user"] = f"{self.sandbox.run_as[0]}:{self.sandbox.run_as[1]}"
+        if self.sandbox.read_only:
+            kwargs["read_only"] = True
+            kwargs["tmpfs"] = {"/tmp": "rw,nosuid,nodev,size=256m"}
         if self.cgroups.version is not None:  # the attempt's cgroup holds the container's: counters outlive it
             kwargs["cgroup_parent"] = "/" + self.cgroups.relative(self.instance, spec.job_id, spec.attempt)
         if alloc.millicpus:

@@ -30,6 +30,9 @@ from kran.ports import AttemptRef, LaunchSpec
 WRAPPER = (
     'for f in $KRAN_CGROUP_PROCS; do echo $$ >"$f"; done 2>/dev/null; unset KRAN_CGROUP_PROCS; '
     'd="$1"; shift; cd "$d/work" || exit 127; '
+    'if [ -n "$KRAN_RUN_AS" ]; then '
+    'set -- setpriv --reuid="${KRAN_RUN_AS%:*}" --regid="${KRAN_RUN_AS#*:}" --clear-groups -- "$@"; fi; '
+    "unset KRAN_RUN_AS; "
     '"$@" >"$d/stdout" 2>"$d/stderr" </dev/null; rc=$?; '
     'echo $rc >"$d/exit_code"; exit $rc'
 )
@@ -105,8 +108,10 @@ class ProcessEngine:
         kill_grace_s: float = 10.0,
         on_exit: Callable[[], None] | None = None,
         cgroups: Cgroups | None = None,
+        run_as: tuple[int, int] | None = None,
     ) -> None:
         self.cgroups = cgroups or Cgroups(None, "not configured")
+        self.run_as = run_as
         self.instance = instance
         self.kill_grace_s = kill_grace_s
         self._children: dict[int, subprocess.Popen[bytes]] = {}
@@ -121,6 +126,9 @@ class ProcessEngine:
         procs = self.cgroups.create(self.cgroups.relative(self.instance, spec.job_id, spec.attempt), limit)
         if procs:
             env["KRAN_CGROUP_PROCS"] = " ".join(str(p) for p in procs)
+        if self.run_as:  # the wrapper stays root (cgroup, exit code); the job does not
+            os.chown(spec.workdir, *self.run_as)
+            env["KRAN_RUN_AS"] = f"{self.run_as[0]}:{self.run_as[1]}"
         try:
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", WRAPPER, "kran-job", str(spec.attempt_dir), *spec.argv],
