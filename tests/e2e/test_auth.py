@@ -343,6 +343,14 @@ def test_tls_with_a_private_ca(make_server: Any, tmp_path: Path) -> None:
         check=False,
     )
     assert r.returncode == 0, r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "kran.cli.main", "--ca-cert", str(cert), "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0 and "ready" in r.stdout, r.stderr
 
 
 def test_trusted_proxy_header(make_server: Any) -> None:

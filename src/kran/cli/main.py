@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -39,8 +40,11 @@ class KranGroup(click.Group):
 
 @click.group(cls=KranGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kran")
-def cli() -> None:
+@click.option("--ca-cert", metavar="PEM", help="trust this CA for the server's certificate (also KRAN_CA_CERT)")
+def cli(ca_cert: str | None) -> None:
     """kran runs containerized tools and commands as jobs."""
+    if ca_cert:  # read by the client as the highest-precedence setting
+        os.environ["KRAN_CA_CERT"] = ca_cert
 
 
 def _server_flags(f: Any) -> Any:
