@@ -40,11 +40,11 @@ def start_server(cpus: float, **env: str) -> ServerProc:
     data = Path(tempfile.mkdtemp(prefix="kran-bench-"))
     (data / "home").mkdir()
     full = {
-        "HOME": str(data / "home"),
         **os.environ,
         "KRAN_CAPACITY_CPUS": str(cpus),
         "KRAN_CAPACITY_MEM_MB": "100000",
         "KRAN_QUEUE_POLL_INTERVAL_S": os.environ.get("BENCH_POLL", "0.02"),
+        "HOME": str(data / "home"),
         **env,
     }
     s = ServerProc(data, free_port(), full)
@@ -194,7 +194,7 @@ def bench_submit(n: int, clients: int, batches: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--process-jobs", type=int, default=500)
-    ap.add_argument("--process-concurrency", type=int, nargs="+", default=[8, 32])
+    ap.add_argument("--process-concurrency", type=int, nargs="+", default=[8, 32, 64])
     ap.add_argument("--docker-jobs", type=int, default=100)
     ap.add_argument("--docker-concurrency", type=int, default=8)
     ap.add_argument("--submits", type=int, default=2000)
