@@ -17,6 +17,9 @@ if ! curl -sf "$KRAN_URL/ping" >/dev/null 2>&1; then
   echo $! >"$DATA/server.pid"
   for _ in $(seq 1 60); do curl -sf "$KRAN_URL/ping" >/dev/null 2>&1 && break; sleep 0.25; done
 fi
+# The admin's client config: ~/.config/kran/client.toml, or beside the data dir when that
+# file already existed (from another kran server) at the first start.
+if [ -f "$DATA/client.toml" ]; then export KRAN_CLIENT_CONFIG="$DATA/client.toml"; fi
 "$KRAN" status
 echo
 echo '== kran run -- sh -c "echo hello from a host process; echo KRAN_CPUS=\$KRAN_CPUS"'
@@ -29,7 +32,7 @@ echo
 echo
 cat <<MSG
 kran is running (pid $(cat "$DATA/server.pid" 2>/dev/null || echo '?')). Try:
-  export KRAN_URL=$KRAN_URL PATH=$VENV/bin:\$PATH
+  export KRAN_URL=$KRAN_URL PATH=$VENV/bin:\$PATH ${KRAN_CLIENT_CONFIG:+KRAN_CLIENT_CONFIG=$KRAN_CLIENT_CONFIG}
   kran submit --sh 'sleep 5; echo done'   kran jobs   kran logs -f ID   kran files ID
 Stop it with: kill \$(cat $DATA/server.pid)
 MSG

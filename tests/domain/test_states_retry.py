@@ -1,6 +1,6 @@
 import pytest
 
-from kran.domain.durations import format_duration, parse_duration
+from kran.domain.durations import parse_duration
 from kran.domain.retry import AttemptEnd, settle_attempt
 from kran.domain.states import FINAL_STATES, TRANSITIONS, JobState, check_transition, parse_states
 from kran.errors import IllegalTransition
@@ -54,4 +54,3 @@ def test_durations() -> None:
     for bad in ("", "abc", "5x", "-1", "0", "400d", "1h 2m"):
         with pytest.raises(ValueError):
             parse_duration(bad)
-    assert format_duration(5400) == "1h30m" and format_duration(75) == "1m15s"

@@ -52,11 +52,6 @@ def client_settings() -> dict[str, tuple[str, str]]:
     return out
 
 
-def server_url() -> tuple[str, str]:
-    url, origin = client_settings()["url"]
-    return url.rstrip("/"), origin
-
-
 class SignedAuth(httpx.Auth):
     requires_request_body = True
 

@@ -28,14 +28,3 @@ def parse_duration(text: str | int | float) -> float:
     if seconds <= 0 or seconds > 366 * 86400:
         raise ValueError(f"{text!r}: a duration must be between 0 and 366 days")
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    if h:
-        return f"{h}h{m:02d}m"
-    return f"{m}m{sec:02d}s"

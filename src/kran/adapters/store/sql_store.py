@@ -16,26 +16,20 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, bindparam, case, create_engine, event, func, insert, select, update
+from sqlalchemy import Connection, bindparam, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine as SAEngine
 
+from kran.adapters.store.job_deps import dependents, resolve_blocked
+from kran.adapters.store.reads import JobReads
 from kran.adapters.store.tables import attempts, events, job_deps, job_labels, jobs, meta
-from kran.domain.accounting import APP_LABEL, AttemptFacts, Usage
-from kran.domain.auth import Principal, Role
-from kran.domain.dependencies import AFTER_ANY, AFTER_OK, Dependency, dependency_verdict
+from kran.domain.dependencies import AFTER_ANY, AFTER_OK
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import Assignment
 from kran.domain.records import (
-    ActiveAttempt,
     AttemptOutcome,
-    AttemptRecord,
-    EventRecord,
-    JobRecord,
-    QueuedRow,
     StartedAttempt,
     Submission,
 )
-from kran.domain.resources import Resources
 from kran.domain.states import JobState, check_transition
 from kran.errors import InvalidInput, KranError, QueueFull
 
@@ -49,7 +43,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-class SqlStore:
+class SqlStore(JobReads):
     def __init__(self, url: str) -> None:
         self.engine: SAEngine = create_engine(url, pool_size=20, max_overflow=20)
         if url.startswith("sqlite"):
@@ -219,72 +213,8 @@ class SqlStore:
         failed = 0
         if deps:
             conn.execute(insert(job_deps), deps)
-            failed = self._resolve(conn, {d["job_id"] for d in deps}, now)
+            failed = resolve_blocked(conn, {d["job_id"] for d in deps}, now)
         return [int(i) for i in ids], failed
-
-    def _resolve(self, conn: Connection, job_ids: set[int], now: float) -> int:
-        """Re-decide blocked queued jobs among job_ids: unblock the ready ones, end the ones
-        whose dependency failed (and, in turn, their dependents). Returns how many ended."""
-        ended = 0
-        while job_ids:
-            blocked = [
-                r[0]
-                for r in conn.execute(
-                    select(jobs.c.id).where(
-                        jobs.c.id.in_(job_ids), jobs.c.state == JobState.QUEUED, jobs.c.blocked.is_(True)
-                    )
-                )
-            ]
-            if not blocked:
-                return ended
-            by_job: dict[int, list[Dependency]] = {j: [] for j in blocked}
-            for job_id, dep_id, kind, state in conn.execute(
-                select(job_deps.c.job_id, job_deps.c.dep_id, job_deps.c.kind, jobs.c.state)
-                .join(jobs, jobs.c.id == job_deps.c.dep_id)
-                .where(job_deps.c.job_id.in_(blocked))
-            ):
-                by_job[job_id].append(Dependency(dep_id, kind, JobState(state)))
-            ready: list[dict[str, Any]] = []
-            failed: list[dict[str, Any]] = []
-            for job_id, deps in by_job.items():
-                verdict = dependency_verdict(deps)
-                if verdict.status == "ready":
-                    ready.append({"b_job": job_id})
-                elif verdict.status == "failed":
-                    failed.append({"b_job": job_id, "b_reason": verdict.reason})
-            if ready:
-                conn.execute(update(jobs).where(jobs.c.id == bindparam("b_job")).values(blocked=False), ready)
-            if failed:
-                check_transition(JobState.QUEUED, JobState.DEPENDENCY_FAILED)
-                conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == bindparam("b_job"))
-                    .values(state=JobState.DEPENDENCY_FAILED, finished_at=now, reason=bindparam("b_reason")),
-                    failed,
-                )
-                conn.execute(
-                    insert(events),
-                    [
-                        {
-                            "job_id": f["b_job"],
-                            "attempt": None,
-                            "from_state": "queued",
-                            "to_state": JobState.DEPENDENCY_FAILED.value,
-                            "reason": f["b_reason"],
-                            "at": now,
-                        }
-                        for f in failed
-                    ],
-                )
-            ended += len(failed)
-            job_ids = self._dependents(conn, {int(f["b_job"]) for f in failed})
-        return ended
-
-    @staticmethod
-    def _dependents(conn: Connection, ids: set[int]) -> set[int]:
-        if not ids:
-            return set()
-        return {r[0] for r in conn.execute(select(job_deps.c.job_id).where(job_deps.c.dep_id.in_(ids)))}
 
     def resolve_all_blocked(self, now: float) -> int:
         """Re-decide every blocked job (at start: nothing is lost if a decision was missed)."""
@@ -296,174 +226,9 @@ class SqlStore:
                         select(jobs.c.id).where(jobs.c.state == JobState.QUEUED, jobs.c.blocked.is_(True))
                     )
                 }
-                ended = self._resolve(conn, ids, now)
+                ended = resolve_blocked(conn, ids, now)
             self._queued_changed(-ended)
             return ended
-
-    def dependencies_of(self, job_id: int) -> list[Dependency]:
-        with self.engine.connect() as conn:
-            return [
-                Dependency(r[0], r[1], JobState(r[2]))
-                for r in conn.execute(
-                    select(job_deps.c.dep_id, job_deps.c.kind, jobs.c.state)
-                    .join(jobs, jobs.c.id == job_deps.c.dep_id)
-                    .where(job_deps.c.job_id == job_id)
-                )
-            ]
-
-    # ---- reads
-
-    def get_job(self, job_id: int) -> JobRecord | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
-            if row is None:
-                return None
-            att = (
-                conn.execute(select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.number))
-                .mappings()
-                .all()
-            )
-        return _job_record(row, [_attempt_record(a) for a in att])
-
-    def list_jobs(
-        self,
-        states: Sequence[JobState] = (),
-        labels: dict[str, str] | None = None,
-        owner: str | None = None,
-        limit: int = 100,
-        visible_to: Principal | None = None,
-    ) -> list[JobRecord]:
-        q = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
-        if states:
-            q = q.where(jobs.c.state.in_([s.value for s in states]))
-        if owner is not None:
-            q = q.where(jobs.c.owner == owner)
-        if visible_to is not None and not visible_to.is_admin:
-            q = q.where(_visible(visible_to))
-        for k, v in (labels or {}).items():
-            q = q.where(
-                jobs.c.id.in_(select(job_labels.c.job_id).where(job_labels.c.key == k, job_labels.c.value == v))
-            )
-        with self.engine.connect() as conn:
-            return [_job_record(r, []) for r in conn.execute(q).mappings()]
-
-    def queued_by_priority_class(self) -> dict[str, int]:
-        cls = case((jobs.c.priority > 0, "high"), (jobs.c.priority < 0, "low"), else_="normal")
-        q = select(cls, func.count()).where(jobs.c.state == JobState.QUEUED).group_by(cls)
-        with self.engine.connect() as conn:
-            return {str(k): int(n) for k, n in conn.execute(q)}
-
-    def counts_by_state(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
-        return {str(s): int(n) for s, n in rows}
-
-    def queue_position(self, job: JobRecord) -> int:
-        """How many queued jobs come before this one in queue order."""
-        with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.count())
-                    .select_from(jobs)
-                    .where(
-                        jobs.c.state == JobState.QUEUED,
-                        (jobs.c.priority > job.priority) | ((jobs.c.priority == job.priority) & (jobs.c.id < job.id)),
-                    )
-                ).scalar_one()
-            )
-
-    def events_after(
-        self, after_id: int, limit: int = 500, job_id: int | None = None, visible_to: Principal | None = None
-    ) -> list[EventRecord]:
-        q = select(events).where(events.c.id > after_id).order_by(events.c.id).limit(limit)
-        if job_id is not None:
-            q = q.where(events.c.job_id == job_id)
-        if visible_to is not None and not visible_to.is_admin:
-            q = q.where(events.c.job_id.in_(select(jobs.c.id).where(_visible(visible_to))))
-        with self.engine.connect() as conn:
-            return [EventRecord(**dict(r)) for r in conn.execute(q).mappings()]
-
-    def attempt_facts(
-        self, since: float | None, until: float | None, user: str | None = None, app: str | None = None
-    ) -> list[AttemptFacts]:
-        """Ended attempts (finished in [since, until)) with their job, for usage reports."""
-        app_label = job_labels.alias("app_label")
-        q = (
-            select(
-                attempts.c.job_id,
-                jobs.c.owner,
-                app_label.c.value,
-                jobs.c.image,
-                jobs.c.state,
-                attempts.c.finished_at,
-                attempts.c.started_at,
-                attempts.c.cpu_seconds,
-                attempts.c.alloc_mem_mb,
-                attempts.c.alloc_gpus,
-                attempts.c.number,
-                jobs.c.attempts,
-            )
-            .join(jobs, jobs.c.id == attempts.c.job_id)
-            .join(app_label, (app_label.c.job_id == jobs.c.id) & (app_label.c.key == APP_LABEL), isouter=True)
-            .where(attempts.c.finished_at.is_not(None))
-        )
-        if since is not None:
-            q = q.where(attempts.c.finished_at >= since)
-        if until is not None:
-            q = q.where(attempts.c.finished_at < until)
-        if user is not None:
-            q = q.where(jobs.c.owner == user)
-        if app is not None:
-            q = q.where(app_label.c.value == app)
-        with self.engine.connect() as conn:
-            return [
-                AttemptFacts(
-                    job_id=r[0],
-                    user=r[1],
-                    app=r[2],
-                    image=r[3],
-                    job_state=r[4],
-                    finished_at=r[5],
-                    wall_seconds=max(0.0, r[5] - r[6]) if r[6] is not None else 0.0,
-                    cpu_seconds=r[7],
-                    alloc_mem_mb=r[8],
-                    alloc_gpus=r[9],
-                    last_attempt=r[10] == r[11] and JobState(r[4]).is_final,
-                )
-                for r in conn.execute(q)
-            ]
-
-    def last_event_id(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
-
-    # ---- dispatch
-
-    def queued_in_order(self, limit: int, offset: int = 0) -> list[QueuedRow]:
-        q = (
-            select(jobs.c.id, jobs.c.spec, jobs.c.queued_since, jobs.c.not_before)
-            .where(jobs.c.state == JobState.QUEUED, jobs.c.blocked.is_(False))
-            .order_by(jobs.c.priority.desc(), jobs.c.id)
-            .limit(limit)
-            .offset(offset)
-        )
-        with self.engine.connect() as conn:
-            return [QueuedRow(r[0], r[1], r[2], r[3]) for r in conn.execute(q)]
-
-    def allocated_by_node(self) -> dict[str, Resources]:
-        q = (
-            select(
-                attempts.c.node,
-                func.sum(attempts.c.alloc_millicpus),
-                func.sum(attempts.c.alloc_mem_mb),
-                func.sum(attempts.c.alloc_gpus),
-                func.sum(attempts.c.alloc_disk_mb),
-            )
-            .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
-            .group_by(attempts.c.node)
-        )
-        with self.engine.connect() as conn:
-            return {r[0]: Resources(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in conn.execute(q)}
 
     def start_attempts(self, assignments: Sequence[Assignment], now: float) -> list[StartedAttempt]:
         """queued -> starting for each assignment whose job is still queued."""
@@ -595,29 +360,6 @@ class SqlStore:
             )
             return [current[(j, n)] for j, n, _ in rows]
 
-    def active_attempts(self) -> list[ActiveAttempt]:
-        q = (
-            select(
-                attempts.c.job_id,
-                attempts.c.number,
-                attempts.c.state,
-                attempts.c.handle,
-                attempts.c.created_at,
-                attempts.c.started_at,
-                jobs.c.timeout_s,
-                jobs.c.kill_reason,
-                jobs.c.retries,
-                attempts.c.queued_at,
-            )
-            .join(jobs, jobs.c.id == attempts.c.job_id)
-            .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
-        )
-        with self.engine.connect() as conn:
-            return [
-                ActiveAttempt(r[0], r[1], JobState(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9])
-                for r in conn.execute(q)
-            ]
-
     def settle(self, items: Sequence[AttemptOutcome], now: float) -> list[tuple[int, JobState]]:
         """End attempts and move their jobs on; returns (job_id, new state) of those changed.
         Items whose job has moved past that attempt are skipped."""
@@ -716,7 +458,7 @@ class SqlStore:
                 )
             conn.execute(insert(events), ev_rows)
             ended = {j for j, state in changed if state.is_final}
-            return changed, self._resolve(conn, self._dependents(conn, ended), now)
+            return changed, resolve_blocked(conn, dependents(conn, ended), now)
 
     # ---- kill
 
@@ -761,64 +503,5 @@ class SqlStore:
                     )
                 out[job_id] = state
             killed = {j for j, state in out.items() if state == JobState.KILLED}
-            dequeued += self._resolve(conn, self._dependents(conn, killed), now)
+            dequeued += resolve_blocked(conn, dependents(conn, killed), now)
         return out, dequeued
-
-
-def _visible(who: Principal) -> Any:
-    """Jobs a non-admin may see: their own, and for a service those it submitted."""
-    cond = jobs.c.owner == who.user
-    if who.role == Role.SERVICE:
-        cond = cond | (jobs.c.submitted_by == who.user)
-    return cond
-
-
-def _resources(row: Any, prefix: str) -> Resources | None:
-    if row[f"{prefix}millicpus"] is None:
-        return None
-    return Resources(row[f"{prefix}millicpus"], row[f"{prefix}mem_mb"], row[f"{prefix}gpus"], row[f"{prefix}disk_mb"])
-
-
-def _attempt_record(r: Any) -> AttemptRecord:
-    alloc = _resources(r, "alloc_")
-    assert alloc is not None
-    return AttemptRecord(
-        job_id=r["job_id"],
-        number=r["number"],
-        state=JobState(r["state"]),
-        node=r["node"],
-        handle=r["handle"],
-        allocation=alloc,
-        created_at=r["created_at"],
-        started_at=r["started_at"],
-        finished_at=r["finished_at"],
-        exit_code=r["exit_code"],
-        reason=r["reason"],
-        collected=bool(r["collected"]),
-        queued_at=r["queued_at"],
-        usage=Usage(r["cpu_seconds"], r["peak_memory_bytes"], r["io_bytes"]),
-    )
-
-
-def _job_record(r: Any, att: list[AttemptRecord]) -> JobRecord:
-    return JobRecord(
-        id=r["id"],
-        owner=r["owner"],
-        submitted_by=r["submitted_by"],
-        name=r["name"],
-        state=JobState(r["state"]),
-        priority=r["priority"],
-        spec=JobSpec.from_json(json.loads(r["spec"])),
-        submitted_at=r["submitted_at"],
-        queued_since=r["queued_since"],
-        not_before=r["not_before"],
-        started_at=r["started_at"],
-        finished_at=r["finished_at"],
-        attempts=r["attempts"],
-        exit_code=r["exit_code"],
-        reason=r["reason"],
-        kill_reason=r["kill_reason"],
-        node=r["node"],
-        allocation=_resources(r, "alloc_"),
-        attempt_list=att,
-    )
