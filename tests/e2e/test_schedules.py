@@ -140,6 +140,7 @@ def test_run_now_next_enable_disable_delete(kran: Any, server: ServerProc) -> No
     )
     nxt = kran("schedule", "next", "nightly", "-n", "3").stdout.split()
     assert len(nxt) == 3 and all(t.endswith(("01:30:00+00:00", "00:30:00+00:00")) for t in nxt)
+    assert json.loads(kran("schedule", "next", "nightly", "-n", "2", "-o", "json").stdout) == nxt[:2]
     job_id = int(kran("schedule", "run-now", "nightly").stdout)
     assert server.wait_state(job_id, {"succeeded"})
     assert kran("schedule", "disable", "nightly").exit_code == 0

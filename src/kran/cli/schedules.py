@@ -116,9 +116,14 @@ def show(name: str, limit: int, output: str) -> None:
 @schedule.command("next")
 @click.argument("name")
 @click.option("-n", type=click.IntRange(1, 1000), default=5, show_default=True)
-def next_(name: str, n: int) -> None:
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def next_(name: str, n: int, output: str) -> None:
     """The next N fire times."""
-    for t in Client().get(f"/api/v1/schedules/{name}/next", params={"n": n})["next"]:
+    times = Client().get(f"/api/v1/schedules/{name}/next", params={"n": n})["next"]
+    if output == "json":
+        print_json(times)
+        return
+    for t in times:
         click.echo(t)
 
 
