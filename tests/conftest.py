@@ -183,6 +183,10 @@ def _cleanup_engine_leftovers(instance_dir: Path) -> None:
             except (ProcessLookupError, PermissionError):
                 pass
     if inst:
+        from kran.adapters.engines.cgroups import Cgroups
+
+        time.sleep(0.2)  # the killed jobs leave their cgroups
+        Cgroups.detect().remove_instance(inst[0], with_attempts=True)  # after a kill -9 nobody else does
         try:
             import docker
 

@@ -43,10 +43,12 @@ class Server:
     loop: SchedulerLoop
     metrics: PrometheusMetrics
     auth: Authenticator
+    cgroups: Cgroups
 
     def stop(self) -> None:
         self.rt.submitter.close()
         self.loop.stop()
+        self.cgroups.remove_instance(self.rt.instance)
         self.rt.pool.shutdown(wait=False, cancel_futures=True)
         self.rt.store.close()
 
@@ -136,7 +138,7 @@ def build_server(settings: Settings) -> Server:
     summary = reconcile_on_start(rt)
     log.info("reconciled with the engine: %s", summary)
     loop = SchedulerLoop(rt)
-    return Server(rt, loop, metrics, auth)
+    return Server(rt, loop, metrics, auth, cgroups)
 
 
 def serve(settings: Settings) -> None:

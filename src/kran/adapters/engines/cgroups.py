@@ -46,6 +46,13 @@ class Cgroups:
             return [ROOT / rel]
         return []
 
+    def all_dirs(self, rel: str) -> list[Path]:
+        """Every hierarchy's dir for `rel`: Docker creates a container's cgroup parent in all
+        of them (cpu, pids, devices, ...), and leaves it behind when the container goes."""
+        if self.version == 1:
+            return [h / rel for h in sorted(ROOT.iterdir()) if (h / rel).is_dir()]
+        return self.dirs(rel)
+
     def create(self, rel: str, mem_limit_bytes: int | None = None) -> list[Path]:
         """Make the attempt's cgroup; returns the cgroup.procs files a process joins by."""
         if self.version is None:
@@ -97,11 +104,30 @@ class Cgroups:
 
     def remove(self, rel: str) -> None:
         """Remove the attempt's cgroup (the instance's parent stays for the next attempts)."""
-        for d in self.dirs(rel):
+        for d in self.all_dirs(rel):
             try:
                 d.rmdir()
             except OSError:
                 pass
+
+    def remove_instance(self, instance: str, with_attempts: bool = False) -> None:
+        """At shutdown: remove this instance's parent cgroup if empty, and `kran` if empty.
+        `with_attempts` also removes leftover empty attempt cgroups (their counters are lost:
+        only for cleaning up after tests)."""
+        parent = Path(self.relative(instance, 0, 0)).parent
+        for d in self.all_dirs(str(parent)):
+            if with_attempts and d.is_dir():
+                for child in d.iterdir():
+                    if child.is_dir():
+                        try:
+                            child.rmdir()
+                        except OSError:
+                            pass
+            for path in (d, d.parent):
+                try:
+                    path.rmdir()
+                except OSError:
+                    break
 
 
 def _read(path: Path) -> str:
