@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import ServerProc
 
 
-def test_schemathesis_finds_no_server_errors(server: ServerProc) -> None:
+def test_schemathesis_finds_no_server_errors(server: ServerProc, tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "schemathesis"
     if not exe.exists() and not shutil.which("schemathesis"):
         pytest.fail("schemathesis is not installed (pip install -e .[test])")
@@ -43,6 +43,7 @@ def test_schemathesis_finds_no_server_errors(server: ServerProc) -> None:
         text=True,
         timeout=600,
         check=False,
+        cwd=tmp_path,  # its cache dir goes there, not into the checkout
     )
     assert r.returncode == 0, r.stdout[-4000:]
     assert "Traceback" not in server.log.read_text()
