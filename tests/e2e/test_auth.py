@@ -175,7 +175,7 @@ def test_service_submits_on_behalf_of_a_user(server: ServerProc, world: dict[str
         assert r.status_code == 403 and "only services" in r.json()["error"]
 
 
-def signed(
+def signed_headers(
     server: ServerProc,
     method: str,
     path: str,
@@ -185,19 +185,23 @@ def signed(
     secret: str | None = None,
     ts: int | None = None,
     nonce: str | None = None,
-    tamper: Callable[[dict[str, str]], None] | None = None,
-) -> httpx.Response:
+) -> dict[str, str]:
+    """Signature headers as a client computes them (the admin's key unless given)."""
     creds = server.credentials
     key_id, secret = key_id or creds["key_id"], secret or creds["secret"]
     ts_s, nonce = str(ts if ts is not None else int(time.time())), nonce or secrets.token_hex(16)
     p, _, q = path.partition("?")
-    headers = {
+    return {
         "X-Kran-Key": key_id,
         "X-Kran-Timestamp": ts_s,
         "X-Kran-Nonce": nonce,
         "X-Kran-Signature": sign(secret, method, p, q, body, ts_s, nonce),
         "content-type": "application/json",
     }
+
+
+def signed(server: ServerProc, method: str, path: str, body: bytes = b"", **kw: Any) -> httpx.Response:
+    headers = signed_headers(server, method, path, body, **kw)
     return httpx.request(method, server.url + path, content=body, headers=headers, timeout=10)
 
 
@@ -214,13 +218,13 @@ def test_signature_rules(server: ServerProc) -> None:
         "timestamp skew over 5 minutes": dict(ts=int(time.time()) - 301),
     }
     for reason, kw in cases.items():
-        r = signed(server, "GET", "/api/v1/jobs", **kw)  # type: ignore[arg-type]
+        r = signed(server, "GET", "/api/v1/jobs", **kw)
         assert (r.status_code, r.json()["error"]) == (401, reason)
     # the body is hashed by the server: a changed body breaks the signature
     r = httpx.post(
         server.url + "/api/v1/jobs",
         content=b'{"command": ["false"]}',
-        headers=dict(signed_headers(server, "POST", "/api/v1/jobs", body)),
+        headers=signed_headers(server, "POST", "/api/v1/jobs", body),
         timeout=10,
     )
     assert (r.status_code, r.json()["error"]) == (401, "bad signature")
@@ -233,18 +237,6 @@ def test_signature_rules(server: ServerProc) -> None:
         httpx.get(server.url + "/api/v1/jobs", headers={"Authorization": "Bearer kk_x.y"}),
     ):
         assert r.status_code == 401 and server.credentials["secret"] not in r.text and "KRAN1" not in r.text
-
-
-def signed_headers(server: ServerProc, method: str, path: str, body: bytes) -> dict[str, str]:
-    creds = server.credentials
-    ts, nonce = str(int(time.time())), secrets.token_hex(16)
-    return {
-        "X-Kran-Key": creds["key_id"],
-        "X-Kran-Timestamp": ts,
-        "X-Kran-Nonce": nonce,
-        "X-Kran-Signature": sign(creds["secret"], method, path, "", body, ts, nonce),
-        "content-type": "application/json",
-    }
 
 
 def test_disable_and_revoke_take_effect_at_once(kran: Any, server: ServerProc) -> None:

@@ -84,8 +84,7 @@ def usage(
     user: str | None,
     app: str | None,
 ) -> list[ReportRow]:
-    """Admins see everybody's usage; others their own (a service: of the users it acts for
-    comes with the report's user filter only for admins)."""
+    """Admins see everybody's usage; everyone else only their own."""
     if not who.is_admin:
         if user is not None and user != who.user:
             raise Forbidden("you may only see your own usage")
