@@ -167,8 +167,7 @@ def bench_submit(n: int, clients: int, batches: int) -> dict[str, float]:
     s = start_server(1)
     try:
         with admin_client(s) as c:
-            headers = dict(c.headers)
-            headers = {"Authorization": headers["authorization"]}
+            headers = {"Authorization": c.headers["authorization"]}
             c.post("/api/v1/jobs", json={"command": ["sleep", "600"], "cpus": "1"}).raise_for_status()
             if shutil.which("wrk"):
                 single_rate, p50, p99 = _wrk_submits(s.url, clients, 10, headers)
@@ -186,6 +185,8 @@ def bench_submit(n: int, clients: int, batches: int) -> dict[str, float]:
             batch_rate = batches * 1000 / (time.perf_counter() - t0)
             for j in c.get("/api/v1/jobs", params={"state": "running"}).json()["jobs"]:
                 c.post(f"/api/v1/jobs/{j['id']}/kill")
+            while c.get("/api/v1/jobs", params={"state": "running"}).json()["jobs"]:
+                time.sleep(0.1)  # stop the server only once the blocker has been collected
         return {"rate": single_rate, "p50_ms": p50, "p99_ms": p99, "batch_rate": batch_rate, "tool": tool}
     finally:
         s.stop()

@@ -6,6 +6,8 @@ import fcntl
 import gc
 import logging
 import os
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -156,6 +158,9 @@ def serve(settings: Settings) -> None:
     gc.set_threshold(20_000, 20, 20)
     scheme = "https" if settings.tls_cert else "http"
     log.info("kran serving on %s://%s:%s (data dir %s)", scheme, settings.host, settings.port, settings.data_path)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler that was
+    # there before: make that an orderly exit so `server.stop()` below runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(
             app,
