@@ -12,6 +12,7 @@ need_debs() {
   [ -x /bin/busybox ] || missing+=(busybox-static)
   command -v python3 >/dev/null || missing+=(python3 python3-venv)
   command -v curl >/dev/null || missing+=(curl)
+  command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
   command -v prometheus >/dev/null || missing+=(prometheus)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing Debian packages: ${missing[*]}"

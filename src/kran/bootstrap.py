@@ -19,10 +19,13 @@ from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.docker_engine import DockerEngine, Sandbox
 from kran.adapters.engines.local import LocalEngine
 from kran.adapters.engines.process import ProcessEngine
+from kran.adapters.files import HttpFetcher
 from kran.adapters.metrics import PrometheusMetrics
+from kran.adapters.store.app_store import SqlApps
 from kran.adapters.store.identity_store import SqlIdentities, load_master_key
 from kran.adapters.store.schedule_store import SqlSchedules
 from kran.adapters.store.sql_store import SqlStore
+from kran.adapters.volumes import LoopVolumes
 from kran.errors import Unavailable
 from kran.services.auth import Authenticator, bootstrap_admin
 from kran.services.batcher import SubmitBatcher
@@ -46,11 +49,16 @@ class Server:
     metrics: PrometheusMetrics
     auth: Authenticator
     cgroups: Cgroups
+    volumes: LoopVolumes
 
     def stop(self) -> None:
         self.rt.submitter.close()
         self.loop.stop()
         self.cgroups.remove_instance(self.rt.instance)
+        try:
+            self.volumes.close()
+        except Exception:  # a volume still busy stays mounted; the next start uses it
+            log.exception("unmounting app volumes failed")
         self.rt.pool.shutdown(wait=False, cancel_futures=True)
         self.rt.store.close()
 
@@ -110,6 +118,7 @@ def build_server(settings: Settings) -> Server:
         wake.set()
 
     metrics = PrometheusMetrics(per_user=settings.metrics_per_user)
+    volumes = LoopVolumes(data_dir / "volumes")
     submitter = SubmitBatcher(store, settings.queue_max, clock.now, stored, metrics)
     rt = Runtime(
         settings=settings,
@@ -125,6 +134,11 @@ def build_server(settings: Settings) -> Server:
         monitor_needed=monitor_needed,
         schedules=SqlSchedules(store),
         metrics=metrics,
+        apps=SqlApps(store),
+        fetcher=HttpFetcher(
+            data_dir / "cache", settings.cache_max_mb << 20, settings.fetch_timeout_s, settings.file_roots
+        ),
+        volumes=volumes,
     )
     metrics.watch_state(store, engine, rt.nodes)
     auth = Authenticator(
@@ -140,7 +154,7 @@ def build_server(settings: Settings) -> Server:
     summary = reconcile_on_start(rt)
     log.info("reconciled with the engine: %s", summary)
     loop = SchedulerLoop(rt)
-    return Server(rt, loop, metrics, auth, cgroups)
+    return Server(rt, loop, metrics, auth, cgroups, volumes)
 
 
 def serve(settings: Settings) -> None:

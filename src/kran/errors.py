@@ -5,11 +5,13 @@ KranError
  +-- Unauthorized        no or bad credentials (HTTP 401)
  +-- Forbidden           known caller, not allowed (HTTP 403; others' objects are NotFound)
  +-- NotFound            unknown object (HTTP 404)
+ |    +-- Gone            it was there and was removed, e.g. expired job files (HTTP 410)
  +-- Conflict            the object is in a state that forbids the action (HTTP 409)
  +-- QueueFull           the bounded queue is full (HTTP 429)
  +-- Unavailable         a needed component is down, e.g. no Docker Engine (HTTP 503)
  +-- IllegalTransition   a job state change not in the transition table (a bug)
  +-- EngineError         an engine could not do what was asked
+      +-- FetchError      a job's file could not be fetched (the URL and why)
 """
 
 
@@ -35,6 +37,10 @@ class NotFound(KranError):
     pass
 
 
+class Gone(NotFound):
+    pass
+
+
 class Conflict(KranError):
     pass
 
@@ -52,4 +58,8 @@ class IllegalTransition(KranError):
 
 
 class EngineError(KranError):
+    pass
+
+
+class FetchError(EngineError):
     pass

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kran.domain.accounting import AttemptFacts, Usage
+from kran.domain.apps import AppRecord, VolumeSpec
 from kran.domain.auth import Principal
+from kran.domain.datafiles import FileSource
 from kran.domain.dependencies import Dependency
 from kran.domain.placement import Assignment
 from kran.domain.records import (
@@ -41,6 +43,8 @@ class LaunchSpec:
     attempt_dir: Path  # holds stdout, stderr, exit_code; `work/` below it is the cwd
     allocation: Resources
     network: bool
+    run_as: tuple[int, int] | None = None  # None: the engine's default user
+    mounts: tuple[Path, ...] = ()  # host dirs bound at the same path (the app volume)
 
     @property
     def workdir(self) -> Path:
@@ -55,6 +59,7 @@ class AttemptRef:
     attempt: int
     handle: str | None
     attempt_dir: Path
+    grace_s: float | None = None  # SIGTERM to SIGKILL; None: the engine's default
 
 
 class Engine(Protocol):
@@ -170,6 +175,56 @@ class Metrics(Protocol):
     def started(self, dispatch_latency_s: float) -> None: ...
     def ended(self, state: str, run_seconds: float | None) -> None: ...
     def scheduler_pass(self, seconds: float) -> None: ...
+
+
+class Apps(Protocol):
+    """App definitions with their versions, and the job-data queries beside them."""
+
+    def get(self, name: str, version: int | None = None) -> AppRecord | None: ...
+    def all(self) -> list[AppRecord]: ...
+    def load(
+        self,
+        name: str,
+        owner: str,
+        shared: bool,
+        defaults: dict[str, Any],
+        run_as: tuple[int, int] | None,
+        volume: VolumeSpec | None,
+        now: float,
+    ) -> AppRecord: ...
+    def set_enabled(self, name: str, enabled: bool, now: float) -> None: ...
+    def delete(self, name: str) -> None: ...
+    def versions(self, name: str) -> list[tuple[int, float]]: ...
+    def volume_users(self, volumes: Sequence[str] | None = None) -> dict[str, int]: ...
+    def unfinished_on_volume(self, volume: str) -> list[int]: ...
+    def finished_with_files(self) -> list[tuple[int, float]]: ...
+    def mark_files_expired(self, job_ids: Sequence[int]) -> None: ...
+
+
+class Fetcher(Protocol):
+    """Brings a job's files into its working dir."""
+
+    def fetch_into(self, source: FileSource, workdir: Path, cached: bool) -> None:
+        """Download (or take from the node's cache), check the sha256, extract archives.
+        Raises FetchError naming the URL and the reason."""
+        ...
+
+
+class Volumes(Protocol):
+    """Apps' persistent volumes with a hard size limit."""
+
+    def ensure(self, key: str, size_mb: int) -> Path:
+        """The volume's mounted path, creating and mounting it when needed (EngineError)."""
+        ...
+
+    def is_full(self, key: str) -> bool: ...
+    def usage(self, key: str) -> tuple[int, int] | None:
+        """(used, size) in bytes while mounted."""
+        ...
+
+    def remove(self, key: str, keep_data: bool) -> None:
+        """Unmount; delete the data unless `keep_data`."""
+        ...
 
 
 class Clock(Protocol):

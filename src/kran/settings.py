@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from kran.domain.durations import parse_duration
 from kran.errors import InvalidInput
 
 
@@ -41,6 +42,22 @@ class Settings:
     tls_key: str | None = None
     proxy_user_header: str | None = None
     proxy_secret: str | None = None
+    fetch_timeout_s: float = 300.0
+    cache_max_mb: int = 10240
+    file_url_roots: str = ""
+    retention: str = "7d"
+    max_data_mb: int = 0
+    retention_check_s: float = 60.0
+    max_upload_mb: int = 1024
+
+    @property
+    def retention_s(self) -> float | None:
+        """Seconds finished jobs keep their files; None: forever."""
+        return None if self.retention.strip() in ("", "0", "never") else parse_duration(self.retention)
+
+    @property
+    def file_roots(self) -> tuple[Path, ...]:
+        return tuple(Path(p).resolve() for p in self.file_url_roots.split(":") if p.strip())
 
     @property
     def data_path(self) -> Path:
@@ -81,6 +98,13 @@ TOML_KEYS: dict[str, tuple[str, str]] = {
     "tls_key": ("server", "tls_key"),
     "proxy_user_header": ("auth", "proxy_user_header"),
     "proxy_secret": ("auth", "proxy_secret"),
+    "fetch_timeout_s": ("files", "fetch_timeout_s"),
+    "cache_max_mb": ("files", "cache_max_mb"),
+    "file_url_roots": ("files", "file_url_roots"),
+    "retention": ("files", "retention"),
+    "max_data_mb": ("files", "max_data_mb"),
+    "retention_check_s": ("files", "retention_check_s"),
+    "max_upload_mb": ("server", "max_upload_mb"),
 }
 
 HELP = {
@@ -108,6 +132,13 @@ HELP = {
     "tls_key": "private key of the TLS certificate (PEM)",
     "proxy_user_header": "header a trusted reverse proxy puts the authenticated user name in",
     "proxy_secret": "shared secret the proxy sends as X-Kran-Proxy-Secret (enables proxy auth)",
+    "fetch_timeout_s": "longest a job's file download may take (seconds) before its attempt fails",
+    "cache_max_mb": "size cap of the node's cache of --cached-file downloads, in MiB (LRU eviction)",
+    "file_url_roots": "colon-separated dirs that file:// URLs may read from (empty: file:// refused)",
+    "retention": "how long finished jobs keep their files, e.g. 7d; 0: forever",
+    "max_data_mb": "when the data dir's job files pass this many MiB, the oldest finished jobs' go; 0: no limit",
+    "retention_check_s": "how often retention runs, in seconds",
+    "max_upload_mb": "largest upload of job inputs (multipart), in MiB",
 }
 
 SECRET_FIELDS: frozenset[str] = frozenset({"proxy_secret"})
@@ -203,6 +234,12 @@ def _check(s: Settings) -> None:
         raise InvalidInput("give both --tls-cert and --tls-key", "tls")
     if bool(s.proxy_secret) != bool(s.proxy_user_header):
         raise InvalidInput("proxy auth needs both auth.proxy_user_header and auth.proxy_secret", "auth")
+    try:
+        _ = s.retention_s
+    except ValueError as e:
+        raise InvalidInput(f"files.retention: {e}", "retention") from None
+    if s.fetch_timeout_s <= 0 or s.retention_check_s <= 0 or s.cache_max_mb < 0 or s.max_data_mb < 0:
+        raise InvalidInput("files: timeouts must be positive and sizes not negative", "files")
     if s.poll_interval_s <= 0 or s.retry_backoff_s < 0 or s.dispatch_window < 1:
         raise InvalidInput("queue timings must be positive", "queue")
 

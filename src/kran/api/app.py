@@ -14,13 +14,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kran import __version__
 from kran.adapters.metrics import PrometheusMetrics
-from kran.api import admin, jobs, schedules, system, usage
-from kran.api.deps import authenticate
-from kran.errors import Conflict, Forbidden, InvalidInput, KranError, NotFound, QueueFull, Unauthorized, Unavailable
+from kran.api import admin, apps, jobs, schedules, system, usage
+from kran.api.deps import UPLOAD_PATHS, authenticate
+from kran.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    InvalidInput,
+    KranError,
+    NotFound,
+    QueueFull,
+    Unauthorized,
+    Unavailable,
+)
 from kran.services.auth import Authenticator
 from kran.services.runtime import Runtime
 
 STATUS = {
+    Gone: 410,
     InvalidInput: 422,
     Unauthorized: 401,
     Forbidden: 403,
@@ -42,18 +53,20 @@ class BodyLimit:
     """413 for bodies over the limit: by Content-Length up front, and while reading a
     chunked body. Plain ASGI (BaseHTTPMiddleware costs a task per request)."""
 
-    def __init__(self, app: ASGIApp, limit_mb: int) -> None:
+    def __init__(self, app: ASGIApp, limit_mb: int, upload_limit_mb: int) -> None:
         self.app = app
         self.limit_mb = limit_mb
-        self.limit = limit_mb * 1024 * 1024
+        self.upload_limit_mb = upload_limit_mb
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
-        too_big = _error(413, f"request body larger than {self.limit_mb} MiB")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
+        limit_mb = self.upload_limit_mb if scope["path"] in UPLOAD_PATHS else self.limit_mb
+        limit = limit_mb * 1024 * 1024
+        too_big = _error(413, f"request body larger than {limit_mb} MiB")
+        if length is not None and (not length.isdigit() or int(length) > limit):
             return await too_big(scope, receive, send)
         seen = 0
 
@@ -61,8 +74,8 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:  # rendered by the HTTPException handler below
-                raise StarletteHTTPException(413, f"request body larger than {self.limit_mb} MiB")
+            if seen > limit:  # rendered by the HTTPException handler below
+                raise StarletteHTTPException(413, f"request body larger than {limit_mb} MiB")
             return message
 
         await self.app(scope, limited, send)
@@ -104,7 +117,7 @@ def create_app(rt: Runtime, auth: Authenticator, metrics: PrometheusMetrics | No
     )
     app.state.rt = rt
     app.state.auth = auth
-    app.add_middleware(BodyLimit, limit_mb=rt.settings.max_body_mb)
+    app.add_middleware(BodyLimit, limit_mb=rt.settings.max_body_mb, upload_limit_mb=rt.settings.max_upload_mb)
     if metrics is not None:
         app.add_middleware(RequestMetrics, metrics=metrics)
 
@@ -130,6 +143,7 @@ def create_app(rt: Runtime, auth: Authenticator, metrics: PrometheusMetrics | No
 
     app.include_router(jobs.router)
     app.include_router(schedules.router)
+    app.include_router(apps.router)
     app.include_router(usage.router)
     app.include_router(admin.router)
     app.include_router(system.router)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from typing import Annotated
 
 from fastapi import Path, Request
+from starlette.concurrency import run_in_threadpool
 
 from kran.domain.auth import Principal
 from kran.errors import Unauthorized
@@ -16,6 +19,9 @@ JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="a job id")]
 
 # reachable without credentials: liveness, readiness, metrics, the API description
 OPEN_PATHS = frozenset({"/ping", "/status", "/api/v1/status", "/metrics", "/api/v1/openapi.json"})
+# multipart uploads: bigger bodies (server.max_upload_mb), streamed to disk
+UPLOAD_PATHS = frozenset({"/api/v1/jobs/upload"})
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 async def runtime(request: Request) -> Runtime:
@@ -29,10 +35,22 @@ async def authenticate(request: Request) -> None:
         return
     auth: Authenticator = request.app.state.auth
     headers = {k.lower(): v for k, v in request.headers.items()}
-    body = await request.body() if "x-kran-signature" in headers else b""
+    digest = EMPTY_SHA256
+    if request.url.path in UPLOAD_PATHS and request.method == "POST":
+        # spooled to disk while hashed: an upload never sits in memory whole
+        spool = tempfile.SpooledTemporaryFile(max_size=1 << 20)
+        request.state.upload = spool
+        h = hashlib.sha256()
+        async for chunk in request.stream():
+            h.update(chunk)
+            await run_in_threadpool(spool.write, chunk)
+        spool.seek(0)
+        digest = h.hexdigest()
+    elif "x-kran-signature" in headers:
+        digest = hashlib.sha256(await request.body()).hexdigest()
     raw_path = request.scope.get("raw_path") or request.url.path.encode()
     request.state.principal = auth.authenticate(
-        headers, request.method, raw_path.decode("latin-1"), request.scope["query_string"].decode("latin-1"), body
+        headers, request.method, raw_path.decode("latin-1"), request.scope["query_string"].decode("latin-1"), digest
     )
 
 

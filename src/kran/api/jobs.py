@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from kran.api.deps import JobId, authenticator, caller, runtime
-from kran.api.schemas import BatchSubmit, JobSubmit, to_spec
+from kran.api.schemas import BatchSubmit, JobSubmit, spec_for
 from kran.api.views import entry_json, job_json
 from kran.domain.auth import Principal
 from kran.domain.states import parse_states
 from kran.errors import InvalidInput
-from kran.services import files, logs, queries, submit
+from kran.services import files, logs, queries, submit, uploads
 from kran.services.auth import Authenticator, on_behalf
 from kran.services.runtime import Runtime
 
@@ -29,8 +35,62 @@ Auth = Annotated[Authenticator, Depends(authenticator)]
 @router.post("", status_code=201, summary="Submit one job")
 async def submit_job(body: JobSubmit, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
     owner, by = on_behalf(auth, who, body.on_behalf_of)
-    (job_id,) = await asyncio.wrap_future(submit.submit_jobs(rt, [to_spec(body)], owner, by))
+    (job_id,) = await asyncio.wrap_future(submit.submit_jobs(rt, [spec_for(rt, who, owner, body)], owner, by))
     return {"id": job_id}
+
+
+@router.post(
+    "/upload",
+    status_code=201,
+    summary="Submit one job with input files (multipart: `job` JSON + `input` files named by their DEST)",
+)
+async def submit_with_inputs(request: Request, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
+    """Each `input` part's filename is where it goes in the working dir (a relative path).
+    The body is spooled to disk while it arrives (server.max_upload_mb caps it)."""
+    spool = getattr(request.state, "upload", None)
+    if spool is None:  # a proxy- or token-authenticated request: spool it now
+        spool = tempfile.SpooledTemporaryFile(max_size=1 << 20)
+        async for chunk in request.stream():
+            spool.write(chunk)
+        spool.seek(0)
+    try:
+        form = await _parse_multipart(request, spool)
+        raw = form.get("job")
+        if not isinstance(raw, str):
+            raise InvalidInput("a multipart field `job` with the job as JSON is required", "job")
+        try:
+            body = JobSubmit.model_validate_json(raw)
+        except ValidationError as e:
+            first = e.errors()[0]
+            loc = ".".join(str(p) for p in first.get("loc", ()))
+            raise InvalidInput(f"job.{loc}: {first.get('msg')}", f"job.{loc}") from None
+        owner, by = on_behalf(auth, who, body.on_behalf_of)
+        spec = spec_for(rt, who, owner, body)
+        inputs = [f for f in form.getlist("input") if not isinstance(f, str)]
+        upload_id = await run_in_threadpool(uploads.save_inputs, rt, [(f.filename or "", f.file) for f in inputs])
+        try:
+            future = submit.submit_jobs(rt, [replace(spec, inputs=upload_id)], owner, by)
+            (job_id,) = await asyncio.wrap_future(future)
+        except BaseException:
+            uploads.discard(rt, upload_id)
+            raise
+        return {"id": job_id, "inputs": [f.filename for f in inputs]}
+    finally:
+        spool.close()
+
+
+async def _parse_multipart(request: Request, spool: Any) -> Any:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidInput("send multipart/form-data with a `job` field and `input` files", "content-type")
+
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        while chunk := await run_in_threadpool(spool.read, 1 << 20):
+            yield chunk
+
+    try:
+        return await MultiPartParser(request.headers, chunks(), max_files=10_000, max_part_size=1 << 20).parse()
+    except MultiPartException as e:
+        raise InvalidInput(f"bad multipart body: {e.message}", "body") from None
 
 
 @router.post("/batch", status_code=201, summary="Submit many jobs, all or nothing")
@@ -39,7 +99,7 @@ async def submit_batch(body: BatchSubmit, rt: Rt, who: Caller, auth: Auth) -> di
     owner, by = on_behalf(auth, who, body.on_behalf_of)
     if any(j.on_behalf_of not in (None, body.on_behalf_of) for j in body.jobs):
         raise InvalidInput("on_behalf_of goes on the batch, not on its jobs", "on_behalf_of")
-    specs = [to_spec(j, i) for i, j in enumerate(body.jobs)]
+    specs = [spec_for(rt, who, owner, j, i) for i, j in enumerate(body.jobs)]
     return {"ids": await asyncio.wrap_future(submit.submit_jobs(rt, specs, owner, by))}
 
 
@@ -107,6 +167,17 @@ def job_logs(
 def list_files(job_id: JobId, rt: Rt, who: Caller, path: str = "") -> dict[str, Any]:
     queries.visible_job(rt, job_id, who)
     return {"path": path, "entries": [entry_json(e) for e in files.list_files(rt, job_id, path)]}
+
+
+@router.get("/{job_id}/archive", summary="The whole working dir as a tar stream")
+def get_archive(job_id: JobId, rt: Rt, who: Caller) -> StreamingResponse:
+    queries.visible_job(rt, job_id, who)
+    chunks = files.tar_chunks(rt, job_id)  # checks before the response starts
+    return StreamingResponse(
+        chunks,
+        media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="job-{job_id}.tar"'},
+    )
 
 
 @router.get("/{job_id}/files/{path:path}", summary="Download a file (HTTP range requests supported)")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from kran.api.deps import caller, runtime
-from kran.api.schemas import JobSubmit, to_spec
+from kran.api.schemas import JobSubmit, spec_for
 from kran.domain.auth import Principal, can_see
 from kran.domain.durations import parse_duration
 from kran.errors import InvalidInput
@@ -58,7 +58,7 @@ def add_schedule(body: ScheduleAdd, rt: Rt, who: Caller) -> dict[str, Any]:
         rt,
         name=body.name,
         owner=who.user,
-        spec=to_spec(body.job),
+        spec=spec_for(rt, who, who.user, body.job),
         every=body.every,
         cron=body.cron,
         after=body.after or None,

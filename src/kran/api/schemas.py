@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kran.domain.apps import merge_job
+from kran.domain.auth import Principal
 from kran.domain.durations import parse_duration
 from kran.domain.jobs import JobSpec, SpecError, validate_spec
 from kran.domain.resources import ResourceRequest, parse_range
 from kran.errors import InvalidInput
+from kran.services import apps
+from kran.services.runtime import Runtime
 
 Amount = str | int | float
 
@@ -33,6 +37,14 @@ class JobSubmit(BaseModel):
     retries: int = Field(0, ge=0, le=100, description="re-runs of a failed or lost attempt")
     timeout: str | float | None = Field(None, description="e.g. 90, '30m', '1h30m'")
     network: bool = Field(False, description="give the job network access")
+    app: str | None = Field(None, max_length=64, description="run in this app's environment; own fields override")
+    files: list[str] = Field(
+        default_factory=list, max_length=100, description="URLs fetched into the working dir (archives extracted)"
+    )
+    cached_files: list[str] = Field(
+        default_factory=list, max_length=100, description="URLs fetched once per node (cached), then like files"
+    )
+    grace: str | float | None = Field(None, description="time between SIGTERM and SIGKILL on kill, e.g. 30s")
     after: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
         default_factory=list, description="start once these jobs succeeded"
     )
@@ -57,12 +69,8 @@ def to_spec(body: JobSubmit, index: int | None = None) -> JobSpec:
             ranges[kind] = parse_range(getattr(body, field), kind)
         except ValueError as e:
             raise InvalidInput(f"{where}{field}: {e}", where + field) from None
-    timeout_s = None
-    if body.timeout is not None:
-        try:
-            timeout_s = parse_duration(body.timeout)
-        except ValueError as e:
-            raise InvalidInput(f"{where}timeout: {e}", where + "timeout") from None
+    timeout_s = _duration(body.timeout, where + "timeout")
+    grace_s = _duration(body.grace, where + "grace")
     try:
         return validate_spec(
             command=body.command,
@@ -78,6 +86,55 @@ def to_spec(body: JobSubmit, index: int | None = None) -> JobSpec:
             network=body.network,
             after=body.after,
             after_any=body.after_any,
+            files=body.files,
+            cached_files=body.cached_files,
+            grace_s=grace_s,
         )
     except SpecError as e:
         raise InvalidInput(f"{where}{e}", where + e.field) from None
+
+
+def _duration(value: str | float | None, field: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise InvalidInput(f"{field}: {e}", field) from None
+
+
+class AppLoad(BaseModel):
+    """An app version: job defaults, and what only an app can give (user, volume)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str | None = Field(None, max_length=500)
+    files: list[str] = Field(default_factory=list, max_length=100)
+    cached_files: list[str] = Field(default_factory=list, max_length=100)
+    volume: str | None = Field(None, description="NAME:SIZE_MB, a persistent volume at $KRAN_VOLUME")
+    cpus: Amount | None = None
+    mem: Amount | None = None
+    gpus: Amount | None = None
+    disk: Amount | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: str | float | None = None
+    retries: int | None = Field(None, ge=0, le=100)
+    network: bool | None = None
+    grace: str | float | None = None
+    user: str | None = Field(None, description="UID or UID:GID the app's jobs run as")
+    shared: bool = Field(True, description="whether other users may run the app")
+
+    def defaults(self) -> dict[str, Any]:
+        """The job defaults, checked by building a job from them."""
+        fields = self.model_dump(exclude_unset=True, exclude={"volume", "user", "shared"})
+        to_spec(JobSubmit(command=["true"], **fields))
+        return fields
+
+
+def spec_for(rt: Runtime, who: Principal, owner: str, body: JobSubmit, index: int | None = None) -> JobSpec:
+    """The job's spec, merged with its app (if it names one)."""
+    if body.app is None:
+        return to_spec(body, index)
+    app = apps.app_for_job(rt, who, owner, body.app)
+    merged = JobSubmit.model_validate(merge_job(app, body.model_dump(exclude_unset=True)))
+    return apps.pin_app(to_spec(merged, index), app)

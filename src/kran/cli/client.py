@@ -103,6 +103,9 @@ class Client:
     def post(self, path: str, **kw: Any) -> Any:
         return self.request("POST", path, **kw)
 
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.request("DELETE", path, **kw)
+
     @contextmanager
     def stream(self, path: str, params: dict[str, Any] | None = None) -> Iterator[httpx.Response]:
         try:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import json
 import shlex
 import sys
+import tarfile
 import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +22,7 @@ from kran.cli.render import job_detail, jobs_table, kv_table, print_json
 RUN_EXIT = {"timed_out": 124, "killed": 137, "lost": 1}
 
 
-def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+def pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     out = {}
     for item in values:
         k, sep, v = item.partition("=")
@@ -49,6 +54,15 @@ def job_options(f: Any, with_deps: bool = True) -> Any:
         click.option("--timeout", help="kill after this long, e.g. 30m"),
         click.option("--network", is_flag=True, default=None, help="give the job network access"),
         click.option("--sh", help="a shell string, run by /bin/sh -c"),
+        click.option("--app", help="run in this app's environment (the job's own options win)"),
+        click.option("--fetch", "files", multiple=True, metavar="URL", help="fetch into the working dir first"),
+        click.option(
+            "--fetch-cached", "cached_files", multiple=True, metavar="URL", help="the same, via the node cache"
+        ),
+        click.option("--grace", help="time between SIGTERM and SIGKILL on kill, e.g. 30s"),
+        click.option(
+            "--input", "inputs", multiple=True, metavar="LOCAL[:DEST]", help="upload a file into the working dir"
+        ),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
     if with_deps:
@@ -65,16 +79,20 @@ def job_body(**o: Any) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if o["command"]:
         body["command"] = list(o["command"])
-    for key in ("image", "cpus", "mem", "gpus", "disk", "name", "priority", "retries", "timeout", "network", "sh"):
+    keys = ("image", "cpus", "mem", "gpus", "disk", "name", "priority", "retries", "timeout", "network", "sh", "app")
+    for key in (*keys, "grace"):
         if o.get(key) is not None:
             body[key] = o[key]
     if o["env"]:
-        body["env"] = _pairs(o["env"], "env")
+        body["env"] = pairs(o["env"], "env")
     if o["label"]:
-        body["labels"] = _pairs(o["label"], "label")
+        body["labels"] = pairs(o["label"], "label")
     for key in ("after", "after_any"):
         if o.get(key):
             body[key] = _ids(o[key], key)
+    for key in ("files", "cached_files"):
+        if o.get(key):
+            body[key] = list(o[key])
     if not body.get("command") and not body.get("sh"):
         raise click.UsageError("give a command after -- or a shell string with --sh")
     return body
@@ -94,6 +112,8 @@ def _batch_bodies(path: str) -> list[dict[str, Any]]:
             params = dict(ctx.params)
             if params.pop("file"):
                 raise click.UsageError("--file inside a batch file")
+            if params.get("inputs"):
+                raise click.UsageError("--input inside a batch file (submit such jobs one by one)")
             bodies.append(job_body(**params))
         except (click.UsageError, click.BadParameter, ValueError) as e:
             msg = e.format_message() if isinstance(e, click.ClickException) else str(e)
@@ -115,7 +135,24 @@ def submit_cmd(file: str | None, **o: Any) -> None:
         ids = client.post("/api/v1/jobs/batch", json={"jobs": _batch_bodies(file)})["ids"]
         click.echo("\n".join(str(i) for i in ids))
         return
-    click.echo(client.post("/api/v1/jobs", json=job_body(**o))["id"])
+    click.echo(submit_one(client, o))
+
+
+def submit_one(client: Client, o: dict[str, Any]) -> int:
+    """POST the job; with --input files, as multipart with the files."""
+    body = job_body(**o)
+    if not o.get("inputs"):
+        return int(client.post("/api/v1/jobs", json=body)["id"])
+    with ExitStack() as stack:
+        parts = []
+        for item in o["inputs"]:
+            local, _, dest = item.partition(":")
+            path = Path(local)
+            if not path.is_file():
+                raise click.BadParameter(f"{local!r} is not a file", param_hint="--input")
+            parts.append(("input", (dest or path.name, stack.enter_context(open(path, "rb")))))
+        r = client.post("/api/v1/jobs/upload", data={"job": json.dumps(body)}, files=parts, timeout=None)
+    return int(r["id"])
 
 
 @click.command("run")
@@ -123,7 +160,7 @@ def submit_cmd(file: str | None, **o: Any) -> None:
 def run_cmd(**o: Any) -> None:
     """Submit a job, stream its output live and exit with its exit code."""
     client = Client()
-    job_id = client.post("/api/v1/jobs", json=job_body(**o))["id"]
+    job_id = submit_one(client, o)
     errors: list[Exception] = []
 
     def pump(stream: str, out: Any) -> None:
@@ -168,7 +205,7 @@ def run_cmd(**o: Any) -> None:
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def jobs_cmd(state: str | None, label: tuple[str, ...], mine: bool, limit: int, output: str) -> None:
     """List jobs, newest first."""
-    _pairs(label, "label")
+    pairs(label, "label")
     params: dict[str, Any] = {"limit": limit, "mine": mine, "label": list(label)}
     if state:
         params["state"] = state
@@ -229,10 +266,18 @@ def files_cmd(job_id: int, path: str, output: str) -> None:
 
 @click.command("get")
 @click.argument("job_id", type=int)
-@click.argument("path")
-@click.option("-o", "--output", "dest", help="file to write (- for stdout); default: the file's name")
-def get_cmd(job_id: int, path: str, dest: str | None) -> None:
-    """Download a file from the job's working dir."""
+@click.argument("path", required=False)
+@click.option("--all", "everything", is_flag=True, help="the whole working dir (into -o DIR)")
+@click.option("-o", "--output", "dest", help="file to write (- for stdout), or the dir for --all")
+def get_cmd(job_id: int, path: str | None, everything: bool, dest: str | None) -> None:
+    """Download a file from the job's working dir, or all of it with --all -o DIR."""
+    if everything:
+        if path:
+            raise click.UsageError("give a PATH or --all, not both")
+        _get_all(job_id, Path(dest or f"job-{job_id}"))
+        return
+    if not path:
+        raise click.UsageError("give a PATH in the job's working dir, or --all")
     dest = dest or Path(path).name
     with Client().stream(f"/api/v1/jobs/{job_id}/files/{path.lstrip('/')}") as r:
         out = sys.stdout.buffer if dest == "-" else open(dest + ".part", "wb")
@@ -244,3 +289,30 @@ def get_cmd(job_id: int, path: str, dest: str | None) -> None:
                 out.close()
     if dest != "-":
         Path(dest + ".part").replace(dest)
+
+
+def _get_all(job_id: int, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    with Client().stream(f"/api/v1/jobs/{job_id}/archive") as r:
+        with tarfile.open(fileobj=io.BufferedReader(_Reader(r.iter_bytes())), mode="r|") as tar:
+            tar.extractall(dest, filter="data")  # no absolute paths, no links leaving dest
+    click.echo(f"job {job_id}'s files are in {dest}/", err=True)
+
+
+class _Reader(io.RawIOBase):
+    """A byte iterator as a raw stream, for tarfile's stream mode."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if not self._buf:
+            self._buf = next(self._chunks, b"")
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n

@@ -14,6 +14,7 @@ import click
 from kran import __version__
 from kran.cli import jobs
 from kran.cli.admin import admin
+from kran.cli.apps import app
 from kran.cli.client import Client, ClientError, client_settings
 from kran.cli.render import kv_table, print_json
 from kran.cli.schedules import schedule
@@ -196,6 +197,7 @@ for command in (
     cli.add_command(command)
 cli.add_command(schedule)
 cli.add_command(admin)
+cli.add_command(app)
 
 
 def main() -> None:

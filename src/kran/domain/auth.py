@@ -46,7 +46,12 @@ def string_to_sign(method: str, path: str, query: str, body_sha256: str, timesta
 
 
 def sign(secret: str, method: str, path: str, query: str, body: bytes, timestamp: str, nonce: str) -> str:
-    text = string_to_sign(method, path, query, hashlib.sha256(body).hexdigest(), timestamp, nonce)
+    return sign_digest(secret, method, path, query, hashlib.sha256(body).hexdigest(), timestamp, nonce)
+
+
+def sign_digest(secret: str, method: str, path: str, query: str, body_sha256: str, timestamp: str, nonce: str) -> str:
+    """`sign` for a body hashed while it streamed in (uploads)."""
+    text = string_to_sign(method, path, query, body_sha256, timestamp, nonce)
     return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kran.domain.datafiles import parse_sources
 from kran.domain.resources import Range, ResourceRequest, Resources, format_cpus
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -34,12 +36,24 @@ class JobSpec:
     network: bool = False
     after: tuple[int, ...] = ()  # start once these succeeded
     after_any: tuple[int, ...] = ()  # start once these ended, however
+    app: str | None = None
+    app_version: int | None = None
+    files: tuple[str, ...] = ()  # URLs fetched into the working dir before each attempt
+    cached_files: tuple[str, ...] = ()  # the same, through the node's file cache
+    volume: str | None = None  # "<app>/<name>": the app's volume, mounted at $KRAN_VOLUME
+    volume_mb: int = 0
+    run_as: tuple[int, int] | None = None  # uid, gid (from the app); None: the server's default
+    grace_s: float | None = None  # SIGTERM to SIGKILL; None: the server's default
+    inputs: str | None = None  # id of the files uploaded with the job
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["command"] = list(self.command)
         d["after"] = list(self.after)
         d["after_any"] = list(self.after_any)
+        d["files"] = list(self.files)
+        d["cached_files"] = list(self.cached_files)
+        d["run_as"] = list(self.run_as) if self.run_as else None
         d["request"] = {
             k: {"min": r.min, "max": r.max}
             for k, r in (
@@ -58,6 +72,9 @@ class JobSpec:
         d["command"] = tuple(d["command"])
         d["after"] = tuple(d.get("after", ()))
         d["after_any"] = tuple(d.get("after_any", ()))
+        d["files"] = tuple(d.get("files", ()))
+        d["cached_files"] = tuple(d.get("cached_files", ()))
+        d["run_as"] = tuple(d["run_as"]) if d.get("run_as") else None
         d["request"] = ResourceRequest(**{k: Range(v["min"], v["max"]) for k, v in req.items()})
         return JobSpec(**d)
 
@@ -86,6 +103,9 @@ def validate_spec(
     network: bool,
     after: list[int] | tuple[int, ...] = (),
     after_any: list[int] | tuple[int, ...] = (),
+    files: Sequence[str] = (),
+    cached_files: Sequence[str] = (),
+    grace_s: float | None = None,
 ) -> JobSpec:
     """Check every field; raise ValueError(field, reason) on the first bad one."""
     if bool(command) == bool(sh):
@@ -129,7 +149,15 @@ def validate_spec(
     for field_name, ids in (("after", after), ("after_any", after_any)):
         if len(ids) > MAX_DEPENDENCIES or any(i < 1 for i in ids):
             raise SpecError(field_name, f"at most {MAX_DEPENDENCIES} positive job ids")
+    for field_name, urls in (("files", files), ("cached_files", cached_files)):
+        try:
+            parse_sources(urls)
+        except ValueError as e:
+            raise SpecError(field_name, str(e)) from None
     return JobSpec(
+        files=tuple(files),
+        cached_files=tuple(cached_files),
+        grace_s=grace_s,
         after=tuple(dict.fromkeys(after)),
         after_any=tuple(dict.fromkeys(after_any)),
         command=argv,
@@ -156,7 +184,9 @@ class SpecError(ValueError):
 _REF = re.compile(r"\$\{(KRAN_[A-Z_]+)\}|\$(KRAN_[A-Z_]+)")
 
 
-def job_environment(spec: JobSpec, *, job_id: int, attempt: int, alloc: Resources, workdir: str) -> dict[str, str]:
+def job_environment(
+    spec: JobSpec, *, job_id: int, attempt: int, alloc: Resources, workdir: str, volume: str | None = None
+) -> dict[str, str]:
     """The job's environment: its own variables plus the KRAN_* grants.
 
     `$KRAN_...` references in the job's values are expanded with the granted numbers;
@@ -171,6 +201,10 @@ def job_environment(spec: JobSpec, *, job_id: int, attempt: int, alloc: Resource
         "KRAN_ATTEMPT": str(attempt),
         "KRAN_WORKDIR": workdir,
     }
+    if volume is not None:
+        granted["KRAN_VOLUME"] = volume
+    if spec.app:
+        granted["KRAN_APP"] = spec.app
 
     def expand(m: re.Match[str]) -> str:
         key = m.group(1) or m.group(2)

@@ -20,6 +20,7 @@ class Candidate:
     job_id: int
     request: ResourceRequest
     waited_s: float
+    exclusive: str | None = None  # a lock only one running job may hold (an app volume)
 
 
 @dataclass
@@ -47,14 +48,25 @@ class Placement:
     reserved_for: int | None  # job id holding a reservation, if any
 
 
-def place_jobs(candidates: list[Candidate], nodes: list[NodeCapacity], *, reserve_after_s: float) -> Placement:
+def place_jobs(
+    candidates: list[Candidate],
+    nodes: list[NodeCapacity],
+    *,
+    reserve_after_s: float,
+    held: set[str] | None = None,
+) -> Placement:
     """Assign candidates (already in queue order) to nodes without oversubscribing.
 
-    Among nodes that fit, the one with the most free cpus is chosen (spread).
+    Among nodes that fit, the one with the most free cpus is chosen (spread). A candidate
+    whose `exclusive` lock is in `held` (or taken earlier in this pass) waits, without
+    reserving capacity. `held` is updated with the locks taken.
     """
     free = {n.node_id: n.free for n in nodes if n.schedulable}
+    held = held if held is not None else set()
     out: list[Assignment] = []
     for cand in candidates:
+        if cand.exclusive is not None and cand.exclusive in held:
+            continue
         best: tuple[str, Resources] | None = None
         for node_id, avail in free.items():
             grant = cand.request.grant(avail)
@@ -64,6 +76,8 @@ def place_jobs(candidates: list[Candidate], nodes: list[NodeCapacity], *, reserv
             node_id, grant = best
             free[node_id] = free[node_id] - grant
             out.append(Assignment(cand.job_id, node_id, grant))
+            if cand.exclusive is not None:
+                held.add(cand.exclusive)
         elif cand.waited_s >= reserve_after_s:
             return Placement(out, cand.job_id)
     return Placement(out, None)

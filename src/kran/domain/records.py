@@ -51,6 +51,7 @@ class JobRecord:
     node: str | None
     allocation: Resources | None
     attempt_list: list[AttemptRecord] = field(default_factory=list)
+    files_expired: bool = False
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from kran.domain.auth import (
     Principal,
     Role,
     UserRecord,
-    sign,
+    sign_digest,
     signature_matches,
     timestamp_problem,
 )
@@ -70,9 +70,11 @@ class Authenticator:
             self._cache[key_id] = found
         return found
 
-    def authenticate(self, headers: Mapping[str, str], method: str, path: str, query: str, body: bytes) -> Principal:
+    def authenticate(
+        self, headers: Mapping[str, str], method: str, path: str, query: str, body_sha256: str
+    ) -> Principal:
         """The principal of a request, or Unauthorized with a short reason (never the
-        string to sign or a secret)."""
+        string to sign or a secret). `body_sha256`: hex SHA-256 of the request body."""
         if self.proxy_secret and "x-kran-proxy-secret" in headers:
             return self._from_proxy(headers)
         auth = headers.get("authorization", "")
@@ -99,7 +101,7 @@ class Authenticator:
         problem = timestamp_problem(ts, now, self.started_at)
         if problem:
             raise Unauthorized(problem)
-        if not signature_matches(sign(found[1], method, path, query, body, ts, nonce), given):
+        if not signature_matches(sign_digest(found[1], method, path, query, body_sha256, ts, nonce), given):
             raise Unauthorized("bad signature")
         with self._lock:
             if key_id + nonce in self._nonces:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from kran.domain.jobs import job_environment
 from kran.domain.placement import Assignment, Candidate, has_room, place_jobs
-from kran.errors import EngineError
-from kran.ports import LaunchSpec
+from kran.domain.records import StartedAttempt
+from kran.errors import EngineError, FetchError
 from kran.services.runtime import Runtime
+from kran.services.staging import stage_attempt
 
 PAGE = 128
 
@@ -21,16 +21,19 @@ def dispatch_tick(rt: Runtime) -> int:
     nodes = rt.nodes()
     assignments: list[Assignment] = []
     reserved_for = None
+    held: set[str] | None = None  # app volumes in use, read once a candidate needs one
     if not any(has_room(n) for n in nodes):
         return 0
     for offset in range(0, rt.settings.dispatch_window, PAGE):
         rows = rt.store.queued_in_order(min(PAGE, rt.settings.dispatch_window - offset), offset)
-        candidates = [
-            Candidate(r.job_id, rt.spec_of(r.job_id, r.spec_json).request, now - r.queued_since)
-            for r in rows
-            if r.not_before <= now
-        ]
-        placement = place_jobs(candidates, nodes, reserve_after_s=rt.settings.reserve_after_s)
+        candidates = []
+        for r in rows:
+            if r.not_before <= now:
+                spec = rt.spec_of(r.job_id, r.spec_json)
+                candidates.append(Candidate(r.job_id, spec.request, now - r.queued_since, spec.volume))
+        if held is None and any(c.exclusive for c in candidates):
+            held = set(rt.apps.volume_users())
+        placement = place_jobs(candidates, nodes, reserve_after_s=rt.settings.reserve_after_s, held=held)
         assignments += placement.assignments
         for a in placement.assignments:
             node = next(n for n in nodes if n.node_id == a.node_id)
@@ -41,31 +44,22 @@ def dispatch_tick(rt: Runtime) -> int:
     rt.reserved_for = reserved_for
     started = rt.store.start_attempts(assignments, now)
     for s in started:
-        attempt_dir = rt.attempt_dir(s.job_id, s.attempt)
-        workdir = attempt_dir / "work"
-        launch = LaunchSpec(
-            job_id=s.job_id,
-            attempt=s.attempt,
-            argv=s.spec.command,
-            image=s.spec.image,
-            env=job_environment(s.spec, job_id=s.job_id, attempt=s.attempt, alloc=s.allocation, workdir=str(workdir)),
-            attempt_dir=attempt_dir,
-            allocation=s.allocation,
-            network=s.spec.network,
-        )
-        rt.pool.submit(_launch, rt, launch)
+        rt.pool.submit(_launch, rt, s)
     return len(started)
 
 
-def _launch(rt: Runtime, spec: LaunchSpec) -> None:
-    """In the pool: launches proceed in parallel (fork/exec and pulls release the GIL)."""
+def _launch(rt: Runtime, s: StartedAttempt) -> None:
+    """In the pool: launches proceed in parallel (fork/exec, downloads and pulls release the GIL)."""
     try:
-        spec.workdir.mkdir(parents=True, exist_ok=True)
-        handle = rt.engine.launch(spec)
+        handle = rt.engine.launch(stage_attempt(rt, s))
+    except FetchError as e:
+        rt.results.put(("launch_failed", (s.job_id, s.attempt, f"fetching the job's files: {e}")))
     except EngineError as e:
-        rt.results.put(("launch_failed", (spec.job_id, spec.attempt, str(e))))
+        rt.results.put(("launch_failed", (s.job_id, s.attempt, str(e))))
     except Exception as e:  # an engine bug must not leave the attempt in starting forever
-        rt.results.put(("launch_failed", (spec.job_id, spec.attempt, f"engine error: {e!r}")))
+        rt.results.put(("launch_failed", (s.job_id, s.attempt, f"engine error: {e!r}")))
     else:
-        rt.results.put(("launched", (spec.job_id, spec.attempt, handle)))
+        if s.spec.volume:
+            rt.volume_attempts[(s.job_id, s.attempt)] = (s.spec.volume, s.spec.volume_mb)
+        rt.results.put(("launched", (s.job_id, s.attempt, handle)))
     rt.wake.set()

@@ -8,6 +8,7 @@ import time
 
 from kran.services.dispatch import dispatch_tick
 from kran.services.monitor import monitor_tick, record_results
+from kran.services.retention import retention_tick
 from kran.services.runtime import Runtime
 from kran.services.schedules import schedule_tick
 
@@ -24,10 +25,20 @@ def tick(rt: Runtime, monitor: bool = True) -> None:
     if time.monotonic() - rt.last_schedule_tick >= SCHEDULE_EVERY_S:
         rt.last_schedule_tick = time.monotonic()
         schedule_tick(rt)
+    if time.monotonic() - rt.last_retention >= rt.settings.retention_check_s:
+        rt.last_retention = time.monotonic()
+        rt.pool.submit(_retention, rt)
     if rt.dispatch_needed.is_set() or time.monotonic() - rt.last_dispatch > 1.0:
         rt.dispatch_needed.clear()
         rt.last_dispatch = time.monotonic()
         dispatch_tick(rt)
+
+
+def _retention(rt: Runtime) -> None:
+    try:
+        retention_tick(rt)
+    except Exception:  # the pool would swallow it silently
+        log.exception("retention pass failed")
 
 
 class SchedulerLoop:

@@ -32,7 +32,9 @@ def monitor_tick(rt: Runtime) -> None:
         key = (a.job_id, a.attempt)
         if a.kill_reason and a.handle and key not in rt.kills_sent:
             rt.kills_sent.add(key)
-            rt.pool.submit(_kill, rt, rt.ref(a.job_id, a.attempt, a.handle))
+            job = rt.store.get_job(a.job_id)
+            grace = job.spec.grace_s if job else None
+            rt.pool.submit(_kill, rt, rt.ref(a.job_id, a.attempt, a.handle, grace))
     refs = [rt.ref(a.job_id, a.attempt, a.handle) for a in active.values() if a.handle]
     for key, end in rt.engine.check(refs).items():
         if key in rt.in_flight:
@@ -71,9 +73,13 @@ def record_results(rt: Runtime) -> None:
         rt.in_flight.discard((job_id, number))
         rt.kills_sent.discard((job_id, number))
         a = active.get((job_id, number))
+        volume = rt.volume_attempts.pop((job_id, number), None)
+        if volume and end.exit_code and not end.error and rt.volumes.is_full(volume[0]):
+            end = replace(end, error=f"volume {volume[0]} is full (its quota of {volume[1]} MiB was reached)")
         if a is not None:
             settles.append(AttemptOutcome(job_id, number, _settle(rt, a, end), end.exit_code, usage))
     for job_id, number, reason in failed:
+        rt.volume_attempts.pop((job_id, number), None)
         a = active.get((job_id, number))
         if a is not None:
             end = AttemptEnd(None, error=f"launch failed: {reason}")

@@ -39,7 +39,13 @@ def get_job(rt: Runtime, job_id: int, who: Principal) -> JobView:
         if verdict.status == "wait":
             return JobView(job, None, verdict.reason)
     ahead = rt.store.queue_position(job)
+    waiting_on = None
+    if job.spec.volume:
+        user = rt.apps.volume_users([job.spec.volume]).get(job.spec.volume)
+        if user is not None:
+            waiting_on = f"volume {job.spec.volume} is in use by job {user} (one job at a time per volume)"
     why = explain_wait(
+        waiting_on=waiting_on,
         request=job.spec.request,
         nodes=rt.nodes(),
         ahead=ahead,

@@ -13,7 +13,7 @@ from typing import Any
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import NodeCapacity
 from kran.domain.resources import Resources
-from kran.ports import AttemptRef, Clock, Engine, Metrics, Schedules, Store
+from kran.ports import Apps, AttemptRef, Clock, Engine, Fetcher, Metrics, Schedules, Store, Volumes
 from kran.services.batcher import SubmitBatcher
 from kran.settings import Settings
 
@@ -32,6 +32,9 @@ class Runtime:
     submitter: SubmitBatcher
     schedules: Schedules
     metrics: Metrics
+    apps: Apps
+    fetcher: Fetcher
+    volumes: Volumes
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(16, "kran-engine"))
     # engine work finished in the pool, for the loop to record: (kind, payload)
     results: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
@@ -41,8 +44,11 @@ class Runtime:
     reserved_for: int | None = None
     last_dispatch: float = 0.0  # monotonic
     last_schedule_tick: float = 0.0  # monotonic
+    last_retention: float = 0.0  # monotonic
     in_flight: set[tuple[int, int]] = field(default_factory=set)  # being collected
     kills_sent: set[tuple[int, int]] = field(default_factory=set)
+    # attempts running on an app volume: (key, quota MiB), to name a full volume as the reason
+    volume_attempts: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
     _specs: dict[int, JobSpec] = field(default_factory=dict)
 
     def poke(self) -> None:
@@ -69,10 +75,14 @@ class Runtime:
     def attempt_dir(self, job_id: int, attempt: int) -> Path:
         return job_dir(self.data_dir, job_id) / str(attempt)
 
-    def ref(self, job_id: int, attempt: int, handle: str | None) -> AttemptRef:
-        return AttemptRef(job_id, attempt, handle, self.attempt_dir(job_id, attempt))
+    def ref(self, job_id: int, attempt: int, handle: str | None, grace_s: float | None = None) -> AttemptRef:
+        return AttemptRef(job_id, attempt, handle, self.attempt_dir(job_id, attempt), grace_s)
+
+    def upload_dir(self, upload_id: str) -> Path:
+        """Files uploaded with a job (`--input`), copied into each attempt's working dir."""
+        return self.data_dir / "uploads" / upload_id
 
 
 def job_dir(data_dir: Path, job_id: int) -> Path:
-    """Data dir layout: jobs/<id>/<attempt>/{work/, stdout, stderr, exit_code}."""
+    """Data dir layout: jobs/<id>/<attempt>/{work/, stdout, stderr, exit_code} (docs/data-dir.md)."""
     return data_dir / "jobs" / str(job_id)

@@ -7,7 +7,6 @@ with instance, job and attempt, which is how they are found again after a restar
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,7 +19,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest
 
 from kran.adapters.engines.cgroups import Cgroups
-from kran.adapters.engines.process import read_exit_code, write_exit_code
+from kran.adapters.engines.process import effective_user, give_to, read_exit_code, write_exit_code
 from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError
@@ -132,9 +131,12 @@ class DockerEngine:
             "security_opt": ["no-new-privileges"],
             "pids_limit": self.sandbox.pids_limit,
         }
-        if self.sandbox.run_as:
-            os.chown(spec.workdir, *self.sandbox.run_as)
-            kwargs["user"] = f"{self.sandbox.run_as[0]}:{self.sandbox.run_as[1]}"
+        for m in spec.mounts:
+            kwargs["volumes"][str(m)] = {"bind": str(m), "mode": "rw"}
+        run_as = effective_user(spec, self.sandbox.run_as)
+        if run_as:
+            give_to(spec, run_as)
+            kwargs["user"] = f"{run_as[0]}:{run_as[1]}"
         if self.sandbox.read_only:
             kwargs["read_only"] = True
             kwargs["tmpfs"] = {"/tmp": "rw,nosuid,nodev,size=256m"}
@@ -200,7 +202,7 @@ class DockerEngine:
             return
         try:
             c = self.client.containers.get(ref.handle[len(PREFIX) :])
-            c.stop(timeout=int(self.kill_grace_s))
+            c.stop(timeout=int(self.kill_grace_s if ref.grace_s is None else ref.grace_s))
         except NotFound:
             pass
         except (DockerException, OSError) as e:

@@ -57,6 +57,23 @@ def _parse(handle: str) -> tuple[int, str]:
     return int(pid), start
 
 
+def effective_user(spec: LaunchSpec, default: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The app's user when it names one (and kran can switch users), else the default."""
+    if spec.run_as and os.geteuid() == 0:
+        return spec.run_as
+    return default
+
+
+def give_to(spec: LaunchSpec, run_as: tuple[int, int]) -> None:
+    """The job's user owns its working dir, what was staged in it, and its volume's root."""
+    for root, dirs, files in os.walk(spec.workdir):
+        os.chown(root, *run_as)
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), *run_as)
+    for m in spec.mounts:
+        os.chown(m, *run_as)
+
+
 def read_exit_code(attempt_dir: Path) -> int | None:
     try:
         return int((attempt_dir / "exit_code").read_text().strip())
@@ -126,9 +143,10 @@ class ProcessEngine:
         procs = self.cgroups.create(self.cgroups.relative(self.instance, spec.job_id, spec.attempt), limit)
         if procs:
             env["KRAN_CGROUP_PROCS"] = " ".join(str(p) for p in procs)
-        if self.run_as:  # the wrapper stays root (cgroup, exit code); the job does not
-            os.chown(spec.workdir, *self.run_as)
-            env["KRAN_RUN_AS"] = f"{self.run_as[0]}:{self.run_as[1]}"
+        run_as = effective_user(spec, self.run_as)
+        if run_as:  # the wrapper stays root (cgroup, exit code); the job does not
+            give_to(spec, run_as)
+            env["KRAN_RUN_AS"] = f"{run_as[0]}:{run_as[1]}"
         try:
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", WRAPPER, "kran-job", str(spec.attempt_dir), *spec.argv],
@@ -199,7 +217,8 @@ class ProcessEngine:
         if not ref.handle:
             return
         self._signal(ref, signal.SIGTERM)
-        timer = threading.Timer(self.kill_grace_s, self._signal, (ref, signal.SIGKILL))
+        grace = self.kill_grace_s if ref.grace_s is None else ref.grace_s
+        timer = threading.Timer(grace, self._signal, (ref, signal.SIGKILL))
         timer.daemon = True
         timer.start()
 

@@ -271,4 +271,5 @@ def _job_record(r: Any, att: list[AttemptRecord]) -> JobRecord:
         node=r["node"],
         allocation=_resources(r, "alloc_"),
         attempt_list=att,
+        files_expired=bool(r["files_expired"]),
     )

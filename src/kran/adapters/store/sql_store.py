@@ -163,6 +163,7 @@ class SqlStore(JobReads):
                 "priority": s.priority,
                 "spec": json.dumps(s.to_json()),
                 "image": s.image,
+                "volume": s.volume,
                 "req_millicpus": s.request.cpus.min,
                 "req_mem_mb": s.request.mem_mb.min,
                 "req_gpus": s.request.gpus.min,

@@ -49,6 +49,8 @@ jobs = Table(
     Column("alloc_mem_mb", Integer),
     Column("alloc_gpus", Integer),
     Column("alloc_disk_mb", Integer),
+    Column("volume", String(200)),  # the app volume it uses: one job at a time per volume
+    Column("files_expired", Boolean, nullable=False, default=False),  # retention removed its files
     Index("ix_jobs_queue", "state", text("priority DESC"), "id"),
 )
 
@@ -171,5 +173,26 @@ api_keys = Table(
     Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
     Column("secret_enc", Text, nullable=False),  # Fernet-encrypted: HMAC needs the secret itself
     Column("revoked", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("shared", Boolean, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("version", Integer, nullable=False),  # the current one in app_versions
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+app_versions = Table(
+    "app_versions",
+    metadata,
+    Column("app", String(64), ForeignKey("apps.name", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("spec", Text, nullable=False),  # JSON {defaults, run_as, volume}
     Column("created_at", Float, nullable=False),
 )

@@ -1,0 +1,160 @@
+"""Apps and their versions; and the job-data queries (volumes in use, files to expire).
+
+On the job store's database and transactions, like the schedules.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from kran.adapters.store.sql_store import SqlStore
+from kran.adapters.store.tables import app_versions, apps, jobs
+from kran.domain.apps import AppRecord, VolumeSpec
+from kran.domain.states import FINAL_STATES, JobState
+
+_FINAL = [s.value for s in FINAL_STATES]
+_ACTIVE = [JobState.STARTING.value, JobState.RUNNING.value]
+
+
+class SqlApps:
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+        self._engine = store.engine
+
+    def get(self, name: str, version: int | None = None) -> AppRecord | None:
+        q = select(apps, app_versions.c.spec, app_versions.c.version.label("v")).join(
+            app_versions, app_versions.c.app == apps.c.name
+        )
+        q = q.where(apps.c.name == name, app_versions.c.version == (version or apps.c.version))
+        with self._engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        return None if row is None else _record(row)
+
+    def all(self) -> list[AppRecord]:
+        q = (
+            select(apps, app_versions.c.spec, app_versions.c.version.label("v"))
+            .join(app_versions, (app_versions.c.app == apps.c.name) & (app_versions.c.version == apps.c.version))
+            .order_by(apps.c.name)
+        )
+        with self._engine.connect() as conn:
+            return [_record(r) for r in conn.execute(q).mappings()]
+
+    def load(
+        self,
+        name: str,
+        owner: str,
+        shared: bool,
+        defaults: dict[str, Any],
+        run_as: tuple[int, int] | None,
+        volume: VolumeSpec | None,
+        now: float,
+    ) -> AppRecord:
+        """Create the app, or add a version and make it current (owner and created_at stay)."""
+        spec = json.dumps(
+            {
+                "defaults": defaults,
+                "run_as": list(run_as) if run_as else None,
+                "volume": [volume.name, volume.size_mb] if volume else None,
+            }
+        )
+        with self._store._tx() as conn:
+            current = conn.execute(select(apps.c.version).where(apps.c.name == name)).scalar()
+            version = (current or 0) + 1
+            if current is None:
+                conn.execute(
+                    insert(apps),
+                    {
+                        "name": name,
+                        "owner": owner,
+                        "shared": shared,
+                        "enabled": True,
+                        "version": version,
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                )
+            conn.execute(insert(app_versions), {"app": name, "version": version, "spec": spec, "created_at": now})
+            if current is not None:
+                conn.execute(
+                    update(apps).where(apps.c.name == name).values(version=version, shared=shared, updated_at=now)
+                )
+        got = self.get(name)
+        assert got is not None
+        return got
+
+    def set_enabled(self, name: str, enabled: bool, now: float) -> None:
+        with self._store._tx() as conn:
+            conn.execute(update(apps).where(apps.c.name == name).values(enabled=enabled, updated_at=now))
+
+    def delete(self, name: str) -> None:
+        with self._store._tx() as conn:
+            conn.execute(delete(app_versions).where(app_versions.c.app == name))
+            conn.execute(delete(apps).where(apps.c.name == name))
+
+    def versions(self, name: str) -> list[tuple[int, float]]:
+        with self._engine.connect() as conn:
+            return [
+                (r[0], r[1])
+                for r in conn.execute(
+                    select(app_versions.c.version, app_versions.c.created_at)
+                    .where(app_versions.c.app == name)
+                    .order_by(app_versions.c.version)
+                )
+            ]
+
+    # ---- job data
+
+    def volume_users(self, volumes: Sequence[str] | None = None) -> dict[str, int]:
+        """Volume -> the active job using it (starting or running)."""
+        q = select(jobs.c.volume, jobs.c.id).where(jobs.c.state.in_(_ACTIVE), jobs.c.volume.is_not(None))
+        if volumes is not None:
+            q = q.where(jobs.c.volume.in_(list(volumes)))
+        with self._engine.connect() as conn:
+            return {r[0]: r[1] for r in conn.execute(q)}
+
+    def unfinished_on_volume(self, volume: str) -> list[int]:
+        with self._engine.connect() as conn:
+            return [
+                r[0]
+                for r in conn.execute(
+                    select(jobs.c.id).where(jobs.c.volume == volume, jobs.c.state.not_in(_FINAL)).order_by(jobs.c.id)
+                )
+            ]
+
+    def finished_with_files(self) -> list[tuple[int, float]]:
+        """Finished jobs whose files are still kept: (id, finished_at), oldest first."""
+        with self._engine.connect() as conn:
+            return [
+                (r[0], r[1])
+                for r in conn.execute(
+                    select(jobs.c.id, jobs.c.finished_at)
+                    .where(jobs.c.state.in_(_FINAL), jobs.c.files_expired.is_(False), jobs.c.finished_at.is_not(None))
+                    .order_by(jobs.c.finished_at)
+                )
+            ]
+
+    def mark_files_expired(self, job_ids: Sequence[int]) -> None:
+        if job_ids:
+            with self._store._tx() as conn:
+                conn.execute(update(jobs).where(jobs.c.id.in_(list(job_ids))).values(files_expired=True))
+
+
+def _record(r: Any) -> AppRecord:
+    spec = json.loads(r["spec"])
+    vol = spec.get("volume")
+    return AppRecord(
+        name=r["name"],
+        owner=r["owner"],
+        shared=bool(r["shared"]),
+        enabled=bool(r["enabled"]),
+        version=r["v"],
+        defaults=spec["defaults"],
+        run_as=tuple(spec["run_as"]) if spec.get("run_as") else None,
+        volume=VolumeSpec(vol[0], vol[1]) if vol else None,
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+    )

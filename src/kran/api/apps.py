@@ -1,0 +1,74 @@
+"""/api/v1/apps: load (create or new version), list, show, enable/disable, unload."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from kran.api.deps import caller, runtime
+from kran.api.schemas import AppLoad
+from kran.domain.apps import AppRecord
+from kran.domain.auth import Principal
+from kran.services import apps
+from kran.services.runtime import Runtime
+
+router = APIRouter(prefix="/api/v1/apps", tags=["apps"])
+Rt = Annotated[Runtime, Depends(runtime)]
+Caller = Annotated[Principal, Depends(caller)]
+
+
+def app_json(app: AppRecord, rt: Runtime | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": app.name,
+        "owner": app.owner,
+        "version": app.version,
+        "enabled": app.enabled,
+        "shared": app.shared,
+        "defaults": app.defaults,
+        "user": f"{app.run_as[0]}:{app.run_as[1]}" if app.run_as else None,
+        "volume": {"name": app.volume.name, "size_mb": app.volume.size_mb} if app.volume else None,
+        "created_at": datetime.fromtimestamp(app.created_at, UTC).isoformat(),
+        "updated_at": datetime.fromtimestamp(app.updated_at, UTC).isoformat(),
+    }
+    if rt is not None:
+        out["versions"] = [v for v, _ in rt.apps.versions(app.name)]
+        if app.volume:
+            usage = rt.volumes.usage(apps.volume_key(app))
+            out["volume"]["used_mb"] = usage[0] >> 20 if usage else None
+    return out
+
+
+@router.post("/{name}", status_code=201, summary="Load an app (a re-load adds a version)")
+def load_app(name: str, body: AppLoad, rt: Rt, who: Caller) -> dict[str, Any]:
+    app = apps.load_app(rt, who, name, body.defaults(), body.user, body.volume, body.shared)
+    return app_json(app)
+
+
+@router.get("", summary="Apps the caller may run")
+def list_apps(rt: Rt, who: Caller) -> dict[str, Any]:
+    return {"apps": [app_json(a) for a in apps.list_apps(rt, who)]}
+
+
+@router.get("/{name}", summary="One app: its current version, versions, volume")
+def show_app(name: str, rt: Rt, who: Caller) -> dict[str, Any]:
+    return app_json(apps.visible_app(rt, who, name), rt)
+
+
+@router.post("/{name}/enable", summary="Let new jobs use the app again")
+def enable_app(name: str, rt: Rt, who: Caller) -> dict[str, Any]:
+    return app_json(apps.set_enabled(rt, who, name, True))
+
+
+@router.post("/{name}/disable", summary="Refuse new jobs for the app (running ones go on)")
+def disable_app(name: str, rt: Rt, who: Caller) -> dict[str, Any]:
+    return app_json(apps.set_enabled(rt, who, name, False))
+
+
+@router.delete("/{name}", summary="Unload the app (and remove its volume unless kept)")
+def unload_app(
+    name: str, rt: Rt, who: Caller, keep_volume: bool = Query(False, description="keep the volume's data")
+) -> dict[str, Any]:
+    apps.unload_app(rt, who, name, keep_volume)
+    return {"name": name, "unloaded": True}

@@ -1,0 +1,123 @@
+"""`kran app`: load, list, show, enable, disable, unload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from kran.cli.client import Client
+from kran.cli.jobs import pairs
+from kran.cli.render import kv_table, print_json
+
+
+@click.group("app")
+def app() -> None:
+    """Apps: named execution environments that jobs run in (kran run --app NAME)."""
+
+
+@app.command("load")
+@click.argument("name")
+@click.option("--image", help="container image of the app's jobs")
+@click.option("--file", "files", multiple=True, metavar="URL", help="fetched into each job's working dir")
+@click.option("--cached-file", "cached_files", multiple=True, metavar="URL", help="fetched once per node, then reused")
+@click.option("--volume", metavar="NAME:SIZE_MB", help="a persistent volume at $KRAN_VOLUME, one job at a time")
+@click.option("--cpus", help="default cpus (a job's own --cpus wins)")
+@click.option("--mem", help="default memory")
+@click.option("--gpus", help="default gpus")
+@click.option("--env", "env", multiple=True, metavar="K=V", help="environment of the app's jobs")
+@click.option("--user", help="UID[:GID] the app's jobs run as")
+@click.option("--grace", help="time between SIGTERM and SIGKILL when a job is killed, e.g. 30s")
+@click.option("--timeout", help="default timeout of the app's jobs")
+@click.option("--private", is_flag=True, help="only you (and admins) may run it")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def load_cmd(name: str, private: bool, output: str, **o: Any) -> None:
+    """Load an app, or re-load it as a new version (jobs keep the version they got)."""
+    body: dict[str, Any] = {"shared": not private}
+    for key in ("image", "volume", "cpus", "mem", "gpus", "user", "grace", "timeout"):
+        if o[key] is not None:
+            body[key] = o[key]
+    for key in ("files", "cached_files"):
+        if o[key]:
+            body[key] = list(o[key])
+    if o["env"]:
+        body["env"] = pairs(o["env"], "env")
+    _show(Client().post(f"/api/v1/apps/{name}", json=body), output)
+
+
+@app.command("list")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def list_cmd(output: str) -> None:
+    """Apps you may run."""
+    apps = Client().get("/api/v1/apps")["apps"]
+    if output == "json":
+        print_json(apps)
+        return
+    rows = [
+        {
+            "name": a["name"],
+            "version": a["version"],
+            "image": a["defaults"].get("image") or "(host)",
+            "owner": a["owner"],
+            "enabled": "yes" if a["enabled"] else "no",
+            "shared": "yes" if a["shared"] else "no",
+            "volume": f"{a['volume']['name']}:{a['volume']['size_mb']}" if a["volume"] else "",
+        }
+        for a in apps
+    ]
+    kv_table(rows, ["name", "version", "image", "owner", "enabled", "shared", "volume"])
+
+
+@app.command("show")
+@click.argument("name")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def show_cmd(name: str, output: str) -> None:
+    """One app: current version, defaults, user, volume."""
+    _show(Client().get(f"/api/v1/apps/{name}"), output)
+
+
+@app.command("enable")
+@click.argument("name")
+def enable_cmd(name: str) -> None:
+    """Let new jobs use the app again."""
+    Client().post(f"/api/v1/apps/{name}/enable")
+    click.echo(f"app {name} enabled")
+
+
+@app.command("disable")
+@click.argument("name")
+def disable_cmd(name: str) -> None:
+    """Refuse new jobs for the app (jobs already submitted go on)."""
+    Client().post(f"/api/v1/apps/{name}/disable")
+    click.echo(f"app {name} disabled")
+
+
+@app.command("unload")
+@click.argument("name")
+@click.option("--keep-volume", is_flag=True, help="keep the volume's data (a re-load with it finds it again)")
+def unload_cmd(name: str, keep_volume: bool) -> None:
+    """Remove the app, and its volume unless --keep-volume."""
+    Client().delete(f"/api/v1/apps/{name}", params={"keep_volume": keep_volume})
+    click.echo(f"app {name} unloaded")
+
+
+def _show(a: dict[str, Any], output: str) -> None:
+    if output == "json":
+        print_json(a)
+        return
+    vol = a["volume"]
+    rows = [
+        ("name", a["name"]),
+        ("version", a["version"]),
+        ("owner", a["owner"]),
+        ("enabled", a["enabled"]),
+        ("shared", a["shared"]),
+        ("user", a["user"] or "(server default)"),
+        ("volume", f"{vol['name']} ({_used(vol)} of {vol['size_mb']} MiB used)" if vol else "none"),
+    ]
+    rows += [(k, v) for k, v in a["defaults"].items()]
+    kv_table([{"key": k, "value": v} for k, v in rows], ["key", "value"])
+
+
+def _used(vol: dict[str, Any]) -> str:
+    return "?" if vol.get("used_mb") is None else str(vol["used_mb"])

@@ -1,0 +1,57 @@
+"""Before an attempt starts: its working dir gets the job's inputs and files, its app
+volume is mounted, and the engine gets the launch. Runs in the engine pool."""
+
+from __future__ import annotations
+
+import shutil
+
+from kran.domain.datafiles import parse_source
+from kran.domain.jobs import job_environment
+from kran.domain.records import StartedAttempt
+from kran.errors import EngineError, FetchError
+from kran.ports import LaunchSpec
+from kran.services.runtime import Runtime
+
+
+def stage_attempt(rt: Runtime, s: StartedAttempt) -> LaunchSpec:
+    """Make the attempt's working dir and mounts ready; raises EngineError with the reason."""
+    attempt_dir = rt.attempt_dir(s.job_id, s.attempt)
+    workdir = attempt_dir / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec = s.spec
+    if spec.inputs:
+        try:
+            shutil.copytree(rt.upload_dir(spec.inputs), workdir, dirs_exist_ok=True)
+        except OSError as e:
+            raise EngineError(f"copying the job's inputs: {e}") from None
+    for urls, cached in ((spec.files, False), (spec.cached_files, True)):
+        for url in urls:
+            try:
+                rt.fetcher.fetch_into(parse_source(url), workdir, cached)
+            except ValueError as e:  # checked at submit; only a changed rule gets here
+                raise FetchError(str(e)) from None
+            except OSError as e:
+                raise FetchError(f"{url}: {e}") from None
+    volume = None
+    if spec.volume:
+        volume = rt.volumes.ensure(spec.volume, spec.volume_mb)
+    env = job_environment(
+        spec,
+        job_id=s.job_id,
+        attempt=s.attempt,
+        alloc=s.allocation,
+        workdir=str(workdir),
+        volume=str(volume) if volume else None,
+    )
+    return LaunchSpec(
+        job_id=s.job_id,
+        attempt=s.attempt,
+        argv=spec.command,
+        image=spec.image,
+        env=env,
+        attempt_dir=attempt_dir,
+        allocation=s.allocation,
+        network=spec.network,
+        run_as=spec.run_as,
+        mounts=(volume,) if volume else (),
+    )
