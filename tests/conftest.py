@@ -182,6 +182,7 @@ def _cleanup_engine_leftovers(instance_dir: Path) -> None:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+    _unmount_under(instance_dir)
     if inst:
         from kran.adapters.engines.cgroups import Cgroups
 
@@ -195,6 +196,65 @@ def _cleanup_engine_leftovers(instance_dir: Path) -> None:
                 c.remove(force=True)
         except Exception:
             pass
+
+
+def _unmount_under(root: Path) -> None:
+    """App volumes a killed server left mounted."""
+    with open("/proc/mounts") as f:
+        points = [line.split()[1] for line in f]
+    for p in sorted(points, reverse=True):
+        if p.startswith(str(root.resolve()) + "/"):
+            subprocess.run(["umount", "-l", p], check=False)
+
+
+@dataclass
+class FileServer:
+    """A real HTTP server on 127.0.0.1 serving `root`; `/slow/...` trickles forever."""
+
+    root: Path
+    url: str
+    hits: dict[str, int]
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[FileServer]:
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    hits: dict[str, int] = {}
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, directory=str(root), **kw)
+
+        def do_GET(self) -> None:
+            hits[self.path] = hits.get(self.path, 0) + 1
+            if self.path.startswith("/slow/"):
+                self.send_response(200)
+                self.send_header("Content-Length", "1000000")
+                self.end_headers()
+                try:
+                    for _ in range(600):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                except OSError:
+                    pass
+                return
+            super().do_GET()
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield FileServer(root, f"http://127.0.0.1:{httpd.server_address[1]}", hits)
+    httpd.shutdown()
+    httpd.server_close()
 
 
 @pytest.fixture

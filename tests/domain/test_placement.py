@@ -65,3 +65,22 @@ def test_shortfall_and_explanations() -> None:
     assert "backoff" in explain_wait(
         request=request("1"), nodes=[node()], ahead=0, not_before_in_s=5, reserved_for=None
     )
+
+
+def test_one_job_per_exclusive_lock() -> None:
+    c = [
+        Candidate(1, request("1", "512"), 0, "app/vol"),
+        Candidate(2, request("1", "512"), 0, "app/vol"),
+        Candidate(3, request("1", "512"), 0, "other/vol"),
+        cand(4),
+    ]
+    held = {"other/vol"}
+    p = place_jobs(c, [node(cpus=8)], reserve_after_s=600, held=held)
+    assert [a.job_id for a in p.assignments] == [1, 4]
+    assert held == {"other/vol", "app/vol"}
+
+
+def test_a_job_waiting_for_its_lock_reserves_nothing() -> None:
+    c = [Candidate(1, request("1", "512"), 9999, "v"), cand(2)]
+    p = place_jobs(c, [node(cpus=2)], reserve_after_s=1, held={"v"})
+    assert [a.job_id for a in p.assignments] == [2] and p.reserved_for is None

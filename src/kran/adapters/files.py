@@ -79,7 +79,7 @@ class HttpFetcher:
             with httpx.stream("GET", source.url, timeout=timeout, follow_redirects=True) as r:
                 if r.status_code != 200:
                     raise FetchError(f"{source.url}: HTTP {r.status_code} {r.reason_phrase}")
-                yield from r.iter_bytes(CHUNK)
+                yield from r.iter_bytes()  # as received: a chunk size would wait for a full chunk
         except httpx.TimeoutException:
             raise FetchError(f"{source.url}: timed out (no data for {timeout.read:g}s)") from None
         except httpx.HTTPError as e:

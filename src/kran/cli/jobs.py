@@ -295,8 +295,18 @@ def _get_all(job_id: int, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     with Client().stream(f"/api/v1/jobs/{job_id}/archive") as r:
         with tarfile.open(fileobj=io.BufferedReader(_Reader(r.iter_bytes())), mode="r|") as tar:
-            tar.extractall(dest, filter="data")  # no absolute paths, no links leaving dest
+            tar.extractall(dest, filter=_skip_unsafe)
     click.echo(f"job {job_id}'s files are in {dest}/", err=True)
+
+
+def _skip_unsafe(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's "data" filter (no absolute paths, no links leaving dest), skipping what it
+    refuses instead of stopping there."""
+    try:
+        return tarfile.data_filter(member, dest)
+    except tarfile.FilterError as e:
+        click.echo(f"kran: skipped {member.name}: {e}", err=True)
+        return None
 
 
 class _Reader(io.RawIOBase):
