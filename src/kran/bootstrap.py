@@ -49,16 +49,13 @@ class Server:
     metrics: PrometheusMetrics
     auth: Authenticator
     cgroups: Cgroups
-    volumes: LoopVolumes
 
     def stop(self) -> None:
         self.rt.submitter.close()
         self.loop.stop()
+        # app volumes stay mounted: containers still running hold bind mounts of them, and
+        # mounting the same image again beside such a mount would corrupt it
         self.cgroups.remove_instance(self.rt.instance)
-        try:
-            self.volumes.close()
-        except Exception:  # a volume still busy stays mounted; the next start uses it
-            log.exception("unmounting app volumes failed")
         self.rt.pool.shutdown(wait=False, cancel_futures=True)
         self.rt.store.close()
 
@@ -154,7 +151,7 @@ def build_server(settings: Settings) -> Server:
     summary = reconcile_on_start(rt)
     log.info("reconciled with the engine: %s", summary)
     loop = SchedulerLoop(rt)
-    return Server(rt, loop, metrics, auth, cgroups, volumes)
+    return Server(rt, loop, metrics, auth, cgroups)
 
 
 def serve(settings: Settings) -> None:

@@ -2,7 +2,8 @@
 
 Layout: `<data>/volumes/<app>/<name>.img`, mounted at `<data>/volumes/<app>/<name>/`.
 A full volume gives the job ENOSPC ("No space left on device"); nothing else on the
-node fills up. Needs root (mount) and e2fsprogs.
+node fills up. Needs root (mount) and e2fsprogs. A volume stays mounted until its app is
+unloaded (server restarts included), so it is never mounted twice.
 """
 
 from __future__ import annotations
@@ -68,15 +69,6 @@ class LoopVolumes:
                 mnt.rmdir()
             if not keep_data:
                 img.unlink(missing_ok=True)
-
-    def close(self) -> None:
-        """Unmount every volume (they are mounted again when a job needs one)."""
-        if not self.root.exists():
-            return
-        with self._lock:
-            for app in self.root.iterdir():
-                for img in app.glob("*.img"):
-                    self._unmount(img.with_suffix(""), img.stem)
 
     @staticmethod
     def _unmount(mnt: Path, key: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kran.domain.apps import merge_job
 from kran.domain.auth import Principal
@@ -126,8 +126,14 @@ class AppLoad(BaseModel):
 
     def defaults(self) -> dict[str, Any]:
         """The job defaults, checked by building a job from them."""
-        fields = self.model_dump(exclude_unset=True, exclude={"volume", "user", "shared"})
-        to_spec(JobSubmit(command=["true"], **fields))
+        fields = self.model_dump(exclude_unset=True, exclude_none=True, exclude={"volume", "user", "shared"})
+        try:
+            trial = JobSubmit.model_validate({"command": ["true"], **fields})
+        except ValidationError as e:
+            first = e.errors()[0]
+            loc = ".".join(str(p) for p in first.get("loc", ()))
+            raise InvalidInput(f"{loc}: {first.get('msg')}", loc) from None
+        to_spec(trial)
         return fields
 
 

@@ -40,6 +40,7 @@ def _ids(values: tuple[str, ...], what: str) -> list[int]:
 
 
 def job_options(f: Any, with_deps: bool = True) -> Any:
+    """The job options of submit and run (schedules: without dependencies and uploads)."""
     opts = [
         click.option("--image", help="container image; without it the job runs as a host process"),
         click.option("--cpus", help="cpus: 2, 1-4, or 1- (as many as fit)"),
@@ -60,13 +61,13 @@ def job_options(f: Any, with_deps: bool = True) -> Any:
             "--fetch-cached", "cached_files", multiple=True, metavar="URL", help="the same, via the node cache"
         ),
         click.option("--grace", help="time between SIGTERM and SIGKILL on kill, e.g. 30s"),
-        click.option(
-            "--input", "inputs", multiple=True, metavar="LOCAL[:DEST]", help="upload a file into the working dir"
-        ),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
     if with_deps:
         opts[-1:-1] = [
+            click.option(
+                "--input", "inputs", multiple=True, metavar="LOCAL[:DEST]", help="upload a file into the working dir"
+            ),
             click.option("--after", "after", multiple=True, metavar="ID[,ID]", help="start once these jobs succeeded"),
             click.option("--after-any", "after_any", multiple=True, metavar="ID[,ID]", help="start once these ended"),
         ]

@@ -63,6 +63,14 @@ def job_detail(j: dict[str, Any]) -> None:
         ("finished", short_time(j["finished_at"])),
         ("exit code", "-" if j["exit_code"] is None else j["exit_code"]),
     ]
+    if j.get("app"):
+        rows.insert(7, ("app", f"{j['app']} (version {j['app_version']})"))
+    if j.get("volume"):
+        rows.append(("volume", j["volume"]))
+    for url in [*(j.get("files") or []), *(j.get("cached_files") or [])]:
+        rows.append(("fetches", url))
+    if j.get("files_expired"):
+        rows.append(("files", "removed by retention"))
     if j.get("queue_position"):
         rows.append(("queue position", j["queue_position"]))
         rows.append(("waiting because", j.get("waiting_because") or "-"))
