@@ -1,0 +1,198 @@
+"""A real multi-node Docker Swarm on one machine: each node a dockerd in its own network
+namespace, on a private bridge (recipe: ../shared/notes/docker-here.md).
+
+Used by the test fixtures and by bench/swarm.py. Everything it creates is named
+`kran-sw*` / 10.213.0.0/24 and removed by `down()`; nothing leaves this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BRIDGE = "kransw0"
+NET = "10.213.0"
+POOL = "10.215.0.0/16"
+
+
+def sh(*argv: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), check=check, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+
+
+@dataclass
+class Node:
+    index: int
+    root: Path
+    pid: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"kran-sw{self.index}"
+
+    @property
+    def addr(self) -> str:
+        return f"{NET}.{10 + self.index}"
+
+    @property
+    def sock(self) -> str:
+        return f"unix://{self.root}/docker.sock"
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return sh("docker", "-H", self.sock, *args, check=check)
+
+    def start(self) -> None:
+        """Start (or restart) this node's dockerd in its namespace."""
+        log = open(self.root / "dockerd.log", "ab")
+        proc = subprocess.Popen(
+            [
+                "nsenter", f"--net=/var/run/netns/{self.name}",
+                "dockerd",
+                "--data-root", str(self.root / "data"),
+                "--exec-root", str(self.root / "exec"),
+                "-H", self.sock,
+                "--pidfile", str(self.root / "dockerd.pid"),
+                "--bridge", "none", "--iptables=false", "--ip-masq=false",
+                "--storage-driver", "overlay2",
+            ],  # fmt: skip
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        self.pid = proc.pid
+        deadline = time.monotonic() + 60
+        while self.docker("info", check=False).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log_text = (self.root / "dockerd.log").read_text()[-2000:]
+                raise RuntimeError(f"dockerd of {self.name} did not start: {log_text}")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(self.pid, 0)
+                except ProcessLookupError:
+                    break
+                if _zombie(self.pid):
+                    break
+                time.sleep(0.2)
+            else:
+                os.kill(self.pid, signal.SIGKILL)
+            try:
+                os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            self.pid = None
+
+    @property
+    def node_id(self) -> str:
+        return self.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+@dataclass
+class SwarmCluster:
+    """Node 0 is the manager; all nodes run jobs."""
+
+    size: int = 3
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kran-swarm-")))
+    nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def manager(self) -> Node:
+        return self.nodes[0]
+
+    def up(self, images: tuple[str, ...] = ()) -> SwarmCluster:
+        self.down_network()
+        sh("ip", "link", "add", BRIDGE, "type", "bridge")
+        sh("ip", "addr", "add", f"{NET}.1/24", "dev", BRIDGE)
+        sh("ip", "link", "set", BRIDGE, "up")
+        # bridged traffic passes the FORWARD chain (br_netfilter), whose policy Docker sets to DROP
+        sh("iptables", "-I", "FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT", check=False)
+        for i in range(self.size):
+            node = Node(i, self.root / f"n{i}")
+            node.root.mkdir(parents=True, exist_ok=True)
+            self.nodes.append(node)
+            sh("ip", "netns", "add", node.name)
+            sh("ip", "link", "add", f"{node.name}h", "type", "veth", "peer", "name", f"{node.name}n")
+            sh("ip", "link", "set", f"{node.name}h", "master", BRIDGE, "up")
+            sh("ip", "link", "set", f"{node.name}n", "netns", node.name)
+            ns = ("ip", "netns", "exec", node.name)
+            sh(*ns, "ip", "addr", "add", f"{node.addr}/24", "dev", f"{node.name}n")
+            sh(*ns, "ip", "link", "set", f"{node.name}n", "up")
+            sh(*ns, "ip", "link", "set", "lo", "up")
+        for node in self.nodes:
+            node.start()
+        m = self.manager
+        m.docker(
+            "swarm", "init", "--advertise-addr", m.addr, "--listen-addr", f"{m.addr}:2377",
+            "--default-addr-pool", POOL,
+        )  # fmt: skip
+        token = m.docker("swarm", "join-token", "-q", "worker").stdout.strip()
+        for node in self.nodes[1:]:
+            node.docker("swarm", "join", "--token", token, f"{m.addr}:2377")
+        for image in images:
+            self.load_image(image)
+        self.wait_ready()
+        return self
+
+    def load_image(self, image: str) -> None:
+        saved = self.root / "image.tar"
+        sh("docker", "save", "-o", str(saved), image)
+        for node in self.nodes:
+            node.docker("load", "-i", str(saved))
+        saved.unlink()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.manager.docker("node", "ls", "--format", "{{json .}}").stdout
+            states = [json.loads(line)["Status"] for line in out.splitlines() if line.strip()]
+            if len(states) == self.size and all(s == "Ready" for s in states):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"swarm nodes not ready: {states}")
+            time.sleep(0.5)
+
+    def down_network(self) -> None:
+        for i in range(8):
+            sh("ip", "netns", "del", f"kran-sw{i}", check=False)
+            sh("ip", "link", "del", f"kran-sw{i}h", check=False)
+        sh("iptables", "-D", "FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT", check=False)
+        sh("ip", "link", "del", BRIDGE, check=False)
+
+    def down(self) -> None:
+        for node in reversed(self.nodes):
+            node.docker("swarm", "leave", "--force", check=False)
+            node.stop()
+        for node in self.nodes:
+            for sub in ("exec", "data"):
+                _unmount_under(node.root / sub)
+        self.down_network()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _unmount_under(root: Path) -> None:
+    with open("/proc/mounts") as f:
+        points = [line.split()[1] for line in f]
+    for p in sorted(points, reverse=True):
+        if p == str(root) or p.startswith(str(root) + "/"):
+            sh("umount", "-l", p, check=False)
