@@ -207,6 +207,21 @@ def _unmount_under(root: Path) -> None:
             subprocess.run(["umount", "-l", p], check=False)
 
 
+@pytest.fixture(scope="session")
+def swarm(test_image: str) -> Iterator[Any]:
+    """A real 3-node Docker Swarm (each node a dockerd in its own network namespace)."""
+    from tests.swarm_cluster import SwarmCluster
+
+    cluster = SwarmCluster(3)
+    try:
+        cluster.up(images=(test_image,))
+    except Exception as e:
+        cluster.down()
+        pytest.fail(f"could not build the test swarm: {e}")
+    yield cluster
+    cluster.down()
+
+
 @dataclass
 class FileServer:
     """A real HTTP server on 127.0.0.1 serving `root`; `/slow/...` trickles forever."""
@@ -307,6 +322,10 @@ def server(make_server: Any) -> ServerProc:
 @pytest.fixture
 def kran(server: ServerProc) -> Any:
     """Run the real CLI in-process against the real server."""
+    return cli_for(server)
+
+
+def cli_for(server: ServerProc) -> Any:
     runner = CliRunner()
 
     def run(*args: str, input: str | None = None, user: str | None = None) -> Result:

@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BRIDGE = "kransw0"
 NET = "10.213.0"
@@ -30,7 +31,7 @@ def sh(*argv: str, check: bool = True, **kw: object) -> subprocess.CompletedProc
 class Node:
     index: int
     root: Path
-    pid: int | None = None
+    proc: subprocess.Popen[bytes] | None = None
 
     @property
     def name(self) -> str:
@@ -49,23 +50,9 @@ class Node:
 
     def start(self) -> None:
         """Start (or restart) this node's dockerd in its namespace."""
-        log = open(self.root / "dockerd.log", "ab")
-        proc = subprocess.Popen(
-            [
-                "nsenter", f"--net=/var/run/netns/{self.name}",
-                "dockerd",
-                "--data-root", str(self.root / "data"),
-                "--exec-root", str(self.root / "exec"),
-                "-H", self.sock,
-                "--pidfile", str(self.root / "dockerd.pid"),
-                "--bridge", "none", "--iptables=false", "--ip-masq=false",
-                "--storage-driver", "overlay2",
-            ],  # fmt: skip
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-        self.pid = proc.pid
+        with open(self.root / "dockerd.log", "ab") as log:
+            proc = self._popen(log)
+        self.proc = proc
         deadline = time.monotonic() + 60
         while self.docker("info", check=False).returncode != 0:
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -73,39 +60,64 @@ class Node:
                 raise RuntimeError(f"dockerd of {self.name} did not start: {log_text}")
             time.sleep(0.3)
 
+    def _popen(self, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                "nsenter",
+                f"--net=/var/run/netns/{self.name}",
+                "unshare",
+                "--uts",
+                "sh",
+                "-c",
+                f'hostname {self.name} && exec "$@"',
+                "sh",  # its own hostname
+                "dockerd",
+                "--data-root",
+                str(self.root / "data"),
+                "--exec-root",
+                str(self.root / "exec"),
+                "-H",
+                self.sock,
+                "--pidfile",
+                str(self.root / "dockerd.pid"),
+                "--bridge",
+                "none",
+                "--iptables=false",
+                "--ip-masq=false",
+                "--storage-driver",
+                "overlay2",
+            ],  # fmt: skip
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+
     def stop(self) -> None:
-        if self.pid:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
             try:
-                os.kill(self.pid, signal.SIGTERM)
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def crash(self) -> None:
+        """The node dies: every process in its network namespace (dockerd, containerd,
+        the containers) is killed at once."""
+        pids = sh("ip", "netns", "pids", self.name, check=False).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(self.pid, 0)
-                except ProcessLookupError:
-                    break
-                if _zombie(self.pid):
-                    break
-                time.sleep(0.2)
-            else:
-                os.kill(self.pid, signal.SIGKILL)
-            try:
-                os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            self.pid = None
+        if self.proc is not None:
+            self.proc.wait()
+            self.proc = None
 
     @property
     def node_id(self) -> str:
         return self.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    except OSError:
-        return True
 
 
 @dataclass

@@ -19,6 +19,7 @@ from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.docker_engine import DockerEngine, Sandbox
 from kran.adapters.engines.local import LocalEngine
 from kran.adapters.engines.process import ProcessEngine
+from kran.adapters.engines.swarm import SwarmEngine
 from kran.adapters.files import HttpFetcher
 from kran.adapters.metrics import PrometheusMetrics
 from kran.adapters.store.app_store import SqlApps
@@ -92,15 +93,22 @@ def build_server(settings: Settings) -> Server:
         log.warning(
             "no per-job cgroups (%s): no usage accounting, no memory limit for host processes", cgroups.unavailable
         )
-    engine = LocalEngine(
-        ProcessEngine(instance, on_exit=exited, cgroups=cgroups, run_as=settings.run_as),
-        DockerEngine(
-            instance,
-            settings.docker_host,
-            cgroups=cgroups,
-            sandbox=Sandbox(settings.run_as, settings.read_only_rootfs, settings.pids_limit),
-        ),
-    )
+    engine: LocalEngine | SwarmEngine
+    cluster: SwarmEngine | None = None
+    if settings.engine == "swarm":
+        engine = cluster = SwarmEngine(
+            instance, settings.docker_host, run_as=settings.run_as, disk_mb=settings.capacity_disk_mb or 10**7
+        )
+    else:
+        engine = LocalEngine(
+            ProcessEngine(instance, on_exit=exited, cgroups=cgroups, run_as=settings.run_as),
+            DockerEngine(
+                instance,
+                settings.docker_host,
+                cgroups=cgroups,
+                sandbox=Sandbox(settings.run_as, settings.read_only_rootfs, settings.pids_limit),
+            ),
+        )
     capacity = detect_capacity(
         data_dir,
         settings.capacity_cpus,
@@ -136,6 +144,8 @@ def build_server(settings: Settings) -> Server:
             data_dir / "cache", settings.cache_max_mb << 20, settings.fetch_timeout_s, settings.file_roots
         ),
         volumes=volumes,
+        cluster=cluster,
+        pack=settings.placement == "pack",
     )
     metrics.watch_state(store, engine, rt.nodes)
     auth = Authenticator(

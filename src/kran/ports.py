@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from kran.domain.accounting import AttemptFacts, Usage
 from kran.domain.apps import AppRecord, VolumeSpec
 from kran.domain.auth import Principal
+from kran.domain.cluster import NodeInfo
 from kran.domain.datafiles import FileSource
 from kran.domain.dependencies import Dependency
 from kran.domain.placement import Assignment
@@ -45,6 +46,7 @@ class LaunchSpec:
     network: bool
     run_as: tuple[int, int] | None = None  # None: the engine's default user
     mounts: tuple[Path, ...] = ()  # host dirs bound at the same path (the app volume)
+    node: str = "local"  # the node kran placed it on (cluster engines pin it there)
 
     @property
     def workdir(self) -> Path:
@@ -225,6 +227,17 @@ class Volumes(Protocol):
     def remove(self, key: str, keep_data: bool) -> None:
         """Unmount; delete the data unless `keep_data`."""
         ...
+
+
+class Cluster(Protocol):
+    """A cluster engine's node inventory and node operations (the swarm engine)."""
+
+    def nodes(self, fresh: bool = False) -> list[NodeInfo]: ...
+    def update_node(
+        self, ref: str, availability: str | None = None, labels: dict[str, str | None] | None = None
+    ) -> None: ...
+    def remove_node(self, ref: str, force: bool) -> None: ...
+    def join_command(self) -> str: ...
 
 
 class Clock(Protocol):

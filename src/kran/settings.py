@@ -49,6 +49,8 @@ class Settings:
     max_data_mb: int = 0
     retention_check_s: float = 60.0
     max_upload_mb: int = 1024
+    placement: str = "spread"
+    shared_dir: str = ""
 
     @property
     def retention_s(self) -> float | None:
@@ -105,13 +107,15 @@ TOML_KEYS: dict[str, tuple[str, str]] = {
     "max_data_mb": ("files", "max_data_mb"),
     "retention_check_s": ("files", "retention_check_s"),
     "max_upload_mb": ("server", "max_upload_mb"),
+    "placement": ("cluster", "placement"),
+    "shared_dir": ("cluster", "shared_dir"),
 }
 
 HELP = {
     "host": "address the HTTP API listens on",
     "port": "port the HTTP API listens on",
     "data_dir": "where the database and job directories live",
-    "engine": "execution engine: local (docker for image jobs, processes otherwise)",
+    "engine": "execution engine: local (docker for image jobs, processes otherwise) or swarm (a Docker Swarm)",
     "max_body_mb": "largest request body accepted, in MiB",
     "queue_max": "most jobs waiting in the queue; more submissions get HTTP 429",
     "reserve_after_s": "a job waiting longer than this reserves capacity (stops backfill)",
@@ -139,6 +143,8 @@ HELP = {
     "max_data_mb": "when the data dir's job files pass this many MiB, the oldest finished jobs' go; 0: no limit",
     "retention_check_s": "how often retention runs, in seconds",
     "max_upload_mb": "largest upload of job inputs (multipart), in MiB",
+    "placement": "spread (most free cpus first, the default) or pack (fill nodes one by one)",
+    "shared_dir": "swarm: the shared file system (NFS) mounted at this path on every node; the data dir must be in it",
 }
 
 SECRET_FIELDS: frozenset[str] = frozenset({"proxy_secret"})
@@ -222,8 +228,20 @@ def load_settings(
 
 
 def _check(s: Settings) -> None:
-    if s.engine != "local":
-        raise InvalidInput(f"engine {s.engine!r} is not available (choose: local)", "engine")
+    if s.engine not in ("local", "swarm"):
+        raise InvalidInput(f"engine {s.engine!r} is not available (choose: local, swarm)", "engine")
+    if s.placement not in ("spread", "pack"):
+        raise InvalidInput(f"cluster.placement {s.placement!r}: choose spread or pack", "placement")
+    if s.engine == "swarm":
+        shared = Path(s.shared_dir).expanduser().resolve() if s.shared_dir else None
+        if shared is None:
+            raise InvalidInput(
+                "the swarm engine needs cluster.shared_dir: a shared file system (e.g. an NFS mount) at the same "
+                "path on every node, holding the data dir",
+                "shared_dir",
+            )
+        if shared != s.data_path and shared not in s.data_path.parents:
+            raise InvalidInput(f"the data dir {s.data_path} must be inside cluster.shared_dir {shared}", "shared_dir")
     if not 0 < s.port < 65536:
         raise InvalidInput(f"port {s.port} is out of range", "port")
     if s.queue_max < 1:

@@ -74,7 +74,7 @@ def test_submit_job_and_json_record(kran: Any, server: ServerProc) -> None:
     rec = json.loads(r.stdout)
     assert rec["id"] == job_id and rec["name"] == "greet" and rec["labels"] == {"team": "nlp"}
     assert rec["priority"] == 5 and rec["retries"] == 1 and rec["timeout_s"] == 300
-    assert rec["exit_code"] == 0 and rec["node"] == "local" and rec["allocation"]["cpus"] == 1
+    assert rec["exit_code"] == 0 and rec["node"]["id"] == "local" and rec["allocation"]["cpus"] == 1
     assert rec["attempts"][0]["state"] == "succeeded" and rec["started_at"] and rec["finished_at"]
     assert job["state"] == "succeeded"
     human = kran("job", str(job_id))

@@ -123,13 +123,14 @@ def list_jobs(
             raise InvalidInput(f"label filter {item!r} must be K=V", "label")
         labels[k] = v
     jobs = rt.store.list_jobs(states, labels, who.user if mine else None, limit, visible_to=who)
-    return {"jobs": [job_json(j) for j in jobs]}
+    hostnames = rt.hostnames()
+    return {"jobs": [job_json(j, hostnames=hostnames) for j in jobs]}
 
 
 @router.get("/{job_id}", summary="One job: spec, allocation, times, attempts, why it waits")
 def show_job(job_id: JobId, rt: Rt, who: Caller) -> dict[str, Any]:
     view = queries.get_job(rt, job_id, who)
-    return job_json(view.job, view)
+    return job_json(view.job, view, rt.hostnames())
 
 
 @router.post("/{job_id}/kill", summary="Kill a job")

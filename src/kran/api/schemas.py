@@ -45,6 +45,7 @@ class JobSubmit(BaseModel):
         default_factory=list, max_length=100, description="URLs fetched once per node (cached), then like files"
     )
     grace: str | float | None = Field(None, description="time between SIGTERM and SIGKILL on kill, e.g. 30s")
+    node_class: str | None = Field(None, max_length=63, description="run only on nodes labelled kran.class=THIS")
     after: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
         default_factory=list, description="start once these jobs succeeded"
     )
@@ -89,6 +90,7 @@ def to_spec(body: JobSubmit, index: int | None = None) -> JobSpec:
             files=body.files,
             cached_files=body.cached_files,
             grace_s=grace_s,
+            node_class=body.node_class,
         )
     except SpecError as e:
         raise InvalidInput(f"{where}{e}", where + e.field) from None
@@ -121,6 +123,7 @@ class AppLoad(BaseModel):
     retries: int | None = Field(None, ge=0, le=100)
     network: bool | None = None
     grace: str | float | None = None
+    node_class: str | None = Field(None, max_length=63, description="the node class the app's jobs need")
     user: str | None = Field(None, description="UID or UID:GID the app's jobs run as")
     shared: bool = Field(True, description="whether other users may run the app")
 

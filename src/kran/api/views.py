@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,7 +44,8 @@ def attempt_json(a: AttemptRecord) -> dict[str, Any]:
     }
 
 
-def job_json(job: JobRecord, view: JobView | None = None) -> dict[str, Any]:
+def job_json(job: JobRecord, view: JobView | None = None, hostnames: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`hostnames` (node id -> hostname) fills in `node.hostname`."""
     s = job.spec
     attempts = [attempt_json(a) for a in job.attempt_list]
     usage = job_usage([a["usage"] for a in attempts])
@@ -87,7 +89,8 @@ def job_json(job: JobRecord, view: JobView | None = None) -> dict[str, Any]:
         "finished_at": iso(job.finished_at),
         "exit_code": job.exit_code,
         "reason": job.reason,
-        "node": job.node,
+        "node": None if job.node is None else {"id": job.node, "hostname": (hostnames or {}).get(job.node)},
+        "node_class": s.node_class,
         "allocation": alloc_json(job.allocation),
         "attempt": job.attempts,
         "attempts": attempts,

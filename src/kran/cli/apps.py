@@ -29,12 +29,13 @@ def app() -> None:
 @click.option("--user", help="UID[:GID] the app's jobs run as")
 @click.option("--grace", help="time between SIGTERM and SIGKILL when a job is killed, e.g. 30s")
 @click.option("--timeout", help="default timeout of the app's jobs")
+@click.option("--class", "node_class", help="the node class the app's jobs need, e.g. heavyweight")
 @click.option("--private", is_flag=True, help="only you (and admins) may run it")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def load_cmd(name: str, private: bool, output: str, **o: Any) -> None:
     """Load an app, or re-load it as a new version (jobs keep the version they got)."""
     body: dict[str, Any] = {"shared": not private}
-    for key in ("image", "volume", "cpus", "mem", "gpus", "user", "grace", "timeout"):
+    for key in ("image", "volume", "cpus", "mem", "gpus", "user", "grace", "timeout", "node_class"):
         if o[key] is not None:
             body[key] = o[key]
     for key in ("files", "cached_files"):

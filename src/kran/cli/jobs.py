@@ -61,6 +61,7 @@ def job_options(f: Any, with_deps: bool = True) -> Any:
             "--fetch-cached", "cached_files", multiple=True, metavar="URL", help="the same, via the node cache"
         ),
         click.option("--grace", help="time between SIGTERM and SIGKILL on kill, e.g. 30s"),
+        click.option("--class", "node_class", help="run only on nodes of this class (node label kran.class)"),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
     if with_deps:
@@ -81,7 +82,7 @@ def job_body(**o: Any) -> dict[str, Any]:
     if o["command"]:
         body["command"] = list(o["command"])
     keys = ("image", "cpus", "mem", "gpus", "disk", "name", "priority", "retries", "timeout", "network", "sh", "app")
-    for key in (*keys, "grace"):
+    for key in (*keys, "grace", "node_class"):
         if o.get(key) is not None:
             body[key] = o[key]
     if o["env"]:

@@ -16,6 +16,7 @@ from kran.cli import jobs
 from kran.cli.admin import admin
 from kran.cli.apps import app
 from kran.cli.client import Client, ClientError, client_settings
+from kran.cli.nodes import node, nodes_cmd
 from kran.cli.render import kv_table, print_json
 from kran.cli.schedules import schedule
 from kran.errors import InvalidInput, Unavailable
@@ -54,7 +55,9 @@ def _server_flags(f: Any) -> Any:
             click.option("--host", help="listen address (default 127.0.0.1)"),
             click.option("--port", type=int, help="listen port (default 9090)"),
             click.option("--data-dir", help="database and job files (default ~/.local/share/kran)"),
-            click.option("--engine", help="execution engine (local)"),
+            click.option("--engine", help="execution engine: local (default) or swarm"),
+            click.option("--shared-dir", help="swarm: the shared file system holding the data dir"),
+            click.option("--placement", help="swarm: spread (default) or pack"),
             click.option("--config", "config_file", help="TOML config file (also KRAN_CONFIG)"),
             click.option("--tls-cert", help="serve HTTPS with this certificate (PEM)"),
             click.option("--tls-key", help="the certificate's private key (PEM)"),
@@ -198,6 +201,8 @@ for command in (
 cli.add_command(schedule)
 cli.add_command(admin)
 cli.add_command(app)
+cli.add_command(node)
+cli.add_command(nodes_cmd)
 
 
 def main() -> None:

@@ -54,7 +54,7 @@ def job_detail(j: dict[str, Any]) -> None:
         ("command", " ".join(j["command"])),
         ("request", "  ".join(f"{k}={v}" for k, v in j["request"].items())),
         ("allocation", "  ".join(f"{k}={v}" for k, v in (j.get("allocation") or {}).items()) or "-"),
-        ("node", j.get("node") or "-"),
+        ("node", _node_text(j.get("node"))),
         ("retries", j["retries"]),
         ("timeout", j.get("timeout_s") or "-"),
         ("labels", "  ".join(f"{k}={v}" for k, v in j["labels"].items()) or "-"),
@@ -118,3 +118,13 @@ def kv_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     for r in rows:
         t.add_row(*("-" if r.get(c) is None else str(r.get(c)) for c in columns))
     console.print(t)
+
+
+def _node_text(node: dict[str, Any] | None) -> str:
+    if not node:
+        return "-"
+    return (
+        node["id"]
+        if not node.get("hostname") or node["hostname"] == node["id"]
+        else f"{node['hostname']} ({node['id']})"
+    )

@@ -16,7 +16,7 @@ VOLUME_NAME = re.compile(r"[a-z0-9][a-z0-9_\-]{0,62}")
 MAX_VOLUME_MB = 1024 * 1024  # 1 TiB
 MIN_VOLUME_MB = 8  # below this ext4 has no room for its own metadata
 # job fields an app may give defaults for; the job's own value wins
-DEFAULTABLE = ("image", "cpus", "mem", "gpus", "disk", "timeout", "network", "retries", "grace")
+DEFAULTABLE = ("image", "cpus", "mem", "gpus", "disk", "timeout", "network", "retries", "grace", "node_class")
 # uids below this are system accounts: only an admin's app may run as one
 FIRST_REGULAR_UID = 1000
 

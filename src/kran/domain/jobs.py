@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kran.domain.cluster import check_class
 from kran.domain.datafiles import parse_sources
 from kran.domain.resources import Range, ResourceRequest, Resources, format_cpus
 
@@ -45,6 +46,7 @@ class JobSpec:
     run_as: tuple[int, int] | None = None  # uid, gid (from the app); None: the server's default
     grace_s: float | None = None  # SIGTERM to SIGKILL; None: the server's default
     inputs: str | None = None  # id of the files uploaded with the job
+    node_class: str | None = None  # run only on nodes of this class (label kran.class)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -106,6 +108,7 @@ def validate_spec(
     files: Sequence[str] = (),
     cached_files: Sequence[str] = (),
     grace_s: float | None = None,
+    node_class: str | None = None,
 ) -> JobSpec:
     """Check every field; raise ValueError(field, reason) on the first bad one."""
     if bool(command) == bool(sh):
@@ -154,7 +157,13 @@ def validate_spec(
             parse_sources(urls)
         except ValueError as e:
             raise SpecError(field_name, str(e)) from None
+    if node_class is not None:
+        try:
+            check_class(node_class)
+        except ValueError as e:
+            raise SpecError("node_class", str(e)) from None
     return JobSpec(
+        node_class=node_class,
         files=tuple(files),
         cached_files=tuple(cached_files),
         grace_s=grace_s,

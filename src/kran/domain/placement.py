@@ -21,6 +21,7 @@ class Candidate:
     request: ResourceRequest
     waited_s: float
     exclusive: str | None = None  # a lock only one running job may hold (an app volume)
+    node_class: str | None = None  # only nodes of this class (node label kran.class)
 
 
 @dataclass
@@ -29,6 +30,7 @@ class NodeCapacity:
     total: Resources
     allocated: Resources = field(default_factory=Resources)
     schedulable: bool = True
+    node_class: str = ""
 
     @property
     def free(self) -> Resources:
@@ -54,14 +56,17 @@ def place_jobs(
     *,
     reserve_after_s: float,
     held: set[str] | None = None,
+    pack: bool = False,
 ) -> Placement:
     """Assign candidates (already in queue order) to nodes without oversubscribing.
 
-    Among nodes that fit, the one with the most free cpus is chosen (spread). A candidate
+    Among nodes that fit (and are of the job's class, if it names one), the one with the
+    most free cpus is chosen (spread), or with `pack` the one with the fewest. A candidate
     whose `exclusive` lock is in `held` (or taken earlier in this pass) waits, without
     reserving capacity. `held` is updated with the locks taken.
     """
     free = {n.node_id: n.free for n in nodes if n.schedulable}
+    classes = {n.node_id: n.node_class for n in nodes}
     held = held if held is not None else set()
     out: list[Assignment] = []
     for cand in candidates:
@@ -69,8 +74,14 @@ def place_jobs(
             continue
         best: tuple[str, Resources] | None = None
         for node_id, avail in free.items():
+            if cand.node_class is not None and classes[node_id] != cand.node_class:
+                continue
             grant = cand.request.grant(avail)
-            if grant is not None and (best is None or avail.millicpus > free[best[0]].millicpus):
+            if grant is None:
+                continue
+            if best is None or (
+                avail.millicpus < free[best[0]].millicpus if pack else avail.millicpus > free[best[0]].millicpus
+            ):
                 best = (node_id, grant)
         if best is not None:
             node_id, grant = best
@@ -89,7 +100,12 @@ def has_room(node: NodeCapacity) -> bool:
     return node.schedulable and free.millicpus > 0 and free.mem_mb > 0
 
 
-def fits_anywhere(request: ResourceRequest, nodes: list[NodeCapacity]) -> bool:
+def fits_anywhere(request: ResourceRequest, nodes: list[NodeCapacity], node_class: str | None = None) -> bool:
+    """Could the job ever run? Without a node of its class yet, it may: nodes join later."""
+    if node_class is not None:
+        nodes = [n for n in nodes if n.node_class == node_class]
+        if not nodes:
+            return True
     return any(n.total.covers(request.minimum) for n in nodes)
 
 
@@ -114,10 +130,15 @@ def explain_wait(
     not_before_in_s: float | None,
     reserved_for: int | None,
     waiting_on: str | None = None,
+    node_class: str | None = None,
 ) -> str:
     """Why a queued job has not started yet, in words."""
     if waiting_on:
         return waiting_on
+    if node_class is not None:
+        nodes = [n for n in nodes if n.node_class == node_class]
+        if not any(n.schedulable for n in nodes):
+            return f"no schedulable node of class {node_class}"
     if not_before_in_s is not None and not_before_in_s > 0:
         return f"retry backoff, eligible in {not_before_in_s:.0f}s"
     reasons = []

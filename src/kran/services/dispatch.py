@@ -30,10 +30,10 @@ def dispatch_tick(rt: Runtime) -> int:
         for r in rows:
             if r.not_before <= now:
                 spec = rt.spec_of(r.job_id, r.spec_json)
-                candidates.append(Candidate(r.job_id, spec.request, now - r.queued_since, spec.volume))
+                candidates.append(Candidate(r.job_id, spec.request, now - r.queued_since, spec.volume, spec.node_class))
         if held is None and any(c.exclusive for c in candidates):
             held = set(rt.apps.volume_users())
-        placement = place_jobs(candidates, nodes, reserve_after_s=rt.settings.reserve_after_s, held=held)
+        placement = place_jobs(candidates, nodes, reserve_after_s=rt.settings.reserve_after_s, held=held, pack=rt.pack)
         assignments += placement.assignments
         for a in placement.assignments:
             node = next(n for n in nodes if n.node_id == a.node_id)

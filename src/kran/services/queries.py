@@ -46,6 +46,7 @@ def get_job(rt: Runtime, job_id: int, who: Principal) -> JobView:
             waiting_on = f"volume {job.spec.volume} is in use by job {user} (one job at a time per volume)"
     why = explain_wait(
         waiting_on=waiting_on,
+        node_class=job.spec.node_class,
         request=job.spec.request,
         nodes=rt.nodes(),
         ahead=ahead,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import NodeCapacity
 from kran.domain.resources import Resources
-from kran.ports import Apps, AttemptRef, Clock, Engine, Fetcher, Metrics, Schedules, Store, Volumes
+from kran.ports import Apps, AttemptRef, Clock, Cluster, Engine, Fetcher, Metrics, Schedules, Store, Volumes
 from kran.services.batcher import SubmitBatcher
 from kran.settings import Settings
 
@@ -35,6 +36,8 @@ class Runtime:
     apps: Apps
     fetcher: Fetcher
     volumes: Volumes
+    cluster: Cluster | None = None  # a cluster engine's nodes; None: this machine only
+    pack: bool = False  # placement: fill nodes one by one instead of spreading
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(16, "kran-engine"))
     # engine work finished in the pool, for the loop to record: (kind, payload)
     results: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
@@ -58,11 +61,24 @@ class Runtime:
 
     def node_totals(self) -> list[NodeCapacity]:
         """Nodes with their total capacity only (no store read)."""
-        return [NodeCapacity(LOCAL_NODE, self.capacity)]
+        if self.cluster is None:
+            return [NodeCapacity(LOCAL_NODE, self.capacity)]
+        return [
+            NodeCapacity(n.node_id, n.total, schedulable=n.schedulable, node_class=n.node_class)
+            for n in self.cluster.nodes()
+        ]
 
     def nodes(self) -> list[NodeCapacity]:
         allocated = self.store.allocated_by_node()
-        return [NodeCapacity(LOCAL_NODE, self.capacity, allocated.get(LOCAL_NODE, Resources()))]
+        nodes = self.node_totals()
+        for n in nodes:
+            n.allocated = allocated.get(n.node_id, Resources())
+        return nodes
+
+    def hostnames(self) -> dict[str, str]:
+        if self.cluster is None:
+            return {LOCAL_NODE: socket.gethostname()}
+        return {n.node_id: n.hostname for n in self.cluster.nodes()}
 
     def spec_of(self, job_id: int, spec_json: str) -> JobSpec:
         spec = self._specs.get(job_id)

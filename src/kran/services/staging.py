@@ -54,4 +54,5 @@ def stage_attempt(rt: Runtime, s: StartedAttempt) -> LaunchSpec:
         network=spec.network,
         run_as=spec.run_as,
         mounts=(volume,) if volume else (),
+        node=s.node,
     )

@@ -19,12 +19,15 @@ from kran.services.runtime import Runtime
 def check_runnable(rt: Runtime, spec: JobSpec, nodes: list[NodeCapacity], index: int | None = None) -> None:
     where = f"job {index + 1}: " if index is not None else ""
     if spec.image:
-        why = rt.engine.health().get("docker")
+        health = rt.engine.health()
+        why = health.get("docker") or health.get("swarm")
         if why:
             raise Unavailable(f"{where}image jobs cannot run: {why}")
+    elif rt.cluster is not None:
+        raise InvalidInput(f"{where}jobs on a cluster run in containers: give the job an --image", "image")
     elif not rt.settings.allow_host_processes:
         raise InvalidInput(f"{where}jobs without --image are not allowed on this server", "image")
-    if not fits_anywhere(spec.request, nodes):
+    if not fits_anywhere(spec.request, nodes, spec.node_class):
         m = spec.request.minimum
         total = rt.capacity
         raise InvalidInput(

@@ -1,0 +1,393 @@
+"""Swarm engine: each attempt one `replicated-job` service, pinned to the node kran chose.
+
+Swarm gives membership, execution and logs; kran keeps the queue, placement, retries and
+history. Around the engine's known job bugs (../shared/notes/docker-here.md): one service
+per attempt with an idempotent name (`kran-<instance>-<job>-<attempt>`), restart
+condition none (kran retries), labels to find them again after a restart, services
+removed once their result and logs are stored.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, NotFound
+from docker.types import Mount, Resources, RestartPolicy, ServiceMode
+
+from kran.adapters.engines.process import read_exit_code, write_exit_code
+from kran.domain.accounting import Usage
+from kran.domain.cluster import CLASS_LABEL, NodeInfo
+from kran.domain.resources import Resources as Amounts
+from kran.domain.retry import AttemptEnd
+from kran.errors import EngineError, InvalidInput
+from kran.errors import NotFound as KranNotFound
+from kran.ports import AttemptRef, LaunchSpec
+
+PREFIX = "swarm:"
+FINAL = {"complete", "failed", "rejected", "shutdown", "orphaned", "remove"}
+CHECK_EVERY_S = 0.5
+NODES_EVERY_S = 2.0
+
+
+class SwarmEngine:
+    def __init__(
+        self,
+        instance: str,
+        base_url: str | None = None,
+        kill_grace_s: float = 10.0,
+        run_as: tuple[int, int] | None = None,
+        disk_mb: int = 10**7,
+    ) -> None:
+        self.instance = instance
+        self.kill_grace_s = kill_grace_s
+        self.run_as = run_as
+        self.disk_mb = disk_mb
+        self._base_url = base_url
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._tasks: tuple[float, dict[str, dict[str, Any]]] = (0.0, {})
+        self._nodes: tuple[float, list[NodeInfo]] = (0.0, [])
+        self._networks: dict[bool, str] = {}
+        self._health: tuple[float, str | None] = (0.0, None)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                self._client = (
+                    docker.DockerClient(base_url=self._base_url, timeout=60)
+                    if self._base_url
+                    else docker.from_env(timeout=60)
+                )
+            except DockerException as e:
+                raise EngineError(f"Docker Engine unreachable: {e}") from e
+        return self._client
+
+    # ---- inventory
+
+    def nodes(self, fresh: bool = False) -> list[NodeInfo]:
+        """The swarm's nodes; cached for a short while (every scheduler pass asks)."""
+        checked, nodes = self._nodes
+        if fresh or time.monotonic() - checked > NODES_EVERY_S:
+            try:
+                nodes = [_node_info(n.attrs, self.disk_mb) for n in self.client.nodes.list()]
+            except (DockerException, OSError):
+                nodes = [NodeInfo(**{**n.__dict__, "state": "unknown"}) for n in nodes]
+            self._nodes = (time.monotonic(), nodes)
+        return nodes
+
+    def node(self, ref: str) -> Any:
+        """A node by id, id prefix or hostname (InvalidInput when ambiguous)."""
+        matches = [n for n in self.nodes(fresh=True) if ref in (n.node_id, n.hostname) or n.node_id.startswith(ref)]
+        if not matches:
+            raise KranNotFound(f"no node {ref!r} in the swarm")
+        if len(matches) > 1:
+            raise InvalidInput(f"{ref!r} names {len(matches)} nodes; use the node id", "node")
+        return self.client.nodes.get(matches[0].node_id)
+
+    def update_node(
+        self, ref: str, availability: str | None = None, labels: dict[str, str | None] | None = None
+    ) -> None:
+        node = self.node(ref)
+        spec = dict(node.attrs["Spec"])
+        if availability:
+            spec["Availability"] = availability
+        if labels:
+            merged = dict(spec.get("Labels") or {})
+            for k, v in labels.items():
+                if v is None:
+                    merged.pop(k, None)
+                else:
+                    merged[k] = v
+            spec["Labels"] = merged
+        try:
+            node.update(spec)
+        except APIError as e:
+            raise EngineError(f"swarm refused the node update: {e.explanation or e}") from None
+        self._nodes = (0.0, self._nodes[1])
+
+    def remove_node(self, ref: str, force: bool) -> None:
+        node = self.node(ref)
+        try:
+            node.remove(force=force)
+        except APIError as e:
+            raise EngineError(f"swarm refused to remove the node: {e.explanation or e}") from None
+        self._nodes = (0.0, self._nodes[1])
+
+    def join_command(self) -> str:
+        try:
+            swarm = self.client.swarm.attrs
+            managers = [n for n in self.client.nodes.list(filters={"role": "manager"})]
+        except (DockerException, OSError) as e:
+            raise EngineError(f"swarm unreachable: {e}") from None
+        addr = next(
+            (m.attrs.get("ManagerStatus", {}).get("Addr") for m in managers if m.attrs.get("ManagerStatus")), None
+        )
+        return f"docker swarm join --token {swarm['JoinTokens']['Worker']} {addr}"
+
+    # ---- engine
+
+    def health(self) -> dict[str, str | None]:
+        """Checked at most every 5 s (every submission asks)."""
+        checked, reason = self._health
+        if time.monotonic() - checked > 5:
+            reason = self._check_health()
+            self._health = (time.monotonic(), reason)
+        return {"swarm": reason}
+
+    def _check_health(self) -> str | None:
+        try:
+            info = self.client.info()
+        except (DockerException, OSError, EngineError) as e:
+            self._client = None
+            return f"swarm manager unreachable: {str(e)[:200]}"
+        sw = info.get("Swarm") or {}
+        if sw.get("LocalNodeState") != "active" or not sw.get("ControlAvailable"):
+            return "this Docker Engine is not a swarm manager"
+        return None
+
+    def image_disk_bytes(self) -> int | None:
+        return None  # per node: the image manager's business
+
+    def _name(self, job_id: int, attempt: int) -> str:
+        return f"kran-{self.instance[:12]}-{job_id}-{attempt}"
+
+    def _network(self, open_: bool) -> str:
+        """An overlay network per kind: internal (no route out) unless the job asks."""
+        if open_ in self._networks:
+            return self._networks[open_]
+        name = f"kran-{self.instance[:12]}-{'net' if open_ else 'internal'}"
+        with self._lock:
+            found = self.client.networks.list(names=[name])
+            if not found:
+                try:
+                    self.client.networks.create(
+                        name, driver="overlay", internal=not open_, attachable=False,
+                        labels={"kran.instance": self.instance},
+                    )  # fmt: skip
+                except APIError as e:
+                    if e.status_code != 409:
+                        raise
+            self._networks[open_] = name
+        return name
+
+    def launch(self, spec: LaunchSpec) -> str:
+        if not spec.image:
+            raise EngineError("the swarm engine runs container jobs only: give the job an --image")
+        name = self._name(spec.job_id, spec.attempt)
+        alloc = spec.allocation
+        run_as = spec.run_as or self.run_as
+        mounts = [Mount(str(spec.workdir), str(spec.workdir), type="bind")]
+        mounts += [Mount(str(m), str(m), type="bind") for m in spec.mounts]
+        generic = {"gpu": alloc.gpus} if alloc.gpus else None
+        constraints = [f"node.id=={spec.node}"] if spec.node and spec.node != "local" else []
+        try:
+            try:
+                service = self.client.services.create(
+                    spec.image,
+                    command=list(spec.argv),
+                    name=name,
+                    labels={
+                        "kran.instance": self.instance,
+                        "kran.job": str(spec.job_id),
+                        "kran.attempt": str(spec.attempt),
+                        "kran.dir": str(spec.attempt_dir),
+                    },
+                    env=[f"{k}={v}" for k, v in spec.env.items()],
+                    workdir=str(spec.workdir),
+                    mounts=mounts,
+                    user=f"{run_as[0]}:{run_as[1]}" if run_as else None,
+                    mode=ServiceMode("replicated-job", concurrency=1, replicas=1),
+                    restart_policy=RestartPolicy(condition="none"),
+                    constraints=constraints,
+                    # limits only: kran accounts for reservations itself. Swarm's constraint
+                    # enforcer counts completed job tasks' reservations against the node on
+                    # every node update and then rejects running tasks (moby#52652).
+                    resources=Resources(
+                        cpu_limit=alloc.millicpus * 1_000_000,
+                        mem_limit=alloc.mem_mb << 20,
+                        generic_resources=generic,
+                    ),
+                    networks=[self._network(spec.network)],
+                    init=True,
+                    cap_drop=["ALL"],
+                    stop_grace_period=int(self.kill_grace_s * 1e9),
+                )
+            except APIError as e:
+                if e.status_code != 409:  # 409: this attempt's service exists already
+                    raise
+                service = self.client.services.get(name)
+        except (APIError, DockerException) as e:
+            raise EngineError(f"swarm could not start {spec.image}: {_explain(e)}") from e
+        self._tasks = (0.0, self._tasks[1])
+        return f"{PREFIX}{service.id}"
+
+    def _task_index(self) -> dict[str, dict[str, Any]]:
+        """Service id -> its (latest) task, refreshed at most every CHECK_EVERY_S."""
+        checked, index = self._tasks
+        if time.monotonic() - checked < CHECK_EVERY_S:
+            return index
+        tasks = self.client.api.tasks(filters={"label": f"kran.instance={self.instance}"})
+        # task labels are the container's; filter by service instead when they lack ours
+        if not tasks:
+            ids = [s.id for s in self._ours()]
+            tasks = self.client.api.tasks(filters={"service": ids}) if ids else []
+        index = {}
+        for t in sorted(tasks, key=lambda t: t.get("CreatedAt", "")):
+            index[t["ServiceID"]] = t
+        self._tasks = (time.monotonic(), index)
+        return index
+
+    def _ours(self) -> list[Any]:
+        return list(self.client.services.list(filters={"label": f"kran.instance={self.instance}"}))
+
+    def check(self, refs: Sequence[AttemptRef]) -> dict[tuple[int, int], AttemptEnd]:
+        mine = [r for r in refs if r.handle and r.handle.startswith(PREFIX)]
+        if not mine:
+            return {}
+        try:
+            before = self._tasks[0]
+            index = self._task_index()
+            if self._tasks[0] == before:
+                return {}  # nothing new since the last look
+            services = {s.id for s in self._ours()}
+        except (DockerException, OSError):
+            return {}  # the manager is away: nothing can be said now
+        down = {n.node_id: n for n in self.nodes() if n.state == "down"}
+        out = {}
+        for ref in mine:
+            sid = ref.handle[len(PREFIX) :] if ref.handle else ""
+            task = index.get(sid)
+            if sid not in services:
+                code = read_exit_code(ref.attempt_dir)
+                out[(ref.job_id, ref.attempt)] = (
+                    AttemptEnd(code)
+                    if code is not None
+                    else AttemptEnd(None, error="the service vanished", vanished=True)
+                )
+                continue
+            if task is None:
+                continue
+            state = task["Status"]["State"]
+            if state in FINAL:
+                cs = task["Status"].get("ContainerStatus") or {}
+                code = cs.get("ExitCode") if state in ("complete", "failed") else None
+                err = task["Status"].get("Err") if state != "complete" else None
+                if state == "rejected":
+                    err = f"rejected by the node: {err}"
+                out[(ref.job_id, ref.attempt)] = AttemptEnd(code, error=err or None)
+            elif task.get("NodeID") in down:
+                host = down[task["NodeID"]].hostname
+                out[(ref.job_id, ref.attempt)] = AttemptEnd(None, error=f"node {host} is down", vanished=True)
+        return out
+
+    def kill(self, ref: AttemptRef) -> None:
+        """Save the logs so far, then remove the service (its task gets SIGTERM, then
+        SIGKILL after the grace period)."""
+        if not ref.handle:
+            return
+        try:
+            service = self.client.services.get(ref.handle[len(PREFIX) :])
+        except NotFound:
+            return
+        except (DockerException, OSError) as e:
+            raise EngineError(f"could not stop the service: {_explain(e)}") from e
+        self._save_logs(service, ref)
+        try:
+            service.remove()
+        except NotFound:
+            pass
+
+    def cheap_collect(self, ref: AttemptRef) -> bool:
+        return False
+
+    def collect(self, ref: AttemptRef) -> Usage:
+        if not ref.handle:
+            return Usage()
+        try:
+            service = self.client.services.get(ref.handle[len(PREFIX) :])
+        except NotFound:
+            service = None
+        if service is not None:
+            self._save_logs(service, ref)
+            task = self._task_index().get(service.id)
+            if task and read_exit_code(ref.attempt_dir) is None:
+                code = (task["Status"].get("ContainerStatus") or {}).get("ExitCode")
+                if task["Status"]["State"] in ("complete", "failed") and code is not None:
+                    write_exit_code(ref.attempt_dir, int(code))
+            try:
+                service.remove()
+            except NotFound:
+                pass
+        for name in ("stdout", "stderr"):
+            (ref.attempt_dir / name).touch(exist_ok=True)
+        return Usage()
+
+    def _save_logs(self, service: Any, ref: AttemptRef) -> None:
+        for stream in ("stdout", "stderr"):
+            try:
+                data = b"".join(service.logs(stdout=stream == "stdout", stderr=stream == "stderr"))
+            except (DockerException, OSError):
+                continue
+            if data:
+                (ref.attempt_dir / stream).write_bytes(data)
+
+    def stream_logs(self, ref: AttemptRef, stream: str, follow: bool) -> Iterator[bytes]:
+        if not ref.handle:
+            return iter(())
+        try:
+            service = self.client.services.get(ref.handle[len(PREFIX) :])
+            return iter(service.logs(stdout=stream == "stdout", stderr=stream == "stderr", follow=follow))
+        except (DockerException, OSError):
+            return iter(())
+
+    def discover(self) -> list[AttemptRef]:
+
+        out = []
+        for s in self._ours():
+            labels = s.attrs["Spec"].get("Labels", {})
+            try:
+                out.append(
+                    AttemptRef(
+                        int(labels["kran.job"]),
+                        int(labels["kran.attempt"]),
+                        f"{PREFIX}{s.id}",
+                        Path(labels["kran.dir"]),
+                    )
+                )
+            except (KeyError, ValueError):
+                continue
+        return out
+
+
+def _node_info(attrs: dict[str, Any], disk_mb: int) -> NodeInfo:
+    desc, spec, status = attrs.get("Description", {}), attrs.get("Spec", {}), attrs.get("Status", {})
+    res = desc.get("Resources", {})
+    gpus = 0
+    for g in res.get("GenericResources") or []:
+        d = g.get("DiscreteResourceSpec") or {}
+        if d.get("Kind") == "gpu":
+            gpus += int(d.get("Value", 0))
+        if (g.get("NamedResourceSpec") or {}).get("Kind") == "gpu":
+            gpus += 1
+    labels = dict(spec.get("Labels") or {})
+    return NodeInfo(
+        node_id=attrs["ID"],
+        hostname=desc.get("Hostname", ""),
+        role=spec.get("Role", "worker"),
+        availability=spec.get("Availability", "active"),
+        state=status.get("State", "unknown"),
+        addr=status.get("Addr", ""),
+        labels=labels,
+        node_class=labels.get(CLASS_LABEL, ""),
+        total=Amounts(int(res.get("NanoCPUs", 0)) // 1_000_000, int(res.get("MemoryBytes", 0)) >> 20, gpus, disk_mb),
+    )
+
+
+def _explain(e: Exception) -> str:
+    return str(getattr(e, "explanation", None) or e)[:300]
