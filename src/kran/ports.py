@@ -47,6 +47,7 @@ class LaunchSpec:
     run_as: tuple[int, int] | None = None  # None: the engine's default user
     mounts: tuple[Path, ...] = ()  # host dirs bound at the same path (the app volume)
     node: str = "local"  # the node kran placed it on (cluster engines pin it there)
+    grace_s: float | None = None  # SIGTERM to SIGKILL for engines that fix it at start
 
     @property
     def workdir(self) -> Path:

@@ -55,4 +55,5 @@ def stage_attempt(rt: Runtime, s: StartedAttempt) -> LaunchSpec:
         run_as=spec.run_as,
         mounts=(volume,) if volume else (),
         node=s.node,
+        grace_s=spec.grace_s,
     )

@@ -216,7 +216,7 @@ class SwarmEngine:
                     networks=[self._network(spec.network)],
                     init=True,
                     cap_drop=["ALL"],
-                    stop_grace_period=int(self.kill_grace_s * 1e9),
+                    stop_grace_period=int((self.kill_grace_s if spec.grace_s is None else spec.grace_s) * 1e9),
                 )
             except APIError as e:
                 if e.status_code != 409:  # 409: this attempt's service exists already
@@ -338,13 +338,26 @@ class SwarmEngine:
                 (ref.attempt_dir / stream).write_bytes(data)
 
     def stream_logs(self, ref: AttemptRef, stream: str, follow: bool) -> Iterator[bytes]:
+        """The service's log so far; with follow, new output every half second until the
+        task ends (`service logs --follow` never ends for a finished job)."""
         if not ref.handle:
-            return iter(())
-        try:
-            service = self.client.services.get(ref.handle[len(PREFIX) :])
-            return iter(service.logs(stdout=stream == "stdout", stderr=stream == "stderr", follow=follow))
-        except (DockerException, OSError):
-            return iter(())
+            return
+        sid = ref.handle[len(PREFIX) :]
+        sent = 0
+        while True:
+            try:
+                service = self.client.services.get(sid)
+                task = self._task_index().get(sid)
+                done = task is not None and task["Status"]["State"] in FINAL
+                data = b"".join(service.logs(stdout=stream == "stdout", stderr=stream == "stderr"))
+            except (DockerException, OSError):
+                return
+            if len(data) > sent:
+                yield data[sent:]
+                sent = len(data)
+            if not follow or done:
+                return
+            time.sleep(CHECK_EVERY_S)
 
     def discover(self) -> list[AttemptRef]:
 
