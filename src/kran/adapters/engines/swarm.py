@@ -30,7 +30,7 @@ from kran.ports import AttemptRef, LaunchSpec
 
 PREFIX = "swarm:"
 FINAL = {"complete", "failed", "rejected", "shutdown", "orphaned", "remove"}
-CHECK_EVERY_S = 0.5
+CHECK_EVERY_S = 0.2
 NODES_EVERY_S = 2.0
 
 
