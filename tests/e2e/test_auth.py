@@ -78,6 +78,13 @@ TABLE: list[tuple[str, str, Callable[[str], Any] | None, tuple[int, ...]]] = [
     ("POST", "/api/v1/apps/a-app/disable", None, OWNER),
     ("POST", "/api/v1/apps/a-app/enable", None, OWNER),
     ("DELETE", "/api/v1/apps/{app}", None, OWNER),
+    ("GET", "/api/v1/nodes", None, AUTHED),
+    # node changes: admins only; this server runs the local engine, so an admin gets 409
+    ("GET", "/api/v1/nodes/join-command", None, (401, 403, 403, 403, 409, 401)),
+    ("POST", "/api/v1/nodes/local/labels", lambda r: {"labels": {"a": "b"}}, (401, 403, 403, 403, 409, 401)),
+    ("POST", "/api/v1/nodes/local/drain", None, (401, 403, 403, 403, 409, 401)),
+    ("POST", "/api/v1/nodes/local/activate", None, (401, 403, 403, 403, 409, 401)),
+    ("DELETE", "/api/v1/nodes/local", None, (401, 403, 403, 403, 409, 401)),
     ("GET", "/api/v1/events", None, AUTHED),
     ("GET", "/api/v1/events/stream", None, AUTHED),
     ("GET", "/api/v1/usage", None, AUTHED),
@@ -108,13 +115,14 @@ def test_every_route_has_an_entry(server: ServerProc) -> None:
     import kran.api.admin as admin
     import kran.api.apps as apps
     import kran.api.jobs as jobs
+    import kran.api.nodes as nodes
     import kran.api.schedules as schedules
     import kran.api.system as system
     import kran.api.usage as usage
 
     routes = {
         (m, r.path)
-        for mod in (admin, apps, jobs, schedules, system, usage)
+        for mod in (admin, apps, jobs, nodes, schedules, system, usage)
         for r in mod.router.routes
         if isinstance(r, APIRoute)
         for m in r.methods
@@ -128,6 +136,7 @@ def test_every_route_has_an_entry(server: ServerProc) -> None:
             .replace("a-sched", "{name}")
             .replace("a-app", "{name}")
             .replace("{app}", "{name}")
+            .replace("/nodes/local", "/nodes/{node}")
             .replace("f.txt", "{path:path}")
             .replace("/victim/", "/{name}/"),
         )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from kran.services.dispatch import dispatch_tick
 from kran.services.monitor import monitor_tick, record_results
+from kran.services.reconcile import sweep_strays
 from kran.services.retention import retention_tick
 from kran.services.runtime import Runtime
 from kran.services.schedules import schedule_tick
@@ -15,6 +17,7 @@ from kran.services.schedules import schedule_tick
 log = logging.getLogger("kran.loop")
 MIN_GAP_S = 0.002
 SCHEDULE_EVERY_S = 0.25
+SWEEP_EVERY_S = 60.0
 
 
 def tick(rt: Runtime, monitor: bool = True) -> None:
@@ -27,18 +30,21 @@ def tick(rt: Runtime, monitor: bool = True) -> None:
         schedule_tick(rt)
     if time.monotonic() - rt.last_retention >= rt.settings.retention_check_s:
         rt.last_retention = time.monotonic()
-        rt.pool.submit(_retention, rt)
+        rt.pool.submit(_in_pool, retention_tick, rt)
+    if time.monotonic() - rt.last_sweep >= SWEEP_EVERY_S:
+        rt.last_sweep = time.monotonic()
+        rt.pool.submit(_in_pool, sweep_strays, rt)
     if rt.dispatch_needed.is_set() or time.monotonic() - rt.last_dispatch > 1.0:
         rt.dispatch_needed.clear()
         rt.last_dispatch = time.monotonic()
         dispatch_tick(rt)
 
 
-def _retention(rt: Runtime) -> None:
+def _in_pool(work: Callable[[Runtime], object], rt: Runtime) -> None:
     try:
-        retention_tick(rt)
+        work(rt)
     except Exception:  # the pool would swallow it silently
-        log.exception("retention pass failed")
+        log.exception("%s failed", work.__name__)
 
 
 class SchedulerLoop:

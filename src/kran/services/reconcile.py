@@ -6,7 +6,7 @@
   has it, else it never ran: it is recorded as lost and the job re-queued without using
   a retry, so nothing runs twice;
 - engine-side work of this instance that the store does not count as active is stopped
-  and cleaned up.
+  and cleaned up (also every minute while running: `sweep_strays`).
 Attempts whose work vanished are found by the first monitor pass and become lost.
 """
 
@@ -17,6 +17,7 @@ import logging
 from kran.domain.records import AttemptOutcome
 from kran.domain.retry import Settlement
 from kran.domain.states import JobState
+from kran.ports import AttemptRef
 from kran.services.runtime import Runtime
 
 log = logging.getLogger("kran.reconcile")
@@ -50,16 +51,29 @@ def reconcile_on_start(rt: Runtime) -> dict[str, int]:
         rt.store.settle(requeue, now)
     rt.store.resolve_all_blocked(now)
     strays = [r for key, r in found.items() if key not in active]
-    for ref in strays:
-        log.warning("stopping stray attempt %s/%s", ref.job_id, ref.attempt)
-        try:
-            rt.engine.kill(ref)
-            rt.engine.collect(ref)
-        except Exception:
-            log.exception("could not clean up stray attempt %s/%s", ref.job_id, ref.attempt)
+    _stop(rt, strays)
     return {
         "adopted": len(adopt),
         "requeued": len(requeue),
         "strays": len(strays),
         "running": sum(1 for a in active.values() if a.handle),
     }
+
+
+def sweep_strays(rt: Runtime) -> int:
+    """Periodically: engine-side work of this instance that the store does not count as
+    active (a service left after a crash between settling and removal, say) is stopped."""
+    active = {(a.job_id, a.attempt) for a in rt.store.active_attempts()}
+    strays = [r for r in rt.engine.discover() if (r.job_id, r.attempt) not in active | rt.in_flight]
+    _stop(rt, strays)
+    return len(strays)
+
+
+def _stop(rt: Runtime, refs: list[AttemptRef]) -> None:
+    for ref in refs:
+        log.warning("stopping stray attempt %s/%s", ref.job_id, ref.attempt)
+        try:
+            rt.engine.kill(ref)
+            rt.engine.collect(ref)
+        except Exception:
+            log.exception("could not clean up stray attempt %s/%s", ref.job_id, ref.attempt)

@@ -6,6 +6,7 @@ import json
 import queue
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ class Runtime:
     last_dispatch: float = 0.0  # monotonic
     last_schedule_tick: float = 0.0  # monotonic
     last_retention: float = 0.0  # monotonic
+    last_sweep: float = field(default_factory=time.monotonic)  # the start reconciles already
     in_flight: set[tuple[int, int]] = field(default_factory=set)  # being collected
     kills_sent: set[tuple[int, int]] = field(default_factory=set)
     # attempts running on an app volume: (key, quota MiB), to name a full volume as the reason
