@@ -13,6 +13,10 @@ need_debs() {
   command -v python3 >/dev/null || missing+=(python3 python3-venv)
   command -v curl >/dev/null || missing+=(curl)
   command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
+  command -v htpasswd >/dev/null || missing+=(apache2-utils)
+  command -v skopeo >/dev/null || missing+=(skopeo)
   command -v prometheus >/dev/null || missing+=(prometheus)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing Debian packages: ${missing[*]}"

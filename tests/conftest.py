@@ -222,6 +222,43 @@ def swarm(test_image: str) -> Iterator[Any]:
     cluster.down()
 
 
+HEAVY_IMAGE = "kran-test/heavy:latest"
+HEAVY_BYTES = 3 << 20
+
+
+@pytest.fixture(scope="session")
+def registry(docker_client: Any, test_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real registry with htpasswd auth on 127.0.0.1: busybox (about 1 MiB), heavy
+    (busybox + 3 MiB of random data) and multi, a manifest list of both (amd64: heavy)."""
+    from tests.registry import build_heavy, start_registry
+
+    storage = tmp_path_factory.mktemp("registry-storage")
+    reg = start_registry("127.0.0.1", free_port(), storage)
+    try:
+        build_heavy(docker_client, test_image, HEAVY_IMAGE, HEAVY_BYTES)
+        reg.push(test_image, "busybox:latest")
+        reg.push(HEAVY_IMAGE, "heavy:latest")
+        reg.push(test_image, "multi:small")
+        reg.push(HEAVY_IMAGE, "multi:big")
+        small, big = reg.manifest("multi", "small"), reg.manifest("multi", "big")
+        reg.put_index("multi", "latest", [(big[0], big[1], "amd64"), (small[0], small[1], "arm64")])
+        reg.storage = storage  # type: ignore[attr-defined]
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def swarm_registry(swarm: Any, registry: Any) -> Iterator[Any]:
+    """The same registry (same storage) on the swarm's bridge, where the nodes reach it."""
+    from tests.registry import start_registry
+    from tests.swarm_cluster import NET
+
+    reg = start_registry(f"{NET}.1", free_port(), registry.storage)
+    yield reg
+    reg.stop()
+
+
 @dataclass
 class FileServer:
     """A real HTTP server on 127.0.0.1 serving `root`; `/slow/...` trickles forever."""

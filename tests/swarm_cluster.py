@@ -86,6 +86,8 @@ class Node:
                 "--ip-masq=false",
                 "--storage-driver",
                 "overlay2",
+                "--insecure-registry",
+                f"{NET}.0/24",  # the test registry on the bridge
             ],  # fmt: skip
             stdout=log,
             stderr=log,

@@ -18,18 +18,22 @@ from kran.adapters.engines.capacity import detect_capacity
 from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.docker_engine import DockerEngine, Sandbox
 from kran.adapters.engines.local import LocalEngine
+from kran.adapters.engines.node_images import NodeDockers
 from kran.adapters.engines.process import ProcessEngine
 from kran.adapters.engines.swarm import SwarmEngine
 from kran.adapters.files import HttpFetcher
 from kran.adapters.metrics import PrometheusMetrics
+from kran.adapters.registry import RegistryClient
 from kran.adapters.store.app_store import SqlApps
 from kran.adapters.store.identity_store import SqlIdentities, load_master_key
+from kran.adapters.store.image_store import SqlImageStore
 from kran.adapters.store.schedule_store import SqlSchedules
 from kran.adapters.store.sql_store import SqlStore
 from kran.adapters.volumes import LoopVolumes
 from kran.errors import Unavailable
 from kran.services.auth import Authenticator, bootstrap_admin
 from kran.services.batcher import SubmitBatcher
+from kran.services.images import ImageState
 from kran.services.loop import SchedulerLoop
 from kran.services.reconcile import reconcile_on_start
 from kran.services.runtime import Runtime
@@ -124,6 +128,17 @@ def build_server(settings: Settings) -> Server:
 
     metrics = PrometheusMetrics(per_user=settings.metrics_per_user)
     volumes = LoopVolumes(data_dir / "volumes")
+    image_store = SqlImageStore(store, load_master_key(data_dir))
+    insecure = frozenset(h.strip() for h in settings.insecure_registries.split(",") if h.strip())
+    registry = RegistryClient(image_store.credentials, insecure)
+    node_hosts = settings.node_hosts
+
+    def node_urls() -> dict[str, str | None]:
+        """Node id -> Docker API: the local engine's, or the nodes named in cluster.node_docker_hosts."""
+        if cluster is None:
+            return {"local": settings.docker_host}
+        return {n.node_id: node_hosts[n.hostname] for n in cluster.nodes() if n.hostname in node_hosts}
+
     submitter = SubmitBatcher(store, settings.queue_max, clock.now, stored, metrics)
     rt = Runtime(
         settings=settings,
@@ -146,6 +161,10 @@ def build_server(settings: Settings) -> Server:
         volumes=volumes,
         cluster=cluster,
         pack=settings.placement == "pack",
+        registry=registry,
+        image_store=image_store,
+        node_images=NodeDockers(node_urls),
+        image_state=ImageState(),
     )
     metrics.watch_state(store, engine, rt.nodes)
     auth = Authenticator(

@@ -12,6 +12,7 @@ KranError
  +-- IllegalTransition   a job state change not in the transition table (a bug)
  +-- EngineError         an engine could not do what was asked
       +-- FetchError      a job's file could not be fetched (the URL and why)
+      +-- RegistryError   a registry refused or could not be reached (the image and why)
 """
 
 
@@ -63,3 +64,9 @@ class EngineError(KranError):
 
 class FetchError(EngineError):
     pass
+
+
+class RegistryError(EngineError):
+    def __init__(self, message: str, answered: bool = True) -> None:
+        super().__init__(message)
+        self.answered = answered  # False: the registry could not be reached at all

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kran.domain.durations import parse_duration
+from kran.domain.images import parse_classes
 from kran.errors import InvalidInput
 
 
@@ -51,6 +52,33 @@ class Settings:
     max_upload_mb: int = 1024
     placement: str = "spread"
     shared_dir: str = ""
+    node_docker_hosts: str = ""
+    heavyweight_threshold: str = "1G"
+    extra_classes: str = ""
+    pull_timeout_s: float = 600.0
+    insecure_registries: str = ""
+    lookup_docker_hub: bool = False
+    gc_high: str = "80%"
+    gc_low: str = "60%"
+    gc_interval_s: float = 60.0
+
+    @property
+    def size_classes(self) -> list[tuple[str, int]]:
+        """Image size classes, biggest threshold first."""
+        text = f"heavyweight={self.heavyweight_threshold}" if self.heavyweight_threshold.strip() else ""
+        return parse_classes(",".join(t for t in (text, self.extra_classes) if t))
+
+    @property
+    def node_hosts(self) -> dict[str, str]:
+        """Node hostname -> its Docker API URL (the image manager talks to each node)."""
+        out = {}
+        for item in self.node_docker_hosts.split(","):
+            if item.strip():
+                host, sep, url = item.partition("=")
+                if not sep:
+                    raise ValueError(f"{item!r}: expected HOSTNAME=URL")
+                out[host.strip()] = url.strip()
+        return out
 
     @property
     def retention_s(self) -> float | None:
@@ -109,6 +137,15 @@ TOML_KEYS: dict[str, tuple[str, str]] = {
     "max_upload_mb": ("server", "max_upload_mb"),
     "placement": ("cluster", "placement"),
     "shared_dir": ("cluster", "shared_dir"),
+    "node_docker_hosts": ("cluster", "node_docker_hosts"),
+    "heavyweight_threshold": ("image", "heavyweight_threshold"),
+    "extra_classes": ("image", "extra_classes"),
+    "pull_timeout_s": ("image", "pull_timeout_s"),
+    "insecure_registries": ("image", "insecure_registries"),
+    "lookup_docker_hub": ("image", "lookup_docker_hub"),
+    "gc_high": ("image", "gc_high"),
+    "gc_low": ("image", "gc_low"),
+    "gc_interval_s": ("image", "gc_interval_s"),
 }
 
 HELP = {
@@ -145,6 +182,15 @@ HELP = {
     "max_upload_mb": "largest upload of job inputs (multipart), in MiB",
     "placement": "spread (most free cpus first, the default) or pack (fill nodes one by one)",
     "shared_dir": "swarm: the shared file system (NFS) mounted at this path on every node; the data dir must be in it",
+    "node_docker_hosts": "swarm: HOSTNAME=URL,... the Docker API of each node, for image inventory, pulls and GC",
+    "heavyweight_threshold": "images at least this big (compressed, e.g. 1G) are class heavyweight; empty: no class",
+    "extra_classes": "more size classes, CLASS=SIZE,... (e.g. huge=10G); the biggest threshold reached wins",
+    "pull_timeout_s": "longest an image pull may take before the attempt fails",
+    "insecure_registries": "comma-separated registry hosts spoken to over plain HTTP (127.0.0.0/8 always is)",
+    "lookup_docker_hub": "look up Docker Hub images' sizes too (else only references naming a registry host)",
+    "gc_high": "image disk use per node above which GC runs: a size (20G) or a share of the disk (80%)",
+    "gc_low": "GC removes least recently used images until disk use is at most this",
+    "gc_interval_s": "how often image GC checks each node",
 }
 
 SECRET_FIELDS: frozenset[str] = frozenset({"proxy_secret"})
@@ -252,6 +298,10 @@ def _check(s: Settings) -> None:
         raise InvalidInput("give both --tls-cert and --tls-key", "tls")
     if bool(s.proxy_secret) != bool(s.proxy_user_header):
         raise InvalidInput("proxy auth needs both auth.proxy_user_header and auth.proxy_secret", "auth")
+    try:
+        _ = s.size_classes, s.node_hosts
+    except ValueError as e:
+        raise InvalidInput(f"image settings: {e}", "image") from None
     try:
         _ = s.retention_s
     except ValueError as e:

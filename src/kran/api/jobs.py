@@ -18,6 +18,7 @@ from kran.api.deps import JobId, authenticator, caller, runtime
 from kran.api.schemas import BatchSubmit, JobSubmit, spec_for
 from kran.api.views import entry_json, job_json
 from kran.domain.auth import Principal
+from kran.domain.jobs import JobSpec
 from kran.domain.states import parse_states
 from kran.errors import InvalidInput
 from kran.services import files, logs, queries, submit, uploads
@@ -35,8 +36,16 @@ Auth = Annotated[Authenticator, Depends(authenticator)]
 @router.post("", status_code=201, summary="Submit one job")
 async def submit_job(body: JobSubmit, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
     owner, by = on_behalf(auth, who, body.on_behalf_of)
-    (job_id,) = await asyncio.wrap_future(submit.submit_jobs(rt, [spec_for(rt, who, owner, body)], owner, by))
+    specs = await _classified(rt, [spec_for(rt, who, owner, body)])
+    (job_id,) = await asyncio.wrap_future(submit.submit_jobs(rt, specs, owner, by))
     return {"id": job_id}
+
+
+async def _classified(rt: Runtime, specs: list[JobSpec]) -> list[JobSpec]:
+    """Image jobs: size and class from the registry, off the event loop."""
+    if not any(s.image for s in specs):
+        return specs
+    return await run_in_threadpool(submit.classify_all, rt, specs)
 
 
 @router.post(
@@ -65,7 +74,7 @@ async def submit_with_inputs(request: Request, rt: Rt, who: Caller, auth: Auth) 
             loc = ".".join(str(p) for p in first.get("loc", ()))
             raise InvalidInput(f"job.{loc}: {first.get('msg')}", f"job.{loc}") from None
         owner, by = on_behalf(auth, who, body.on_behalf_of)
-        spec = spec_for(rt, who, owner, body)
+        (spec,) = await _classified(rt, [spec_for(rt, who, owner, body)])
         inputs = [f for f in form.getlist("input") if not isinstance(f, str)]
         upload_id = await run_in_threadpool(uploads.save_inputs, rt, [(f.filename or "", f.file) for f in inputs])
         try:
@@ -99,7 +108,7 @@ async def submit_batch(body: BatchSubmit, rt: Rt, who: Caller, auth: Auth) -> di
     owner, by = on_behalf(auth, who, body.on_behalf_of)
     if any(j.on_behalf_of not in (None, body.on_behalf_of) for j in body.jobs):
         raise InvalidInput("on_behalf_of goes on the batch, not on its jobs", "on_behalf_of")
-    specs = [spec_for(rt, who, owner, j, i) for i, j in enumerate(body.jobs)]
+    specs = await _classified(rt, [spec_for(rt, who, owner, j, i) for i, j in enumerate(body.jobs)])
     return {"ids": await asyncio.wrap_future(submit.submit_jobs(rt, specs, owner, by))}
 
 

@@ -16,6 +16,7 @@ from kran.cli import jobs
 from kran.cli.admin import admin
 from kran.cli.apps import app
 from kran.cli.client import Client, ClientError, client_settings
+from kran.cli.images import image, registry
 from kran.cli.nodes import node, nodes_cmd
 from kran.cli.render import kv_table, print_json
 from kran.cli.schedules import schedule
@@ -58,6 +59,7 @@ def _server_flags(f: Any) -> Any:
             click.option("--engine", help="execution engine: local (default) or swarm"),
             click.option("--shared-dir", help="swarm: the shared file system holding the data dir"),
             click.option("--placement", help="swarm: spread (default) or pack"),
+            click.option("--heavyweight-threshold", help="images at least this big are heavyweight (default 1G)"),
             click.option("--config", "config_file", help="TOML config file (also KRAN_CONFIG)"),
             click.option("--tls-cert", help="serve HTTPS with this certificate (PEM)"),
             click.option("--tls-key", help="the certificate's private key (PEM)"),
@@ -201,6 +203,8 @@ for command in (
 cli.add_command(schedule)
 cli.add_command(admin)
 cli.add_command(app)
+cli.add_command(image)
+cli.add_command(registry)
 cli.add_command(node)
 cli.add_command(nodes_cmd)
 

@@ -65,6 +65,11 @@ def job_detail(j: dict[str, Any]) -> None:
     ]
     if j.get("app"):
         rows.insert(7, ("app", f"{j['app']} (version {j['app_version']})"))
+    if j.get("pull"):
+        p = j["pull"]
+        rows.append(("pulling", f"{p['image']} on {p['node']}: {p['done']} of {p['total'] or '?'} bytes"))
+    if j.get("image_size"):
+        rows.append(("image size", f"{j['image_size']} bytes, class {j.get('image_class') or 'normal'}"))
     if j.get("volume"):
         rows.append(("volume", j["volume"]))
     for url in [*(j.get("files") or []), *(j.get("cached_files") or [])]:

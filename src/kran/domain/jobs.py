@@ -47,6 +47,9 @@ class JobSpec:
     grace_s: float | None = None  # SIGTERM to SIGKILL; None: the server's default
     inputs: str | None = None  # id of the files uploaded with the job
     node_class: str | None = None  # run only on nodes of this class (label kran.class)
+    image_digest: str | None = None  # from the registry at submit (None: not looked up)
+    image_size: int | None = None  # compressed bytes
+    image_class: str | None = None  # the image's size class (it sets node_class unless the job did)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -22,6 +22,7 @@ class Candidate:
     waited_s: float
     exclusive: str | None = None  # a lock only one running job may hold (an app volume)
     node_class: str | None = None  # only nodes of this class (node label kran.class)
+    image: str | None = None  # nodes holding it are preferred (no pull)
 
 
 @dataclass
@@ -31,6 +32,7 @@ class NodeCapacity:
     allocated: Resources = field(default_factory=Resources)
     schedulable: bool = True
     node_class: str = ""
+    images: frozenset[str] = frozenset()  # image references (tags, digests) the node holds
 
     @property
     def free(self) -> Resources:
@@ -60,31 +62,33 @@ def place_jobs(
 ) -> Placement:
     """Assign candidates (already in queue order) to nodes without oversubscribing.
 
-    Among nodes that fit (and are of the job's class, if it names one), the one with the
-    most free cpus is chosen (spread), or with `pack` the one with the fewest. A candidate
+    Among nodes that fit (and are of the job's class, if it names one), nodes that hold
+    the job's image come first (locality: no pull); then the one with the most free cpus
+    is chosen (spread), or with `pack` the one with the fewest. A candidate
     whose `exclusive` lock is in `held` (or taken earlier in this pass) waits, without
     reserving capacity. `held` is updated with the locks taken.
     """
     free = {n.node_id: n.free for n in nodes if n.schedulable}
     classes = {n.node_id: n.node_class for n in nodes}
+    images = {n.node_id: n.images for n in nodes}
     held = held if held is not None else set()
     out: list[Assignment] = []
     for cand in candidates:
         if cand.exclusive is not None and cand.exclusive in held:
             continue
-        best: tuple[str, Resources] | None = None
+        best: tuple[str, Resources, tuple[bool, int]] | None = None
         for node_id, avail in free.items():
             if cand.node_class is not None and classes[node_id] != cand.node_class:
                 continue
             grant = cand.request.grant(avail)
             if grant is None:
                 continue
-            if best is None or (
-                avail.millicpus < free[best[0]].millicpus if pack else avail.millicpus > free[best[0]].millicpus
-            ):
-                best = (node_id, grant)
+            cpus = -avail.millicpus if pack else avail.millicpus
+            key = (cand.image is not None and cand.image in images[node_id], cpus)
+            if best is None or key > best[2]:
+                best = (node_id, grant, key)
         if best is not None:
-            node_id, grant = best
+            node_id, grant, _ = best
             free[node_id] = free[node_id] - grant
             out.append(Assignment(cand.job_id, node_id, grant))
             if cand.exclusive is not None:

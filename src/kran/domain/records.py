@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from kran.domain.accounting import Usage
 from kran.domain.jobs import JobSpec
@@ -52,6 +53,7 @@ class JobRecord:
     allocation: Resources | None
     attempt_list: list[AttemptRecord] = field(default_factory=list)
     files_expired: bool = False
+    pull: dict[str, Any] | None = None  # while the attempt's image is pulled: image, node, done, total
 
 
 @dataclass(frozen=True)

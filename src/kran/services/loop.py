@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from kran.services import images
 from kran.services.dispatch import dispatch_tick
 from kran.services.monitor import monitor_tick, record_results
 from kran.services.reconcile import sweep_strays
@@ -31,6 +32,9 @@ def tick(rt: Runtime, monitor: bool = True) -> None:
     if time.monotonic() - rt.last_retention >= rt.settings.retention_check_s:
         rt.last_retention = time.monotonic()
         rt.pool.submit(_in_pool, retention_tick, rt)
+    if rt.node_images is not None and time.monotonic() - rt.last_image_tick >= rt.settings.gc_interval_s:
+        rt.last_image_tick = time.monotonic()
+        rt.pool.submit(_in_pool, image_tick, rt)
     if time.monotonic() - rt.last_sweep >= SWEEP_EVERY_S:
         rt.last_sweep = time.monotonic()
         rt.pool.submit(_in_pool, sweep_strays, rt)
@@ -38,6 +42,12 @@ def tick(rt: Runtime, monitor: bool = True) -> None:
         rt.dispatch_needed.clear()
         rt.last_dispatch = time.monotonic()
         dispatch_tick(rt)
+
+
+def image_tick(rt: Runtime) -> None:
+    """Every node's image inventory, then disk GC where a node is above its high-water mark."""
+    images.refresh_inventory(rt)
+    images.gc(rt)
 
 
 def _in_pool(work: Callable[[Runtime], object], rt: Runtime) -> None:

@@ -15,7 +15,21 @@ from typing import Any
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import NodeCapacity
 from kran.domain.resources import Resources
-from kran.ports import Apps, AttemptRef, Clock, Cluster, Engine, Fetcher, Metrics, Schedules, Store, Volumes
+from kran.ports import (
+    Apps,
+    AttemptRef,
+    Clock,
+    Cluster,
+    Engine,
+    Fetcher,
+    ImageStore,
+    Metrics,
+    NodeImages,
+    Registry,
+    Schedules,
+    Store,
+    Volumes,
+)
 from kran.services.batcher import SubmitBatcher
 from kran.settings import Settings
 
@@ -39,6 +53,10 @@ class Runtime:
     volumes: Volumes
     cluster: Cluster | None = None  # a cluster engine's nodes; None: this machine only
     pack: bool = False  # placement: fill nodes one by one instead of spreading
+    registry: Registry | None = None
+    image_store: ImageStore | None = None
+    node_images: NodeImages | None = None  # nodes whose Docker API kran reaches (image manager)
+    image_state: Any = None  # the image manager's in-memory state (services.images.ImageState)
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(16, "kran-engine"))
     # engine work finished in the pool, for the loop to record: (kind, payload)
     results: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
@@ -50,6 +68,7 @@ class Runtime:
     last_schedule_tick: float = 0.0  # monotonic
     last_retention: float = 0.0  # monotonic
     last_sweep: float = field(default_factory=time.monotonic)  # the start reconciles already
+    last_image_tick: float = 0.0  # monotonic
     in_flight: set[tuple[int, int]] = field(default_factory=set)  # being collected
     kills_sent: set[tuple[int, int]] = field(default_factory=set)
     # attempts running on an app volume: (key, quota MiB), to name a full volume as the reason
@@ -73,9 +92,20 @@ class Runtime:
     def nodes(self) -> list[NodeCapacity]:
         allocated = self.store.allocated_by_node()
         nodes = self.node_totals()
+        held = self.node_image_refs()
         for n in nodes:
             n.allocated = allocated.get(n.node_id, Resources())
+            n.images = held.get(n.node_id, frozenset())
         return nodes
+
+    def node_image_refs(self) -> dict[str, frozenset[str]]:
+        """Node -> image references it holds, from the image manager's cached inventory."""
+        if self.image_state is None:
+            return {}
+        return {
+            node: frozenset(r for i in images for r in i.refs)
+            for node, (_, images) in self.image_state.inventory.items()
+        }
 
     def hostnames(self) -> dict[str, str]:
         if self.cluster is None:

@@ -10,6 +10,7 @@ from kran.domain.jobs import job_environment
 from kran.domain.records import StartedAttempt
 from kran.errors import EngineError, FetchError
 from kran.ports import LaunchSpec
+from kran.services import images
 from kran.services.runtime import Runtime
 
 
@@ -32,6 +33,7 @@ def stage_attempt(rt: Runtime, s: StartedAttempt) -> LaunchSpec:
                 raise FetchError(str(e)) from None
             except OSError as e:
                 raise FetchError(f"{url}: {e}") from None
+    images.ensure_on_node(rt, s)  # `pulling`, with progress, when the node lacks the image
     volume = None
     if spec.volume:
         volume = rt.volumes.ensure(spec.volume, spec.volume_mb)

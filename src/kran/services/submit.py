@@ -12,6 +12,7 @@ from kran.domain.records import Submission
 from kran.domain.resources import format_cpus
 from kran.domain.states import JobState
 from kran.errors import Conflict, InvalidInput, NotFound, Unavailable
+from kran.services import images
 from kran.services.queries import visible_job
 from kran.services.runtime import Runtime
 
@@ -41,6 +42,11 @@ def check_runnable(rt: Runtime, spec: JobSpec, nodes: list[NodeCapacity], index:
             f"{total.disk_mb} MiB disk)",
             "resources",
         )
+
+
+def classify_all(rt: Runtime, specs: Sequence[JobSpec]) -> list[JobSpec]:
+    """Image digest, size and class from the registry (blocking I/O: call it off the event loop)."""
+    return [images.classify(rt, s) for s in specs]
 
 
 def submit_jobs(

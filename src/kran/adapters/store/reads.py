@@ -272,4 +272,5 @@ def _job_record(r: Any, att: list[AttemptRecord]) -> JobRecord:
         allocation=_resources(r, "alloc_"),
         attempt_list=att,
         files_expired=bool(r["files_expired"]),
+        pull=json.loads(r["pull"]) if r["pull"] else None,
     )

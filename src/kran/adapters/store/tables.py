@@ -51,6 +51,7 @@ jobs = Table(
     Column("alloc_disk_mb", Integer),
     Column("volume", String(200)),  # the app volume it uses: one job at a time per volume
     Column("files_expired", Boolean, nullable=False, default=False),  # retention removed its files
+    Column("pull", Text),  # JSON {image, node, done, total} while the attempt's image is pulled
     Index("ix_jobs_queue", "state", text("priority DESC"), "id"),
 )
 
@@ -194,5 +195,22 @@ app_versions = Table(
     Column("app", String(64), ForeignKey("apps.name", ondelete="CASCADE"), primary_key=True),
     Column("version", Integer, primary_key=True),
     Column("spec", Text, nullable=False),  # JSON {defaults, run_as, volume}
+    Column("created_at", Float, nullable=False),
+)
+
+registry_credentials = Table(
+    "registry_credentials",
+    metadata,
+    Column("host", String(255), primary_key=True),
+    Column("username", String(255), nullable=False),
+    Column("secret_enc", Text, nullable=False),  # Fernet-encrypted: pulls need the password itself
+    Column("created_at", Float, nullable=False),
+)
+
+image_pins = Table(
+    "image_pins",
+    metadata,
+    Column("ref", String(500), primary_key=True),
+    Column("pinned_by", String(200), nullable=False),
     Column("created_at", Float, nullable=False),
 )

@@ -1,0 +1,136 @@
+"""Registry HTTP API v2 client (httpx): resolve a reference to its digest and size.
+
+Anonymous, basic and bearer-token auth (the token endpoint from the registry's
+WWW-Authenticate challenge); Docker v2 and OCI manifests, manifest lists and OCI indexes
+(the entry for the node's platform). Errors name the image and the registry's answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from kran.domain.images import ImageInfo, ImageRef, pick_platform
+from kran.errors import RegistryError
+
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+ACCEPT = ", ".join((MANIFEST, MANIFEST_LIST, OCI_MANIFEST, OCI_INDEX))
+INDEXES = (MANIFEST_LIST, OCI_INDEX)
+
+
+class RegistryClient:
+    def __init__(
+        self,
+        credentials: Callable[[], dict[str, tuple[str, str]]] = dict,
+        insecure: frozenset[str] = frozenset(),
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.credentials = credentials
+        self.insecure = insecure
+        self.timeout_s = timeout_s
+
+    def _base(self, registry: str) -> str:
+        host = registry.split(":")[0]
+        plain = registry in self.insecure or host in ("localhost", "127.0.0.1") or host.startswith("127.")
+        return f"{'http' if plain else 'https'}://{registry}"
+
+    def resolve(self, ref: ImageRef, arch: str = "amd64") -> ImageInfo:
+        with httpx.Client(base_url=self._base(ref.registry), timeout=self.timeout_s) as http:
+            auth = _Auth(http, ref, self.credentials().get(ref.registry))
+            manifest, media, digest = self._manifest(auth, ref, ref.reference)
+            index_digest = None
+            if media in INDEXES:
+                index_digest = digest
+                try:
+                    entry = pick_platform(manifest.get("manifests", []), "linux", arch)
+                except ValueError as e:
+                    raise RegistryError(f"{ref}: {e}") from None
+                manifest, media, digest = self._manifest(auth, ref, str(entry["digest"]))
+            layers = tuple((str(lay["digest"]), int(lay["size"])) for lay in manifest.get("layers", []))
+            config = int(manifest.get("config", {}).get("size", 0))
+            return ImageInfo(str(ref), digest, config + sum(s for _, s in layers), layers, media, index_digest)
+
+    def check_login(self, registry: str, creds: tuple[str, str] | None = None) -> None:
+        """Raise RegistryError unless the credentials (given, or stored for `registry`) are accepted."""
+        probe = ImageRef(registry, "kran/login-check", "latest", None)
+        with httpx.Client(base_url=self._base(registry), timeout=self.timeout_s) as http:
+            auth = _Auth(http, probe, creds or self.credentials().get(registry))
+            r = auth.get("/v2/", {})
+            if r.status_code == 401:
+                raise RegistryError(f"{registry}: the registry refused the credentials (HTTP 401)")
+            if r.status_code >= 400:
+                raise RegistryError(f"{registry}: HTTP {r.status_code} on /v2/")
+
+    def _manifest(self, auth: _Auth, ref: ImageRef, reference: str) -> tuple[dict[str, Any], str, str]:
+        r = auth.get(f"/v2/{ref.repository}/manifests/{reference}", {"Accept": ACCEPT})
+        if r.status_code == 401:
+            raise RegistryError(f"{ref}: unauthorized by {ref.registry} (wrong or missing credentials)")
+        if r.status_code == 404:
+            raise RegistryError(f"{ref}: not found in {ref.registry} ({_errors(r)})")
+        if r.status_code >= 400:
+            raise RegistryError(f"{ref}: {ref.registry} answered HTTP {r.status_code} ({_errors(r)})")
+        media = r.headers.get("content-type", "").split(";")[0]
+        try:
+            body = r.json()
+        except ValueError:
+            raise RegistryError(f"{ref}: {ref.registry} sent a manifest that is not JSON") from None
+        media = body.get("mediaType") or media
+        digest = r.headers.get("docker-content-digest") or reference
+        return body, media, digest
+
+
+class _Auth:
+    """Requests with the right credentials: basic, or a bearer token fetched on the first 401."""
+
+    def __init__(self, http: httpx.Client, ref: ImageRef, creds: tuple[str, str] | None) -> None:
+        self.http, self.ref, self.creds = http, ref, creds
+        self.header: str | None = None
+
+    def get(self, path: str, headers: dict[str, str]) -> httpx.Response:
+        try:
+            r = self._get(path, headers)
+            if r.status_code == 401 and self.header is None:
+                self.header = self._challenge(r.headers.get("www-authenticate", ""))
+                if self.header is not None:
+                    r = self._get(path, headers)
+            return r
+        except httpx.HTTPError as e:
+            raise RegistryError(f"{self.ref}: cannot reach {self.ref.registry}: {e}", answered=False) from None
+
+    def _get(self, path: str, headers: dict[str, str]) -> httpx.Response:
+        h = dict(headers)
+        if self.header:
+            h["Authorization"] = self.header
+        return self.http.get(path, headers=h)
+
+    def _challenge(self, header: str) -> str | None:
+        scheme, _, params = header.partition(" ")
+        if scheme.lower() == "basic":
+            return None if self.creds is None else httpx.BasicAuth(*self.creds)._auth_header
+        if scheme.lower() != "bearer":
+            return None
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
+        if "realm" not in fields:
+            return None
+        query = {"service": fields.get("service", ""), "scope": f"repository:{self.ref.repository}:pull"}
+        auth = httpx.BasicAuth(*self.creds) if self.creds else None
+        r = httpx.get(fields["realm"], params=query, auth=auth, timeout=self.http.timeout)
+        if r.status_code >= 400:
+            raise RegistryError(f"{self.ref}: the token service refused (HTTP {r.status_code})")
+        body = r.json()
+        token = body.get("token") or body.get("access_token")
+        return f"Bearer {token}" if token else None
+
+
+def _errors(r: httpx.Response) -> str:
+    try:
+        errs = r.json().get("errors") or []
+        return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errs) or r.reason_phrase
+    except ValueError:
+        return r.reason_phrase

@@ -1,0 +1,117 @@
+"""/api/v1/images and /api/v1/registries: inspect, warm, status, pin, GC; registry logins."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from kran.api.deps import caller, runtime
+from kran.domain.auth import Principal
+from kran.domain.images import parse_size
+from kran.errors import Forbidden, InvalidInput
+from kran.services import images, registries
+from kran.services.runtime import Runtime
+
+router = APIRouter(tags=["images"])
+Rt = Annotated[Runtime, Depends(runtime)]
+Caller = Annotated[Principal, Depends(caller)]
+
+
+class Warm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str = Field(..., max_length=500)
+    nodes: list[str] | None = Field(None, description="node ids or hostnames; default: every node (of the class)")
+    node_class: str | None = Field(None, description="every node of this class")
+
+
+class Ref(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str = Field(..., max_length=500)
+
+
+class Gc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dry_run: bool = False
+    target: str | None = Field(None, description="remove down to this size (overrides the low-water mark), e.g. 0")
+    node: str | None = None
+
+
+class Login(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(..., min_length=1, max_length=255)
+    password: str = Field(..., min_length=1, max_length=4096)
+
+
+def _admin(who: Principal) -> None:
+    if not who.is_admin:
+        raise Forbidden("this needs an admin")
+
+
+@router.get("/api/v1/images/inspect", summary="Digest, size, layers, class, which nodes hold it")
+def inspect(rt: Rt, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
+    return images.inspect(rt, ref)
+
+
+@router.post("/api/v1/images/warm", status_code=202, summary="Pull an image on nodes in parallel (admin)")
+def warm(body: Warm, rt: Rt, who: Caller) -> dict[str, Any]:
+    _admin(who)
+    return {"ref": body.ref, "nodes": images.warm_nodes(rt, body.ref, body.nodes, body.node_class)}
+
+
+@router.get("/api/v1/images/status", summary="Per node: present, pulling (bytes done/total), failed")
+def status(rt: Rt, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
+    return {"ref": ref, "nodes": images.warm_status(rt, ref)}
+
+
+@router.get("/api/v1/images/pins", summary="Pinned images (never garbage-collected)")
+def pins(rt: Rt, who: Caller) -> dict[str, Any]:
+    return {"pins": sorted(rt.image_store.pins()) if rt.image_store else []}
+
+
+@router.post("/api/v1/images/pins", status_code=201, summary="Pin an image (admin)")
+def pin(body: Ref, rt: Rt, who: Caller) -> dict[str, Any]:
+    _admin(who)
+    images.pin(rt, who, body.ref)
+    return {"ref": body.ref, "pinned": True}
+
+
+@router.delete("/api/v1/images/pins", summary="Unpin an image (admin)")
+def unpin(rt: Rt, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
+    _admin(who)
+    return {"ref": ref, "pinned": False, "was_pinned": images.unpin(rt, ref)}
+
+
+@router.post("/api/v1/images/gc", summary="Image disk GC now (admin); dry_run lists what would go")
+def gc(body: Gc, rt: Rt, who: Caller) -> dict[str, Any]:
+    _admin(who)
+    try:
+        target = parse_size(body.target) if body.target is not None else None
+    except ValueError as e:
+        raise InvalidInput(f"target: {e}", "target") from None
+    removed = images.gc(rt, body.node, body.dry_run, target)
+    return {"dry_run": body.dry_run, "removed": removed}
+
+
+@router.get("/api/v1/registries", summary="Registries kran has credentials for (never the passwords)")
+def list_registries(rt: Rt, who: Caller) -> dict[str, Any]:
+    _admin(who)
+    return {"registries": registries.list_logins(rt)}
+
+
+@router.post("/api/v1/registries/{host}/login", summary="Store credentials for a registry (admin); checked first")
+def login(host: str, body: Login, rt: Rt, who: Caller) -> dict[str, Any]:
+    _admin(who)
+    registries.login(rt, host, body.username, body.password)
+    return {"host": host, "username": body.username}
+
+
+@router.delete("/api/v1/registries/{host}", summary="Forget a registry's credentials (admin)")
+def logout(host: str, rt: Rt, who: Caller) -> dict[str, Any]:
+    _admin(who)
+    return {"host": host, "removed": registries.logout(rt, host)}

@@ -1,0 +1,162 @@
+"""The image manager against a real registry (htpasswd auth), on the local engine and on
+the 3-node swarm: sizes and classes, credentials, pulling with progress, pull timeout,
+heavyweight routing, locality, warm, pins and disk GC."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import HEAVY_BYTES, ServerProc, cli_for
+from tests.registry import PASSWORD, USER, StallingRegistry
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _login(kran: Any, host: str) -> None:
+    r = kran("registry", "login", host, "--username", USER, "--password-stdin", input=PASSWORD + "\n")
+    assert r.exit_code == 0, r.output
+
+
+def test_sizes_classes_and_credentials(make_server: Any, registry: Any, docker_client: Any) -> None:
+    server: ServerProc = make_server(KRAN_IMAGE_HEAVYWEIGHT_THRESHOLD="2M", KRAN_IMAGE_PULL_TIMEOUT_S="3")
+    kran = cli_for(server)
+    host = registry.host
+    r = kran("image", "inspect", f"{host}/busybox")
+    assert r.exit_code != 0 and "unauthorized" in r.output
+    r = kran("registry", "login", host, "--username", USER, "--password-stdin", input="wrong\n")
+    assert r.exit_code != 0 and "refused the credentials" in r.output
+    _login(kran, host)
+    listed = kran("registry", "list").output
+    assert host in listed and USER in listed and PASSWORD not in listed
+    with server.api() as c:
+        assert PASSWORD not in c.get("/api/v1/registries").text
+    assert PASSWORD not in server.log.read_text()
+
+    small = json.loads(kran("image", "inspect", f"{host}/busybox", "-o", "json").output)
+    heavy = json.loads(kran("image", "inspect", f"{host}/heavy:latest", "-o", "json").output)
+    multi = json.loads(kran("image", "inspect", f"{host}/multi", "-o", "json").output)
+    assert 500_000 < small["size"] < 2 << 20 and small["class"] is None
+    assert heavy["size"] > HEAVY_BYTES and heavy["class"] == "heavyweight"
+    # a manifest list: the amd64 entry (heavy) is what counts
+    assert multi["index_digest"] and multi["digest"] == heavy["digest"] and multi["class"] == "heavyweight"
+    r = kran("image", "inspect", f"{host}/nope:1")
+    assert r.exit_code != 0 and "not found" in r.output
+
+    try:
+        _local_engine_pulls(server, host, small)
+    finally:
+        try:
+            docker_client.images.remove(f"{host}/busybox:latest", force=True)
+        except Exception:
+            pass
+
+
+def _local_engine_pulls(server: ServerProc, host: str, small: dict[str, Any]) -> None:
+    with server.api() as c:
+        # a registry image on the local engine: pulled (the job passes through `pulling`), then run
+        job = c.post("/api/v1/jobs", json={"image": f"{host}/busybox:latest", "command": ["true"]}).json()["id"]
+        done = server.wait_state(job, {"succeeded", "failed"})
+        assert done["state"] == "succeeded", done["reason"]
+        assert done["image_digest"] == small["digest"] and done["image_class"] is None
+        states = [e["to"] for e in c.get("/api/v1/events", params={"job": job}).json()["events"]]
+        assert "pulling" in states and states.index("pulling") < states.index("running")
+        # a heavyweight image needs a heavyweight node: this machine is none
+        job = c.post("/api/v1/jobs", json={"image": f"{host}/heavy:latest", "command": ["true"]}).json()["id"]
+        got = c.get(f"/api/v1/jobs/{job}").json()
+        assert (
+            got["node_class"] == "heavyweight" and "no schedulable node of class heavyweight" in got["waiting_because"]
+        )
+        c.post(f"/api/v1/jobs/{job}/kill")
+        # an unknown image is refused at submit, with the registry's answer
+        r = c.post("/api/v1/jobs", json={"image": f"{host}/nope:1", "command": ["true"]})
+        assert r.status_code == 422 and "not found" in r.json()["error"]
+
+        # a registry that never sends the layers: the pull times out, the attempt fails with why
+        stall = StallingRegistry("127.0.0.1")
+        try:
+            job = c.post("/api/v1/jobs", json={"image": f"{stall.host}/slow:1", "command": ["true"]}).json()["id"]
+            done = server.wait_state(job, {"failed"}, timeout=60)
+            assert "timed out after 3s" in done["reason"] and stall.host in done["reason"]
+        finally:
+            stall.stop()
+
+
+@pytest.fixture
+def swarm_images_server(make_server: Any, swarm: Any, swarm_registry: Any, tmp_path: Path) -> ServerProc:
+    hosts = ",".join(f"{n.name}={n.sock}" for n in swarm.nodes)
+    server: ServerProc = make_server(
+        KRAN_SERVER_ENGINE="swarm",
+        KRAN_LOCAL_DOCKER_HOST=swarm.manager.sock,
+        KRAN_CLUSTER_SHARED_DIR=str(tmp_path),
+        KRAN_CLUSTER_NODE_DOCKER_HOSTS=hosts,
+        KRAN_IMAGE_HEAVYWEIGHT_THRESHOLD="2M",
+        KRAN_IMAGE_GC_INTERVAL_S="3600",
+        KRAN_LOCAL_JOB_USER="",
+    )
+    _login(cli_for(server), swarm_registry.host)
+    return server
+
+
+def _node_refs(node: Any) -> str:
+    return node.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+
+
+def test_on_the_swarm_routing_locality_warm_and_gc(
+    swarm_images_server: ServerProc, swarm: Any, swarm_registry: Any
+) -> None:
+    server, kran, host = swarm_images_server, cli_for(swarm_images_server), swarm_registry.host
+    small, heavy = f"{host}/busybox:latest", f"{host}/heavy:latest"
+    sw0, sw1, sw2 = swarm.nodes
+    try:
+        assert kran("node", "label", sw2.name, "kran.class=heavyweight").exit_code == 0
+        with server.api() as c:
+            # heavyweight image -> class heavyweight -> the heavyweight node, pulled there first
+            job = c.post("/api/v1/jobs", json={"image": heavy, "command": ["true"], "cpus": "1"}).json()["id"]
+            done = server.wait_state(job, {"succeeded", "failed"}, timeout=90)
+            assert done["state"] == "succeeded", done["reason"]
+            assert done["node"]["hostname"] == sw2.name and done["image_class"] == "heavyweight"
+            assert "pulling" in [e["to"] for e in c.get("/api/v1/events", params={"job": job}).json()["events"]]
+
+            # warm on one node, then locality: a job goes where its image already is
+            r = kran("image", "warm", small, "--nodes", sw1.name)
+            assert r.exit_code == 0, r.output
+            assert small in _node_refs(sw1) and small not in _node_refs(sw0)
+            for _ in range(3):
+                job = c.post("/api/v1/jobs", json={"image": small, "command": ["true"], "cpus": "1"}).json()["id"]
+                assert server.wait_state(job, {"succeeded"}, timeout=60)["node"]["hostname"] == sw1.name
+
+            # warm everywhere, in parallel; status per node
+            r = kran("image", "warm", heavy)
+            assert r.exit_code == 0, r.output
+            status = json.loads(kran("image", "status", heavy, "-o", "json").output)
+            assert {s["hostname"]: s["present"] for s in status} == {sw0.name: True, sw1.name: True, sw2.name: True}
+            info = json.loads(kran("image", "inspect", heavy, "-o", "json").output)
+            assert len(info["nodes"]) == 3
+
+            # GC: pinned and in-use images stay; the rest goes, least recently used first
+            assert kran("image", "pin", "kran-test/busybox:latest").exit_code == 0
+            job = c.post("/api/v1/jobs", json={"image": heavy, "command": ["sleep", "30"]}).json()["id"]
+            server.wait_state(job, {"running"}, timeout=60)
+            on = c.get(f"/api/v1/jobs/{job}").json()["node"]["hostname"]
+            node = next(n for n in swarm.nodes if n.name == on)
+            r = kran("image", "gc", "--dry-run", "--target", "0", "--node", on, "-o", "json")
+            listed = [ref for row in json.loads(r.output) for ref in row["refs"]]
+            assert heavy not in listed and "kran-test/busybox:latest" not in listed
+            before = _node_refs(node)
+            r = kran("image", "gc", "--target", "0", "--node", on, "-o", "json")
+            assert r.exit_code == 0, r.output
+            after = _node_refs(node)
+            assert heavy in after and "kran-test/busybox:latest" in after
+            assert (small in before) <= (small not in after)  # removed where it was
+            c.post(f"/api/v1/jobs/{job}/kill")
+            server.wait_state(job, {"killed"}, timeout=60)
+    finally:
+        kran("node", "label", sw2.name, "kran.class-")
+        for n in swarm.nodes:
+            n.docker("rmi", small, heavy, check=False)
+        time.sleep(0.1)
