@@ -84,3 +84,13 @@ def test_a_job_waiting_for_its_lock_reserves_nothing() -> None:
     c = [Candidate(1, request("1", "512"), 9999, "v"), cand(2)]
     p = place_jobs(c, [node(cpus=2)], reserve_after_s=1, held={"v"})
     assert [a.job_id for a in p.assignments] == [2] and p.reserved_for is None
+
+
+def test_nodes_holding_the_image_come_first() -> None:
+    a, b = node(cpus=8, node_id="a"), node(cpus=4, node_id="b")
+    b.images = frozenset({"reg/x:1"})
+    c = Candidate(1, request("1", "512"), 0, image="reg/x:1")
+    assert place_jobs([c], [a, b], reserve_after_s=600).assignments[0].node_id == "b"
+    other = Candidate(2, request("1", "512"), 0, image="reg/y:1")
+    assert place_jobs([other], [a, b], reserve_after_s=600).assignments[0].node_id == "a"  # spread
+    assert place_jobs([other], [a, b], reserve_after_s=600, pack=True).assignments[0].node_id == "b"

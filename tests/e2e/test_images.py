@@ -96,6 +96,7 @@ def swarm_images_server(make_server: Any, swarm: Any, swarm_registry: Any, tmp_p
         KRAN_CLUSTER_NODE_DOCKER_HOSTS=hosts,
         KRAN_IMAGE_HEAVYWEIGHT_THRESHOLD="2M",
         KRAN_IMAGE_GC_INTERVAL_S="3600",
+        KRAN_IMAGE_INSECURE_REGISTRIES=swarm_registry.host,
         KRAN_LOCAL_JOB_USER="",
     )
     _login(cli_for(server), swarm_registry.host)
@@ -126,9 +127,10 @@ def test_on_the_swarm_routing_locality_warm_and_gc(
             r = kran("image", "warm", small, "--nodes", sw1.name)
             assert r.exit_code == 0, r.output
             assert small in _node_refs(sw1) and small not in _node_refs(sw0)
-            for _ in range(3):
+            for i in range(3):
                 job = c.post("/api/v1/jobs", json={"image": small, "command": ["true"], "cpus": "1"}).json()["id"]
-                assert server.wait_state(job, {"succeeded"}, timeout=60)["node"]["hostname"] == sw1.name
+                got = server.wait_state(job, {"succeeded"}, timeout=60)["node"]["hostname"]
+                assert got == sw1.name, (i, kran("image", "status", small).output)
 
             # warm everywhere, in parallel; status per node
             r = kran("image", "warm", heavy)

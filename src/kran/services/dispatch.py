@@ -30,7 +30,8 @@ def dispatch_tick(rt: Runtime) -> int:
         for r in rows:
             if r.not_before <= now:
                 spec = rt.spec_of(r.job_id, r.spec_json)
-                candidates.append(Candidate(r.job_id, spec.request, now - r.queued_since, spec.volume, spec.node_class))
+                waited = now - r.queued_since
+                candidates.append(Candidate(r.job_id, spec.request, waited, spec.volume, spec.node_class, spec.image))
         if held is None and any(c.exclusive for c in candidates):
             held = set(rt.apps.volume_users())
         placement = place_jobs(candidates, nodes, reserve_after_s=rt.settings.reserve_after_s, held=held, pack=rt.pack)
