@@ -54,7 +54,7 @@ def state(rt: Runtime) -> ImageState:
 # ---- registry: size, digest, class
 
 
-def lookup(rt: Runtime, ref_text: str, force: bool = False) -> ImageInfo | None:
+def lookup(rt: Runtime, ref_text: str) -> ImageInfo | None:
     """The registry's answer for the reference (cached a minute), or None when kran does
     not look this registry up (Docker Hub unless image.lookup_docker_hub)."""
     if rt.registry is None:
@@ -63,7 +63,7 @@ def lookup(rt: Runtime, ref_text: str, force: bool = False) -> ImageInfo | None:
         ref = parse_ref(ref_text)
     except ValueError as e:
         raise InvalidInput(f"image: {e}", "image") from None
-    if not force and not ref.explicit_registry and not rt.settings.lookup_docker_hub:
+    if not ref.explicit_registry and not rt.settings.lookup_docker_hub:
         return None
     st = state(rt)
     cached = st.info.get(ref_text)
@@ -101,11 +101,14 @@ def classify(rt: Runtime, spec: JobSpec) -> JobSpec:
 
 def inspect(rt: Runtime, ref_text: str) -> dict[str, Any]:
     try:
-        info = lookup(rt, ref_text, force=True)
+        info = lookup(rt, ref_text)
     except RegistryError as e:
         raise InvalidInput(str(e), "ref") from None
     if info is None:
-        raise Unavailable("no registry client configured")
+        raise InvalidInput(
+            f"{ref_text}: kran looks up only references naming a registry host (Docker Hub: image.lookup_docker_hub)",
+            "ref",
+        )
     holders = [node for node, refs in images_by_node(rt, fresh=True).items() if _holds(refs, ref_text, info.digest)]
     return {
         "ref": ref_text,
