@@ -162,3 +162,26 @@ def test_on_the_swarm_routing_locality_warm_and_gc(
         for n in swarm.nodes:
             n.docker("rmi", small, heavy, check=False)
         time.sleep(0.1)
+
+
+def test_gc_removes_the_task_containers_swarm_leaves(swarm_images_server: ServerProc, swarm: Any) -> None:
+    server, kran = swarm_images_server, cli_for(swarm_images_server)
+    with server.api() as c:
+        jobs = [
+            c.post("/api/v1/jobs", json={"image": "kran-test/busybox:latest", "command": ["true"]}).json()["id"]
+            for _ in range(3)
+        ]
+        for j in jobs:
+            server.wait_state(j, {"succeeded"}, timeout=60)
+
+    def left() -> int:
+        return sum(
+            len(n.docker("ps", "-aq", "--filter", "status=exited", "--filter", "label=kran.job").stdout.split())
+            for n in swarm.nodes
+        )
+
+    assert left() >= 1  # Swarm keeps finished job tasks' containers (moby#42789)
+    assert kran("image", "gc", "--dry-run").exit_code == 0  # a dry run leaves them
+    assert left() >= 1
+    assert kran("image", "gc").exit_code == 0
+    assert left() == 0

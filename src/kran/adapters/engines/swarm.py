@@ -198,6 +198,8 @@ class SwarmEngine:
                         "kran.attempt": str(spec.attempt),
                         "kran.dir": str(spec.attempt_dir),
                     },
+                    # on the task containers too: Swarm leaves them behind (moby#42789), GC finds them so
+                    container_labels={"kran.instance": self.instance, "kran.job": str(spec.job_id)},
                     env=[f"{k}={v}" for k, v in spec.env.items()],
                     workdir=str(spec.workdir),
                     mounts=mounts,
