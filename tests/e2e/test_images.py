@@ -174,9 +174,12 @@ def test_gc_removes_the_task_containers_swarm_leaves(swarm_images_server: Server
         for j in jobs:
             server.wait_state(j, {"succeeded"}, timeout=60)
 
-    def left() -> int:
+        instance = c.get("/api/v1/status").json()["instance"]
+
+    def left() -> int:  # this server's (other tests' servers leave their own)
+        label = f"label=kran.instance={instance}"
         return sum(
-            len(n.docker("ps", "-aq", "--filter", "status=exited", "--filter", "label=kran.job").stdout.split())
+            len(n.docker("ps", "-aq", "--filter", "status=exited", "--filter", label).stdout.split())
             for n in swarm.nodes
         )
 
