@@ -298,6 +298,7 @@ class SqlStore(JobReads):
                         attempts=bindparam("b_n"),
                         node=bindparam("b_node"),
                         reason=None,
+                        pull=None,  # a pull cut short by a server stop is not this attempt's
                         **{
                             k: bindparam(f"b_{k}")
                             for k in ("alloc_millicpus", "alloc_mem_mb", "alloc_gpus", "alloc_disk_mb")
