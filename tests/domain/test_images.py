@@ -3,6 +3,7 @@ import pytest
 from kran.domain.images import (
     DOCKER_HUB,
     NodeImage,
+    canonical,
     gc_choice,
     parse_classes,
     parse_ref,
@@ -65,3 +66,11 @@ def test_gc_removes_lru_until_the_low_mark_and_keeps_what_it_must() -> None:
     assert chosen == ["d", "a"]  # pinned / in use by ref or id: never
     everything = gc_choice(images, 160, 10**9, 0, keep=frozenset({"a:1"}), force=True)
     assert [i.image_id for i, _ in everything] == ["d", "b", "c"] and all("LRU" in why for _, why in everything)
+
+
+def test_canonical_names_match_the_engine_s_listing() -> None:
+    assert canonical("busybox") == "busybox:latest"
+    assert canonical("docker.io/library/busybox:1") == "busybox:1"
+    assert canonical("kran-demo/busybox") == "kran-demo/busybox:latest"
+    assert canonical("127.0.0.1:5000/x") == "127.0.0.1:5000/x:latest"
+    assert canonical("Not A Ref") == "Not A Ref"

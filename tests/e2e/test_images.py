@@ -188,3 +188,12 @@ def test_gc_removes_the_task_containers_swarm_leaves(swarm_images_server: Server
     assert left() >= 1
     assert kran("image", "gc").exit_code == 0
     assert left() == 0
+
+
+def test_an_image_on_the_node_is_not_pulled_again(server: ServerProc, test_image: str) -> None:
+    untagged = test_image.removesuffix(":latest")  # listed by the engine as name:latest
+    with server.api() as c:
+        job = c.post("/api/v1/jobs", json={"image": untagged, "command": ["true"]}).json()["id"]
+        done = server.wait_state(job, {"succeeded", "failed"})
+        assert done["state"] == "succeeded", done["reason"]
+        assert "pulling" not in [e["to"] for e in c.get("/api/v1/events", params={"job": job}).json()["events"]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 DOCKER_HUB = "docker.io"
 _TAG = re.compile(r"[\w][\w.-]{0,127}")
@@ -73,6 +74,16 @@ def parse_ref(text: str) -> ImageRef:
     if tag is None and digest is None:
         tag = "latest"
     return ImageRef(registry, path, tag, digest)
+
+
+@lru_cache(maxsize=4096)
+def canonical(ref_text: str) -> str:
+    """The reference as Docker lists it (`busybox` -> `busybox:latest`), or as given when
+    it does not parse."""
+    try:
+        return str(parse_ref(ref_text))
+    except ValueError:
+        return ref_text
 
 
 def parse_size(text: str | int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kran.domain.images import canonical
 from kran.domain.placement import Assignment, Candidate, has_room, place_jobs
 from kran.domain.records import StartedAttempt
 from kran.errors import EngineError, FetchError
@@ -31,7 +32,9 @@ def dispatch_tick(rt: Runtime) -> int:
             if r.not_before <= now:
                 spec = rt.spec_of(r.job_id, r.spec_json)
                 waited = now - r.queued_since
-                candidates.append(Candidate(r.job_id, spec.request, waited, spec.volume, spec.node_class, spec.image))
+                candidates.append(
+                    Candidate(r.job_id, spec.request, waited, spec.volume, spec.node_class, image_key(spec.image))
+                )
         if held is None and any(c.exclusive for c in candidates):
             held = set(rt.apps.volume_users())
         placement = place_jobs(candidates, nodes, reserve_after_s=rt.settings.reserve_after_s, held=held, pack=rt.pack)
@@ -47,6 +50,11 @@ def dispatch_tick(rt: Runtime) -> int:
     for s in started:
         rt.pool.submit(_launch, rt, s)
     return len(started)
+
+
+def image_key(image: str | None) -> str | None:
+    """How the inventory names the image (`busybox` is listed as `busybox:latest`)."""
+    return canonical(image) if image else None
 
 
 def _launch(rt: Runtime, s: StartedAttempt) -> None:

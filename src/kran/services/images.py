@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kran.domain.auth import Principal
-from kran.domain.images import ImageInfo, NodeImage, gc_choice, parse_ref, parse_size, size_class
+from kran.domain.images import ImageInfo, NodeImage, canonical, gc_choice, parse_ref, parse_size, size_class
 from kran.domain.jobs import JobSpec
 from kran.domain.records import StartedAttempt
 from kran.domain.states import JobState
@@ -125,6 +125,7 @@ def inspect(rt: Runtime, ref_text: str) -> dict[str, Any]:
 
 def _holds(refs: frozenset[str], ref: str, digest: str | None) -> bool:
     """The node has `ref` by its tag, or the same repository at the digest."""
+    ref = canonical(ref)
     if ref in refs:
         return True
     repo = ref.split("@")[0]
@@ -287,7 +288,7 @@ def warm_status(rt: Runtime, ref: str) -> list[dict[str, Any]]:
     out = []
     for node in rt.node_images.nodes() if rt.node_images else []:
         pull = st.pulls.get((node, ref))
-        present = ref in _node_refs(rt, node)
+        present = canonical(ref) in _node_refs(rt, node)
         out.append(
             {
                 "node": node,
@@ -332,9 +333,9 @@ def gc(rt: Runtime, node: str | None = None, dry_run: bool = False, target: int 
         low = target if target is not None else _mark(rt.settings.gc_low, capacity)
         if high is None or low is None:
             continue
-        keep = set(pins)
-        keep |= {j.spec.image for j in active if j.node == n and j.spec.image}
-        keep |= {ref for (pn, ref), p in st.pulls.items() if pn == n and p.state == "pulling"}
+        keep = {canonical(p) for p in pins}
+        keep |= {canonical(j.spec.image) for j in active if j.node == n and j.spec.image}
+        keep |= {canonical(ref) for (pn, ref), p in st.pulls.items() if pn == n and p.state == "pulling"}
         images = [
             replace(i, last_used=max([i.last_used] + [st.last_used.get((n, r), 0.0) for r in i.refs]))
             for i in inventory(rt, n, fresh=True)
