@@ -352,7 +352,9 @@ def gc(rt: Runtime, node: str | None = None, dry_run: bool = False, target: int 
                 )
             out.append(entry)
         if not dry_run:
-            rt.node_images.remove_exited(n, f"kran.instance={rt.instance}")
+            if rt.cluster is not None:  # the local engine removes its containers itself when collecting
+                busy = frozenset(str(j.id) for j in active)
+                rt.node_images.remove_exited(n, f"kran.instance={rt.instance}", busy)
             inventory(rt, n, fresh=True)
     return out
 

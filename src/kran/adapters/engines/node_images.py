@@ -131,12 +131,15 @@ class NodeDockers:
             capacity = st.f_blocks * st.f_frsize
         return used, capacity
 
-    def remove_exited(self, node: str, label: str) -> int:
-        """Exited containers carrying `label` (job tasks Swarm leaves behind, moby#42789)."""
+    def remove_exited(self, node: str, label: str, keep_jobs: frozenset[str]) -> int:
+        """Exited containers carrying `label` (job tasks Swarm leaves behind, moby#42789),
+        except those of jobs in `keep_jobs` (still being collected)."""
         client = self._client(node)
         n = 0
         try:
             for c in client.containers.list(all=True, filters={"status": "exited", "label": label}):
+                if c.labels.get("kran.job") in keep_jobs:
+                    continue
                 c.remove()
                 n += 1
         except (DockerException, OSError):
