@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from kran.adapters.store.job_inserts import insert_rows
 from kran.adapters.store.sql_store import SqlStore
 from kran.adapters.store.tables import jobs, schedule_runs, schedules
 from kran.domain.jobs import JobSpec
@@ -109,9 +110,7 @@ class SqlSchedules:
                     ):
                         return None
                     specs = [r.spec for r in runs if r.spec is not None]
-                    ids, failed = (
-                        store.insert_rows_in(conn, [Submission(specs, schedule.owner)], now) if specs else ([], 0)
-                    )
+                    ids, failed = insert_rows(conn, [Submission(specs, schedule.owner)], now) if specs else ([], 0)
                     job_ids = iter(ids)
                     if runs:
                         conn.execute(

@@ -1,0 +1,82 @@
+"""How submitted jobs become rows: the job, its labels, its `queued` event, its
+dependencies (which may fail it at once). Used by submissions and schedule fires, each in
+its own transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, insert
+
+from kran.adapters.store.job_deps import resolve_blocked
+from kran.adapters.store.tables import events, job_deps, job_labels, jobs
+from kran.domain.dependencies import AFTER_ANY, AFTER_OK
+from kran.domain.records import Submission
+from kran.domain.states import JobState
+
+
+def insert_rows(conn: Connection, groups: Sequence[Submission], now: float) -> tuple[list[int], int]:
+    """Insert the jobs in the caller's transaction; returns their ids and how many ended
+    dependency_failed at once. The caller holds the write lock and adjusts the queued count."""
+    specs = [s for group in groups for s in group.specs]
+    rows = [
+        {
+            "owner": group.owner,
+            "submitted_by": group.submitted_by,
+            "name": s.name,
+            "state": JobState.QUEUED.value,
+            "priority": s.priority,
+            "spec": json.dumps(s.to_json()),
+            "image": s.image,
+            "volume": s.volume,
+            "req_millicpus": s.request.cpus.min,
+            "req_mem_mb": s.request.mem_mb.min,
+            "req_gpus": s.request.gpus.min,
+            "req_disk_mb": s.request.disk_mb.min,
+            "submitted_at": now,
+            "queued_since": now,
+            "not_before": now,
+            "attempts": 0,
+            "timeout_s": s.timeout_s,
+            "retries": s.retries,
+            "blocked": bool(s.after or s.after_any),
+        }
+        for group in groups
+        for s in group.specs
+    ]
+    if len(rows) == 1:  # parameters apart from the statement: its compiled form is cached
+        key = conn.execute(insert(jobs), rows[0]).inserted_primary_key
+        assert key is not None
+        ids = [key[0]]
+    else:
+        result = conn.execute(insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows)
+        ids = [r[0] for r in result]
+    labels = [{"job_id": i, "key": k, "value": v} for i, s in zip(ids, specs, strict=True) for k, v in s.labels.items()]
+    if labels:
+        conn.execute(insert(job_labels), labels)
+    conn.execute(
+        insert(events),
+        [
+            {
+                "job_id": i,
+                "attempt": None,
+                "from_state": None,
+                "to_state": "queued",
+                "reason": "submitted",
+                "at": now,
+            }
+            for i in ids
+        ],
+    )
+    deps = [
+        {"job_id": i, "dep_id": d, "kind": kind}
+        for i, s in zip(ids, specs, strict=True)
+        for kind, dep_ids in ((AFTER_OK, s.after), (AFTER_ANY, s.after_any))
+        for d in dep_ids
+    ]
+    failed = 0
+    if deps:
+        conn.execute(insert(job_deps), deps)
+        failed = resolve_blocked(conn, {d["job_id"] for d in deps}, now)
+    return [int(i) for i in ids], failed
