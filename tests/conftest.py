@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from kran.cli.main import cli
+from tests.swarm_cluster import unmount_under
 
 TEST_IMAGE = "kran-test/busybox:latest"
 
@@ -182,7 +183,7 @@ def _cleanup_engine_leftovers(instance_dir: Path) -> None:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-    _unmount_under(instance_dir)
+    unmount_under(instance_dir)  # app volumes a killed server left mounted
     if inst:
         from kran.adapters.engines.cgroups import Cgroups
 
@@ -196,15 +197,6 @@ def _cleanup_engine_leftovers(instance_dir: Path) -> None:
                 c.remove(force=True)
         except Exception:
             pass
-
-
-def _unmount_under(root: Path) -> None:
-    """App volumes a killed server left mounted."""
-    with open("/proc/mounts") as f:
-        points = [line.split()[1] for line in f]
-    for p in sorted(points, reverse=True):
-        if p.startswith(str(root.resolve()) + "/"):
-            subprocess.run(["umount", "-l", p], check=False)
 
 
 @pytest.fixture(scope="session")

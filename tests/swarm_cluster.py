@@ -199,12 +199,13 @@ class SwarmCluster:
             node.stop()
         for node in self.nodes:
             for sub in ("exec", "data"):
-                _unmount_under(node.root / sub)
+                unmount_under(node.root / sub)
         self.down_network()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _unmount_under(root: Path) -> None:
+def unmount_under(root: Path) -> None:
+    """Lazily unmount everything mounted at or below root."""
     with open("/proc/mounts") as f:
         points = [line.split()[1] for line in f]
     for p in sorted(points, reverse=True):

@@ -41,6 +41,7 @@ class Pull:
 class ImageState:
     info: dict[str, tuple[float, ImageInfo]] = field(default_factory=dict)
     inventory: dict[str, tuple[float, list[NodeImage]]] = field(default_factory=dict)
+    refs: dict[str, frozenset[str]] = field(default_factory=dict)  # node -> its images' tags and digests
     last_used: dict[tuple[str, str], float] = field(default_factory=dict)
     pulls: dict[tuple[str, str], Pull] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -149,6 +150,7 @@ def inventory(rt: Runtime, node: str, fresh: bool = False) -> list[NodeImage]:
             log.warning("%s", e)
             return cached[1] if cached else []
         st.inventory[node] = (time.monotonic(), images)
+        st.refs[node] = frozenset(r for i in images for r in i.refs)  # read by every scheduler pass
         return images
     return cached[1]
 
@@ -160,7 +162,7 @@ def images_by_node(rt: Runtime, fresh: bool = False) -> dict[str, frozenset[str]
     out = {}
     for node in rt.node_images.nodes():
         if fresh or node in state(rt).inventory:
-            out[node] = frozenset(r for i in inventory(rt, node, fresh) for r in i.refs)
+            out[node] = _node_refs(rt, node, fresh)
     return out
 
 
@@ -216,8 +218,9 @@ def ensure_on_node(rt: Runtime, s: StartedAttempt) -> None:
             rt.image_store.set_pull(s.job_id, s.attempt, None, done_text, rt.clock.now())
 
 
-def _node_refs(rt: Runtime, node: str) -> frozenset[str]:
-    return frozenset(r for i in inventory(rt, node) for r in i.refs)
+def _node_refs(rt: Runtime, node: str, fresh: bool = False) -> frozenset[str]:
+    inventory(rt, node, fresh)
+    return state(rt).refs.get(node, frozenset())
 
 
 def _start_pull(rt: Runtime, node: str, ref: str) -> tuple[Pull, bool]:

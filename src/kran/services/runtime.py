@@ -100,12 +100,7 @@ class Runtime:
 
     def node_image_refs(self) -> dict[str, frozenset[str]]:
         """Node -> image references it holds, from the image manager's cached inventory."""
-        if self.image_state is None:
-            return {}
-        return {
-            node: frozenset(r for i in images for r in i.refs)
-            for node, (_, images) in self.image_state.inventory.items()
-        }
+        return {} if self.image_state is None else dict(self.image_state.refs)
 
     def hostnames(self) -> dict[str, str]:
         if self.cluster is None:

@@ -28,23 +28,18 @@ class NodeDockers:
     def nodes(self) -> list[str]:
         return list(self._urls())
 
-    def _client(self, node: str, timeout: float = 60) -> Any:
+    def _url(self, node: str) -> str | None:
         urls = self._urls()
         if node not in urls:
             raise EngineError(f"no Docker API known for node {node} (cluster.node_docker_hosts)")
-        url = urls[node]
-        key = f"{url}|{timeout}"
+        return urls[node]
+
+    def _client(self, node: str) -> Any:
+        url = self._url(node)
         with self._lock:
-            client = self._clients.get(key)
+            client = self._clients.get(url or "")
             if client is None:
-                try:
-                    if url:
-                        client = docker.DockerClient(base_url=url, timeout=int(timeout))
-                    else:
-                        client = docker.from_env(timeout=int(timeout))
-                except DockerException as e:
-                    raise EngineError(f"node {node}: Docker Engine unreachable: {e}") from None
-                self._clients[key] = client
+                client = self._clients[url or ""] = _connect(node, url)
         return client
 
     def images(self, node: str) -> list[NodeImage]:
@@ -74,11 +69,8 @@ class NodeDockers:
         repo, tag = parse_repository_tag(ref)
         layers: dict[str, tuple[int, int]] = {}
         errors: list[str] = []
-        url = self._urls().get(node, "missing")
-        if url == "missing":
-            raise EngineError(f"no Docker API known for node {node} (cluster.node_docker_hosts)")
         # a client of its own: closing it is how a stuck pull is abandoned (dockerd cancels it)
-        client = docker.DockerClient(base_url=url, timeout=60) if url else docker.from_env(timeout=60)
+        client = _connect(node, self._url(node))
         auth_config = {"username": auth[0], "password": auth[1]} if auth else None
 
         def consume() -> None:
@@ -145,6 +137,13 @@ class NodeDockers:
         except (DockerException, OSError):
             pass
         return n
+
+
+def _connect(node: str, url: str | None) -> Any:
+    try:
+        return docker.DockerClient(base_url=url, timeout=60) if url else docker.from_env(timeout=60)
+    except DockerException as e:
+        raise EngineError(f"node {node}: Docker Engine unreachable: {e}") from None
 
 
 def _explain(e: Exception) -> str:
