@@ -37,7 +37,7 @@ class RegistryClient:
 
     def _base(self, registry: str) -> str:
         host = registry.split(":")[0]
-        plain = registry in self.insecure or host in ("localhost", "127.0.0.1") or host.startswith("127.")
+        plain = registry in self.insecure or host == "localhost" or host.startswith("127.")
         return f"{'http' if plain else 'https'}://{registry}"
 
     def resolve(self, ref: ImageRef, arch: str = "amd64") -> ImageInfo:

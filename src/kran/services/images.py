@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -234,7 +235,7 @@ def _start_pull(rt: Runtime, node: str, ref: str) -> tuple[Pull, bool]:
     return pull, True
 
 
-def _run_pull(rt: Runtime, pull: Pull, progress: Any = None) -> None:
+def _run_pull(rt: Runtime, pull: Pull, progress: Callable[[int, int], None] | None = None) -> None:
     assert rt.node_images is not None
     creds = rt.image_store.credentials() if rt.image_store else {}
     registry = parse_ref(pull.ref).registry
