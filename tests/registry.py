@@ -68,6 +68,7 @@ class Registry:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def start_registry(addr: str, port: int, storage: Path) -> Registry:
