@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from kran.adapters.cwl.execute import CwlRunner
 from kran.adapters.engines.capacity import detect_capacity
 from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.docker_engine import DockerEngine, Sandbox
@@ -29,6 +30,7 @@ from kran.adapters.store.identity_store import SqlIdentities, load_master_key
 from kran.adapters.store.image_store import SqlImageStore
 from kran.adapters.store.schedule_store import SqlSchedules
 from kran.adapters.store.sql_store import SqlStore
+from kran.adapters.store.workflow_store import SqlWorkflows
 from kran.adapters.volumes import LoopVolumes
 from kran.errors import Unavailable
 from kran.services.auth import Authenticator, bootstrap_admin
@@ -37,6 +39,7 @@ from kran.services.images import ImageState
 from kran.services.loop import SchedulerLoop
 from kran.services.reconcile import reconcile_on_start
 from kran.services.runtime import Runtime
+from kran.services.workflows import WorkflowState
 from kran.settings import Settings
 
 log = logging.getLogger("kran")
@@ -165,6 +168,9 @@ def build_server(settings: Settings) -> Server:
         image_store=image_store,
         node_images=NodeDockers(node_urls),
         image_state=ImageState(),
+        workflows=SqlWorkflows(store),
+        workflow_runner=CwlRunner(settings.default_image, settings.max_parallel_steps),
+        workflow_state=WorkflowState(),
     )
     metrics.watch_state(store, engine, rt.nodes)
     auth = Authenticator(

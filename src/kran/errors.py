@@ -70,3 +70,7 @@ class RegistryError(EngineError):
     def __init__(self, message: str, answered: bool = True) -> None:
         super().__init__(message)
         self.answered = answered  # False: the registry could not be reached at all
+
+
+class StepCancelled(KranError):
+    """The workflow run a step belongs to was cancelled."""

@@ -14,6 +14,7 @@ from kran.domain.cluster import NodeInfo
 from kran.domain.datafiles import FileSource
 from kran.domain.dependencies import Dependency
 from kran.domain.images import ImageInfo, ImageRef, NodeImage
+from kran.domain.jobs import JobSpec
 from kran.domain.placement import Assignment
 from kran.domain.records import (
     ActiveAttempt,
@@ -30,6 +31,7 @@ from kran.domain.records import (
 from kran.domain.resources import Resources
 from kran.domain.retry import AttemptEnd
 from kran.domain.states import JobState
+from kran.domain.workflows import RunResult, RunState, WorkflowRecord
 from kran.errors import KranError
 
 
@@ -49,6 +51,8 @@ class LaunchSpec:
     mounts: tuple[Path, ...] = ()  # host dirs bound at the same path (the app volume)
     node: str = "local"  # the node kran placed it on (cluster engines pin it there)
     grace_s: float | None = None  # SIGTERM to SIGKILL for engines that fix it at start
+    binds: tuple[tuple[str, str, bool], ...] = ()  # (host, target, writable), containers only
+    cwd: str | None = None  # the container's working dir; None: `workdir`
 
     @property
     def workdir(self) -> Path:
@@ -282,3 +286,52 @@ class NodeImages(Protocol):
 
 class Clock(Protocol):
     def now(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """How a workflow step's job ended."""
+
+    job_id: int
+    state: str  # the job's final state
+    exit_code: int | None
+    reason: str | None
+
+
+class StepLauncher(Protocol):
+    """Runs one workflow step as a kran job, for the run it was made for."""
+
+    def run_step(self, spec: JobSpec, step: str, key: str | None) -> StepOutcome:
+        """Submit (or, with `key`, re-attach to the run's job of that key) and wait for its
+        end. Raises StepCancelled when the run was cancelled."""
+        ...
+
+
+class WorkflowRunner(Protocol):
+    """The workflow engine: runs a document to its end, each tool step through `launcher`."""
+
+    def run(
+        self, document: str, job_order: str | None, run_dir: Path, launcher: StepLauncher, roots: tuple[Path, ...]
+    ) -> RunResult: ...
+
+
+class Workflows(Protocol):
+    """Durable workflow runs."""
+
+    def create(self, owner: str, name: str, labels: dict[str, str], now: float) -> int: ...
+    def set_files(self, run_id: int, dir: str, document: str, job_order: str | None) -> None: ...
+    def get(self, run_id: int) -> WorkflowRecord | None: ...
+    def list(
+        self, owner: str | None = None, states: Sequence[RunState] = (), limit: int = 100
+    ) -> list[WorkflowRecord]: ...
+    def start(self, run_id: int, now: float) -> bool: ...
+    def finish(
+        self,
+        run_id: int,
+        state: RunState,
+        now: float,
+        exit_code: int,
+        reason: str | None = None,
+        outputs: dict[str, Any] | None = None,
+    ) -> bool: ...
+    def request_cancel(self, run_id: int) -> None: ...

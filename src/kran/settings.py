@@ -61,6 +61,8 @@ class Settings:
     gc_high: str = "80%"
     gc_low: str = "60%"
     gc_interval_s: float = 60.0
+    default_image: str = "debian:stable-slim"
+    max_parallel_steps: int = 64
 
     @property
     def size_classes(self) -> list[tuple[str, int]]:
@@ -146,6 +148,8 @@ TOML_KEYS: dict[str, tuple[str, str]] = {
     "gc_high": ("image", "gc_high"),
     "gc_low": ("image", "gc_low"),
     "gc_interval_s": ("image", "gc_interval_s"),
+    "default_image": ("workflow", "default_image"),
+    "max_parallel_steps": ("workflow", "max_parallel_steps"),
 }
 
 HELP = {
@@ -191,6 +195,8 @@ HELP = {
     "gc_high": "image disk use per node above which GC runs: a size (20G) or a share of the disk (80%)",
     "gc_low": "GC removes least recently used images until disk use is at most this",
     "gc_interval_s": "how often image GC checks each node",
+    "max_parallel_steps": "workflows: most steps of one run submitted at a time (cores requested, as cwltool counts)",
+    "default_image": "workflows: the image of CWL tools that name none (kran runs every step in a container)",
 }
 
 SECRET_FIELDS: frozenset[str] = frozenset({"proxy_secret"})
@@ -310,6 +316,8 @@ def _check(s: Settings) -> None:
         raise InvalidInput("files: timeouts must be positive and sizes not negative", "files")
     if s.poll_interval_s <= 0 or s.retry_backoff_s < 0 or s.dispatch_window < 1:
         raise InvalidInput("queue timings must be positive", "queue")
+    if not 1 <= s.max_parallel_steps <= 4096:
+        raise InvalidInput("workflow.max_parallel_steps is between 1 and 4096", "max_parallel_steps")
 
 
 def describe(settings: Settings, origin: dict[str, str]) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kran import __version__
 from kran.adapters.metrics import PrometheusMetrics
-from kran.api import admin, apps, images, jobs, nodes, schedules, system, usage
+from kran.api import admin, apps, images, jobs, nodes, schedules, system, usage, workflows
 from kran.api.deps import UPLOAD_PATHS, authenticate
 from kran.errors import (
     Conflict,
@@ -149,4 +149,5 @@ def create_app(rt: Runtime, auth: Authenticator, metrics: PrometheusMetrics | No
     app.include_router(usage.router)
     app.include_router(admin.router)
     app.include_router(system.router)
+    app.include_router(workflows.router)
     return app

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from typing import Annotated
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any
 
 from fastapi import Path, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from kran.domain.auth import Principal
-from kran.errors import Unauthorized
+from kran.errors import InvalidInput, Unauthorized
 from kran.services.auth import Authenticator
 from kran.services.runtime import Runtime
 
@@ -20,7 +22,7 @@ JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="a job id")]
 # reachable without credentials: liveness, readiness, metrics, the API description
 OPEN_PATHS = frozenset({"/ping", "/status", "/api/v1/status", "/metrics", "/api/v1/openapi.json"})
 # multipart uploads: bigger bodies (server.max_upload_mb), streamed to disk
-UPLOAD_PATHS = frozenset({"/api/v1/jobs/upload"})
+UPLOAD_PATHS = frozenset({"/api/v1/jobs/upload", "/api/v1/workflows"})
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
@@ -64,3 +66,28 @@ async def caller(request: Request) -> Principal:
 async def authenticator(request: Request) -> Authenticator:
     auth: Authenticator = request.app.state.auth
     return auth
+
+
+async def spooled_body(request: Request) -> Any:
+    """The upload's body on disk: spooled by `authenticate` while it hashed it, or now."""
+    spool = getattr(request.state, "upload", None)
+    if spool is None:  # a proxy- or token-authenticated request
+        spool = tempfile.SpooledTemporaryFile(max_size=1 << 20)
+        async for chunk in request.stream():
+            await run_in_threadpool(spool.write, chunk)
+        spool.seek(0)
+    return spool
+
+
+async def parse_multipart(request: Request, spool: Any, expected: str) -> Any:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidInput(expected, "content-type")
+
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        while chunk := await run_in_threadpool(spool.read, 1 << 20):
+            yield chunk
+
+    try:
+        return await MultiPartParser(request.headers, chunks(), max_files=10_000, max_part_size=1 << 20).parse()
+    except MultiPartException as e:
+        raise InvalidInput(f"bad multipart body: {e.message}", "body") from None

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from collections.abc import AsyncGenerator
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -12,9 +10,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.formparsers import MultiPartException, MultiPartParser
 
-from kran.api.deps import JobId, authenticator, caller, runtime
+from kran.api.deps import JobId, authenticator, caller, parse_multipart, runtime, spooled_body
 from kran.api.schemas import BatchSubmit, JobSubmit, spec_for
 from kran.api.views import entry_json, job_json
 from kran.domain.auth import Principal
@@ -56,14 +53,9 @@ async def _classified(rt: Runtime, specs: list[JobSpec]) -> list[JobSpec]:
 async def submit_with_inputs(request: Request, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
     """Each `input` part's filename is where it goes in the working dir (a relative path).
     The body is spooled to disk while it arrives (server.max_upload_mb caps it)."""
-    spool = getattr(request.state, "upload", None)
-    if spool is None:  # a proxy- or token-authenticated request: spool it now
-        spool = tempfile.SpooledTemporaryFile(max_size=1 << 20)
-        async for chunk in request.stream():
-            spool.write(chunk)
-        spool.seek(0)
+    spool = await spooled_body(request)
     try:
-        form = await _parse_multipart(request, spool)
+        form = await parse_multipart(request, spool, "send multipart/form-data with a `job` field and `input` files")
         raw = form.get("job")
         if not isinstance(raw, str):
             raise InvalidInput("a multipart field `job` with the job as JSON is required", "job")
@@ -86,20 +78,6 @@ async def submit_with_inputs(request: Request, rt: Rt, who: Caller, auth: Auth) 
         return {"id": job_id, "inputs": [f.filename for f in inputs]}
     finally:
         spool.close()
-
-
-async def _parse_multipart(request: Request, spool: Any) -> Any:
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidInput("send multipart/form-data with a `job` field and `input` files", "content-type")
-
-    async def chunks() -> AsyncGenerator[bytes, None]:
-        while chunk := await run_in_threadpool(spool.read, 1 << 20):
-            yield chunk
-
-    try:
-        return await MultiPartParser(request.headers, chunks(), max_files=10_000, max_part_size=1 << 20).parse()
-    except MultiPartException as e:
-        raise InvalidInput(f"bad multipart body: {e.message}", "body") from None
 
 
 @router.post("/batch", status_code=201, summary="Submit many jobs, all or nothing")

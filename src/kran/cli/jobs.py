@@ -295,10 +295,15 @@ def get_cmd(job_id: int, path: str | None, everything: bool, dest: str | None) -
 
 def _get_all(job_id: int, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
-    with Client().stream(f"/api/v1/jobs/{job_id}/archive") as r:
+    extract_stream(Client(), f"/api/v1/jobs/{job_id}/archive", dest)
+    click.echo(f"job {job_id}'s files are in {dest}/", err=True)
+
+
+def extract_stream(client: Client, path: str, dest: Path) -> None:
+    """A tar stream from the server, extracted into `dest` as it arrives."""
+    with client.stream(path) as r:
         with tarfile.open(fileobj=io.BufferedReader(_Reader(r.iter_bytes())), mode="r|") as tar:
             tar.extractall(dest, filter=_skip_unsafe)
-    click.echo(f"job {job_id}'s files are in {dest}/", err=True)
 
 
 def _skip_unsafe(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:

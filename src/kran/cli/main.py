@@ -20,6 +20,7 @@ from kran.cli.images import image, registry
 from kran.cli.nodes import node, nodes_cmd
 from kran.cli.render import kv_table, print_json
 from kran.cli.schedules import schedule
+from kran.cli.workflows import cwl_runner, workflow
 from kran.errors import InvalidInput, Unavailable
 
 
@@ -207,6 +208,8 @@ cli.add_command(image)
 cli.add_command(registry)
 cli.add_command(node)
 cli.add_command(nodes_cmd)
+cli.add_command(workflow)
+cli.add_command(cwl_runner)
 
 
 def main() -> None:

@@ -50,6 +50,10 @@ class JobSpec:
     image_digest: str | None = None  # from the registry at submit (None: not looked up)
     image_size: int | None = None  # compressed bytes
     image_class: str | None = None  # the image's size class (it sets node_class unless the job did)
+    # Set by kran itself only (workflow steps), never from a request: host paths bound into
+    # the container (host, target, writable) and the container's working dir.
+    binds: tuple[tuple[str, str, bool], ...] = ()
+    cwd: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -59,6 +63,7 @@ class JobSpec:
         d["files"] = list(self.files)
         d["cached_files"] = list(self.cached_files)
         d["run_as"] = list(self.run_as) if self.run_as else None
+        d["binds"] = [list(b) for b in self.binds]
         d["request"] = {
             k: {"min": r.min, "max": r.max}
             for k, r in (
@@ -80,6 +85,7 @@ class JobSpec:
         d["files"] = tuple(d.get("files", ()))
         d["cached_files"] = tuple(d.get("cached_files", ()))
         d["run_as"] = tuple(d["run_as"]) if d.get("run_as") else None
+        d["binds"] = tuple((str(h), str(t), bool(w)) for h, t, w in d.get("binds", ()))
         d["request"] = ResourceRequest(**{k: Range(v["min"], v["max"]) for k, v in req.items()})
         return JobSpec(**d)
 

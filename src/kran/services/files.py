@@ -87,10 +87,10 @@ def tar_chunks(rt: Runtime, job_id: int) -> Iterator[bytes]:
     root = workdir_of(rt, job_id)
     if not root.is_dir():
         raise NotFound(f"job {job_id} has no working dir")
-    return _tar(root)
+    return tar_tree(root)
 
 
-def _tar(root: Path) -> Iterator[bytes]:
+def tar_tree(root: Path) -> Iterator[bytes]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         base = Path(dirpath)

@@ -29,6 +29,8 @@ from kran.ports import (
     Schedules,
     Store,
     Volumes,
+    WorkflowRunner,
+    Workflows,
 )
 from kran.services.batcher import SubmitBatcher
 from kran.settings import Settings
@@ -57,6 +59,9 @@ class Runtime:
     image_store: ImageStore | None = None
     node_images: NodeImages | None = None  # nodes whose Docker API kran reaches (image manager)
     image_state: Any = None  # the image manager's in-memory state (services.images.ImageState)
+    workflows: Workflows | None = None  # workflow runs; None: not enabled
+    workflow_runner: WorkflowRunner | None = None  # the workflow engine (cwltool)
+    workflow_state: Any = None  # runs executing here (services.workflows.WorkflowState)
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(16, "kran-engine"))
     # engine work finished in the pool, for the loop to record: (kind, payload)
     results: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)

@@ -58,4 +58,6 @@ def stage_attempt(rt: Runtime, s: StartedAttempt) -> LaunchSpec:
         mounts=(volume,) if volume else (),
         node=s.node,
         grace_s=spec.grace_s,
+        binds=spec.binds,
+        cwd=spec.cwd,
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from docker.types import DeviceRequest
+from docker.types import DeviceRequest, Mount
 
 from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.process import effective_user, give_to, read_exit_code, write_exit_code
@@ -120,7 +120,7 @@ class DockerEngine:
                 "kran.dir": str(spec.attempt_dir),
             },
             "environment": spec.env,
-            "working_dir": str(spec.workdir),
+            "working_dir": spec.cwd or str(spec.workdir),
             "volumes": {str(spec.workdir): {"bind": str(spec.workdir), "mode": "rw"}},
             "network_mode": "bridge" if spec.network else "none",
             "init": True,
@@ -133,13 +133,16 @@ class DockerEngine:
         }
         for m in spec.mounts:
             kwargs["volumes"][str(m)] = {"bind": str(m), "mode": "rw"}
+        if spec.binds:
+            kwargs["mounts"] = [Mount(t, h, type="bind", read_only=not w) for h, t, w in spec.binds]
         run_as = effective_user(spec, self.sandbox.run_as)
         if run_as:
             give_to(spec, run_as)
             kwargs["user"] = f"{run_as[0]}:{run_as[1]}"
         if self.sandbox.read_only:
             kwargs["read_only"] = True
-            kwargs["tmpfs"] = {"/tmp": "rw,nosuid,nodev,size=256m"}
+            if not any(t == "/tmp" for _, t, _ in spec.binds):
+                kwargs["tmpfs"] = {"/tmp": "rw,nosuid,nodev,size=256m"}
         if self.cgroups.version is not None:  # the attempt's cgroup holds the container's: counters outlive it
             kwargs["cgroup_parent"] = "/" + self.cgroups.relative(self.instance, spec.job_id, spec.attempt)
         if alloc.millicpus:

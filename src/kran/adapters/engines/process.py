@@ -65,13 +65,22 @@ def effective_user(spec: LaunchSpec, default: tuple[int, int] | None) -> tuple[i
 
 
 def give_to(spec: LaunchSpec, run_as: tuple[int, int]) -> None:
-    """The job's user owns its working dir, what was staged in it, and its volume's root."""
-    for root, dirs, files in os.walk(spec.workdir):
-        os.chown(root, *run_as)
-        for name in dirs + files:
-            os.lchown(os.path.join(root, name), *run_as)
+    """The job's user owns its working dir, what was staged in it, its volume's root and
+    the writable dirs bound into its container."""
+    _chown_tree(spec.workdir, run_as)
     for m in spec.mounts:
         os.chown(m, *run_as)
+    for host, _, writable in spec.binds:
+        if writable:
+            _chown_tree(Path(host), run_as)
+
+
+def _chown_tree(top: Path, run_as: tuple[int, int]) -> None:
+    os.lchown(top, *run_as)
+    if top.is_dir() and not top.is_symlink():
+        for root, dirs, files in os.walk(top):
+            for name in dirs + files:
+                os.lchown(os.path.join(root, name), *run_as)
 
 
 def read_exit_code(attempt_dir: Path) -> int | None:

@@ -184,6 +184,7 @@ class SwarmEngine:
         run_as = spec.run_as or self.run_as
         mounts = [Mount(str(spec.workdir), str(spec.workdir), type="bind")]
         mounts += [Mount(str(m), str(m), type="bind") for m in spec.mounts]
+        mounts += [Mount(t, h, type="bind", read_only=not w) for h, t, w in spec.binds]
         generic = {"gpu": alloc.gpus} if alloc.gpus else None
         constraints = [f"node.id=={spec.node}"] if spec.node and spec.node != "local" else []
         try:
@@ -201,7 +202,7 @@ class SwarmEngine:
                     # on the task containers too: Swarm leaves them behind (moby#42789), GC finds them so
                     container_labels={"kran.instance": self.instance, "kran.job": str(spec.job_id)},
                     env=[f"{k}={v}" for k, v in spec.env.items()],
-                    workdir=str(spec.workdir),
+                    workdir=spec.cwd or str(spec.workdir),
                     mounts=mounts,
                     user=f"{run_as[0]}:{run_as[1]}" if run_as else None,
                     mode=ServiceMode("replicated-job", concurrency=1, replicas=1),

@@ -214,3 +214,23 @@ image_pins = Table(
     Column("pinned_by", String(200), nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("owner", String(200), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("state", String(20), nullable=False, index=True),
+    Column("labels", Text, nullable=False),  # JSON object
+    Column("dir", Text, nullable=False),
+    Column("document", Text, nullable=False),
+    Column("job_order", Text),
+    Column("submitted_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("outputs", Text),  # JSON
+    Column("reason", Text),
+    Column("exit_code", Integer),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+)

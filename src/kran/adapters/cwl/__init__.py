@@ -1,0 +1,1 @@
+"""CWL through cwltool: kran replaces only how a CommandLineTool's command is launched."""

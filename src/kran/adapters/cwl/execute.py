@@ -1,0 +1,181 @@
+"""One workflow run through cwltool's own `main`, with kran's tool factory and a fetcher
+that reads documents only under the run's dir and the shared roots (never the network)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cwltool.main
+from cwltool.argparser import arg_parser
+from cwltool.context import LoadingContext
+from cwltool.executors import MultithreadedJobExecutor
+from schema_salad.exceptions import ValidationException
+from schema_salad.fetcher import DefaultFetcher
+
+from kran.adapters.cwl.steps import StepContext, make_tool_factory
+from kran.domain.workflows import EXIT_FAILED, EXIT_SUCCESS, EXIT_UNSUPPORTED, RunResult
+from kran.ports import StepLauncher
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run keeps things, all on the data dir (the same path on every node)."""
+
+    dir: Path
+
+    @property
+    def outputs(self) -> Path:
+        return self.dir / "outputs"
+
+    @property
+    def cache(self) -> Path:  # cwltool's job cache: finished steps are reused after a restart
+        return self.dir / "cache"
+
+    @property
+    def tmp(self) -> Path:
+        return self.dir / "tmp"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "run.log"
+
+    def make(self) -> None:
+        for d in (self.outputs, self.cache, self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def restricted_fetcher(roots: tuple[Path, ...]) -> Any:
+    class RootsFetcher(DefaultFetcher):
+        def _allowed(self, url: str) -> None:
+            split = urllib.parse.urlsplit(url)
+            if split.scheme != "file":
+                raise ValidationException(f"{url}: kran reads workflow documents from files only")
+            path = Path(urllib.request.url2pathname(split.path)).resolve()
+            if not any(path.is_relative_to(r) for r in roots):
+                raise ValidationException(f"{path} is outside the places this server shares with workflows")
+
+        def fetch_text(self, url: str, content_types: list[str] | None = None) -> str:
+            if not isinstance(self.cache.get(url), str):
+                self._allowed(url)
+            return super().fetch_text(url, content_types)
+
+        def check_exists(self, url: str) -> bool:
+            if url in self.cache:
+                return True
+            try:
+                self._allowed(url)
+            except ValidationException:
+                return False
+            return super().check_exists(url)
+
+    return RootsFetcher
+
+
+class _LastError(logging.Handler):
+    """Writes the run's own log lines to its log file and keeps the last error."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(logging.INFO)
+        self.threads: set[int] = {threading.get_ident()}
+        self.file = logging.FileHandler(path, encoding="utf-8")
+        self.file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.last_error: str | None = None
+        self.addFilter(lambda r: r.thread in self.threads)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.file.emit(record)
+        if record.levelno >= logging.ERROR:
+            text = record.getMessage().strip()
+            self.last_error = text.splitlines()[-1][:500] if text else self.last_error
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
+class CwlRunner:
+    """The workflow engine port, with cwltool."""
+
+    def __init__(self, default_image: str, max_parallel: int) -> None:
+        self.default_image = default_image
+        self.max_parallel = max_parallel
+
+    def run(
+        self, document: str, job_order: str | None, run_dir: Path, launcher: StepLauncher, roots: tuple[Path, ...]
+    ) -> RunResult:
+        return run_cwl(document, job_order, RunPaths(run_dir), launcher, roots, self.default_image, self.max_parallel)
+
+
+def run_cwl(
+    document: str,
+    job_order: str | None,
+    paths: RunPaths,
+    launcher: StepLauncher,
+    roots: tuple[Path, ...],
+    default_image: str,
+    max_parallel: int = 64,
+) -> RunResult:
+    """Run the workflow to its end (blocking); steps go through `launcher`."""
+    paths.make()
+    handler = _LastError(paths.log)
+    ctx = StepContext(launcher, roots, lambda: handler.threads.add(threading.get_ident()))
+    loading = LoadingContext()
+    loading.construct_tool_object = make_tool_factory(ctx)
+    loading.fetcher_constructor = restricted_fetcher(ctx.roots)
+    args = [
+        "--outdir", str(paths.outputs),
+        "--cachedir", str(paths.cache),
+        "--tmpdir-prefix", f"{paths.tmp}/",
+        "--default-container", default_image,
+        "--disable-color",
+        "--skip-schemas",
+        document,
+    ]  # fmt: skip
+    if job_order:
+        args.append(job_order)
+    executor = MultithreadedJobExecutor()
+    # kran places the steps on its nodes: cwltool's count of this machine's cores, memory
+    # and GPUs must not hold them back. Its cores are its step threads (one per core, made
+    # up front): they bound how many steps of one run wait on kran at a time.
+    executor.max_cores, executor.max_ram, executor.max_cuda = float(max_parallel), 1 << 50, 1 << 20
+    out = io.StringIO()
+    try:
+        parsed = arg_parser().parse_args(args)
+        # outdirs of steps the cache does not keep (WorkReuse: false) on the data dir too;
+        # cwltool's parser refuses this beside --cachedir, its runtime does not
+        parsed.tmp_outdir_prefix = f"{paths.tmp}/"
+        code = cwltool.main.main(
+            args=parsed,
+            stdout=out,
+            stderr=io.StringIO(),
+            logger_handler=handler,
+            executor=executor,
+            loadingContext=loading,  # the run context comes from the arguments
+        )
+    except SystemExit as e:  # cwltool's argument parser
+        return RunResult(EXIT_FAILED, None, f"cwltool: exited with {e.code}")
+    except Exception as e:  # cwltool's own failure: the run fails, the server goes on
+        logging.getLogger("kran.workflows").exception("workflow executor failed")
+        return RunResult(EXIT_FAILED, None, f"cwltool: {e}")
+    finally:
+        handler.close()
+    outputs: dict[str, Any] | None = None
+    text = out.getvalue().strip()
+    if text:
+        try:
+            outputs = json.loads(text)
+        except ValueError:
+            outputs = None
+    if code == EXIT_SUCCESS:
+        return RunResult(EXIT_SUCCESS, outputs, None)
+    if code == EXIT_UNSUPPORTED:
+        return RunResult(EXIT_UNSUPPORTED, outputs, handler.last_error or "unsupported requirement")
+    return RunResult(EXIT_FAILED, outputs, handler.last_error or f"cwltool exited with {code}")

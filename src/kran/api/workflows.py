@@ -1,0 +1,183 @@
+"""/api/v1/workflows: CWL workflow runs, every tool step a kran job."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from kran.api.deps import MAX_ID, caller, parse_multipart, runtime, spooled_body
+from kran.api.views import iso
+from kran.domain.auth import Principal
+from kran.domain.records import JobRecord
+from kran.domain.workflows import RunState, WorkflowRecord
+from kran.errors import InvalidInput, NotFound
+from kran.services import files, workflows
+from kran.services.runtime import Runtime
+
+router = APIRouter(prefix="/api/v1/workflows", tags=["workflows"])
+Rt = Annotated[Runtime, Depends(runtime)]
+Caller = Annotated[Principal, Depends(caller)]
+RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="a workflow run id")]
+
+LABEL_KEY = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$"
+
+
+class RunSubmit(BaseModel):
+    """A run: the workflow and job order by path (absolute on a shared root, or relative:
+    one of the uploaded `file` parts), or the job order inline as `inputs`."""
+
+    model_config = {"extra": "forbid"}
+    workflow: str = Field(min_length=1, max_length=4096)
+    job_order: str | None = Field(None, max_length=4096)
+    inputs: dict[str, Any] | None = None
+    name: str | None = Field(None, max_length=200)
+    labels: dict[Annotated[str, Field(pattern=LABEL_KEY)], Annotated[str, Field(max_length=500)]] = {}
+
+
+def step_json(job: JobRecord, hostnames: dict[str, str]) -> dict[str, Any]:
+    end = job.finished_at or (time.time() if job.started_at else None)
+    return {
+        "step": job.spec.labels.get(workflows.STEP_LABEL, job.name),
+        "job": job.id,
+        "state": str(job.state),
+        "node": None if job.node is None else {"id": job.node, "hostname": hostnames.get(job.node)},
+        "exit_code": job.exit_code,
+        "reason": job.reason,
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "duration_s": None if job.started_at is None or end is None else round(end - job.started_at, 3),
+    }
+
+
+def run_json(run: WorkflowRecord, hostnames: dict[str, str] | None = None, full: bool = False) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "id": run.id,
+        "name": run.name,
+        "owner": run.owner,
+        "state": str(run.state),
+        "labels": run.labels,
+        "submitted_at": iso(run.submitted_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "exit_code": run.exit_code,
+        "reason": run.reason,
+        "cancel_requested": run.cancel_requested,
+    }
+    if full:
+        d["steps"] = [step_json(j, hostnames or {}) for j in run.steps]
+        d["outputs_dir"] = str(workflows.outputs_dir(run))
+    return d
+
+
+@router.post("", status_code=201, summary="Start a workflow run (JSON, or multipart: `run` JSON + `file` parts)")
+async def submit_run(request: Request, rt: Rt, who: Caller) -> dict[str, Any]:
+    spool = await spooled_body(request)
+    try:
+        uploads: dict[str, Any] = {}
+        if request.headers.get("content-type", "").startswith("application/json"):
+            raw: Any = await run_in_threadpool(spool.read)
+        else:
+            form = await parse_multipart(
+                request, spool, "send JSON, or multipart/form-data with a `run` field and `file` parts"
+            )
+            raw = form.get("run")
+            if not isinstance(raw, str):
+                raise InvalidInput("a multipart field `run` with the run as JSON is required", "run")
+            for part in form.getlist("file"):
+                if isinstance(part, str) or not part.filename:
+                    raise InvalidInput("each `file` part needs a filename (its path in the bundle)", "file")
+                uploads[part.filename] = part.file
+        try:
+            body = RunSubmit.model_validate_json(raw)
+        except ValidationError as e:
+            first = e.errors()[0]
+            loc = ".".join(str(p) for p in first.get("loc", ()))
+            raise InvalidInput(f"run.{loc}: {first.get('msg')}", f"run.{loc}") from None
+        req = workflows.RunRequest(
+            name=body.name or body.workflow.rsplit("/", 1)[-1][:200],
+            labels=body.labels,
+            document=body.workflow,
+            job_order=body.job_order,
+            job_order_object=body.inputs,
+        )
+        run = await run_in_threadpool(workflows.submit_run, rt, who, req, uploads)
+        return run_json(run)
+    finally:
+        spool.close()
+
+
+@router.get("", summary="List workflow runs, newest first")
+def list_runs(
+    rt: Rt, who: Caller, state: list[str] = Query([]), limit: int = Query(100, ge=1, le=10_000)
+) -> dict[str, Any]:
+    try:
+        states = [RunState(s) for s in state]
+    except ValueError:
+        raise InvalidInput(f"state must be among {', '.join(s.value for s in RunState)}", "state") from None
+    return {"runs": [run_json(r) for r in workflows.list_runs(rt, who, states, limit)]}
+
+
+@router.get("/roots", summary="Where the server reads workflows and inputs by path (else: upload them)")
+def shared_roots(rt: Rt, who: Caller) -> dict[str, Any]:
+    return {"roots": [str(r) for r in rt.settings.file_roots]}
+
+
+@router.get("/{run_id}", summary="One run with its steps (state, job, node, duration)")
+def show_run(run_id: RunId, rt: Rt, who: Caller) -> dict[str, Any]:
+    run = workflows.with_steps(rt, workflows.visible_run(rt, run_id, who))
+    return run_json(run, rt.hostnames(), full=True)
+
+
+@router.post("/{run_id}/cancel", summary="Cancel a run: its running steps are killed")
+def cancel_run(run_id: RunId, rt: Rt, who: Caller) -> dict[str, Any]:
+    return run_json(workflows.cancel_run(rt, run_id, who))
+
+
+@router.get("/{run_id}/outputs", summary="The run's CWL output object (locations under outputs_dir)")
+def run_outputs(run_id: RunId, rt: Rt, who: Caller) -> dict[str, Any]:
+    run = workflows.visible_run(rt, run_id, who)
+    return {"state": str(run.state), "outputs": run.outputs, "outputs_dir": str(workflows.outputs_dir(run))}
+
+
+@router.get("/{run_id}/outputs/archive", summary="The run's output files as a tar stream")
+def run_outputs_archive(run_id: RunId, rt: Rt, who: Caller) -> StreamingResponse:
+    run = workflows.visible_run(rt, run_id, who)
+    root = workflows.outputs_dir(run)
+    if not root.is_dir():
+        raise NotFound(f"workflow run {run_id} has no outputs")
+    return StreamingResponse(files.tar_tree(root), media_type="application/x-tar")
+
+
+@router.get("/{run_id}/log", summary="The workflow engine's log of the run", response_class=PlainTextResponse)
+def run_log(run_id: RunId, rt: Rt, who: Caller) -> PlainTextResponse:
+    run = workflows.visible_run(rt, run_id, who)
+    try:
+        text = (workflows.outputs_dir(run).parent / "run.log").read_text(errors="replace")
+    except OSError:
+        text = ""
+    return PlainTextResponse(text)
+
+
+@router.get("/{run_id}/events", summary="The run and its steps as Server-Sent Events, on each change, until it ends")
+def run_events(run_id: RunId, rt: Rt, who: Caller) -> StreamingResponse:
+    workflows.visible_run(rt, run_id, who)
+
+    def body() -> Any:
+        last = None
+        while True:
+            run = workflows.with_steps(rt, workflows.visible_run(rt, run_id, who))
+            doc = json.dumps(run_json(run, rt.hostnames(), full=True))
+            if doc != last:
+                last = doc
+                yield f"event: workflow\ndata: {doc}\n\n"
+            if run.state.is_final:
+                return
+            time.sleep(0.5)
+
+    return StreamingResponse(body(), media_type="text/event-stream")

@@ -1,0 +1,63 @@
+"""Workflow runs: their states, what a run records, and what a CWL runner exits with."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RunState(enum.StrEnum):
+    QUEUED = "queued"  # stored, its executor not started yet (or again, after a restart)
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
+
+
+# The CWL runner interface's exit codes: success, permanent failure, unsupported feature.
+EXIT_SUCCESS, EXIT_FAILED, EXIT_UNSUPPORTED = 0, 1, 33
+
+
+@dataclass(frozen=True)
+class WorkflowRecord:
+    id: int
+    owner: str
+    name: str
+    state: RunState
+    labels: dict[str, str]
+    dir: str  # the run's directory on the data dir: documents, work, outputs, log
+    document: str  # the workflow's path (in the run dir, or under a shared root)
+    job_order: str | None  # the job order file's path, likewise
+    submitted_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    outputs: dict[str, Any] | None = None  # the CWL output object, locations under dir/outputs
+    reason: str | None = None
+    exit_code: int | None = None  # what `kran-cwl-runner` exits with (0, 1, 33)
+    cancel_requested: bool = False
+    steps: list[Any] = field(default_factory=list)  # filled by queries: the run's jobs
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How the workflow engine ended a run."""
+
+    exit_code: int  # 0, 1 or 33 as the CWL runner interface has them
+    outputs: dict[str, Any] | None
+    reason: str | None
+
+
+def final_state(exit_code: int, cancelled: bool) -> RunState:
+    if cancelled:
+        return RunState.CANCELLED
+    return RunState.SUCCEEDED if exit_code == EXIT_SUCCESS else RunState.FAILED
+
+
+def step_label(run_id: int) -> dict[str, str]:
+    """The label each step job of a run carries (how `kran workflow show` finds them)."""
+    return {"kran.workflow": str(run_id)}

@@ -1,0 +1,366 @@
+"""Workflow runs: stored, executed by the workflow engine in a thread each, every tool step
+an ordinary kran job of the run's owner (labelled `kran.workflow=<run>`).
+
+A server restart resumes each unfinished run: its steps still running are waited for,
+the ones that succeeded are marked done in the run's job cache (so the engine reuses them
+instead of running them again), one that failed fails the run; then the engine starts
+over on the same documents and cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from kran.domain.auth import Principal
+from kran.domain.jobs import JobSpec
+from kran.domain.records import JobRecord
+from kran.domain.states import JobState
+from kran.domain.workflows import EXIT_FAILED, RunResult, RunState, WorkflowRecord, final_state, step_label
+from kran.errors import Forbidden, InvalidInput, KranError, NotFound, StepCancelled
+from kran.ports import StepOutcome
+from kran.services import images
+from kran.services.runtime import Runtime
+from kran.services.submit import submit_jobs
+
+log = logging.getLogger("kran.workflows")
+
+KEY_LABEL = "kran.cwl-key"  # cwltool's cache key of the step: the same step after a restart
+STEP_LABEL = "kran.step"
+
+
+@dataclass
+class WorkflowState:
+    """In memory: the runs executing here and the watch their steps wait on."""
+
+    threads: dict[int, threading.Thread] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    watch: StepWatch | None = None
+
+
+class StepWatch:
+    """One thread follows the job event log and wakes the steps whose job changed state."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._waiters: dict[int, list[threading.Event]] = {}
+        self._lock = threading.Lock()
+        self._after = rt.store.last_event_id()
+        threading.Thread(target=self._follow, name="kran-step-watch", daemon=True).start()
+
+    def wait(self, job_id: int, on_tick: Any = None) -> JobRecord:
+        ev = threading.Event()
+        with self._lock:
+            self._waiters.setdefault(job_id, []).append(ev)
+        try:
+            while True:
+                job = self.rt.store.get_job(job_id)
+                if job is None:
+                    raise NotFound(f"job {job_id} is gone")
+                if job.state.is_final:
+                    return job
+                ev.wait(2.0)
+                ev.clear()
+                if on_tick is not None:
+                    on_tick()
+        finally:
+            with self._lock:
+                self._waiters[job_id].remove(ev)
+                if not self._waiters[job_id]:
+                    del self._waiters[job_id]
+
+    def _follow(self) -> None:
+        while True:
+            try:
+                events = self.rt.store.events_after(self._after, limit=2000)
+            except Exception:  # the store is closing or briefly unavailable
+                log.debug("step watch: reading events failed", exc_info=True)
+                events = []
+            if events:
+                self._after = events[-1].id
+                with self._lock:
+                    for e in events:
+                        for ev in self._waiters.get(e.job_id, ()):
+                            ev.set()
+            else:
+                time.sleep(0.2)
+
+
+def _state(rt: Runtime) -> WorkflowState:
+    st: WorkflowState = rt.workflow_state
+    with st.lock:
+        if st.watch is None:
+            st.watch = StepWatch(rt)
+    return st
+
+
+class RunLauncher:
+    """The StepLauncher of one run: steps become jobs of the run's owner."""
+
+    def __init__(self, rt: Runtime, run: WorkflowRecord) -> None:
+        self.rt = rt
+        self.run = run
+        self.watch = _state(rt).watch
+        assert self.watch is not None
+
+    def _cancelled(self) -> bool:
+        current = self.rt.workflows.get(self.run.id)
+        return current is None or current.cancel_requested
+
+    def _active_with_key(self, key: str) -> int | None:
+        labels = {**step_label(self.run.id), KEY_LABEL: key}
+        for job in self.rt.store.list_jobs(labels=labels, limit=10):
+            if not job.state.is_final:
+                return job.id
+        return None
+
+    def run_step(self, spec: JobSpec, step: str, key: str | None) -> StepOutcome:
+        if self._cancelled():
+            raise StepCancelled(f"workflow run {self.run.id} was cancelled")
+        job_id = self._active_with_key(key) if key else None
+        if job_id is None:
+            labels = {**spec.labels, **step_label(self.run.id), STEP_LABEL: step[:200]}
+            if key:
+                labels[KEY_LABEL] = key
+            spec = replace(spec, labels=labels, name=f"{self.run.name}/{step}"[:200])
+            spec = images.classify(self.rt, spec)
+            job_id = submit_jobs(self.rt, [spec], self.run.owner).result()[0]
+            log.info("workflow %s: step %s is job %s", self.run.id, step, job_id)
+        else:
+            log.info("workflow %s: step %s re-attached to job %s", self.run.id, step, job_id)
+        if self._cancelled():  # cancelled while it was submitted: the sweep may have missed it
+            self.rt.store.request_kill([job_id], "workflow cancelled", self.rt.clock.now())
+            self.rt.wake.set()
+        assert self.watch is not None
+        job = self.watch.wait(job_id)
+        exit_code = job.exit_code if job.state in (JobState.SUCCEEDED, JobState.FAILED) else None
+        if job.state == JobState.KILLED and self._cancelled():
+            raise StepCancelled(f"workflow run {self.run.id} was cancelled")
+        return StepOutcome(job.id, job.state.value, exit_code, job.reason)
+
+
+def roots(rt: Runtime) -> tuple[Path, ...]:
+    """Where a run may read documents and inputs: the data dir's workflow area and the
+    configured shared roots (`files.file_url_roots`)."""
+    return (workflows_dir(rt).resolve(), *rt.settings.file_roots)
+
+
+def workflows_dir(rt: Runtime) -> Path:
+    return rt.data_dir / "workflows"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A validated submission: the document and job order by path (under the roots or in
+    the uploaded bundle, relative), the job order possibly inline."""
+
+    name: str
+    labels: dict[str, str]
+    document: str
+    job_order: str | None = None
+    job_order_object: dict[str, Any] | None = None
+
+
+def _under_roots(rt: Runtime, path: str, what: str) -> str:
+    p = Path(path.split("#", 1)[0])
+    if not p.is_absolute():
+        raise InvalidInput(f"{what} {path!r}: give an absolute path on a shared root, or upload it", what)
+    resolved = p.resolve()
+    if not any(resolved.is_relative_to(r) for r in rt.settings.file_roots):
+        raise InvalidInput(f"{what} {path!r} is not under a root this server shares (files.file_url_roots)", what)
+    if not resolved.is_file():
+        raise InvalidInput(f"{what} {path!r} does not exist on the server", what)
+    return path
+
+
+def _in_bundle(bundle: Path, rel: str, what: str) -> str:
+    target = (bundle / rel).resolve()
+    if not target.is_relative_to(bundle.resolve()) or not target.is_file():
+        raise InvalidInput(f"{what} {rel!r} is not among the uploaded files", what)
+    return str(target)
+
+
+def submit_run(rt: Runtime, who: Principal, req: RunRequest, uploads: dict[str, BinaryIO]) -> WorkflowRecord:
+    """Store the run, place its files in its dir, and start it."""
+    if rt.workflows is None or rt.workflow_runner is None:
+        raise InvalidInput("workflows are not enabled on this server", "workflow")
+    for rel in uploads:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or not rel.strip():
+            raise InvalidInput(f"uploaded file name {rel!r} must be a relative path inside the bundle", "files")
+    if not Path(req.document).is_absolute() and req.document.split("#", 1)[0] not in uploads:
+        raise InvalidInput(f"workflow {req.document!r} is not among the uploaded files", "workflow")
+    if Path(req.document).is_absolute():
+        _under_roots(rt, req.document, "workflow")
+    if req.job_order and Path(req.job_order).is_absolute():
+        _under_roots(rt, req.job_order, "job_order")
+    run_id = rt.workflows.create(who.user, req.name, req.labels, rt.clock.now())
+    run_dir = workflows_dir(rt) / str(run_id)
+    bundle = run_dir / "in"
+    try:
+        bundle.mkdir(parents=True)
+        for rel, src in uploads.items():
+            dest = bundle / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with dest.open("wb") as f:
+                shutil.copyfileobj(src, f, 1 << 20)
+        document = req.document
+        if not Path(document).is_absolute():
+            rel, _, fragment = document.partition("#")
+            document = _in_bundle(bundle, rel, "workflow") + (f"#{fragment}" if fragment else "")
+        job_order = req.job_order
+        if job_order and not Path(job_order).is_absolute():
+            job_order = _in_bundle(bundle, job_order, "job_order")
+        if req.job_order_object is not None:
+            check_locations(rt, req.job_order_object)
+            job_order = str(bundle / "job.json")
+            Path(job_order).write_text(json.dumps(req.job_order_object))
+    except (KranError, OSError) as e:
+        rt.workflows.finish(run_id, RunState.FAILED, rt.clock.now(), EXIT_FAILED, f"submission: {e}")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if isinstance(e, KranError):
+            raise
+        raise InvalidInput(f"storing the workflow's files: {e}", "files") from None
+    rt.workflows.set_files(run_id, str(run_dir), document, job_order)
+    start(rt, run_id)
+    record = rt.workflows.get(run_id)
+    assert record is not None
+    return record
+
+
+def check_locations(rt: Runtime, obj: Any) -> None:
+    """Absolute File/Directory locations in an inline job order must be on a shared root;
+    relative ones are resolved inside the uploaded bundle."""
+    if isinstance(obj, dict):
+        if obj.get("class") in ("File", "Directory"):
+            for k in ("location", "path"):
+                v = obj.get(k)
+                if isinstance(v, str) and (v.startswith("/") or "://" in v):
+                    path = v[len("file://") :] if v.startswith("file://") else v
+                    if "://" in path or not path.startswith("/"):
+                        raise InvalidInput(f"{v}: inputs are files on the server (uploaded or on a root)", "job_order")
+                    resolved = Path(path).resolve()
+                    if not any(resolved.is_relative_to(r) for r in roots(rt)):
+                        raise InvalidInput(f"{v} is not under a root this server shares", "job_order")
+                elif isinstance(v, str) and ".." in Path(v).parts:
+                    raise InvalidInput(f"{v}: relative locations must stay inside the bundle", "job_order")
+        for v in obj.values():
+            check_locations(rt, v)
+    elif isinstance(obj, list):
+        for v in obj:
+            check_locations(rt, v)
+
+
+def start(rt: Runtime, run_id: int) -> None:
+    st = _state(rt)
+    with st.lock:
+        if run_id in st.threads and st.threads[run_id].is_alive():
+            return
+        t = threading.Thread(target=_execute, args=(rt, run_id), name=f"kran-workflow-{run_id}", daemon=True)
+        st.threads[run_id] = t
+    t.start()
+
+
+def resume_all(rt: Runtime) -> int:
+    """At server start: every run not ended goes on."""
+    if rt.workflows is None:
+        return 0
+    runs = rt.workflows.list(states=(RunState.QUEUED, RunState.RUNNING), limit=100_000)
+    for run in runs:
+        start(rt, run.id)
+    return len(runs)
+
+
+def _settle_previous(rt: Runtime, launcher: RunLauncher, run: WorkflowRecord) -> str | None:
+    """Steps of an earlier incarnation of this run: wait for those still active, mark the
+    succeeded ones done in the job cache; the reason to fail the run when one failed."""
+    steps = rt.store.list_jobs(labels=step_label(run.id), limit=100_000)
+    cache = Path(run.dir) / "cache"
+    for job in steps:
+        if not job.state.is_final:
+            assert launcher.watch is not None
+            job = launcher.watch.wait(job.id)
+        key = job.spec.labels.get(KEY_LABEL)
+        if not key:
+            continue
+        status = cache / f"{key}.status"
+        done = status.exists() and status.read_text().strip()
+        if done:
+            continue
+        if job.state == JobState.SUCCEEDED:
+            status.write_text("success")
+        elif not run.cancel_requested:
+            step = job.spec.labels.get(STEP_LABEL, "?")
+            return f"step {step} (job {job.id}) ended {job.state} while the server was down: {job.reason or ''}".strip()
+    return None
+
+
+def _execute(rt: Runtime, run_id: int) -> None:
+    assert rt.workflows is not None and rt.workflow_runner is not None
+    try:
+        run = rt.workflows.get(run_id)
+        if run is None or not rt.workflows.start(run_id, rt.clock.now()):
+            return
+        launcher = RunLauncher(rt, run)
+        failed = _settle_previous(rt, launcher, run) if run.started_at is not None else None
+        if failed:
+            result = RunResult(EXIT_FAILED, None, failed)
+        else:
+            result = rt.workflow_runner.run(run.document, run.job_order, Path(run.dir), launcher, roots(rt))
+        current = rt.workflows.get(run_id)
+        cancelled = current is not None and current.cancel_requested
+        state = final_state(result.exit_code, cancelled)
+        reason = "cancelled" if cancelled else result.reason
+        rt.workflows.finish(run_id, state, rt.clock.now(), result.exit_code, reason, result.outputs)
+        log.info("workflow %s ended %s", run_id, state)
+    except Exception as e:
+        log.exception("workflow %s: executor failed", run_id)
+        rt.workflows.finish(run_id, RunState.FAILED, rt.clock.now(), EXIT_FAILED, f"kran: {e}")
+    finally:
+        with _state(rt).lock:
+            _state(rt).threads.pop(run_id, None)
+
+
+def visible_run(rt: Runtime, run_id: int, who: Principal) -> WorkflowRecord:
+    run = rt.workflows.get(run_id) if rt.workflows is not None else None
+    if run is None or (run.owner != who.user and not who.is_admin):
+        raise NotFound(f"workflow run {run_id} not found")
+    return run
+
+
+def with_steps(rt: Runtime, run: WorkflowRecord) -> WorkflowRecord:
+    steps = rt.store.list_jobs(labels=step_label(run.id), limit=100_000)
+    return replace(run, steps=sorted(steps, key=lambda j: j.id))
+
+
+def list_runs(rt: Runtime, who: Principal, states: list[RunState], limit: int) -> list[WorkflowRecord]:
+    if rt.workflows is None:
+        return []
+    return rt.workflows.list(owner=None if who.is_admin else who.user, states=states, limit=limit)
+
+
+def cancel_run(rt: Runtime, run_id: int, who: Principal) -> WorkflowRecord:
+    """Stop a run: no new steps, its running steps killed; it ends as cancelled."""
+    run = visible_run(rt, run_id, who)
+    if run.owner != who.user and not who.is_admin:
+        raise Forbidden("only the run's owner or an admin may cancel it")
+    if run.state.is_final:
+        return run
+    assert rt.workflows is not None
+    rt.workflows.request_cancel(run_id)
+    active = [j.id for j in rt.store.list_jobs(labels=step_label(run_id), limit=100_000) if not j.state.is_final]
+    if active:
+        rt.store.request_kill(active, "workflow cancelled", rt.clock.now())
+        rt.wake.set()
+    if run.state == RunState.QUEUED and run_id not in _state(rt).threads:
+        rt.workflows.finish(run_id, RunState.CANCELLED, rt.clock.now(), EXIT_FAILED, "cancelled")
+    return visible_run(rt, run_id, who)
+
+
+def outputs_dir(run: WorkflowRecord) -> Path:
+    return Path(run.dir) / "outputs"
