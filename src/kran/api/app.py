@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -27,8 +30,11 @@ from kran.errors import (
     Unauthorized,
     Unavailable,
 )
+from kran.services import workflows as workflows_service
 from kran.services.auth import Authenticator
 from kran.services.runtime import Runtime
+
+log = logging.getLogger("kran")
 
 STATUS = {
     Gone: 410,
@@ -108,9 +114,18 @@ class RequestMetrics:
 
 
 def create_app(rt: Runtime, auth: Authenticator, metrics: PrometheusMetrics | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # once the server (and its logging) is up: unfinished workflow runs go on
+        resumed = workflows_service.resume_all(rt)
+        if resumed:
+            log.info("resumed %d workflow runs", resumed)
+        yield
+
     app = FastAPI(
         title="kran",
         version=__version__,
+        lifespan=lifespan,
         docs_url="/api/docs",
         openapi_url="/api/v1/openapi.json",
         dependencies=[Depends(authenticate)],

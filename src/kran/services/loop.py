@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from kran.services import images, workflows
+from kran.services import images
 from kran.services.dispatch import dispatch_tick
 from kran.services.monitor import monitor_tick, record_results
 from kran.services.reconcile import sweep_strays
@@ -65,9 +65,6 @@ class SchedulerLoop:
 
     def start(self) -> None:
         self._thread.start()
-        resumed = workflows.resume_all(self.rt)
-        if resumed:
-            log.info("resumed %d workflow runs", resumed)
 
     def stop(self) -> None:
         self._stop.set()

@@ -322,8 +322,9 @@ def _execute(rt: Runtime, run_id: int) -> None:
         log.exception("workflow %s: executor failed", run_id)
         rt.workflows.finish(run_id, RunState.FAILED, rt.clock.now(), EXIT_FAILED, f"kran: {e}")
     finally:
-        with _state(rt).lock:
-            _state(rt).threads.pop(run_id, None)
+        st = _state(rt)
+        with st.lock:
+            st.threads.pop(run_id, None)
 
 
 def visible_run(rt: Runtime, run_id: int, who: Principal) -> WorkflowRecord:

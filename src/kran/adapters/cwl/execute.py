@@ -137,6 +137,7 @@ def run_cwl(
         "--default-container", default_image,
         "--disable-color",
         "--skip-schemas",
+        "--relax-path-checks",  # any file name: inputs are bound into containers, never shell-expanded
         document,
     ]  # fmt: skip
     if job_order:
