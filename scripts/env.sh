@@ -18,6 +18,8 @@ need_debs() {
   command -v htpasswd >/dev/null || missing+=(apache2-utils)
   command -v skopeo >/dev/null || missing+=(skopeo)
   command -v prometheus >/dev/null || missing+=(prometheus)
+  command -v node >/dev/null || missing+=(nodejs)  # CWL JavaScript expressions
+  command -v debootstrap >/dev/null || missing+=(debootstrap)  # CWL stand-in images
   if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing Debian packages: ${missing[*]}"
     apt-get update -qq

@@ -7,4 +7,5 @@ need_venv
 need_dockerd
 trap stop_started_dockerd EXIT
 cd "$ROOT"
+bash scripts/cwl-images.sh  # the images the CWL conformance tests name, from Debian packages
 "$VENV/bin/python" -m pytest "$@"

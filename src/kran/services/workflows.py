@@ -135,7 +135,7 @@ class RunLauncher:
         else:
             log.info("workflow %s: step %s re-attached to job %s", self.run.id, step, job_id)
         if self._cancelled():  # cancelled while it was submitted: the sweep may have missed it
-            self.rt.store.request_kill([job_id], "workflow cancelled", self.rt.clock.now())
+            self.rt.store.request_kill([job_id], "user", self.rt.clock.now())  # killed for the run's owner
             self.rt.wake.set()
         assert self.watch is not None
         job = self.watch.wait(job_id)
@@ -356,7 +356,7 @@ def cancel_run(rt: Runtime, run_id: int, who: Principal) -> WorkflowRecord:
     rt.workflows.request_cancel(run_id)
     active = [j.id for j in rt.store.list_jobs(labels=step_label(run_id), limit=100_000) if not j.state.is_final]
     if active:
-        rt.store.request_kill(active, "workflow cancelled", rt.clock.now())
+        rt.store.request_kill(active, "user", rt.clock.now())  # ends them as killed
         rt.wake.set()
     if run.state == RunState.QUEUED and run_id not in _state(rt).threads:
         rt.workflows.finish(run_id, RunState.CANCELLED, rt.clock.now(), EXIT_FAILED, "cancelled")

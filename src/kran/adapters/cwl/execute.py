@@ -130,6 +130,7 @@ def run_cwl(
     loading = LoadingContext()
     loading.construct_tool_object = make_tool_factory(ctx)
     loading.fetcher_constructor = restricted_fetcher(ctx.roots)
+    loading.relax_path_checks = True  # any file name: inputs are bound into containers, never shell-expanded
     args = [
         "--outdir", str(paths.outputs),
         "--cachedir", str(paths.cache),
@@ -137,7 +138,6 @@ def run_cwl(
         "--default-container", default_image,
         "--disable-color",
         "--skip-schemas",
-        "--relax-path-checks",  # any file name: inputs are bound into containers, never shell-expanded
         document,
     ]  # fmt: skip
     if job_order:

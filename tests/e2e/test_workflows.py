@@ -1,0 +1,239 @@
+"""CWL workflow runs on a real server and the real Docker engine: every tool step a kran job."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ServerProc, cli_for
+
+pytestmark = pytest.mark.docker
+
+ECHO = """
+cwlVersion: v1.2
+class: CommandLineTool
+requirements: {{DockerRequirement: {{dockerPull: "{image}"}}}}
+baseCommand: [sh, -c]
+arguments: ["sleep $0; echo $1", $(inputs.pause), $(inputs.word)]
+inputs:
+  word: string
+  pause: {{type: int, default: 0}}
+stdout: said.txt
+outputs: {{out: {{type: stdout}}}}
+"""
+
+CAT = """
+cwlVersion: v1.2
+class: CommandLineTool
+requirements: {{DockerRequirement: {{dockerPull: "{image}"}}}}
+baseCommand: cat
+inputs: {{files: {{type: "File[]", inputBinding: {{position: 1}}}}}}
+stdout: all.txt
+outputs: {{out: {{type: stdout}}}}
+"""
+
+SCATTER = """
+cwlVersion: v1.2
+class: Workflow
+requirements: {ScatterFeatureRequirement: {}, MultipleInputFeatureRequirement: {}}
+inputs: {words: "string[]", extra: File}
+outputs: {all: {type: File, outputSource: gather/out}}
+steps:
+  say: {run: echo.cwl, scatter: word, in: {word: words}, out: [out]}
+  gather:
+    run: cat.cwl
+    in: {files: {source: [say/out, extra], linkMerge: merge_flattened}}
+    out: [out]
+"""
+
+CHAIN = """
+cwlVersion: v1.2
+class: Workflow
+requirements: {StepInputExpressionRequirement: {}}
+inputs: {pause: int}
+outputs: {all: {type: File, outputSource: second/out}}
+steps:
+  first: {run: echo.cwl, in: {word: {default: one}}, out: [out]}
+  second: {run: echo.cwl, in: {word: {source: first/out, valueFrom: two}, pause: pause}, out: [out]}
+"""
+
+FAILS = """
+cwlVersion: v1.2
+class: CommandLineTool
+requirements: {{DockerRequirement: {{dockerPull: "{image}"}}}}
+baseCommand: [sh, -c, "echo broken >&2; exit 3"]
+inputs: []
+outputs: []
+"""
+
+BUILDS = """
+cwlVersion: v1.2
+class: CommandLineTool
+requirements: {DockerRequirement: {dockerFile: "FROM scratch"}}
+baseCommand: "true"
+inputs: []
+outputs: []
+"""
+
+
+def _write(d: Path, image: str) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    for name, text in (
+        ("echo.cwl", ECHO),
+        ("cat.cwl", CAT),
+        ("fails.cwl", FAILS),
+    ):
+        (d / name).write_text(text.format(image=image))
+    (d / "scatter.cwl").write_text(SCATTER)
+    (d / "chain.cwl").write_text(CHAIN)
+    (d / "builds.cwl").write_text(BUILDS)
+    (d / "extra.txt").write_text("extra\n")
+    (d / "job.yml").write_text("words: [a, b, c]\nextra: {class: File, location: extra.txt}\n")
+    return d
+
+
+@pytest.fixture
+def wf_server(make_server: Any, tmp_path: Path, test_image: str) -> ServerProc:
+    shared = tmp_path / "shared"
+    _write(shared, test_image)
+    s: ServerProc = make_server(KRAN_FILES_FILE_URL_ROOTS=str(shared), KRAN_WORKFLOW_DEFAULT_IMAGE=test_image)
+    return s
+
+
+def _wait_run(server: ServerProc, run_id: int, states: set[str], timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    with server.api() as c:
+        while True:
+            run: dict[str, Any] = c.get(f"/api/v1/workflows/{run_id}").json()
+            if run["state"] in states:
+                return run
+            assert time.monotonic() < deadline, run
+            time.sleep(0.2)
+
+
+def test_scatter_workflow_uploaded_runs_each_step_as_a_job(
+    wf_server: ServerProc, tmp_path: Path, test_image: str
+) -> None:
+    kran = cli_for(wf_server)
+    local = _write(tmp_path / "mine", test_image)  # not on a shared root: packed and uploaded
+    r = kran("workflow", "run", str(local / "scatter.cwl"), str(local / "job.yml"), "--label", "project=x", "--wait")
+    assert r.exit_code == 0, r.output
+    run_id = int(r.output.split()[0])
+    show = json.loads(kran("workflow", "show", str(run_id), "--json").output)
+    assert show["state"] == "succeeded" and show["labels"] == {"project": "x"}
+    steps = show["steps"]
+    assert sorted(s["step"] for s in steps) == ["gather", "say", "say_2", "say_3"]
+    assert all(s["state"] == "succeeded" and s["duration_s"] is not None for s in steps)
+    assert len({s["job"] for s in steps}) == 4
+    with wf_server.api() as c:  # ordinary kran jobs, with the run's label
+        job = c.get(f"/api/v1/jobs/{steps[0]['job']}").json()
+        assert job["labels"]["kran.workflow"] == str(run_id) and job["image"] == test_image
+    table = kran("workflow", "show", str(run_id)).output
+    assert "gather" in table and "succeeded" in table
+    out = tmp_path / "out"
+    outputs = json.loads(kran("workflow", "outputs", str(run_id), "-o", str(out)).output)
+    assert (out / "all.txt").read_text() == "a\nb\nc\nextra\n"
+    assert outputs["all"]["location"] == f"file://{out.resolve()}/all.txt"
+    assert outputs["all"]["size"] == len("a\nb\nc\nextra\n")
+    assert str(run_id) in kran("workflow", "list").output
+
+
+def test_cwl_runner_interface_exit_codes(wf_server: ServerProc, tmp_path: Path) -> None:
+    kran = cli_for(wf_server)
+    shared = tmp_path / "shared"  # on the root: read by path, nothing uploaded
+    out = tmp_path / "o"
+    r = kran("cwl", "--quiet", "--outdir", str(out), str(shared / "scatter.cwl"), str(shared / "job.yml"))
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["all"]["basename"] == "all.txt" and (out / "all.txt").read_text() == "a\nb\nc\nextra\n"
+    r = kran("cwl", "--quiet", "--outdir", str(out), str(shared / "fails.cwl"))
+    assert r.exit_code == 1
+    assert "permanentFail" in r.stderr or "failed" in r.stderr
+    assert "fails.cwl" in r.stderr and "exit code 3" in r.stderr  # the step and its job, one command away
+    r = kran("cwl", "--quiet", "--outdir", str(out), str(shared / "builds.cwl"))
+    assert r.exit_code == 33, r.output
+    (shared / "broken.cwl").write_text("cwlVersion: v1.2\nclass: CommandLineTool\ninputs: 3\n")
+    r = kran("cwl", "--quiet", "--outdir", str(out), str(shared / "broken.cwl"))
+    assert r.exit_code == 1
+
+
+def test_cancel_kills_running_steps(wf_server: ServerProc, tmp_path: Path) -> None:
+    kran = cli_for(wf_server)
+    shared = tmp_path / "shared"
+    (shared / "slow.yml").write_text("pause: 60\n")
+    run_id = int(kran("workflow", "run", str(shared / "chain.cwl"), str(shared / "slow.yml")).output.split()[0])
+    deadline = time.monotonic() + 60
+    while True:
+        run = _wait_run(wf_server, run_id, {"running"})
+        second = [s for s in run["steps"] if s["step"] == "second"]
+        if second and second[0]["state"] == "running":
+            break
+        assert time.monotonic() < deadline, run
+        time.sleep(0.2)
+    assert kran("workflow", "cancel", str(run_id)).exit_code == 0
+    run = _wait_run(wf_server, run_id, {"cancelled", "failed", "succeeded"}, timeout=30)
+    assert run["state"] == "cancelled"
+    assert [s["state"] for s in run["steps"] if s["step"] == "second"] == ["killed"]
+
+
+def test_kill9_of_the_server_resumes_the_run_without_running_a_step_twice(
+    wf_server: ServerProc, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    (shared / "pause.yml").write_text("pause: 4\n")
+    with wf_server.api() as c:
+        run_id = c.post(
+            "/api/v1/workflows", json={"workflow": str(shared / "chain.cwl"), "job_order": str(shared / "pause.yml")}
+        ).json()["id"]
+    deadline = time.monotonic() + 60
+    while not any(
+        s["step"] == "second" and s["state"] == "running" for s in _wait_run(wf_server, run_id, {"running"})["steps"]
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    wf_server.kill9()
+    wf_server.start()
+    run = _wait_run(wf_server, run_id, {"succeeded", "failed", "cancelled"}, timeout=60)
+    assert run["state"] == "succeeded", run
+    assert sorted(s["step"] for s in run["steps"]) == ["first", "second"]  # each step once
+    with wf_server.api() as c:
+        for s in run["steps"]:
+            assert len(c.get(f"/api/v1/jobs/{s['job']}").json()["attempts"]) == 1
+        outputs = c.get(f"/api/v1/workflows/{run_id}/outputs").json()["outputs"]
+    assert outputs["all"]["size"] == len("two\n")
+
+
+def test_bad_submissions_are_refused_and_runs_are_private(wf_server: ServerProc, tmp_path: Path) -> None:
+    outside = tmp_path / "mine"
+    outside.mkdir()
+    (outside / "x.cwl").write_text(ECHO.format(image="x"))
+    wf_server.add_user("bob")
+    with wf_server.api() as c:
+        r = c.post("/api/v1/workflows", json={"workflow": str(outside / "x.cwl")})
+        assert r.status_code == 422 and "root" in r.json()["error"]
+        r = c.post("/api/v1/workflows", json={"workflow": "missing.cwl"})
+        assert r.status_code == 422 and "uploaded" in r.json()["error"]
+        shared = tmp_path / "shared"
+        r = c.post(
+            "/api/v1/workflows",
+            json={
+                "workflow": str(shared / "cat.cwl"),
+                "inputs": {"files": [{"class": "File", "location": "/etc/shadow"}]},
+            },
+        )
+        assert r.status_code == 422 and "/etc/shadow" in r.json()["error"]
+        r = c.post("/api/v1/workflows", json={"workflow": str(shared / "echo.cwl"), "labels": {"bad key": "v"}})
+        assert r.status_code == 422
+        assert c.get("/api/v1/workflows/999").status_code == 404
+        run_id = c.post(
+            "/api/v1/workflows", json={"workflow": str(shared / "echo.cwl"), "inputs": {"word": "hi"}}
+        ).json()["id"]
+    with wf_server.api("bob") as c:
+        assert c.get(f"/api/v1/workflows/{run_id}").status_code == 404
+        assert c.post(f"/api/v1/workflows/{run_id}/cancel").status_code == 404
+        assert c.get("/api/v1/workflows").json()["runs"] == []
+    assert _wait_run(wf_server, run_id, {"succeeded", "failed"})["state"] == "succeeded"
