@@ -10,6 +10,7 @@ kran instead of spawning `docker`.
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import shlex
@@ -19,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import cwltool.command_line_tool
 import cwltool.job
 from cwltool.builder import Builder
 from cwltool.command_line_tool import CommandLineTool
@@ -34,6 +36,37 @@ from kran.domain.jobs import validate_spec
 from kran.domain.resources import Range, ResourceRequest
 from kran.errors import KranError, StepCancelled
 from kran.ports import StepLauncher, StepOutcome
+
+_eval = threading.local()  # the workflow evaluation lock the job-making thread holds
+
+
+def _lock_yielding_eval(op: int) -> Callable[[Any], None]:
+    """cwltool's job-cache locks, which let go of the workflow evaluation lock while they
+    wait. cwltool takes them while it holds that lock, and a step finishing needs it to
+    report: two identical steps of one run (same cache key) would wait on each other."""
+
+    def lock(fd: Any) -> None:
+        try:
+            fcntl.flock(fd.fileno(), op | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        cond = getattr(_eval, "lock", None)
+        try:
+            cond.release() if cond is not None else None
+        except RuntimeError:  # not held by this thread
+            cond = None
+        try:
+            fcntl.flock(fd.fileno(), op)
+        finally:
+            if cond is not None:
+                cond.acquire()
+
+    return lock
+
+
+cwltool.command_line_tool.shared_file_lock = _lock_yielding_eval(fcntl.LOCK_SH)  # type: ignore[attr-defined]
+cwltool.command_line_tool.upgrade_lock = _lock_yielding_eval(fcntl.LOCK_EX)  # type: ignore[attr-defined]
 
 # GPUs are on kran's nodes, not necessarily on the server's machine: kran's placement
 # checks a step's cudaDeviceCount; cwltool's own check would ask this machine's nvidia-smi.
@@ -81,6 +114,10 @@ class KranTool(CommandLineTool):
         chosen = super().evalResources(builder, rc)
         builder.kran_request = dict(seen)  # type: ignore[attr-defined]
         return chosen
+
+    def job(self, job_order: Any, output_callbacks: Any, runtimeContext: RuntimeContext) -> Any:
+        _eval.lock = runtimeContext.workflow_eval_lock
+        yield from super().job(job_order, output_callbacks, runtimeContext)
 
     def make_job_runner(self, runtimeContext: RuntimeContext) -> Callable[..., JobBase]:
         super().make_job_runner(runtimeContext)  # its checks (--no-container with a required image)

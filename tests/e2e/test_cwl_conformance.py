@@ -1,0 +1,56 @@
+"""The CWL v1.2 conformance suite's `required` tests, through `kran-cwl-runner`, with cwltest.
+
+The whole suite (all tags, badges, JUnit) runs outside CI: `bash scripts/conformance.sh`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ServerProc
+
+pytestmark = pytest.mark.docker
+
+SUITE = Path(os.environ.get("KRAN_CWL_SUITE", Path(__file__).resolve().parents[3] / "shared" / "cwl-v1.2-conformance"))
+STAND_INS = ("debian:stable-slim", "python:3-slim", "bash:4.4", "alpine:latest")
+
+
+@pytest.mark.timeout(900)
+def test_required_conformance_tests_pass(make_server: Any, tmp_path: Path, docker_client: Any) -> None:
+    if not (SUITE / "conformance_tests.yaml").exists():
+        pytest.fail(f"the CWL v1.2 conformance suite is not at {SUITE} (set KRAN_CWL_SUITE)")
+    missing = [n for n in STAND_INS if not docker_client.images.list(name=n)]
+    assert not missing, f"build the stand-in images first (scripts/cwl-images.sh): {missing}"
+    server: ServerProc = make_server(KRAN_FILES_FILE_URL_ROOTS=str(SUITE))
+    creds = server.credentials
+    env = {
+        **os.environ,
+        "KRAN_URL": server.url,
+        "KRAN_KEY_ID": creds["key_id"],
+        "KRAN_SECRET": creds["secret"],
+        "KRAN_CLIENT_CONFIG": "/nonexistent/client.toml",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    junit = tmp_path / "required.xml"
+    proc = subprocess.run(
+        ["cwltest", "--test", "conformance_tests.yaml", "--tool", "kran-cwl-runner", "--tags", "required"]
+        + ["-j", "4", "--junit-xml", str(junit)],
+        cwd=SUITE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=850,
+    )
+    summary = re.search(r"(\d+) tests passed, (\d+) failures, (\d+) unsupported features", proc.stderr + proc.stdout)
+    assert summary, proc.stderr[-3000:]
+    passed, failed, unsupported = map(int, summary.groups())
+    failures = "\n".join(ln for ln in proc.stderr.splitlines() if ln.startswith("Test ") and "failed" in ln)
+    assert (failed, unsupported) == (0, 0), failures
+    assert passed >= 84 and junit.exists()
