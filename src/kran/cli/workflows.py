@@ -122,7 +122,7 @@ def download_outputs(client: Client, run_id: int, dest: Path) -> dict[str, Any]:
     if info["outputs"] is None:
         return {}
     extract_stream(client, f"/api/v1/workflows/{run_id}/outputs/archive", dest)
-    return relocate(info["outputs"], info["outputs_dir"], dest)
+    return dict(relocate(info["outputs"], info["outputs_dir"], dest))
 
 
 def relocate(obj: Any, server_dir: str, dest: Path) -> Any:

@@ -110,6 +110,7 @@ class RunLauncher:
         assert self.watch is not None
 
     def _cancelled(self) -> bool:
+        assert self.rt.workflows is not None
         current = self.rt.workflows.get(self.run.id)
         return current is None or current.cancel_requested
 

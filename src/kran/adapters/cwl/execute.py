@@ -128,7 +128,7 @@ def run_cwl(
     handler = _LastError(paths.log)
     ctx = StepContext(launcher, roots, lambda: handler.threads.add(threading.get_ident()))
     loading = LoadingContext()
-    loading.construct_tool_object = make_tool_factory(ctx)
+    loading.construct_tool_object = make_tool_factory(ctx)  # type: ignore[assignment]
     loading.fetcher_constructor = restricted_fetcher(ctx.roots)
     loading.relax_path_checks = True  # any file name: inputs are bound into containers, never shell-expanded
     args = [

@@ -65,12 +65,12 @@ def _lock_yielding_eval(op: int) -> Callable[[Any], None]:
     return lock
 
 
-cwltool.command_line_tool.shared_file_lock = _lock_yielding_eval(fcntl.LOCK_SH)  # type: ignore[attr-defined]
-cwltool.command_line_tool.upgrade_lock = _lock_yielding_eval(fcntl.LOCK_EX)  # type: ignore[attr-defined]
+cwltool.command_line_tool.shared_file_lock = _lock_yielding_eval(fcntl.LOCK_SH)  # type: ignore[attr-defined,assignment]
+cwltool.command_line_tool.upgrade_lock = _lock_yielding_eval(fcntl.LOCK_EX)  # type: ignore[attr-defined,assignment]
 
 # GPUs are on kran's nodes, not necessarily on the server's machine: kran's placement
 # checks a step's cudaDeviceCount; cwltool's own check would ask this machine's nvidia-smi.
-cwltool.job.cuda_check = lambda _req, count: count  # type: ignore[attr-defined]
+cwltool.job.cuda_check = lambda cuda_req, requestCount: requestCount  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class KranTool(CommandLineTool):
         _eval.lock = runtimeContext.workflow_eval_lock
         yield from super().job(job_order, output_callbacks, runtimeContext)
 
-    def make_job_runner(self, runtimeContext: RuntimeContext) -> Callable[..., JobBase]:
+    def make_job_runner(self, runtimeContext: RuntimeContext) -> Any:  # a JobBase factory
         super().make_job_runner(runtimeContext)  # its checks (--no-container with a required image)
         ctx = self.kran
 
@@ -128,7 +128,7 @@ class KranTool(CommandLineTool):
             job.kran = ctx
             return job
 
-        return make  # type: ignore[return-value]
+        return make
 
 
 def resource_request(req: dict[str, Any]) -> ResourceRequest:

@@ -1,0 +1,55 @@
+"""Pure pieces of the CWL seam and the workflow client: resources, redirections, output
+locations, the stored job spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kran.adapters.cwl.steps import resource_request, wrap_stdio
+from kran.cli.workflows import relocate
+from kran.domain.jobs import JobSpec
+from kran.domain.resources import Range, ResourceRequest
+from kran.domain.workflows import EXIT_SUCCESS, EXIT_UNSUPPORTED, RunState, final_state
+
+
+def test_cwl_resource_ranges_become_kran_ranges() -> None:
+    r = resource_request({"coresMin": 1.25, "coresMax": 4, "ramMin": 254.1, "ramMax": 1024})
+    assert r.cpus == Range(1250, 4000) and r.mem_mb == Range(255, 1024) and r.gpus == Range(0, 0)
+    r = resource_request({"coresMin": 2, "coresMax": 1, "cudaDeviceCountMin": 1, "cudaDeviceCountMax": 2})
+    assert r.cpus == Range(2000, 2000)  # a max below the min is the min
+    assert r.gpus == Range(1, 2)
+    assert resource_request({}).mem_mb == Range(256, 256)  # CWL v1.2's default
+
+
+def test_redirections_are_done_by_a_shell_in_the_container() -> None:
+    assert wrap_stdio(["cat", "a b"], None, None, None) == ["cat", "a b"]
+    argv = wrap_stdio(["cat", "a b"], "/in/x y", "/out/o.txt", None)
+    assert argv[:2] == ["/bin/sh", "-c"] and argv[3:] == ["sh", "cat", "a b"]
+    assert argv[2] == "exec \"$@\" < '/in/x y' > /out/o.txt"
+
+
+def test_output_locations_move_to_the_download_dir(tmp_path: Path) -> None:
+    server = "/data/workflows/7/outputs"
+    obj = {
+        "out": {"class": "File", "location": f"file://{server}/a.txt", "path": f"{server}/a.txt"},
+        "many": [{"class": "Directory", "location": f"file://{server}/d", "listing": []}],
+        "n": 3,
+    }
+    moved = relocate(obj, server, tmp_path)
+    assert moved["out"]["location"] == f"file://{tmp_path.resolve()}/a.txt"
+    assert moved["out"]["path"] == f"{tmp_path.resolve()}/a.txt"
+    assert moved["many"][0]["location"] == f"file://{tmp_path.resolve()}/d" and moved["n"] == 3
+
+
+def test_binds_survive_the_store_round_trip() -> None:
+    req = ResourceRequest(Range(1000, 1000), Range(256, 256), Range(0, 0), Range(0, 0))
+    spec = JobSpec(command=("true",), request=req, binds=(("/h/out", "/var/spool/cwl", True),), cwd="/var/spool/cwl")
+    again = JobSpec.from_json(spec.to_json())
+    assert again == spec
+
+
+def test_run_end_states() -> None:
+    assert final_state(EXIT_SUCCESS, cancelled=False) == RunState.SUCCEEDED
+    assert final_state(EXIT_UNSUPPORTED, cancelled=False) == RunState.FAILED
+    assert final_state(EXIT_SUCCESS, cancelled=True) == RunState.CANCELLED
+    assert RunState.CANCELLED.is_final and not RunState.RUNNING.is_final
