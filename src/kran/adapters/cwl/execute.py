@@ -20,6 +20,7 @@ from cwltool.executors import MultithreadedJobExecutor
 from schema_salad.exceptions import ValidationException
 from schema_salad.fetcher import DefaultFetcher
 
+from kran.adapters.cwl import nodejs
 from kran.adapters.cwl.steps import StepContext, make_tool_factory
 from kran.domain.workflows import EXIT_FAILED, EXIT_SUCCESS, EXIT_UNSUPPORTED, RunResult
 from kran.ports import StepLauncher
@@ -105,6 +106,7 @@ class CwlRunner:
     """The workflow engine port, with cwltool."""
 
     def __init__(self, default_image: str, max_parallel: int) -> None:
+        nodejs.install()
         self.default_image = default_image
         self.max_parallel = max_parallel
 
@@ -168,6 +170,7 @@ def run_cwl(
         return RunResult(EXIT_FAILED, None, f"cwltool: {e}")
     finally:
         handler.close()
+        nodejs.reap()  # the run's step threads have ended: their nodejs processes go too
     outputs: dict[str, Any] | None = None
     text = out.getvalue().strip()
     if text:
