@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -55,21 +56,28 @@ steps:
 """
 
 
-def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
+def timed(cmd: list[str], env: dict[str, str], cwd: Path, check: bool = True) -> float:
     t = time.monotonic()
     proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
     took = time.monotonic() - t
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"{cmd[0]} failed ({proc.returncode})")
     return took
+
+
+def passed(junit: Path) -> str:
+    """'passed/total' from cwltest's JUnit XML (failures, errors and skips count as not passed)."""
+    cases = list(ElementTree.parse(junit).getroot().iter("testcase"))
+    bad = sum(1 for c in cases if any(c.find(t) is not None for t in ("failure", "error", "skipped")))
+    return f"{len(cases) - bad}/{len(cases)}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--suite", help="the conformance suite's dir: also time it")
-    ap.add_argument("--tags", default="required")
+    ap.add_argument("--tags", default="required", help="cwltest tags; 'all' for the whole suite")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kran-bench-wf-"))
     (work / "step.cwl").write_text(STEP)
@@ -102,11 +110,19 @@ def main() -> None:
         print(f"  kran-cwl-runner {kran_s:.1f} s   cwltool --parallel {cwl_s:.1f} s   ratio {kran_s / cwl_s:.2f}")
         if args.suite:
             suite = Path(args.suite).resolve()
-            base = ["cwltest", "--test", "conformance_tests.yaml", "-j", "4", "--tags", args.tags]
-            k = timed([*base, "--tool", "kran-cwl-runner"], env, suite)
-            c = timed([*base, "--tool", "cwltool", "--", "--parallel"], env, suite)
+            base = ["cwltest", "--test", "conformance_tests.yaml", "-j", "4"]
+            base += [] if args.tags == "all" else ["--tags", args.tags]
+            runs = {
+                "kran-cwl-runner": ["--tool", "kran-cwl-runner"],
+                "cwltool --parallel": ["--tool", "cwltool", "--", "--parallel"],
+            }
+            took = {}
             print(f"conformance ({args.tags}), cwltest -j 4:")
-            print(f"  kran-cwl-runner {k:.1f} s   cwltool --parallel {c:.1f} s   ratio {k / c:.2f}")
+            for name, tool in runs.items():
+                junit = work / f"{name.split()[0]}.xml"
+                took[name] = timed([*base, "--junit-xml", str(junit), *tool], env, suite, check=False)
+                print(f"  {name}: {took[name]:.1f} s, {passed(junit)} passed")
+            print(f"  ratio {took['kran-cwl-runner'] / took['cwltool --parallel']:.2f}")
     finally:
         server.stop()
         subprocess.run(["rm", "-rf", str(work), str(server.data_dir)], check=False)

@@ -21,9 +21,11 @@ SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$WORK"; stop_started_dockerd' EXIT
 for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$PORT/ping" >/dev/null && break; sleep 0.25; done
 export KRAN_URL="http://127.0.0.1:$PORT" KRAN_CLIENT_CONFIG="$WORK/.config/kran/client.toml" PATH="$VENV/bin:$PATH"
-mkdir -p "$OUT/badges"
+rm -rf "$OUT/badges"; mkdir -p "$OUT"   # cwltest makes the badge dir itself
 cd "$SUITE"
 start=$(date +%s)
 cwltest --test conformance_tests.yaml --tool kran-cwl-runner -j "$JOBS" \
-  --junit-xml "$OUT/conformance.xml" --badgedir "$OUT/badges" "$@" 2>&1 | tee "$OUT/conformance.log" | grep -E "^Test [0-9]+ failed|tests passed"
+  --junit-xml "$OUT/conformance.xml" --badgedir "$OUT/badges" "$@" >"$OUT/conformance.log" 2>&1 && rc=0 || rc=$?
+grep -E "^Test [0-9]+ failed|tests passed|failures" "$OUT/conformance.log" || true
 echo "wall time: $(( $(date +%s) - start )) s; JUnit: $OUT/conformance.xml; badges: $OUT/badges"
+exit $rc
