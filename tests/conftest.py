@@ -61,6 +61,17 @@ def test_image(docker_client: Any) -> str:
     return TEST_IMAGE
 
 
+@pytest.fixture(scope="session")
+def entrypoint_image(docker_client: Any, test_image: str) -> str:
+    """The busybox image with an ENTRYPOINT (`echo entry`): a job's command is its arguments."""
+    name = "kran-test/entrypoint:latest"
+    ctx = Path(tempfile.mkdtemp())
+    (ctx / "Dockerfile").write_text(f'FROM {test_image}\nENTRYPOINT ["/bin/echo", "entry"]\n')
+    docker_client.images.build(path=str(ctx), tag=name, rm=True)
+    shutil.rmtree(ctx)
+    return name
+
+
 @dataclass
 class ServerProc:
     data_dir: Path

@@ -9,7 +9,7 @@ from kran.adapters.cwl.steps import resource_request, wrap_stdio
 from kran.cli.workflows import relocate
 from kran.domain.jobs import JobSpec
 from kran.domain.resources import Range, ResourceRequest
-from kran.domain.workflows import EXIT_SUCCESS, EXIT_UNSUPPORTED, RunState, final_state
+from kran.domain.workflows import CACHE_KEY, EXIT_SUCCESS, EXIT_UNSUPPORTED, RunState, final_state, inputs_digest
 
 
 def test_cwl_resource_ranges_become_kran_ranges() -> None:
@@ -53,3 +53,14 @@ def test_run_end_states() -> None:
     assert final_state(EXIT_UNSUPPORTED, cancelled=False) == RunState.FAILED
     assert final_state(EXIT_SUCCESS, cancelled=True) == RunState.CANCELLED
     assert RunState.CANCELLED.is_final and not RunState.RUNNING.is_final
+
+
+def test_a_steps_inputs_digest_is_stable_and_tells_inputs_apart() -> None:
+    f = {"class": "File", "location": "file:///d/a.txt", "path": "/d/a.txt", "size": 3}
+    literal = {"class": "File", "location": "_:1f0c", "contents": "x"}
+    digest = inputs_digest({"word": "a", "f": f, "lit": literal})
+    # the same inputs, with derived paths and random literal locations left out
+    assert inputs_digest({"lit": {**literal, "location": "_:99aa"}, "f": {**f, "path": "/x"}, "word": "a"}) == digest
+    assert inputs_digest({"word": "b", "f": f, "lit": literal}) != digest
+    assert inputs_digest({"word": "a", "f": {**f, "size": 4}, "lit": literal}) != digest
+    assert CACHE_KEY.fullmatch(f"{digest}/{'0' * 32}") and not CACHE_KEY.fullmatch(f"../{'0' * 32}")

@@ -70,6 +70,29 @@ inputs: []
 outputs: []
 """
 
+ENV_ECHO = """
+cwlVersion: v1.2
+class: CommandLineTool
+requirements:
+  DockerRequirement: {{dockerPull: "{image}"}}
+  EnvVarRequirement: {{envDef: {{WORD: $(inputs.word)}}}}
+baseCommand: [sh, -c, 'echo "$WORD"']
+inputs: {{word: string}}
+stdout: said.txt
+outputs: {{out: {{type: stdout}}}}
+"""
+
+ENV_SCATTER = """
+cwlVersion: v1.2
+class: Workflow
+requirements: {ScatterFeatureRequirement: {}}
+inputs: {words: "string[]"}
+outputs: {all: {type: File, outputSource: gather/out}}
+steps:
+  say: {run: env_echo.cwl, scatter: word, in: {word: words}, out: [out]}
+  gather: {run: cat.cwl, in: {files: say/out}, out: [out]}
+"""
+
 BUILDS = """
 cwlVersion: v1.2
 class: CommandLineTool
@@ -86,11 +109,13 @@ def _write(d: Path, image: str) -> Path:
         ("echo.cwl", ECHO),
         ("cat.cwl", CAT),
         ("fails.cwl", FAILS),
+        ("env_echo.cwl", ENV_ECHO),
     ):
         (d / name).write_text(text.format(image=image))
     (d / "scatter.cwl").write_text(SCATTER)
     (d / "chain.cwl").write_text(CHAIN)
     (d / "builds.cwl").write_text(BUILDS)
+    (d / "env_scatter.cwl").write_text(ENV_SCATTER)
     (d / "extra.txt").write_text("extra\n")
     (d / "job.yml").write_text("words: [a, b, c]\nextra: {class: File, location: extra.txt}\n")
     return d
@@ -140,6 +165,21 @@ def test_scatter_workflow_uploaded_runs_each_step_as_a_job(
     assert outputs["all"]["location"] == f"file://{out.resolve()}/all.txt"
     assert outputs["all"]["size"] == len("a\nb\nc\nextra\n")
     assert str(run_id) in kran("workflow", "list").output
+
+
+def test_steps_differing_only_in_an_input_outside_the_command_line_each_run(
+    wf_server: ServerProc, tmp_path: Path
+) -> None:
+    """The word reaches the step as an env var only: cwltool's cache key (command line,
+    files, requirements as written) is the same for all three; the run's cache must not
+    hand the first one's result to the others."""
+    kran = cli_for(wf_server)
+    shared = tmp_path / "shared"
+    (shared / "words.yml").write_text("words: [a, b, c]\n")
+    out = tmp_path / "o"
+    r = kran("cwl", "--quiet", "--outdir", str(out), str(shared / "env_scatter.cwl"), str(shared / "words.yml"))
+    assert r.exit_code == 0, r.output
+    assert (out / "all.txt").read_text() == "a\nb\nc\n"
 
 
 def test_cwl_runner_interface_exit_codes(wf_server: ServerProc, tmp_path: Path) -> None:
@@ -233,7 +273,11 @@ def test_bad_submissions_are_refused_and_runs_are_private(wf_server: ServerProc,
             "/api/v1/workflows", json={"workflow": str(shared / "echo.cwl"), "inputs": {"word": "hi"}}
         ).json()["id"]
     with wf_server.api("bob") as c:
+        # labels are anyone's: bob's job labelled as a step of alice's run is not one of its steps
+        bobs = c.post("/api/v1/jobs", json={"command": ["true"], "labels": {"kran.workflow": str(run_id)}}).json()
         assert c.get(f"/api/v1/workflows/{run_id}").status_code == 404
         assert c.post(f"/api/v1/workflows/{run_id}/cancel").status_code == 404
         assert c.get("/api/v1/workflows").json()["runs"] == []
-    assert _wait_run(wf_server, run_id, {"succeeded", "failed"})["state"] == "succeeded"
+    run = _wait_run(wf_server, run_id, {"succeeded", "failed"})
+    assert run["state"] == "succeeded"
+    assert bobs["id"] not in [step["job"] for step in run["steps"]] and len(run["steps"]) == 1

@@ -197,3 +197,30 @@ def test_docker_unknown_image_is_an_engine_error(engine_kind: str, engine: Engin
     )
     with pytest.raises(EngineError, match="nope"):
         engine.launch(spec)
+
+
+def test_container_jobs_keep_the_image_entrypoint(
+    engine_kind: str, engine: Engine, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """As `docker run IMAGE ARGS`: the job's command goes to the image's ENTRYPOINT, on
+    every container engine (a swarm service's Command would replace the entrypoint)."""
+    if engine_kind == "process":
+        pytest.skip("images only")
+    image = request.getfixturevalue("entrypoint_image")
+    if engine_kind == "swarm":
+        request.getfixturevalue("swarm").load_image(image)
+    (tmp_path / "work").mkdir()
+    spec = LaunchSpec(
+        job_id=5,
+        attempt=1,
+        argv=("hello",),
+        image=image,
+        env={},
+        attempt_dir=tmp_path,
+        allocation=Resources(500, 128, 0, 0),
+        network=False,
+    )
+    ref = AttemptRef(5, 1, engine.launch(spec), tmp_path)
+    assert wait_end(engine, ref).exit_code == 0
+    engine.collect(ref)
+    assert (tmp_path / "stdout").read_text() == "entry hello\n"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,3 +64,29 @@ def final_state(exit_code: int, cancelled: bool) -> RunState:
 def step_label(run_id: int) -> dict[str, str]:
     """The label each step job of a run carries (how `kran workflow show` finds them)."""
     return {"kran.workflow": str(run_id)}
+
+
+# A step's place in the run's job cache: the digest of its inputs, then cwltool's key
+# (command line, files, requirements). cwltool's key alone misses inputs that reach the
+# step other than on its command line (an env var from an input, a staged directory), and
+# two such steps of one run would share a result.
+CACHE_KEY = re.compile(r"[0-9a-f]{32}/[0-9a-f]{32}")
+
+
+def inputs_digest(job_order: Any) -> str:
+    """A stable digest of a step's input object: `path` (derived) and the random
+    locations of literal files (`_:...`) are left out, the rest in canonical JSON."""
+
+    def norm(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {
+                k: norm(x)
+                for k, x in v.items()
+                if k != "path" and not (k == "location" and isinstance(x, str) and x.startswith("_:"))
+            }
+        if isinstance(v, list | tuple):
+            return [norm(x) for x in v]
+        return v
+
+    text = json.dumps(norm(job_order), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -22,7 +22,7 @@ from kran.domain.auth import Principal
 from kran.domain.jobs import JobSpec
 from kran.domain.records import JobRecord
 from kran.domain.states import JobState
-from kran.domain.workflows import EXIT_FAILED, RunResult, RunState, WorkflowRecord, final_state, step_label
+from kran.domain.workflows import CACHE_KEY, EXIT_FAILED, RunResult, RunState, WorkflowRecord, final_state, step_label
 from kran.errors import Forbidden, InvalidInput, KranError, NotFound, StepCancelled
 from kran.ports import StepOutcome
 from kran.services import images
@@ -116,7 +116,7 @@ class RunLauncher:
 
     def _active_with_key(self, key: str) -> int | None:
         labels = {**step_label(self.run.id), KEY_LABEL: key}
-        for job in self.rt.store.list_jobs(labels=labels, limit=10):
+        for job in self.rt.store.list_jobs(labels=labels, owner=self.run.owner, limit=10):
             if not job.state.is_final:
                 return job.id
         return None
@@ -280,14 +280,13 @@ def resume_all(rt: Runtime) -> int:
 def _settle_previous(rt: Runtime, launcher: RunLauncher, run: WorkflowRecord) -> str | None:
     """Steps of an earlier incarnation of this run: wait for those still active, mark the
     succeeded ones done in the job cache; the reason to fail the run when one failed."""
-    steps = rt.store.list_jobs(labels=step_label(run.id), limit=100_000)
     cache = Path(run.dir) / "cache"
-    for job in steps:
+    for job in step_jobs(rt, run):
         if not job.state.is_final:
             assert launcher.watch is not None
             job = launcher.watch.wait(job.id)
         key = job.spec.labels.get(KEY_LABEL)
-        if not key:
+        if not key or not CACHE_KEY.fullmatch(key):
             continue
         status = cache / f"{key}.status"
         done = status.exists() and status.read_text().strip()
@@ -335,9 +334,13 @@ def visible_run(rt: Runtime, run_id: int, who: Principal) -> WorkflowRecord:
     return run
 
 
+def step_jobs(rt: Runtime, run: WorkflowRecord) -> list[JobRecord]:
+    """The run's steps: its owner's jobs labelled with the run (labels alone are anyone's)."""
+    return rt.store.list_jobs(labels=step_label(run.id), owner=run.owner, limit=100_000)
+
+
 def with_steps(rt: Runtime, run: WorkflowRecord) -> WorkflowRecord:
-    steps = rt.store.list_jobs(labels=step_label(run.id), limit=100_000)
-    return replace(run, steps=sorted(steps, key=lambda j: j.id))
+    return replace(run, steps=sorted(step_jobs(rt, run), key=lambda j: j.id))
 
 
 def list_runs(rt: Runtime, who: Principal, states: list[RunState], limit: int) -> list[WorkflowRecord]:
@@ -355,7 +358,7 @@ def cancel_run(rt: Runtime, run_id: int, who: Principal) -> WorkflowRecord:
         return run
     assert rt.workflows is not None
     rt.workflows.request_cancel(run_id)
-    active = [j.id for j in rt.store.list_jobs(labels=step_label(run_id), limit=100_000) if not j.state.is_final]
+    active = [j.id for j in step_jobs(rt, run) if not j.state.is_final]
     if active:
         rt.store.request_kill(active, "user", rt.clock.now())  # ends them as killed
         rt.wake.set()

@@ -10,6 +10,7 @@ kran instead of spawning `docker`.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import math
 import os
@@ -34,6 +35,7 @@ from cwltool.workflow import default_make_tool
 
 from kran.domain.jobs import validate_spec
 from kran.domain.resources import Range, ResourceRequest
+from kran.domain.workflows import CACHE_KEY, inputs_digest
 from kran.errors import KranError, StepCancelled
 from kran.ports import StepLauncher, StepOutcome
 
@@ -115,8 +117,20 @@ class KranTool(CommandLineTool):
         builder.kran_request = dict(seen)  # type: ignore[attr-defined]
         return chosen
 
+    def get_requirement(self, feature: str) -> tuple[Any, bool | None]:
+        """A copy of EnvVarRequirement: cwltool's job-cache key (--cachedir, which kran's
+        resume uses) updates the one it gets in place with the tool's own envDef, so a
+        `cwl:requirements` override from the job order was lost (cwltool#1176's area)."""
+        req, is_req = super().get_requirement(feature)
+        return (copy.deepcopy(req) if feature == "EnvVarRequirement" and req is not None else req), is_req
+
     def job(self, job_order: Any, output_callbacks: Any, runtimeContext: RuntimeContext) -> Any:
         _eval.lock = runtimeContext.workflow_eval_lock
+        cachedir = runtimeContext.cachedir
+        if cachedir:  # cached under its inputs' digest (see CACHE_KEY)
+            runtimeContext = runtimeContext.copy()
+            runtimeContext.cachedir = os.path.join(cachedir, inputs_digest(job_order))
+            os.makedirs(runtimeContext.cachedir, exist_ok=True)
         yield from super().job(job_order, output_callbacks, runtimeContext)
 
     def make_job_runner(self, runtimeContext: RuntimeContext) -> Any:  # a JobBase factory
@@ -235,9 +249,10 @@ class KranJob(DockerCommandLineJob):
             self._setup(runtimeContext)
             self._collect_binds(runtimeContext)
             spec = self._spec(runtimeContext)
-            key = None
-            if runtimeContext.cachedir and Path(self.outdir).parent == Path(runtimeContext.cachedir):
-                key = Path(self.outdir).name  # cwltool's cache key: the same step after a restart
+            key = None  # its place in the job cache: the same step after a restart
+            if runtimeContext.cachedir and Path(self.outdir).is_relative_to(runtimeContext.cachedir):
+                rel = Path(self.outdir).relative_to(runtimeContext.cachedir).as_posix()
+                key = rel if CACHE_KEY.fullmatch(rel) else None
             outcome = self.kran.launcher.run_step(spec, self.name, key)
             rcode = outcome.exit_code
             status = self._status(rcode)

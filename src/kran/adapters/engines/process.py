@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -76,11 +77,23 @@ def give_to(spec: LaunchSpec, run_as: tuple[int, int]) -> None:
 
 
 def _chown_tree(top: Path, run_as: tuple[int, int]) -> None:
+    """The tree becomes the user's, and its dirs writable by their owner: staged copies of
+    read-only inputs keep their modes, which root ignores and the job user would not."""
     os.lchown(top, *run_as)
     if top.is_dir() and not top.is_symlink():
+        _owner_rwx(top)
         for root, dirs, files in os.walk(top):
             for name in dirs + files:
-                os.lchown(os.path.join(root, name), *run_as)
+                path = os.path.join(root, name)
+                os.lchown(path, *run_as)
+                if name in dirs and not os.path.islink(path):
+                    _owner_rwx(Path(path))
+
+
+def _owner_rwx(path: Path) -> None:
+    mode = path.stat().st_mode
+    if mode & stat.S_IRWXU != stat.S_IRWXU:
+        path.chmod(mode | stat.S_IRWXU)
 
 
 def read_exit_code(attempt_dir: Path) -> int | None:

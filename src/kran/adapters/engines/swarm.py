@@ -191,7 +191,8 @@ class SwarmEngine:
             try:
                 service = self.client.services.create(
                     spec.image,
-                    command=list(spec.argv),
+                    # Args, as `docker run IMAGE ARGV`: the image's ENTRYPOINT stays (Command would replace it)
+                    args=list(spec.argv),
                     name=name,
                     labels={
                         "kran.instance": self.instance,
