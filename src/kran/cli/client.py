@@ -25,6 +25,13 @@ from kran.services.auth import read_client_config
 DEFAULT_URL = "http://127.0.0.1:9090"
 
 
+def unreachable(url: str, e: Exception) -> ClientError:
+    hint = ""
+    if isinstance(e, httpx.ConnectError):  # nothing listens there
+        hint = " (is the server up? `kran serve` starts the embedded one; KRAN_URL names another)"
+    return ClientError(f"cannot reach kran at {url}: {e}{hint}")
+
+
 class ClientError(Exception):
     """Something the user should read; the CLI prints it and exits non-zero."""
 
@@ -94,7 +101,7 @@ class Client:
         try:
             resp = self.http.request(method, path, **kw)
         except httpx.HTTPError as e:
-            raise ClientError(f"cannot reach kran at {self.url}: {e}") from None
+            raise unreachable(self.url, e) from None
         return self._check(resp).json()
 
     def get(self, path: str, **kw: Any) -> Any:
@@ -115,4 +122,4 @@ class Client:
                     self._check(resp)
                 yield resp
         except httpx.HTTPError as e:
-            raise ClientError(f"cannot reach kran at {self.url}: {e}") from None
+            raise unreachable(self.url, e) from None

@@ -15,7 +15,7 @@ from kran import __version__
 from kran.cli import jobs
 from kran.cli.admin import admin
 from kran.cli.apps import app
-from kran.cli.client import Client, ClientError, client_settings
+from kran.cli.client import Client, ClientError, client_settings, unreachable
 from kran.cli.images import image, registry
 from kran.cli.nodes import node, nodes_cmd
 from kran.cli.render import kv_table, print_json
@@ -110,7 +110,7 @@ def status(output: str) -> None:
     try:
         resp = client.http.get("/status")
     except Exception as e:
-        raise ClientError(f"cannot reach kran at {client.url}: {e}") from None
+        raise unreachable(client.url, e) from None
     body = resp.json()
     if output == "json":
         print_json(body)
