@@ -88,15 +88,7 @@ def main() -> None:
     cpus = os.cpu_count() or 2
     server = start_server(cpus, KRAN_FILES_FILE_URL_ROOTS=roots)
     try:
-        creds = server.credentials
-        env = {
-            **os.environ,
-            "KRAN_URL": server.url,
-            "KRAN_KEY_ID": creds["key_id"],
-            "KRAN_SECRET": creds["secret"],
-            "KRAN_CLIENT_CONFIG": "/nonexistent",
-            "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
-        }
+        env = {**os.environ, **server.client_env(), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
         out = work / "out"
         kran_s = timed(["kran-cwl-runner", "--quiet", "--outdir", str(out / "k"), "wf.cwl", "job.yml"], env, work)
         cwl_s = timed(

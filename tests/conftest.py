@@ -154,6 +154,29 @@ class ServerProc:
             base_url=self.url, timeout=30, headers=headers, verify="KRAN_SERVER_TLS_CERT" not in self.env
         )
 
+    def client_env(self, user: str | None = None) -> dict[str, str]:
+        """The environment that points kran's CLI (and kran-cwl-runner) at this server, as
+        the admin or as `user`, whatever the machine's client config says."""
+        key_id, secret = self.users[user] if user else (self.credentials["key_id"], self.credentials["secret"])
+        return {
+            "KRAN_URL": self.url,
+            "KRAN_KEY_ID": key_id,
+            "KRAN_SECRET": secret,
+            "KRAN_CLIENT_CONFIG": "/nonexistent/client.toml",
+        }
+
+    def poll(self, path: str, states: set[str], timeout: float, every: float = 0.05) -> dict[str, Any]:
+        """GET `path` until its `state` is one of `states`."""
+        deadline = time.monotonic() + timeout
+        with self.api() as c:
+            while True:
+                body: dict[str, Any] = c.get(path).json()
+                if body["state"] in states:
+                    return body
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{path} is {body['state']}, not {states}: {body}")
+                time.sleep(every)
+
     def add_user(self, name: str, role: str = "user") -> tuple[str, str]:
         """Create a user with a key (as the admin); api(name) then acts as them."""
         with self.api() as c:
@@ -163,15 +186,7 @@ class ServerProc:
         return self.users[name]
 
     def wait_state(self, job_id: int, states: set[str], timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self.api() as c:
-            while True:
-                job: dict[str, Any] = c.get(f"/api/v1/jobs/{job_id}").json()
-                if job["state"] in states:
-                    return job
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"job {job_id} is {job['state']}, not {states}: {job}")
-                time.sleep(0.05)
+        return self.poll(f"/api/v1/jobs/{job_id}", states, timeout)
 
 
 def _cleanup_engine_leftovers(instance_dir: Path) -> None:
@@ -369,13 +384,6 @@ def cli_for(server: ServerProc) -> Any:
     runner = CliRunner()
 
     def run(*args: str, input: str | None = None, user: str | None = None) -> Result:
-        key_id, secret = server.users[user] if user else (server.credentials["key_id"], server.credentials["secret"])
-        env = {
-            "KRAN_URL": server.url,
-            "KRAN_KEY_ID": key_id,
-            "KRAN_SECRET": secret,
-            "KRAN_CLIENT_CONFIG": "/nonexistent/client.toml",
-        }
-        return runner.invoke(cli, list(args), env=env, input=input, catch_exceptions=False)
+        return runner.invoke(cli, list(args), env=server.client_env(user), input=input, catch_exceptions=False)
 
     return run

@@ -29,15 +29,7 @@ def test_required_conformance_tests_pass(make_server: Any, tmp_path: Path, docke
     missing = [n for n in STAND_INS if not docker_client.images.list(name=n)]
     assert not missing, f"build the stand-in images first (scripts/cwl-images.sh): {missing}"
     server: ServerProc = make_server(KRAN_FILES_FILE_URL_ROOTS=str(SUITE))
-    creds = server.credentials
-    env = {
-        **os.environ,
-        "KRAN_URL": server.url,
-        "KRAN_KEY_ID": creds["key_id"],
-        "KRAN_SECRET": creds["secret"],
-        "KRAN_CLIENT_CONFIG": "/nonexistent/client.toml",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
+    env = {**os.environ, **server.client_env(), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     junit = tmp_path / "required.xml"
     proc = subprocess.run(
         ["cwltest", "--test", "conformance_tests.yaml", "--tool", "kran-cwl-runner", "--tags", "required"]

@@ -130,14 +130,7 @@ def wf_server(make_server: Any, tmp_path: Path, test_image: str) -> ServerProc:
 
 
 def _wait_run(server: ServerProc, run_id: int, states: set[str], timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    with server.api() as c:
-        while True:
-            run: dict[str, Any] = c.get(f"/api/v1/workflows/{run_id}").json()
-            if run["state"] in states:
-                return run
-            assert time.monotonic() < deadline, run
-            time.sleep(0.2)
+    return server.poll(f"/api/v1/workflows/{run_id}", states, timeout, every=0.2)
 
 
 def test_scatter_workflow_uploaded_runs_each_step_as_a_job(

@@ -8,11 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from kran.api.deps import JobId, authenticator, caller, parse_multipart, runtime, spooled_body
-from kran.api.schemas import BatchSubmit, JobSubmit, spec_for
+from kran.api.schemas import BatchSubmit, JobSubmit, spec_for, validated
 from kran.api.views import entry_json, job_json
 from kran.domain.auth import Principal
 from kran.domain.jobs import JobSpec
@@ -59,12 +58,7 @@ async def submit_with_inputs(request: Request, rt: Rt, who: Caller, auth: Auth) 
         raw = form.get("job")
         if not isinstance(raw, str):
             raise InvalidInput("a multipart field `job` with the job as JSON is required", "job")
-        try:
-            body = JobSubmit.model_validate_json(raw)
-        except ValidationError as e:
-            first = e.errors()[0]
-            loc = ".".join(str(p) for p in first.get("loc", ()))
-            raise InvalidInput(f"job.{loc}: {first.get('msg')}", f"job.{loc}") from None
+        body = validated(JobSubmit, raw, "job.")
         owner, by = on_behalf(auth, who, body.on_behalf_of)
         (spec,) = await _classified(rt, [spec_for(rt, who, owner, body)])
         inputs = [f for f in form.getlist("input") if not isinstance(f, str)]

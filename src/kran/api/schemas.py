@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -16,6 +16,20 @@ from kran.services import apps
 from kran.services.runtime import Runtime
 
 Amount = str | int | float
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], data: Any, prefix: str = "") -> M:
+    """`model` from JSON text (a body, a multipart field) or a mapping; its first error is a 422
+    naming the field (`prefix` + its place)."""
+    try:
+        return model.model_validate_json(data) if isinstance(data, str | bytes) else model.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = prefix + ".".join(str(p) for p in first.get("loc", ()))
+        raise InvalidInput(f"{loc}: {first.get('msg')}", loc) from None
 
 
 class JobSubmit(BaseModel):
@@ -130,13 +144,7 @@ class AppLoad(BaseModel):
     def defaults(self) -> dict[str, Any]:
         """The job defaults, checked by building a job from them."""
         fields = self.model_dump(exclude_unset=True, exclude_none=True, exclude={"volume", "user", "shared"})
-        try:
-            trial = JobSubmit.model_validate({"command": ["true"], **fields})
-        except ValidationError as e:
-            first = e.errors()[0]
-            loc = ".".join(str(p) for p in first.get("loc", ()))
-            raise InvalidInput(f"{loc}: {first.get('msg')}", loc) from None
-        to_spec(trial)
+        to_spec(validated(JobSubmit, {"command": ["true"], **fields}))
         return fields
 
 

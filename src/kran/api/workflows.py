@@ -8,10 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from kran.api.deps import MAX_ID, caller, parse_multipart, runtime, spooled_body
+from kran.api.schemas import validated
 from kran.api.views import iso
 from kran.domain.auth import Principal
 from kran.domain.records import JobRecord
@@ -93,12 +94,7 @@ async def submit_run(request: Request, rt: Rt, who: Caller) -> dict[str, Any]:
                 if isinstance(part, str) or not part.filename:
                     raise InvalidInput("each `file` part needs a filename (its path in the bundle)", "file")
                 uploads[part.filename] = part.file
-        try:
-            body = RunSubmit.model_validate_json(raw)
-        except ValidationError as e:
-            first = e.errors()[0]
-            loc = ".".join(str(p) for p in first.get("loc", ()))
-            raise InvalidInput(f"run.{loc}: {first.get('msg')}", f"run.{loc}") from None
+        body = validated(RunSubmit, raw, "run.")
         req = workflows.RunRequest(
             name=body.name or body.workflow.rsplit("/", 1)[-1][:200],
             labels=body.labels,
