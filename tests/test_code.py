@@ -23,6 +23,7 @@ FORBIDDEN = {
         "kran.cli",
         "kran.bootstrap",
         "kran.settings",
+        "kran.jobfs",
     ),
     "adapters": ("kran.services", "kran.api", "kran.cli", "kran.bootstrap"),
     "services": ("kran.adapters", "kran.api", "kran.cli", "kran.bootstrap"),

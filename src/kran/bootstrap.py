@@ -82,9 +82,32 @@ def lock_data_dir(data_dir: Path) -> int:
     return fd
 
 
+# Host jobs only pass through the data dir and jobs/ to their own working dir (0711: no
+# listing); everything else is the server's alone.
+TRAVERSED = ("jobs", "volumes")
+PRIVATE = ("uploads", "cache", "workflows")
+STORE_FILES = ("kran.db", "kran.db-wal", "kran.db-shm", "kran.db-journal")
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """The data dir's layout and modes: the store 0600, dirs no job may list or read."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o711)
+    for name in TRAVERSED + PRIVATE:
+        (data_dir / name).mkdir(exist_ok=True)
+        os.chmod(data_dir / name, 0o711 if name in TRAVERSED else 0o700)
+    # SQLite gives its -wal and -shm files the database file's mode
+    os.close(os.open(data_dir / "kran.db", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    for name in STORE_FILES:
+        try:
+            os.chmod(data_dir / name, 0o600)
+        except FileNotFoundError:
+            pass
+
+
 def build_server(settings: Settings) -> Server:
     data_dir = settings.data_path
-    (data_dir / "jobs").mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(data_dir)
     lock_data_dir(data_dir)
     store = SqlStore.for_data_dir(data_dir)
     store.migrate()
@@ -108,7 +131,9 @@ def build_server(settings: Settings) -> Server:
         )
     else:
         engine = LocalEngine(
-            ProcessEngine(instance, on_exit=exited, cgroups=cgroups, run_as=settings.run_as),
+            ProcessEngine(
+                instance, on_exit=exited, cgroups=cgroups, run_as=settings.run_as, pids_limit=settings.pids_limit
+            ),
             DockerEngine(
                 instance,
                 settings.docker_host,

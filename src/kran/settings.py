@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from kran.domain.auth import user_job_identity
 from kran.domain.durations import parse_duration
 from kran.domain.images import parse_classes
 from kran.errors import InvalidInput
@@ -36,7 +37,8 @@ class Settings:
     docker_host: str | None = None
     max_body_mb: int = 64
     metrics_per_user: bool = False
-    job_user: str = "65534:65534"
+    job_user: str = ""
+    job_uids: str = "1100000000-1199999999"
     read_only_rootfs: bool = False
     pids_limit: int = 4096
     tls_cert: str | None = None
@@ -97,11 +99,27 @@ class Settings:
 
     @property
     def run_as(self) -> tuple[int, int] | None:
-        """The uid and gid jobs run as, when the server is root and one is configured."""
+        """The one uid:gid all jobs run as, when the server is root and one is configured."""
         if not self.job_user or os.geteuid() != 0:
             return None
         uid, _, gid = self.job_user.partition(":")
         return int(uid), int(gid or uid)
+
+    @property
+    def job_uid_range(self) -> tuple[int, int]:
+        first, _, last = self.job_uids.partition("-")
+        return int(first), int(last)
+
+    def job_identity(self, user_id: int | None) -> tuple[int, int] | None:
+        """The uid:gid a job of user `user_id` runs as: local.job_user if set, else the
+        user's own from local.job_uids; None when the server cannot switch users."""
+        if os.geteuid() != 0:
+            return None
+        if self.run_as is not None:
+            return self.run_as
+        if user_id is None:
+            raise ValueError("the job's owner is not a known user")
+        return user_job_identity(user_id, self.job_uid_range)
 
 
 # TOML key ([section] name) for each field; env var is KRAN_<SECTION>_<NAME>.
@@ -124,6 +142,7 @@ TOML_KEYS: dict[str, tuple[str, str]] = {
     "docker_host": ("local", "docker_host"),
     "metrics_per_user": ("metrics", "per_user"),
     "job_user": ("local", "job_user"),
+    "job_uids": ("local", "job_uids"),
     "read_only_rootfs": ("local", "read_only_rootfs"),
     "pids_limit": ("local", "pids_limit"),
     "tls_cert": ("server", "tls_cert"),
@@ -170,7 +189,10 @@ HELP = {
     "allow_host_processes": "allow jobs without an image to run as host processes",
     "docker_host": "Docker Engine URL (DOCKER_HOST or the local socket when unset)",
     "metrics_per_user": "add per-user series to /metrics (label cardinality grows with users)",
-    "job_user": "uid:gid jobs run as when the server runs as root (containers and host processes); empty: as is",
+    "job_user": "uid:gid every job runs as when the server is root (then all users share it); "
+    "empty: each kran user's jobs run as a uid of their own (local.job_uids)",
+    "job_uids": "FIRST-LAST: uids for the jobs of each kran user (user id N runs as FIRST+N, gid the same), "
+    "used by no one else on the nodes",
     "read_only_rootfs": "run containers with a read-only root file system (a tmpfs on /tmp)",
     "pids_limit": "most processes a container may have",
     "tls_cert": "serve HTTPS with this certificate (PEM)",
@@ -300,6 +322,13 @@ def _check(s: Settings) -> None:
         raise InvalidInput("queue max must be at least 1", "queue_max")
     if s.job_user and not all(p.isdigit() for p in s.job_user.split(":")) or s.job_user.count(":") > 1:
         raise InvalidInput("local.job_user is uid:gid in numbers, e.g. 65534:65534, or empty", "job_user")
+    if s.job_user and 0 in (int(p) for p in s.job_user.split(":")):
+        raise InvalidInput("local.job_user must not be root (uid or gid 0): jobs would run as root", "job_user")
+    first, sep, last = s.job_uids.partition("-")
+    if not (sep and first.isdigit() and last.isdigit() and 1000 <= int(first) < int(last) < 2**31):
+        raise InvalidInput(
+            "local.job_uids is FIRST-LAST, uids from 1000 to 2147483647, e.g. 1100000000-1199999999", "job_uids"
+        )
     if bool(s.tls_cert) != bool(s.tls_key):
         raise InvalidInput("give both --tls-cert and --tls-key", "tls")
     if bool(s.proxy_secret) != bool(s.proxy_user_header):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kran.adapters.engines.process import give_to
+from kran.adapters.engines.ownership import give_to
 from kran.domain.resources import Resources
 from kran.ports import LaunchSpec
 

@@ -7,10 +7,11 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from kran.api.deps import JobId, authenticator, caller, parse_multipart, runtime, spooled_body
+from kran.api.filesend import file_response
 from kran.api.schemas import BatchSubmit, JobSubmit, spec_for, validated
 from kran.api.views import entry_json, job_json
 from kran.domain.auth import Principal
@@ -163,6 +164,6 @@ def get_archive(job_id: JobId, rt: Rt, who: Caller) -> StreamingResponse:
 
 
 @router.get("/{job_id}/files/{path:path}", summary="Download a file (HTTP range requests supported)")
-def get_file(job_id: JobId, path: str, rt: Rt, who: Caller) -> FileResponse:
+def get_file(job_id: JobId, path: str, request: Request, rt: Rt, who: Caller) -> Response:
     queries.visible_job(rt, job_id, who)
-    return FileResponse(files.file_path(rt, job_id, path), media_type="application/octet-stream")
+    return file_response(files.open_file(rt, job_id, path), request.headers.get("range"))

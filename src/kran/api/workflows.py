@@ -17,7 +17,7 @@ from kran.api.views import iso
 from kran.domain.auth import Principal
 from kran.domain.records import JobRecord
 from kran.domain.workflows import RunState, WorkflowRecord
-from kran.errors import InvalidInput, NotFound
+from kran.errors import InvalidInput
 from kran.services import files, workflows
 from kran.services.runtime import Runtime
 
@@ -144,10 +144,8 @@ def run_outputs(run_id: RunId, rt: Rt, who: Caller) -> dict[str, Any]:
 @router.get("/{run_id}/outputs/archive", summary="The run's output files as a tar stream")
 def run_outputs_archive(run_id: RunId, rt: Rt, who: Caller) -> StreamingResponse:
     run = workflows.visible_run(rt, run_id, who)
-    root = workflows.outputs_dir(run)
-    if not root.is_dir():
-        raise NotFound(f"workflow run {run_id} has no outputs")
-    return StreamingResponse(files.tar_tree(root), media_type="application/x-tar")
+    chunks = files.tar_dir(workflows.outputs_dir(run), f"workflow run {run_id}")
+    return StreamingResponse(chunks, media_type="application/x-tar")
 
 
 @router.get("/{run_id}/log", summary="The workflow engine's log of the run", response_class=PlainTextResponse)

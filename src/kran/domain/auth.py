@@ -92,3 +92,13 @@ class KeyRecord:
     user: str
     revoked: bool
     created_at: float
+
+
+def user_job_identity(user_id: int, uid_range: tuple[int, int]) -> tuple[int, int]:
+    """The uid (and the gid, the same number) the jobs of kran user `user_id` run as: one of
+    their own, so no two users' jobs can read or signal each other's processes and files."""
+    first, last = uid_range
+    uid = first + user_id
+    if user_id < 1 or uid > last:
+        raise ValueError(f"user id {user_id} has no uid in local.job_uids {first}-{last}: widen the range")
+    return uid, uid

@@ -90,6 +90,7 @@ class StartedAttempt:
     node: str
     allocation: Resources
     spec: JobSpec
+    owner_id: int | None = None  # the owner's user id: which uid the job runs as
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,19 @@
-"""A job's working dir, read safely: nothing outside it is ever reachable."""
+"""A job's working dir, read safely: nothing outside it is ever reachable.
+
+Every read goes through `adapters.jobfs` (fd-relative opens that never follow a link), so
+a job that swaps its files for links while they are served gets a refusal, not the target.
+"""
 
 from __future__ import annotations
 
 import os
-import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from kran.errors import Gone, InvalidInput, NotFound
+from kran.jobfs import Item, Missing, OpenFile, Refused, Tree, kind_of, read_chunks, split_relative
 from kran.services.runtime import Runtime
 
 
@@ -33,48 +37,58 @@ def workdir_of(rt: Runtime, job_id: int) -> Path:
 
 
 def safe_path(root: Path, rel: str) -> Path:
-    """root/rel, refusing anything that leaves root (.., absolute, symlinks outward)."""
-    if "\0" in rel:
-        raise InvalidInput("path contains a NUL byte", "path")
-    parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".")]
-    if rel.startswith("/") or any(p == ".." for p in parts):
-        raise InvalidInput(f"path {rel!r} must be relative and stay inside the job's dir", "path")
-    real_root = root.resolve()
-    target = (real_root.joinpath(*parts)).resolve()
-    if target != real_root and real_root not in target.parents:
-        raise InvalidInput(f"path {rel!r} leads outside the job's dir", "path")
-    return target
+    """root/rel for a tree the server itself writes (uploads): relative, no `..`."""
+    try:
+        parts = split_relative(rel)
+    except Refused as e:
+        raise InvalidInput(str(e), "path") from None
+    return root.resolve().joinpath(*parts)
+
+
+def _readlink(item: Item) -> str:
+    return os.readlink(item.name, dir_fd=item.dir_fd)
+
+
+def _tree(root: Path, job_id: int) -> Tree:
+    try:
+        return Tree(root)
+    except Missing:
+        raise NotFound(f"job {job_id} has no working dir") from None
+    except Refused as e:
+        raise InvalidInput(str(e), "path") from None
 
 
 def list_files(rt: Runtime, job_id: int, rel: str = "") -> list[Entry]:
-    root = workdir_of(rt, job_id)
-    target = safe_path(root, rel)
-    if not target.exists():
-        raise NotFound(f"no {rel or '/'} in job {job_id}'s dir")
-    if not target.is_dir():
-        return [_entry(target)]
-    return sorted((_entry(p) for p in target.iterdir()), key=lambda e: e.name)
+    with _tree(workdir_of(rt, job_id), job_id) as tree:
+        try:
+            st = tree.stat(rel)
+            if kind_of(st) != "dir":
+                return [Entry(Path(rel).name, kind_of(st), st.st_size, st.st_mtime)]
+            return [Entry(i.name, i.kind, i.st.st_size, i.st.st_mtime) for i in tree.listdir(rel)]
+        except Missing:
+            raise NotFound(f"no {rel or '/'} in job {job_id}'s dir") from None
+        except Refused as e:
+            raise InvalidInput(str(e), "path") from None
 
 
-def file_path(rt: Runtime, job_id: int, rel: str) -> Path:
-    target = safe_path(workdir_of(rt, job_id), rel)
-    if not target.is_file():
-        raise NotFound(f"no file {rel!r} in job {job_id}'s dir")
-    return target
+def open_file(rt: Runtime, job_id: int, rel: str) -> OpenFile:
+    """The job's file opened for reading (the caller closes it)."""
+    with _tree(workdir_of(rt, job_id), job_id) as tree:
+        try:
+            return tree.open_file(rel)
+        except Missing:
+            raise NotFound(f"no file {rel!r} in job {job_id}'s dir") from None
+        except Refused as e:
+            if tree_kind(tree, rel) == "dir":
+                raise NotFound(f"no file {rel!r} in job {job_id}'s dir: it is a dir") from None
+            raise InvalidInput(str(e), "path") from None
 
 
-def _entry(p: Path) -> Entry:
-    st = p.lstat()
-    kind = (
-        "dir"
-        if stat.S_ISDIR(st.st_mode)
-        else "file"
-        if stat.S_ISREG(st.st_mode)
-        else "link"
-        if stat.S_ISLNK(st.st_mode)
-        else "other"
-    )
-    return Entry(p.name, kind, st.st_size, st.st_mtime)
+def tree_kind(tree: Tree, rel: str) -> str | None:
+    try:
+        return kind_of(tree.stat(rel))
+    except Refused:
+        return None
 
 
 CHUNK = 1 << 20
@@ -84,52 +98,47 @@ BLOCK = tarfile.BLOCKSIZE
 def tar_chunks(rt: Runtime, job_id: int) -> Iterator[bytes]:
     """The job's working dir as an uncompressed tar, streamed file by file (a file is
     never held in memory whole). Checks happen before the first chunk is asked for."""
-    root = workdir_of(rt, job_id)
-    if not root.is_dir():
-        raise NotFound(f"job {job_id} has no working dir")
-    return tar_tree(root)
+    return tar_tree(_tree(workdir_of(rt, job_id), job_id))
 
 
-def tar_tree(root: Path) -> Iterator[bytes]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        base = Path(dirpath)
-        for name in [*sorted(dirnames), *sorted(filenames)]:
-            path = base / name
-            rel = path.relative_to(root).as_posix()
-            try:
-                st = path.lstat()
-            except OSError:
-                continue  # removed while we walked
-            info = tarfile.TarInfo(rel)
-            info.mode, info.mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
-            if stat.S_ISDIR(st.st_mode):
+def tar_dir(root: Path, what: str) -> Iterator[bytes]:
+    """Any dir a job wrote into (a workflow's outputs) as a tar, through the same walk."""
+    try:
+        return tar_tree(Tree(root))
+    except Refused:
+        raise NotFound(f"{what} has no files") from None
+
+
+def tar_tree(tree: Tree) -> Iterator[bytes]:
+    """The tree as a tar: dirs, regular files and symlinks (as links, never followed);
+    FIFOs, sockets, devices and foreign hard links are left out. Closes the tree."""
+    with tree:
+        for item in tree.walk():
+            info = tarfile.TarInfo(item.rel)
+            info.mode, info.mtime = item.st.st_mode & 0o7777, int(item.st.st_mtime)
+            f = None
+            if item.kind == "dir":
                 info.type = tarfile.DIRTYPE
-            elif stat.S_ISLNK(st.st_mode):
-                info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
-            elif stat.S_ISREG(st.st_mode):
-                info.size = st.st_size
+            elif item.kind == "link":
+                try:
+                    info.type, info.linkname = tarfile.SYMTYPE, _readlink(item)
+                except OSError:
+                    continue
+            elif item.kind == "file":
+                try:
+                    f = tree.open_at(item.dir_fd, item.name, item.rel)
+                except Refused:
+                    continue  # swapped for something else, or gone, while we walked
+                info.size = f.size
             else:
                 continue  # fifos, sockets, devices: not results
-            yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-            if info.size:
-                yield from _file_blocks(path, info.size)
-    yield b"\0" * (2 * BLOCK)
-
-
-def _file_blocks(path: Path, size: int) -> Iterator[bytes]:
-    """Exactly `size` bytes (a file that changed meanwhile is cut or zero-filled), padded."""
-    left = size
-    try:
-        with open(path, "rb") as f:
-            while left and (chunk := f.read(min(CHUNK, left))):
-                left -= len(chunk)
-                yield chunk
-    except OSError:
-        pass
-    while left:
-        n = min(CHUNK, left)
-        left -= n
-        yield b"\0" * n
-    if size % BLOCK:
-        yield b"\0" * (BLOCK - size % BLOCK)
+            try:
+                yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+                if f is not None:
+                    yield from read_chunks(f, CHUNK)
+                    if f.size % BLOCK:
+                        yield b"\0" * (BLOCK - f.size % BLOCK)
+            finally:
+                if f is not None:
+                    os.close(f.fd)
+        yield b"\0" * (2 * BLOCK)

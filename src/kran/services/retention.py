@@ -4,11 +4,11 @@ grows past its threshold. The job records stay, marked `files_expired`."""
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from kran.domain.datafiles import StoredFiles, files_to_expire
+from kran.jobfs import Refused, Tree
 from kran.services.runtime import Runtime, job_dir
 
 log = logging.getLogger("kran.retention")
@@ -39,12 +39,10 @@ def retention_tick(rt: Runtime) -> list[int]:
 
 
 def tree_size(root: Path) -> int:
-    """Bytes on disk under root (allocated blocks, so sparse files count what they use)."""
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-            except OSError:
-                pass
-    return total
+    """Bytes on disk under root (allocated blocks, so sparse files count what they use),
+    walked through the safe walk: a job's links are never followed."""
+    try:
+        with Tree(root) as tree:
+            return tree.disk_bytes()
+    except Refused:
+        return 0

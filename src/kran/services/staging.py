@@ -16,6 +16,10 @@ from kran.services.runtime import Runtime
 
 def stage_attempt(rt: Runtime, s: StartedAttempt) -> LaunchSpec:
     """Make the attempt's working dir and mounts ready; raises EngineError with the reason."""
+    try:  # an app's user (admin-approved) or the owner's own uid
+        run_as = s.spec.run_as or rt.settings.job_identity(s.owner_id)
+    except ValueError as e:
+        raise EngineError(str(e)) from None
     attempt_dir = rt.attempt_dir(s.job_id, s.attempt)
     workdir = attempt_dir / "work"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +58,7 @@ def stage_attempt(rt: Runtime, s: StartedAttempt) -> LaunchSpec:
         attempt_dir=attempt_dir,
         allocation=s.allocation,
         network=spec.network,
-        run_as=spec.run_as,
+        run_as=run_as,
         mounts=(volume,) if volume else (),
         node=s.node,
         grace_s=spec.grace_s,

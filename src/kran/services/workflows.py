@@ -146,10 +146,10 @@ class RunLauncher:
         return StepOutcome(job.id, job.state.value, exit_code, job.reason)
 
 
-def roots(rt: Runtime) -> tuple[Path, ...]:
-    """Where a run may read documents and inputs: the data dir's workflow area and the
-    configured shared roots (`files.file_url_roots`)."""
-    return (workflows_dir(rt).resolve(), *rt.settings.file_roots)
+def roots(rt: Runtime, run_dir: Path) -> tuple[Path, ...]:
+    """Where a run may read documents and inputs: its own dir (never another run's: they
+    may be another user's) and the configured shared roots (`files.file_url_roots`)."""
+    return (run_dir.resolve(), *rt.settings.file_roots)
 
 
 def workflows_dir(rt: Runtime) -> Path:
@@ -218,7 +218,7 @@ def submit_run(rt: Runtime, who: Principal, req: RunRequest, uploads: dict[str, 
         if job_order and not Path(job_order).is_absolute():
             job_order = _in_bundle(bundle, job_order, "job_order")
         if req.job_order_object is not None:
-            check_locations(rt, req.job_order_object)
+            check_locations(rt, req.job_order_object, run_dir)
             job_order = str(bundle / "job.json")
             Path(job_order).write_text(json.dumps(req.job_order_object))
     except (KranError, OSError) as e:
@@ -234,7 +234,7 @@ def submit_run(rt: Runtime, who: Principal, req: RunRequest, uploads: dict[str, 
     return record
 
 
-def check_locations(rt: Runtime, obj: Any) -> None:
+def check_locations(rt: Runtime, obj: Any, run_dir: Path) -> None:
     """Absolute File/Directory locations in an inline job order must be on a shared root;
     relative ones are resolved inside the uploaded bundle."""
     if isinstance(obj, dict):
@@ -246,15 +246,15 @@ def check_locations(rt: Runtime, obj: Any) -> None:
                     if "://" in path or not path.startswith("/"):
                         raise InvalidInput(f"{v}: inputs are files on the server (uploaded or on a root)", "job_order")
                     resolved = Path(path).resolve()
-                    if not any(resolved.is_relative_to(r) for r in roots(rt)):
+                    if not any(resolved.is_relative_to(r) for r in roots(rt, run_dir)):
                         raise InvalidInput(f"{v} is not under a root this server shares", "job_order")
                 elif isinstance(v, str) and ".." in Path(v).parts:
                     raise InvalidInput(f"{v}: relative locations must stay inside the bundle", "job_order")
         for v in obj.values():
-            check_locations(rt, v)
+            check_locations(rt, v, run_dir)
     elif isinstance(obj, list):
         for v in obj:
-            check_locations(rt, v)
+            check_locations(rt, v, run_dir)
 
 
 def start(rt: Runtime, run_id: int) -> None:
@@ -311,7 +311,7 @@ def _execute(rt: Runtime, run_id: int) -> None:
         if failed:
             result = RunResult(EXIT_FAILED, None, failed)
         else:
-            result = rt.workflow_runner.run(run.document, run.job_order, Path(run.dir), launcher, roots(rt))
+            result = rt.workflow_runner.run(run.document, run.job_order, Path(run.dir), launcher, roots(rt, Path(run.dir)))
         current = rt.workflows.get(run_id)
         cancelled = current is not None and current.cancel_requested
         state = final_state(result.exit_code, cancelled)

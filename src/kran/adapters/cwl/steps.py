@@ -18,6 +18,7 @@ import shlex
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from cwltool.loghandler import _logger
 from cwltool.utils import bytes2str_in_dicts
 from cwltool.workflow import default_make_tool
 
+from kran.adapters.cwl.outputs import StepOutputs
 from kran.domain.jobs import validate_spec
 from kran.domain.resources import Range, ResourceRequest
 from kran.domain.workflows import CACHE_KEY, inputs_digest
@@ -267,6 +269,7 @@ class KranJob(DockerCommandLineJob):
                     relink_initialworkdir(
                         self.generatemapper, self.outdir, self.builder.outdir, inplace_update=self.inplace_update
                     )
+                self.builder.make_fs_access = partial(StepOutputs, outdir=self.outdir, roots=self.kran.roots)  # type: ignore[assignment]
                 outputs = bytes2str_in_dicts(self.collect_outputs(self.outdir, rcode))  # type: ignore[assignment]
         except UnsupportedRequirement:
             raise

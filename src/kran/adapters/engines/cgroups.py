@@ -1,22 +1,26 @@
 """Per-attempt cgroups (v1 here, v2 where mounted), for accounting and process limits.
 
-Each attempt gets a cgroup `kran/<instance>/<job>.<attempt>` in the memory, cpuacct and
-blkio hierarchies. A host process joins it before the job starts; a container gets it as
-its cgroup parent. Counters in a parent are hierarchical and outlive the child, so after
-the attempt ended (and its container was removed) the attempt's CPU time, peak memory and
-block I/O are read exactly, then the cgroup is removed.
+Each attempt gets a cgroup `kran/<instance>/<job>.<attempt>` in the memory, cpuacct,
+blkio, pids and freezer hierarchies (v2: one cgroup). A host process joins it before the
+job starts; a container gets it as its cgroup parent. Counters in a parent are
+hierarchical and outlive the child, so after the attempt ended (and its container was
+removed) the attempt's CPU time, peak memory and block I/O are read exactly, then the
+cgroup is removed. A host job's processes cannot leave it (the files are root's), so
+signalling the cgroup reaches all of them.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from kran.domain.accounting import Usage
 
 ROOT = Path("/sys/fs/cgroup")
-V1 = ("memory", "cpuacct", "blkio")
+V1 = ("memory", "cpuacct", "blkio", "pids", "freezer")
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class Cgroups:
             return Cgroups(None, "not running as root")
         if (root / "cgroup.controllers").exists():
             return Cgroups(2)
-        if all((root / c).is_dir() for c in V1):
+        if all((root / c).is_dir() for c in V1[:3]):
             return Cgroups(1)
         return Cgroups(None, "no cgroup hierarchy found")
 
@@ -41,7 +45,7 @@ class Cgroups:
 
     def dirs(self, rel: str) -> list[Path]:
         if self.version == 1:
-            return [ROOT / c / rel for c in V1]
+            return [ROOT / c / rel for c in V1 if (ROOT / c).is_dir()]
         if self.version == 2:
             return [ROOT / rel]
         return []
@@ -53,7 +57,7 @@ class Cgroups:
             return [h / rel for h in sorted(ROOT.iterdir()) if (h / rel).is_dir()]
         return self.dirs(rel)
 
-    def create(self, rel: str, mem_limit_bytes: int | None = None) -> list[Path]:
+    def create(self, rel: str, mem_limit_bytes: int | None = None, pids_limit: int | None = None) -> list[Path]:
         """Make the attempt's cgroup; returns the cgroup.procs files a process joins by."""
         if self.version is None:
             return []
@@ -66,6 +70,9 @@ class Cgroups:
                 limit = ROOT / ("memory" if self.version == 1 else "") / rel
                 name = "memory.limit_in_bytes" if self.version == 1 else "memory.max"
                 (limit / name).write_text(str(mem_limit_bytes))
+            pids = ROOT / ("pids" if self.version == 1 else "") / rel / "pids.max"
+            if pids_limit and pids.parent.is_dir():
+                pids.write_text(str(pids_limit))
         except OSError:
             return []
         return [d / "cgroup.procs" for d in self.dirs(rel)]
@@ -76,7 +83,7 @@ class Cgroups:
             path = path / part
             path.mkdir(exist_ok=True)
             try:
-                (path / "cgroup.subtree_control").write_text("+memory +cpu +io")
+                (path / "cgroup.subtree_control").write_text("+memory +cpu +io +pids")
             except OSError:
                 pass
 
@@ -101,6 +108,67 @@ class Cgroups:
         except (OSError, ValueError, KeyError):
             pass
         return Usage()
+
+    def signal_all(self, rel: str, sig: int, wait_s: float = 0.0) -> None:
+        """Signal every process in the attempt's cgroup, frozen meanwhile so none forks
+        past the signal; with `wait_s`, wait (that long at most) until they are gone."""
+        procs = self._procs_file(rel)
+        if procs is None or not procs.exists():
+            return
+        kill_file = procs.parent / "cgroup.kill"
+        if sig == signal.SIGKILL and kill_file.exists():  # v2, Linux >= 5.14
+            _write(kill_file, "1")
+        else:
+            self._frozen(rel, True)
+            try:
+                for pid in _pids(procs):
+                    try:
+                        os.kill(pid, sig)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+            finally:
+                self._frozen(rel, False)
+        deadline = time.monotonic() + wait_s
+        while _pids(procs) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def _procs_file(self, rel: str) -> Path | None:
+        if self.version == 1:
+            frozen = ROOT / "freezer" / rel / "cgroup.procs"
+            return frozen if frozen.exists() else ROOT / "memory" / rel / "cgroup.procs"
+        if self.version == 2:
+            return ROOT / rel / "cgroup.procs"
+        return None
+
+    def _frozen(self, rel: str, frozen: bool) -> None:
+        if self.version == 1:
+            state = ROOT / "freezer" / rel / "freezer.state"
+            _write(state, "FROZEN" if frozen else "THAWED")
+            deadline = time.monotonic() + 1.0
+            while frozen and time.monotonic() < deadline:
+                try:
+                    if _read(state) == "FROZEN":
+                        return
+                except OSError:
+                    return
+                time.sleep(0.002)
+        elif self.version == 2:
+            _write(ROOT / rel / "cgroup.freeze", "1" if frozen else "0")
+
+    def oom_kills(self, rel: str) -> int:
+        """How many of the attempt's processes the kernel killed for lack of memory."""
+        name = ROOT / "memory" / rel / "memory.oom_control" if self.version == 1 else ROOT / rel / "memory.events"
+        if self.version is None:
+            return 0
+        try:
+            lines = _read(name).splitlines()
+        except OSError:
+            return 0
+        for line in lines:
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return 0
 
     def remove(self, rel: str) -> None:
         """Remove the attempt's cgroup (the instance's parent stays for the next attempts)."""
@@ -132,6 +200,20 @@ class Cgroups:
 
 def _read(path: Path) -> str:
     return path.read_text().strip()
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError:
+        pass
+
+
+def _pids(procs: Path) -> list[int]:
+    try:
+        return [int(p) for p in _read(procs).split()]
+    except (OSError, ValueError):
+        return []
 
 
 def _blkio_bytes(d: Path) -> int | None:

@@ -19,7 +19,8 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, Mount
 
 from kran.adapters.engines.cgroups import Cgroups
-from kran.adapters.engines.process import effective_user, give_to, read_exit_code, write_exit_code
+from kran.adapters.engines.ownership import effective_user, seal_attempt
+from kran.adapters.engines.process import read_exit_code, write_exit_code
 from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError
@@ -137,7 +138,7 @@ class DockerEngine:
             kwargs["mounts"] = [Mount(t, h, type="bind", read_only=not w) for h, t, w in spec.binds]
         run_as = effective_user(spec, self.sandbox.run_as)
         if run_as:
-            give_to(spec, run_as)
+            seal_attempt(spec, run_as)
             kwargs["user"] = f"{run_as[0]}:{run_as[1]}"
         if self.sandbox.read_only:
             kwargs["read_only"] = True

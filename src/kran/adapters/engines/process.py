@@ -1,7 +1,9 @@
-"""Process engine: each attempt is a host process group in its own session.
+"""Process engine: each attempt is a host process group in its own session, cgroup and
+(as root) mount namespace, run as its owner's uid (host_launch.py says how it starts).
 
 A small /bin/sh wrapper runs the job with stdout/stderr redirected into the attempt
-dir and writes the exit code to `exit_code` atomically. The wrapper keeps running if
+dir and writes the exit code to `exit_code`. Every process of the attempt is in its
+cgroup: a kill, and the attempt's end, reach them all, however they detached. The wrapper keeps running if
 the server dies, so after a restart the attempt is found again (by its environment,
 KRAN_INSTANCE/KRAN_JOB_ID/KRAN_ATTEMPT in /proc) and its exit code read from the file.
 A process is identified by pid *and* start time, so a reused pid is never mistaken
@@ -10,35 +12,36 @@ for the job.
 
 from __future__ import annotations
 
+import logging
 import os
 import select
+import shutil
 import signal
-import stat
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from kran.adapters.engines.cgroups import Cgroups
+from kran.adapters.engines.host_launch import (
+    BASE_PATH,
+    host_launch,
+    job_command,
+    private_mounts_unavailable,
+    wrapper_env,
+)
+from kran.adapters.engines.ownership import effective_user, private_tmp_dir, seal_attempt
 from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError
 from kran.ports import AttemptRef, LaunchSpec
 
-# Only shell builtins after the job (no extra fork). exit_code needs no atomic rename: it
-# is read only once the wrapper is gone, and the wrapper writes it before it exits.
-WRAPPER = (
-    'for f in $KRAN_CGROUP_PROCS; do echo $$ >"$f"; done 2>/dev/null; unset KRAN_CGROUP_PROCS; '
-    'd="$1"; shift; cd "$d/work" || exit 127; '
-    'if [ -n "$KRAN_RUN_AS" ]; then '
-    'set -- setpriv --reuid="${KRAN_RUN_AS%:*}" --regid="${KRAN_RUN_AS#*:}" --clear-groups -- "$@"; fi; '
-    "unset KRAN_RUN_AS; "
-    '"$@" >"$d/stdout" 2>"$d/stderr" </dev/null; rc=$?; '
-    'echo $rc >"$d/exit_code"; exit $rc'
-)
-BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PREFIX = "proc:"
+SHM_DEFAULT = 64 << 20  # a job without a memory limit: Docker's default /dev/shm
+OOM = "out of memory (killed by the kernel)"
+log = logging.getLogger("kran.engine")
 
 
 def _start_time(pid: int) -> str | None:
@@ -56,44 +59,6 @@ def _start_time(pid: int) -> str | None:
 def _parse(handle: str) -> tuple[int, str]:
     pid, start = handle[len(PREFIX) :].split(":")
     return int(pid), start
-
-
-def effective_user(spec: LaunchSpec, default: tuple[int, int] | None) -> tuple[int, int] | None:
-    """The app's user when it names one (and kran can switch users), else the default."""
-    if spec.run_as and os.geteuid() == 0:
-        return spec.run_as
-    return default
-
-
-def give_to(spec: LaunchSpec, run_as: tuple[int, int]) -> None:
-    """The job's user owns its working dir, what was staged in it, its volume's root and
-    the writable dirs bound into its container."""
-    _chown_tree(spec.workdir, run_as)
-    for m in spec.mounts:
-        os.chown(m, *run_as)
-    for host, _, writable in spec.binds:
-        if writable:
-            _chown_tree(Path(host), run_as)
-
-
-def _chown_tree(top: Path, run_as: tuple[int, int]) -> None:
-    """The tree becomes the user's, and its dirs writable by their owner: staged copies of
-    read-only inputs keep their modes, which root ignores and the job user would not."""
-    os.lchown(top, *run_as)
-    if top.is_dir() and not top.is_symlink():
-        _owner_rwx(top)
-        for root, dirs, files in os.walk(top):
-            for name in dirs + files:
-                path = os.path.join(root, name)
-                os.lchown(path, *run_as)
-                if name in dirs and not os.path.islink(path):
-                    _owner_rwx(Path(path))
-
-
-def _owner_rwx(path: Path) -> None:
-    mode = path.stat().st_mode
-    if mode & stat.S_IRWXU != stat.S_IRWXU:
-        path.chmod(mode | stat.S_IRWXU)
 
 
 def read_exit_code(attempt_dir: Path) -> int | None:
@@ -148,31 +113,43 @@ class ProcessEngine:
         on_exit: Callable[[], None] | None = None,
         cgroups: Cgroups | None = None,
         run_as: tuple[int, int] | None = None,
+        pids_limit: int | None = 4096,
     ) -> None:
         self.cgroups = cgroups or Cgroups(None, "not configured")
         self.run_as = run_as
+        self.pids_limit = pids_limit
         self.instance = instance
         self.kill_grace_s = kill_grace_s
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
         self._watcher = ExitWatcher(on_exit) if on_exit else None
+        # a mount namespace per job (private /tmp, /dev/shm, /proc) needs root
+        self.no_private_mounts = "not running as root" if os.geteuid() != 0 else private_mounts_unavailable()
+        if self.no_private_mounts and os.geteuid() == 0:
+            log.error("host jobs get no private /tmp, /dev/shm and /proc: %s", self.no_private_mounts)
+
+    def _rel(self, job_id: int, attempt: int) -> str:
+        return self.cgroups.relative(self.instance, job_id, attempt)
 
     def launch(self, spec: LaunchSpec) -> str:
-        env = {"PATH": BASE_PATH, "HOME": str(spec.workdir), "LANG": "C.UTF-8"}
-        env.update(spec.env)
-        env["KRAN_INSTANCE"] = self.instance
-        limit = spec.allocation.mem_mb * 1024 * 1024 if spec.allocation.mem_mb else None
-        procs = self.cgroups.create(self.cgroups.relative(self.instance, spec.job_id, spec.attempt), limit)
-        if procs:
-            env["KRAN_CGROUP_PROCS"] = " ".join(str(p) for p in procs)
+        mem = spec.allocation.mem_mb * 1024 * 1024 if spec.allocation.mem_mb else None
+        procs = self.cgroups.create(self._rel(spec.job_id, spec.attempt), mem, self.pids_limit)
         run_as = effective_user(spec, self.run_as)
-        if run_as:  # the wrapper stays root (cgroup, exit code); the job does not
-            give_to(spec, run_as)
-            env["KRAN_RUN_AS"] = f"{run_as[0]}:{run_as[1]}"
+        private = run_as is not None and self.no_private_mounts is None
+        if run_as:  # the wrapper stays root (cgroup, mounts, exit code); the job does not
+            seal_attempt(spec, run_as, private_tmp=private)
+        env = {"PATH": BASE_PATH, "HOME": str(spec.workdir), "LANG": "C.UTF-8", **spec.env}
+        env["KRAN_INSTANCE"] = self.instance
+        how = host_launch(
+            procs,
+            (mem or SHM_DEFAULT) if private else None,
+            job_command(spec.argv, env, run_as),
+            wrapper_env(self.instance, spec.job_id, spec.attempt, spec.workdir),
+        )
         try:
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", WRAPPER, "kran-job", str(spec.attempt_dir), *spec.argv],
-                env=env,
+                how.argv,
+                env=how.env,
                 cwd=spec.attempt_dir,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -193,6 +170,13 @@ class ProcessEngine:
         return f"{PREFIX}{proc.pid}:{start}"
 
     def _ended(self, ref: AttemptRef) -> AttemptEnd | None:
+        end = self._exit_of(ref)
+        if end is not None and end.error is None and self.cgroups.oom_kills(self._rel(ref.job_id, ref.attempt)):
+            # the kernel killed one of its processes: whatever the script made of that
+            return replace(end, error=OOM)
+        return end
+
+    def _exit_of(self, ref: AttemptRef) -> AttemptEnd | None:
         assert ref.handle is not None
         pid, start = _parse(ref.handle)
         with self._lock:
@@ -226,14 +210,16 @@ class ProcessEngine:
         return out
 
     def _signal(self, ref: AttemptRef, sig: signal.Signals) -> None:
+        """The attempt's process group and everything else in its cgroup (setsid, double
+        forks): a job's processes cannot leave their cgroup."""
         assert ref.handle is not None
         pid, start = _parse(ref.handle)
-        if start != "0" and _start_time(pid) != start:
-            return
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if start == "0" or _start_time(pid) == start:
+            try:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.cgroups.signal_all(self._rel(ref.job_id, ref.attempt), sig)
 
     def kill(self, ref: AttemptRef) -> None:
         if not ref.handle:
@@ -248,9 +234,13 @@ class ProcessEngine:
         return True  # local files and cgroup reads: quicker here than a hand-off to the pool
 
     def collect(self, ref: AttemptRef) -> Usage:
+        """After the end: what the job left running is killed, its /tmp removed (its
+        /dev/shm went with its mount namespace), its usage read, its cgroup removed."""
         for name in ("stdout", "stderr"):
             (ref.attempt_dir / name).touch(exist_ok=True)
-        rel = self.cgroups.relative(self.instance, ref.job_id, ref.attempt)
+        rel = self._rel(ref.job_id, ref.attempt)
+        self.cgroups.signal_all(rel, signal.SIGKILL, wait_s=5.0)
+        shutil.rmtree(private_tmp_dir(ref.attempt_dir), ignore_errors=True)  # never follows links
         usage = self.cgroups.usage(rel)
         self.cgroups.remove(rel)
         return usage

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine as SAEngine
 from kran.adapters.store.job_deps import dependents, resolve_blocked
 from kran.adapters.store.job_inserts import insert_rows
 from kran.adapters.store.reads import JobReads
-from kran.adapters.store.tables import attempts, events, jobs, meta
+from kran.adapters.store.tables import attempts, events, jobs, meta, users
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import Assignment
 from kran.domain.records import (
@@ -179,12 +179,12 @@ class SqlStore(JobReads):
         with self._tx() as conn:
             by_id = {a.job_id: a for a in assignments}
             rows = conn.execute(
-                select(jobs.c.id, jobs.c.attempts, jobs.c.spec, jobs.c.queued_since).where(
-                    jobs.c.id.in_(list(by_id)), jobs.c.state == JobState.QUEUED
-                )
+                select(jobs.c.id, jobs.c.attempts, jobs.c.spec, jobs.c.queued_since, users.c.id)
+                .select_from(jobs.outerjoin(users, users.c.name == jobs.c.owner))
+                .where(jobs.c.id.in_(list(by_id)), jobs.c.state == JobState.QUEUED)
             ).all()
             job_rows, att_rows, ev_rows = [], [], []
-            for job_id, n, spec_json, queued_since in rows:
+            for job_id, n, spec_json, queued_since, owner_id in rows:
                 a = by_id[job_id]
                 number, alloc = n + 1, a.allocation
                 res = {
@@ -220,7 +220,7 @@ class SqlStore(JobReads):
                     }
                 )
                 started.append(
-                    StartedAttempt(job_id, number, a.node_id, alloc, JobSpec.from_json(json.loads(spec_json)))
+                    StartedAttempt(job_id, number, a.node_id, alloc, JobSpec.from_json(json.loads(spec_json)), owner_id)
                 )
             if job_rows:
                 conn.execute(

@@ -1,0 +1,242 @@
+"""The one safe walk: reading a tree that a job can write, without ever leaving it.
+
+A job can change its working dir while the server reads it: swap a file for a symlink,
+a dir for a link, put a FIFO or a hard link to someone else's file there. So nothing here
+opens a path twice or follows a link. Every component is opened relative to the fd of the
+dir above it with O_NOFOLLOW (O_PATH: opening it has no side effect, even for a device or
+a FIFO); what it is comes from fstat of that fd; a regular file is then opened for
+reading through its own fd (/proc/self/fd/N, the same inode), never through its path again.
+What a caller gets is an open fd, streamed from and closed by the caller.
+
+Every reader of a job's files goes through here: the files routes (list, get, archive),
+workflow outputs, CWL output collection and retention's size walk. It sits below
+services and adapters (both read job trees) and does I/O, so not in domain.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # a dir is safe to open
+
+
+class Refused(Exception):
+    """The path cannot be read safely; the message says why (for the user)."""
+
+
+class Missing(Refused):
+    """Nothing there (or it went while we looked)."""
+
+
+def kind_of(st: os.stat_result) -> str:
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISLNK(mode):
+        return "link"
+    return "other"
+
+
+def split_relative(rel: str) -> list[str]:
+    """The components of a relative path; refuses NUL, absolute paths and `..`."""
+    if "\0" in rel:
+        raise Refused("path contains a NUL byte")
+    if rel.startswith("/"):
+        raise Refused(f"path {rel!r} must be relative and stay inside the job's dir")
+    parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise Refused(f"path {rel!r} must be relative and stay inside the job's dir")
+    return parts
+
+
+@dataclass(frozen=True)
+class OpenFile:
+    """A regular file opened for reading; the caller closes `fd`."""
+
+    fd: int
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class Item:
+    """One entry of a walk: `rel` from the root, its lstat-like stat, its parent's fd."""
+
+    rel: str
+    name: str
+    st: os.stat_result
+    dir_fd: int
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.st)
+
+
+class Tree:
+    """A dir tree read through fds. `owner` is the uid whose files these are (the root's
+    owner): a file with other hard links that this uid could not read itself is refused,
+    since a job could have linked it in where the kernel lets it (protected_hardlinks=0)."""
+
+    def __init__(self, root: Path) -> None:
+        try:
+            self._fd = os.open(root, _DIR)
+        except FileNotFoundError:
+            raise Missing(f"{root.name} does not exist") from None
+        except OSError as e:
+            raise Refused(_why(e, root.name)) from None
+        st = os.fstat(self._fd)
+        self.owner, self.group = st.st_uid, st.st_gid
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __enter__(self) -> Tree:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- one path
+
+    @contextmanager
+    def _dir(self, parts: list[str]) -> Iterator[int]:
+        """An fd of the dir at `parts` (the root for []), every component a real dir."""
+        fd = os.dup(self._fd)
+        try:
+            for i, part in enumerate(parts):
+                try:
+                    nxt = os.open(part, _DIR, dir_fd=fd)
+                except OSError as e:
+                    raise _refusal(e, "/".join(parts[: i + 1])) from None
+                os.close(fd)
+                fd = nxt
+            yield fd
+        finally:
+            os.close(fd)
+
+    def stat(self, rel: str) -> os.stat_result:
+        """What is at `rel` (a link is reported as a link, never followed)."""
+        parts = split_relative(rel)
+        if not parts:
+            return os.fstat(self._fd)
+        with self._dir(parts[:-1]) as parent:
+            try:
+                return os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+            except OSError as e:
+                raise _refusal(e, rel) from None
+
+    def listdir(self, rel: str) -> list[Item]:
+        """The entries of the dir at `rel`, sorted by name."""
+        with self._dir(split_relative(rel)) as fd:
+            return sorted(self._entries(fd, rel), key=lambda i: i.name)
+
+    def _entries(self, fd: int, rel: str) -> Iterator[Item]:
+        with os.scandir(fd) as it:
+            for entry in it:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # removed while we looked
+                yield Item(f"{rel}/{entry.name}" if rel else entry.name, entry.name, st, fd)
+
+    def open_file(self, rel: str) -> OpenFile:
+        """The regular file at `rel`, opened; refuses links, dirs, FIFOs, devices."""
+        parts = split_relative(rel)
+        if not parts:
+            raise Refused("a dir is not a file")
+        with self._dir(parts[:-1]) as parent:
+            return self.open_at(parent, parts[-1], rel)
+
+    def open_at(self, dir_fd: int, name: str, rel: str) -> OpenFile:
+        try:
+            pfd = os.open(name, _PATH, dir_fd=dir_fd)
+        except OSError as e:
+            raise _refusal(e, rel) from None
+        try:
+            st = os.fstat(pfd)
+            if not stat.S_ISREG(st.st_mode):
+                kind = {"link": "a symlink", "dir": "a dir"}.get(kind_of(st), "not a regular file")
+                raise Refused(f"{rel!r} is {kind}")
+            if st.st_nlink > 1 and not self._owner_may_read(st):
+                raise Refused(f"{rel!r} is a hard link to a file the job cannot read itself")
+            fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        finally:
+            os.close(pfd)
+        st2 = os.fstat(fd)
+        if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino):  # cannot happen; never serve if it did
+            os.close(fd)
+            raise Refused(f"{rel!r} changed while it was opened")
+        return OpenFile(fd, st2.st_size, st2.st_mtime)
+
+    def _owner_may_read(self, st: os.stat_result) -> bool:
+        if self.owner == 0 or st.st_mode & stat.S_IROTH:
+            return True
+        if st.st_uid == self.owner:
+            return bool(st.st_mode & stat.S_IRUSR)
+        return st.st_gid == self.group and bool(st.st_mode & stat.S_IRGRP)
+
+    # ---- the whole tree
+
+    def walk(self) -> Iterator[Item]:
+        """Every entry below the root, depth first, sorted; dirs before their contents.
+        A dir is entered through its own fd, so a dir swapped for a link mid-walk is not."""
+        yield from self._walk(self._fd, "")
+
+    def _walk(self, fd: int, rel: str) -> Iterator[Item]:
+        for item in sorted(self._entries(fd, rel), key=lambda i: i.name):
+            yield item
+            if item.kind == "dir":
+                try:
+                    sub = os.open(item.name, _DIR, dir_fd=fd)
+                except OSError:
+                    continue  # swapped or removed meanwhile: skipped, never followed
+                try:
+                    yield from self._walk(sub, item.rel)
+                finally:
+                    os.close(sub)
+
+    def disk_bytes(self) -> int:
+        """Bytes allocated under the root (sparse files count what they use)."""
+        return sum(item.st.st_blocks * 512 for item in self.walk())
+
+
+def read_chunks(f: OpenFile, chunk: int, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    """Bytes [start, end) of the file as it was when opened: a file that grew is cut at its
+    size then, one that shrank is zero-filled, so a reader always gets what was announced."""
+    pos, stop = start, f.size if end is None else end
+    while pos < stop:
+        want = min(chunk, stop - pos)
+        try:
+            data = os.pread(f.fd, want, pos)
+        except OSError:
+            data = b""
+        if not data:
+            data = b"\0" * want
+        pos += len(data)
+        yield data
+
+
+def _refusal(e: OSError, rel: str) -> Refused:
+    if e.errno == errno.ENOENT:
+        return Missing(f"no {rel!r}")
+    return Refused(_why(e, rel))
+
+
+def _why(e: OSError, rel: str) -> str:
+    if e.errno in (errno.ELOOP, errno.ENOTDIR):
+        return f"{rel!r} leads through a symlink or a non-dir"
+    return f"{rel!r}: {e.strerror}"
