@@ -361,8 +361,8 @@ def make_server(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A dir jobs may write to: they run as an unprivileged user, who cannot enter pytest's
-    private tmp dirs."""
-    d = Path(tempfile.mkdtemp(prefix="kran-test-shared-"))
+    private tmp dirs; not in /tmp, which is private to each host job."""
+    d = Path(tempfile.mkdtemp(prefix="kran-test-shared-", dir="/var/tmp"))
     d.chmod(0o777)
     yield d
     shutil.rmtree(d, ignore_errors=True)

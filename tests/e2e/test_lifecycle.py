@@ -170,9 +170,10 @@ def test_jobs_run_unprivileged_and_confined(server: ServerProc, test_image: str)
         ).json()["id"]
         for j in (host, box):
             server.wait_state(j, {"succeeded"})
-        assert c.get(f"/api/v1/jobs/{host}/logs").text.split() == ["65534", "65534"]
+        # the admin is user 1: its jobs run as the first uid of local.job_uids plus 1
+        assert c.get(f"/api/v1/jobs/{host}/logs").text.split() == ["1100000001", "1100000001"]
         uid, _, caps, pids, nnp = c.get(f"/api/v1/jobs/{box}/logs").text.split()
-        assert (uid, caps, pids, nnp) == ("65534", "0000000000000000", "4096", "1")
+        assert (uid, caps, pids, nnp) == ("1100000001", "0000000000000000", "4096", "1")
         assert c.get(f"/api/v1/jobs/{box}/files/mine").status_code == 200
 
 

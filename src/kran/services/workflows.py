@@ -311,7 +311,9 @@ def _execute(rt: Runtime, run_id: int) -> None:
         if failed:
             result = RunResult(EXIT_FAILED, None, failed)
         else:
-            result = rt.workflow_runner.run(run.document, run.job_order, Path(run.dir), launcher, roots(rt, Path(run.dir)))
+            result = rt.workflow_runner.run(
+                run.document, run.job_order, Path(run.dir), launcher, roots(rt, Path(run.dir))
+            )
         current = rt.workflows.get(run_id)
         cancelled = current is not None and current.cancel_requested
         state = final_state(result.exit_code, cancelled)

@@ -1,0 +1,106 @@
+"""CWL output collection runs as root in the server: a step's outputs must come from its
+own output dir, never from the host (issue 17.3), nor from another user's run."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ServerProc
+from tests.security.test_job_files import SECRET, root_only_secret
+
+pytestmark = pytest.mark.docker
+
+GLOB_OUT = """
+cwlVersion: v1.2
+class: CommandLineTool
+requirements: {{DockerRequirement: {{dockerPull: "{image}"}}}}
+baseCommand: ["true"]
+inputs: []
+outputs:
+  stolen: {{type: File, outputBinding: {{glob: "{glob}", loadContents: true}}}}
+"""
+
+LINK_OUT = """
+cwlVersion: v1.2
+class: CommandLineTool
+requirements: {{DockerRequirement: {{dockerPull: "{image}"}}}}
+baseCommand: [ln, -s, "{target}", out.txt]
+inputs: []
+outputs:
+  stolen: {{type: File, outputBinding: {{glob: out.txt, loadContents: true}}}}
+"""
+
+FINE = """
+cwlVersion: v1.2
+class: CommandLineTool
+requirements: {{DockerRequirement: {{dockerPull: "{image}"}}}}
+baseCommand: [sh, -c, "echo fine > out.txt; mkdir sub; echo in-sub > sub/y; ln -s sub/y link"]
+inputs: []
+outputs:
+  out: {{type: File, outputBinding: {{glob: out.txt, loadContents: true}}}}
+  link: {{type: File, outputBinding: {{glob: link}}}}
+"""
+
+
+def _run(server: ServerProc, document: Path, user: str | None = None) -> dict[str, Any]:
+    with server.api(user) as c:
+        r = c.post("/api/v1/workflows", json={"workflow": str(document)})
+        assert r.status_code == 201, r.text
+        run_id = r.json()["id"]
+    run = server.poll(f"/api/v1/workflows/{run_id}", {"succeeded", "failed"}, 90, every=0.2)
+    with server.api(user) as c:
+        archive = c.get(f"/api/v1/workflows/{run_id}/outputs/archive").content
+        log = c.get(f"/api/v1/workflows/{run_id}/log").text
+        outputs = c.get(f"/api/v1/workflows/{run_id}/outputs").json()
+    return {"run": run, "archive": archive, "log": log, "outputs": outputs}
+
+
+def test_outputs_outside_the_step_dir_fail_the_step(make_server: Any, tmp_path: Path, test_image: str) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    with root_only_secret() as secret:
+        ups = "../" * 20
+        (shared / "glob.cwl").write_text(GLOB_OUT.format(image=test_image, glob=f"{ups}{str(secret / 'x')[1:]}"))
+        (shared / "link.cwl").write_text(LINK_OUT.format(image=test_image, target=secret / "x"))
+        (shared / "fine.cwl").write_text(FINE.format(image=test_image))
+        server = make_server(KRAN_FILES_FILE_URL_ROOTS=str(shared), KRAN_WORKFLOW_DEFAULT_IMAGE=test_image)
+        for name in ("glob.cwl", "link.cwl"):
+            got = _run(server, shared / name)
+            assert got["run"]["state"] == "failed", (name, got["run"])
+            assert SECRET not in got["archive"] and SECRET.decode() not in json.dumps(got["outputs"]), name
+            assert "leads outside the step's output dir" in got["log"], (name, got["log"][-2000:])
+        got = _run(server, shared / "fine.cwl")  # inside the dir, links included: as before
+        assert got["run"]["state"] == "succeeded", got["log"][-2000:]
+        tar = tarfile.open(fileobj=io.BytesIO(got["archive"]))
+        out = tar.extractfile("out.txt")
+        assert out is not None and out.read() == b"fine\n"
+
+
+def test_a_run_cannot_name_another_runs_files(make_server: Any, tmp_path: Path, test_image: str) -> None:
+    """The workflows dir was a root of every run: bob's job order could name alice's outputs."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "fine.cwl").write_text(FINE.format(image=test_image))
+    (shared / "cat.cwl").write_text(
+        f'cwlVersion: v1.2\nclass: CommandLineTool\nrequirements: {{DockerRequirement: {{dockerPull: "{test_image}"}}}}\n'
+        "baseCommand: cat\ninputs: {f: {type: File, inputBinding: {position: 1}}}\nstdout: o.txt\n"
+        "outputs: {o: {type: stdout}}\n"
+    )
+    server = make_server(KRAN_FILES_FILE_URL_ROOTS=str(shared), KRAN_WORKFLOW_DEFAULT_IMAGE=test_image)
+    server.add_user("alice")
+    server.add_user("bob")
+    alice = _run(server, shared / "fine.cwl", "alice")
+    assert alice["run"]["state"] == "succeeded"
+    theirs = alice["outputs"]["outputs"]["out"]["location"]
+    with server.api("bob") as c:
+        r = c.post(
+            "/api/v1/workflows",
+            json={"workflow": str(shared / "cat.cwl"), "inputs": {"f": {"class": "File", "location": theirs}}},
+        )
+    assert r.status_code == 422, r.text

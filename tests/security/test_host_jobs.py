@@ -1,0 +1,222 @@
+"""Host-process jobs against root: the environment, users' uids, escaping processes,
+pids, /tmp and /dev/shm, out of memory."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.security.conftest import logs, wait_job, wait_running
+
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _submit(server: Any, user: str | None, **body: Any) -> int:
+    with server.api(user) as c:
+        r = c.post("/api/v1/jobs", json=body)
+        assert r.status_code == 201, r.text
+        return int(r.json()["id"])
+
+
+def _root_processes_of(job_id: int) -> list[dict[str, str]]:
+    """The environments of the root processes that serve job `job_id`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != 0:
+                continue
+            raw = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        env = dict(v.decode(errors="replace").split("=", 1) for v in raw if b"=" in v)
+        if env.get("KRAN_JOB_ID") == str(job_id) and "KRAN_INSTANCE" in env:
+            found.append(env)
+    return found
+
+
+def test_no_job_value_reaches_a_root_process(open_server: Any, tmp_path: Path) -> None:
+    """Issue 17.1: the job's PATH made the root wrapper run the job's `setpriv`. Every tool
+    the privileged part runs is faked in a dir on the job's PATH; none may run as root,
+    and no root process of the job may carry any of the job's variables."""
+    server = open_server()
+    server.add_user("mallory")
+    evil = Path(tempfile_dir(tmp_path))
+    for tool in ("setpriv", "env", "sh", "mount", "unshare", "id", "cat", "echo"):
+        fake = evil / tool
+        fake.write_text(f'#!/bin/sh\n/usr/bin/id -u >> {evil}/who\nexec /usr/bin/{tool} "$@"\n')
+        fake.chmod(0o755)
+    hostile = {
+        "PATH": f"{evil}:/usr/bin:/bin",
+        "LD_PRELOAD": f"{evil}/evil.so",
+        "LD_LIBRARY_PATH": str(evil),
+        "LD_AUDIT": f"{evil}/evil.so",
+        "BASH_ENV": f"{evil}/rc",
+        "ENV": f"{evil}/rc",
+        "IFS": "/",
+        "KRAN_RUN_AS": "0:0",
+        "KRAN_CGROUP_PROCS": "/etc/passwd",
+        "KRAN_INSTANCE": "forged",
+        "HOME": "/root",
+    }
+    job = _submit(server, "mallory", command=["/bin/sh", "-c", "echo started; /usr/bin/id -u; sleep 3"], env=hostile)
+    wait_running(server, job, "mallory", marker="started")
+    roots = _root_processes_of(job)
+    assert roots, "the root wrapper of the job was not found"
+    for env in roots:
+        leaked = {k: v for k, v in hostile.items() if env.get(k) == v}
+        assert leaked == {}, f"job values in a root process's environment: {leaked}"
+        assert env["PATH"] == BASE_PATH
+    done = wait_job(server, job, "mallory")
+    assert done["state"] == "succeeded", done
+    uid = int(logs(server, job, "mallory").split()[1])
+    assert uid >= 1_100_000_000
+    who = evil / "who"
+    ran_as = who.read_text().split() if who.exists() else []
+    assert "0" not in ran_as, f"a faked tool ran as root: {ran_as}"
+
+
+def tempfile_dir(tmp_path: Path) -> str:
+    """A dir on the host any job could have written to (world-writable, traversable)."""
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="kran-evil-", dir="/tmp")
+    os.chmod(d, 0o777)
+    return d
+
+
+def test_users_cannot_reach_each_others_files_or_the_store(open_server: Any) -> None:
+    """Issue 17.4 and 17.5: every host job ran as 65534 in 0755 dirs, and the store was
+    0644: any job read any other user's files, commands and environment."""
+    server = open_server()
+    server.add_user("alice")
+    server.add_user("bob")
+    data = server.data_dir
+    alice = _submit(server, "alice", sh="echo secret-of-alice > secret; id -u", env={"TOKEN": "alice-token"})
+    assert wait_job(server, alice, "alice")["state"] == "succeeded"
+    work = data / "jobs" / str(alice) / "1" / "work"
+    targets = {
+        "alice's file": work / "secret",
+        "alice's work dir": work,
+        "alice's stdout": work.parent / "stdout",
+        "alice's attempt dir": work.parent,
+        "the jobs dir": data / "jobs",
+        "the store": data / "kran.db",
+        "the store's WAL": data / "kran.db-wal",
+        "the uploads": data / "uploads",
+        "the data dir": data,
+    }
+    script = "".join(
+        f"if [ -d '{p}' ]; then ls '{p}' >/dev/null 2>&1 && echo 'READ {name}'; "
+        f"else cat '{p}' >/dev/null 2>&1 && echo 'READ {name}'; fi; "
+        for name, p in targets.items()
+    )
+    bob = _submit(server, "bob", sh=script + "id -u")
+    assert wait_job(server, bob, "bob")["state"] == "succeeded"
+    out = logs(server, bob, "bob").split("\n")
+    assert [line for line in out if line.startswith("READ")] == []
+    assert int(out[-2]) != int(logs(server, alice, "alice").strip()), "two users' jobs share a uid"
+    assert (data.stat().st_mode & 0o777) == 0o711
+    for name in ("kran.db", "kran.db-wal", "kran.db-shm"):
+        if (data / name).exists():
+            assert (data / name).stat().st_mode & 0o777 == 0o600, name
+    assert work.stat().st_mode & 0o777 == 0o700
+
+
+def _left(marker: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _gone(marker: str, within_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while _left(marker):
+        if time.monotonic() > deadline:
+            for pid in _left(marker):  # a failing test still cleans up after itself
+                os.kill(pid, 9)
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_processes_end_with_their_job(open_server: Any) -> None:
+    """Issue 17.6: `setsid sleep 600 &` outlived its job (and `kran kill`)."""
+    server = open_server()
+    a, b = f"60{secrets.randbelow(10**6)}.5", f"61{secrets.randbelow(10**6)}.5"
+    escape = (
+        f"setsid sleep {a} </dev/null >/dev/null 2>&1 & "
+        f"(setsid sh -c 'sleep {b}' </dev/null >/dev/null 2>&1 &) ; echo started"
+    )
+    job = _submit(server, None, sh=escape)
+    assert wait_job(server, job)["state"] == "succeeded"
+    assert _gone(a) and _gone(b), "processes outlived their job"
+
+    c, d = f"62{secrets.randbelow(10**6)}.5", f"63{secrets.randbelow(10**6)}.5"
+    job = _submit(
+        server, None, sh=f"setsid sleep {c} </dev/null >/dev/null 2>&1 & (sh -c 'sleep {d}' &); echo started; sleep 300"
+    )
+    wait_running(server, job, marker="started")
+    with server.api() as cl:
+        cl.post(f"/api/v1/jobs/{job}/kill").raise_for_status()
+    assert wait_job(server, job)["state"] == "killed"
+    assert _gone(c) and _gone(d), "processes outlived the kill of their job"
+
+
+PIDS_DIR = (
+    "p=$(awk -F: '$2==\"pids\"{print \"/sys/fs/cgroup/pids\"$3}' /proc/self/cgroup); "
+    '[ -n "$p" ] || p=$(awk -F: \'$1=="0"{print "/sys/fs/cgroup"$3}\' /proc/self/cgroup); '
+)
+
+
+def test_host_jobs_have_a_pids_limit(open_server: Any) -> None:
+    """Issue 17.7: 300 background processes, pids cgroup `/`. The default, and a small one."""
+    server = open_server()
+    job = _submit(server, None, sh=PIDS_DIR + 'cat "$p/pids.max"')
+    assert wait_job(server, job)["state"] == "succeeded"
+    assert logs(server, job).strip() == "4096"
+
+    small = open_server(KRAN_LOCAL_PIDS_LIMIT="30")
+    # the forking subshell dies at the limit; builtins only after it (no fork left)
+    bomb = PIDS_DIR + '(for i in $(seq 100); do sleep 20 & done) 2>/dev/null; read n < "$p/pids.current"; echo $n'
+    job = _submit(small, None, sh=bomb)
+    wait_job(small, job)
+    assert 5 < int(logs(small, job).strip()) <= 30
+
+
+def test_tmp_and_shm_are_private_and_freed(open_server: Any) -> None:
+    """Issue 17.8: 64 MiB stayed in the host's /dev/shm after the job; /tmp was shared."""
+    server = open_server()
+    server.add_user("alice")
+    server.add_user("bob")
+    tok = secrets.token_hex(6)
+    write = (
+        f"dd if=/dev/zero of=/dev/shm/kran-{tok} bs=1M count=20 2>/dev/null; echo private > /tmp/kran-{tok}; "
+        f"echo started; sleep 4"
+    )
+    alice = _submit(server, "alice", sh=write, mem="256")
+    wait_running(server, alice, "alice", marker="started")
+    bob = _submit(server, "bob", sh=f"cat /tmp/kran-{tok} /dev/shm/kran-{tok} 2>/dev/null | wc -c")
+    assert wait_job(server, bob, "bob")["state"] == "succeeded"
+    assert logs(server, bob, "bob").strip() == "0", "bob's job read alice's /tmp or /dev/shm"
+    assert not Path(f"/dev/shm/kran-{tok}").exists() and not Path(f"/tmp/kran-{tok}").exists()
+    assert wait_job(server, alice, "alice")["state"] == "succeeded"
+    assert not Path(f"/dev/shm/kran-{tok}").exists() and not Path(f"/tmp/kran-{tok}").exists()
+    # the issue's case: more than the memory limit into /dev/shm
+    job = _submit(server, None, sh=f"dd if=/dev/zero of=/dev/shm/kran-{tok}-2 bs=1M count=200", mem="64")
+    wait_job(server, job)
+    assert not Path(f"/dev/shm/kran-{tok}-2").exists()
+
+
+def test_out_of_memory_fails_whatever_the_script_exits_with(open_server: Any) -> None:
+    """Issue 17.9: a host job killed for memory whose script exits 0 ended `succeeded`."""
+    server = open_server()
+    job = _submit(server, None, sh="head -c 400m /dev/zero | tail > /dev/null; exit 0", mem="64")
+    done = wait_job(server, job)
+    assert done["state"] == "failed" and "out of memory" in done["reason"], done
+    ok = _submit(server, None, sh="head -c 10m /dev/zero | tail > /dev/null; exit 0", mem="64")
+    assert wait_job(server, ok)["state"] == "succeeded"
