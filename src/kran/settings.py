@@ -194,7 +194,7 @@ HELP = {
     "job_uids": "FIRST-LAST: uids for the jobs of each kran user (user id N runs as FIRST+N, gid the same), "
     "used by no one else on the nodes",
     "read_only_rootfs": "run containers with a read-only root file system (a tmpfs on /tmp)",
-    "pids_limit": "most processes a container may have",
+    "pids_limit": "most processes a job (container or host process) may have",
     "tls_cert": "serve HTTPS with this certificate (PEM)",
     "tls_key": "private key of the TLS certificate (PEM)",
     "proxy_user_header": "header a trusted reverse proxy puts the authenticated user name in",

@@ -88,7 +88,8 @@ def test_a_run_cannot_name_another_runs_files(make_server: Any, tmp_path: Path, 
     shared.mkdir()
     (shared / "fine.cwl").write_text(FINE.format(image=test_image))
     (shared / "cat.cwl").write_text(
-        f'cwlVersion: v1.2\nclass: CommandLineTool\nrequirements: {{DockerRequirement: {{dockerPull: "{test_image}"}}}}\n'
+        "cwlVersion: v1.2\nclass: CommandLineTool\n"
+        f'requirements: {{DockerRequirement: {{dockerPull: "{test_image}"}}}}\n'
         "baseCommand: cat\ninputs: {f: {type: File, inputBinding: {position: 1}}}\nstdout: o.txt\n"
         "outputs: {o: {type: stdout}}\n"
     )

@@ -101,10 +101,10 @@ def test_users_cannot_reach_each_others_files_or_the_store(open_server: Any) -> 
     assert wait_job(server, alice, "alice")["state"] == "succeeded"
     work = data / "jobs" / str(alice) / "1" / "work"
     targets = {
-        "alice's file": work / "secret",
-        "alice's work dir": work,
-        "alice's stdout": work.parent / "stdout",
-        "alice's attempt dir": work.parent,
+        "alice file": work / "secret",
+        "alice work dir": work,
+        "alice stdout": work.parent / "stdout",
+        "alice attempt dir": work.parent,
         "the jobs dir": data / "jobs",
         "the store": data / "kran.db",
         "the store's WAL": data / "kran.db-wal",
@@ -168,7 +168,7 @@ def test_processes_end_with_their_job(open_server: Any) -> None:
 
 
 PIDS_DIR = (
-    "p=$(awk -F: '$2==\"pids\"{print \"/sys/fs/cgroup/pids\"$3}' /proc/self/cgroup); "
+    'p=$(awk -F: \'$2=="pids"{print "/sys/fs/cgroup/pids"$3}\' /proc/self/cgroup); '
     '[ -n "$p" ] || p=$(awk -F: \'$1=="0"{print "/sys/fs/cgroup"$3}\' /proc/self/cgroup); '
 )
 

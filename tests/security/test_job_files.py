@@ -61,19 +61,19 @@ def test_swapping_files_for_symlinks_while_served_never_leaks(open_server: Any) 
         wait_running(server, job, "mallory", marker="started")
         tries = leaks = errors = 0
         for i in range(800):
-            for path in ("f", "d/x"):
-                r = c.get(f"/api/v1/jobs/{job}/files/{path}")
+            paths = ["files/f", "files/d/x"] + (["archive"] if i % 10 == 0 else [])
+            for path in paths:
                 tries += 1
-                leaks += SECRET in r.content
-                errors += r.status_code >= 500
-            if i % 10 == 0:
-                r = c.get(f"/api/v1/jobs/{job}/archive")
-                tries += 1
+                try:
+                    r = c.get(f"/api/v1/jobs/{job}/{path}")
+                except httpx.TransportError:  # a response cut off mid-way
+                    errors += 1
+                    continue
                 leaks += SECRET in r.content
                 errors += r.status_code >= 500
         c.post(f"/api/v1/jobs/{job}/kill")
         wait_job(server, job, "mallory")
-    assert (leaks, errors) == (0, 0), f"{leaks} of {tries} responses leaked, {errors} were 5xx"
+    assert (leaks, errors) == (0, 0), f"{leaks} of {tries} responses leaked, {errors} were 5xx or cut off"
 
 
 def test_hard_links_fifos_and_devices_are_not_served(open_server: Any) -> None:

@@ -11,7 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from kran.jobfs import OpenFile, read_chunks
 
-CHUNK = 64 * 1024
+CHUNK = 1 << 20  # fewer hops to the thread pool than 64 KiB: 1 MiB files in one
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
