@@ -23,7 +23,8 @@ def _submit(server: Any, user: str | None, **body: Any) -> int:
 
 
 def _root_processes_of(job_id: int) -> list[dict[str, str]]:
-    """The environments of the root processes that serve job `job_id`."""
+    """The environments of the root processes that serve job `job_id`, each with its
+    command line as "(cmdline)" (any host user can read that with ps)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -36,6 +37,10 @@ def _root_processes_of(job_id: int) -> list[dict[str, str]]:
             continue
         env = dict(v.decode(errors="replace").split("=", 1) for v in raw if b"=" in v)
         if env.get("KRAN_JOB_ID") == str(job_id) and "KRAN_INSTANCE" in env:
+            try:
+                env["(cmdline)"] = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
             found.append(env)
     return found
 
@@ -63,6 +68,7 @@ def test_no_job_value_reaches_a_root_process(open_server: Any, tmp_path: Path) -
         "KRAN_CGROUP_PROCS": "/etc/passwd",
         "KRAN_INSTANCE": "forged",
         "HOME": "/root",
+        "API_TOKEN": "s3cr3t-token-of-mallory",
     }
     job = _submit(server, "mallory", command=["/bin/sh", "-c", "echo started; /usr/bin/id -u; sleep 3"], env=hostile)
     wait_running(server, job, "mallory", marker="started")
@@ -72,6 +78,7 @@ def test_no_job_value_reaches_a_root_process(open_server: Any, tmp_path: Path) -
         leaked = {k: v for k, v in hostile.items() if env.get(k) == v}
         assert leaked == {}, f"job values in a root process's environment: {leaked}"
         assert env["PATH"] == BASE_PATH
+        assert "s3cr3t-token-of-mallory" not in env["(cmdline)"], "the job's env in a root command line"
     done = wait_job(server, job, "mallory")
     assert done["state"] == "succeeded", done
     uid = int(logs(server, job, "mallory").split()[1])
@@ -100,21 +107,22 @@ def test_users_cannot_reach_each_others_files_or_the_store(open_server: Any) -> 
     alice = _submit(server, "alice", sh="echo secret-of-alice > secret; id -u", env={"TOKEN": "alice-token"})
     assert wait_job(server, alice, "alice")["state"] == "succeeded"
     work = data / "jobs" / str(alice) / "1" / "work"
-    targets = {
+    files = {
         "alice file": work / "secret",
-        "alice work dir": work,
         "alice stdout": work.parent / "stdout",
-        "alice attempt dir": work.parent,
-        "the jobs dir": data / "jobs",
         "the store": data / "kran.db",
-        "the store's WAL": data / "kran.db-wal",
-        "the uploads": data / "uploads",
-        "the data dir": data,
+        "the store WAL": data / "kran.db-wal",
     }
-    script = "".join(
-        f"if [ -d '{p}' ]; then ls '{p}' >/dev/null 2>&1 && echo 'READ {name}'; "
-        f"else cat '{p}' >/dev/null 2>&1 && echo 'READ {name}'; fi; "
-        for name, p in targets.items()
+    dirs = {  # a dir and an entry that listing it would show
+        "alice work dir": (work, "secret"),
+        "alice attempt dir": (work.parent, "stdout"),
+        "the jobs dir": (data / "jobs", str(alice)),
+        "the uploads": (data / "uploads", "."),
+        "the data dir": (data, "kran.db"),
+    }
+    script = "".join(f"cat '{p}' >/dev/null 2>&1 && echo 'READ {name}'; " for name, p in files.items())
+    script += "".join(
+        f"ls -a '{p}' 2>/dev/null | grep -qx '{entry}' && echo 'READ {name}'; " for name, (p, entry) in dirs.items()
     )
     bob = _submit(server, "bob", sh=script + "id -u")
     assert wait_job(server, bob, "bob")["state"] == "succeeded"
@@ -220,3 +228,29 @@ def test_out_of_memory_fails_whatever_the_script_exits_with(open_server: Any) ->
     assert done["state"] == "failed" and "out of memory" in done["reason"], done
     ok = _submit(server, None, sh="head -c 10m /dev/zero | tail > /dev/null; exit 0", mem="64")
     assert wait_job(server, ok)["state"] == "succeeded"
+
+
+def test_forged_wrapper_processes_are_not_trusted(open_server: Any) -> None:
+    """The attack helper's first find: the server took any process with its instance id in
+    the environment for one of its wrappers, and as root removed `tmp` and touched files in
+    the dir that process named, or (given a job id that is not a number) failed to start."""
+    server = open_server()
+    server.add_user("mallory")
+    victim = server.data_dir.parent / "victim"
+    (victim / "tmp").mkdir(parents=True)
+    (victim / "tmp" / "keep").write_text("root's")
+    victim.chmod(0o700)
+    forge = (
+        "for j in x 9999; do setsid env -i KRAN_INSTANCE=$KRAN_INSTANCE KRAN_JOB_ID=$j KRAN_ATTEMPT=1 "
+        f"KRAN_WORKDIR={victim}/work sleep 40 </dev/null >/dev/null 2>&1 & done; echo started; sleep 60"
+    )
+    job = _submit(server, "mallory", sh=forge)
+    wait_running(server, job, "mallory", marker="started")
+    server.stop()
+    server.start()  # reconciles at start: strays are stopped
+    assert (victim / "tmp" / "keep").exists() and not (victim / "stdout").exists()
+    with server.api("mallory") as c:
+        assert c.get(f"/api/v1/jobs/{job}").json()["state"] == "running"  # its own job is re-adopted
+        c.post(f"/api/v1/jobs/{job}/kill").raise_for_status()
+    assert wait_job(server, job, "mallory")["state"] == "killed"
+    assert _gone("sleep 40")

@@ -119,4 +119,6 @@ def event_json(e: EventRecord) -> dict[str, Any]:
 
 
 def entry_json(e: Entry) -> dict[str, Any]:
-    return {"name": e.name, "type": e.type, "size": e.size, "mtime": iso(e.mtime)}
+    # a name that is not UTF-8 (a job's bytes) shows its odd bytes as \xNN escapes
+    name = e.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return {"name": name, "type": e.type, "size": e.size, "mtime": iso(e.mtime)}

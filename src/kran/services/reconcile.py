@@ -13,6 +13,7 @@ Attempts whose work vanished are found by the first monitor pass and become lost
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from kran.domain.records import AttemptOutcome
 from kran.domain.retry import Settlement
@@ -71,6 +72,7 @@ def sweep_strays(rt: Runtime) -> int:
 
 def _stop(rt: Runtime, refs: list[AttemptRef]) -> None:
     for ref in refs:
+        ref = replace(ref, attempt_dir=rt.attempt_dir(ref.job_id, ref.attempt))  # the layout's, not a process's
         log.warning("stopping stray attempt %s/%s", ref.job_id, ref.attempt)
         try:
             rt.engine.kill(ref)

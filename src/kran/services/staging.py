@@ -22,7 +22,8 @@ def stage_attempt(rt: Runtime, s: StartedAttempt) -> LaunchSpec:
         raise EngineError(str(e)) from None
     attempt_dir = rt.attempt_dir(s.job_id, s.attempt)
     workdir = attempt_dir / "work"
-    workdir.mkdir(parents=True, exist_ok=True)
+    for d in (attempt_dir.parent, attempt_dir, workdir):  # root's alone until the engine hands them out
+        d.mkdir(mode=0o700, exist_ok=True)
     spec = s.spec
     if spec.inputs:
         try:

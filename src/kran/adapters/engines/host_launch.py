@@ -5,22 +5,26 @@ environment of its own making (PATH, LANG and the KRAN_* ids that find the attem
 after a restart); nothing the job chose is in that environment or is interpreted on the
 way. As root:
 
-    /usr/bin/unshare --mount --propagation private     a mount namespace of its own
+    /usr/bin/unshare --mount --ipc --propagation private   mount and IPC namespaces
       /bin/sh -c WRAPPER                               joins the attempt's cgroups, mounts
                                                        a private /dev/shm, /tmp and /proc
         /usr/bin/setpriv --reuid U --regid G --clear-groups --no-new-privs --
-          /usr/bin/env -i -C work -- NAME=VALUE...     now unprivileged: the job's env
-                                                       and working dir
+          /bin/sh -c LOADER                            now unprivileged: reads the job's
+                                                       variables from job.env, cd work
             COMMAND ARGS...                            found through the job's PATH
 
-The job's variables and command are plain arguments until `env` runs them, after the
-privileges are gone: a PATH, LD_PRELOAD or KRAN_* a job sets reaches only itself. The
-wrapper stays root to write `exit_code` into the root-owned attempt dir, where the job
-cannot write.
+The job's variables are in `job.env` (written by the server as quoted shell assignments,
+mode 0640 root:<job's group>), read only by the unprivileged shell: they are never in a
+root process's environment or command line (which any host user can read with `ps`). The
+command line is plain arguments ("$@") until that shell execs it. So a PATH, LD_PRELOAD
+or KRAN_* a job sets reaches only itself. The wrapper stays root to write `exit_code`
+into the root-owned attempt dir, where the job cannot write.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,24 +34,29 @@ UNSHARE = "/usr/bin/unshare"
 SH = "/bin/sh"
 MOUNT = "/bin/mount"
 SETPRIV = "/usr/bin/setpriv"
-ENV = "/usr/bin/env"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ENV_FILE = "job.env"
 
-# Run in the attempt dir (every path relative to it: a private /tmp may hide its absolute
-# path). $1 cgroup.procs files to join, $2 /dev/shm size in bytes ("": no private mounts),
-# then the unprivileged command line. Only builtins after the job (no extra fork).
-# exit_code needs no atomic rename: it is read only once the wrapper is gone.
+# Run in the attempt dir (every path relative to it: the private /tmp may hide its
+# absolute path). $1 cgroup.procs files to join, $2 /dev/shm size in bytes ("": no private
+# mounts), then the unprivileged command line. A work dir under /tmp is bound again at its
+# own path inside the private /tmp, so $KRAN_WORKDIR and $HOME work. Only builtins after
+# the job (no extra fork); exit_code is read only once the wrapper is gone.
 WRAPPER = (
     'for f in $1; do echo $$ >"$f"; done 2>/dev/null; '
     'if [ -n "$2" ]; then '
-    f'{MOUNT} -t tmpfs -o nosuid,nodev,mode=1777,size="$2" kran-shm /dev/shm '
-    f"&& {MOUNT} --bind tmp /tmp "
+    'case "$KRAN_WORKDIR" in /tmp/*) w="tmp/${KRAN_WORKDIR#/tmp/}"; '
+    f'/bin/mkdir -p "$w" && {MOUNT} --bind work "$w" || w=;; *) w=ok;; esac; '
+    f'[ -n "$w" ] && {MOUNT} --rbind tmp /tmp '
+    f'&& {MOUNT} -t tmpfs -o nosuid,nodev,mode=1777,size="$2" kran-shm /dev/shm '
     f"&& {MOUNT} -t proc -o nosuid,nodev,noexec,hidepid=invisible proc /proc "
     '|| { echo "kran: could not set up the job\'s private /tmp, /dev/shm and /proc" >stderr; '
     "echo 125 >exit_code; exit 125; }; fi; "
     'shift 2; "$@" >stdout 2>stderr </dev/null; rc=$?; '
     "echo $rc >exit_code; exit $rc"
 )
+# The job user's first step: its own variables, its working dir, its command.
+LOADER = f'. ./{ENV_FILE} && cd work && exec "$@"'
 
 
 @dataclass(frozen=True)
@@ -68,12 +77,31 @@ def wrapper_env(instance: str, job_id: int, attempt: int, workdir: Path) -> dict
     }
 
 
-def job_command(argv: Sequence[str], env: Mapping[str, str], run_as: tuple[int, int] | None) -> list[str]:
-    """The unprivileged part: drop to run_as (when root), then the job's exact environment."""
-    command = list(argv)
-    if command and "=" in command[0]:  # `env` would take it for a variable
-        command = [SH, "-c", 'exec "$@"', "sh", *command]
-    tail = [ENV, "-i", "-C", "work", "--", *(f"{k}={v}" for k, v in env.items()), *command]
+def env_script(env: Mapping[str, str]) -> str:
+    """The job's variables as shell assignments (names are identifiers, checked at submit;
+    values quoted, so nothing in them is code)."""
+    lines = []
+    for name, value in env.items():
+        if name.isidentifier() and name.isascii():
+            lines.append(f"export {name}={shlex.quote(value)}\n")
+    return "".join(lines)
+
+
+def write_env_file(attempt_dir: Path, env: Mapping[str, str], gid: int | None) -> None:
+    """job.env, readable by root and the job's group only."""
+    path = attempt_dir / ENV_FILE
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        if gid is not None:
+            os.fchown(f.fileno(), 0, gid)
+            os.fchmod(f.fileno(), 0o640)
+        f.write(env_script(env))
+
+
+def job_command(argv: Sequence[str], run_as: tuple[int, int] | None) -> list[str]:
+    """The unprivileged part: drop to run_as (when root), then the loader."""
+    tail = [SH, "-c", LOADER, "kran-job", *argv]
     if run_as is None:
         return tail
     uid, gid = run_as
@@ -86,22 +114,23 @@ def host_launch(
     command: list[str],
     env: dict[str, str],
 ) -> HostLaunch:
-    """The whole argv: private mounts (through unshare) when `shm_bytes` is given."""
+    """The whole argv: private mounts and IPC (through unshare) when `shm_bytes` is given."""
     wrapper = [SH, "-c", WRAPPER, "kran-job", " ".join(str(p) for p in cgroup_procs)]
     if shm_bytes is None:
         return HostLaunch([*wrapper, "", *command], env)
-    return HostLaunch([UNSHARE, "--mount", "--propagation", "private", *wrapper, str(shm_bytes), *command], env)
+    unshare = [UNSHARE, "--mount", "--ipc", "--propagation", "private"]
+    return HostLaunch([*unshare, *wrapper, str(shm_bytes), *command], env)
 
 
 def private_mounts_unavailable() -> str | None:
-    """Why a host job cannot get its own /tmp, /dev/shm and /proc here (None: it can)."""
+    """Why a host job cannot get its own /tmp, /dev/shm, /proc and IPC here (None: it can)."""
     probe = (
         f"{MOUNT} -t tmpfs -o size=1m kran-probe /dev/shm && {MOUNT} --bind /dev/shm /tmp "
         f"&& {MOUNT} -t proc -o hidepid=invisible proc /proc"
     )
     try:
         r = subprocess.run(
-            [UNSHARE, "--mount", "--propagation", "private", SH, "-c", probe],
+            [UNSHARE, "--mount", "--ipc", "--propagation", "private", SH, "-c", probe],
             env={"PATH": BASE_PATH},
             capture_output=True,
             timeout=10,

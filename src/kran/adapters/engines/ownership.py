@@ -43,31 +43,87 @@ def private_tmp_dir(attempt_dir: Path) -> Path:
 
 
 def give_to(spec: LaunchSpec, run_as: tuple[int, int]) -> None:
-    """The job's user owns its working dir, what was staged in it, its volume's root and
-    the writable dirs bound into its container."""
+    """The job's user owns its working dir, what was staged in it, its app volume and the
+    writable dirs bound into its container. An app volume is the app's state, used by one
+    job at a time, of whichever user runs the app: it becomes theirs while they use it
+    (users' jobs have uids of their own, and the next user's job must write it too)."""
     _chown_tree(spec.workdir, run_as)
     for m in spec.mounts:
-        os.chown(m, *run_as)
+        _chown_tree(m, run_as)
     for host, _, writable in spec.binds:
         if writable:
             _chown_tree(Path(host), run_as)
 
 
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def _chown_tree(top: Path, run_as: tuple[int, int]) -> None:
-    """The tree becomes the user's, and its dirs writable by their owner: staged copies of
-    read-only inputs keep their modes, which root ignores and the job user would not."""
-    os.lchown(top, *run_as)
-    if top.is_dir() and not top.is_symlink():
-        _owner_rwx(top)
-        for root, dirs, files in os.walk(top):
-            for name in dirs + files:
-                path = os.path.join(root, name)
-                os.lchown(path, *run_as)
-                if name in dirs and not os.path.islink(path):
-                    _owner_rwx(Path(path))
+    """The tree becomes the user's, its dirs writable by their owner (staged copies of
+    read-only inputs keep their modes, which root ignores and the job user would not).
+
+    Root walks a tree a job may have written (an app volume, a bind): the top is made
+    root's and 0700 first, so no job can enter it meanwhile, and becomes the user's last;
+    each entry is changed through an fd opened with O_NOFOLLOW, never by its path again,
+    so a dir swapped for a link is not followed; a root file with other hard links (one
+    linked in from outside) is left root's."""
+    try:
+        fd = os.open(top, _PATH)
+    except FileNotFoundError:
+        return
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISLNK(st.st_mode):
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            _give_inode(fd, st, run_as)
+            return
+        dfd = os.open(top, _DIR)
+        try:
+            os.fchown(dfd, 0, 0)
+            os.fchmod(dfd, 0o700)
+            _chown_below(dfd, run_as)
+            os.fchmod(dfd, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
+            os.fchown(dfd, *run_as)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(fd)
 
 
-def _owner_rwx(path: Path) -> None:
-    mode = path.stat().st_mode
-    if mode & stat.S_IRWXU != stat.S_IRWXU:
-        path.chmod(mode | stat.S_IRWXU)
+def _chown_below(dfd: int, run_as: tuple[int, int]) -> None:
+    with os.scandir(dfd) as it:
+        names = [e.name for e in it]
+    for name in names:
+        try:
+            fd = os.open(name, _PATH, dir_fd=dfd)
+        except OSError:
+            continue  # gone meanwhile
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    sub = os.open(name, _DIR, dir_fd=dfd)
+                except OSError:
+                    continue  # swapped meanwhile: not followed
+                try:
+                    if (os.fstat(sub).st_dev, os.fstat(sub).st_ino) == (st.st_dev, st.st_ino):
+                        os.fchown(sub, *run_as)
+                        os.fchmod(sub, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
+                        _chown_below(sub, run_as)
+                finally:
+                    os.close(sub)
+            elif stat.S_ISLNK(st.st_mode):
+                os.chown(name, *run_as, dir_fd=dfd, follow_symlinks=False)
+            else:
+                _give_inode(fd, st, run_as)
+        finally:
+            os.close(fd)
+
+
+def _give_inode(path_fd: int, st: os.stat_result, run_as: tuple[int, int]) -> None:
+    """chown the inode an O_PATH fd holds (through /proc/self/fd: that inode, no path)."""
+    if st.st_nlink > 1 and st.st_uid == 0:
+        return
+    os.chown(f"/proc/self/fd/{path_fd}", *run_as)

@@ -27,10 +27,12 @@ from pathlib import Path
 from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.host_launch import (
     BASE_PATH,
+    ENV_FILE,
     host_launch,
     job_command,
     private_mounts_unavailable,
     wrapper_env,
+    write_env_file,
 )
 from kran.adapters.engines.ownership import effective_user, private_tmp_dir, seal_attempt
 from kran.domain.accounting import Usage
@@ -140,10 +142,11 @@ class ProcessEngine:
             seal_attempt(spec, run_as, private_tmp=private)
         env = {"PATH": BASE_PATH, "HOME": str(spec.workdir), "LANG": "C.UTF-8", **spec.env}
         env["KRAN_INSTANCE"] = self.instance
+        write_env_file(spec.attempt_dir, env, run_as[1] if run_as else None)
         how = host_launch(
             procs,
             (mem or SHM_DEFAULT) if private else None,
-            job_command(spec.argv, env, run_as),
+            job_command(spec.argv, run_as),
             wrapper_env(self.instance, spec.job_id, spec.attempt, spec.workdir),
         )
         try:
@@ -171,7 +174,7 @@ class ProcessEngine:
 
     def _ended(self, ref: AttemptRef) -> AttemptEnd | None:
         end = self._exit_of(ref)
-        if end is not None and end.error is None and self.cgroups.oom_kills(self._rel(ref.job_id, ref.attempt)):
+        if end is not None and not end.vanished and self.cgroups.oom_kills(self._rel(ref.job_id, ref.attempt)):
             # the kernel killed one of its processes: whatever the script made of that
             return replace(end, error=OOM)
         return end
@@ -241,6 +244,7 @@ class ProcessEngine:
         rel = self._rel(ref.job_id, ref.attempt)
         self.cgroups.signal_all(rel, signal.SIGKILL, wait_s=5.0)
         shutil.rmtree(private_tmp_dir(ref.attempt_dir), ignore_errors=True)  # never follows links
+        (ref.attempt_dir / ENV_FILE).unlink(missing_ok=True)  # the job's variables: in the store already
         usage = self.cgroups.usage(rel)
         self.cgroups.remove(rel)
         return usage
@@ -271,28 +275,42 @@ class ProcessEngine:
         return _start_time(pid) != start
 
     def discover(self) -> list[AttemptRef]:
-        """Wrapper processes of this instance still alive, found through /proc."""
+        """Wrapper processes of this instance still alive, found through /proc. A job's own
+        processes carry KRAN_INSTANCE too, and could forge the rest: only a process of the
+        server's own uid (root: jobs never are), in the cgroup of the attempt it names,
+        counts. Callers take the attempt dir from the store's layout, not from here."""
         found = []
         needle = f"KRAN_INSTANCE={self.instance}".encode()
+        me = os.geteuid()
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
             try:
-                if os.getpgid(pid) != pid:
+                if os.getpgid(pid) != pid or (me == 0 and entry.stat().st_uid != 0):
                     continue
                 environ = (entry / "environ").read_bytes().split(b"\0")
-            except (OSError, ProcessLookupError):
+                if needle not in environ:
+                    continue
+                env = dict(v.decode(errors="replace").split("=", 1) for v in environ if b"=" in v)
+                job_id, attempt = int(env["KRAN_JOB_ID"]), int(env["KRAN_ATTEMPT"])
+                if self.cgroups.version is not None and not self._in_cgroup(entry, job_id, attempt):
+                    continue
+            except (OSError, ProcessLookupError, KeyError, ValueError):
                 continue
-            if needle not in environ:
-                continue
-            env = dict(v.decode(errors="replace").split("=", 1) for v in environ if b"=" in v)
             start = _start_time(pid)
-            if start is None or "KRAN_JOB_ID" not in env:
+            if start is None:
                 continue
             cwd = Path(env.get("KRAN_WORKDIR", "/nonexistent")).parent
-            found.append(AttemptRef(int(env["KRAN_JOB_ID"]), int(env["KRAN_ATTEMPT"]), f"{PREFIX}{pid}:{start}", cwd))
+            found.append(AttemptRef(job_id, attempt, f"{PREFIX}{pid}:{start}", cwd))
         return found
+
+    def _in_cgroup(self, proc: Path, job_id: int, attempt: int) -> bool:
+        """In the attempt's cgroup, where it has one (a wrapper whose join failed still counts)."""
+        rel = self._rel(job_id, attempt)
+        if not any(d.is_dir() for d in self.cgroups.dirs(rel)):
+            return True
+        return any(line.endswith(":/" + rel) for line in (proc / "cgroup").read_text().splitlines())
 
     def health(self) -> dict[str, str | None]:
         return {"process": None}
