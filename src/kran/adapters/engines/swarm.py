@@ -19,6 +19,7 @@ import docker
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import Mount, Resources, RestartPolicy, ServiceMode
 
+from kran.adapters.engines.ownership import effective_user, seal_attempt
 from kran.adapters.engines.process import read_exit_code, write_exit_code
 from kran.domain.accounting import Usage
 from kran.domain.cluster import CLASS_LABEL, NodeInfo
@@ -181,7 +182,9 @@ class SwarmEngine:
             raise EngineError("the swarm engine runs container jobs only: give the job an --image")
         name = self._name(spec.job_id, spec.attempt)
         alloc = spec.allocation
-        run_as = spec.run_as or self.run_as
+        run_as = effective_user(spec, self.run_as)
+        if run_as:  # the shared dir holds the attempt: its dirs the job's, as on the local engine
+            seal_attempt(spec, run_as)
         mounts = [Mount(str(spec.workdir), str(spec.workdir), type="bind")]
         mounts += [Mount(str(m), str(m), type="bind") for m in spec.mounts]
         mounts += [Mount(t, h, type="bind", read_only=not w) for h, t, w in spec.binds]
