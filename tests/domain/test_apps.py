@@ -30,10 +30,10 @@ def test_volume_text() -> None:
 
 
 def test_user_needs_admin_for_system_ids() -> None:
-    assert parse_user("4242", False) == (4242, 4242)
+    assert parse_user("4242", True) == (4242, 4242)
     assert parse_user("4242:100", True) == (4242, 100)
     assert parse_user("0", True) == (0, 0)
-    for text, admin in (("0", False), ("4242:100", False), ("x", True), ("-1", True), ("1:2:3", True)):
+    for text, admin in (("0", False), ("4242", False), ("4242:100", False), ("x", True), ("-1", True), ("1:2:3", True)):
         with pytest.raises(AppError):
             parse_user(text, admin)
 

@@ -67,7 +67,7 @@ def test_disable_unload_and_ownership(kran: Any, server: ServerProc, test_image:
 def test_app_user_and_grace(kran: Any, server: ServerProc) -> None:
     server.add_user("carol")
     r = kran("app", "load", "rooty", "--user", "0", user="carol")
-    assert r.exit_code != 0 and "need an admin" in r.output
+    assert r.exit_code != 0 and "only an admin" in r.output
     assert kran("app", "load", "as4242", "--user", "4242:4243", "--grace", "1s").exit_code == 0
     r = kran("run", "--app", "as4242", "--sh", "id -u; id -g")
     assert r.exit_code == 0, r.output

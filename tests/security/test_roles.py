@@ -39,7 +39,8 @@ def test_who_may_act_for_whom(world: ServerProc, caller: str | None, target: str
         r = c.post("/api/v1/jobs", json={"command": ["true"], "on_behalf_of": target})
     assert r.status_code == status, r.text
     if status == 201:
-        assert world.api().get(f"/api/v1/jobs/{r.json()['id']}").json()["owner"] == target
+        with world.api() as c:
+            assert c.get(f"/api/v1/jobs/{r.json()['id']}").json()["owner"] == target
 
 
 # who loads an app with which --user -> expected status
@@ -107,3 +108,36 @@ def test_strings_that_cannot_be_stored_are_refused(world: ServerProc, bad: str) 
             headers={"content-type": "application/json"},
         )
     assert r.status_code == 201, r.text
+
+
+def _raw(server: ServerProc, head: str, body: bytes = b"", timeout: float = 5.0) -> bytes:
+    """Send a request's head (and the start of its body) on a socket; the answer's bytes."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as s:
+        s.sendall(head.encode() + b"\r\n\r\n" + body)
+        try:
+            return s.recv(65536)
+        except TimeoutError:
+            return b""
+
+
+def test_credentials_are_checked_before_the_body_is_read(world: ServerProc) -> None:
+    """Issue 18.5: an unauthenticated 300 MB upload was spooled to disk in full before the
+    401; malformed JSON without credentials got a 422 before the 401."""
+    big = 300 << 20
+    head = (
+        "POST /api/v1/jobs/upload HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {big}"
+    )
+    answer = _raw(world, head, b"--b\r\n")  # the other 300 MB never come
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    answer = _raw(
+        world, "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5", b"{nope"
+    )
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    forged = "X-Kran-Key: nosuchkey\r\nX-Kran-Timestamp: 1\r\nX-Kran-Nonce: 0123456789abcdef\r\nX-Kran-Signature: x"
+    answer = _raw(world, f"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\n{forged}\r\nContent-Length: {big}", b"{")
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    with world.api("alice") as c:  # and with credentials, as before
+        assert c.post("/api/v1/jobs", json={"command": ["true"]}).status_code == 201

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from kran.api.deps import authenticator, caller, runtime
+from kran.api.schemas import Body
 from kran.api.views import iso
 from kran.domain.auth import Principal
 from kran.services import auth as auth_service
@@ -20,13 +21,13 @@ Auth = Annotated[Authenticator, Depends(authenticator)]
 Rt = Annotated[Runtime, Depends(runtime)]
 
 
-class UserAdd(BaseModel):
+class UserAdd(Body):
     model_config = ConfigDict(extra="forbid")
     name: str
     role: str = "user"
 
 
-class KeyCreate(BaseModel):
+class KeyCreate(Body):
     model_config = ConfigDict(extra="forbid")
     user: str
 

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kran import __version__
 from kran.adapters.metrics import PrometheusMetrics
 from kran.api import admin, apps, images, jobs, nodes, schedules, system, usage, workflows
-from kran.api.deps import UPLOAD_PATHS, authenticate
+from kran.api.deps import OPEN_PATHS, UPLOAD_PATHS, authenticate
 from kran.errors import (
     Conflict,
     Forbidden,
@@ -87,6 +87,25 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+class AuthFirst:
+    """Credentials are checked before the body is read or parsed: an unauthenticated
+    upload is not spooled, malformed JSON without credentials is a 401, not a 422. (The
+    signature, which covers the body, is checked once it is read: deps.authenticate.)"""
+
+    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            try:
+                self.auth.precheck(headers)
+            except Unauthorized as e:
+                return await _error(401, str(e))(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 class RequestMetrics:
     """API latency by route template, method and status (bounded labels: no ids)."""
 
@@ -133,6 +152,7 @@ def create_app(rt: Runtime, auth: Authenticator, metrics: PrometheusMetrics | No
     app.state.rt = rt
     app.state.auth = auth
     app.add_middleware(BodyLimit, limit_mb=rt.settings.max_body_mb, upload_limit_mb=rt.settings.max_upload_mb)
+    app.add_middleware(AuthFirst, auth=auth)
     if metrics is not None:
         app.add_middleware(RequestMetrics, metrics=metrics)
 

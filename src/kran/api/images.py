@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from kran.api.deps import caller, runtime
+from kran.api.schemas import Body
 from kran.domain.auth import Principal
 from kran.domain.images import parse_size
 from kran.errors import Forbidden, InvalidInput
@@ -19,7 +20,7 @@ Rt = Annotated[Runtime, Depends(runtime)]
 Caller = Annotated[Principal, Depends(caller)]
 
 
-class Warm(BaseModel):
+class Warm(Body):
     model_config = ConfigDict(extra="forbid")
 
     ref: str = Field(..., max_length=500)
@@ -27,13 +28,13 @@ class Warm(BaseModel):
     node_class: str | None = Field(None, description="every node of this class")
 
 
-class Ref(BaseModel):
+class Ref(Body):
     model_config = ConfigDict(extra="forbid")
 
     ref: str = Field(..., max_length=500)
 
 
-class Gc(BaseModel):
+class Gc(Body):
     model_config = ConfigDict(extra="forbid")
 
     dry_run: bool = False
@@ -41,7 +42,7 @@ class Gc(BaseModel):
     node: str | None = None
 
 
-class Login(BaseModel):
+class Login(Body):
     model_config = ConfigDict(extra="forbid")
 
     username: str = Field(..., min_length=1, max_length=255)

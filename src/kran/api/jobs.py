@@ -34,7 +34,7 @@ Auth = Annotated[Authenticator, Depends(authenticator)]
 async def submit_job(body: JobSubmit, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
     owner, by = on_behalf(auth, who, body.on_behalf_of)
     specs = await _classified(rt, [spec_for(rt, who, owner, body)])
-    (job_id,) = await asyncio.wrap_future(submit.submit_jobs(rt, specs, owner, by))
+    (job_id,) = await asyncio.wrap_future(submit.submit_jobs(rt, specs, owner, by, who.is_admin))
     return {"id": job_id}
 
 
@@ -65,7 +65,7 @@ async def submit_with_inputs(request: Request, rt: Rt, who: Caller, auth: Auth) 
         inputs = [f for f in form.getlist("input") if not isinstance(f, str)]
         upload_id = await run_in_threadpool(uploads.save_inputs, rt, [(f.filename or "", f.file) for f in inputs])
         try:
-            future = submit.submit_jobs(rt, [replace(spec, inputs=upload_id)], owner, by)
+            future = submit.submit_jobs(rt, [replace(spec, inputs=upload_id)], owner, by, who.is_admin)
             (job_id,) = await asyncio.wrap_future(future)
         except BaseException:
             uploads.discard(rt, upload_id)
@@ -82,7 +82,7 @@ async def submit_batch(body: BatchSubmit, rt: Rt, who: Caller, auth: Auth) -> di
     if any(j.on_behalf_of not in (None, body.on_behalf_of) for j in body.jobs):
         raise InvalidInput("on_behalf_of goes on the batch, not on its jobs", "on_behalf_of")
     specs = await _classified(rt, [spec_for(rt, who, owner, j, i) for i, j in enumerate(body.jobs)])
-    return {"ids": await asyncio.wrap_future(submit.submit_jobs(rt, specs, owner, by))}
+    return {"ids": await asyncio.wrap_future(submit.submit_jobs(rt, specs, owner, by, who.is_admin))}
 
 
 @router.get("", summary="List jobs, newest first")

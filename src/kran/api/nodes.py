@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from kran.api.deps import caller, runtime
+from kran.api.schemas import Body
 from kran.domain.auth import Principal
 from kran.services import nodes
 from kran.services.runtime import Runtime
@@ -17,7 +18,7 @@ Rt = Annotated[Runtime, Depends(runtime)]
 Caller = Annotated[Principal, Depends(caller)]
 
 
-class NodeLabels(BaseModel):
+class NodeLabels(Body):
     model_config = ConfigDict(extra="forbid")
 
     labels: dict[str, str | None] = Field(..., description="K: V to set, K: null to remove")

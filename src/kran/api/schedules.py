@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from kran.api.deps import caller, runtime
-from kran.api.schemas import JobSubmit, spec_for
+from kran.api.schemas import Body, JobSubmit, spec_for
 from kran.domain.auth import Principal, can_see
 from kran.domain.durations import parse_duration
 from kran.errors import InvalidInput
@@ -21,7 +21,7 @@ Rt = Annotated[Runtime, Depends(runtime)]
 Caller = Annotated[Principal, Depends(caller)]
 
 
-class ScheduleAdd(BaseModel):
+class ScheduleAdd(Body):
     """A schedule: one trigger (every, cron or after) and the job each run submits."""
 
     model_config = ConfigDict(extra="forbid")
@@ -69,6 +69,7 @@ def add_schedule(body: ScheduleAdd, rt: Rt, who: Caller) -> dict[str, Any]:
         max_lateness_s=lateness,
         overlap=body.overlap,
         catch_up=body.catch_up,
+        sees_all=who.is_admin,
     )
     return schedules.schedule_json(s)
 

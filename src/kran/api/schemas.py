@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kran.domain.apps import merge_job
 from kran.domain.auth import Principal
@@ -16,6 +16,47 @@ from kran.services import apps
 from kran.services.runtime import Runtime
 
 Amount = str | int | float
+
+
+def text_problem(value: Any, where: str = "") -> str | None:
+    """The first string (or key) in `value` that cannot be stored: not valid UTF-8 text
+    (a lone surrogate from a JSON escape) or holding a NUL byte."""
+    if isinstance(value, str):
+        if "\0" in value:
+            return f"{where or 'value'}: contains a NUL byte"
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{where or 'value'}: not valid UTF-8 text (a lone surrogate?)"
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{where}.{k}" if where else str(k)
+            problem = text_problem(k, here + " (key)") or text_problem(v, here)
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            problem = text_problem(v, f"{where}.{i}" if where else str(i))
+            if problem:
+                return problem
+    return None
+
+
+class Body(BaseModel):
+    """A request body: no unknown fields, and no text that could not be stored and read
+    back (a job stored with a lone surrogate made every listing answer 500)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_text(cls, data: Any) -> Any:
+        problem = text_problem(data)
+        if problem:
+            raise ValueError(problem)
+        return data
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -32,7 +73,7 @@ def validated(model: type[M], data: Any, prefix: str = "") -> M:
         raise InvalidInput(f"{loc}: {first.get('msg')}", loc) from None
 
 
-class JobSubmit(BaseModel):
+class JobSubmit(Body):
     """One job. Give `command` (argv) or `sh` (a shell string run by /bin/sh -c)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -69,7 +110,7 @@ class JobSubmit(BaseModel):
     on_behalf_of: str | None = Field(None, description="services: the end user the job is for (usage goes there)")
 
 
-class BatchSubmit(BaseModel):
+class BatchSubmit(Body):
     model_config = ConfigDict(extra="forbid")
 
     jobs: list[JobSubmit] = Field(..., max_length=100_000)
@@ -119,7 +160,7 @@ def _duration(value: str | float | None, field: str) -> float | None:
         raise InvalidInput(f"{field}: {e}", field) from None
 
 
-class AppLoad(BaseModel):
+class AppLoad(Body):
     """An app version: job defaults, and what only an app can give (user, volume)."""
 
     model_config = ConfigDict(extra="forbid")

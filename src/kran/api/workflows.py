@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from kran.api.deps import MAX_ID, caller, parse_multipart, runtime, spooled_body
-from kran.api.schemas import validated
+from kran.api.schemas import Body, validated
 from kran.api.views import iso
 from kran.domain.auth import Principal
 from kran.domain.records import JobRecord
@@ -29,7 +29,7 @@ RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="a workflow run id")]
 LABEL_KEY = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$"
 
 
-class RunSubmit(BaseModel):
+class RunSubmit(Body):
     """A run: the workflow and job order by path (absolute on a shared root, or relative:
     one of the uploaded `file` parts), or the job order inline as `inputs`."""
 

@@ -17,6 +17,7 @@ from kran.domain.apps import (
 )
 from kran.domain.auth import Principal
 from kran.domain.jobs import JobSpec
+from kran.domain.policy import app_use_refusal
 from kran.errors import Conflict, EngineError, Forbidden, InvalidInput, NotFound
 from kran.services.runtime import Runtime
 
@@ -96,6 +97,9 @@ def app_for_job(rt: Runtime, who: Principal, owner: str, name: str) -> AppRecord
     if why:
         raise InvalidInput(why, "app")
     assert app is not None
+    refusal = app_use_refusal(app.name, app.run_as, who)
+    if refusal:
+        raise Forbidden(refusal)
     return app
 
 

@@ -21,6 +21,7 @@ from kran.domain.auth import (
     signature_matches,
     timestamp_problem,
 )
+from kran.domain.policy import act_for_refusal
 from kran.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 
 NONCE_TTL_S = 600
@@ -70,6 +71,18 @@ class Authenticator:
             self._cache[key_id] = found
         return found
 
+    def precheck(self, headers: Mapping[str, str]) -> None:
+        """What can be checked before a byte of the body is read (an unauthenticated
+        request is refused before any work): a bearer token or proxy whole, a signed
+        request's key, timestamp and nonce (its signature covers the body)."""
+        if self.proxy_secret and "x-kran-proxy-secret" in headers:
+            self._from_proxy(headers)
+            return
+        if headers.get("authorization", "").lower().startswith("bearer "):
+            self._from_bearer(headers)
+            return
+        self._signed(headers)
+
     def authenticate(
         self, headers: Mapping[str, str], method: str, path: str, query: str, body_sha256: str
     ) -> Principal:
@@ -77,13 +90,29 @@ class Authenticator:
         string to sign or a secret). `body_sha256`: hex SHA-256 of the request body."""
         if self.proxy_secret and "x-kran-proxy-secret" in headers:
             return self._from_proxy(headers)
-        auth = headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            key_id, _, secret = auth[7:].strip().partition(".")
-            found = self._credentials(key_id)
-            if found is None or not hmac.compare_digest(found[1].encode(), secret.encode()):
-                raise Unauthorized("invalid token")
-            return found[0]
+        if headers.get("authorization", "").lower().startswith("bearer "):
+            return self._from_bearer(headers)
+        key_id, ts, nonce, given, (principal, secret) = self._signed(headers)
+        if not signature_matches(sign_digest(secret, method, path, query, body_sha256, ts, nonce), given):
+            raise Unauthorized("bad signature")
+        now = time.time()
+        with self._lock:
+            if key_id + nonce in self._nonces:
+                raise Unauthorized("nonce already used")
+            self._nonces[key_id + nonce] = now + NONCE_TTL_S
+            if len(self._nonces) > 100_000 or int(now) % 60 == 0:
+                self._nonces = {k: exp for k, exp in self._nonces.items() if exp > now}
+        return principal
+
+    def _from_bearer(self, headers: Mapping[str, str]) -> Principal:
+        key_id, _, secret = headers.get("authorization", "")[7:].strip().partition(".")
+        found = self._credentials(key_id)
+        if found is None or not hmac.compare_digest(found[1].encode(), secret.encode()):
+            raise Unauthorized("invalid token")
+        return found[0]
+
+    def _signed(self, headers: Mapping[str, str]) -> tuple[str, str, str, str, tuple[Principal, str]]:
+        """A signed request's key (known), timestamp (fresh) and nonce (well formed)."""
         key_id = headers.get("x-kran-key", "")
         if not key_id:
             raise Unauthorized("authentication required")
@@ -97,19 +126,10 @@ class Authenticator:
         found = self._credentials(key_id)
         if found is None:
             raise Unauthorized("unknown or revoked key")
-        now = time.time()
-        problem = timestamp_problem(ts, now, self.started_at)
+        problem = timestamp_problem(ts, time.time(), self.started_at)
         if problem:
             raise Unauthorized(problem)
-        if not signature_matches(sign_digest(found[1], method, path, query, body_sha256, ts, nonce), given):
-            raise Unauthorized("bad signature")
-        with self._lock:
-            if key_id + nonce in self._nonces:
-                raise Unauthorized("nonce already used")
-            self._nonces[key_id + nonce] = now + NONCE_TTL_S
-            if len(self._nonces) > 100_000 or int(now) % 60 == 0:
-                self._nonces = {k: exp for k, exp in self._nonces.items() if exp > now}
-        return found[0]
+        return key_id, ts, nonce, given, found
 
     def _from_proxy(self, headers: Mapping[str, str]) -> Principal:
         assert self.proxy_secret is not None
@@ -166,6 +186,9 @@ def on_behalf(auth: Authenticator, who: Principal, user: str | None) -> tuple[st
     target = auth.identities.get_user(user)
     if target is None or target.disabled:
         raise NotFound(f"user {user!r} not found")
+    refusal = act_for_refusal(who, user, target.role)
+    if refusal:
+        raise Forbidden(refusal)
     return user, who.user
 
 

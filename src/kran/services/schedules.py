@@ -35,6 +35,9 @@ def trigger_of(s: ScheduleRecord) -> Trigger:
     return Trigger(s.kind, s.expr, _utc(s.start_at), s.repeat, s.tz)
 
 
+MAX_REPEAT = 2**31 - 1  # the store's integers; more repeats than that never end anyway
+
+
 def add_schedule(
     rt: Runtime,
     *,
@@ -51,7 +54,9 @@ def add_schedule(
     max_lateness_s: float | None = None,
     overlap: str = "allow",
     catch_up: str = "last",
+    sees_all: bool = False,
 ) -> ScheduleRecord:
+    """`sees_all`: an admin adds it, whose schedules may follow anyone's."""
     now = _utc(rt.clock.now())
     if sum(x is not None and x != [] for x in (every, cron, after)) != 1:
         raise InvalidInput("give exactly one of --every, --cron or --after", "trigger")
@@ -80,18 +85,23 @@ def add_schedule(
             kind, expr, first = "cron", cron, start_at or now
         else:
             kind, expr, first = "after", "", start_at or now
-    except ValueError as e:
-        raise InvalidInput(str(e), "trigger") from None
+    except (ValueError, OverflowError) as e:
+        raise InvalidInput(str(e) or "out of range", "trigger") from None
     parents = list(after or [])
     known = {s.name: s for s in rt.schedules.all()}
-    for p in parents:
-        if p not in known:
+    for p in parents:  # another user's schedule is unknown, as a missing one is
+        if p not in known or not (sees_all or known[p].owner == owner):
             raise InvalidInput(f"after: unknown schedule {p!r}", "after")
     if name in known:
         raise Conflict(f"schedule {name!r} exists already")
+    if repeat is not None and repeat > MAX_REPEAT:
+        raise InvalidInput(f"repeat is at most {MAX_REPEAT}", "repeat")
     seen = {str(known[p].id): _last_run_id(rt, known[p].id) for p in parents}
     trigger = Trigger(kind, expr, first, repeat, tz)
-    nxt = None if kind == "after" else next_fire_time(trigger, first - timedelta(microseconds=1))
+    try:
+        nxt = None if kind == "after" else next_fire_time(trigger, first - timedelta(microseconds=1))
+    except (ValueError, OverflowError) as e:  # e.g. a cron day that no month has
+        raise InvalidInput(f"the schedule can never fire: {e}", "trigger") from None
     return rt.schedules.add(
         {
             "name": name,
@@ -134,7 +144,10 @@ def upcoming(rt: Runtime, name: str, n: int, who: Principal) -> list[datetime]:
         return []
     out = [_utc(s.next_fire_at)]
     while len(out) < n:
-        t = next_fire_time(trigger_of(s), out[-1], s.fired + len(out))
+        try:
+            t = next_fire_time(trigger_of(s), out[-1], s.fired + len(out))
+        except (ValueError, OverflowError):  # past the year 9999: no more fire times
+            break
         if t is None:
             break
         out.append(t)
@@ -190,7 +203,10 @@ def _fire_due(rt: Runtime, s: ScheduleRecord, now: float) -> int:
     trigger, due = trigger_of(s), [_utc(s.next_fire_at)]
     nxt: datetime | None = due[0]
     while True:
-        nxt = next_fire_time(trigger, due[-1], s.fired + len(due))
+        try:
+            nxt = next_fire_time(trigger, due[-1], s.fired + len(due))
+        except (ValueError, OverflowError):  # past the year 9999: this was the last one
+            nxt = None
         if nxt is None or nxt.timestamp() > now or len(due) >= MAX_DUE_PER_TICK:
             break
         due.append(nxt)

@@ -50,16 +50,28 @@ def classify_all(rt: Runtime, specs: Sequence[JobSpec]) -> list[JobSpec]:
 
 
 def submit_jobs(
-    rt: Runtime, specs: Sequence[JobSpec], owner: str, submitted_by: str | None = None
+    rt: Runtime, specs: Sequence[JobSpec], owner: str, submitted_by: str | None = None, sees_all: bool = False
 ) -> Future[list[int]]:
     """Check the specs, then hand them to the group-commit writer: all are stored or none.
-    The future resolves once they are committed (and the scheduler has been woken)."""
+    The future resolves once they are committed (and the scheduler has been woken).
+    `sees_all`: an admin submits, whose jobs may wait on anyone's."""
     if not specs:
         raise InvalidInput("no jobs given", "jobs")
     nodes = rt.node_totals()
     for i, spec in enumerate(specs):
         check_runnable(rt, spec, nodes, i if len(specs) > 1 else None)
+        check_dependencies(rt, spec, owner, sees_all, i if len(specs) > 1 else None)
     return rt.submitter.submit(Submission(specs, owner, submitted_by))
+
+
+def check_dependencies(rt: Runtime, spec: JobSpec, owner: str, sees_all: bool, index: int | None = None) -> None:
+    """A job waits only on jobs its owner may see: another user's job is "not found", as a
+    missing one is (waiting on it told its state and outcome)."""
+    where = f"job {index + 1}: " if index is not None else ""
+    for dep in (*spec.after, *spec.after_any):
+        job = rt.store.get_job(dep)
+        if job is None or not (sees_all or job.owner == owner):
+            raise InvalidInput(f"{where}after: job {dep} not found", "after")
 
 
 def kill_job(rt: Runtime, job_id: int, who: Principal) -> JobState:

@@ -16,27 +16,53 @@ from kran.services.files import safe_path
 from kran.services.runtime import Runtime
 
 MAX_INPUTS = 10_000
+MAX_DEPTH = 64  # dirs deep a destination may be
+MAX_NAME = 255  # bytes of one path component (the file system's limit)
+MAX_PATH = 1024  # bytes of a whole destination
+
+
+def check_destinations(dests: Sequence[str]) -> None:
+    """Each destination a relative path the file system can hold, none given twice, none
+    both a file and a dir ("a" and "a/b")."""
+    files: set[tuple[str, ...]] = set()
+    for dest in dests:
+        if not dest.strip():
+            raise InvalidInput("every input needs a file name (its destination)", "input")
+        parts = tuple(p for p in dest.replace("\\", "/").split("/") if p not in ("", "."))
+        if not parts or len(dest.encode(errors="replace")) > MAX_PATH or len(parts) > MAX_DEPTH:
+            raise InvalidInput(
+                f"input destination {dest[:80]!r} is empty, longer than {MAX_PATH} bytes or "
+                f"more than {MAX_DEPTH} dirs deep",
+                "input",
+            )
+        if any(len(p.encode(errors="replace")) > MAX_NAME for p in parts):
+            raise InvalidInput(f"input destination {dest[:80]!r}: a name longer than {MAX_NAME} bytes", "input")
+        if parts in files:
+            raise InvalidInput(f"input destination {dest[:80]!r} is given twice", "input")
+        files.add(parts)
+    for parts in files:
+        for i in range(1, len(parts)):
+            if parts[:i] in files:
+                raise InvalidInput(f"input {'/'.join(parts[:i])!r} is a file and a dir of another input", "input")
 
 
 def save_inputs(rt: Runtime, inputs: Sequence[tuple[str, BinaryIO]]) -> str:
     """Store the uploaded files under their destination paths; returns the upload id."""
     if len(inputs) > MAX_INPUTS:
         raise InvalidInput(f"at most {MAX_INPUTS} input files", "input")
+    check_destinations([dest for dest, _ in inputs])
     upload_id = uuid.uuid4().hex
     root = rt.upload_dir(upload_id)
     root.mkdir(parents=True)
     try:
-        seen = set()
         for dest, data in inputs:
-            if not dest.strip():
-                raise InvalidInput("every input needs a file name (its destination)", "input")
             target = safe_path(root, dest)
-            if target == root.resolve() or target in seen:
-                raise InvalidInput(f"input destination {dest!r} is empty or given twice", "input")
-            seen.add(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as out:
                 shutil.copyfileobj(data, out, 1 << 20)
+    except OSError as e:
+        discard(rt, upload_id)
+        raise InvalidInput(f"storing the inputs: {e.strerror}", "input") from None
     except BaseException:
         discard(rt, upload_id)
         raise
