@@ -4,6 +4,7 @@ input is a 4xx naming why, never a 500 (issue 18.6)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,3 +83,25 @@ def test_upload_destinations_the_file_system_cannot_hold_are_422(two: ServerProc
         r = c.post("/api/v1/jobs/upload", data={"job": json.dumps({"command": ["true"]})}, files=files)
         assert r.status_code == 422, r.text
         assert c.get("/api/v1/jobs").json()["jobs"] == []
+
+
+def test_a_yaml_bomb_is_refused_quickly(make_server: Any, tmp_path: Path) -> None:
+    """Issue 18.3: a 1 KB document of anchors nested 8 deep, 9 aliases each, pinned the
+    server's CPU; cancel did not stop it and it started again after every restart."""
+    import time
+
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb = "\n".join(lines) + "\ncwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: echo\ninputs: []\noutputs: []\n"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "bomb.cwl").write_text(bomb)
+    server: ServerProc = make_server(KRAN_FILES_FILE_URL_ROOTS=str(shared))
+    started = time.monotonic()
+    with server.api() as c:
+        run_id = c.post("/api/v1/workflows", json={"workflow": str(shared / "bomb.cwl")}).json()["id"]
+    run = server.poll(f"/api/v1/workflows/{run_id}", {"failed", "succeeded"}, 30, every=0.1)
+    assert run["state"] == "failed" and "expands to more than" in (run["reason"] or ""), run
+    assert time.monotonic() - started < 20
+    with server.api() as c:
+        assert c.get("/api/v1/jobs").status_code == 200

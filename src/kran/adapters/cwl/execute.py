@@ -21,6 +21,7 @@ from schema_salad.exceptions import ValidationException
 from schema_salad.fetcher import DefaultFetcher
 
 from kran.adapters.cwl import nodejs
+from kran.adapters.cwl.documents import yaml_problem
 from kran.adapters.cwl.steps import StepContext, make_tool_factory
 from kran.domain.workflows import EXIT_FAILED, EXIT_SUCCESS, EXIT_UNSUPPORTED, RunResult
 from kran.ports import StepLauncher
@@ -64,9 +65,14 @@ def restricted_fetcher(roots: tuple[Path, ...]) -> Any:
                 raise ValidationException(f"{path} is outside the places this server shares with workflows")
 
         def fetch_text(self, url: str, content_types: list[str] | None = None) -> str:
-            if not isinstance(self.cache.get(url), str):
-                self._allowed(url)
-            return super().fetch_text(url, content_types)
+            if isinstance(self.cache.get(url), str):
+                return super().fetch_text(url, content_types)
+            self._allowed(url)
+            text = super().fetch_text(url, content_types)
+            problem = yaml_problem(text, Path(urllib.parse.urlsplit(url).path).name)
+            if problem:  # every document, $import and job order cwltool reads comes here
+                raise ValidationException(f"refused: {problem}")
+            return text
 
         def check_exists(self, url: str) -> bool:
             if url in self.cache:
