@@ -105,3 +105,17 @@ def test_a_yaml_bomb_is_refused_quickly(make_server: Any, tmp_path: Path) -> Non
     assert time.monotonic() - started < 20
     with server.api() as c:
         assert c.get("/api/v1/jobs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"cpus": True}, {"mem": False}, {"network": "yes"}, {"priority": "5"}, {"retries": True}, {"timeout": True}],
+)
+def test_types_are_strict(two: ServerProc, extra: dict[str, Any]) -> None:
+    """Issue 18.8: `cpus: true` and `network: "yes"` were accepted."""
+    with two.api("alice") as c:
+        r = c.post("/api/v1/jobs", json={"command": ["true"], **extra})
+        assert r.status_code == 422, r.text
+        assert (
+            c.post("/api/v1/jobs", json={"command": ["true"], "cpus": 0.5, "mem": 64, "timeout": 30}).status_code == 201
+        )

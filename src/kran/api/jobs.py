@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -30,11 +32,21 @@ Auth = Annotated[Authenticator, Depends(authenticator)]
 
 # Submissions are async: checking is cheap and storing is a group commit awaited without
 # holding a worker thread, which keeps latency flat with many concurrent clients.
-@router.post("", status_code=201, summary="Submit one job")
-async def submit_job(body: JobSubmit, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
+def idempotency(request: Request, body: Any) -> tuple[str | None, str]:
+    """The request's Idempotency-Key (checked) and the digest of what it asks for."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (1 <= len(key) <= 200 and key.isascii() and key.isprintable()):
+        raise InvalidInput("Idempotency-Key is 1-200 printable ASCII characters", "Idempotency-Key")
+    text = json.dumps(body.model_dump(mode="json"), sort_keys=True)
+    return key, hashlib.sha256(f"{request.url.path}\0{text}".encode()).hexdigest()
+
+
+@router.post("", status_code=201, summary="Submit one job (an Idempotency-Key makes a retry safe)")
+async def submit_job(body: JobSubmit, request: Request, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
     owner, by = on_behalf(auth, who, body.on_behalf_of)
+    key, digest = idempotency(request, body)
     specs = await _classified(rt, [spec_for(rt, who, owner, body)])
-    (job_id,) = await asyncio.wrap_future(submit.submit_jobs(rt, specs, owner, by, who.is_admin))
+    (job_id,) = await asyncio.wrap_future(submit.submit_jobs(rt, specs, owner, by, who.is_admin, key, digest))
     return {"id": job_id}
 
 
@@ -75,14 +87,15 @@ async def submit_with_inputs(request: Request, rt: Rt, who: Caller, auth: Auth) 
         spool.close()
 
 
-@router.post("/batch", status_code=201, summary="Submit many jobs, all or nothing")
-async def submit_batch(body: BatchSubmit, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
+@router.post("/batch", status_code=201, summary="Submit many jobs, all or nothing (Idempotency-Key: as one)")
+async def submit_batch(body: BatchSubmit, request: Request, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
     """Every job of a batch is for the same user: `on_behalf_of` of the batch."""
     owner, by = on_behalf(auth, who, body.on_behalf_of)
     if any(j.on_behalf_of not in (None, body.on_behalf_of) for j in body.jobs):
         raise InvalidInput("on_behalf_of goes on the batch, not on its jobs", "on_behalf_of")
+    key, digest = idempotency(request, body)
     specs = await _classified(rt, [spec_for(rt, who, owner, j, i) for i, j in enumerate(body.jobs)])
-    return {"ids": await asyncio.wrap_future(submit.submit_jobs(rt, specs, owner, by, who.is_admin))}
+    return {"ids": await asyncio.wrap_future(submit.submit_jobs(rt, specs, owner, by, who.is_admin, key, digest))}
 
 
 @router.get("", summary="List jobs, newest first")

@@ -45,10 +45,11 @@ def text_problem(value: Any, where: str = "") -> str | None:
 
 
 class Body(BaseModel):
-    """A request body: no unknown fields, and no text that could not be stored and read
-    back (a job stored with a lone surrogate made every listing answer 500)."""
+    """A request body: no unknown fields, strict types (no `true` for a number, no "yes"
+    for a bool), and no text that could not be stored and read back (a job stored with a
+    lone surrogate made every listing answer 500)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     @model_validator(mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+import uuid
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,6 +104,18 @@ class Client:
         except httpx.HTTPError as e:
             raise unreachable(self.url, e) from None
         return self._check(resp).json()
+
+    def submit(self, path: str, body: Any, tries: int = 6) -> Any:
+        """POST a submission with an Idempotency-Key, retried while the connection fails
+        (a server restarting, a response lost): the server stores it once whatever happens."""
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        for n in range(tries):
+            try:
+                return self._check(self.http.post(path, json=body, headers=headers)).json()
+            except httpx.TransportError as e:
+                if n == tries - 1:
+                    raise unreachable(self.url, e) from None
+                time.sleep(min(0.5 * 2**n, 8.0))
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)

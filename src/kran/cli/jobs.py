@@ -134,7 +134,7 @@ def submit_cmd(file: str | None, **o: Any) -> None:
     if file:
         if o["command"] or o["sh"]:
             raise click.UsageError("--file takes no command of its own")
-        ids = client.post("/api/v1/jobs/batch", json={"jobs": _batch_bodies(file)})["ids"]
+        ids = client.submit("/api/v1/jobs/batch", {"jobs": _batch_bodies(file)})["ids"]
         click.echo("\n".join(str(i) for i in ids))
         return
     click.echo(submit_one(client, o))
@@ -144,7 +144,7 @@ def submit_one(client: Client, o: dict[str, Any]) -> int:
     """POST the job; with --input files, as multipart with the files."""
     body = job_body(**o)
     if not o.get("inputs"):
-        return int(client.post("/api/v1/jobs", json=body)["id"])
+        return int(client.submit("/api/v1/jobs", body)["id"])
     with ExitStack() as stack:
         parts = []
         for item in o["inputs"]:

@@ -164,3 +164,5 @@ class Submission:
     specs: Sequence[JobSpec]
     owner: str
     submitted_by: str | None = None  # a service acting for `owner`
+    idempotency_key: str | None = None  # the same key within a day: the jobs stored the first time
+    request_digest: str = ""  # of the request as sent: a key reused for another request is refused

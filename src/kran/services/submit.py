@@ -50,18 +50,25 @@ def classify_all(rt: Runtime, specs: Sequence[JobSpec]) -> list[JobSpec]:
 
 
 def submit_jobs(
-    rt: Runtime, specs: Sequence[JobSpec], owner: str, submitted_by: str | None = None, sees_all: bool = False
+    rt: Runtime,
+    specs: Sequence[JobSpec],
+    owner: str,
+    submitted_by: str | None = None,
+    sees_all: bool = False,
+    idempotency_key: str | None = None,
+    request_digest: str = "",
 ) -> Future[list[int]]:
     """Check the specs, then hand them to the group-commit writer: all are stored or none.
     The future resolves once they are committed (and the scheduler has been woken).
-    `sees_all`: an admin submits, whose jobs may wait on anyone's."""
+    `sees_all`: an admin submits, whose jobs may wait on anyone's. An idempotency key
+    used within a day gives the ids stored the first time (nothing is stored again)."""
     if not specs:
         raise InvalidInput("no jobs given", "jobs")
     nodes = rt.node_totals()
     for i, spec in enumerate(specs):
         check_runnable(rt, spec, nodes, i if len(specs) > 1 else None)
         check_dependencies(rt, spec, owner, sees_all, i if len(specs) > 1 else None)
-    return rt.submitter.submit(Submission(specs, owner, submitted_by))
+    return rt.submitter.submit(Submission(specs, owner, submitted_by, idempotency_key, request_digest))
 
 
 def check_dependencies(rt: Runtime, spec: JobSpec, owner: str, sees_all: bool, index: int | None = None) -> None:
@@ -71,7 +78,7 @@ def check_dependencies(rt: Runtime, spec: JobSpec, owner: str, sees_all: bool, i
     for dep in (*spec.after, *spec.after_any):
         job = rt.store.get_job(dep)
         if job is None or not (sees_all or job.owner == owner):
-            raise InvalidInput(f"{where}after: job {dep} not found", "after")
+            raise InvalidInput(f"{where}after: unknown job {dep}", "after")
 
 
 def kill_job(rt: Runtime, job_id: int, who: Principal) -> JobState:

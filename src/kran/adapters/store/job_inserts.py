@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, delete, insert
 
 from kran.adapters.store.job_deps import resolve_blocked
-from kran.adapters.store.tables import events, job_deps, job_labels, jobs
+from kran.adapters.store.tables import events, idempotency_keys, job_deps, job_labels, jobs
 from kran.domain.dependencies import AFTER_ANY, AFTER_OK
 from kran.domain.records import Submission
 from kran.domain.states import JobState
+
+IDEMPOTENCY_S = 86400.0  # how long an Idempotency-Key gives back what it stored
 
 
 def insert_rows(conn: Connection, groups: Sequence[Submission], now: float) -> tuple[list[int], int]:
@@ -79,4 +81,26 @@ def insert_rows(conn: Connection, groups: Sequence[Submission], now: float) -> t
     if deps:
         conn.execute(insert(job_deps), deps)
         failed = resolve_blocked(conn, {d["job_id"] for d in deps}, now)
+    _store_keys(conn, groups, [int(i) for i in ids], now)
     return [int(i) for i in ids], failed
+
+
+def _store_keys(conn: Connection, groups: Sequence[Submission], ids: list[int], now: float) -> None:
+    """Each keyed group's job ids under its key, in the jobs' own transaction: a kill at
+    any moment leaves both or neither."""
+    rows, pos = [], 0
+    for g in groups:
+        if g.idempotency_key:
+            rows.append(
+                {
+                    "owner": g.owner,
+                    "key": g.idempotency_key,
+                    "digest": g.request_digest,
+                    "job_ids": json.dumps(ids[pos : pos + len(g.specs)]),
+                    "created_at": now,
+                }
+            )
+        pos += len(g.specs)
+    if rows:
+        conn.execute(delete(idempotency_keys).where(idempotency_keys.c.created_at <= now - IDEMPOTENCY_S))
+        conn.execute(insert(idempotency_keys), rows)

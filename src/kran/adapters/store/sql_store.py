@@ -20,9 +20,9 @@ from sqlalchemy import Connection, bindparam, create_engine, event, func, insert
 from sqlalchemy.engine import Engine as SAEngine
 
 from kran.adapters.store.job_deps import dependents, resolve_blocked
-from kran.adapters.store.job_inserts import insert_rows
+from kran.adapters.store.job_inserts import IDEMPOTENCY_S, insert_rows
 from kran.adapters.store.reads import JobReads
-from kran.adapters.store.tables import attempts, events, jobs, meta, users
+from kran.adapters.store.tables import attempts, events, idempotency_keys, jobs, meta, users
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import Assignment
 from kran.domain.records import (
@@ -95,12 +95,23 @@ class SqlStore(JobReads):
         with self._write_lock:
             waiting = self.queued_count()
             known = self._existing_ids({i for g in groups for s in g.specs for i in s.after + s.after_any})
+            stored = self._stored_keys(groups, now)
             accepted: list[Submission] = []
-            verdicts: list[KranError | None] = []
-            for group in groups:
+            verdicts: list[KranError | list[int] | int | None] = []  # int: as the earlier group
+            first_with: dict[tuple[str, str], int] = {}
+            for n, group in enumerate(groups):
                 specs = group.specs
                 unknown = sorted({i for s in specs for i in s.after + s.after_any} - known)
-                if unknown:
+                key = (group.owner, group.idempotency_key) if group.idempotency_key else None
+                if key in stored or key in first_with:
+                    digest, earlier = stored[key] if key in stored else (groups[first_with[key]].request_digest, None)
+                    if digest != group.request_digest:
+                        verdicts.append(
+                            InvalidInput("this Idempotency-Key was used for another request: use a new key", "key")
+                        )
+                    else:  # a retry: what the first request stored
+                        verdicts.append(earlier if earlier is not None else first_with[key])
+                elif unknown:
                     verdicts.append(InvalidInput(f"after: unknown job {unknown[0]}", "after"))
                 elif waiting + len(specs) > queue_max:
                     verdicts.append(
@@ -113,6 +124,8 @@ class SqlStore(JobReads):
                     waiting += len(specs)
                     accepted.append(group)
                     verdicts.append(None)
+                    if key:
+                        first_with[key] = n
             ids, failed = self._insert_rows(accepted, now) if accepted else ([], 0)
             self._queued_changed(len(ids) - failed)
         out: list[list[int] | KranError] = []
@@ -121,8 +134,28 @@ class SqlStore(JobReads):
             if verdict is None:
                 out.append(ids[pos : pos + len(group.specs)])
                 pos += len(group.specs)
+            elif isinstance(verdict, int):
+                out.append(out[verdict])  # the same key earlier in this batch
             else:
                 out.append(verdict)
+        return out
+
+    def _stored_keys(self, groups: Sequence[Submission], now: float) -> dict[tuple[str, str], tuple[str, list[int]]]:
+        """(owner, key) -> (request digest, job ids) of the keys given, stored within a day."""
+        keyed = [(g.owner, g.idempotency_key) for g in groups if g.idempotency_key]
+        if not keyed:
+            return {}
+        out = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(idempotency_keys).where(
+                    idempotency_keys.c.key.in_([k for _, k in keyed]),
+                    idempotency_keys.c.created_at > now - IDEMPOTENCY_S,
+                )
+            )
+            for r in rows:
+                if (r.owner, r.key) in keyed:
+                    out[(r.owner, r.key)] = (r.digest, [int(i) for i in json.loads(r.job_ids)])
         return out
 
     def _queued_changed(self, delta: int) -> None:

@@ -234,3 +234,15 @@ workflows = Table(
     Column("exit_code", Integer),
     Column("cancel_requested", Boolean, nullable=False, default=False),
 )
+
+# A submission's Idempotency-Key: the same key (per owner) within a day gives the jobs it
+# stored, instead of storing them again. Written in the same transaction as the jobs.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("owner", String(200), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("digest", String(64), nullable=False),  # of the submitted specs: a reused key for other jobs is refused
+    Column("job_ids", Text, nullable=False),  # JSON list
+    Column("created_at", Float, nullable=False, index=True),
+)
