@@ -49,10 +49,15 @@ STATUS = {
 
 
 def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": message}
+    body: dict[str, Any] = {"error": _printable(message)}
     if field:
-        body["field"] = field
+        body["field"] = _printable(field)
     return JSONResponse(body, status_code=status)
+
+
+def _printable(text: str) -> str:
+    """An error may quote the input: a lone surrogate in it is shown escaped, not a 500."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class BodyLimit:

@@ -32,7 +32,8 @@ def text_problem(value: Any, where: str = "") -> str | None:
         return None
     if isinstance(value, dict):
         for k, v in value.items():
-            here = f"{where}.{k}" if where else str(k)
+            shown = str(k).encode("utf-8", "backslashreplace").decode("utf-8")  # no surrogate in the message
+            here = f"{where}.{shown}" if where else shown
             problem = text_problem(k, here + " (key)") or text_problem(v, here)
             if problem:
                 return problem
