@@ -35,7 +35,9 @@ Auth = Annotated[Authenticator, Depends(authenticator)]
 def idempotency(request: Request, body: Any) -> tuple[str | None, str]:
     """The request's Idempotency-Key (checked) and the digest of what it asks for."""
     key = request.headers.get("idempotency-key")
-    if key is not None and not (1 <= len(key) <= 200 and key.isascii() and key.isprintable()):
+    if key is None:
+        return None, ""
+    if not (1 <= len(key) <= 200 and key.isascii() and key.isprintable()):
         raise InvalidInput("Idempotency-Key is 1-200 printable ASCII characters", "Idempotency-Key")
     text = json.dumps(body.model_dump(mode="json"), sort_keys=True)
     return key, hashlib.sha256(f"{request.url.path}\0{text}".encode()).hexdigest()
