@@ -94,6 +94,16 @@ class SwarmEngine:
     def update_node(
         self, ref: str, availability: str | None = None, labels: dict[str, str | None] | None = None
     ) -> None:
+        for tries_left in (2, 1, 0):  # the node's version moves when Swarm updates it meanwhile
+            try:
+                return self._update_node(ref, availability, labels)
+            except APIError as e:
+                if tries_left and "out of sequence" in str(e.explanation or e):
+                    time.sleep(0.2)
+                    continue
+                raise EngineError(f"swarm refused the node update: {e.explanation or e}") from None
+
+    def _update_node(self, ref: str, availability: str | None, labels: dict[str, str | None] | None) -> None:
         node = self.node(ref)
         spec = dict(node.attrs["Spec"])
         if availability:
@@ -106,10 +116,7 @@ class SwarmEngine:
                 else:
                     merged[k] = v
             spec["Labels"] = merged
-        try:
-            node.update(spec)
-        except APIError as e:
-            raise EngineError(f"swarm refused the node update: {e.explanation or e}") from None
+        node.update(spec)
         self._nodes = (0.0, self._nodes[1])
 
     def remove_node(self, ref: str, force: bool) -> None:
