@@ -33,6 +33,8 @@ from pathlib import Path
 UNSHARE = "/usr/bin/unshare"
 SH = "/bin/sh"
 MOUNT = "/bin/mount"
+UMOUNT = "/bin/umount"
+AWK = "/usr/bin/awk"
 SETPRIV = "/usr/bin/setpriv"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ENV_FILE = "job.env"
@@ -45,6 +47,10 @@ ENV_FILE = "job.env"
 WRAPPER = (
     'for f in $1; do echo $$ >"$f"; done 2>/dev/null; '
     'if [ -n "$2" ]; then '
+    # the copied nsfs mounts would pin other processes' network namespaces (Docker's
+    # sandboxes, `ip netns`) for as long as the job lives: the job needs none of them
+    f'for m in $({AWK} \'{{for(i=7;i<=NF;i++)if($i=="-"){{if($(i+1)=="nsfs")print $5;break}}}}\' '
+    f'/proc/self/mountinfo); do {UMOUNT} -l "$m"; done 2>/dev/null; '
     'case "$KRAN_WORKDIR" in /tmp/*) w="tmp/${KRAN_WORKDIR#/tmp/}"; '
     f'/bin/mkdir -p "$w" && {MOUNT} --bind work "$w" || w=;; *) w=ok;; esac; '
     f'[ -n "$w" ] && {MOUNT} --rbind tmp /tmp '
