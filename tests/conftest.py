@@ -327,28 +327,36 @@ def file_server(tmp_path: Path) -> Iterator[FileServer]:
     httpd.server_close()
 
 
+def start_test_server(root: Path, n: int, data_mode: int | None = None, **env: str) -> ServerProc:
+    """Server number `n` under `root` (data dir and HOME of its own), with test settings."""
+    data = root / f"server{n}"
+    data.mkdir()
+    if data_mode is not None:
+        data.chmod(data_mode)
+    home = root / f"home{n}"  # where the server writes the admin's client config
+    home.mkdir()
+    full_env = {
+        **os.environ,
+        "KRAN_QUEUE_RETRY_BACKOFF_S": "0.2",
+        "KRAN_CAPACITY_CPUS": "4",
+        "KRAN_CAPACITY_MEM_MB": "8192",
+        "KRAN_CAPACITY_DISK_MB": "100000",
+        "KRAN_CAPACITY_GPUS": "0",
+        "HOME": str(home),
+        **env,
+    }
+    full_env.pop("KRAN_CONFIG", None)
+    s = ServerProc(data, free_port(), full_env)
+    s.start()
+    return s
+
+
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[Any]:
     servers: list[ServerProc] = []
 
     def make(**env: str) -> ServerProc:
-        data = tmp_path / f"server{len(servers)}"
-        data.mkdir()
-        home = tmp_path / f"home{len(servers)}"  # where the server writes the admin's client config
-        home.mkdir()
-        full_env = {
-            **os.environ,
-            "KRAN_QUEUE_RETRY_BACKOFF_S": "0.2",
-            "KRAN_CAPACITY_CPUS": "4",
-            "KRAN_CAPACITY_MEM_MB": "8192",
-            "KRAN_CAPACITY_DISK_MB": "100000",
-            "KRAN_CAPACITY_GPUS": "0",
-            "HOME": str(home),
-            **env,
-        }
-        full_env.pop("KRAN_CONFIG", None)
-        s = ServerProc(data, free_port(), full_env)
-        s.start()
+        s = start_test_server(tmp_path, len(servers), **env)
         servers.append(s)
         return s
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ServerProc, _cleanup_engine_leftovers, free_port
+from tests.conftest import ServerProc, _cleanup_engine_leftovers, start_test_server
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the attacks are on a server running as root")
 
@@ -27,23 +27,8 @@ def open_server() -> Iterator[Any]:
     top.chmod(0o755)
 
     def make(**env: str) -> ServerProc:
-        n = len(made)
-        data, home = top / f"data{n}", top / f"home{n}"
-        home.mkdir()
-        full_env = {
-            **os.environ,
-            "KRAN_CAPACITY_CPUS": "4",
-            "KRAN_CAPACITY_MEM_MB": "8192",
-            "KRAN_CAPACITY_DISK_MB": "100000",
-            "KRAN_CAPACITY_GPUS": "0",
-            "HOME": str(home),
-            **env,
-        }
-        full_env.pop("KRAN_CONFIG", None)
-        data.mkdir()
-        data.chmod(0o755)  # what an operator's mkdir leaves; kran must tighten it itself
-        s = ServerProc(data, free_port(), full_env)
-        s.start()
+        # 0755: what an operator's mkdir leaves; kran must tighten it itself
+        s = start_test_server(top, len(made), data_mode=0o755, **env)
         made.append(s)
         return s
 
