@@ -35,6 +35,7 @@ from kran.adapters.volumes import LoopVolumes
 from kran.errors import Unavailable
 from kran.services.auth import Authenticator, bootstrap_admin
 from kran.services.batcher import SubmitBatcher
+from kran.services.disk import DiskWatch
 from kran.services.images import ImageState
 from kran.services.loop import SchedulerLoop
 from kran.services.reconcile import reconcile_on_start
@@ -167,6 +168,8 @@ def build_server(settings: Settings) -> Server:
             return {"local": settings.docker_host}
         return {n.node_id: node_hosts[n.hostname] for n in cluster.nodes() if n.hostname in node_hosts}
 
+    disk = DiskWatch(data_dir, settings.min_free)
+    store.on_storage_full(disk.store_refused)
     submitter = SubmitBatcher(store, settings.queue_max, clock.now, stored, metrics)
     rt = Runtime(
         settings=settings,
@@ -187,6 +190,7 @@ def build_server(settings: Settings) -> Server:
             data_dir / "cache", settings.cache_max_mb << 20, settings.fetch_timeout_s, settings.file_roots
         ),
         volumes=volumes,
+        disk=disk,
         cluster=cluster,
         pack=settings.placement == "pack",
         registry=registry,

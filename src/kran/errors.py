@@ -9,6 +9,7 @@ KranError
  +-- Conflict            the object is in a state that forbids the action (HTTP 409)
  +-- QueueFull           the bounded queue is full (HTTP 429)
  +-- Unavailable         a needed component is down, e.g. no Docker Engine (HTTP 503)
+ +-- StorageFull         the data dir or the store's disk is full: nothing was stored (HTTP 507)
  +-- IllegalTransition   a job state change not in the transition table (a bug)
  +-- EngineError         an engine could not do what was asked
       +-- FetchError      a job's file could not be fetched (the URL and why)
@@ -51,6 +52,10 @@ class QueueFull(KranError):
 
 
 class Unavailable(KranError):
+    pass
+
+
+class StorageFull(KranError):
     pass
 
 

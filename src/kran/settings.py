@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kran.domain.auth import user_job_identity
+from kran.domain.disk import check_mark
 from kran.domain.durations import parse_duration
 from kran.domain.images import parse_classes
 from kran.errors import InvalidInput
@@ -51,6 +52,7 @@ class Settings:
     retention: str = "7d"
     max_data_mb: int = 0
     retention_check_s: float = 60.0
+    min_free: str = "1G"
     max_upload_mb: int = 1024
     placement: str = "spread"
     shared_dir: str = ""
@@ -155,6 +157,7 @@ TOML_KEYS: dict[str, tuple[str, str]] = {
     "retention": ("files", "retention"),
     "max_data_mb": ("files", "max_data_mb"),
     "retention_check_s": ("files", "retention_check_s"),
+    "min_free": ("files", "min_free"),
     "max_upload_mb": ("server", "max_upload_mb"),
     "placement": ("cluster", "placement"),
     "shared_dir": ("cluster", "shared_dir"),
@@ -205,6 +208,8 @@ HELP = {
     "retention": "how long finished jobs keep their files, e.g. 7d; 0: forever",
     "max_data_mb": "when the data dir's job files pass this many MiB, the oldest finished jobs' go; 0: no limit",
     "retention_check_s": "how often retention runs, in seconds",
+    "min_free": "free space the data dir keeps, a size (1G) or a share of its disk (5%); below it submits get "
+    "HTTP 507 and no job starts until space returns; 0: no watermark",
     "max_upload_mb": "largest upload of job inputs (multipart), in MiB",
     "placement": "spread (most free cpus first, the default) or pack (fill nodes one by one)",
     "shared_dir": "swarm: the shared file system (NFS) mounted at this path on every node; the data dir must be in it",
@@ -337,6 +342,10 @@ def _check(s: Settings) -> None:
         _ = s.size_classes, s.node_hosts
     except ValueError as e:
         raise InvalidInput(f"image settings: {e}", "image") from None
+    try:
+        check_mark(s.min_free)
+    except ValueError as e:
+        raise InvalidInput(f"files.min_free: {e}", "min_free") from None
     try:
         _ = s.retention_s
     except ValueError as e:

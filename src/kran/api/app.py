@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kran import __version__
 from kran.adapters.metrics import PrometheusMetrics
 from kran.api import admin, apps, images, jobs, nodes, schedules, system, usage, workflows
-from kran.api.deps import OPEN_PATHS, UPLOAD_PATHS, authenticate
+from kran.api.deps import OPEN_PATHS, STORING_PATHS, UPLOAD_PATHS, authenticate
 from kran.errors import (
     Conflict,
     Forbidden,
@@ -27,6 +27,7 @@ from kran.errors import (
     KranError,
     NotFound,
     QueueFull,
+    StorageFull,
     Unauthorized,
     Unavailable,
 )
@@ -45,6 +46,7 @@ STATUS = {
     Conflict: 409,
     QueueFull: 429,
     Unavailable: 503,
+    StorageFull: 507,
 }
 
 
@@ -111,6 +113,24 @@ class AuthFirst:
         await self.app(scope, receive, send)
 
 
+class DiskGate:
+    """507 for new work while the data dir is full, before its body is read: a job, a
+    batch, an upload, a workflow, a schedule's run-now (reads, kills and deletes go on)."""
+
+    def __init__(self, app: ASGIApp, rt: Runtime) -> None:
+        self.app = app
+        self.rt = rt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and STORING_PATHS.fullmatch(scope["path"]):
+            full = self.rt.disk.full()
+            if full:
+                return await _error(507, f"{full}: nothing was stored; try again once space is freed")(
+                    scope, receive, send
+                )
+        await self.app(scope, receive, send)
+
+
 class RequestMetrics:
     """API latency by route template, method and status (bounded labels: no ids)."""
 
@@ -157,6 +177,7 @@ def create_app(rt: Runtime, auth: Authenticator, metrics: PrometheusMetrics | No
     app.state.rt = rt
     app.state.auth = auth
     app.add_middleware(BodyLimit, limit_mb=rt.settings.max_body_mb, upload_limit_mb=rt.settings.max_upload_mb)
+    app.add_middleware(DiskGate, rt=rt)
     app.add_middleware(AuthFirst, auth=auth)
     if metrics is not None:
         app.add_middleware(RequestMetrics, metrics=metrics)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
@@ -23,6 +24,8 @@ JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="a job id")]
 OPEN_PATHS = frozenset({"/ping", "/status", "/api/v1/status", "/metrics", "/api/v1/openapi.json"})
 # multipart uploads: bigger bodies (server.max_upload_mb), streamed to disk
 UPLOAD_PATHS = frozenset({"/api/v1/jobs/upload", "/api/v1/workflows"})
+# POSTs that store new work (refused while the data dir is full: api.app.DiskGate)
+STORING_PATHS = re.compile(r"/api/v1/(jobs|jobs/batch|jobs/upload|workflows|schedules/[^/]+/run-now)/?")
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 

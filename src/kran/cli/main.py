@@ -116,7 +116,10 @@ def status(output: str) -> None:
         print_json(body)
     else:
         cap = body["capacity"]
-        click.echo(f"kran {body['version']} at {client.url}: {'ready' if body['ready'] else 'NOT READY'}")
+        state = "NOT READY" if not body["ready"] else body.get("state", "ok")
+        click.echo(f"kran {body['version']} at {client.url}: {'ready' if state == 'ok' else state}")
+        for why in body.get("degraded", []):
+            click.echo(f"degraded: {why}", err=True)
         click.echo(f"store: {body['store']}")
         for name, state in body["engines"].items():
             click.echo(f"engine {name}: {state}")

@@ -15,6 +15,7 @@ class AttemptEnd:
     error: str | None = None  # engine error text, e.g. "OOM killed"
     vanished: bool = False  # the work disappeared without an exit code
     kill_reason: str | None = None  # "user" or "timeout" when kran killed it
+    cause: str | None = None  # what the server saw meanwhile that may explain a failure (a full disk)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ def settle_attempt(
         reason = f"exit code {end.exit_code}" if end.exit_code is not None else "failed"
         if end.error:
             reason = f"{reason}: {end.error}" if end.exit_code is not None else end.error
+    if end.cause:
+        reason = f"{reason} ({end.cause})"
     if attempt <= retries:
         delay = min(backoff_s * 2 ** (attempt - 1), 600.0)
         return Settlement(

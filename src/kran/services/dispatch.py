@@ -18,6 +18,8 @@ def dispatch_tick(rt: Runtime) -> int:
     The queue is read page by page, and reading stops once the nodes are full, so a pass
     costs what it starts, not the length of the queue.
     """
+    if rt.disk.full():  # queued jobs say so (queries.get_job); space returning resumes
+        return 0
     now = rt.clock.now()
     nodes = rt.nodes()
     assignments: list[Assignment] = []

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kran.domain.auth import Principal
-from kran.domain.images import ImageInfo, NodeImage, canonical, gc_choice, parse_ref, parse_size, size_class
+from kran.domain.disk import mark_bytes
+from kran.domain.images import ImageInfo, NodeImage, canonical, gc_choice, parse_ref, size_class
 from kran.domain.jobs import JobSpec
 from kran.domain.records import StartedAttempt
 from kran.domain.states import JobState
@@ -333,8 +334,8 @@ def gc(rt: Runtime, node: str | None = None, dry_run: bool = False, target: int 
         except EngineError as e:
             log.warning("%s", e)
             continue
-        high = _mark(rt.settings.gc_high, capacity)
-        low = target if target is not None else _mark(rt.settings.gc_low, capacity)
+        high = mark_bytes(rt.settings.gc_high, capacity)
+        low = target if target is not None else mark_bytes(rt.settings.gc_low, capacity)
         if high is None or low is None:
             continue
         keep = {canonical(p) for p in pins}
@@ -361,14 +362,6 @@ def gc(rt: Runtime, node: str | None = None, dry_run: bool = False, target: int 
                 rt.node_images.remove_exited(n, f"kran.instance={rt.instance}", busy)
             inventory(rt, n, fresh=True)
     return out
-
-
-def _mark(text: str, capacity: int | None) -> int | None:
-    """'80%' of the disk, or an absolute size; None when a share has no disk to refer to."""
-    t = text.strip()
-    if t.endswith("%"):
-        return None if capacity is None else int(capacity * float(t[:-1]) / 100)
-    return parse_size(t)
 
 
 def pin(rt: Runtime, who: Principal, ref: str) -> None:

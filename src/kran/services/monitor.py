@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 from dataclasses import replace
+from typing import Any
 
 from kran.domain.accounting import Usage
 from kran.domain.records import ActiveAttempt, AttemptOutcome
@@ -48,7 +49,8 @@ def monitor_tick(rt: Runtime) -> None:
 
 
 def record_results(rt: Runtime) -> None:
-    """Store what the pool finished: launches and collected ends, in batches."""
+    """Store what the pool finished: launches and collected ends, in batches. What the
+    store could not take (a full disk) goes back to the queue for the next pass."""
     launched, ended, failed = [], [], []
     while True:
         try:
@@ -63,38 +65,68 @@ def record_results(rt: Runtime) -> None:
             ended.append(payload)
     now = rt.clock.now()
     if launched:
-        for queued_at in rt.store.mark_running(launched, now):
+        try:
+            queued = rt.store.mark_running(launched, now)
+        except Exception:
+            _put_back(rt, [("launched", p) for p in launched] + _ends(ended, failed))
+            raise
+        for queued_at in queued:
             rt.metrics.started(now - queued_at if queued_at is not None else 0.0)
     if not ended and not failed:
         return
     active = {(a.job_id, a.attempt): a for a in rt.store.active_attempts()}
     settles: list[AttemptOutcome] = []
     for job_id, number, end, usage in ended:
-        rt.in_flight.discard((job_id, number))
-        rt.kills_sent.discard((job_id, number))
         a = active.get((job_id, number))
-        volume = rt.volume_attempts.pop((job_id, number), None)
+        volume = rt.volume_attempts.get((job_id, number))
         if volume and end.exit_code and not end.error and rt.volumes.is_full(volume[0]):
             end = replace(end, error=f"volume {volume[0]} is full (its quota of {volume[1]} MiB was reached)")
         if a is not None:
+            end = _blame_disk(rt, end)
             settles.append(AttemptOutcome(job_id, number, _settle(rt, a, end), end.exit_code, usage))
     for job_id, number, reason in failed:
-        rt.volume_attempts.pop((job_id, number), None)
         a = active.get((job_id, number))
         if a is not None:
-            end = AttemptEnd(None, error=f"launch failed: {reason}")
+            end = _blame_disk(rt, AttemptEnd(None, error=f"launch failed: {reason}"))
             settles.append(AttemptOutcome(job_id, number, _settle(rt, a, end), None))
     started_at = {a.job_id: a.started_at for a in active.values()}
-    for job_id, state in rt.store.settle(settles, now):
+    try:
+        settled = rt.store.settle(settles, now)
+    except Exception:
+        _put_back(rt, _ends(ended, failed))
+        raise
+    for key in [(e[0], e[1]) for e in ended] + [(f[0], f[1]) for f in failed]:
+        rt.in_flight.discard(key)
+        rt.kills_sent.discard(key)
+        rt.volume_attempts.pop(key, None)
+    for job_id, state in settled:
         if state.is_final:
             started = started_at.get(job_id)
             rt.metrics.ended(state.value, now - started if started is not None else None)
     rt.poke()
 
 
+def _ends(ended: list[Any], failed: list[Any]) -> list[tuple[str, Any]]:
+    return [("ended", p) for p in ended] + [("launch_failed", p) for p in failed]
+
+
+def _put_back(rt: Runtime, items: list[tuple[str, Any]]) -> None:
+    for item in items:
+        rt.results.put(item)
+
+
+def _blame_disk(rt: Runtime, end: AttemptEnd) -> AttemptEnd:
+    """A failure while the data dir is full names the disk (a job writing its output, the
+    wrapper its exit code, staging its inputs: all fail for it)."""
+    if end.exit_code == 0 and not end.error and not end.vanished:
+        return end
+    full = rt.disk.full(fresh=True)
+    return replace(end, cause=full) if full else end
+
+
 def _settle(rt: Runtime, a: ActiveAttempt, end: AttemptEnd) -> Settlement:
     if a.kill_reason:
-        end = AttemptEnd(end.exit_code, end.error, end.vanished, kill_reason=a.kill_reason)
+        end = replace(end, kill_reason=a.kill_reason)
     return settle_attempt(
         end,
         attempt=a.attempt,

@@ -38,6 +38,9 @@ def get_job(rt: Runtime, job_id: int, who: Principal) -> JobView:
         verdict = dependency_verdict(rt.store.dependencies_of(job.id))
         if verdict.status == "wait":
             return JobView(job, None, verdict.reason)
+    full = rt.disk.full()
+    if full:
+        return JobView(job, rt.store.queue_position(job) + 1, f"{full}: no job starts until space returns")
     ahead = rt.store.queue_position(job)
     waiting_on = None
     if job.spec.volume:
@@ -65,11 +68,15 @@ def server_status(rt: Runtime) -> dict[str, object]:
         store_ok: str | None = None
     except Exception as e:  # reported, not raised: this is the readiness probe
         store_ok = f"store unreachable: {e}"
+    degraded = [why for why in (rt.disk.full(fresh=True),) if why]
     return {
         "version": __version__,
         "instance": rt.instance,
         "ready": store_ok is None,
+        "state": "not ready" if store_ok else "degraded" if degraded else "ok",
+        "degraded": degraded,
         "store": store_ok or "ok",
+        "data_dir": rt.disk.full(fresh=False) or "ok",
         "engines": {k: (v or "ok") for k, v in health.items()},
         "queued": counts.get("queued", 0),
         "running": counts.get("running", 0) + counts.get("starting", 0),

@@ -33,6 +33,7 @@ from kran.ports import (
     Workflows,
 )
 from kran.services.batcher import SubmitBatcher
+from kran.services.disk import DiskWatch
 from kran.settings import Settings
 
 LOCAL_NODE = "local"
@@ -53,6 +54,7 @@ class Runtime:
     apps: Apps
     fetcher: Fetcher
     volumes: Volumes
+    disk: DiskWatch  # the data dir's free space against files.min_free
     cluster: Cluster | None = None  # a cluster engine's nodes; None: this machine only
     pack: bool = False  # placement: fill nodes one by one instead of spreading
     registry: Registry | None = None

@@ -187,6 +187,8 @@ def _job_spec(s: ScheduleRecord, fire_time: float) -> JobSpec:
 def schedule_tick(rt: Runtime) -> int:
     """Fire what is due, follow parents, skip runs that could not start in time.
     Returns how many jobs were submitted."""
+    if rt.disk.full():  # fires wait for space; then the catch-up policy decides
+        return 0
     now = rt.clock.now()
     submitted = sum(_fire_due(rt, s, now) for s in rt.schedules.due(now))
     submitted += sum(_follow_parents(rt, s, now) for s in rt.schedules.children())

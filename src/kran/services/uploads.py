@@ -6,12 +6,13 @@ so a retry starts from the same inputs.
 
 from __future__ import annotations
 
+import errno
 import shutil
 import uuid
 from collections.abc import Sequence
 from typing import BinaryIO
 
-from kran.errors import InvalidInput
+from kran.errors import InvalidInput, StorageFull
 from kran.services.files import safe_path
 from kran.services.runtime import Runtime
 
@@ -62,6 +63,8 @@ def save_inputs(rt: Runtime, inputs: Sequence[tuple[str, BinaryIO]]) -> str:
                 shutil.copyfileobj(data, out, 1 << 20)
     except OSError as e:
         discard(rt, upload_id)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(f"storing the inputs: {e.strerror} on the data dir: nothing was stored") from None
         raise InvalidInput(f"storing the inputs: {e.strerror}", "input") from None
     except BaseException:
         discard(rt, upload_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, bindparam, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.engine import ExceptionContext
 
 from kran.adapters.store.job_deps import dependents, resolve_blocked
 from kran.adapters.store.job_inserts import IDEMPOTENCY_S, insert_rows
@@ -31,7 +32,7 @@ from kran.domain.records import (
     Submission,
 )
 from kran.domain.states import JobState, check_transition
-from kran.errors import InvalidInput, KranError, QueueFull
+from kran.errors import InvalidInput, KranError, QueueFull, StorageFull
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -43,11 +44,24 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+SQLITE_FULL = 13
+PG_DISK_FULL = "53100"
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or PG_DISK_FULL in (
+        getattr(exc, "pgcode", None),
+        getattr(exc, "sqlstate", None),
+    )
+
+
 class SqlStore(JobReads):
     def __init__(self, url: str) -> None:
         self.engine: SAEngine = create_engine(url, pool_size=20, max_overflow=20)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._on_full: list[Callable[[str], None]] = []
+        event.listen(self.engine, "handle_error", self._storage_error)
         self._write_lock = threading.RLock()
         # Jobs in state queued, kept by the write methods (this process is the only writer:
         # the data dir is locked), so the queue bound costs no COUNT per submit.
@@ -56,6 +70,19 @@ class SqlStore(JobReads):
     @staticmethod
     def for_data_dir(data_dir: Path) -> SqlStore:
         return SqlStore(f"sqlite:///{data_dir / 'kran.db'}")
+
+    def on_storage_full(self, listener: Callable[[str], None]) -> None:
+        """`listener(message)` hears of every write refused for lack of space."""
+        self._on_full.append(listener)
+
+    def _storage_error(self, ctx: ExceptionContext) -> None:
+        """A full disk is StorageFull (HTTP 507), not a driver error: the transaction was
+        rolled back, nothing was half-stored."""
+        if _is_disk_full(ctx.original_exception):
+            message = str(ctx.original_exception)
+            for listener in self._on_full:
+                listener(message)
+            raise StorageFull(f"the store's disk is full ({message}): nothing was stored") from None
 
     def migrate(self) -> None:
         cfg = Config(str(Path(__file__).with_name("alembic.ini")))
