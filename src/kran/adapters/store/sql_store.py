@@ -18,8 +18,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, bindparam, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Engine as SAEngine
-from sqlalchemy.engine import ExceptionContext
 
+from kran.adapters.store.disk_full import DiskFullHook
 from kran.adapters.store.job_deps import dependents, resolve_blocked
 from kran.adapters.store.job_inserts import IDEMPOTENCY_S, insert_rows
 from kran.adapters.store.reads import JobReads
@@ -32,7 +32,7 @@ from kran.domain.records import (
     Submission,
 )
 from kran.domain.states import JobState, check_transition
-from kran.errors import InvalidInput, KranError, QueueFull, StorageFull
+from kran.errors import InvalidInput, KranError, QueueFull
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -44,24 +44,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-SQLITE_FULL = 13
-PG_DISK_FULL = "53100"
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or PG_DISK_FULL in (
-        getattr(exc, "pgcode", None),
-        getattr(exc, "sqlstate", None),
-    )
-
-
 class SqlStore(JobReads):
     def __init__(self, url: str) -> None:
         self.engine: SAEngine = create_engine(url, pool_size=20, max_overflow=20)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._on_full: list[Callable[[str], None]] = []
-        event.listen(self.engine, "handle_error", self._storage_error)
+        self._disk_full = DiskFullHook(self.engine)
         self._write_lock = threading.RLock()
         # Jobs in state queued, kept by the write methods (this process is the only writer:
         # the data dir is locked), so the queue bound costs no COUNT per submit.
@@ -73,16 +61,7 @@ class SqlStore(JobReads):
 
     def on_storage_full(self, listener: Callable[[str], None]) -> None:
         """`listener(message)` hears of every write refused for lack of space."""
-        self._on_full.append(listener)
-
-    def _storage_error(self, ctx: ExceptionContext) -> None:
-        """A full disk is StorageFull (HTTP 507), not a driver error: the transaction was
-        rolled back, nothing was half-stored."""
-        if _is_disk_full(ctx.original_exception):
-            message = str(ctx.original_exception)
-            for listener in self._on_full:
-                listener(message)
-            raise StorageFull(f"the store's disk is full ({message}): nothing was stored") from None
+        self._disk_full.listeners.append(listener)
 
     def migrate(self) -> None:
         cfg = Config(str(Path(__file__).with_name("alembic.ini")))
