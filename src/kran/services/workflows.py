@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import shutil
 import threading
 import time
@@ -188,7 +189,8 @@ def _in_bundle(bundle: Path, rel: str, what: str) -> str:
 
 
 def submit_run(rt: Runtime, who: Principal, req: RunRequest, uploads: dict[str, BinaryIO]) -> WorkflowRecord:
-    """Store the run, place its files in its dir, and start it."""
+    """Place the run's files in a dir of its own, check them, then store the run and start
+    it: a refused submission stores nothing."""
     if rt.workflows is None or rt.workflow_runner is None:
         raise InvalidInput("workflows are not enabled on this server", "workflow")
     for rel in uploads:
@@ -200,38 +202,53 @@ def submit_run(rt: Runtime, who: Principal, req: RunRequest, uploads: dict[str, 
         _under_roots(rt, req.document, "workflow")
     if req.job_order and Path(req.job_order).is_absolute():
         _under_roots(rt, req.job_order, "job_order")
-    run_id = rt.workflows.create(who.user, req.name, req.labels, rt.clock.now())
-    run_dir = workflows_dir(rt) / str(run_id)
-    bundle = run_dir / "in"
+    workflows_dir(rt).mkdir(parents=True, exist_ok=True)
+    staging = workflows_dir(rt) / f".incoming-{secrets.token_hex(8)}"  # renamed to the run's id once stored
     try:
-        bundle.mkdir(parents=True)
-        for rel, src in uploads.items():
-            dest = bundle / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with dest.open("wb") as f:
-                shutil.copyfileobj(src, f, 1 << 20)
-        document = req.document
-        if not Path(document).is_absolute():
-            rel, _, fragment = document.partition("#")
-            document = _in_bundle(bundle, rel, "workflow") + (f"#{fragment}" if fragment else "")
-        job_order = req.job_order
-        if job_order and not Path(job_order).is_absolute():
-            job_order = _in_bundle(bundle, job_order, "job_order")
-        if req.job_order_object is not None:
-            check_locations(rt, req.job_order_object, run_dir)
-            job_order = str(bundle / "job.json")
-            Path(job_order).write_text(json.dumps(req.job_order_object))
+        staging.mkdir()
+        _stage(rt, req, uploads, staging)
+        run_id = rt.workflows.create(who.user, req.name, req.labels, rt.clock.now())
+        run_dir = workflows_dir(rt) / str(run_id)
+        staging.rename(run_dir)
     except (KranError, OSError) as e:
-        rt.workflows.finish(run_id, RunState.FAILED, rt.clock.now(), EXIT_FAILED, f"submission: {e}")
-        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         if isinstance(e, KranError):
             raise
         raise InvalidInput(f"storing the workflow's files: {e}", "files") from None
+    bundle = run_dir / "in"
+    document = req.document
+    if not Path(document).is_absolute():
+        rel, _, fragment = document.partition("#")
+        document = _in_bundle(bundle, rel, "workflow") + (f"#{fragment}" if fragment else "")
+    job_order = req.job_order
+    if req.job_order_object is not None:
+        job_order = str(bundle / "job.json")
+    elif job_order and not Path(job_order).is_absolute():
+        job_order = _in_bundle(bundle, job_order, "job_order")
     rt.workflows.set_files(run_id, str(run_dir), document, job_order)
     start(rt, run_id)
     record = rt.workflows.get(run_id)
     assert record is not None
     return record
+
+
+def _stage(rt: Runtime, req: RunRequest, uploads: dict[str, BinaryIO], run_dir: Path) -> None:
+    """Write the uploads (and an inline job order) under `run_dir`/in; raises when the
+    documents named are not among them or an input is outside the roots."""
+    bundle = run_dir / "in"
+    bundle.mkdir()
+    for rel, src in uploads.items():
+        dest = bundle / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with dest.open("wb") as f:
+            shutil.copyfileobj(src, f, 1 << 20)
+    if not Path(req.document).is_absolute():
+        _in_bundle(bundle, req.document.partition("#")[0], "workflow")
+    if req.job_order and not Path(req.job_order).is_absolute():
+        _in_bundle(bundle, req.job_order, "job_order")
+    if req.job_order_object is not None:
+        check_locations(rt, req.job_order_object, run_dir)
+        (bundle / "job.json").write_text(json.dumps(req.job_order_object))
 
 
 def check_locations(rt: Runtime, obj: Any, run_dir: Path) -> None:
