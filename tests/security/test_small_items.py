@@ -31,3 +31,21 @@ def test_a_refused_workflow_submit_stores_no_run(open_server: Any) -> None:
         assert c.get("/api/v1/workflows").json()["runs"] == []
     left = server.data_dir / "workflows"
     assert not left.exists() or list(left.iterdir()) == []
+
+
+def test_malformed_json_is_reported_as_such_not_as_a_field(open_server: Any) -> None:
+    server = open_server()
+    with server.api() as c:
+        r = c.post(
+            "/api/v1/jobs", content=b'{"command": ["true"],\n "x": }', headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 422
+        assert r.json()["error"] == "body is not valid JSON: Expecting value at line 2 column 7", r.text
+        assert r.json().get("field") in (None, "body")
+        # a field really named "1" is still named as one
+        r = c.post("/api/v1/jobs", json={"command": ["true"], "1": "x"})
+        assert r.status_code == 422 and r.json()["field"] == "1" and r.json()["error"].startswith("1: "), r.text
+        r = c.post("/api/v1/workflows", data={"run": '{"workflow":\n  tru'}, files=[("file", ("a.cwl", b"x"))])
+        assert r.status_code == 422
+        assert r.json()["error"].startswith("run is not valid JSON: ") and "line 2 column" in r.json()["error"], r.text
+        assert r.json()["field"] == "run"

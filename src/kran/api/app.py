@@ -57,6 +57,18 @@ def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+def _json_problem(error: dict[str, Any], doc: Any) -> str:
+    """What json.loads said, with the line and column of its offset in the body."""
+    msg = str(error.get("ctx", {}).get("error", "JSON decode error"))
+    pos = error.get("loc", ("body", None))[-1]
+    if not isinstance(pos, int) or not isinstance(doc, str | bytes):
+        return msg
+    text = doc if isinstance(doc, str) else doc.decode("utf-8", "replace")
+    line = text.count("\n", 0, pos) + 1
+    column = pos - text.rfind("\n", 0, pos)  # rfind is -1 on the first line: column pos + 1
+    return f"{msg} at line {line} column {column}"
+
+
 def _printable(text: str) -> str:
     """An error may quote the input: a lone surrogate in it is shown escaped, not a 500."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -198,6 +210,8 @@ def create_app(rt: Runtime, auth: Authenticator, metrics: PrometheusMetrics | No
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":  # its loc is the offset, not a field named "28"
+            return _error(422, f"body is not valid JSON: {_json_problem(first, exc.body)}", "body")
         loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         msg = first.get("msg", "invalid request")
         return _error(422, f"{loc}: {msg}" if loc else msg, loc or None)

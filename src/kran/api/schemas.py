@@ -71,6 +71,10 @@ def validated(model: type[M], data: Any, prefix: str = "") -> M:
         return model.model_validate_json(data) if isinstance(data, str | bytes) else model.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
+        if first.get("type") == "json_invalid":
+            what = prefix.rstrip(".") or "body"
+            msg = str(first.get("msg", "")).removeprefix("Invalid JSON: ")
+            raise InvalidInput(f"{what} is not valid JSON: {msg}", what) from None
         loc = prefix + ".".join(str(p) for p in first.get("loc", ()))
         raise InvalidInput(f"{loc}: {first.get('msg')}", loc) from None
 
