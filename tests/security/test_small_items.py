@@ -49,3 +49,32 @@ def test_malformed_json_is_reported_as_such_not_as_a_field(open_server: Any) -> 
         assert r.status_code == 422
         assert r.json()["error"].startswith("run is not valid JSON: ") and "line 2 column" in r.json()["error"], r.text
         assert r.json()["field"] == "run"
+
+
+NUL_STEP = """
+cwlVersion: v1.2
+class: Workflow
+inputs: []
+outputs: []
+steps:
+  "a\\0b":
+    run: {class: CommandLineTool, baseCommand: ["true"], inputs: [], outputs: []}
+    in: []
+    out: []
+"""
+
+
+def test_a_name_with_a_nul_byte_is_refused_for_the_nul_not_its_length(open_server: Any) -> None:
+    """A CWL step named with a NUL (its job's name) reached the job checks past the API's."""
+    server = open_server()
+    with server.api() as c:
+        r = c.post(
+            "/api/v1/workflows",
+            data={"run": json.dumps({"workflow": "wf.cwl"})},
+            files=[("file", ("wf.cwl", NUL_STEP.encode()))],
+        )
+        assert r.status_code == 201, r.text
+    run = server.poll(f"/api/v1/workflows/{r.json()['id']}", {"succeeded", "failed"}, 60, every=0.2)
+    assert run["state"] == "failed"
+    assert "NUL" in run["reason"] and "200 characters" not in run["reason"], run["reason"]
+    assert "\0" not in run["reason"]  # the reason is stored: PostgreSQL refuses a NUL in text

@@ -41,7 +41,7 @@ class JobSpec:
     app_version: int | None = None
     files: tuple[str, ...] = ()  # URLs fetched into the working dir before each attempt
     cached_files: tuple[str, ...] = ()  # the same, through the node's file cache
-    volume: str | None = None  # "<app>/<name>": the app's volume, mounted at $KRAN_VOLUME
+    volume: str | None = None  # the app's volume key (domain.apps.volume_key_for), mounted at $KRAN_VOLUME
     volume_mb: int = 0
     run_as: tuple[int, int] | None = None  # uid, gid (from the app); None: the server's default
     grace_s: float | None = None  # SIGTERM to SIGKILL; None: the server's default
@@ -133,7 +133,9 @@ def validate_spec(
         raise SpecError("command", f"longer than {MAX_COMMAND_BYTES} bytes")
     if image is not None and (not image.strip() or any(c.isspace() for c in image)):
         raise SpecError("image", f"{image!r} is not an image reference")
-    if name is not None and (len(name) > 200 or "\0" in name):
+    if name is not None and "\0" in name:
+        raise SpecError("name", "contains a NUL byte")
+    if name is not None and len(name) > 200:
         raise SpecError("name", "at most 200 characters")
     size = 0
     for k, v in env.items():

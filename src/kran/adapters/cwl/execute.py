@@ -86,6 +86,12 @@ def restricted_fetcher(roots: tuple[Path, ...]) -> Any:
     return RootsFetcher
 
 
+def storable(text: str) -> str:
+    """`text` with its control characters (a NUL from a step's name) escaped: a reason is
+    stored, and PostgreSQL refuses a NUL in text."""
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
+
+
 class _LastError(logging.Handler):
     """Writes the run's own log lines to its log file and keeps the last error."""
 
@@ -100,7 +106,7 @@ class _LastError(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.file.emit(record)
         if record.levelno >= logging.ERROR:
-            text = record.getMessage().strip()
+            text = storable(record.getMessage()).strip()
             self.last_error = text.splitlines()[-1][:500] if text else self.last_error
 
     def close(self) -> None:
