@@ -9,7 +9,16 @@ from kran.adapters.cwl.steps import resource_request, wrap_stdio
 from kran.cli.workflows import relocate
 from kran.domain.jobs import JobSpec
 from kran.domain.resources import Range, ResourceRequest
-from kran.domain.workflows import CACHE_KEY, EXIT_SUCCESS, EXIT_UNSUPPORTED, RunState, final_state, inputs_digest
+from kran.domain.workflows import (
+    CACHE_KEY,
+    EXIT_SUCCESS,
+    EXIT_UNSUPPORTED,
+    RunState,
+    final_state,
+    inputs_digest,
+    run_relative,
+    without_run_dir,
+)
 
 
 def test_cwl_resource_ranges_become_kran_ranges() -> None:
@@ -39,6 +48,30 @@ def test_output_locations_move_to_the_download_dir(tmp_path: Path) -> None:
     assert moved["out"]["location"] == f"file://{tmp_path.resolve()}/a.txt"
     assert moved["out"]["path"] == f"{tmp_path.resolve()}/a.txt"
     assert moved["many"][0]["location"] == f"file://{tmp_path.resolve()}/d" and moved["n"] == 3
+
+
+def test_run_relative_output_locations_move_to_the_download_dir(tmp_path: Path) -> None:
+    server = "/data/workflows/7/outputs"
+    obj = {
+        "out": {"class": "File", "location": f"file://{server}/a%20b.txt", "path": f"{server}/a b.txt"},
+        "many": [{"class": "Directory", "location": f"file://{server}/d", "listing": []}],
+        "lit": {"class": "File", "location": "_:abc"},
+        "shared": {"class": "File", "location": "file:///shared/x"},
+    }
+    shown = run_relative(obj, server)
+    assert shown["out"] == {"class": "File", "location": "a%20b.txt", "path": "a b.txt"}
+    assert shown["many"][0]["location"] == "d" and shown["lit"] == obj["lit"] and shown["shared"] == obj["shared"]
+    moved = relocate(shown, None, tmp_path / "o u t")
+    top = (tmp_path / "o u t").resolve()
+    assert moved["out"]["location"] == f"{top.as_uri()}/a%20b.txt" and moved["out"]["path"] == f"{top}/a b.txt"
+    assert moved["many"][0]["location"] == f"{top.as_uri()}/d"
+    assert moved["lit"] == obj["lit"] and moved["shared"] == obj["shared"]
+
+
+def test_the_run_dir_is_left_out_of_reasons_and_logs() -> None:
+    run = "/data/workflows/7"
+    text = f"../../data/workflows/7/in/wf.cwl:1:1: bad; file://{run}/outputs/o; {run}/tmp/x; /data/workflows/77/y"
+    assert without_run_dir(text, run) == "in/wf.cwl:1:1: bad; outputs/o; tmp/x; /data/workflows/77/y"
 
 
 def test_binds_survive_the_store_round_trip() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 ECHO_CWL = """
 cwlVersion: v1.2
 class: CommandLineTool
@@ -78,3 +80,49 @@ def test_a_name_with_a_nul_byte_is_refused_for_the_nul_not_its_length(open_serve
     assert run["state"] == "failed"
     assert "NUL" in run["reason"] and "200 characters" not in run["reason"], run["reason"]
     assert "\0" not in run["reason"]  # the reason is stored: PostgreSQL refuses a NUL in text
+
+
+WRITES = """
+cwlVersion: v1.2
+class: CommandLineTool
+requirements: {{DockerRequirement: {{dockerPull: "{image}"}}}}
+baseCommand: [sh, -c, "mkdir -p d; echo hi > d/x; echo out > o.txt"]
+inputs: []
+outputs:
+  o: {{type: File, outputBinding: {{glob: o.txt}}}}
+  d: {{type: Directory, outputBinding: {{glob: d}}}}
+"""
+
+
+@pytest.mark.docker
+def test_a_run_shows_no_server_paths(open_server: Any, test_image: str) -> None:
+    """outputs_dir and every output's location and path named the server's data dir."""
+    server = open_server(KRAN_WORKFLOW_DEFAULT_IMAGE=test_image)
+    server.add_user("eve")
+    ids = []
+    with server.api("eve") as c:
+        for doc in (WRITES.format(image=test_image), "cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: 3\n"):
+            r = c.post(
+                "/api/v1/workflows",
+                data={"run": json.dumps({"workflow": "wf.cwl"})},
+                files=[("file", ("wf.cwl", doc.encode()))],
+            )
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["id"])
+    ok = server.poll(f"/api/v1/workflows/{ids[0]}", {"succeeded", "failed"}, 90, every=0.2)
+    bad = server.poll(f"/api/v1/workflows/{ids[1]}", {"succeeded", "failed"}, 90, every=0.2)
+    assert ok["state"] == "succeeded" and bad["state"] == "failed", (ok, bad)
+    with server.api("eve") as c:
+        shown = {
+            "list": c.get("/api/v1/workflows").text,
+            "ok": c.get(f"/api/v1/workflows/{ids[0]}").text,
+            "bad": c.get(f"/api/v1/workflows/{ids[1]}").text,
+            "outputs": c.get(f"/api/v1/workflows/{ids[0]}/outputs").text,
+            "log": c.get(f"/api/v1/workflows/{ids[1]}/log").text,
+        }
+    for what, text in shown.items():
+        assert str(server.data_dir) not in text, (what, text)
+    outputs = json.loads(shown["outputs"])["outputs"]
+    assert outputs["o"]["location"] == "o.txt" and outputs["o"]["path"] == "o.txt", outputs
+    assert outputs["d"]["listing"][0]["location"] == "d/x", outputs
+    assert "wf.cwl" in json.loads(shown["bad"])["reason"]

@@ -16,7 +16,7 @@ from kran.api.schemas import Body, validated
 from kran.api.views import iso
 from kran.domain.auth import Principal
 from kran.domain.records import JobRecord
-from kran.domain.workflows import RunState, WorkflowRecord
+from kran.domain.workflows import RunState, WorkflowRecord, run_relative, without_run_dir
 from kran.errors import InvalidInput
 from kran.services import files, workflows
 from kran.services.runtime import Runtime
@@ -41,7 +41,7 @@ class RunSubmit(Body):
     labels: dict[Annotated[str, Field(pattern=LABEL_KEY)], Annotated[str, Field(max_length=500)]] = {}
 
 
-def step_json(job: JobRecord, hostnames: dict[str, str]) -> dict[str, Any]:
+def step_json(job: JobRecord, hostnames: dict[str, str], run_dir: str) -> dict[str, Any]:
     end = job.finished_at or (time.time() if job.started_at else None)
     return {
         "step": job.spec.labels.get(workflows.STEP_LABEL, job.name),
@@ -49,7 +49,7 @@ def step_json(job: JobRecord, hostnames: dict[str, str]) -> dict[str, Any]:
         "state": str(job.state),
         "node": None if job.node is None else {"id": job.node, "hostname": hostnames.get(job.node)},
         "exit_code": job.exit_code,
-        "reason": job.reason,
+        "reason": job.reason and without_run_dir(job.reason, run_dir),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "duration_s": None if job.started_at is None or end is None else round(end - job.started_at, 3),
@@ -67,12 +67,11 @@ def run_json(run: WorkflowRecord, hostnames: dict[str, str] | None = None, full:
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
         "exit_code": run.exit_code,
-        "reason": run.reason,
+        "reason": run.reason and without_run_dir(run.reason, run.dir),
         "cancel_requested": run.cancel_requested,
     }
     if full:
-        d["steps"] = [step_json(j, hostnames or {}) for j in run.steps]
-        d["outputs_dir"] = str(workflows.outputs_dir(run))
+        d["steps"] = [step_json(j, hostnames or {}, run.dir) for j in run.steps]
     return d
 
 
@@ -135,10 +134,11 @@ def cancel_run(run_id: RunId, rt: Rt, who: Caller) -> dict[str, Any]:
     return run_json(workflows.cancel_run(rt, run_id, who))
 
 
-@router.get("/{run_id}/outputs", summary="The run's CWL output object (locations under outputs_dir)")
+@router.get("/{run_id}/outputs", summary="The run's CWL output object (locations relative: names in the archive)")
 def run_outputs(run_id: RunId, rt: Rt, who: Caller) -> dict[str, Any]:
     run = workflows.visible_run(rt, run_id, who)
-    return {"state": str(run.state), "outputs": run.outputs, "outputs_dir": str(workflows.outputs_dir(run))}
+    outputs = run_relative(run.outputs, str(workflows.outputs_dir(run)))
+    return {"state": str(run.state), "outputs": outputs, "archive": f"{router.prefix}/{run_id}/outputs/archive"}
 
 
 @router.get("/{run_id}/outputs/archive", summary="The run's output files as a tar stream")
@@ -155,7 +155,7 @@ def run_log(run_id: RunId, rt: Rt, who: Caller) -> PlainTextResponse:
         text = (workflows.outputs_dir(run).parent / "run.log").read_text(errors="replace")
     except OSError:
         text = ""
-    return PlainTextResponse(text)
+    return PlainTextResponse(without_run_dir(text, run.dir))
 
 
 @router.get("/{run_id}/events", summary="The run and its steps as Server-Sent Events, on each change, until it ends")

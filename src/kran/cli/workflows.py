@@ -122,21 +122,30 @@ def download_outputs(client: Client, run_id: int, dest: Path) -> dict[str, Any]:
     if info["outputs"] is None:
         return {}
     extract_stream(client, f"/api/v1/workflows/{run_id}/outputs/archive", dest)
-    return dict(relocate(info["outputs"], info["outputs_dir"], dest))
+    return dict(relocate(info["outputs"], info.get("outputs_dir"), dest))
 
 
-def relocate(obj: Any, server_dir: str, dest: Path) -> Any:
-    """Locations under the server's outputs dir, moved to `dest`."""
+def relocate(obj: Any, server_dir: str | None, dest: Path) -> Any:
+    """Locations relative to the outputs archive (or, from a server before 18.8, under its
+    outputs dir `server_dir`) moved to `dest`."""
     if isinstance(obj, list):
         return [relocate(v, server_dir, dest) for v in obj]
     if not isinstance(obj, dict):
         return obj
     out = {k: relocate(v, server_dir, dest) for k, v in obj.items()}
-    for key, prefix in (("location", f"file://{server_dir}/"), ("path", f"{server_dir}/")):
+    top = dest.resolve()
+    for key, at in (("location", f"{top.as_uri()}/"), ("path", f"{top}/")):
         v = out.get(key)
-        if isinstance(v, str) and v.startswith(prefix):
-            rel = v[len(prefix) :]
-            out[key] = (f"file://{dest.resolve()}/" if key == "location" else f"{dest.resolve()}/") + rel
+        if not isinstance(v, str):
+            continue
+        if server_dir is not None:
+            prefix = f"file://{server_dir}/" if key == "location" else f"{server_dir}/"
+            if v.startswith(prefix):
+                out[key] = at + v[len(prefix) :]
+        elif v == ".":
+            out[key] = at.rstrip("/")
+        elif not v.startswith("/") and (key == "path" or ":" not in v.split("/", 1)[0]):  # not a URL, _:literal
+            out[key] = at + v
     return out
 
 

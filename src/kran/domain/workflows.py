@@ -6,6 +6,7 @@ import enum
 import hashlib
 import json
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,3 +91,41 @@ def inputs_digest(job_order: Any) -> str:
 
     text = json.dumps(norm(job_order), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def without_run_dir(text: str, run_dir: str) -> str:
+    """`text` (a reason, the run's log) with the run's dir on the server left out: what is
+    under it is named relative to it (`in/wf.cwl`), as cwltool's own relative form of it
+    (`../../data/workflows/7/in/wf.cwl`) is too."""
+    top = run_dir.strip("/")
+    if not top:
+        return text
+    pattern = r"(?:file://)?(?:\.\./)*/?" + re.escape(top) + r"(/|\b)"
+    return re.sub(pattern, lambda m: "" if m.group(1) else ".", text)
+
+
+def run_relative(obj: Any, outputs_dir: str) -> Any:
+    """The CWL output object with the locations and paths under the run's outputs dir made
+    relative to it: the names its files have in the outputs archive."""
+    if isinstance(obj, list):
+        return [run_relative(v, outputs_dir) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {k: run_relative(v, outputs_dir) for k, v in obj.items()}
+    top = outputs_dir.rstrip("/")
+    prefixes = {
+        "location": ("file://" + urllib.parse.quote(top) + "/", f"file://{top}/"),
+        "path": (f"{top}/",),
+        "dirname": (f"{top}/",),
+    }
+    for key, starts in prefixes.items():
+        v = out.get(key)
+        if not isinstance(v, str):
+            continue
+        if v in (top, f"file://{top}"):
+            out[key] = "."
+        for start in starts:
+            if v.startswith(start):
+                out[key] = v[len(start) :]
+                break
+    return out
