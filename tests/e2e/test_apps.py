@@ -44,8 +44,9 @@ def test_disable_unload_and_ownership(kran: Any, server: ServerProc, test_image:
 
     r = kran("app", "disable", "tool", user="bob")
     assert r.exit_code != 0 and "belongs to alice" in r.output
+    # names are per owner; a shared name is unique among the shared apps (all see them)
     r = kran("app", "load", "tool", "--image", "other", user="bob")
-    assert r.exit_code != 0 and "belongs to alice" in r.output
+    assert r.exit_code != 0 and "a shared app 'tool' exists already" in r.output
     assert kran("run", "--app", "tool", "--", "true", user="bob").exit_code == 0  # shared: bob may run it
     r = kran("submit", "--app", "secret", "--", "true", user="bob")
     assert r.exit_code != 0 and "not loaded" in r.output  # private: bob does not even see it
@@ -114,7 +115,7 @@ def test_volume_persists_is_exclusive_and_has_a_quota(
     shown = json.loads(kran("app", "show", "db", "-o", "json").output)
     assert shown["volume"]["size_mb"] == 16 and shown["volume"]["used_mb"] >= 10
 
-    img = server.data_dir / "volumes" / "db" / "store.img"
+    img = server.data_dir / "volumes" / "~admin" / "db" / "store.img"  # per owner
     assert img.exists()
     assert kran("app", "unload", "db", "--keep-volume").exit_code == 0
     assert img.exists() and not os.path.ismount(img.with_suffix(""))

@@ -46,6 +46,97 @@ def test_following_another_users_schedule_is_like_following_none(two: ServerProc
         assert "unknown schedule" in other.json()["error"] and "unknown schedule" in missing.json()["error"]
 
 
+def _same(a: Any, b: Any, *names: str) -> bool:
+    """The same status and message, but for the names asked about."""
+
+    def text(r: Any) -> str:
+        t = r.json().get("error", "")
+        for n in names:
+            t = t.replace(n, "N")
+        return t
+
+    return bool(a.status_code == b.status_code and text(a) == text(b))
+
+
+def test_schedule_names_are_per_owner(two: ServerProc) -> None:
+    """A taken name was a 409 "exists already" for anyone: now each owner has their own."""
+    job = {"command": ["true"]}
+    with two.api("alice") as c:
+        assert c.post("/api/v1/schedules", json={"name": "nightly", "cron": "0 3 * * *", "job": job}).status_code == 201
+    with two.api("bob") as c:
+        mine = c.post("/api/v1/schedules", json={"name": "nightly", "every": "PT1H", "job": job})
+        assert mine.status_code == 201 and mine.json()["owner"] == "bob", mine.text
+        assert c.get("/api/v1/schedules/nightly").json()["kind"] == "every"  # bob's own
+        assert [s["owner"] for s in c.get("/api/v1/schedules").json()["schedules"]] == ["bob"]
+        theirs = c.get("/api/v1/schedules/nightly", params={"owner": "alice"})
+        missing = c.get("/api/v1/schedules/nosuch", params={"owner": "alice"})
+        assert theirs.status_code == 404 and _same(theirs, missing, "nightly", "nosuch")
+        for verb in ("enable", "disable", "run-now"):
+            r = c.post(f"/api/v1/schedules/nightly/{verb}", params={"owner": "alice"})
+            assert _same(r, c.post(f"/api/v1/schedules/nosuch/{verb}", params={"owner": "alice"}), "nightly", "nosuch")
+        assert c.delete("/api/v1/schedules/nightly", params={"owner": "alice"}).status_code == 404
+        other = c.post("/api/v1/schedules", json={"name": "b1", "after": ["alice/nightly"], "job": job})
+        missing = c.post("/api/v1/schedules", json={"name": "b1", "after": ["alice/nosuch"], "job": job})
+        assert other.status_code == 422 and _same(other, missing, "alice/nightly", "alice/nosuch")
+        follow = c.post("/api/v1/schedules", json={"name": "b2", "after": ["nightly"], "job": job}).json()
+        assert follow["after"] == ["nightly"]  # bob's own nightly
+    with two.api("alice") as c:
+        assert c.get("/api/v1/schedules/nightly").json()["kind"] == "cron"  # untouched
+    with two.api() as c:  # an admin names anyone's
+        assert c.get("/api/v1/schedules/nightly", params={"owner": "alice"}).json()["owner"] == "alice"
+        r = c.post("/api/v1/schedules", json={"name": "a1", "after": ["alice/nightly"], "job": job})
+        assert r.status_code == 201 and r.json()["after"] == ["alice/nightly"]
+        assert c.get("/api/v1/schedules/nightly").status_code == 404  # the admin has none of their own
+
+
+def _who(c: Any, app: str) -> str:
+    """The WHO of the app a job with this app name got."""
+    r = c.post("/api/v1/jobs", json={"command": ["true"], "app": app})
+    assert r.status_code == 201, r.text
+    return str(c.get(f"/api/v1/jobs/{r.json()['id']}").json()["env"]["WHO"])
+
+
+def test_app_names_are_per_owner(two: ServerProc) -> None:
+    """A private app's name was a 403 "belongs to alice" for anyone: now each owner has
+    their own, and another user's private app is as missing as one never loaded."""
+    with two.api("alice") as c:
+        assert c.post("/api/v1/apps/secret", json={"shared": False, "env": {"WHO": "alice"}}).status_code == 201
+        assert c.post("/api/v1/apps/tool", json={"env": {"WHO": "alice"}}).status_code == 201  # shared
+    with two.api("bob") as c:
+        mine = c.post("/api/v1/apps/secret", json={"shared": False, "env": {"WHO": "bob"}})
+        assert mine.status_code == 201 and mine.json()["owner"] == "bob", mine.text
+        assert c.get("/api/v1/apps/secret").json()["defaults"]["env"] == {"WHO": "bob"}
+        theirs = c.get("/api/v1/apps/secret", params={"owner": "alice"})
+        missing = c.get("/api/v1/apps/nosuch", params={"owner": "alice"})
+        assert theirs.status_code == 404 and _same(theirs, missing, "secret", "nosuch")
+        for verb in ("enable", "disable"):
+            r = c.post(f"/api/v1/apps/secret/{verb}", params={"owner": "alice"})
+            assert _same(r, c.post(f"/api/v1/apps/nosuch/{verb}", params={"owner": "alice"}), "secret", "nosuch")
+        r = c.post("/api/v1/apps/secret", params={"owner": "alice"}, json={"shared": False})
+        assert r.status_code == 404  # nor load a version of it
+        assert _who(c, "secret") == "bob"
+        other = c.post("/api/v1/jobs", json={"command": ["true"], "app": "alice/secret"})
+        missing = c.post("/api/v1/jobs", json={"command": ["true"], "app": "alice/nosuch"})
+        assert other.status_code == 422 and _same(other, missing, "alice/secret", "alice/nosuch")
+        # a shared app is everyone's to run, by its name or OWNER/NAME; one's own comes first
+        assert _who(c, "tool") == "alice"
+        assert c.post("/api/v1/jobs", json={"command": ["true"], "app": "alice/tool"}).status_code == 201
+        assert c.get("/api/v1/apps/tool", params={"owner": "alice"}).status_code == 200
+        shared = c.post("/api/v1/apps/tool", json={"env": {"WHO": "bob"}})
+        assert shared.status_code == 409 and "a shared app 'tool' exists already" in shared.json()["error"]
+        assert c.post("/api/v1/apps/tool", json={"shared": False, "env": {"WHO": "bob"}}).status_code == 201
+        assert _who(c, "tool") == "bob"
+        assert sorted((a["name"], a["owner"]) for a in c.get("/api/v1/apps").json()["apps"]) == [
+            ("secret", "bob"),
+            ("tool", "alice"),
+            ("tool", "bob"),
+        ]
+    with two.api("alice") as c:
+        assert _who(c, "secret") == "alice"
+    with two.api() as c:  # an admin may run anyone's, by OWNER/NAME
+        assert _who(c, "alice/secret") == "alice"
+
+
 @pytest.mark.parametrize(
     "trigger",
     [

@@ -1,6 +1,7 @@
 """App volumes: an ext4 file system in a file, loop-mounted, so its size is a hard quota.
 
-Layout: `<data>/volumes/<app>/<name>.img`, mounted at `<data>/volumes/<app>/<name>/`.
+Layout: `<data>/volumes/<key>.img`, mounted at `<data>/volumes/<key>/`, where the key is
+`~<owner>/<app>/<name>` (`<app>/<name>` for apps loaded before names were per owner).
 A full volume gives the job ENOSPC ("No space left on device"); nothing else on the
 node fills up. Needs root (mount) and e2fsprogs. A volume stays mounted until its app is
 unloaded (server restarts included), so it is never mounted twice.
@@ -24,8 +25,8 @@ class LoopVolumes:
         self._lock = threading.Lock()
 
     def _paths(self, key: str) -> tuple[Path, Path]:
-        app, _, name = key.partition("/")
-        return self.root / app / f"{name}.img", self.root / app / name
+        where, _, name = key.rpartition("/")
+        return self.root / where / f"{name}.img", self.root / where / name
 
     def ensure(self, key: str, size_mb: int) -> Path:
         img, mnt = self._paths(key)

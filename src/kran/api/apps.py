@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from kran.api.deps import caller, runtime
+from kran.api.deps import Owner, caller, runtime
 from kran.api.schemas import AppLoad
 from kran.domain.apps import AppRecord
 from kran.domain.auth import Principal
@@ -33,7 +33,7 @@ def app_json(app: AppRecord, rt: Runtime | None = None) -> dict[str, Any]:
         "updated_at": datetime.fromtimestamp(app.updated_at, UTC).isoformat(),
     }
     if rt is not None:
-        out["versions"] = [v for v, _ in rt.apps.versions(app.name)]
+        out["versions"] = [v for v, _ in rt.apps.versions(app.owner, app.name)]
         if app.volume:
             usage = rt.volumes.usage(apps.volume_key(app))
             out["volume"]["used_mb"] = usage[0] >> 20 if usage else None
@@ -41,8 +41,8 @@ def app_json(app: AppRecord, rt: Runtime | None = None) -> dict[str, Any]:
 
 
 @router.post("/{name}", status_code=201, summary="Load an app (a re-load adds a version)")
-def load_app(name: str, body: AppLoad, rt: Rt, who: Caller) -> dict[str, Any]:
-    app = apps.load_app(rt, who, name, body.defaults(), body.user, body.volume, body.shared)
+def load_app(name: str, body: AppLoad, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
+    app = apps.load_app(rt, who, name, body.defaults(), body.user, body.volume, body.shared, owner)
     return app_json(app)
 
 
@@ -52,23 +52,27 @@ def list_apps(rt: Rt, who: Caller) -> dict[str, Any]:
 
 
 @router.get("/{name}", summary="One app: its current version, versions, volume")
-def show_app(name: str, rt: Rt, who: Caller) -> dict[str, Any]:
-    return app_json(apps.visible_app(rt, who, name), rt)
+def show_app(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
+    return app_json(apps.visible_app(rt, who, name, owner), rt)
 
 
 @router.post("/{name}/enable", summary="Let new jobs use the app again")
-def enable_app(name: str, rt: Rt, who: Caller) -> dict[str, Any]:
-    return app_json(apps.set_enabled(rt, who, name, True))
+def enable_app(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
+    return app_json(apps.set_enabled(rt, who, name, True, owner))
 
 
 @router.post("/{name}/disable", summary="Refuse new jobs for the app (running ones go on)")
-def disable_app(name: str, rt: Rt, who: Caller) -> dict[str, Any]:
-    return app_json(apps.set_enabled(rt, who, name, False))
+def disable_app(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
+    return app_json(apps.set_enabled(rt, who, name, False, owner))
 
 
 @router.delete("/{name}", summary="Unload the app (and remove its volume unless kept)")
 def unload_app(
-    name: str, rt: Rt, who: Caller, keep_volume: bool = Query(False, description="keep the volume's data")
+    name: str,
+    rt: Rt,
+    who: Caller,
+    owner: Owner = None,
+    keep_volume: bool = Query(False, description="keep the volume's data"),
 ) -> dict[str, Any]:
-    apps.unload_app(rt, who, name, keep_volume)
+    apps.unload_app(rt, who, name, keep_volume, owner)
     return {"name": name, "unloaded": True}

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
-from fastapi import Path, Request
+from fastapi import Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -19,6 +19,9 @@ from kran.services.runtime import Runtime
 
 MAX_ID = 2**63 - 1  # the store's integers are 64-bit: larger ids are refused, not overflowed
 JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="a job id")]
+# schedule and app names are per owner: a bare name is the caller's own; ?owner= names
+# another user's (an admin's, or anyone's shared app)
+Owner = Annotated[str | None, Query(max_length=100, description="whose (default: the caller's own)")]
 
 # reachable without credentials: liveness, readiness, metrics, the API description
 OPEN_PATHS = frozenset({"/ping", "/status", "/api/v1/status", "/metrics", "/api/v1/openapi.json"})

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import ConfigDict, Field
 
-from kran.api.deps import caller, runtime
+from kran.api.deps import Owner, caller, runtime
 from kran.api.schemas import Body, JobSubmit, spec_for
 from kran.domain.auth import Principal, can_see
 from kran.domain.durations import parse_duration
@@ -48,6 +48,12 @@ def _iso(ts: float) -> str:
 
 @router.post("", status_code=201, summary="Add a schedule")
 def add_schedule(body: ScheduleAdd, rt: Rt, who: Caller) -> dict[str, Any]:
+    if body.job.on_behalf_of not in (None, who.user):  # it was ignored: the jobs ran as the caller
+        raise InvalidInput(
+            "job.on_behalf_of: a schedule's jobs run as the schedule's owner; acting for another user "
+            "is not possible for schedules (submit the jobs with on_behalf_of instead)",
+            "job.on_behalf_of",
+        )
     lateness = None
     if body.max_lateness is not None:
         try:
@@ -80,8 +86,10 @@ def list_schedules(rt: Rt, who: Caller) -> dict[str, Any]:
 
 
 @router.get("/{name}", summary="One schedule with the history of its runs")
-def show_schedule(name: str, rt: Rt, who: Caller, limit: int = Query(100, ge=1, le=10_000)) -> dict[str, Any]:
-    s = schedules.get_schedule(rt, name, who)
+def show_schedule(
+    name: str, rt: Rt, who: Caller, owner: Owner = None, limit: int = Query(100, ge=1, le=10_000)
+) -> dict[str, Any]:
+    s = schedules.get_schedule(rt, name, who, owner)
     runs = [
         {
             "fire_time": _iso(r.fire_time),
@@ -96,26 +104,28 @@ def show_schedule(name: str, rt: Rt, who: Caller, limit: int = Query(100, ge=1, 
 
 
 @router.get("/{name}/next", summary="The next fire times")
-def next_fire_times(name: str, rt: Rt, who: Caller, n: int = Query(5, ge=1, le=1000)) -> dict[str, Any]:
-    return {"name": name, "next": [t.isoformat() for t in schedules.upcoming(rt, name, n, who)]}
+def next_fire_times(
+    name: str, rt: Rt, who: Caller, owner: Owner = None, n: int = Query(5, ge=1, le=1000)
+) -> dict[str, Any]:
+    return {"name": name, "next": [t.isoformat() for t in schedules.upcoming(rt, name, n, who, owner)]}
 
 
 @router.post("/{name}/enable", summary="Enable (fires from now on)")
-def enable(name: str, rt: Rt, who: Caller) -> dict[str, Any]:
-    return schedules.schedule_json(schedules.set_enabled(rt, name, True, who))
+def enable(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
+    return schedules.schedule_json(schedules.set_enabled(rt, name, True, who, owner))
 
 
 @router.post("/{name}/disable", summary="Disable")
-def disable(name: str, rt: Rt, who: Caller) -> dict[str, Any]:
-    return schedules.schedule_json(schedules.set_enabled(rt, name, False, who))
+def disable(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
+    return schedules.schedule_json(schedules.set_enabled(rt, name, False, who, owner))
 
 
 @router.post("/{name}/run-now", status_code=201, summary="Submit a run now, outside the schedule")
-def run_now(name: str, rt: Rt, who: Caller) -> dict[str, Any]:
-    return {"job_id": schedules.run_now(rt, name, who)}
+def run_now(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
+    return {"job_id": schedules.run_now(rt, name, who, owner)}
 
 
 @router.delete("/{name}", summary="Delete the schedule (its jobs stay)")
-def delete(name: str, rt: Rt, who: Caller) -> dict[str, Any]:
-    schedules.delete_schedule(rt, name, who)
+def delete(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
+    schedules.delete_schedule(rt, name, who, owner)
     return {"deleted": name}

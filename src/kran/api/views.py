@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kran.domain.accounting import attempt_usage, efficiency_hints, job_usage
+from kran.domain.apps import volume_shown
 from kran.domain.records import AttemptRecord, EventRecord, JobRecord
 from kran.domain.resources import Resources
 from kran.services.files import Entry
@@ -81,7 +82,7 @@ def job_json(job: JobRecord, view: JobView | None = None, hostnames: Mapping[str
         "files": list(s.files),
         "cached_files": list(s.cached_files),
         "inputs": s.inputs is not None,
-        "volume": s.volume,
+        "volume": volume_shown(s.volume) if s.volume else None,
         "user": f"{s.run_as[0]}:{s.run_as[1]}" if s.run_as else None,
         "grace_s": s.grace_s,
         "files_expired": job.files_expired,

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from kran.cli.client import Client
+from kran.cli.client import Client, owned
 from kran.cli.jobs import pairs
 from kran.cli.render import kv_table, print_json
 
@@ -17,7 +17,7 @@ def app() -> None:
 
 
 @app.command("load")
-@click.argument("name")
+@click.argument("name", metavar="NAME|OWNER/NAME")
 @click.option("--image", help="container image of the app's jobs")
 @click.option("--file", "files", multiple=True, metavar="URL", help="fetched into each job's working dir")
 @click.option("--cached-file", "cached_files", multiple=True, metavar="URL", help="fetched once per node, then reused")
@@ -43,7 +43,8 @@ def load_cmd(name: str, private: bool, output: str, **o: Any) -> None:
             body[key] = list(o[key])
     if o["env"]:
         body["env"] = pairs(o["env"], "env")
-    _show(Client().post(f"/api/v1/apps/{name}", json=body), output)
+    path, owner = owned("/api/v1/apps", name)
+    _show(Client().post(path, json=body, params=owner), output)
 
 
 @app.command("list")
@@ -70,35 +71,39 @@ def list_cmd(output: str) -> None:
 
 
 @app.command("show")
-@click.argument("name")
+@click.argument("name", metavar="NAME|OWNER/NAME")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def show_cmd(name: str, output: str) -> None:
     """One app: current version, defaults, user, volume."""
-    _show(Client().get(f"/api/v1/apps/{name}"), output)
+    path, owner = owned("/api/v1/apps", name)
+    _show(Client().get(path, params=owner), output)
 
 
 @app.command("enable")
-@click.argument("name")
+@click.argument("name", metavar="NAME|OWNER/NAME")
 def enable_cmd(name: str) -> None:
     """Let new jobs use the app again."""
-    Client().post(f"/api/v1/apps/{name}/enable")
+    path, owner = owned("/api/v1/apps", name)
+    Client().post(f"{path}/enable", params=owner)
     click.echo(f"app {name} enabled")
 
 
 @app.command("disable")
-@click.argument("name")
+@click.argument("name", metavar="NAME|OWNER/NAME")
 def disable_cmd(name: str) -> None:
     """Refuse new jobs for the app (jobs already submitted go on)."""
-    Client().post(f"/api/v1/apps/{name}/disable")
+    path, owner = owned("/api/v1/apps", name)
+    Client().post(f"{path}/disable", params=owner)
     click.echo(f"app {name} disabled")
 
 
 @app.command("unload")
-@click.argument("name")
+@click.argument("name", metavar="NAME|OWNER/NAME")
 @click.option("--keep-volume", is_flag=True, help="keep the volume's data (a re-load with it finds it again)")
 def unload_cmd(name: str, keep_volume: bool) -> None:
     """Remove the app, and its volume unless --keep-volume."""
-    Client().delete(f"/api/v1/apps/{name}", params={"keep_volume": keep_volume})
+    path, owner = owned("/api/v1/apps", name)
+    Client().delete(path, params={"keep_volume": keep_volume, **owner})
     click.echo(f"app {name} unloaded")
 
 

@@ -37,6 +37,13 @@ class ClientError(Exception):
     """Something the user should read; the CLI prints it and exits non-zero."""
 
 
+def owned(base: str, name: str) -> tuple[str, dict[str, str]]:
+    """NAME is one's own schedule or app; OWNER/NAME another user's (admins, or a shared
+    app): the item's path below `base` and the query that says whose."""
+    owner, _, bare = name.rpartition("/")
+    return f"{base}/{bare}", {"owner": owner} if owner else {}
+
+
 def config_path() -> Path:
     return Path(os.environ.get("KRAN_CLIENT_CONFIG", Path.home() / ".config" / "kran" / "client.toml"))
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from kran.cli.client import Client
+from kran.cli.client import Client, owned
 from kran.cli.jobs import job_body, job_options
 from kran.cli.render import console, kv_table, print_json
 
@@ -24,7 +24,9 @@ def _schedule_job_options(f: Any) -> Any:
 @click.argument("schedule_name", metavar="NAME")
 @click.option("--every", help="ISO 8601 repeating interval: R5/2026-12-01T02:00:00Z/PT6H, R/P1D, PT1H")
 @click.option("--cron", help="five-field cron expression, e.g. '30 2 * * *'")
-@click.option("--after", "parents", multiple=True, metavar="SCHEDULE", help="fire when runs of these succeed")
+@click.option(
+    "--after", "parents", multiple=True, metavar="SCHEDULE", help="fire when runs of these (NAME or OWNER/NAME) succeed"
+)
 @click.option("--after-mode", type=click.Choice(["all", "any"]), default="all", show_default=True)
 @click.option("--tz", default="UTC", show_default=True, help="time zone (Area/City) for --cron and --start")
 @click.option("--start", help="first fire time (--every) or not before (--cron), ISO 8601")
@@ -80,16 +82,17 @@ def list_(output: str) -> None:
         return
     for r in rows:
         r["trigger"] = f"{r['kind']} {r['expr'] or ','.join(r['after'])}".strip()
-    kv_table(rows, ["name", "trigger", "tz", "enabled", "fired", "next_fire_time", "overlap"])
+    kv_table(rows, ["name", "owner", "trigger", "tz", "enabled", "fired", "next_fire_time", "overlap"])
 
 
 @schedule.command("show")
-@click.argument("name")
+@click.argument("name", metavar="NAME|OWNER/NAME")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def show(name: str, limit: int, output: str) -> None:
     """A schedule and the history of its runs (newest first)."""
-    s = Client().get(f"/api/v1/schedules/{name}", params={"limit": limit})
+    path, owner = owned("/api/v1/schedules", name)
+    s = Client().get(path, params={"limit": limit, **owner})
     if output == "json":
         print_json(s)
         return
@@ -114,12 +117,13 @@ def show(name: str, limit: int, output: str) -> None:
 
 
 @schedule.command("next")
-@click.argument("name")
+@click.argument("name", metavar="NAME|OWNER/NAME")
 @click.option("-n", type=click.IntRange(1, 1000), default=5, show_default=True)
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def next_(name: str, n: int, output: str) -> None:
     """The next N fire times."""
-    times = Client().get(f"/api/v1/schedules/{name}/next", params={"n": n})["next"]
+    path, owner = owned("/api/v1/schedules", name)
+    times = Client().get(f"{path}/next", params={"n": n, **owner})["next"]
     if output == "json":
         print_json(times)
         return
@@ -128,31 +132,35 @@ def next_(name: str, n: int, output: str) -> None:
 
 
 @schedule.command("enable")
-@click.argument("name")
+@click.argument("name", metavar="NAME|OWNER/NAME")
 def enable(name: str) -> None:
     """Enable a schedule (it fires from now on)."""
-    Client().post(f"/api/v1/schedules/{name}/enable")
+    path, owner = owned("/api/v1/schedules", name)
+    Client().post(f"{path}/enable", params=owner)
     click.echo(f"schedule {name} enabled")
 
 
 @schedule.command("disable")
-@click.argument("name")
+@click.argument("name", metavar="NAME|OWNER/NAME")
 def disable(name: str) -> None:
     """Disable a schedule."""
-    Client().post(f"/api/v1/schedules/{name}/disable")
+    path, owner = owned("/api/v1/schedules", name)
+    Client().post(f"{path}/disable", params=owner)
     click.echo(f"schedule {name} disabled")
 
 
 @schedule.command("run-now")
-@click.argument("name")
+@click.argument("name", metavar="NAME|OWNER/NAME")
 def run_now(name: str) -> None:
     """Submit one run now and print its job id."""
-    click.echo(Client().post(f"/api/v1/schedules/{name}/run-now")["job_id"])
+    path, owner = owned("/api/v1/schedules", name)
+    click.echo(Client().post(f"{path}/run-now", params=owner)["job_id"])
 
 
 @schedule.command("delete")
-@click.argument("name")
+@click.argument("name", metavar="NAME|OWNER/NAME")
 def delete(name: str) -> None:
     """Delete a schedule (its jobs and their files stay)."""
-    Client().request("DELETE", f"/api/v1/schedules/{name}")
+    path, owner = owned("/api/v1/schedules", name)
+    Client().request("DELETE", path, params=owner)
     click.echo(f"schedule {name} deleted")

@@ -7,9 +7,12 @@ time and records that version, so a re-load never changes a job already submitte
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 APP_NAME = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,62}")
 VOLUME_NAME = re.compile(r"[a-z0-9][a-z0-9_\-]{0,62}")
@@ -38,6 +41,7 @@ class AppRecord:
     volume: VolumeSpec | None
     created_at: float
     updated_at: float
+    volume_key: str | None = None  # where its volume lives (see volume_key_for)
 
 
 class AppError(ValueError):
@@ -80,6 +84,33 @@ def parse_user(text: str | int, is_admin: bool) -> tuple[int, int]:
     if not is_admin:  # kran.domain.policy.app_user_refusal says why
         raise AppError("user", "only an admin may give an app a user (--user)")
     return uid, gid
+
+
+def volume_key_for(owner: str, app: str, volume: str) -> str:
+    """Where a new app's volume lives, below the volumes dir: `~OWNER/APP/VOLUME`, apart
+    from every other owner's (names are per owner) and from the `APP/VOLUME` of apps loaded
+    before that (app names start with a letter or digit, never `~`). The owner is
+    percent-encoded (no `/`; `~` first, so never `.` or `..`), hashed when long."""
+    safe = quote(owner, safe="")
+    if len(safe) > 64:
+        safe = hashlib.sha256(owner.encode()).hexdigest()[:32]
+    return f"~{safe}/{app}/{volume}"
+
+
+def volume_shown(key: str) -> str:
+    """A volume as its users know it: APP/VOLUME (its owner's own)."""
+    return key.split("/", 1)[1] if key.startswith("~") else key
+
+
+def pick_app(candidates: Sequence[AppRecord], users: Sequence[str]) -> AppRecord | None:
+    """What a bare app name means for a job of `users` (the job's owner, then the one
+    submitting for them): the first user's own app of that name, then a shared one.
+    Another user's private app is never picked: for them it does not exist."""
+    for user in users:
+        for app in candidates:
+            if app.owner == user:
+                return app
+    return next((a for a in candidates if a.shared), None)
 
 
 def may_use(app: AppRecord, user: str, is_admin: bool) -> bool:

@@ -114,7 +114,7 @@ class ScheduleRecord:
     max_lateness_s: float | None
     overlap: str
     catch_up: str
-    parents: list[str]
+    parents: list[str]  # "owner/name" of each
     after_mode: str
     spec: JobSpec
     enabled: bool
@@ -122,6 +122,11 @@ class ScheduleRecord:
     fired: int
     seen: dict[str, int]
     created_at: float
+
+    @property
+    def key(self) -> str:
+        """Names are per owner: "owner/name" is unique (neither may hold a "/")."""
+        return f"{self.owner}/{self.name}"
 
 
 @dataclass(frozen=True)

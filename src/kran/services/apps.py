@@ -13,9 +13,11 @@ from kran.domain.apps import (
     may_use,
     parse_user,
     parse_volume,
+    pick_app,
     refuse_reason,
+    volume_key_for,
 )
-from kran.domain.auth import Principal
+from kran.domain.auth import Principal, can_see
 from kran.domain.jobs import JobSpec
 from kran.domain.policy import app_use_refusal
 from kran.errors import Conflict, EngineError, Forbidden, InvalidInput, NotFound
@@ -30,26 +32,37 @@ def load_app(
     user: str | None,
     volume: str | None,
     shared: bool,
+    owner: str | None = None,
 ) -> AppRecord:
-    """Create the app or add a version; `defaults` are checked job fields (the API does that)."""
+    """Create the caller's app `name` (or `owner`'s: admins) or add a version; `defaults`
+    are checked job fields (the API does that). Names are per owner: another user's
+    private app of the same name is not in the way, nor is it seen."""
+    owner = owner or who.user
+    if not can_see(who, owner):
+        raise NotFound(f"app {name!r} is not loaded")
     try:
         check_app_name(name)
         run_as = parse_user(user, who.is_admin) if user else None
         vol = parse_volume(volume) if volume else None
     except AppError as e:
         raise InvalidInput(str(e), e.field) from None
-    existing = rt.apps.get(name)
-    if existing is not None and not may_modify(existing, who.user, who.is_admin):
-        raise Forbidden(f"app {name!r} belongs to {existing.owner}; only they (or an admin) can change it")
+    existing = rt.apps.get(owner, name)
     if existing is not None and existing.volume and vol and existing.volume.name != vol.name:
         raise Conflict(f"app {name!r} has volume {existing.volume.name!r}; unload it to change the volume's name")
-    owner = existing.owner if existing else who.user
-    return rt.apps.load(name, owner, shared, defaults, run_as, vol, rt.clock.now())
+    key = None
+    if vol:
+        key = existing.volume_key if existing and existing.volume else volume_key_for(owner, name, vol.name)
+    return rt.apps.load(owner, name, shared, defaults, run_as, vol, key, rt.clock.now())
 
 
-def visible_app(rt: Runtime, who: Principal, name: str) -> AppRecord:
-    app = rt.apps.get(name)
-    if app is None or not may_use(app, who.user, who.is_admin):
+def visible_app(rt: Runtime, who: Principal, name: str, owner: str | None = None) -> AppRecord:
+    """`owner`'s app, or for a bare name the caller's own, then a shared one."""
+    if owner is not None:
+        app = rt.apps.get(owner, name)
+        app = app if app is not None and (app.shared or can_see(who, owner)) else None
+    else:
+        app = pick_app(rt.apps.named(name), [who.user])
+    if app is None:
         raise NotFound(f"app {name!r} is not loaded")
     return app
 
@@ -58,23 +71,23 @@ def list_apps(rt: Runtime, who: Principal) -> list[AppRecord]:
     return [a for a in rt.apps.all() if may_use(a, who.user, who.is_admin)]
 
 
-def owned_app(rt: Runtime, who: Principal, name: str) -> AppRecord:
-    app = visible_app(rt, who, name)
-    if not may_modify(app, who.user, who.is_admin):
+def owned_app(rt: Runtime, who: Principal, name: str, owner: str | None = None) -> AppRecord:
+    app = visible_app(rt, who, name, owner)
+    if not may_modify(app, who.user, who.is_admin):  # a shared app: seen by all, changed by its owner
         raise Forbidden(f"app {name!r} belongs to {app.owner}; only they (or an admin) can change it")
     return app
 
 
-def set_enabled(rt: Runtime, who: Principal, name: str, enabled: bool) -> AppRecord:
-    owned_app(rt, who, name)
-    rt.apps.set_enabled(name, enabled, rt.clock.now())
-    return visible_app(rt, who, name)
+def set_enabled(rt: Runtime, who: Principal, name: str, enabled: bool, owner: str | None = None) -> AppRecord:
+    app = owned_app(rt, who, name, owner)
+    rt.apps.set_enabled(app.owner, app.name, enabled, rt.clock.now())
+    return visible_app(rt, who, name, app.owner)
 
 
-def unload_app(rt: Runtime, who: Principal, name: str, keep_volume: bool) -> None:
+def unload_app(rt: Runtime, who: Principal, name: str, keep_volume: bool, owner: str | None = None) -> None:
     """Remove the app. Jobs already submitted keep their copy of it; its volume goes
     (unless kept), which waits until no unfinished job uses it."""
-    app = owned_app(rt, who, name)
+    app = owned_app(rt, who, name, owner)
     if app.volume:
         key = volume_key(app)
         busy = rt.apps.unfinished_on_volume(key)
@@ -85,14 +98,20 @@ def unload_app(rt: Runtime, who: Principal, name: str, keep_volume: bool) -> Non
             rt.volumes.remove(key, keep_volume)
         except EngineError as e:
             raise Conflict(f"app {name!r}: {e}") from None
-    rt.apps.delete(name)
+    rt.apps.delete(app.owner, app.name)
 
 
 def app_for_job(rt: Runtime, who: Principal, owner: str, name: str) -> AppRecord:
-    """The app's current version if the caller (or the user it submits for) may run it."""
-    app = rt.apps.get(name)
-    if app is not None and not (may_use(app, who.user, who.is_admin) or may_use(app, owner, False)):
-        app = None
+    """The app's current version if the caller (or the user it submits for) may run it.
+    `name` is bare (the job owner's own, the caller's own, then a shared one) or
+    OWNER/NAME (anyone's the caller or the job's owner may use)."""
+    app_owner, _, bare = name.rpartition("/")
+    if app_owner:
+        app = rt.apps.get(app_owner, bare)
+        if app is not None and not (may_use(app, who.user, who.is_admin) or may_use(app, owner, False)):
+            app = None
+    else:
+        app = pick_app(rt.apps.named(bare), [owner, who.user])
     why = refuse_reason(app, name)
     if why:
         raise InvalidInput(why, "app")
@@ -104,8 +123,8 @@ def app_for_job(rt: Runtime, who: Principal, owner: str, name: str) -> AppRecord
 
 
 def volume_key(app: AppRecord) -> str:
-    assert app.volume is not None
-    return f"{app.name}/{app.volume.name}"
+    assert app.volume is not None and app.volume_key is not None
+    return app.volume_key
 
 
 def pin_app(spec: JobSpec, app: AppRecord) -> JobSpec:

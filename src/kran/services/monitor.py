@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from kran.domain.accounting import Usage
+from kran.domain.apps import volume_shown
 from kran.domain.records import ActiveAttempt, AttemptOutcome
 from kran.domain.retry import AttemptEnd, Settlement, settle_attempt
 from kran.domain.states import JobState
@@ -80,7 +81,8 @@ def record_results(rt: Runtime) -> None:
         a = active.get((job_id, number))
         volume = rt.volume_attempts.get((job_id, number))
         if volume and end.exit_code and not end.error and rt.volumes.is_full(volume[0]):
-            end = replace(end, error=f"volume {volume[0]} is full (its quota of {volume[1]} MiB was reached)")
+            shown = volume_shown(volume[0])
+            end = replace(end, error=f"volume {shown} is full (its quota of {volume[1]} MiB was reached)")
         if a is not None:
             end = _blame_disk(rt, end)
             settles.append(AttemptOutcome(job_id, number, _settle(rt, a, end), end.exit_code, usage))

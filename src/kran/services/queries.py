@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from kran import __version__
 from kran.domain.accounting import ReportRow, usage_report
+from kran.domain.apps import volume_shown
 from kran.domain.auth import Principal, can_see
 from kran.domain.dependencies import dependency_verdict
 from kran.domain.placement import explain_wait
@@ -46,7 +47,8 @@ def get_job(rt: Runtime, job_id: int, who: Principal) -> JobView:
     if job.spec.volume:
         user = rt.apps.volume_users([job.spec.volume]).get(job.spec.volume)
         if user is not None:
-            waiting_on = f"volume {job.spec.volume} is in use by job {user} (one job at a time per volume)"
+            shown = volume_shown(job.spec.volume)
+            waiting_on = f"volume {shown} is in use by job {user} (one job at a time per volume)"
     why = explain_wait(
         waiting_on=waiting_on,
         node_class=job.spec.node_class,

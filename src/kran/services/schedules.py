@@ -87,12 +87,12 @@ def add_schedule(
             kind, expr, first = "after", "", start_at or now
     except (ValueError, OverflowError) as e:
         raise InvalidInput(str(e) or "out of range", "trigger") from None
-    parents = list(after or [])
-    known = {s.name: s for s in rt.schedules.all()}
-    for p in parents:  # another user's schedule is unknown, as a missing one is
-        if p not in known or not (sees_all or known[p].owner == owner):
-            raise InvalidInput(f"after: unknown schedule {p!r}", "after")
-    if name in known:
+    known = {s.key: s for s in rt.schedules.all() if sees_all or s.owner == owner}
+    parents = [parent_key(p, owner) for p in after or []]
+    for p, given in zip(parents, after or [], strict=True):  # another user's is unknown, as a missing one
+        if p not in known:
+            raise InvalidInput(f"after: unknown schedule {given!r}", "after")
+    if f"{owner}/{name}" in known:
         raise Conflict(f"schedule {name!r} exists already")
     if repeat is not None and repeat > MAX_REPEAT:
         raise InvalidInput(f"repeat is at most {MAX_REPEAT}", "repeat")
@@ -131,15 +131,23 @@ def _last_run_id(rt: Runtime, schedule_id: int) -> int:
     return runs[0].id if runs else 0
 
 
-def get_schedule(rt: Runtime, name: str, who: Principal) -> ScheduleRecord:
-    s = rt.schedules.get(name)
-    if s is None or not can_see(who, s.owner):
+def parent_key(given: str, owner: str) -> str:
+    """A parent as "owner/name": a bare name is one of the owner's own schedules."""
+    return given if "/" in given else f"{owner}/{given}"
+
+
+def get_schedule(rt: Runtime, name: str, who: Principal, owner: str | None = None) -> ScheduleRecord:
+    """The caller's schedule `name`, or `owner`'s (an admin's way to address anyone's):
+    names are per owner, and another user's schedule is as missing as one never made."""
+    owner = owner or who.user
+    s = rt.schedules.get(owner, name) if can_see(who, owner) else None
+    if s is None:
         raise NotFound(f"schedule {name!r} not found")
     return s
 
 
-def upcoming(rt: Runtime, name: str, n: int, who: Principal) -> list[datetime]:
-    s = get_schedule(rt, name, who)
+def upcoming(rt: Runtime, name: str, n: int, who: Principal, owner: str | None = None) -> list[datetime]:
+    s = get_schedule(rt, name, who, owner)
     if s.kind == "after" or s.next_fire_at is None:
         return []
     out = [_utc(s.next_fire_at)]
@@ -154,23 +162,23 @@ def upcoming(rt: Runtime, name: str, n: int, who: Principal) -> list[datetime]:
     return out
 
 
-def set_enabled(rt: Runtime, name: str, enabled: bool, who: Principal) -> ScheduleRecord:
+def set_enabled(rt: Runtime, name: str, enabled: bool, who: Principal, owner: str | None = None) -> ScheduleRecord:
     """Enabling again fires from now on: fire times missed while disabled are not caught up."""
-    s = get_schedule(rt, name, who)
+    s = get_schedule(rt, name, who, owner)
     nxt = s.next_fire_at
     if enabled and not s.enabled and s.kind != "after" and nxt is not None:
         t = next_fire_time(trigger_of(s), _utc(rt.clock.now()), s.fired)
         nxt = t.timestamp() if t else None
     rt.schedules.set_enabled(s.id, enabled, nxt)
-    return get_schedule(rt, name, who)
+    return get_schedule(rt, name, who, s.owner)
 
 
-def delete_schedule(rt: Runtime, name: str, who: Principal) -> None:
-    rt.schedules.delete(get_schedule(rt, name, who).id)
+def delete_schedule(rt: Runtime, name: str, who: Principal, owner: str | None = None) -> None:
+    rt.schedules.delete(get_schedule(rt, name, who, owner).id)
 
 
-def run_now(rt: Runtime, name: str, who: Principal) -> int:
-    s = get_schedule(rt, name, who)
+def run_now(rt: Runtime, name: str, who: Principal, owner: str | None = None) -> int:
+    s = get_schedule(rt, name, who, owner)
     now = rt.clock.now()
     ids = rt.schedules.record_fire(s, [PlannedRun(now, _job_spec(s, now), "run-now")], s.next_fire_at, 0, now)
     if not ids:
@@ -234,7 +242,7 @@ def _fire_due(rt: Runtime, s: ScheduleRecord, now: float) -> int:
 def _follow_parents(rt: Runtime, child: ScheduleRecord, now: float) -> int:
     """A child fires when a run of each parent (or of any, with after_mode any) succeeded
     since its last fire; a failed parent run is recorded on the child as skipped."""
-    parents = {p.name: p for p in rt.schedules.all() if p.name in child.parents}
+    parents = {p.key: p for p in rt.schedules.all() if p.key in child.parents}
     seen = dict(child.seen)
     plans: list[PlannedRun] = []
     ready = []
@@ -252,7 +260,7 @@ def _follow_parents(rt: Runtime, child: ScheduleRecord, now: float) -> int:
                     PlannedRun(
                         now + len(plans) * 1e-6,
                         None,
-                        f"parent failed: {name} run of job {run.job_id} ended {run.job_state}",
+                        f"parent failed: {_shown(name, child.owner)} run of job {run.job_id} ended {run.job_state}",
                     )
                 )
                 seen[key] = run.id
@@ -271,6 +279,11 @@ def _follow_parents(rt: Runtime, child: ScheduleRecord, now: float) -> int:
     return len(ids or [])
 
 
+def _shown(key: str, owner: str) -> str:
+    """A parent as its owner names it: bare when it is the owner's own."""
+    return key.removeprefix(f"{owner}/")
+
+
 def schedule_json(s: ScheduleRecord) -> dict[str, Any]:
     return {
         "name": s.name,
@@ -283,7 +296,7 @@ def schedule_json(s: ScheduleRecord) -> dict[str, Any]:
         "max_lateness_s": s.max_lateness_s,
         "overlap": s.overlap,
         "catch_up": s.catch_up,
-        "after": s.parents,
+        "after": [_shown(p, s.owner) for p in s.parents],
         "after_mode": s.after_mode,
         "enabled": s.enabled,
         "fired": s.fired,

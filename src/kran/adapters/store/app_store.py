@@ -10,11 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from kran.adapters.store.sql_store import SqlStore
 from kran.adapters.store.tables import app_versions, apps, jobs
 from kran.domain.apps import AppRecord, VolumeSpec
 from kran.domain.states import FINAL_STATES, JobState
+from kran.errors import Conflict
 
 _FINAL = [s.value for s in FINAL_STATES]
 _ACTIVE = [JobState.STARTING.value, JobState.RUNNING.value]
@@ -25,86 +27,95 @@ class SqlApps:
         self._store = store
         self._engine = store.engine
 
-    def get(self, name: str, version: int | None = None) -> AppRecord | None:
-        q = select(apps, app_versions.c.spec, app_versions.c.version.label("v")).join(
-            app_versions, app_versions.c.app == apps.c.name
-        )
-        q = q.where(apps.c.name == name, app_versions.c.version == (version or apps.c.version))
+    def get(self, owner: str, name: str, version: int | None = None) -> AppRecord | None:
+        q = self._select(apps.c.owner == owner, apps.c.name == name, version=version)
         with self._engine.connect() as conn:
             row = conn.execute(q).mappings().first()
         return None if row is None else _record(row)
 
-    def all(self) -> list[AppRecord]:
-        q = (
-            select(apps, app_versions.c.spec, app_versions.c.version.label("v"))
-            .join(app_versions, (app_versions.c.app == apps.c.name) & (app_versions.c.version == apps.c.version))
-            .order_by(apps.c.name)
-        )
+    def named(self, name: str) -> list[AppRecord]:
+        """Every owner's app of that name (names are per owner)."""
         with self._engine.connect() as conn:
-            return [_record(r) for r in conn.execute(q).mappings()]
+            return [
+                _record(r) for r in conn.execute(self._select(apps.c.name == name).order_by(apps.c.owner)).mappings()
+            ]
+
+    def all(self) -> list[AppRecord]:
+        with self._engine.connect() as conn:
+            return [_record(r) for r in conn.execute(self._select().order_by(apps.c.name, apps.c.owner)).mappings()]
+
+    @staticmethod
+    def _select(*where: Any, version: int | None = None) -> Any:
+        joined = (app_versions.c.owner == apps.c.owner) & (app_versions.c.app == apps.c.name)
+        return (
+            select(apps, app_versions.c.spec, app_versions.c.version.label("v"))
+            .join(app_versions, joined & (app_versions.c.version == (version or apps.c.version)))
+            .where(*where)
+        )
 
     def load(
         self,
-        name: str,
         owner: str,
+        name: str,
         shared: bool,
         defaults: dict[str, Any],
         run_as: tuple[int, int] | None,
         volume: VolumeSpec | None,
+        volume_key: str | None,
         now: float,
     ) -> AppRecord:
-        """Create the app, or add a version and make it current (owner and created_at stay)."""
+        """Create the app, or add a version and make it current (created_at stays). A shared
+        app's name is unique among the shared ones: Conflict when another owner's is."""
         spec = json.dumps(
             {
                 "defaults": defaults,
                 "run_as": list(run_as) if run_as else None,
-                "volume": [volume.name, volume.size_mb] if volume else None,
+                "volume": [volume.name, volume.size_mb, volume_key] if volume else None,
             }
         )
-        with self._store._tx() as conn:
-            current = conn.execute(select(apps.c.version).where(apps.c.name == name)).scalar()
-            version = (current or 0) + 1
-            if current is None:
+        this = (apps.c.owner == owner) & (apps.c.name == name)
+        try:
+            with self._store._tx() as conn:
+                current = conn.execute(select(apps.c.version).where(this)).scalar()
+                version = (current or 0) + 1
+                row = {"shared": shared, "version": version, "updated_at": now}
+                if current is None:
+                    conn.execute(
+                        insert(apps), {**row, "owner": owner, "name": name, "enabled": True, "created_at": now}
+                    )
+                else:
+                    conn.execute(update(apps).where(this).values(row))
                 conn.execute(
-                    insert(apps),
-                    {
-                        "name": name,
-                        "owner": owner,
-                        "shared": shared,
-                        "enabled": True,
-                        "version": version,
-                        "created_at": now,
-                        "updated_at": now,
-                    },
+                    insert(app_versions),
+                    {"owner": owner, "app": name, "version": version, "spec": spec, "created_at": now},
                 )
-            conn.execute(insert(app_versions), {"app": name, "version": version, "spec": spec, "created_at": now})
-            if current is not None:
-                conn.execute(
-                    update(apps).where(apps.c.name == name).values(version=version, shared=shared, updated_at=now)
-                )
-        got = self.get(name)
+        except IntegrityError:  # ux_apps_shared_name
+            raise Conflict(
+                f"a shared app {name!r} exists already; load yours --private or under another name"
+            ) from None
+        got = self.get(owner, name)
         assert got is not None
         return got
 
-    def set_enabled(self, name: str, enabled: bool, now: float) -> None:
+    def set_enabled(self, owner: str, name: str, enabled: bool, now: float) -> None:
         with self._store._tx() as conn:
-            conn.execute(update(apps).where(apps.c.name == name).values(enabled=enabled, updated_at=now))
+            conn.execute(
+                update(apps).where(apps.c.owner == owner, apps.c.name == name).values(enabled=enabled, updated_at=now)
+            )
 
-    def delete(self, name: str) -> None:
+    def delete(self, owner: str, name: str) -> None:
         with self._store._tx() as conn:
-            conn.execute(delete(app_versions).where(app_versions.c.app == name))
-            conn.execute(delete(apps).where(apps.c.name == name))
+            conn.execute(delete(app_versions).where(app_versions.c.owner == owner, app_versions.c.app == name))
+            conn.execute(delete(apps).where(apps.c.owner == owner, apps.c.name == name))
 
-    def versions(self, name: str) -> list[tuple[int, float]]:
+    def versions(self, owner: str, name: str) -> list[tuple[int, float]]:
+        q = (
+            select(app_versions.c.version, app_versions.c.created_at)
+            .where(app_versions.c.owner == owner, app_versions.c.app == name)
+            .order_by(app_versions.c.version)
+        )
         with self._engine.connect() as conn:
-            return [
-                (r[0], r[1])
-                for r in conn.execute(
-                    select(app_versions.c.version, app_versions.c.created_at)
-                    .where(app_versions.c.app == name)
-                    .order_by(app_versions.c.version)
-                )
-            ]
+            return [(r[0], r[1]) for r in conn.execute(q)]
 
     # ---- job data
 
@@ -145,7 +156,7 @@ class SqlApps:
 
 def _record(r: Any) -> AppRecord:
     spec = json.loads(r["spec"])
-    vol = spec.get("volume")
+    vol = spec.get("volume")  # [name, size_mb, key]; before 0010 without the key
     return AppRecord(
         name=r["name"],
         owner=r["owner"],
@@ -157,4 +168,5 @@ def _record(r: Any) -> AppRecord:
         volume=VolumeSpec(vol[0], vol[1]) if vol else None,
         created_at=r["created_at"],
         updated_at=r["updated_at"],
+        volume_key=(vol[2] if len(vol) > 2 else f"{r['name']}/{vol[0]}") if vol else None,
     )

@@ -39,20 +39,22 @@ class SqlSchedules:
         try:
             with self._store._tx() as conn:
                 conn.execute(insert(schedules), row)
-        except IntegrityError:
+        except IntegrityError:  # names are per owner: only the owner's own name is taken
             raise Conflict(f"schedule {values['name']!r} exists already") from None
-        got = self.get(values["name"])
+        got = self.get(values["owner"], values["name"])
         assert got is not None
         return got
 
-    def get(self, name: str) -> ScheduleRecord | None:
+    def get(self, owner: str, name: str) -> ScheduleRecord | None:
+        q = select(schedules).where(schedules.c.owner == owner, schedules.c.name == name)
         with self._engine.connect() as conn:
-            row = conn.execute(select(schedules).where(schedules.c.name == name)).mappings().first()
+            row = conn.execute(q).mappings().first()
         return None if row is None else _record(row)
 
     def all(self) -> list[ScheduleRecord]:
+        q = select(schedules).order_by(schedules.c.owner, schedules.c.name)
         with self._engine.connect() as conn:
-            return [_record(r) for r in conn.execute(select(schedules).order_by(schedules.c.name)).mappings()]
+            return [_record(r) for r in conn.execute(q).mappings()]
 
     def set_enabled(self, schedule_id: int, enabled: bool, next_fire_at: float | None) -> None:
         with self._store._tx() as conn:

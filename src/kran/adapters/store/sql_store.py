@@ -63,11 +63,11 @@ class SqlStore(JobReads):
         """`listener(message)` hears of every write refused for lack of space."""
         self._disk_full.listeners.append(listener)
 
-    def migrate(self) -> None:
+    def migrate(self, revision: str = "head") -> None:
         cfg = Config(str(Path(__file__).with_name("alembic.ini")))
         with self._write_lock, self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, revision)
 
     def close(self) -> None:
         self.engine.dispose()

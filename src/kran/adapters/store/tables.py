@@ -5,12 +5,14 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 
@@ -123,7 +125,7 @@ schedules = Table(
     "schedules",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(200), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),  # unique per owner
     Column("owner", String(200), nullable=False),
     Column("kind", String(10), nullable=False),  # every | cron | after
     Column("expr", String(200), nullable=False),  # duration, cron expression, or "" (after)
@@ -133,7 +135,7 @@ schedules = Table(
     Column("max_lateness_s", Float),
     Column("overlap", String(10), nullable=False),  # allow | forbid | replace
     Column("catch_up", String(10), nullable=False),  # all | last | none
-    Column("parents", Text, nullable=False),  # JSON list of parent schedule names (kind after)
+    Column("parents", Text, nullable=False),  # JSON list of parents as "owner/name" (kind after)
     Column("after_mode", String(10), nullable=False),  # all | any
     Column("spec", Text, nullable=False),  # the job each run submits (JobSpec JSON)
     Column("enabled", Boolean, nullable=False),
@@ -141,6 +143,7 @@ schedules = Table(
     Column("fired", Integer, nullable=False),
     Column("seen", Text, nullable=False),  # JSON {parent id: last parent run id looked at}
     Column("created_at", Float, nullable=False),
+    UniqueConstraint("owner", "name", name="ux_schedules_owner_name"),
 )
 
 schedule_runs = Table(
@@ -177,25 +180,29 @@ api_keys = Table(
     Column("created_at", Float, nullable=False),
 )
 
+# an app's name is unique per owner; a shared app's also among the shared ones
 apps = Table(
     "apps",
     metadata,
+    Column("owner", String(200), primary_key=True),
     Column("name", String(64), primary_key=True),
-    Column("owner", String(200), nullable=False),
     Column("shared", Boolean, nullable=False),
     Column("enabled", Boolean, nullable=False),
     Column("version", Integer, nullable=False),  # the current one in app_versions
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Index("ux_apps_shared_name", "name", unique=True, sqlite_where=text("shared"), postgresql_where=text("shared")),
 )
 
 app_versions = Table(
     "app_versions",
     metadata,
-    Column("app", String(64), ForeignKey("apps.name", ondelete="CASCADE"), primary_key=True),
+    Column("owner", String(200), primary_key=True),
+    Column("app", String(64), primary_key=True),
     Column("version", Integer, primary_key=True),
-    Column("spec", Text, nullable=False),  # JSON {defaults, run_as, volume}
+    Column("spec", Text, nullable=False),  # JSON {defaults, run_as, volume: [name, size_mb, key]}
     Column("created_at", Float, nullable=False),
+    ForeignKeyConstraint(["owner", "app"], ["apps.owner", "apps.name"], ondelete="CASCADE", name="fk_app_versions_app"),
 )
 
 registry_credentials = Table(
