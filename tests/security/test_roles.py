@@ -141,3 +141,14 @@ def test_credentials_are_checked_before_the_body_is_read(world: ServerProc) -> N
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     with world.api("alice") as c:  # and with credentials, as before
         assert c.post("/api/v1/jobs", json={"command": ["true"]}).status_code == 201
+
+
+def test_on_behalf_of_in_a_schedules_job_is_refused_not_ignored(world: ServerProc) -> None:
+    """It was stored with 201 and ignored: every run was the service's own job."""
+    job = {"command": ["true"], "on_behalf_of": "alice"}
+    with world.api("svc") as c:
+        r = c.post("/api/v1/schedules", json={"name": "for-alice", "every": "PT1H", "job": job})
+        assert r.status_code == 422 and "on_behalf_of" in r.json()["error"], r.text
+        assert c.get("/api/v1/schedules").json()["schedules"] == []
+        own = {"command": ["true"], "on_behalf_of": "svc"}  # acting for oneself is just oneself
+        assert c.post("/api/v1/schedules", json={"name": "mine", "every": "PT1H", "job": own}).status_code == 201
