@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kran.adapters.cwl.reasons import MAX_REASON, failure_reason
 from kran.adapters.cwl.steps import resource_request, wrap_stdio
 from kran.cli.workflows import relocate
 from kran.domain.jobs import JobSpec
@@ -97,3 +98,11 @@ def test_a_steps_inputs_digest_is_stable_and_tells_inputs_apart() -> None:
     assert inputs_digest({"word": "b", "f": f, "lit": literal}) != digest
     assert inputs_digest({"word": "a", "f": {**f, "size": 4}, "lit": literal}) != digest
     assert CACHE_KEY.fullmatch(f"{digest}/{'0' * 32}") and not CACHE_KEY.fullmatch(f"../{'0' * 32}")
+
+
+def test_a_failure_reason_is_the_whole_message_on_one_bounded_line() -> None:
+    empty = "I'm sorry, I couldn't load this CWL file, try again with --debug for more information.\nThe error was: "
+    assert failure_reason(empty, StopIteration()) == "StopIteration"
+    wrapped = "Tool definition failed validation:\nwf.cwl:1:1: Object\n      'wf.cwl'\n      is not valid\x00"
+    assert failure_reason(wrapped) == "wf.cwl:1:1: Object 'wf.cwl' is not valid\\x00"
+    assert len(failure_reason("x" * 5000)) == MAX_REASON

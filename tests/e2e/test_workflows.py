@@ -274,3 +274,42 @@ def test_bad_submissions_are_refused_and_runs_are_private(wf_server: ServerProc,
     run = _wait_run(wf_server, run_id, {"succeeded", "failed"})
     assert run["state"] == "succeeded"
     assert bobs["id"] not in [step["job"] for step in run["steps"]] and len(run["steps"]) == 1
+
+
+EXPRESSION_FAILS = """
+cwlVersion: v1.2
+class: CommandLineTool
+requirements: {InlineJavascriptRequirement: {}}
+baseCommand: echo
+arguments: [$(inputs.x.y.z)]
+inputs: {x: {type: Any, default: 1}}
+outputs: []
+"""
+
+
+def test_a_failed_load_or_expression_gives_its_whole_reason(wf_server: ServerProc) -> None:
+    """The reason was the last line of cwltool's message: a fragment ("the value is not
+    string", a JavaScript stack frame), or "The error was:" with the error missing."""
+    docs = {
+        "empty": ("", "wf.cwl is empty"),
+        "not a tool": ("- 1\n- 2\n", "must be a dict"),
+        "bad field": (
+            "cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: 3\ninputs: []\noutputs: []\n",
+            "the 'baseCommand' field is not valid because tried string but the value is not string",
+        ),
+        "expression": (EXPRESSION_FAILS, "TypeError: Cannot read properties of undefined (reading 'z')"),
+    }
+    ids = {}
+    with wf_server.api() as c:
+        for what, (doc, _) in docs.items():
+            r = c.post(
+                "/api/v1/workflows",
+                data={"run": json.dumps({"workflow": "wf.cwl"})},
+                files=[("file", ("wf.cwl", doc.encode()))],
+            )
+            assert r.status_code == 201, r.text
+            ids[what] = r.json()["id"]
+    for what, (_, expected) in docs.items():
+        reason = _wait_run(wf_server, ids[what], {"succeeded", "failed"})["reason"]
+        assert expected in reason and len(reason) <= 1000, (what, reason)
+        assert not reason.rstrip().endswith("The error was:") and "   " not in reason, (what, reason)

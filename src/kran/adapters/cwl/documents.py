@@ -1,7 +1,7 @@
 """Limits on a CWL document before cwltool parses it: a few KB of YAML anchors and aliases
 ("billion laughs") expand to billions of nodes and pin the server's CPU. The document's
 events are read once (linear in its size, nothing expanded) and the size it would expand
-to is counted: past the limits it is refused with the reason."""
+to is counted: past the limits it is refused with the reason. An empty one is refused too."""
 
 from __future__ import annotations
 
@@ -55,4 +55,6 @@ def yaml_problem(text: str, name: str = "document") -> str | None:
                 return f"{name} expands to more than {MAX_NODES} YAML nodes (aliases of anchors, nested)"
     except YAMLError:
         return None  # not YAML: cwltool's own error says what is wrong
+    if total == 0:  # cwltool's error would be an empty "The error was:" (a StopIteration)
+        return f"{name} is empty"
     return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 import threading
 import urllib.parse
 import urllib.request
@@ -22,6 +23,7 @@ from schema_salad.fetcher import DefaultFetcher
 
 from kran.adapters.cwl import nodejs
 from kran.adapters.cwl.documents import yaml_problem
+from kran.adapters.cwl.reasons import failure_reason
 from kran.adapters.cwl.steps import StepContext, make_tool_factory
 from kran.domain.workflows import EXIT_FAILED, EXIT_SUCCESS, EXIT_UNSUPPORTED, RunResult
 from kran.ports import StepLauncher
@@ -86,12 +88,6 @@ def restricted_fetcher(roots: tuple[Path, ...]) -> Any:
     return RootsFetcher
 
 
-def storable(text: str) -> str:
-    """`text` with its control characters (a NUL from a step's name) escaped: a reason is
-    stored, and PostgreSQL refuses a NUL in text."""
-    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
-
-
 class _LastError(logging.Handler):
     """Writes the run's own log lines to its log file and keeps the last error."""
 
@@ -105,9 +101,9 @@ class _LastError(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.file.emit(record)
-        if record.levelno >= logging.ERROR:
-            text = storable(record.getMessage()).strip()
-            self.last_error = text.splitlines()[-1][:500] if text else self.last_error
+        if record.levelno >= logging.ERROR and record.getMessage().strip():
+            # logged while cwltool handles the exception: sys.exc_info() is it
+            self.last_error = failure_reason(record.getMessage(), sys.exc_info()[1])
 
     def close(self) -> None:
         self.file.close()
@@ -179,7 +175,7 @@ def run_cwl(
         return RunResult(EXIT_FAILED, None, f"cwltool: exited with {e.code}")
     except Exception as e:  # cwltool's own failure: the run fails, the server goes on
         logging.getLogger("kran.workflows").exception("workflow executor failed")
-        return RunResult(EXIT_FAILED, None, f"cwltool: {e}")
+        return RunResult(EXIT_FAILED, None, failure_reason(f"cwltool: {e}"))
     finally:
         handler.close()
         nodejs.reap()  # the run's step threads have ended: their nodejs processes go too
