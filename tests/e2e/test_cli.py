@@ -236,3 +236,36 @@ def test_logs_follow_a_container_and_events_follow(kran: Any, server: ServerProc
         events.wait()
         if events.stdout:
             events.stdout.close()
+
+
+PEAK_RSS = """
+import resource, subprocess, sys
+proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+print(proc.returncode, proc.stdout.strip(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, proc.stderr[-500:])
+"""
+
+
+def test_submit_streams_an_input_file_instead_of_reading_it_whole(server: ServerProc, tmp_path: Path) -> None:
+    """`kran submit --input` of a 300 MB file had the CLI at 649 MB RSS."""
+    import os
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.bin"
+    size = 200 << 20
+    with big.open("wb") as f:
+        f.truncate(size)  # zeros, without writing them here
+    cli = [sys.executable, "-m", "kran.cli.main", "submit", "--input", str(big), "--sh", "wc -c < big.bin"]
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, *cli],
+        env={**os.environ, **server.client_env()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
+    rc, job_id, peak_kb, err = out.split(" ", 3)
+    assert rc == "0", out
+    assert int(peak_kb) < 120 * 1024, f"the CLI peaked at {int(peak_kb) >> 10} MiB for a {size >> 20} MiB file"
+    assert server.wait_state(int(job_id), {"succeeded"}, timeout=120)["state"] == "succeeded"
+    with server.api() as c:
+        assert c.get(f"/api/v1/jobs/{job_id}/logs").text.strip() == str(size)
