@@ -1,6 +1,7 @@
-"""Property-based fuzz of the submit, schedule and app schemas (issue 18): whatever the
-body, no 5xx, and every accepted object can be read back and listed. Strings include
-lone surrogates, NUL bytes and odd Unicode; numbers include huge ones and bools."""
+"""Property-based fuzz of the submit, schedule, app, upload and workflow schemas (issue
+18): whatever the body, no 5xx, and every accepted object can be read back and listed.
+Strings include lone surrogates, NUL bytes and odd Unicode; numbers include huge ones
+and bools; upload and bundle file names paths that leave, nest, repeat or are empty."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ServerProc
@@ -112,3 +113,61 @@ def test_fuzz_app_load(fuzz_server: ServerProc, body: dict[str, Any]) -> None:
         if r.status_code == 201:
             assert c.get("/api/v1/apps/fuzzed").status_code == 200
         assert c.get("/api/v1/apps").status_code == 200
+
+
+# multipart file names travel as UTF-8 in the part's header: no lone surrogates there
+names = st.text(st.characters(codec="utf-8"), max_size=20) | st.sampled_from(
+    ["../x", "/etc/passwd", "a/../../b", "a", "a/b", "./a", "a//b", "", ".", "..", "x" * 300, "/".join("d" * 300),
+     "a\x00b", "in/ok.txt", "sp ace", "é/ü"]
+)  # fmt: skip
+contents = st.binary(max_size=64) | st.sampled_from([b"", b"hello\n"])
+
+
+@FUZZ
+@given(parts=st.lists(st.tuples(names, contents), max_size=4), job=good_job | jobs)
+def test_fuzz_job_upload(fuzz_server: ServerProc, parts: list[tuple[str, bytes]], job: dict[str, Any]) -> None:
+    with fuzz_server.api("fz") as c:
+        r = c.post(
+            "/api/v1/jobs/upload",
+            data={"job": json.dumps(job)},
+            files=[("input", (name, data)) for name, data in parts] or None,
+        )
+        assert r.status_code < 500, (parts, job, r.text)
+        event(f"status {r.status_code}")
+        if r.status_code == 201:
+            assert c.get(f"/api/v1/jobs/{r.json()['id']}").status_code == 200
+            assert c.get("/api/v1/jobs", params={"limit": 5}).status_code == 200
+
+
+TOOL = b"cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: 'true'\ninputs: []\noutputs: []\n"
+documents = st.sampled_from([TOOL, b"", b"{", b"cwlVersion: v1.2\nclass: Nope\n", b"a: &a [*a]"]) | st.binary(
+    max_size=40
+)
+run_fields = st.dictionaries(st.sampled_from(["workflow", "job_order", "inputs", "name", "labels"]), values, max_size=3)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(
+    run=st.just({}) | run_fields,
+    workflow=st.just("tool.cwl") | names,
+    bundle=st.lists(st.tuples(st.just("tool.cwl") | names, documents), max_size=3),
+)
+def test_fuzz_workflow_submit(
+    fuzz_server: ServerProc, run: dict[str, Any], workflow: str, bundle: list[tuple[str, bytes]]
+) -> None:
+    body = {"workflow": workflow, **run}
+    with fuzz_server.api("fz") as c:
+        if bundle:
+            files = [("file", (name, doc)) for name, doc in bundle]
+            r = c.post("/api/v1/workflows", data={"run": json.dumps(body)}, files=files)
+        else:
+            r = c.post(
+                "/api/v1/workflows", content=json.dumps(body).encode(), headers={"content-type": "application/json"}
+            )
+        assert r.status_code < 500, (body, bundle, r.text)
+        event(f"status {r.status_code}")
+        if r.status_code == 201:
+            run_id = r.json()["id"]
+            assert c.get(f"/api/v1/workflows/{run_id}").status_code == 200
+            c.post(f"/api/v1/workflows/{run_id}/cancel")
+        assert c.get("/api/v1/workflows").status_code == 200
