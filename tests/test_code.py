@@ -77,3 +77,56 @@ def test_linters_are_clean(tool: list[str]) -> None:
         check=False,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+# declared, but used without an import of its own: what uses it
+INDIRECT = {
+    "python-multipart": "starlette's form parser (multipart uploads)",
+    "pytest-timeout": "a pytest plugin (the timeout in pyproject.toml)",
+    "ruff": "a tool run by test_linters_are_clean",
+    "mypy": "a tool run by test_linters_are_clean",
+    "schemathesis": "a tool run by tests/e2e/test_schema_fuzz.py",
+    "cwltest": "a tool run by tests/e2e/test_cwl_conformance.py",
+}
+
+
+def _third_party(root: Path) -> set[str]:
+    """The distributions that the code under root imports directly."""
+    from importlib.metadata import packages_distributions
+
+    dists = packages_distributions()
+    out = set()
+    for path in root.rglob("*.py"):
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if top not in sys.stdlib_module_names and top not in ("kran", "tests", "bench"):
+                out.update(_norm(d) for d in dists.get(top, [top]))
+    return out
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def test_dependencies_are_declared_as_imported() -> None:
+    """pyproject.toml declares what the code imports, and nothing it does not use."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(reqs: list[str]) -> set[str]:
+        return {_norm(re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0]) for r in reqs}
+
+    runtime, test = names(project["dependencies"]), names(project["optional-dependencies"]["test"])
+    used = _third_party(SRC)
+    used_by_tests = _third_party(ROOT / "tests") | _third_party(ROOT / "bench")
+    assert used - runtime == set(), "imported by src/kran but not declared in dependencies"
+    assert used_by_tests - runtime - test == set(), "imported by tests or bench but not declared in test"
+    assert runtime - used - set(INDIRECT) == set(), "declared in dependencies but never imported"
+    assert test - used_by_tests - set(INDIRECT) == set(), "declared in test but never imported"
+
+
+def test_no_wheels_or_archives_in_the_repository() -> None:
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert [f for f in tracked if f.endswith((".whl", ".tar.gz", ".zip"))] == []
