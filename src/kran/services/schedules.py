@@ -19,6 +19,7 @@ from kran.domain.schedules import Trigger, check_cron, next_fire_time, parse_eve
 from kran.domain.states import JobState
 from kran.errors import Conflict, InvalidInput, NotFound
 from kran.services.runtime import Runtime
+from kran.services.submit import check_runnable
 
 log = logging.getLogger("kran.schedules")
 
@@ -56,7 +57,8 @@ def add_schedule(
     catch_up: str = "last",
     sees_all: bool = False,
 ) -> ScheduleRecord:
-    """`sees_all`: an admin adds it, whose schedules may follow anyone's."""
+    """`sees_all`: an admin adds it, whose schedules may follow anyone's. Its job must be
+    one a submit would take (refused here, not at every fire)."""
     now = _utc(rt.clock.now())
     if sum(x is not None and x != [] for x in (every, cron, after)) != 1:
         raise InvalidInput("give exactly one of --every, --cron or --after", "trigger")
@@ -94,6 +96,7 @@ def add_schedule(
             raise InvalidInput(f"after: unknown schedule {given!r}", "after")
     if f"{owner}/{name}" in known:
         raise Conflict(f"schedule {name!r} exists already")
+    check_runnable(rt, spec, rt.node_totals())
     if repeat is not None and repeat > MAX_REPEAT:
         raise InvalidInput(f"repeat is at most {MAX_REPEAT}", "repeat")
     seen = {str(known[p].id): _last_run_id(rt, known[p].id) for p in parents}

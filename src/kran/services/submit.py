@@ -26,12 +26,12 @@ def check_runnable(rt: Runtime, spec: JobSpec, nodes: list[NodeCapacity], index:
             raise Unavailable(f"{where}image jobs cannot run: {why}")
     elif rt.cluster is not None:
         raise InvalidInput(f"{where}jobs on a cluster run in containers: give the job an --image", "image")
+    elif not rt.settings.allow_host_processes:
+        raise InvalidInput(f"{where}jobs without --image are not allowed on this server", "image")
     if spec.volume and rt.cluster is not None:
         raise InvalidInput(
             f"{where}app volumes are loop mounts on the server's machine: not available on a swarm yet", "app"
         )
-    elif not rt.settings.allow_host_processes:
-        raise InvalidInput(f"{where}jobs without --image are not allowed on this server", "image")
     if not fits_anywhere(spec.request, nodes, spec.node_class):
         m = spec.request.minimum
         total = rt.capacity
