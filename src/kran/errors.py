@@ -7,6 +7,7 @@ KranError
  +-- NotFound            unknown object (HTTP 404)
  |    +-- Gone            it was there and was removed, e.g. expired job files (HTTP 410)
  +-- Conflict            the object is in a state that forbids the action (HTTP 409)
+ |    +-- StaleState      a job moved on meanwhile: a compare-and-set changed nothing
  +-- QueueFull           the bounded queue is full (HTTP 429)
  +-- Unavailable         a needed component is down, e.g. no Docker Engine (HTTP 503)
  +-- StorageFull         the data dir or the store's disk is full: nothing was stored (HTTP 507)
@@ -45,6 +46,11 @@ class Gone(NotFound):
 
 class Conflict(KranError):
     pass
+
+
+class StaleState(Conflict):
+    """A job state change found the job no longer in the state (or attempt) it was
+    decided from: another writer moved it meanwhile. Nothing of the transaction was kept."""
 
 
 class QueueFull(KranError):

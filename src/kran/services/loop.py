@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from kran.errors import StorageFull
+from kran.errors import StaleState, StorageFull
 from kran.services import images
 from kran.services.dispatch import dispatch_tick
 from kran.services.monitor import monitor_tick, record_results
@@ -91,6 +91,8 @@ class SchedulerLoop:
                 self.rt.metrics.scheduler_pass(time.perf_counter() - started)
             except StorageFull:  # the disk watch said so (/status, the log); the next pass retries
                 time.sleep(interval)
+            except StaleState as e:  # another writer moved a job: the next pass decides again from the store
+                log.warning("scheduler pass: %s; deciding again", e)
             except Exception:  # keep scheduling; the error is in the log
                 log.exception("scheduler pass failed")
                 time.sleep(interval)

@@ -75,7 +75,8 @@ class SqlApps:
         )
         this = (apps.c.owner == owner) & (apps.c.name == name)
         try:
-            with self._store._tx() as conn:
+            with self._store.unit_of_work() as uow:
+                conn = uow.conn
                 current = conn.execute(select(apps.c.version).where(this)).scalar()
                 version = (current or 0) + 1
                 row = {"shared": shared, "version": version, "updated_at": now}
@@ -98,13 +99,15 @@ class SqlApps:
         return got
 
     def set_enabled(self, owner: str, name: str, enabled: bool, now: float) -> None:
-        with self._store._tx() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             conn.execute(
                 update(apps).where(apps.c.owner == owner, apps.c.name == name).values(enabled=enabled, updated_at=now)
             )
 
     def delete(self, owner: str, name: str) -> None:
-        with self._store._tx() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             conn.execute(delete(app_versions).where(app_versions.c.owner == owner, app_versions.c.app == name))
             conn.execute(delete(apps).where(apps.c.owner == owner, apps.c.name == name))
 
@@ -150,7 +153,8 @@ class SqlApps:
 
     def mark_files_expired(self, job_ids: Sequence[int]) -> None:
         if job_ids:
-            with self._store._tx() as conn:
+            with self._store.unit_of_work() as uow:
+                conn = uow.conn
                 conn.execute(update(jobs).where(jobs.c.id.in_(list(job_ids))).values(files_expired=True))
 
 

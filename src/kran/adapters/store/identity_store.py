@@ -37,7 +37,8 @@ class SqlIdentities:
 
     def add_user(self, name: str, role: Role, now: float) -> UserRecord:
         try:
-            with self._store._tx() as conn:
+            with self._store.unit_of_work() as uow:
+                conn = uow.conn
                 conn.execute(insert(users).values(name=name, role=role.value, disabled=False, created_at=now))
         except IntegrityError:
             raise Conflict(f"user {name!r} exists already") from None
@@ -52,13 +53,15 @@ class SqlIdentities:
         return next((u for u in self.users() if u.name == name), None)
 
     def set_disabled(self, name: str, disabled: bool) -> None:
-        with self._store._tx() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             if conn.execute(update(users).where(users.c.name == name).values(disabled=disabled)).rowcount != 1:
                 raise NotFound(f"user {name!r} not found")
 
     def create_key(self, user: str, now: float) -> tuple[str, str]:
         key_id, secret = "kk_" + secrets.token_hex(10), secrets.token_urlsafe(32)
-        with self._store._tx() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             uid = conn.execute(select(users.c.id).where(users.c.name == user)).scalar_one_or_none()
             if uid is None:
                 raise NotFound(f"user {user!r} not found")
@@ -83,7 +86,8 @@ class SqlIdentities:
             return [KeyRecord(r[0], r[1], bool(r[2]), r[3]) for r in conn.execute(q.order_by(api_keys.c.created_at))]
 
     def revoke_key(self, key_id: str) -> None:
-        with self._store._tx() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             if conn.execute(update(api_keys).where(api_keys.c.key_id == key_id).values(revoked=True)).rowcount != 1:
                 raise NotFound(f"key {key_id!r} not found")
 

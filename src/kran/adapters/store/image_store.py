@@ -24,12 +24,14 @@ class SqlImageStore:
 
     def set_credentials(self, host: str, username: str, password: str, now: float) -> None:
         row = {"host": host, "username": username, "secret_enc": self._fernet.encrypt(password.encode()).decode()}
-        with self._store._tx() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             conn.execute(delete(registry_credentials).where(registry_credentials.c.host == host))
             conn.execute(insert(registry_credentials), {**row, "created_at": now})
 
     def delete_credentials(self, host: str) -> bool:
-        with self._store._tx() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             return bool(conn.execute(delete(registry_credentials).where(registry_credentials.c.host == host)).rowcount)
 
     def credentials(self) -> dict[str, tuple[str, str]]:
@@ -51,12 +53,14 @@ class SqlImageStore:
     # ---- pins
 
     def pin(self, ref: str, by: str, now: float) -> None:
-        with self._store._tx() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             if conn.execute(select(image_pins.c.ref).where(image_pins.c.ref == ref)).first() is None:
                 conn.execute(insert(image_pins), {"ref": ref, "pinned_by": by, "created_at": now})
 
     def unpin(self, ref: str) -> bool:
-        with self._store._tx() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             return bool(conn.execute(delete(image_pins).where(image_pins.c.ref == ref)).rowcount)
 
     def pins(self) -> set[str]:
@@ -67,7 +71,8 @@ class SqlImageStore:
 
     def set_pull(self, job_id: int, attempt: int, pull: dict[str, Any] | None, event: str | None, now: float) -> None:
         """Record (or clear) the attempt's pull progress; with `event`, also a `pulling` event."""
-        with self._store._tx() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             changed = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.attempts == attempt, jobs.c.state == JobState.STARTING.value)

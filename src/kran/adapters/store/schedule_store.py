@@ -37,7 +37,8 @@ class SqlSchedules:
         row["parents"] = json.dumps(row["parents"])
         row["seen"] = json.dumps(row.get("seen", {}))
         try:
-            with self._store._tx() as conn:
+            with self._store.unit_of_work() as uow:
+                conn = uow.conn
                 conn.execute(insert(schedules), row)
         except IntegrityError:  # names are per owner: only the owner's own name is taken
             raise Conflict(f"schedule {values['name']!r} exists already") from None
@@ -57,7 +58,8 @@ class SqlSchedules:
             return [_record(r) for r in conn.execute(q).mappings()]
 
     def set_enabled(self, schedule_id: int, enabled: bool, next_fire_at: float | None) -> None:
-        with self._store._tx() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             conn.execute(
                 update(schedules)
                 .where(schedules.c.id == schedule_id)
@@ -65,7 +67,8 @@ class SqlSchedules:
             )
 
     def delete(self, schedule_id: int) -> None:
-        with self._store._tx() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             conn.execute(delete(schedule_runs).where(schedule_runs.c.schedule_id == schedule_id))
             conn.execute(delete(schedules).where(schedules.c.id == schedule_id))
 
@@ -92,48 +95,45 @@ class SqlSchedules:
     ) -> list[int] | None:
         """Store the runs and move the schedule on, all or nothing. Returns the ids of the
         jobs submitted, or None when the schedule moved meanwhile (nothing stored)."""
-        store = self._store
-        with store._write_lock:
-            try:
-                with store._tx() as conn:
-                    values: dict[str, Any] = {"next_fire_at": next_fire_at, "fired": schedules.c.fired + fired}
-                    if seen is not None:
-                        values["seen"] = json.dumps(seen)
-                    cond = (
-                        schedules.c.next_fire_at.is_(None)
-                        if schedule.next_fire_at is None
-                        else schedules.c.next_fire_at == schedule.next_fire_at
+        try:
+            with self._store.unit_of_work() as uow:
+                conn = uow.conn
+                values: dict[str, Any] = {"next_fire_at": next_fire_at, "fired": schedules.c.fired + fired}
+                if seen is not None:
+                    values["seen"] = json.dumps(seen)
+                cond = (
+                    schedules.c.next_fire_at.is_(None)
+                    if schedule.next_fire_at is None
+                    else schedules.c.next_fire_at == schedule.next_fire_at
+                )
+                if (
+                    conn.execute(update(schedules).where(schedules.c.id == schedule.id, cond).values(values)).rowcount
+                    != 1
+                ):
+                    return None
+                specs = [r.spec for r in runs if r.spec is not None]
+                ids, failed = insert_rows(conn, [Submission(specs, schedule.owner)], now) if specs else ([], 0)
+                uow.queued = len(ids) - failed
+                job_ids = iter(ids)
+                if runs:
+                    conn.execute(
+                        insert(schedule_runs),
+                        [
+                            {
+                                "schedule_id": schedule.id,
+                                "fire_time": r.fire_time,
+                                "job_id": next(job_ids) if r.spec is not None else None,
+                                "state": "started" if r.spec is not None else "skipped",
+                                "reason": r.reason,
+                                "start_deadline": r.start_deadline,
+                                "created_at": now,
+                            }
+                            for r in runs
+                        ],
                     )
-                    if (
-                        conn.execute(
-                            update(schedules).where(schedules.c.id == schedule.id, cond).values(values)
-                        ).rowcount
-                        != 1
-                    ):
-                        return None
-                    specs = [r.spec for r in runs if r.spec is not None]
-                    ids, failed = insert_rows(conn, [Submission(specs, schedule.owner)], now) if specs else ([], 0)
-                    job_ids = iter(ids)
-                    if runs:
-                        conn.execute(
-                            insert(schedule_runs),
-                            [
-                                {
-                                    "schedule_id": schedule.id,
-                                    "fire_time": r.fire_time,
-                                    "job_id": next(job_ids) if r.spec is not None else None,
-                                    "state": "started" if r.spec is not None else "skipped",
-                                    "reason": r.reason,
-                                    "start_deadline": r.start_deadline,
-                                    "created_at": now,
-                                }
-                                for r in runs
-                            ],
-                        )
-            except IntegrityError:  # that fire time was recorded already: nothing twice
-                return None
-            store._queued_changed(len(ids) - failed)
-            return ids
+        except IntegrityError:  # that fire time was recorded already: nothing twice
+            return None
+        return ids
 
     def runs(self, schedule_id: int, limit: int = 100) -> list[ScheduleRun]:
         q = (
@@ -184,7 +184,8 @@ class SqlSchedules:
             return [(r[0], r[1]) for r in conn.execute(q)]
 
     def mark_skipped(self, run_id: int, reason: str) -> None:
-        with self._store._tx() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             conn.execute(
                 update(schedule_runs).where(schedule_runs.c.id == run_id).values(state="skipped", reason=reason)
             )

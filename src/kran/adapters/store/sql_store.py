@@ -1,8 +1,9 @@
 """The job store on SQLAlchemy Core (SQLite in WAL mode by default).
 
-State changes are compare-and-set updates (`WHERE state = :expected`) checked against
-the transition table, each recorded as an event in the same transaction, so concurrent
-writers (API threads, the scheduler loop) can never overwrite each other's transition.
+State changes are compare-and-set updates (`WHERE id AND state AND attempt` as decided)
+checked against the transition table, each recorded as an event in the same transaction:
+a writer that lost a race changes nothing and hears of it (StaleState), whatever the
+lock. Every store module writes through `unit_of_work()`.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, bindparam, create_engine, event, func, insert, select, update
+from sqlalchemy import create_engine, event, func, insert, select
 from sqlalchemy.engine import Engine as SAEngine
 
+from kran.adapters.store import transitions
 from kran.adapters.store.disk_full import DiskFullHook
-from kran.adapters.store.job_deps import dependents, resolve_blocked
+from kran.adapters.store.job_deps import resolve_blocked
 from kran.adapters.store.job_inserts import IDEMPOTENCY_S, insert_rows
 from kran.adapters.store.reads import JobReads
-from kran.adapters.store.tables import attempts, events, idempotency_keys, jobs, meta, users
-from kran.domain.jobs import JobSpec
+from kran.adapters.store.tables import idempotency_keys, jobs, meta
+from kran.adapters.store.transitions import UnitOfWork
 from kran.domain.placement import Assignment
 from kran.domain.records import (
     AttemptOutcome,
@@ -73,9 +75,17 @@ class SqlStore(JobReads):
         self.engine.dispose()
 
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        with self._write_lock, self.engine.begin() as conn:
-            yield conn
+    def unit_of_work(self) -> Iterator[UnitOfWork]:
+        """One transaction for every store module: all of it is committed or none.
+
+        Writers take turns on a lock: SQLite has one writer at a time anyway, and a turn
+        beats SQLITE_BUSY. Correctness does not rest on it: every job state change is a
+        compare-and-set on (id, state, attempt), so a stale one changes nothing (StaleState)."""
+        with self._write_lock:
+            with self.engine.begin() as conn:
+                uow = UnitOfWork(conn)
+                yield uow
+            self._queued_changed(uow.queued)
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -84,7 +94,8 @@ class SqlStore(JobReads):
     # ---- meta
 
     def get_or_set_meta(self, key: str, default: str) -> str:
-        with self._tx() as conn:
+        with self.unit_of_work() as uow:
+            conn = uow.conn
             row = conn.execute(select(meta.c.value).where(meta.c.key == key)).first()
             if row:
                 return str(row[0])
@@ -132,8 +143,7 @@ class SqlStore(JobReads):
                     verdicts.append(None)
                     if key:
                         first_with[key] = n
-            ids, failed = self._insert_rows(accepted, now) if accepted else ([], 0)
-            self._queued_changed(len(ids) - failed)
+            ids = self._insert_rows(accepted, now) if accepted else []
         out: list[list[int] | KranError] = []
         pos = 0
         for group, verdict in zip(groups, verdicts, strict=True):
@@ -185,297 +195,52 @@ class SqlStore(JobReads):
         with self.engine.connect() as conn:
             return {r[0] for r in conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids)))}
 
-    def _insert_rows(self, groups: Sequence[Submission], now: float) -> tuple[list[int], int]:
-        with self._tx() as conn:
-            return insert_rows(conn, groups, now)
+    def _insert_rows(self, groups: Sequence[Submission], now: float) -> list[int]:
+        with self.unit_of_work() as uow:
+            ids, failed = insert_rows(uow.conn, groups, now)
+            uow.queued = len(ids) - failed
+        return ids
 
     def resolve_all_blocked(self, now: float) -> int:
         """Re-decide every blocked job (at start: nothing is lost if a decision was missed)."""
-        with self._write_lock:
-            with self._tx() as conn:
-                ids = {
-                    r[0]
-                    for r in conn.execute(
-                        select(jobs.c.id).where(jobs.c.state == JobState.QUEUED, jobs.c.blocked.is_(True))
-                    )
-                }
-                ended = resolve_blocked(conn, ids, now)
-            self._queued_changed(-ended)
-            return ended
+        with self.unit_of_work() as uow:
+            conn = uow.conn
+            ids = {
+                r[0]
+                for r in conn.execute(
+                    select(jobs.c.id).where(jobs.c.state == JobState.QUEUED, jobs.c.blocked.is_(True))
+                )
+            }
+            ended = resolve_blocked(conn, ids, now)
+            uow.queued = -ended
+        return ended
 
     def start_attempts(self, assignments: Sequence[Assignment], now: float) -> list[StartedAttempt]:
         """queued -> starting for each assignment whose job is still queued."""
-        started: list[StartedAttempt] = []
         if not assignments:
-            return started
+            return []
         check_transition(JobState.QUEUED, JobState.STARTING)
-        with self._write_lock:
-            self._start_attempts(assignments, now, started)
-            self._queued_changed(-len(started))
-        return started
-
-    def _start_attempts(self, assignments: Sequence[Assignment], now: float, started: list[StartedAttempt]) -> None:
-        with self._tx() as conn:
-            by_id = {a.job_id: a for a in assignments}
-            rows = conn.execute(
-                select(jobs.c.id, jobs.c.attempts, jobs.c.spec, jobs.c.queued_since, users.c.id)
-                .select_from(jobs.outerjoin(users, users.c.name == jobs.c.owner))
-                .where(jobs.c.id.in_(list(by_id)), jobs.c.state == JobState.QUEUED)
-            ).all()
-            job_rows, att_rows, ev_rows = [], [], []
-            for job_id, n, spec_json, queued_since, owner_id in rows:
-                a = by_id[job_id]
-                number, alloc = n + 1, a.allocation
-                res = {
-                    "alloc_millicpus": alloc.millicpus,
-                    "alloc_mem_mb": alloc.mem_mb,
-                    "alloc_gpus": alloc.gpus,
-                    "alloc_disk_mb": alloc.disk_mb,
-                }
-                job_rows.append(
-                    {"b_job": job_id, "b_n": number, "b_node": a.node_id, **{f"b_{k}": v for k, v in res.items()}}
-                )
-                att_rows.append(
-                    {
-                        "job_id": job_id,
-                        "number": number,
-                        "state": JobState.STARTING,
-                        "node": a.node_id,
-                        "handle": None,
-                        "created_at": now,
-                        "collected": False,
-                        "queued_at": queued_since,
-                        **res,
-                    }
-                )
-                ev_rows.append(
-                    {
-                        "job_id": job_id,
-                        "attempt": number,
-                        "from_state": "queued",
-                        "to_state": "starting",
-                        "reason": f"placed on {a.node_id}",
-                        "at": now,
-                    }
-                )
-                started.append(
-                    StartedAttempt(job_id, number, a.node_id, alloc, JobSpec.from_json(json.loads(spec_json)), owner_id)
-                )
-            if job_rows:
-                conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == bindparam("b_job"))
-                    .values(
-                        state=JobState.STARTING,
-                        attempts=bindparam("b_n"),
-                        node=bindparam("b_node"),
-                        reason=None,
-                        pull=None,  # a pull cut short by a server stop is not this attempt's
-                        **{
-                            k: bindparam(f"b_{k}")
-                            for k in ("alloc_millicpus", "alloc_mem_mb", "alloc_gpus", "alloc_disk_mb")
-                        },
-                    ),
-                    job_rows,
-                )
-                conn.execute(insert(attempts), att_rows)
-                conn.execute(insert(events), ev_rows)
+        with self.unit_of_work() as uow:
+            return transitions.start(uow, assignments, now)
 
     def mark_running(self, items: Sequence[tuple[int, int, str]], now: float) -> list[float | None]:
         """starting -> running with the engine handle, for (job_id, attempt, handle).
-
-        Only the scheduler loop moves attempts out of starting, so the batch normally
-        applies whole; a stale item is left out. Returns when each moved attempt was queued."""
-        check_transition(JobState.STARTING, JobState.RUNNING)
-        if not items:
-            return []
-        with self._tx() as conn:
-            keys = {(j, n) for j, n, _ in items}
-            current = {
-                (r[0], r[1]): r[2]
-                for r in conn.execute(
-                    select(attempts.c.job_id, attempts.c.number, attempts.c.queued_at)
-                    .join(jobs, (jobs.c.id == attempts.c.job_id) & (jobs.c.attempts == attempts.c.number))
-                    .where(
-                        attempts.c.job_id.in_([j for j, _ in keys]),
-                        attempts.c.state == JobState.STARTING,
-                        jobs.c.state == JobState.STARTING,
-                    )
-                )
-            }
-            rows = [(j, n, h) for j, n, h in items if (j, n) in current]
-            if not rows:
-                return []
-            conn.execute(
-                update(attempts)
-                .where(attempts.c.job_id == bindparam("b_job"), attempts.c.number == bindparam("b_n"))
-                .values(state=JobState.RUNNING, handle=bindparam("b_handle"), started_at=now),
-                [{"b_job": j, "b_n": n, "b_handle": h} for j, n, h in rows],
-            )
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == bindparam("b_job"))
-                .values(state=JobState.RUNNING, started_at=func.coalesce(jobs.c.started_at, now)),
-                [{"b_job": j} for j, _, _ in rows],
-            )
-            conn.execute(
-                insert(events),
-                [
-                    {
-                        "job_id": j,
-                        "attempt": n,
-                        "from_state": "starting",
-                        "to_state": "running",
-                        "reason": None,
-                        "at": now,
-                    }
-                    for j, n, _ in rows
-                ],
-            )
-            return [current[(j, n)] for j, n, _ in rows]
+        Returns when each moved attempt was queued."""
+        with self.unit_of_work() as uow:
+            return transitions.mark_running(uow, items, now)
 
     def settle(self, items: Sequence[AttemptOutcome], now: float) -> list[tuple[int, JobState]]:
         """End attempts and move their jobs on; returns (job_id, new state) of those changed.
         Items whose job has moved past that attempt are skipped."""
         if not items:
             return []
-        with self._write_lock:
-            changed, dep_ended = self._settle(items, now)
-            self._queued_changed(sum(1 for _, state in changed if state == JobState.QUEUED) - dep_ended)
-            return changed
-
-    def _settle(self, items: Sequence[AttemptOutcome], now: float) -> tuple[list[tuple[int, JobState]], int]:
-        with self._tx() as conn:
-            current = {
-                r[0]: (JobState(r[1]), r[2])
-                for r in conn.execute(
-                    select(jobs.c.id, jobs.c.state, jobs.c.attempts).where(jobs.c.id.in_([i.job_id for i in items]))
-                )
-            }
-            att_rows, requeue, final, ev_rows, changed = [], [], [], [], []
-            for item in items:
-                job_id, number, s, exit_code = item.job_id, item.attempt, item.settlement, item.exit_code
-                state, attempt = current.get(job_id, (JobState.QUEUED, -1))
-                if attempt != number or not state.is_active:
-                    continue
-                check_transition(state, s.job_state)
-                current[job_id] = (s.job_state, attempt)
-                att_rows.append(
-                    {
-                        "b_job": job_id,
-                        "b_n": number,
-                        "b_state": s.attempt_state,
-                        "b_exit": exit_code,
-                        "b_reason": s.reason,
-                        "b_cpu": item.usage.cpu_seconds,
-                        "b_mem": item.usage.peak_memory_bytes,
-                        "b_io": item.usage.io_bytes,
-                    }
-                )
-                row = {"b_job": job_id, "b_state": s.job_state, "b_reason": s.reason, "b_exit": exit_code}
-                if s.job_state == JobState.QUEUED:
-                    requeue.append({**row, "b_nb": now + (s.retry_in_s or 0)})
-                else:
-                    final.append(row)
-                ev_rows.append(
-                    {
-                        "job_id": job_id,
-                        "attempt": number,
-                        "from_state": state.value,
-                        "to_state": s.job_state.value,
-                        "reason": s.reason,
-                        "at": now,
-                    }
-                )
-                changed.append((job_id, s.job_state))
-            if not att_rows:
-                return [], 0
-            conn.execute(
-                update(attempts)
-                .where(attempts.c.job_id == bindparam("b_job"), attempts.c.number == bindparam("b_n"))
-                .values(
-                    state=bindparam("b_state"),
-                    finished_at=now,
-                    exit_code=bindparam("b_exit"),
-                    reason=bindparam("b_reason"),
-                    collected=True,
-                    cpu_seconds=bindparam("b_cpu"),
-                    peak_memory_bytes=bindparam("b_mem"),
-                    io_bytes=bindparam("b_io"),
-                ),
-                att_rows,
-            )
-            common: dict[str, Any] = {
-                "state": bindparam("b_state"),
-                "reason": bindparam("b_reason"),
-                "exit_code": bindparam("b_exit"),
-            }
-            if requeue:
-                conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == bindparam("b_job"))
-                    .values(
-                        **common,
-                        queued_since=now,
-                        not_before=bindparam("b_nb"),
-                        node=None,
-                        alloc_millicpus=None,
-                        alloc_mem_mb=None,
-                        alloc_gpus=None,
-                        alloc_disk_mb=None,
-                    ),
-                    requeue,
-                )
-            if final:
-                conn.execute(
-                    update(jobs).where(jobs.c.id == bindparam("b_job")).values(**common, finished_at=now), final
-                )
-            conn.execute(insert(events), ev_rows)
-            ended = {j for j, state in changed if state.is_final}
-            return changed, resolve_blocked(conn, dependents(conn, ended), now)
+        with self.unit_of_work() as uow:
+            return transitions.settle(uow, items, now)
 
     # ---- kill
 
     def request_kill(self, job_ids: Sequence[int], reason: str, now: float) -> dict[int, JobState]:
         """Queued jobs end as killed at once; active ones are flagged for the monitor.
         Returns each found job's state after the call."""
-        with self._write_lock:
-            out, dequeued = self._request_kill(job_ids, reason, now)
-            self._queued_changed(-dequeued)
-            return out
-
-    def _request_kill(self, job_ids: Sequence[int], reason: str, now: float) -> tuple[dict[int, JobState], int]:
-        out: dict[int, JobState] = {}
-        dequeued = 0
-        with self._tx() as conn:
-            for job_id in job_ids:
-                row = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).first()
-                if row is None:
-                    continue
-                state = JobState(row[0])
-                if state == JobState.QUEUED and reason == "user":
-                    conn.execute(
-                        update(jobs)
-                        .where(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED)
-                        .values(state=JobState.KILLED, finished_at=now, reason="killed on request", kill_reason=reason)
-                    )
-                    conn.execute(
-                        insert(events).values(
-                            job_id=job_id,
-                            attempt=None,
-                            from_state="queued",
-                            to_state="killed",
-                            reason="killed on request",
-                            at=now,
-                        )
-                    )
-                    state = JobState.KILLED
-                    dequeued += 1
-                elif state.is_active:
-                    conn.execute(
-                        update(jobs).where(jobs.c.id == job_id, jobs.c.kill_reason.is_(None)).values(kill_reason=reason)
-                    )
-                out[job_id] = state
-            killed = {j for j, state in out.items() if state == JobState.KILLED}
-            dequeued += resolve_blocked(conn, dependents(conn, killed), now)
-        return out, dequeued
+        with self.unit_of_work() as uow:
+            return transitions.request_kill(uow, job_ids, reason, now)

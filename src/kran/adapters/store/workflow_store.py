@@ -17,16 +17,19 @@ _FINAL = [s.value for s in RunState if s.is_final]
 
 class SqlWorkflows:
     def __init__(self, store: SqlStore) -> None:
+        self._store = store
         self._engine = store.engine
 
     def create(self, owner: str, name: str, labels: dict[str, str], now: float) -> int:
         row = dict(owner=owner, name=name, state=RunState.QUEUED.value, labels=json.dumps(labels))
-        with self._engine.begin() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             res = conn.execute(insert(workflows).values(**row, dir="", document="", submitted_at=now))
             return int(res.inserted_primary_key[0])  # type: ignore[index]
 
     def set_files(self, run_id: int, dir: str, document: str, job_order: str | None) -> None:
-        with self._engine.begin() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             q = update(workflows).where(workflows.c.id == run_id)
             conn.execute(q.values(dir=dir, document=document, job_order=job_order))
 
@@ -46,7 +49,8 @@ class SqlWorkflows:
 
     def start(self, run_id: int, now: float) -> bool:
         """queued -> running; False when the run ended meanwhile (cancelled before it began)."""
-        with self._engine.begin() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             res = conn.execute(
                 update(workflows)
                 .where(workflows.c.id == run_id, workflows.c.state.notin_(_FINAL))
@@ -72,14 +76,16 @@ class SqlWorkflows:
         values: dict[str, Any] = dict(state=state.value, finished_at=now, exit_code=exit_code, reason=reason)
         if outputs is not None:
             values["outputs"] = json.dumps(outputs)
-        with self._engine.begin() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             res = conn.execute(
                 update(workflows).where(workflows.c.id == run_id, workflows.c.state.notin_(_FINAL)).values(**values)
             )
             return res.rowcount == 1
 
     def request_cancel(self, run_id: int) -> None:
-        with self._engine.begin() as conn:
+        with self._store.unit_of_work() as uow:
+            conn = uow.conn
             conn.execute(
                 update(workflows)
                 .where(workflows.c.id == run_id, workflows.c.state.notin_(_FINAL))
