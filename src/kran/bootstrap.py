@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import gc
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -220,8 +222,10 @@ def build_server(settings: Settings) -> Server:
 
 def serve(settings: Settings) -> None:
     import uvicorn
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     from kran.api.app import create_app
+    from kran.api.https_port import https_only
 
     server = build_server(settings)
     server.loop.start()
@@ -236,15 +240,16 @@ def serve(settings: Settings) -> None:
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler that was
     # there before: make that an orderly exit so `server.stop()` below runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    http: type[asyncio.Protocol] | str = "auto"
+    loop = "auto"
+    if settings.tls_cert:  # TLS on the port, and a 400 that says so to plain HTTP
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        http = https_only(AutoHTTPProtocol, context)
+        loop = "asyncio"  # uvloop's start_tls stalled the handshake of a connection peeked at
     try:
         uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            access_log=False,
-            ssl_certfile=settings.tls_cert,
-            ssl_keyfile=settings.tls_key,
+            app, host=settings.host, port=settings.port, log_level="warning", access_log=False, http=http, loop=loop
         )
     finally:
         server.stop()

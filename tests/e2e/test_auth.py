@@ -349,7 +349,7 @@ def test_first_start_writes_a_private_client_config(make_server: Any, tmp_path: 
     assert r.returncode == 0, r.stderr
 
 
-def test_tls_with_a_private_ca(make_server: Any, tmp_path: Path) -> None:
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
@@ -373,6 +373,11 @@ def test_tls_with_a_private_ca(make_server: Any, tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
+    return cert, key
+
+
+def test_tls_with_a_private_ca(make_server: Any, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
     server = make_server(KRAN_SERVER_TLS_CERT=str(cert), KRAN_SERVER_TLS_KEY=str(key))
     assert server.url.startswith("https://")
     env = {**server.env, "KRAN_URL": server.url}
@@ -409,3 +414,19 @@ def test_trusted_proxy_header(make_server: Any) -> None:
         {**ok, "X-Remote-User": "nobody"},
     ):
         assert httpx.get(server.url + "/api/v1/whoami", headers=headers).status_code == 401
+
+
+def test_plain_http_to_the_tls_port_is_told_to_use_https(make_server: Any, tmp_path: Path) -> None:
+    """It was a closed connection: the CLI said only "Server disconnected without sending a response"."""
+    cert, key = _self_signed(tmp_path)
+    server = make_server(KRAN_SERVER_TLS_CERT=str(cert), KRAN_SERVER_TLS_KEY=str(key))
+    plain = f"http://127.0.0.1:{server.port}"
+    r = httpx.post(f"{plain}/api/v1/jobs", json={"command": ["true"]}, timeout=10)
+    assert r.status_code == 400 and r.headers["content-type"].startswith("text/plain")
+    assert f"this port speaks HTTPS; use https://127.0.0.1:{server.port}/" in r.text
+    env = {**server.env, "KRAN_URL": plain, "KRAN_CA_CERT": str(cert)}
+    r2 = subprocess.run([sys.executable, "-m", "kran.cli.main", "jobs"], env=env, capture_output=True, text=True)
+    assert r2.returncode == 1 and "use https://" in r2.stderr, r2.stderr
+    # HTTPS on the same port goes on as before, request after request on one connection
+    with httpx.Client(base_url=server.url, verify=str(cert), timeout=10) as c:
+        assert [c.get("/ping").status_code for _ in range(3)] == [200, 200, 200]
