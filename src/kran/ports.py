@@ -232,8 +232,8 @@ class Volumes(Protocol):
         """(used, size) in bytes while mounted."""
         ...
 
-    def remove(self, key: str, keep_data: bool) -> None:
-        """Unmount; delete the data unless `keep_data`."""
+    def remove(self, key: str, keep_data: bool, keep_as: str | None = None) -> None:
+        """Unmount; delete the data unless `keep_data` (then kept under `keep_as`, if given)."""
         ...
 
 

@@ -36,7 +36,9 @@ def test_names_per_owner_keep_every_row(tmp_path: Path) -> None:
     store.migrate("0009")
     with store.engine.begin() as conn:
         _schedule(conn, 1, "p", "alice", [])
-        _schedule(conn, 2, "c", "bob", ["p"])
+        _schedule(conn, 2, "c", "bob", ["p"])  # linked to alice's when a name was everyone's
+        _schedule(conn, 3, "a", "root", ["p", "gone"])
+        conn.execute(text("INSERT INTO users (name, role, disabled, created_at) VALUES ('root', 'admin', 0, 0)"))
         for rid, sid in ((1, 1), (2, 1), (3, 2)):
             conn.execute(
                 text(
@@ -67,8 +69,10 @@ def test_names_per_owner_keep_every_row(tmp_path: Path) -> None:
         assert conn.execute(text("SELECT count(*) FROM app_versions")).scalar() == 3
         assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
     schedules, apps = SqlSchedules(store), SqlApps(store)
-    child = schedules.get("bob", "c")
-    assert child is not None and child.parents == ["alice/p"]
+    child, admins = schedules.get("bob", "c"), schedules.get("root", "a")
+    # only an admin's schedule may follow another user's; a user's follows their own (none yet)
+    assert child is not None and child.parents == ["bob/p"]
+    assert admins is not None and admins.parents == ["alice/p", "root/gone"]
     assert [r.id for r in schedules.runs(1)] == [2, 1]
     tool = apps.get("alice", "tool")
     assert tool is not None and tool.version == 2 and tool.volume_key == "tool/store"  # its volume stays put
@@ -77,7 +81,7 @@ def test_names_per_owner_keep_every_row(tmp_path: Path) -> None:
 
     # the new rules: a name per owner; a shared name once among the shared apps
     added = schedules.add({**_values("p", "bob"), "parents": []})
-    assert added.id == 3 and added.owner == "bob"
+    assert added.id == 4 and added.owner == "bob"
     with pytest.raises(Conflict):
         schedules.add({**_values("p", "bob"), "parents": []})
     assert apps.load("bob", "tool", False, {}, None, None, None, 1.0).owner == "bob"

@@ -43,3 +43,21 @@ def test_app_names() -> None:
     for bad in ("", "Bwa", "-x", "a b", "x" * 64, "a/b"):
         with pytest.raises(AppError):
             check_app_name(bad)
+
+
+def test_volume_keys_of_owners_never_meet() -> None:
+    """A long name was keyed by its bare hash: a user named that hash got the same volume."""
+    import hashlib
+
+    from kran.domain.apps import volume_key_for, volume_shown
+
+    long = "a" * 100
+    bare_hash = hashlib.sha256(long.encode()).hexdigest()[:32]
+    keys = {volume_key_for(o, "x", "v") for o in (long, bare_hash, bare_hash + "0" * 8, "=" + bare_hash, "..", ".")}
+    assert len(keys) == 6
+    for key in keys:
+        where = key.split("/")
+        assert len(where) == 3 and where[0].startswith("~") and where[0] not in (".", "..")
+        assert len(where[0]) <= 65 and volume_shown(key) == "x/v"
+    assert volume_key_for("..", "x", "v") == "~../x/v"  # one dir named "~..", not a way up
+    assert volume_shown("tool/data") == "tool/data"  # loaded before names were per owner

@@ -135,6 +135,10 @@ def test_app_names_are_per_owner(two: ServerProc) -> None:
         assert _who(c, "secret") == "alice"
     with two.api() as c:  # an admin may run anyone's, by OWNER/NAME
         assert _who(c, "alice/secret") == "alice"
+        for nobody in ("ghost", "a/b", "..", "x" * 100):  # nor make apps of nobody's, holding the name
+            r = c.post("/api/v1/apps/vx", params={"owner": nobody}, json={})
+            assert r.status_code == 404 and "not found" in r.json()["error"], (nobody, r.text)
+        assert c.post("/api/v1/apps/vx", params={"owner": "bob"}, json={}).json()["owner"] == "bob"
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,7 @@ class LoopVolumes:
         st = os.statvfs(mnt)
         return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize
 
-    def remove(self, key: str, keep_data: bool) -> None:
+    def remove(self, key: str, keep_data: bool, keep_as: str | None = None) -> None:
         img, mnt = self._paths(key)
         with self._lock:
             self._unmount(mnt, key)
@@ -70,6 +70,10 @@ class LoopVolumes:
                 mnt.rmdir()
             if not keep_data:
                 img.unlink(missing_ok=True)
+            elif keep_as is not None and keep_as != key and img.exists():
+                kept, _ = self._paths(keep_as)
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(img, kept)
 
     @staticmethod
     def _unmount(mnt: Path, key: str) -> None:

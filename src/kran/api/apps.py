@@ -7,16 +7,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from kran.api.deps import Owner, caller, runtime
+from kran.api.deps import Owner, authenticator, caller, runtime
 from kran.api.schemas import AppLoad
 from kran.domain.apps import AppRecord
 from kran.domain.auth import Principal
+from kran.errors import NotFound
 from kran.services import apps
+from kran.services.auth import Authenticator
 from kran.services.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/apps", tags=["apps"])
 Rt = Annotated[Runtime, Depends(runtime)]
 Caller = Annotated[Principal, Depends(caller)]
+Auth = Annotated[Authenticator, Depends(authenticator)]
 
 
 def app_json(app: AppRecord, rt: Runtime | None = None) -> dict[str, Any]:
@@ -41,7 +44,9 @@ def app_json(app: AppRecord, rt: Runtime | None = None) -> dict[str, Any]:
 
 
 @router.post("/{name}", status_code=201, summary="Load an app (a re-load adds a version)")
-def load_app(name: str, body: AppLoad, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
+def load_app(name: str, body: AppLoad, rt: Rt, who: Caller, auth: Auth, owner: Owner = None) -> dict[str, Any]:
+    if who.is_admin and owner not in (None, who.user) and auth.identities.get_user(owner) is None:
+        raise NotFound(f"user {owner!r} not found")  # an app of nobody's would hold the name
     app = apps.load_app(rt, who, name, body.defaults(), body.user, body.volume, body.shared, owner)
     return app_json(app)
 

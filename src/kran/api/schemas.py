@@ -98,7 +98,9 @@ class JobSubmit(Body):
     retries: int = Field(0, ge=0, le=100, description="re-runs of a failed or lost attempt")
     timeout: str | float | None = Field(None, description="e.g. 90, '30m', '1h30m'")
     network: bool = Field(False, description="give the job network access")
-    app: str | None = Field(None, max_length=64, description="run in this app's environment; own fields override")
+    app: str | None = Field(
+        None, max_length=170, description="run in this app's environment (NAME or OWNER/NAME); own fields override"
+    )
     files: list[str] = Field(
         default_factory=list, max_length=100, description="URLs fetched into the working dir (archives extracted)"
     )

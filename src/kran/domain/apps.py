@@ -90,10 +90,12 @@ def volume_key_for(owner: str, app: str, volume: str) -> str:
     """Where a new app's volume lives, below the volumes dir: `~OWNER/APP/VOLUME`, apart
     from every other owner's (names are per owner) and from the `APP/VOLUME` of apps loaded
     before that (app names start with a letter or digit, never `~`). The owner is
-    percent-encoded (no `/`; `~` first, so never `.` or `..`), hashed when long."""
+    percent-encoded (no `/`; `~` first, so never `.` or `..`), hashed when long: the hash
+    after a `=`, which an encoded name never holds (it would be `%3D`), so no user's name
+    encodes to another's hash."""
     safe = quote(owner, safe="")
     if len(safe) > 64:
-        safe = hashlib.sha256(owner.encode()).hexdigest()[:32]
+        safe = "=" + hashlib.sha256(owner.encode()).hexdigest()[:40]
     return f"~{safe}/{app}/{volume}"
 
 

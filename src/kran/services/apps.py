@@ -94,8 +94,8 @@ def unload_app(rt: Runtime, who: Principal, name: str, keep_volume: bool, owner:
         if busy:
             ids = ", ".join(str(i) for i in busy[:10])
             raise Conflict(f"app {name!r}: jobs {ids} use its volume; kill them or wait, then unload")
-        try:
-            rt.volumes.remove(key, keep_volume)
+        try:  # kept where a re-load of the owner's looks (a volume from before names were per owner moves)
+            rt.volumes.remove(key, keep_volume, volume_key_for(app.owner, app.name, app.volume.name))
         except EngineError as e:
             raise Conflict(f"app {name!r}: {e}") from None
     rt.apps.delete(app.owner, app.name)

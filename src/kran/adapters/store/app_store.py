@@ -74,9 +74,12 @@ class SqlApps:
             }
         )
         this = (apps.c.owner == owner) & (apps.c.name == name)
+        others = apps.c.shared.is_(True) & (apps.c.name == name) & (apps.c.owner != owner)
         try:
             with self._store.unit_of_work() as uow:
                 conn = uow.conn
+                if shared and conn.execute(select(apps.c.owner).where(others)).first() is not None:
+                    raise Conflict(f"a shared app {name!r} exists already; load yours --private or under another name")
                 current = conn.execute(select(apps.c.version).where(this)).scalar()
                 version = (current or 0) + 1
                 row = {"shared": shared, "version": version, "updated_at": now}
@@ -90,10 +93,8 @@ class SqlApps:
                     insert(app_versions),
                     {"owner": owner, "app": name, "version": version, "spec": spec, "created_at": now},
                 )
-        except IntegrityError:  # ux_apps_shared_name
-            raise Conflict(
-                f"a shared app {name!r} exists already; load yours --private or under another name"
-            ) from None
+        except IntegrityError:  # another load of the same name won the race
+            raise Conflict(f"app {name!r} changed meanwhile; try again") from None
         got = self.get(owner, name)
         assert got is not None
         return got

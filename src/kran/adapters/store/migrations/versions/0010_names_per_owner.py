@@ -93,8 +93,16 @@ def _rewrite_values(conn: sa.Connection) -> None:
     """Parents as "owner/name" (names were unique: the parent's owner is known); each
     version's volume with its key."""
     owner_of: dict[str, str] = dict(conn.execute(sa.text("SELECT name, owner FROM schedules")).all())
+    admins = {r[0] for r in conn.execute(sa.text("SELECT name FROM users WHERE role = 'admin'"))}
+
+    def parent(name: str, owner: str) -> str:
+        # another user's only for an admin's schedule (a name deleted and taken by someone
+        # else had linked a user's schedule to theirs): else the owner's own, maybe missing
+        theirs = owner_of.get(name, owner)
+        return f"{theirs if owner in admins else owner}/{name}"
+
     for sid, owner, parents in conn.execute(sa.text("SELECT id, owner, parents FROM schedules")).all():
-        keyed = [f"{owner_of.get(p, owner)}/{p}" for p in json.loads(parents)]
+        keyed = [parent(p, owner) for p in json.loads(parents)]
         conn.execute(sa.text("UPDATE schedules SET parents = :p WHERE id = :i"), {"p": json.dumps(keyed), "i": sid})
     for app, version, spec in conn.execute(sa.text("SELECT app, version, spec FROM app_versions")).all():
         s = json.loads(spec)
