@@ -19,7 +19,6 @@ from typing import Any
 
 import click
 import httpx
-from httpx._multipart import MultipartStream
 
 from kran.domain.auth import sign_digest
 from kran.errors import InvalidInput
@@ -76,10 +75,15 @@ def body_sha256(request: httpx.Request) -> str:
     try:
         return hashlib.sha256(request.content).hexdigest()
     except httpx.RequestNotRead:
-        if not isinstance(request.stream, MultipartStream):
-            return hashlib.sha256(request.read()).hexdigest()  # a one-pass stream: read it
+        # httpx's own multipart body (files=) reads its files again from the start on each
+        # pass; any other stream may be one-pass: read it
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            return hashlib.sha256(request.read()).hexdigest()
+    stream = request.stream
+    if not isinstance(stream, httpx.SyncByteStream):
+        return hashlib.sha256(request.read()).hexdigest()
     digest = hashlib.sha256()
-    for chunk in request.stream:
+    for chunk in stream:
         digest.update(chunk)
     return digest.hexdigest()
 
