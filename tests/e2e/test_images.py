@@ -75,6 +75,16 @@ def _local_engine_pulls(server: ServerProc, host: str, small: dict[str, Any]) ->
         # an unknown image is refused at submit, with the registry's answer
         r = c.post("/api/v1/jobs", json={"image": f"{host}/nope:1", "command": ["true"]})
         assert r.status_code == 422 and "not found" in r.json()["error"]
+        # a schedule's job is classified when it is added, as a submit's (its fires had no
+        # class: a heavyweight image went to any node; an unknown one failed at each fire)
+        heavy_job = {"image": f"{host}/heavy:latest", "command": ["true"]}
+        c.post("/api/v1/schedules", json={"name": "heavy", "cron": "0 3 * * *", "job": heavy_job}).raise_for_status()
+        fired = c.post("/api/v1/schedules/heavy/run-now").json()["job_id"]
+        assert c.get(f"/api/v1/jobs/{fired}").json()["node_class"] == "heavyweight"
+        c.post(f"/api/v1/jobs/{fired}/kill")
+        nope = {"image": f"{host}/nope:1", "command": ["true"]}
+        r = c.post("/api/v1/schedules", json={"name": "nope", "cron": "0 3 * * *", "job": nope})
+        assert r.status_code == 422 and "not found" in r.json()["error"]
 
         # a registry that never sends the layers: the pull times out, the attempt fails with why
         stall = StallingRegistry("127.0.0.1")

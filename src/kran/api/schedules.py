@@ -14,6 +14,7 @@ from kran.domain.auth import Principal, can_see
 from kran.domain.durations import parse_duration
 from kran.errors import InvalidInput
 from kran.services import schedules
+from kran.services.images import classify
 from kran.services.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/schedules", tags=["schedules"])
@@ -64,7 +65,7 @@ def add_schedule(body: ScheduleAdd, rt: Rt, who: Caller) -> dict[str, Any]:
         rt,
         name=body.name,
         owner=who.user,
-        spec=spec_for(rt, who, who.user, body.job),
+        spec=classify(rt, spec_for(rt, who, who.user, body.job)),
         every=body.every,
         cron=body.cron,
         after=body.after or None,

@@ -17,7 +17,7 @@ from kran.domain.jobs import JobSpec
 from kran.domain.records import PlannedRun, ScheduleRecord
 from kran.domain.schedules import Trigger, check_cron, next_fire_time, parse_every, parse_time, plan_due, zone
 from kran.domain.states import JobState
-from kran.errors import Conflict, InvalidInput, NotFound
+from kran.errors import Conflict, InvalidInput, NotFound, QueueFull
 from kran.services.runtime import Runtime
 from kran.services.submit import check_runnable
 
@@ -183,9 +183,12 @@ def delete_schedule(rt: Runtime, name: str, who: Principal, owner: str | None = 
 def run_now(rt: Runtime, name: str, who: Principal, owner: str | None = None) -> int:
     s = get_schedule(rt, name, who, owner)
     now = rt.clock.now()
+    if rt.store.queued_count() >= rt.settings.queue_max:
+        raise QueueFull(f"queue is full: limit {rt.settings.queue_max}; nothing stored")
     ids = rt.schedules.record_fire(s, [PlannedRun(now, _job_spec(s, now), "run-now")], s.next_fire_at, 0, now)
     if not ids:
         raise Conflict(f"schedule {name!r} changed meanwhile; try again")
+    rt.metrics.submitted(len(ids), s.owner)
     rt.poke()
     return ids[0]
 
@@ -238,8 +241,8 @@ def _fire_due(rt: Runtime, s: ScheduleRecord, now: float) -> int:
         deadline = t + s.max_lateness_s if s.max_lateness_s is not None else None
         plans.append(PlannedRun(t, _job_spec(s, t), None, deadline))
         active = [-1]  # the run just planned is active for the fire times after it
-    ids = rt.schedules.record_fire(s, plans, nxt.timestamp() if nxt else None, len(due), now)
-    return len(ids or [])
+    ids = rt.schedules.record_fire(s, _bounded(rt, plans), nxt.timestamp() if nxt else None, len(due), now)
+    return _submitted(rt, s, ids)
 
 
 def _follow_parents(rt: Runtime, child: ScheduleRecord, now: float) -> int:
@@ -278,7 +281,26 @@ def _follow_parents(rt: Runtime, child: ScheduleRecord, now: float) -> int:
     if not fire:
         for name in done:
             seen[str(parents[name].id)] = child.seen.get(str(parents[name].id), 0)
-    ids = rt.schedules.record_fire(child, plans, child.next_fire_at, len(plans), now, seen)
+    ids = rt.schedules.record_fire(child, _bounded(rt, plans), child.next_fire_at, len(plans), now, seen)
+    return _submitted(rt, child, ids)
+
+
+def _bounded(rt: Runtime, plans: list[PlannedRun]) -> list[PlannedRun]:
+    """The queue bound holds for fires as for submits: runs past it are skipped, saying so
+    (a submit would get a 429; a fire has no one to answer, so its run record tells)."""
+    room = rt.settings.queue_max - rt.store.queued_count()
+    out = []
+    for p in plans:
+        if p.spec is not None and room <= 0:
+            p = PlannedRun(p.fire_time, None, f"queue is full (limit {rt.settings.queue_max}): not submitted")
+        room -= p.spec is not None
+        out.append(p)
+    return out
+
+
+def _submitted(rt: Runtime, s: ScheduleRecord, ids: list[int] | None) -> int:
+    if ids:
+        rt.metrics.submitted(len(ids), s.owner)
     return len(ids or [])
 
 
