@@ -16,7 +16,7 @@ from kran.domain.images import ImageInfo, NodeImage, canonical, gc_choice, parse
 from kran.domain.jobs import JobSpec
 from kran.domain.records import StartedAttempt
 from kran.domain.states import JobState
-from kran.errors import EngineError, InvalidInput, NotFound, RegistryError, Unavailable
+from kran.errors import EngineError, InvalidInput, NotFound, RegistryError
 from kran.services.runtime import Runtime
 
 log = logging.getLogger("kran.images")
@@ -60,8 +60,6 @@ def state(rt: Runtime) -> ImageState:
 def lookup(rt: Runtime, ref_text: str) -> ImageInfo | None:
     """The registry's answer for the reference (cached a minute), or None when kran does
     not look this registry up (Docker Hub unless image.lookup_docker_hub)."""
-    if rt.registry is None:
-        return None
     try:
         ref = parse_ref(ref_text)
     except ValueError as e:
@@ -141,7 +139,7 @@ def _holds(refs: frozenset[str], ref: str, digest: str | None) -> bool:
 
 
 def inventory(rt: Runtime, node: str, fresh: bool = False) -> list[NodeImage]:
-    if rt.node_images is None or node not in rt.node_images.nodes():
+    if node not in rt.node_images.nodes():
         return []
     st = state(rt)
     cached = st.inventory.get(node)
@@ -159,8 +157,6 @@ def inventory(rt: Runtime, node: str, fresh: bool = False) -> list[NodeImage]:
 
 def images_by_node(rt: Runtime, fresh: bool = False) -> dict[str, frozenset[str]]:
     """Node -> the references it holds (from the cached inventory unless `fresh`)."""
-    if rt.node_images is None:
-        return {}
     out = {}
     for node in rt.node_images.nodes():
         if fresh or node in state(rt).inventory:
@@ -170,9 +166,8 @@ def images_by_node(rt: Runtime, fresh: bool = False) -> dict[str, frozenset[str]
 
 def refresh_inventory(rt: Runtime) -> None:
     """In the pool, periodically: every node's images."""
-    if rt.node_images is not None:
-        for node in rt.node_images.nodes():
-            inventory(rt, node, fresh=True)
+    for node in rt.node_images.nodes():
+        inventory(rt, node, fresh=True)
 
 
 # ---- pulls: for a starting attempt, or to warm nodes
@@ -182,7 +177,7 @@ def ensure_on_node(rt: Runtime, s: StartedAttempt) -> None:
     """Before the launch: the attempt's image on its node, pulled here (with progress in
     the job: `pulling`) unless it is there, or waited for if a warm is pulling it."""
     image = s.spec.image
-    if not image or rt.node_images is None or s.node not in rt.node_images.nodes():
+    if not image or s.node not in rt.node_images.nodes():
         return
     st = state(rt)
     st.last_used[(s.node, image)] = time.time()
@@ -190,19 +185,18 @@ def ensure_on_node(rt: Runtime, s: StartedAttempt) -> None:
         return
     pull, mine = _start_pull(rt, s.node, image)
     total = s.spec.image_size or 0
-    if rt.image_store is not None:
-        rt.image_store.set_pull(
-            s.job_id,
-            s.attempt,
-            {"image": image, "node": s.node, "done": 0, "total": total},
-            f"pulling {image} on {s.node}" + (f" ({total} bytes)" if total else ""),
-            rt.clock.now(),
-        )
+    rt.image_store.set_pull(
+        s.job_id,
+        s.attempt,
+        {"image": image, "node": s.node, "done": 0, "total": total},
+        f"pulling {image} on {s.node}" + (f" ({total} bytes)" if total else ""),
+        rt.clock.now(),
+    )
     last = [0.0]
 
     def progress(done: int, known: int) -> None:
         pull.done, pull.total = done, max(known, total)
-        if rt.image_store is not None and time.monotonic() - last[0] >= PROGRESS_EVERY_S:
+        if time.monotonic() - last[0] >= PROGRESS_EVERY_S:
             last[0] = time.monotonic()
             progress_row = {"image": image, "node": s.node, "done": done, "total": max(known, total)}
             rt.image_store.set_pull(s.job_id, s.attempt, progress_row, None, rt.clock.now())
@@ -215,9 +209,8 @@ def ensure_on_node(rt: Runtime, s: StartedAttempt) -> None:
         if pull.state == "failed":
             raise EngineError(pull.error or f"pull of {image} on node {s.node} failed")
     finally:
-        if rt.image_store is not None:
-            done_text = f"pulled {image} on {s.node}" if pull.state == "done" else None
-            rt.image_store.set_pull(s.job_id, s.attempt, None, done_text, rt.clock.now())
+        done_text = f"pulled {image} on {s.node}" if pull.state == "done" else None
+        rt.image_store.set_pull(s.job_id, s.attempt, None, done_text, rt.clock.now())
 
 
 def _node_refs(rt: Runtime, node: str, fresh: bool = False) -> frozenset[str]:
@@ -237,8 +230,7 @@ def _start_pull(rt: Runtime, node: str, ref: str) -> tuple[Pull, bool]:
 
 
 def _run_pull(rt: Runtime, pull: Pull, progress: Callable[[int, int], None] | None = None) -> None:
-    assert rt.node_images is not None
-    creds = rt.image_store.credentials() if rt.image_store else {}
+    creds = rt.image_store.credentials()
     registry = parse_ref(pull.ref).registry
 
     def report(done: int, known: int) -> None:
@@ -265,8 +257,6 @@ def warm_nodes(rt: Runtime, ref: str, nodes: list[str] | None, node_class: str |
         parse_ref(ref)
     except ValueError as e:
         raise InvalidInput(f"ref: {e}", "ref") from None
-    if rt.node_images is None:
-        raise Unavailable("this server has no Docker API to pull with")
     managed = rt.node_images.nodes()
     known = {n.node_id: n for n in rt.node_totals()}
     names = rt.hostnames()
@@ -315,8 +305,6 @@ def gc(rt: Runtime, node: str | None = None, dry_run: bool = False, target: int 
     """Per node: above the high-water mark (or always, with `target`), remove least
     recently used images that are not pinned, not used by a starting or running job and
     not being pulled, until under the low-water mark (or `target`)."""
-    if rt.node_images is None:
-        return []
     nodes = rt.node_images.nodes()
     if node is not None:
         names = rt.hostnames()
@@ -369,8 +357,6 @@ def pin(rt: Runtime, who: Principal, ref: str) -> None:
         parse_ref(ref)
     except ValueError as e:
         raise InvalidInput(f"ref: {e}", "ref") from None
-    if rt.image_store is None:
-        raise Unavailable("no image store")
     rt.image_store.pin(ref, who.user, rt.clock.now())
 
 

@@ -33,7 +33,7 @@ def tick(rt: Runtime, monitor: bool = True) -> None:
     if time.monotonic() - rt.last_retention >= rt.settings.retention_check_s:
         rt.last_retention = time.monotonic()
         rt.pool.submit(_in_pool, retention_tick, rt)
-    if rt.node_images is not None and time.monotonic() - rt.last_image_tick >= rt.settings.gc_interval_s:
+    if time.monotonic() - rt.last_image_tick >= rt.settings.gc_interval_s:
         rt.last_image_tick = time.monotonic()
         rt.pool.submit(_in_pool, image_tick, rt)
     if time.monotonic() - rt.last_sweep >= SWEEP_EVERY_S:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kran.errors import InvalidInput, RegistryError, Unavailable
+from kran.errors import InvalidInput, RegistryError
 from kran.services.runtime import Runtime
 
 HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?")
@@ -15,8 +15,6 @@ HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?")
 def login(rt: Runtime, host: str, username: str, password: str) -> None:
     if not HOST.fullmatch(host):
         raise InvalidInput(f"{host!r} is not a registry host[:port]", "host")
-    if rt.registry is None or rt.image_store is None:
-        raise Unavailable("no registry client configured")
     try:
         rt.registry.check_login(host, (username, password))
     except RegistryError as e:

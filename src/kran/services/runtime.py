@@ -55,14 +55,14 @@ class Runtime:
     fetcher: Fetcher
     volumes: Volumes
     disk: DiskWatch  # the data dir's free space against files.min_free
+    registry: Registry
+    image_store: ImageStore
+    node_images: NodeImages  # nodes whose Docker API kran reaches (image manager)
+    workflows: Workflows  # workflow runs
+    workflow_runner: WorkflowRunner  # the workflow engine (cwltool)
     cluster: Cluster | None = None  # a cluster engine's nodes; None: this machine only
     pack: bool = False  # placement: fill nodes one by one instead of spreading
-    registry: Registry | None = None
-    image_store: ImageStore | None = None
-    node_images: NodeImages | None = None  # nodes whose Docker API kran reaches (image manager)
     image_state: Any = None  # the image manager's in-memory state (services.images.ImageState)
-    workflows: Workflows | None = None  # workflow runs; None: not enabled
-    workflow_runner: WorkflowRunner | None = None  # the workflow engine (cwltool)
     workflow_state: Any = None  # runs executing here (services.workflows.WorkflowState)
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(16, "kran-engine"))
     # engine work finished in the pool, for the loop to record: (kind, payload)

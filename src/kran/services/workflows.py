@@ -111,7 +111,6 @@ class RunLauncher:
         assert self.watch is not None
 
     def _cancelled(self) -> bool:
-        assert self.rt.workflows is not None
         current = self.rt.workflows.get(self.run.id)
         return current is None or current.cancel_requested
 
@@ -191,8 +190,6 @@ def _in_bundle(bundle: Path, rel: str, what: str) -> str:
 def submit_run(rt: Runtime, who: Principal, req: RunRequest, uploads: dict[str, BinaryIO]) -> WorkflowRecord:
     """Place the run's files in a dir of its own, check them, then store the run and start
     it: a refused submission stores nothing."""
-    if rt.workflows is None or rt.workflow_runner is None:
-        raise InvalidInput("workflows are not enabled on this server", "workflow")
     for rel in uploads:
         if Path(rel).is_absolute() or ".." in Path(rel).parts or not rel.strip():
             raise InvalidInput(f"uploaded file name {rel!r} must be a relative path inside the bundle", "files")
@@ -286,8 +283,6 @@ def start(rt: Runtime, run_id: int) -> None:
 
 def resume_all(rt: Runtime) -> int:
     """At server start: every run not ended goes on."""
-    if rt.workflows is None:
-        return 0
     runs = rt.workflows.list(states=(RunState.QUEUED, RunState.RUNNING), limit=100_000)
     for run in runs:
         start(rt, run.id)
@@ -318,7 +313,6 @@ def _settle_previous(rt: Runtime, launcher: RunLauncher, run: WorkflowRecord) ->
 
 
 def _execute(rt: Runtime, run_id: int) -> None:
-    assert rt.workflows is not None and rt.workflow_runner is not None
     try:
         run = rt.workflows.get(run_id)
         if run is None or not rt.workflows.start(run_id, rt.clock.now()):
@@ -347,7 +341,7 @@ def _execute(rt: Runtime, run_id: int) -> None:
 
 
 def visible_run(rt: Runtime, run_id: int, who: Principal) -> WorkflowRecord:
-    run = rt.workflows.get(run_id) if rt.workflows is not None else None
+    run = rt.workflows.get(run_id)
     if run is None or (run.owner != who.user and not who.is_admin):
         raise NotFound(f"workflow run {run_id} not found")
     return run
@@ -363,8 +357,6 @@ def with_steps(rt: Runtime, run: WorkflowRecord) -> WorkflowRecord:
 
 
 def list_runs(rt: Runtime, who: Principal, states: list[RunState], limit: int) -> list[WorkflowRecord]:
-    if rt.workflows is None:
-        return []
     return rt.workflows.list(owner=None if who.is_admin else who.user, states=states, limit=limit)
 
 
@@ -375,7 +367,6 @@ def cancel_run(rt: Runtime, run_id: int, who: Principal) -> WorkflowRecord:
         raise Forbidden("only the run's owner or an admin may cancel it")
     if run.state.is_final:
         return run
-    assert rt.workflows is not None
     rt.workflows.request_cancel(run_id)
     active = [j.id for j in step_jobs(rt, run) if not j.state.is_final]
     if active:
