@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from kran.adapters.store.sql_store import SqlStore
 from kran.adapters.store.workflow_store import SqlWorkflows
 from kran.adapters.volumes import LoopVolumes
 from kran.errors import Unavailable
+from kran.ports import Cluster, Engine
 from kran.services.auth import Authenticator, bootstrap_admin
 from kran.services.batcher import SubmitBatcher
 from kran.services.disk import DiskWatch
@@ -108,6 +110,35 @@ def prepare_data_dir(data_dir: Path) -> None:
             pass
 
 
+@dataclass(frozen=True)
+class EngineContext:
+    """What an engine factory may use."""
+
+    settings: Settings
+    instance: str
+    cgroups: Cgroups
+    on_exit: Callable[[], None]  # a host process ended: the monitor should look
+
+
+def _local(c: EngineContext) -> tuple[Engine, Cluster | None]:
+    """This machine: image jobs on its Docker Engine, the others as host processes."""
+    s = c.settings
+    process = ProcessEngine(c.instance, on_exit=c.on_exit, cgroups=c.cgroups, run_as=s.run_as, pids_limit=s.pids_limit)
+    sandbox = Sandbox(s.run_as, s.read_only_rootfs, s.pids_limit)
+    return LocalEngine(process, DockerEngine(c.instance, s.docker_host, cgroups=c.cgroups, sandbox=sandbox)), None
+
+
+def _swarm(c: EngineContext) -> tuple[Engine, Cluster | None]:
+    """A Docker Swarm: kran places, Swarm executes; the engine is also the node directory."""
+    s = c.settings
+    swarm = SwarmEngine(c.instance, s.docker_host, run_as=s.run_as, disk_mb=s.capacity_disk_mb or 10**7)
+    return swarm, swarm
+
+
+# server.engine -> its factory: adding an engine is a module in adapters/engines and a line here
+ENGINES: dict[str, Callable[[EngineContext], tuple[Engine, Cluster | None]]] = {"local": _local, "swarm": _swarm}
+
+
 def build_server(settings: Settings) -> Server:
     data_dir = settings.data_path
     prepare_data_dir(data_dir)
@@ -126,24 +157,7 @@ def build_server(settings: Settings) -> Server:
         log.warning(
             "no per-job cgroups (%s): no usage accounting, no memory limit for host processes", cgroups.unavailable
         )
-    engine: LocalEngine | SwarmEngine
-    cluster: SwarmEngine | None = None
-    if settings.engine == "swarm":
-        engine = cluster = SwarmEngine(
-            instance, settings.docker_host, run_as=settings.run_as, disk_mb=settings.capacity_disk_mb or 10**7
-        )
-    else:
-        engine = LocalEngine(
-            ProcessEngine(
-                instance, on_exit=exited, cgroups=cgroups, run_as=settings.run_as, pids_limit=settings.pids_limit
-            ),
-            DockerEngine(
-                instance,
-                settings.docker_host,
-                cgroups=cgroups,
-                sandbox=Sandbox(settings.run_as, settings.read_only_rootfs, settings.pids_limit),
-            ),
-        )
+    engine, cluster = ENGINES[settings.engine](EngineContext(settings, instance, cgroups, exited))
     capacity = detect_capacity(
         data_dir,
         settings.capacity_cpus,

@@ -70,8 +70,29 @@ class AttemptRef:
     grace_s: float | None = None  # SIGTERM to SIGKILL; None: the engine's default
 
 
+@dataclass(frozen=True)
+class EngineCapabilities:
+    """What an engine can run. Admission refuses what it cannot, and never asks which
+    engine it is."""
+
+    host_processes: bool  # jobs without an image
+    containers: bool  # jobs with an image
+    volumes: bool  # app volumes (loop mounts on the server's machine)
+
+
 class Engine(Protocol):
     """Runs attempts. The core owns loops, state and retries; an engine only acts and reports."""
+
+    capabilities: EngineCapabilities
+
+    def unavailable(self, image: bool) -> str | None:
+        """Why jobs of this kind (with an image, or host processes) cannot run now; None: they can."""
+        ...
+
+    def handle_of_ended(self, attempt_dir: Path) -> str | None:
+        """At start, for an attempt the engine no longer runs: a handle if its work ended
+        while the server was down and left its end in the attempt dir, else None."""
+        ...
 
     def launch(self, spec: LaunchSpec) -> str:
         """Start the attempt; return a handle. Raises EngineError with a reason."""

@@ -224,3 +224,19 @@ def test_container_jobs_keep_the_image_entrypoint(
     assert wait_end(engine, ref).exit_code == 0
     engine.collect(ref)
     assert (tmp_path / "stdout").read_text() == "entry hello\n"
+
+
+def test_capabilities_say_what_it_runs(engine: Engine, launch: Any, tmp_path: Path) -> None:
+    """Admission asks the engine what it runs (never its name): its answers must hold."""
+    can = engine.capabilities
+    assert can.host_processes or can.containers
+    assert (engine.unavailable(image=False) is None) == can.host_processes
+    assert (engine.unavailable(image=True) is None) == can.containers  # the engines here are healthy
+    # an attempt that ended while the server was down: only an engine whose ended work is
+    # not kept for discover gives a handle, from what the work left in its dir
+    ref = launch("exit 3")
+    wait_end(engine, ref)
+    engine.collect(ref)
+    handle = engine.handle_of_ended(ref.attempt_dir)
+    assert (handle is not None) == (can.host_processes and not can.containers)
+    assert engine.handle_of_ended(tmp_path / "never-ran") is None

@@ -35,8 +35,8 @@ def reconcile_on_start(rt: Runtime) -> dict[str, int]:
         ref = found.get(key)
         if ref is not None and ref.handle:
             adopt.append((a.job_id, a.attempt, ref.handle))
-        elif (rt.attempt_dir(*key) / "exit_code").exists():
-            adopt.append((a.job_id, a.attempt, "proc:0:0"))  # ran and ended while we were down
+        elif (handle := rt.engine.handle_of_ended(rt.attempt_dir(*key))) is not None:
+            adopt.append((a.job_id, a.attempt, handle))  # ran and ended while we were down
         else:
             requeue.append(
                 AttemptOutcome(

@@ -19,18 +19,20 @@ from kran.services.runtime import Runtime
 
 def check_runnable(rt: Runtime, spec: JobSpec, nodes: list[NodeCapacity], index: int | None = None) -> None:
     where = f"job {index + 1}: " if index is not None else ""
+    can = rt.engine.capabilities
+    if spec.image and not can.containers:
+        raise InvalidInput(f"{where}this server runs host processes only: no --image", "image")
     if spec.image:
-        health = rt.engine.health()
-        why = health.get("docker") or health.get("swarm")
+        why = rt.engine.unavailable(image=True)
         if why:
             raise Unavailable(f"{where}image jobs cannot run: {why}")
-    elif rt.cluster is not None:
-        raise InvalidInput(f"{where}jobs on a cluster run in containers: give the job an --image", "image")
+    elif not can.host_processes:
+        raise InvalidInput(f"{where}jobs on this engine run in containers: give the job an --image", "image")
     elif not rt.settings.allow_host_processes:
         raise InvalidInput(f"{where}jobs without --image are not allowed on this server", "image")
-    if spec.volume and rt.cluster is not None:
+    if spec.volume and not can.volumes:
         raise InvalidInput(
-            f"{where}app volumes are loop mounts on the server's machine: not available on a swarm yet", "app"
+            f"{where}app volumes are loop mounts on the server's machine: not available on this engine yet", "app"
         )
     if not fits_anywhere(spec.request, nodes, spec.node_class):
         m = spec.request.minimum

@@ -24,7 +24,7 @@ from kran.adapters.engines.process import read_exit_code, write_exit_code
 from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError
-from kran.ports import AttemptRef, LaunchSpec
+from kran.ports import AttemptRef, EngineCapabilities, LaunchSpec
 
 PREFIX = "docker:"
 
@@ -42,6 +42,8 @@ FINAL = ("exited", "dead")
 
 
 class DockerEngine:
+    capabilities = EngineCapabilities(host_processes=False, containers=True, volumes=True)
+
     def __init__(
         self,
         instance: str,
@@ -80,6 +82,12 @@ class DockerEngine:
         elif time.monotonic() - checked > 5 and self._lock.acquire(blocking=False):
             threading.Thread(target=self._check_health, args=(True,), daemon=True).start()
         return {"docker": self._health[1]}
+
+    def unavailable(self, image: bool) -> str | None:
+        return self.health()["docker"] if image else "container jobs only"
+
+    def handle_of_ended(self, attempt_dir: Path) -> str | None:
+        return None  # a container that ended is still there for discover
 
     def _check_health(self, locked: bool = False) -> None:
         try:

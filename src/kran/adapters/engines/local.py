@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from kran.adapters.engines.docker_engine import PREFIX as DOCKER
 from kran.adapters.engines.docker_engine import DockerEngine
 from kran.adapters.engines.process import ProcessEngine
 from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
-from kran.ports import AttemptRef, LaunchSpec
+from kran.ports import AttemptRef, EngineCapabilities, LaunchSpec
 
 
 class LocalEngine:
+    capabilities = EngineCapabilities(host_processes=True, containers=True, volumes=True)
+
     def __init__(self, process: ProcessEngine, docker: DockerEngine) -> None:
         self.process = process
         self.docker = docker
@@ -49,3 +52,9 @@ class LocalEngine:
 
     def health(self) -> dict[str, str | None]:
         return {**self.process.health(), **self.docker.health()}
+
+    def unavailable(self, image: bool) -> str | None:
+        return (self.docker if image else self.process).unavailable(image)
+
+    def handle_of_ended(self, attempt_dir: Path) -> str | None:
+        return self.process.handle_of_ended(attempt_dir)

@@ -38,7 +38,7 @@ from kran.adapters.engines.ownership import effective_user, private_tmp_dir, sea
 from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError
-from kran.ports import AttemptRef, LaunchSpec
+from kran.ports import AttemptRef, EngineCapabilities, LaunchSpec
 
 PREFIX = "proc:"
 SHM_DEFAULT = 64 << 20  # a job without a memory limit: Docker's default /dev/shm
@@ -108,6 +108,8 @@ class ExitWatcher:
 
 
 class ProcessEngine:
+    capabilities = EngineCapabilities(host_processes=True, containers=False, volumes=True)
+
     def __init__(
         self,
         instance: str,
@@ -314,6 +316,13 @@ class ProcessEngine:
 
     def health(self) -> dict[str, str | None]:
         return {"process": None}
+
+    def unavailable(self, image: bool) -> str | None:
+        return "host processes only" if image else None
+
+    def handle_of_ended(self, attempt_dir: Path) -> str | None:
+        """The wrapper wrote the exit code: the process ended (pid 0: nothing left to watch)."""
+        return f"{PREFIX}0:0" if (attempt_dir / "exit_code").exists() else None
 
     def image_disk_bytes(self) -> int | None:
         return None

@@ -27,7 +27,7 @@ from kran.domain.resources import Resources as Amounts
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError, InvalidInput
 from kran.errors import NotFound as KranNotFound
-from kran.ports import AttemptRef, LaunchSpec
+from kran.ports import AttemptRef, EngineCapabilities, LaunchSpec
 
 PREFIX = "swarm:"
 FINAL = {"complete", "failed", "rejected", "shutdown", "orphaned", "remove"}
@@ -36,6 +36,9 @@ NODES_EVERY_S = 2.0
 
 
 class SwarmEngine:
+    # app volumes are loop mounts on the server's machine: not on a swarm's nodes (yet)
+    capabilities = EngineCapabilities(host_processes=False, containers=True, volumes=False)
+
     def __init__(
         self,
         instance: str,
@@ -147,6 +150,12 @@ class SwarmEngine:
             reason = self._check_health()
             self._health = (time.monotonic(), reason)
         return {"swarm": reason}
+
+    def unavailable(self, image: bool) -> str | None:
+        return self.health()["swarm"] if image else "container jobs only"
+
+    def handle_of_ended(self, attempt_dir: Path) -> str | None:
+        return None  # a task that ended is still there for discover
 
     def _check_health(self) -> str | None:
         try:
