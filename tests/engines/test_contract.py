@@ -183,8 +183,10 @@ def test_docker_relaunch_of_same_attempt_does_not_run_twice(
 
 
 def test_docker_unknown_image_is_an_engine_error(engine_kind: str, engine: Engine, tmp_path: Path) -> None:
+    """The engine does not pull (its own pull ignored the stored credentials and the pull
+    timeout, and split @sha256 references wrongly): the image manager pulls before launch."""
     if engine_kind != "docker":
-        pytest.skip("the local docker engine pulls at launch; on a swarm the node rejects the task")
+        pytest.skip("the local docker engine's: a process engine runs no image; on a swarm the node rejects the task")
     spec = LaunchSpec(
         job_id=1,
         attempt=1,

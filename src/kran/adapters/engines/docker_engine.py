@@ -162,11 +162,10 @@ class DockerEngine:
         if alloc.gpus:
             kwargs["device_requests"] = [DeviceRequest(count=alloc.gpus, capabilities=[["gpu"]])]
         try:
-            try:
+            try:  # the image is on the node: the image manager pulled it (services.images.ensure_on_node)
                 container = self.client.containers.create(spec.image, **kwargs)
-            except ImageNotFound:
-                self._pull(spec.image)
-                container = self.client.containers.create(spec.image, **kwargs)
+            except ImageNotFound:  # an APIError too, but not the 409 below
+                raise
             except APIError as e:
                 if e.status_code != 409:  # 409: this attempt's container exists already
                     raise
@@ -175,13 +174,9 @@ class DockerEngine:
                 container.start()
             return f"{PREFIX}{container.id}"
         except ImageNotFound as e:
-            raise EngineError(f"image {spec.image} not found: {e.explanation or e}") from e
+            raise EngineError(f"image {spec.image} is not on this node: {e.explanation or e}") from e
         except (APIError, DockerException) as e:
             raise EngineError(f"docker could not start {spec.image}: {_explain(e)}") from e
-
-    def _pull(self, image: str) -> None:
-        repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
-        self.client.images.pull(repo, tag=tag)
 
     def _ours(self) -> list[Any]:
         return list(self.client.containers.list(all=True, filters={"label": f"kran.instance={self.instance}"}))
