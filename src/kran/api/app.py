@@ -19,6 +19,7 @@ from kran import __version__
 from kran.adapters.metrics import PrometheusMetrics
 from kran.api import admin, apps, images, jobs, nodes, schedules, system, usage, workflows
 from kran.api.deps import OPEN_PATHS, STORING_PATHS, UPLOAD_PATHS, authenticate
+from kran.api.responses import ERRORS
 from kran.errors import (
     Conflict,
     Forbidden,
@@ -185,6 +186,7 @@ def create_app(rt: Runtime, auth: Authenticator, metrics: PrometheusMetrics | No
         docs_url="/api/docs",
         openapi_url="/api/v1/openapi.json",
         dependencies=[Depends(authenticate)],
+        responses=ERRORS,  # in place of FastAPI's own 422 body, which kran never sends
     )
     app.state.rt = rt
     app.state.auth = auth

@@ -10,10 +10,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from kran.api.deps import JobId, authenticator, caller, parse_multipart, runtime, spooled_body
 from kran.api.filesend import file_response
+from kran.api.responses import FileEntry, Job, Out, stream
 from kran.api.schemas import BatchSubmit, JobSubmit, spec_for, validated
 from kran.api.views import entry_json, job_json
 from kran.domain.auth import Principal
@@ -30,6 +32,33 @@ Caller = Annotated[Principal, Depends(caller)]
 Auth = Annotated[Authenticator, Depends(authenticator)]
 
 
+class JobList(Out):
+    jobs: list[Job]
+
+
+class JobSubmitted(Out):
+    id: int
+
+
+class JobUploaded(Out):
+    id: int
+    inputs: list[str] = Field(description="where each input file went in the working dir")
+
+
+class BatchSubmitted(Out):
+    ids: list[int]
+
+
+class JobKilled(Out):
+    id: int
+    state: str = Field(description="`killed`, or the active state while the job stops")
+
+
+class FileList(Out):
+    path: str
+    entries: list[FileEntry]
+
+
 # Submissions are async: checking is cheap and storing is a group commit awaited without
 # holding a worker thread, which keeps latency flat with many concurrent clients.
 def idempotency(request: Request, body: Any) -> tuple[str | None, str]:
@@ -43,7 +72,9 @@ def idempotency(request: Request, body: Any) -> tuple[str | None, str]:
     return key, hashlib.sha256(f"{request.url.path}\0{text}".encode()).hexdigest()
 
 
-@router.post("", status_code=201, summary="Submit one job (an Idempotency-Key makes a retry safe)")
+@router.post(
+    "", status_code=201, response_model=JobSubmitted, summary="Submit one job (an Idempotency-Key makes a retry safe)"
+)
 async def submit_job(body: JobSubmit, request: Request, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
     owner, by = on_behalf(auth, who, body.on_behalf_of)
     key, digest = idempotency(request, body)
@@ -62,6 +93,7 @@ async def _classified(rt: Runtime, specs: list[JobSpec]) -> list[JobSpec]:
 @router.post(
     "/upload",
     status_code=201,
+    response_model=JobUploaded,
     summary="Submit one job with input files (multipart: `job` JSON + `input` files named by their DEST)",
 )
 async def submit_with_inputs(request: Request, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
@@ -89,7 +121,12 @@ async def submit_with_inputs(request: Request, rt: Rt, who: Caller, auth: Auth) 
         spool.close()
 
 
-@router.post("/batch", status_code=201, summary="Submit many jobs, all or nothing (Idempotency-Key: as one)")
+@router.post(
+    "/batch",
+    status_code=201,
+    response_model=BatchSubmitted,
+    summary="Submit many jobs, all or nothing (Idempotency-Key: as one)",
+)
 async def submit_batch(body: BatchSubmit, request: Request, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
     """Every job of a batch is for the same user: `on_behalf_of` of the batch."""
     owner, by = on_behalf(auth, who, body.on_behalf_of)
@@ -100,7 +137,7 @@ async def submit_batch(body: BatchSubmit, request: Request, rt: Rt, who: Caller,
     return {"ids": await asyncio.wrap_future(submit.submit_jobs(rt, specs, owner, by, who.is_admin, key, digest))}
 
 
-@router.get("", summary="List jobs, newest first")
+@router.get("", response_model=JobList, summary="List jobs, newest first")
 def list_jobs(
     rt: Rt,
     who: Caller,
@@ -124,19 +161,24 @@ def list_jobs(
     return {"jobs": [job_json(j, hostnames=hostnames) for j in jobs]}
 
 
-@router.get("/{job_id}", summary="One job: spec, allocation, times, attempts, why it waits")
+@router.get("/{job_id}", response_model=Job, summary="One job: spec, allocation, times, attempts, why it waits")
 def show_job(job_id: JobId, rt: Rt, who: Caller) -> dict[str, Any]:
     view = queries.get_job(rt, job_id, who)
     return job_json(view.job, view, rt.hostnames())
 
 
-@router.post("/{job_id}/kill", summary="Kill a job")
+@router.post("/{job_id}/kill", response_model=JobKilled, summary="Kill a job")
 def kill_job(job_id: JobId, rt: Rt, who: Caller) -> dict[str, Any]:
     state = submit.kill_job(rt, job_id, who)
     return {"id": job_id, "state": state.value}
 
 
-@router.get("/{job_id}/logs", summary="stdout or stderr of the latest attempt")
+@router.get(
+    "/{job_id}/logs",
+    response_class=Response,
+    responses=stream("application/octet-stream", "the output's bytes"),
+    summary="stdout or stderr of the latest attempt",
+)
 def job_logs(
     job_id: JobId,
     rt: Rt,
@@ -161,13 +203,18 @@ def job_logs(
     return StreamingResponse(body(), media_type="application/octet-stream")
 
 
-@router.get("/{job_id}/files", summary="List the job's working dir (or a subdir)")
+@router.get("/{job_id}/files", response_model=FileList, summary="List the job's working dir (or a subdir)")
 def list_files(job_id: JobId, rt: Rt, who: Caller, path: str = "") -> dict[str, Any]:
     queries.visible_job(rt, job_id, who)
     return {"path": path, "entries": [entry_json(e) for e in files.list_files(rt, job_id, path)]}
 
 
-@router.get("/{job_id}/archive", summary="The whole working dir as a tar stream")
+@router.get(
+    "/{job_id}/archive",
+    response_class=Response,
+    responses=stream("application/x-tar", "an uncompressed tar of the working dir"),
+    summary="The whole working dir as a tar stream",
+)
 def get_archive(job_id: JobId, rt: Rt, who: Caller) -> StreamingResponse:
     queries.visible_job(rt, job_id, who)
     chunks = files.tar_chunks(rt, job_id)  # checks before the response starts
@@ -178,7 +225,16 @@ def get_archive(job_id: JobId, rt: Rt, who: Caller) -> StreamingResponse:
     )
 
 
-@router.get("/{job_id}/files/{path:path}", summary="Download a file (HTTP range requests supported)")
+@router.get(
+    "/{job_id}/files/{path:path}",
+    response_class=Response,
+    responses={
+        **stream("application/octet-stream", "the file's bytes"),
+        **stream("application/octet-stream", "the bytes of the range asked for", 206),
+        416: {"description": "the range is outside the file"},
+    },
+    summary="Download a file (HTTP range requests supported)",
+)
 def get_file(job_id: JobId, path: str, request: Request, rt: Rt, who: Caller) -> Response:
     queries.visible_job(rt, job_id, who)
     return file_response(files.open_file(rt, job_id, path), request.headers.get("range"))

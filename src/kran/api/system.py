@@ -7,9 +7,11 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import Field
 
 from kran.api.deps import MAX_ID, caller, runtime
+from kran.api.responses import Event, Out, Resources, stream
 from kran.api.views import event_json
 from kran.domain.auth import Principal
 from kran.services import queries
@@ -20,19 +22,52 @@ Rt = Annotated[Runtime, Depends(runtime)]
 Caller = Annotated[Principal, Depends(caller)]
 
 
-@router.get("/ping", summary="Liveness")
+class Ping(Out):
+    ping: str
+
+
+class Capacity(Out):
+    total: Resources
+    free: Resources
+
+
+class ServerStatus(Out):
+    version: str
+    instance: str
+    ready: bool = Field(description="false: the store is unreachable (answered with 503)")
+    state: str = Field(description="ok | degraded | not ready")
+    degraded: list[str] = Field(description="why it is degraded, e.g. a full data dir")
+    store: str
+    data_dir: str
+    engines: dict[str, str] = Field(description="engine: ok, or what is wrong with it")
+    queued: int
+    running: int
+    jobs_by_state: dict[str, int]
+    capacity: Capacity
+
+
+class EventList(Out):
+    events: list[Event]
+
+
+@router.get("/ping", response_model=Ping, summary="Liveness")
 def ping() -> dict[str, str]:
     return {"ping": "pong"}
 
 
-@router.get("/status", summary="Readiness: store and engines, queue, capacity")
+@router.get(
+    "/status",
+    response_model=ServerStatus,  # documents it: FastAPI does not check a JSONResponse (test_openapi.py does)
+    responses={503: {"model": ServerStatus, "description": "not ready: the store is unreachable"}},
+    summary="Readiness: store and engines, queue, capacity",
+)
 @router.get("/api/v1/status", include_in_schema=False)
 def status(rt: Rt) -> JSONResponse:
     body = queries.server_status(rt)
     return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
 
-@router.get("/api/v1/events", summary="Job state changes after an event id")
+@router.get("/api/v1/events", response_model=EventList, summary="Job state changes after an event id")
 def events(
     rt: Rt,
     who: Caller,
@@ -43,7 +78,12 @@ def events(
     return {"events": [event_json(e) for e in rt.store.events_after(after, limit, job, who)]}
 
 
-@router.get("/api/v1/events/stream", summary="Job state changes as Server-Sent Events")
+@router.get(
+    "/api/v1/events/stream",
+    response_class=Response,
+    responses=stream("text/event-stream", "`job` events, each `data` an Event as JSON; a comment every 15 s idle"),
+    summary="Job state changes as Server-Sent Events",
+)
 def event_stream(
     rt: Rt,
     who: Caller,
