@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import Field
 
 from kran.api.deps import Owner, authenticator, caller, runtime
+from kran.api.responses import Out
 from kran.api.schemas import AppLoad
 from kran.domain.apps import AppRecord
 from kran.domain.auth import Principal
@@ -20,6 +22,42 @@ router = APIRouter(prefix="/api/v1/apps", tags=["apps"])
 Rt = Annotated[Runtime, Depends(runtime)]
 Caller = Annotated[Principal, Depends(caller)]
 Auth = Annotated[Authenticator, Depends(authenticator)]
+
+
+class AppVolume(Out):
+    name: str
+    size_mb: int
+
+
+class AppVolumeUse(AppVolume):
+    used_mb: int | None = Field(description="MiB in use (null: not measurable)")
+
+
+class App(Out):
+    name: str
+    owner: str
+    version: int
+    enabled: bool
+    shared: bool
+    defaults: dict[str, Any] = Field(description="the job fields the app sets (see docs/apps.md)")
+    user: str | None = Field(description="UID:GID its jobs run as")
+    volume: AppVolume | None
+    created_at: str
+    updated_at: str
+
+
+class AppDetail(App):
+    versions: list[int]
+    volume: AppVolumeUse | None
+
+
+class AppList(Out):
+    apps: list[App]
+
+
+class AppUnloaded(Out):
+    name: str
+    unloaded: bool
 
 
 def app_json(app: AppRecord, rt: Runtime | None = None) -> dict[str, Any]:
@@ -43,7 +81,7 @@ def app_json(app: AppRecord, rt: Runtime | None = None) -> dict[str, Any]:
     return out
 
 
-@router.post("/{name}", status_code=201, summary="Load an app (a re-load adds a version)")
+@router.post("/{name}", status_code=201, response_model=App, summary="Load an app (a re-load adds a version)")
 def load_app(name: str, body: AppLoad, rt: Rt, who: Caller, auth: Auth, owner: Owner = None) -> dict[str, Any]:
     if who.is_admin and owner not in (None, who.user) and auth.identities.get_user(owner) is None:
         raise NotFound(f"user {owner!r} not found")  # an app of nobody's would hold the name
@@ -51,27 +89,27 @@ def load_app(name: str, body: AppLoad, rt: Rt, who: Caller, auth: Auth, owner: O
     return app_json(app)
 
 
-@router.get("", summary="Apps the caller may run")
+@router.get("", response_model=AppList, summary="Apps the caller may run")
 def list_apps(rt: Rt, who: Caller) -> dict[str, Any]:
     return {"apps": [app_json(a) for a in apps.list_apps(rt, who)]}
 
 
-@router.get("/{name}", summary="One app: its current version, versions, volume")
+@router.get("/{name}", response_model=AppDetail, summary="One app: its current version, versions, volume")
 def show_app(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
     return app_json(apps.visible_app(rt, who, name, owner), rt)
 
 
-@router.post("/{name}/enable", summary="Let new jobs use the app again")
+@router.post("/{name}/enable", response_model=App, summary="Let new jobs use the app again")
 def enable_app(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
     return app_json(apps.set_enabled(rt, who, name, True, owner))
 
 
-@router.post("/{name}/disable", summary="Refuse new jobs for the app (running ones go on)")
+@router.post("/{name}/disable", response_model=App, summary="Refuse new jobs for the app (running ones go on)")
 def disable_app(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
     return app_json(apps.set_enabled(rt, who, name, False, owner))
 
 
-@router.delete("/{name}", summary="Unload the app (and remove its volume unless kept)")
+@router.delete("/{name}", response_model=AppUnloaded, summary="Unload the app (and remove its volume unless kept)")
 def unload_app(
     name: str,
     rt: Rt,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import ConfigDict, Field
 
 from kran.api.deps import Owner, caller, runtime
+from kran.api.responses import Out
 from kran.api.schemas import Body, JobSubmit, spec_for
 from kran.domain.auth import Principal, can_see
 from kran.domain.durations import parse_duration
@@ -43,11 +44,60 @@ class ScheduleAdd(Body):
     job: JobSubmit
 
 
+class Schedule(Out):
+    name: str
+    owner: str
+    kind: str = Field(description="every | cron | after")
+    expr: str
+    tz: str
+    start: str
+    repeat: int | None
+    max_lateness_s: float | None
+    overlap: str
+    catch_up: str
+    after: list[str] = Field(description="the parent schedules (another user's as OWNER/NAME)")
+    after_mode: str
+    enabled: bool
+    fired: int
+    next_fire_time: str | None
+    command: list[str]
+    image: str | None
+
+
+class ScheduleRunShown(Out):
+    fire_time: str
+    job_id: int | None
+    run: str = Field(description="started | skipped")
+    reason: str | None
+    state: str = Field(description="the job's state, or `skipped`")
+
+
+class ScheduleDetail(Schedule):
+    runs: list[ScheduleRunShown]
+
+
+class ScheduleList(Out):
+    schedules: list[Schedule]
+
+
+class FireTimes(Out):
+    name: str
+    next: list[str]
+
+
+class RunNow(Out):
+    job_id: int
+
+
+class ScheduleDeleted(Out):
+    deleted: str
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-@router.post("", status_code=201, summary="Add a schedule")
+@router.post("", status_code=201, response_model=Schedule, summary="Add a schedule")
 def add_schedule(body: ScheduleAdd, rt: Rt, who: Caller) -> dict[str, Any]:
     if body.job.on_behalf_of not in (None, who.user):  # it was ignored: the jobs ran as the caller
         raise InvalidInput(
@@ -81,12 +131,12 @@ def add_schedule(body: ScheduleAdd, rt: Rt, who: Caller) -> dict[str, Any]:
     return schedules.schedule_json(s)
 
 
-@router.get("", summary="List schedules")
+@router.get("", response_model=ScheduleList, summary="List schedules")
 def list_schedules(rt: Rt, who: Caller) -> dict[str, Any]:
     return {"schedules": [schedules.schedule_json(s) for s in rt.schedules.all() if can_see(who, s.owner)]}
 
 
-@router.get("/{name}", summary="One schedule with the history of its runs")
+@router.get("/{name}", response_model=ScheduleDetail, summary="One schedule with the history of its runs")
 def show_schedule(
     name: str, rt: Rt, who: Caller, owner: Owner = None, limit: int = Query(100, ge=1, le=10_000)
 ) -> dict[str, Any]:
@@ -104,29 +154,31 @@ def show_schedule(
     return {**schedules.schedule_json(s), "runs": runs}
 
 
-@router.get("/{name}/next", summary="The next fire times")
+@router.get("/{name}/next", response_model=FireTimes, summary="The next fire times")
 def next_fire_times(
     name: str, rt: Rt, who: Caller, owner: Owner = None, n: int = Query(5, ge=1, le=1000)
 ) -> dict[str, Any]:
     return {"name": name, "next": [t.isoformat() for t in schedules.upcoming(rt, name, n, who, owner)]}
 
 
-@router.post("/{name}/enable", summary="Enable (fires from now on)")
+@router.post("/{name}/enable", response_model=Schedule, summary="Enable (fires from now on)")
 def enable(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
     return schedules.schedule_json(schedules.set_enabled(rt, name, True, who, owner))
 
 
-@router.post("/{name}/disable", summary="Disable")
+@router.post("/{name}/disable", response_model=Schedule, summary="Disable")
 def disable(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
     return schedules.schedule_json(schedules.set_enabled(rt, name, False, who, owner))
 
 
-@router.post("/{name}/run-now", status_code=201, summary="Submit a run now, outside the schedule")
+@router.post(
+    "/{name}/run-now", status_code=201, response_model=RunNow, summary="Submit a run now, outside the schedule"
+)
 def run_now(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
     return {"job_id": schedules.run_now(rt, name, who, owner)}
 
 
-@router.delete("/{name}", summary="Delete the schedule (its jobs stay)")
+@router.delete("/{name}", response_model=ScheduleDeleted, summary="Delete the schedule (its jobs stay)")
 def delete(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
     schedules.delete_schedule(rt, name, who, owner)
     return {"deleted": name}

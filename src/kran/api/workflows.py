@@ -7,11 +7,12 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from kran.api.deps import MAX_ID, caller, parse_multipart, runtime, spooled_body
+from kran.api.responses import NodeRef, Out, stream
 from kran.api.schemas import Body, validated
 from kran.api.views import iso
 from kran.domain.auth import Principal
@@ -39,6 +40,50 @@ class RunSubmit(Body):
     inputs: dict[str, Any] | None = None
     name: str | None = Field(None, max_length=200)
     labels: dict[Annotated[str, Field(pattern=LABEL_KEY)], Annotated[str, Field(max_length=500)]] = {}
+
+
+class WorkflowStep(Out):
+    step: str | None = Field(description="the step's name in the workflow")
+    job: int = Field(description="its job's id")
+    state: str
+    node: NodeRef | None
+    exit_code: int | None
+    reason: str | None
+    started_at: str | None
+    finished_at: str | None
+    duration_s: float | None
+
+
+class WorkflowRun(Out):
+    id: int
+    name: str
+    owner: str
+    state: str
+    labels: dict[str, str]
+    submitted_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    exit_code: int | None = Field(description="as kran-cwl-runner exits: 0, 1 or 33")
+    reason: str | None
+    cancel_requested: bool
+
+
+class WorkflowRunDetail(WorkflowRun):
+    steps: list[WorkflowStep]
+
+
+class WorkflowRunList(Out):
+    runs: list[WorkflowRun]
+
+
+class SharedRoots(Out):
+    roots: list[str]
+
+
+class WorkflowOutputs(Out):
+    state: str
+    outputs: dict[str, Any] | None = Field(description="the CWL output object (null until the run succeeded)")
+    archive: str = Field(description="where to download the output files")
 
 
 def step_json(job: JobRecord, hostnames: dict[str, str], run_dir: str) -> dict[str, Any]:
@@ -75,7 +120,12 @@ def run_json(run: WorkflowRecord, hostnames: dict[str, str] | None = None, full:
     return d
 
 
-@router.post("", status_code=201, summary="Start a workflow run (JSON, or multipart: `run` JSON + `file` parts)")
+@router.post(
+    "",
+    status_code=201,
+    response_model=WorkflowRun,
+    summary="Start a workflow run (JSON, or multipart: `run` JSON + `file` parts)",
+)
 async def submit_run(request: Request, rt: Rt, who: Caller) -> dict[str, Any]:
     spool = await spooled_body(request)
     try:
@@ -107,7 +157,7 @@ async def submit_run(request: Request, rt: Rt, who: Caller) -> dict[str, Any]:
         spool.close()
 
 
-@router.get("", summary="List workflow runs, newest first")
+@router.get("", response_model=WorkflowRunList, summary="List workflow runs, newest first")
 def list_runs(
     rt: Rt, who: Caller, state: list[str] = Query([]), limit: int = Query(100, ge=1, le=10_000)
 ) -> dict[str, Any]:
@@ -118,30 +168,45 @@ def list_runs(
     return {"runs": [run_json(r) for r in workflows.list_runs(rt, who, states, limit)]}
 
 
-@router.get("/roots", summary="Where the server reads workflows and inputs by path (else: upload them)")
+@router.get(
+    "/roots",
+    response_model=SharedRoots,
+    summary="Where the server reads workflows and inputs by path (else: upload them)",
+)
 def shared_roots(rt: Rt, who: Caller) -> dict[str, Any]:
     return {"roots": [str(r) for r in rt.settings.file_roots]}
 
 
-@router.get("/{run_id}", summary="One run with its steps (state, job, node, duration)")
+@router.get(
+    "/{run_id}", response_model=WorkflowRunDetail, summary="One run with its steps (state, job, node, duration)"
+)
 def show_run(run_id: RunId, rt: Rt, who: Caller) -> dict[str, Any]:
     run = workflows.with_steps(rt, workflows.visible_run(rt, run_id, who))
     return run_json(run, rt.hostnames(), full=True)
 
 
-@router.post("/{run_id}/cancel", summary="Cancel a run: its running steps are killed")
+@router.post("/{run_id}/cancel", response_model=WorkflowRun, summary="Cancel a run: its running steps are killed")
 def cancel_run(run_id: RunId, rt: Rt, who: Caller) -> dict[str, Any]:
     return run_json(workflows.cancel_run(rt, run_id, who))
 
 
-@router.get("/{run_id}/outputs", summary="The run's CWL output object (locations relative: names in the archive)")
+@router.get(
+    "/{run_id}/outputs",
+    response_model=WorkflowOutputs,
+    summary="The run's CWL output object (locations relative: names in the archive)",
+)
 def run_outputs(run_id: RunId, rt: Rt, who: Caller) -> dict[str, Any]:
     run = workflows.visible_run(rt, run_id, who)
     outputs = run_relative(run.outputs, str(workflows.outputs_dir(run)))
     return {"state": str(run.state), "outputs": outputs, "archive": f"{router.prefix}/{run_id}/outputs/archive"}
 
 
-@router.get("/{run_id}/outputs/archive", summary="The run's output files as a tar stream")
+@router.get(
+    "/{run_id}/outputs/archive",
+    response_class=Response,
+    responses=stream("application/x-tar", "an uncompressed tar of the output files"),
+    summary="The run's output files as a tar stream",
+)
 def run_outputs_archive(run_id: RunId, rt: Rt, who: Caller) -> StreamingResponse:
     run = workflows.visible_run(rt, run_id, who)
     chunks = files.tar_dir(workflows.outputs_dir(run), f"workflow run {run_id}")
@@ -158,7 +223,12 @@ def run_log(run_id: RunId, rt: Rt, who: Caller) -> PlainTextResponse:
     return PlainTextResponse(without_run_dir(text, run.dir))
 
 
-@router.get("/{run_id}/events", summary="The run and its steps as Server-Sent Events, on each change, until it ends")
+@router.get(
+    "/{run_id}/events",
+    response_class=Response,
+    responses=stream("text/event-stream", "`workflow` events, each `data` a WorkflowRunDetail as JSON"),
+    summary="The run and its steps as Server-Sent Events, on each change, until it ends",
+)
 def run_events(run_id: RunId, rt: Rt, who: Caller) -> StreamingResponse:
     workflows.visible_run(rt, run_id, who)
 
