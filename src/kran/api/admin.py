@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from kran.api.deps import authenticator, caller, runtime
+from kran.api.responses import Out
 from kran.api.schemas import Body
 from kran.api.views import iso
 from kran.domain.auth import Principal
@@ -32,12 +33,60 @@ class KeyCreate(Body):
     user: str
 
 
-@router.get("/whoami", summary="The caller's identity")
+class Identity(Out):
+    user: str
+    role: str
+
+
+class User(Out):
+    name: str
+    role: str
+    disabled: bool
+    created_at: str | None
+
+
+class UserList(Out):
+    users: list[User]
+
+
+class UserAdded(Out):
+    name: str
+    role: str
+
+
+class UserDisabled(Out):
+    name: str
+    disabled: bool
+
+
+class ApiKey(Out):
+    key_id: str
+    user: str
+    revoked: bool
+    created_at: str | None
+
+
+class KeyList(Out):
+    keys: list[ApiKey]
+
+
+class KeyCreated(Out):
+    key_id: str
+    secret: str = Field(description="shown only in this answer")
+    user: str
+
+
+class KeyRevoked(Out):
+    key_id: str
+    revoked: bool
+
+
+@router.get("/whoami", response_model=Identity, summary="The caller's identity")
 def whoami(who: Who) -> dict[str, Any]:
     return {"user": who.user, "role": who.role.value}
 
 
-@router.get("/admin/users", summary="List users")
+@router.get("/admin/users", response_model=UserList, summary="List users")
 def list_users(who: Who, auth: Auth) -> dict[str, Any]:
     auth_service.require_admin(who)
     return {
@@ -48,25 +97,29 @@ def list_users(who: Who, auth: Auth) -> dict[str, Any]:
     }
 
 
-@router.post("/admin/users", status_code=201, summary="Add a user")
+@router.post("/admin/users", status_code=201, response_model=UserAdded, summary="Add a user")
 def add_user(body: UserAdd, who: Who, auth: Auth, rt: Rt) -> dict[str, Any]:
     auth_service.add_user(auth, who, body.name, body.role, rt.clock.now())
     return {"name": body.name, "role": body.role}
 
 
-@router.post("/admin/users/{name}/disable", summary="Disable a user: their keys stop working at once")
+@router.post(
+    "/admin/users/{name}/disable",
+    response_model=UserDisabled,
+    summary="Disable a user: their keys stop working at once",
+)
 def disable_user(name: str, who: Who, auth: Auth) -> dict[str, Any]:
     auth_service.set_disabled(auth, who, name, True)
     return {"name": name, "disabled": True}
 
 
-@router.post("/admin/users/{name}/enable", summary="Enable a user again")
+@router.post("/admin/users/{name}/enable", response_model=UserDisabled, summary="Enable a user again")
 def enable_user(name: str, who: Who, auth: Auth) -> dict[str, Any]:
     auth_service.set_disabled(auth, who, name, False)
     return {"name": name, "disabled": False}
 
 
-@router.get("/admin/keys", summary="List API keys (never their secrets)")
+@router.get("/admin/keys", response_model=KeyList, summary="List API keys (never their secrets)")
 def list_keys(who: Who, auth: Auth, user: str | None = None) -> dict[str, Any]:
     auth_service.require_admin(who)
     return {
@@ -77,13 +130,18 @@ def list_keys(who: Who, auth: Auth, user: str | None = None) -> dict[str, Any]:
     }
 
 
-@router.post("/admin/keys", status_code=201, summary="Create an API key; the secret is shown only here")
+@router.post(
+    "/admin/keys",
+    status_code=201,
+    response_model=KeyCreated,
+    summary="Create an API key; the secret is shown only here",
+)
 def create_key(body: KeyCreate, who: Who, auth: Auth, rt: Rt) -> dict[str, Any]:
     key_id, secret = auth_service.create_key(auth, who, body.user, rt.clock.now())
     return {"key_id": key_id, "secret": secret, "user": body.user}
 
 
-@router.post("/admin/keys/{key_id}/revoke", summary="Revoke an API key")
+@router.post("/admin/keys/{key_id}/revoke", response_model=KeyRevoked, summary="Revoke an API key")
 def revoke_key(key_id: str, who: Who, auth: Auth) -> dict[str, Any]:
     auth_service.revoke_key(auth, who, key_id)
     return {"key_id": key_id, "revoked": True}

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import ConfigDict, Field
 
 from kran.api.deps import caller, runtime
+from kran.api.responses import Out
 from kran.api.schemas import Body
 from kran.domain.auth import Principal
 from kran.domain.images import parse_size
@@ -49,46 +50,144 @@ class Login(Body):
     password: str = Field(..., min_length=1, max_length=4096)
 
 
+class ImageLayer(Out):
+    digest: str
+    size: int
+
+
+class ImageInfo(Out):
+    ref: str
+    digest: str = Field(description="of the platform's manifest")
+    index_digest: str | None = Field(description="of the index, when the reference named one")
+    media_type: str
+    size: int = Field(description="compressed bytes: config plus layers")
+    layers: list[ImageLayer]
+    size_class: str | None = Field(alias="class", description="its size class (null: a normal image)")
+    nodes: list[str] = Field(description="the nodes that hold it")
+    pinned: bool
+
+
+class ImageWarm(Out):
+    ref: str
+    nodes: list[str] = Field(description="the nodes it is pulled on")
+
+
+class NodePull(Out):
+    node: str
+    hostname: str
+    state: str = Field(description="pulling | done | failed | present | absent")
+    present: bool
+    done: int = Field(description="bytes pulled")
+    total: int
+    error: str | None
+
+
+class ImageStatus(Out):
+    ref: str
+    nodes: list[NodePull]
+
+
+class PinList(Out):
+    pins: list[str]
+
+
+class Pinned(Out):
+    ref: str
+    pinned: bool
+
+
+class Unpinned(Pinned):
+    was_pinned: bool
+
+
+class GcRemoval(Out):
+    node: str
+    image: str
+    refs: list[str]
+    size: int
+    reason: str
+    error: str | None = Field(None, description="why it could not be removed (only then)")
+
+
+class GcResult(Out):
+    dry_run: bool
+    removed: list[GcRemoval]
+
+
+class Registry(Out):
+    host: str
+    username: str
+    created_at: float
+
+
+class RegistryList(Out):
+    registries: list[Registry]
+
+
+class RegistryLogin(Out):
+    host: str
+    username: str
+
+
+class RegistryLogout(Out):
+    host: str
+    removed: bool
+
+
 def _admin(who: Principal) -> None:
     if not who.is_admin:
         raise Forbidden("this needs an admin")
 
 
-@router.get("/api/v1/images/inspect", summary="Digest, size, layers, class, which nodes hold it")
+@router.get(
+    "/api/v1/images/inspect", response_model=ImageInfo, summary="Digest, size, layers, class, which nodes hold it"
+)
 def inspect(rt: Rt, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
     return images.inspect(rt, ref)
 
 
-@router.post("/api/v1/images/warm", status_code=202, summary="Pull an image on nodes in parallel (admin)")
+@router.post(
+    "/api/v1/images/warm",
+    status_code=202,
+    response_model=ImageWarm,
+    summary="Pull an image on nodes in parallel (admin)",
+)
 def warm(body: Warm, rt: Rt, who: Caller) -> dict[str, Any]:
     _admin(who)
     return {"ref": body.ref, "nodes": images.warm_nodes(rt, body.ref, body.nodes, body.node_class)}
 
 
-@router.get("/api/v1/images/status", summary="Per node: present, pulling (bytes done/total), failed")
+@router.get(
+    "/api/v1/images/status", response_model=ImageStatus, summary="Per node: present, pulling (bytes done/total), failed"
+)
 def status(rt: Rt, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
     return {"ref": ref, "nodes": images.warm_status(rt, ref)}
 
 
-@router.get("/api/v1/images/pins", summary="Pinned images (never garbage-collected)")
+@router.get("/api/v1/images/pins", response_model=PinList, summary="Pinned images (never garbage-collected)")
 def pins(rt: Rt, who: Caller) -> dict[str, Any]:
     return {"pins": sorted(rt.image_store.pins()) if rt.image_store else []}
 
 
-@router.post("/api/v1/images/pins", status_code=201, summary="Pin an image (admin)")
+@router.post("/api/v1/images/pins", status_code=201, response_model=Pinned, summary="Pin an image (admin)")
 def pin(body: Ref, rt: Rt, who: Caller) -> dict[str, Any]:
     _admin(who)
     images.pin(rt, who, body.ref)
     return {"ref": body.ref, "pinned": True}
 
 
-@router.delete("/api/v1/images/pins", summary="Unpin an image (admin)")
+@router.delete("/api/v1/images/pins", response_model=Unpinned, summary="Unpin an image (admin)")
 def unpin(rt: Rt, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
     _admin(who)
     return {"ref": ref, "pinned": False, "was_pinned": images.unpin(rt, ref)}
 
 
-@router.post("/api/v1/images/gc", summary="Image disk GC now (admin); dry_run lists what would go")
+@router.post(
+    "/api/v1/images/gc",
+    response_model=GcResult,
+    response_model_exclude_unset=True,  # `error` only where a removal failed, as before
+    summary="Image disk GC now (admin); dry_run lists what would go",
+)
 def gc(body: Gc, rt: Rt, who: Caller) -> dict[str, Any]:
     _admin(who)
     try:
@@ -99,20 +198,30 @@ def gc(body: Gc, rt: Rt, who: Caller) -> dict[str, Any]:
     return {"dry_run": body.dry_run, "removed": removed}
 
 
-@router.get("/api/v1/registries", summary="Registries kran has credentials for (never the passwords)")
+@router.get(
+    "/api/v1/registries",
+    response_model=RegistryList,
+    summary="Registries kran has credentials for (never the passwords)",
+)
 def list_registries(rt: Rt, who: Caller) -> dict[str, Any]:
     _admin(who)
     return {"registries": registries.list_logins(rt)}
 
 
-@router.post("/api/v1/registries/{host}/login", summary="Store credentials for a registry (admin); checked first")
+@router.post(
+    "/api/v1/registries/{host}/login",
+    response_model=RegistryLogin,
+    summary="Store credentials for a registry (admin); checked first",
+)
 def login(host: str, body: Login, rt: Rt, who: Caller) -> dict[str, Any]:
     _admin(who)
     registries.login(rt, host, body.username, body.password)
     return {"host": host, "username": body.username}
 
 
-@router.delete("/api/v1/registries/{host}", summary="Forget a registry's credentials (admin)")
+@router.delete(
+    "/api/v1/registries/{host}", response_model=RegistryLogout, summary="Forget a registry's credentials (admin)"
+)
 def logout(host: str, rt: Rt, who: Caller) -> dict[str, Any]:
     _admin(who)
     return {"host": host, "removed": registries.logout(rt, host)}

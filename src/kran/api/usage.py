@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import Field
 
 from kran.api.deps import caller, runtime
+from kran.api.responses import Out
 from kran.domain.auth import Principal
 from kran.domain.schedules import parse_time
 from kran.errors import InvalidInput
@@ -18,6 +20,20 @@ Rt = Annotated[Runtime, Depends(runtime)]
 Caller = Annotated[Principal, Depends(caller)]
 
 
+class UsageRow(Out):
+    key: str = Field(description="the user, app, day or image")
+    jobs: dict[str, int] = Field(description="jobs by end state")
+    cpu_hours: float
+    mem_gb_hours: float
+    gpu_hours: float
+    wall_hours: float
+
+
+class UsageReport(Out):
+    by: str
+    rows: list[UsageRow]
+
+
 def _time(value: str | None, field: str) -> float | None:
     if value is None:
         return None
@@ -27,7 +43,9 @@ def _time(value: str | None, field: str) -> float | None:
         raise InvalidInput(f"{field}: {e}", field) from None
 
 
-@router.get("", summary="Usage report: jobs by end state, CPU, memory, GPU and wall hours per group")
+@router.get(
+    "", response_model=UsageReport, summary="Usage report: jobs by end state, CPU, memory, GPU and wall hours per group"
+)
 def usage(
     rt: Rt,
     who: Caller,
