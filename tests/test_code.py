@@ -87,6 +87,7 @@ INDIRECT = {
     "mypy": "a tool run by test_linters_are_clean",
     "schemathesis": "a tool run by tests/e2e/test_schema_fuzz.py",
     "cwltest": "a tool run by tests/e2e/test_cwl_conformance.py",
+    "datamodel-code-generator": "a tool run by tests/e2e/test_openapi.py",
 }
 
 
