@@ -35,7 +35,7 @@ from kran.adapters.store.schedule_store import SqlSchedules
 from kran.adapters.store.sql_store import SqlStore
 from kran.adapters.store.workflow_store import SqlWorkflows
 from kran.adapters.volumes import LoopVolumes
-from kran.errors import Unavailable
+from kran.errors import InvalidInput, Unavailable
 from kran.ports import Cluster, Engine
 from kran.services.auth import Authenticator, bootstrap_admin
 from kran.services.batcher import SubmitBatcher
@@ -128,6 +128,18 @@ def _local(c: EngineContext) -> tuple[Engine, Cluster | None]:
     return LocalEngine(process, DockerEngine(c.instance, s.docker_host, cgroups=c.cgroups, sandbox=sandbox)), None
 
 
+def _swarm_settings(s: Settings) -> None:
+    shared = Path(s.shared_dir).expanduser().resolve() if s.shared_dir else None
+    if shared is None:
+        raise InvalidInput(
+            "the swarm engine needs cluster.shared_dir: a shared file system (e.g. an NFS mount) at the same "
+            "path on every node, holding the data dir",
+            "shared_dir",
+        )
+    if shared != s.data_path and shared not in s.data_path.parents:
+        raise InvalidInput(f"the data dir {s.data_path} must be inside cluster.shared_dir {shared}", "shared_dir")
+
+
 def _swarm(c: EngineContext) -> tuple[Engine, Cluster | None]:
     """A Docker Swarm: kran places, Swarm executes; the engine is also the node directory."""
     s = c.settings
@@ -135,11 +147,27 @@ def _swarm(c: EngineContext) -> tuple[Engine, Cluster | None]:
     return swarm, swarm
 
 
-# server.engine -> its factory: adding an engine is a module in adapters/engines and a line here
-ENGINES: dict[str, Callable[[EngineContext], tuple[Engine, Cluster | None]]] = {"local": _local, "swarm": _swarm}
+@dataclass(frozen=True)
+class EngineKind:
+    build: Callable[[EngineContext], tuple[Engine, Cluster | None]]
+    check: Callable[[Settings], None] = lambda s: None  # InvalidInput for settings it cannot run with
+
+
+# server.engine -> how to check its settings and build it: adding an engine is a module in
+# adapters/engines and an entry here
+ENGINES: dict[str, EngineKind] = {"local": EngineKind(_local), "swarm": EngineKind(_swarm, _swarm_settings)}
+
+
+def check_engine(settings: Settings) -> EngineKind:
+    kind = ENGINES.get(settings.engine)
+    if kind is None:
+        raise InvalidInput(f"engine {settings.engine!r} is not available (choose: {', '.join(ENGINES)})", "engine")
+    kind.check(settings)
+    return kind
 
 
 def build_server(settings: Settings) -> Server:
+    engine_kind = check_engine(settings)  # before anything is made
     data_dir = settings.data_path
     prepare_data_dir(data_dir)
     lock_data_dir(data_dir)
@@ -157,7 +185,7 @@ def build_server(settings: Settings) -> Server:
         log.warning(
             "no per-job cgroups (%s): no usage accounting, no memory limit for host processes", cgroups.unavailable
         )
-    engine, cluster = ENGINES[settings.engine](EngineContext(settings, instance, cgroups, exited))
+    engine, cluster = engine_kind.build(EngineContext(settings, instance, cgroups, exited))
     capacity = detect_capacity(
         data_dir,
         settings.capacity_cpus,

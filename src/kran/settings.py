@@ -307,20 +307,9 @@ def load_settings(
 
 
 def _check(s: Settings) -> None:
-    if s.engine not in ("local", "swarm"):
-        raise InvalidInput(f"engine {s.engine!r} is not available (choose: local, swarm)", "engine")
+    # the engine's name and its own settings are checked by its entry in bootstrap.ENGINES
     if s.placement not in ("spread", "pack"):
         raise InvalidInput(f"cluster.placement {s.placement!r}: choose spread or pack", "placement")
-    if s.engine == "swarm":
-        shared = Path(s.shared_dir).expanduser().resolve() if s.shared_dir else None
-        if shared is None:
-            raise InvalidInput(
-                "the swarm engine needs cluster.shared_dir: a shared file system (e.g. an NFS mount) at the same "
-                "path on every node, holding the data dir",
-                "shared_dir",
-            )
-        if shared != s.data_path and shared not in s.data_path.parents:
-            raise InvalidInput(f"the data dir {s.data_path} must be inside cluster.shared_dir {shared}", "shared_dir")
     if not 0 < s.port < 65536:
         raise InvalidInput(f"port {s.port} is out of range", "port")
     if s.queue_max < 1:

@@ -92,9 +92,11 @@ def serve(config_file: str | None, **flags: Any) -> None:
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def config(config_file: str | None, output: str, **flags: Any) -> None:
     """Print the effective configuration and where each value came from."""
+    from kran.bootstrap import check_engine
     from kran.settings import describe
 
     settings, origin = _load(config_file, **flags)
+    check_engine(settings)
     rows = describe(settings, origin)
     for key, (value, source) in client_settings().items():
         shown = "***" if key == "secret" else value
