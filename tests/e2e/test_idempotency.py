@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import json
 import random
+import socket
 import threading
 import time
 from typing import Any
 
 import httpx
+from click.testing import CliRunner
 
+from kran.cli.main import cli
 from tests.conftest import ServerProc
 
 
@@ -113,3 +117,85 @@ def test_kill9_right_after_the_commit_then_retry_stores_once(server: ServerProc)
             stored = c.get("/api/v1/jobs", params={"label": f"trial={trial}", "limit": 1000}).json()["jobs"]
         assert len(stored) == 300, f"trial {trial}: {len(stored)} stored"
         assert sorted(j["id"] for j in stored) == sorted(r.json()["ids"])
+
+
+def test_an_upload_with_a_key_stores_once(server: ServerProc, tmp_path: Any) -> None:
+    """An upload (a job with input files) took no Idempotency-Key: a retry after a lost
+    answer stored the job and its files twice; the CLI did not retry at all."""
+    job = json.dumps({"sh": "cat in.txt", "labels": {"trial": "up"}})
+    with server.api() as c:
+        key = {"Idempotency-Key": "up-1"}
+        a = c.post("/api/v1/jobs/upload", data={"job": job}, files=[("input", ("in.txt", b"one"))], headers=key)
+        b = c.post("/api/v1/jobs/upload", data={"job": job}, files=[("input", ("in.txt", b"one"))], headers=key)
+        assert a.status_code == b.status_code == 201 and a.json() == b.json(), (a.text, b.text)
+        other = c.post("/api/v1/jobs/upload", data={"job": job}, files=[("input", ("in.txt", b"four"))], headers=key)
+        assert other.status_code == 422 and "Idempotency-Key" in other.json()["error"]
+        assert server.wait_state(a.json()["id"], {"succeeded"})["state"] == "succeeded"
+        assert c.get(f"/api/v1/jobs/{a.json()['id']}/logs").content == b"one"
+    assert _stored(server, "up") == 1
+    assert len(list((server.data_dir / "uploads").iterdir())) == 1  # the retry's copy is not kept
+
+    # the CLI sends a key and retries a lost connection, opening the files again
+    local = tmp_path / "in.txt"
+    local.write_text("from the cli")
+    proxy = _DropFirstAnswer(server.port)
+    try:
+        env = {**server.client_env(), "KRAN_URL": f"http://127.0.0.1:{proxy.port}"}
+        args = ["submit", "--input", f"{local}:in.txt", "--label", "trial=cli", "--sh", "cat in.txt"]
+        r = CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+    finally:
+        proxy.stop()
+    assert proxy.dropped == 1 and _stored(server, "cli") == 1
+    with server.api() as c:
+        assert server.wait_state(int(r.output), {"succeeded"})["state"] == "succeeded"
+        assert c.get(f"/api/v1/jobs/{int(r.output)}/logs").content == b"from the cli"
+
+
+class _DropFirstAnswer:
+    """A TCP proxy to the server that lets the first request through whole but closes the
+    connection instead of passing its answer on: an answer lost after the server acted."""
+
+    def __init__(self, port: int) -> None:
+        self.target, self.dropped = port, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+
+    def _pipe(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target))
+        drop = self.dropped == 0
+        self.dropped += drop
+
+        def forward(src: socket.socket, dst: socket.socket, answer: bool) -> None:
+            try:
+                while data := src.recv(1 << 16):
+                    if answer and drop:  # the server answered: it has acted; the client hears nothing
+                        break
+                    dst.sendall(data)
+            except OSError:
+                pass
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        up = threading.Thread(target=forward, args=(client, upstream, False), daemon=True)
+        up.start()
+        forward(upstream, client, True)
+        up.join(5)
+        client.close()
+        upstream.close()
+
+    def stop(self) -> None:
+        self.sock.close()

@@ -61,14 +61,17 @@ class FileList(Out):
 
 # Submissions are async: checking is cheap and storing is a group commit awaited without
 # holding a worker thread, which keeps latency flat with many concurrent clients.
-def idempotency(request: Request, body: Any) -> tuple[str | None, str]:
-    """The request's Idempotency-Key (checked) and the digest of what it asks for."""
+def idempotency(
+    request: Request, body: Any, files: list[tuple[str, int | None]] | None = None
+) -> tuple[str | None, str]:
+    """The request's Idempotency-Key (checked) and the digest of what it asks for (with an
+    upload's files: their destinations and sizes)."""
     key = request.headers.get("idempotency-key")
     if key is None:
         return None, ""
     if not (1 <= len(key) <= 200 and key.isascii() and key.isprintable()):
         raise InvalidInput("Idempotency-Key is 1-200 printable ASCII characters", "Idempotency-Key")
-    text = json.dumps(body.model_dump(mode="json"), sort_keys=True)
+    text = json.dumps([body.model_dump(mode="json"), files or []], sort_keys=True)
     return key, hashlib.sha256(f"{request.url.path}\0{text}".encode()).hexdigest()
 
 
@@ -109,13 +112,18 @@ async def submit_with_inputs(request: Request, rt: Rt, who: Caller, auth: Auth) 
         owner, by = on_behalf(auth, who, body.on_behalf_of)
         (spec,) = await _classified(rt, [spec_for(rt, who, owner, body)])
         inputs = [f for f in form.getlist("input") if not isinstance(f, str)]
+        key, digest = idempotency(request, body, [(f.filename or "", f.size) for f in inputs])
         upload_id = await run_in_threadpool(uploads.save_inputs, rt, [(f.filename or "", f.file) for f in inputs])
         try:
-            future = submit.submit_jobs(rt, [replace(spec, inputs=upload_id)], owner, by, who.is_admin)
+            future = submit.submit_jobs(rt, [replace(spec, inputs=upload_id)], owner, by, who.is_admin, key, digest)
             (job_id,) = await asyncio.wrap_future(future)
         except BaseException:
             uploads.discard(rt, upload_id)
             raise
+        if key is not None:  # a retry gets the job stored the first time, with the files sent then
+            stored = await run_in_threadpool(rt.store.get_job, job_id)
+            if stored is None or stored.spec.inputs != upload_id:
+                uploads.discard(rt, upload_id)
         return {"id": job_id, "inputs": [f.filename for f in inputs]}
     finally:
         spool.close()

@@ -8,12 +8,13 @@ may read it. Every request is signed (docs/auth.md).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import time
 import uuid
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -132,13 +133,20 @@ class Client:
             raise unreachable(self.url, e) from None
         return self._check(resp).json()
 
-    def submit(self, path: str, body: Any, tries: int = 6) -> Any:
+    def submit(self, path: str, body: Any, tries: int = 6, files: Callable[[ExitStack], Any] | None = None) -> Any:
         """POST a submission with an Idempotency-Key, retried while the connection fails
-        (a server restarting, a response lost): the server stores it once whatever happens."""
+        (a server restarting, a response lost): the server stores it once whatever happens.
+        With `files` (which opens the upload's files on the stack it is given, again for
+        each try), a multipart upload of `body` as its `job` field."""
         headers = {"Idempotency-Key": uuid.uuid4().hex}
         for n in range(tries):
             try:
-                return self._check(self.http.post(path, json=body, headers=headers)).json()
+                if files is None:
+                    return self._check(self.http.post(path, json=body, headers=headers)).json()
+                with ExitStack() as stack:
+                    data = {"job": json.dumps(body)}
+                    resp = self.http.post(path, data=data, files=files(stack), headers=headers, timeout=None)
+                return self._check(resp).json()
             except httpx.TransportError as e:
                 if n == tries - 1:
                     raise unreachable(self.url, e) from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import shlex
 import sys
 import tarfile
@@ -145,16 +144,18 @@ def submit_one(client: Client, o: dict[str, Any]) -> int:
     body = job_body(**o)
     if not o.get("inputs"):
         return int(client.submit("/api/v1/jobs", body)["id"])
-    with ExitStack() as stack:
-        parts = []
-        for item in o["inputs"]:
-            local, _, dest = item.partition(":")
-            path = Path(local)
-            if not path.is_file():
-                raise click.BadParameter(f"{local!r} is not a file", param_hint="--input")
-            parts.append(("input", (dest or path.name, stack.enter_context(open(path, "rb")))))
-        r = client.post("/api/v1/jobs/upload", data={"job": json.dumps(body)}, files=parts, timeout=None)
-    return int(r["id"])
+    sources = []
+    for item in o["inputs"]:
+        local, _, dest = item.partition(":")
+        path = Path(local)
+        if not path.is_file():
+            raise click.BadParameter(f"{local!r} is not a file", param_hint="--input")
+        sources.append((dest or path.name, path))
+
+    def parts(stack: ExitStack) -> list[tuple[str, tuple[str, Any]]]:  # opened again for each try
+        return [("input", (dest, stack.enter_context(open(path, "rb")))) for dest, path in sources]
+
+    return int(client.submit("/api/v1/jobs/upload", body, files=parts)["id"])
 
 
 @click.command("run")
