@@ -20,9 +20,9 @@ from kran.services.runtime import Runtime
 def check_runnable(rt: Runtime, spec: JobSpec, nodes: list[NodeCapacity], index: int | None = None) -> None:
     where = f"job {index + 1}: " if index is not None else ""
     can = rt.engine.capabilities
-    if spec.image and not can.containers:
-        raise InvalidInput(f"{where}this server runs host processes only: no --image", "image")
     if spec.image:
+        if not can.containers:
+            raise InvalidInput(f"{where}this server runs host processes only: no --image", "image")
         why = rt.engine.unavailable(image=True)
         if why:
             raise Unavailable(f"{where}image jobs cannot run: {why}")

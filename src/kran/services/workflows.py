@@ -181,10 +181,11 @@ def _under_roots(rt: Runtime, path: str, what: str) -> str:
 
 
 def _in_bundle(bundle: Path, rel: str, what: str) -> str:
+    """An uploaded file, as a path relative to the run's dir (the bundle's parent)."""
     target = (bundle / rel).resolve()
     if not target.is_relative_to(bundle.resolve()) or not target.is_file():
         raise InvalidInput(f"{what} {rel!r} is not among the uploaded files", what)
-    return str(target)
+    return str(target.relative_to(bundle.resolve().parent))
 
 
 def submit_run(rt: Runtime, who: Principal, req: RunRequest, uploads: dict[str, BinaryIO]) -> WorkflowRecord:
@@ -203,7 +204,7 @@ def submit_run(rt: Runtime, who: Principal, req: RunRequest, uploads: dict[str, 
     staging = workflows_dir(rt) / f".incoming-{secrets.token_hex(8)}"  # renamed to the run's id once stored
     try:
         staging.mkdir()
-        _stage(rt, req, uploads, staging)
+        document, job_order = _stage(rt, req, uploads, staging)
         run_id = rt.workflows.create(who.user, req.name, req.labels, rt.clock.now())
         run_dir = workflows_dir(rt) / str(run_id)
         staging.rename(run_dir)
@@ -212,16 +213,8 @@ def submit_run(rt: Runtime, who: Principal, req: RunRequest, uploads: dict[str, 
         if isinstance(e, KranError):
             raise
         raise InvalidInput(f"storing the workflow's files: {e}", "files") from None
-    bundle = run_dir / "in"
-    document = req.document
-    if not Path(document).is_absolute():
-        rel, _, fragment = document.partition("#")
-        document = _in_bundle(bundle, rel, "workflow") + (f"#{fragment}" if fragment else "")
-    job_order = req.job_order
-    if req.job_order_object is not None:
-        job_order = str(bundle / "job.json")
-    elif job_order and not Path(job_order).is_absolute():
-        job_order = _in_bundle(bundle, job_order, "job_order")
+    base = run_dir.resolve()  # an absolute document or job order stays as it is
+    document, job_order = str(base / document), str(base / job_order) if job_order else None
     rt.workflows.set_files(run_id, str(run_dir), document, job_order)
     start(rt, run_id)
     record = rt.workflows.get(run_id)
@@ -229,9 +222,10 @@ def submit_run(rt: Runtime, who: Principal, req: RunRequest, uploads: dict[str, 
     return record
 
 
-def _stage(rt: Runtime, req: RunRequest, uploads: dict[str, BinaryIO], run_dir: Path) -> None:
+def _stage(rt: Runtime, req: RunRequest, uploads: dict[str, BinaryIO], run_dir: Path) -> tuple[str, str | None]:
     """Write the uploads (and an inline job order) under `run_dir`/in; raises when the
-    documents named are not among them or an input is outside the roots."""
+    documents named are not among them or an input is outside the roots. Returns the
+    document and the job order: relative to `run_dir` when uploaded, else as given."""
     bundle = run_dir / "in"
     bundle.mkdir()
     for rel, src in uploads.items():
@@ -239,13 +233,18 @@ def _stage(rt: Runtime, req: RunRequest, uploads: dict[str, BinaryIO], run_dir: 
         dest.parent.mkdir(parents=True, exist_ok=True)
         with dest.open("wb") as f:
             shutil.copyfileobj(src, f, 1 << 20)
-    if not Path(req.document).is_absolute():
-        _in_bundle(bundle, req.document.partition("#")[0], "workflow")
-    if req.job_order and not Path(req.job_order).is_absolute():
-        _in_bundle(bundle, req.job_order, "job_order")
+    document = req.document
+    if not Path(document).is_absolute():
+        rel, _, fragment = document.partition("#")
+        document = _in_bundle(bundle, rel, "workflow") + (f"#{fragment}" if fragment else "")
+    job_order = req.job_order
+    if job_order and not Path(job_order).is_absolute():
+        job_order = _in_bundle(bundle, job_order, "job_order")
     if req.job_order_object is not None:
         check_locations(rt, req.job_order_object, run_dir)
         (bundle / "job.json").write_text(json.dumps(req.job_order_object))
+        job_order = "in/job.json"
+    return document, job_order
 
 
 def check_locations(rt: Runtime, obj: Any, run_dir: Path) -> None:

@@ -45,6 +45,12 @@ def compare_and_set(conn: Connection, stmt: Any, rows: list[dict[str, Any]], wha
         raise StaleState(f"{what}: {len(rows) - changed} of {len(rows)} jobs moved on meanwhile; nothing was changed")
 
 
+def _job_at(state: Any, attempt: str) -> tuple[Any, ...]:
+    """The WHERE of a compare-and-set on a job (row param b_job): the state and the attempt
+    (the row param named) its change was decided from."""
+    return jobs.c.id == bindparam("b_job"), jobs.c.state == state, jobs.c.attempts == bindparam(attempt)
+
+
 def start(uow: UnitOfWork, assignments: Sequence[Assignment], now: float) -> list[StartedAttempt]:
     """queued -> starting for each assignment whose job is still queued."""
     started: list[StartedAttempt] = []
@@ -104,11 +110,7 @@ def start(uow: UnitOfWork, assignments: Sequence[Assignment], now: float) -> lis
         compare_and_set(
             conn,
             update(jobs)
-            .where(
-                jobs.c.id == bindparam("b_job"),
-                jobs.c.state == JobState.QUEUED,
-                jobs.c.attempts == bindparam("b_prev"),
-            )
+            .where(*_job_at(JobState.QUEUED, "b_prev"))
             .values(
                 state=JobState.STARTING,
                 attempts=bindparam("b_n"),
@@ -166,11 +168,7 @@ def mark_running(uow: UnitOfWork, items: Sequence[tuple[int, int, str]], now: fl
     compare_and_set(
         conn,
         update(jobs)
-        .where(
-            jobs.c.id == bindparam("b_job"),
-            jobs.c.state == JobState.STARTING,
-            jobs.c.attempts == bindparam("b_n"),
-        )
+        .where(*_job_at(JobState.STARTING, "b_n"))
         .values(state=JobState.RUNNING, started_at=func.coalesce(jobs.c.started_at, now)),
         [{"b_job": j, "b_n": n} for j, n, _ in rows],
         "running",
@@ -272,11 +270,7 @@ def settle(uow: UnitOfWork, items: Sequence[AttemptOutcome], now: float) -> list
         "reason": bindparam("b_reason"),
         "exit_code": bindparam("b_exit"),
     }
-    this_attempt = (
-        jobs.c.id == bindparam("b_job"),
-        jobs.c.state == bindparam("b_from"),
-        jobs.c.attempts == bindparam("b_n"),
-    )
+    this_attempt = _job_at(bindparam("b_from"), "b_n")
     if requeue:
         compare_and_set(
             conn,
