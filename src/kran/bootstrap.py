@@ -7,13 +7,14 @@ import fcntl
 import gc
 import logging
 import os
+import queue
 import signal
 import ssl
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,17 +38,35 @@ from kran.adapters.store.workflow_store import SqlWorkflows
 from kran.adapters.volumes import LoopVolumes
 from kran.errors import InvalidInput, Unavailable
 from kran.ports import Cluster, Engine
+from kran.services.admission import Admission
+from kran.services.apps import AppService
 from kran.services.auth import Authenticator, bootstrap_admin
-from kran.services.batcher import SubmitBatcher
+from kran.services.datadir import DataDir
 from kran.services.disk import DiskWatch
-from kran.services.images import ImageState
-from kran.services.loop import SchedulerLoop
-from kran.services.reconcile import reconcile_on_start
-from kran.services.runtime import Runtime
-from kran.services.workflows import WorkflowState
+from kran.services.files import JobFiles
+from kran.services.images import ImageConfig, ImageManager
+from kran.services.jobs import JobService
+from kran.services.logs import JobLogs
+from kran.services.nodes import NodeAdmin, NodeDirectory
+from kran.services.queries import JobQueries
+from kran.services.scheduler.batcher import SubmitBatcher
+from kran.services.scheduler.dispatch import DispatchConfig, Dispatcher
+from kran.services.scheduler.loop import Periodic, SchedulerLoop
+from kran.services.scheduler.monitor import Monitor
+from kran.services.scheduler.reconcile import Reconciler
+from kran.services.scheduler.retention import Retention
+from kran.services.scheduler.staging import Stager
+from kran.services.scheduler.state import Outbox, SchedulerState
+from kran.services.schedules import ScheduleService
+from kran.services.suite import Services
+from kran.services.uploads import Uploads
+from kran.services.wakeups import Wakeups
+from kran.services.workflows import WorkflowService
 from kran.settings import Settings
 
 log = logging.getLogger("kran")
+SCHEDULE_EVERY_S = 0.25
+SWEEP_EVERY_S = 60.0
 
 
 class SystemClock:
@@ -57,20 +76,23 @@ class SystemClock:
 
 @dataclass
 class Server:
-    rt: Runtime
+    services: Services
     loop: SchedulerLoop
     metrics: PrometheusMetrics
-    auth: Authenticator
     cgroups: Cgroups
+    batcher: SubmitBatcher
+    pool: ThreadPoolExecutor
+    store: SqlStore
+    instance: str
 
     def stop(self) -> None:
-        self.rt.submitter.close()
+        self.batcher.close()
         self.loop.stop()
         # app volumes stay mounted: containers still running hold bind mounts of them, and
         # mounting the same image again beside such a mount would corrupt it
-        self.cgroups.remove_instance(self.rt.instance)
-        self.rt.pool.shutdown(wait=False, cancel_futures=True)
-        self.rt.store.close()
+        self.cgroups.remove_instance(self.instance)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
 
 
 def lock_data_dir(data_dir: Path) -> int:
@@ -174,18 +196,13 @@ def build_server(settings: Settings) -> Server:
     store = SqlStore.for_data_dir(data_dir)
     store.migrate()
     instance = store.get_or_set_meta("instance", uuid.uuid4().hex)
-    wake, dispatch_needed, monitor_needed = threading.Event(), threading.Event(), threading.Event()
-
-    def exited() -> None:
-        monitor_needed.set()
-        wake.set()
-
+    wakeups = Wakeups()
     cgroups = Cgroups.detect()
     if cgroups.unavailable:
         log.warning(
             "no per-job cgroups (%s): no usage accounting, no memory limit for host processes", cgroups.unavailable
         )
-    engine, cluster = engine_kind.build(EngineContext(settings, instance, cgroups, exited))
+    engine, cluster = engine_kind.build(EngineContext(settings, instance, cgroups, wakeups.exited))
     capacity = detect_capacity(
         data_dir,
         settings.capacity_cpus,
@@ -194,16 +211,13 @@ def build_server(settings: Settings) -> Server:
         settings.capacity_disk_mb,
     )
     clock = SystemClock()
-
-    def stored() -> None:
-        dispatch_needed.set()
-        wake.set()
-
+    dirs = DataDir(data_dir)
+    pool = ThreadPoolExecutor(16, "kran-engine")
     metrics = PrometheusMetrics(per_user=settings.metrics_per_user)
     volumes = LoopVolumes(data_dir / "volumes")
-    image_store = SqlImageStore(store, load_master_key(data_dir))
+    master_key = load_master_key(data_dir)
+    image_store = SqlImageStore(store, master_key)
     insecure = frozenset(h.strip() for h in settings.insecure_registries.split(",") if h.strip())
-    registry = RegistryClient(image_store.credentials, insecure)
     node_hosts = settings.node_hosts
 
     def node_urls() -> dict[str, str | None]:
@@ -214,40 +228,78 @@ def build_server(settings: Settings) -> Server:
 
     disk = DiskWatch(data_dir, settings.min_free)
     store.on_storage_full(disk.store_refused)
-    submitter = SubmitBatcher(store, settings.queue_max, clock.now, stored, metrics)
-    rt = Runtime(
-        settings=settings,
-        store=store,
-        engine=engine,
-        clock=clock,
-        capacity=capacity,
-        data_dir=data_dir,
-        instance=instance,
-        submitter=submitter,
-        wake=wake,
-        dispatch_needed=dispatch_needed,
-        monitor_needed=monitor_needed,
-        schedules=SqlSchedules(store),
-        metrics=metrics,
-        apps=SqlApps(store),
-        fetcher=HttpFetcher(
-            data_dir / "cache", settings.cache_max_mb << 20, settings.fetch_timeout_s, settings.file_roots
+    apps_store = SqlApps(store)
+    nodes = NodeDirectory(capacity, cluster, store)
+    images = ImageManager(
+        RegistryClient(image_store.credentials, insecure),
+        image_store,
+        NodeDockers(node_urls, instance),
+        nodes,
+        store,
+        clock,
+        pool,
+        ImageConfig(
+            settings.size_classes,
+            settings.lookup_docker_hub,
+            settings.pull_timeout_s,
+            settings.gc_high,
+            settings.gc_low,
         ),
-        volumes=volumes,
-        disk=disk,
-        cluster=cluster,
-        pack=settings.placement == "pack",
-        registry=registry,
-        image_store=image_store,
-        node_images=NodeDockers(node_urls),
-        image_state=ImageState(),
-        workflows=SqlWorkflows(store),
-        workflow_runner=CwlRunner(settings.default_image, settings.max_parallel_steps),
-        workflow_state=WorkflowState(),
+        sweep_exited=engine.capabilities.leaves_containers,
     )
-    metrics.watch_state(store, engine, rt.nodes)
+    batcher = SubmitBatcher(store, settings.queue_max, clock.now, wakeups.poke, metrics)
+    admission = Admission(engine, nodes, settings.allow_host_processes)
+    apps = AppService(apps_store, volumes, clock)
+    jobs = JobService(admission, apps, images, store, batcher.submit, clock, wakeups)
+    schedules = ScheduleService(
+        SqlSchedules(store), store, admission, clock, wakeups, metrics, disk, settings.queue_max
+    )
+    workflows = WorkflowService(
+        SqlWorkflows(store),
+        CwlRunner(settings.default_image, settings.max_parallel_steps),
+        jobs,
+        store,
+        clock,
+        dirs,
+        settings.file_roots,
+        wakeups,
+    )
+    state = SchedulerState()
+    outbox: Outbox = queue.Queue()
+    fetcher = HttpFetcher(
+        data_dir / "cache", settings.cache_max_mb << 20, settings.fetch_timeout_s, settings.file_roots
+    )
+    stager = Stager(dirs, fetcher, volumes, images, settings.job_identity)
+    dispatcher = Dispatcher(
+        store,
+        nodes,
+        apps_store,
+        engine,
+        stager,
+        disk,
+        clock,
+        state,
+        outbox,
+        wakeups,
+        pool,
+        DispatchConfig(settings.dispatch_window, settings.reserve_after_s, settings.placement == "pack"),
+    )
+    monitor = Monitor(
+        store, engine, volumes, metrics, disk, clock, dirs, state, outbox, wakeups, pool, settings.retry_backoff_s
+    )
+    reconciler = Reconciler(store, engine, clock, dirs, state)
+    retention = Retention(dirs, apps_store, store, clock, settings.retention_s, settings.max_data_mb << 20 or None)
+    periodic = [
+        Periodic("schedules", SCHEDULE_EVERY_S, schedules.schedule_tick),
+        Periodic("retention", settings.retention_check_s, retention.tick, in_pool=True),
+        Periodic("images", settings.gc_interval_s, images.tick, in_pool=True),
+        Periodic(
+            "sweep", SWEEP_EVERY_S, reconciler.sweep_strays, in_pool=True, wait_first=True
+        ),  # the start reconciles
+    ]
+    metrics.watch_state(store, engine, nodes.with_load)
     auth = Authenticator(
-        SqlIdentities(store, load_master_key(data_dir)),
+        SqlIdentities(store, master_key),
         started_at=time.time(),
         proxy_user_header=settings.proxy_user_header,
         proxy_secret=settings.proxy_secret,
@@ -256,10 +308,25 @@ def build_server(settings: Settings) -> Server:
     written = bootstrap_admin(auth, data_dir, f"{scheme}://{settings.host}:{settings.port}", time.time())
     if written:
         print(f"kran: created user admin; its client config is in {written}", flush=True)
-    summary = reconcile_on_start(rt)
+    summary = reconciler.on_start()
     log.info("reconciled with the engine: %s", summary)
-    loop = SchedulerLoop(rt)
-    return Server(rt, loop, metrics, auth, cgroups)
+    loop = SchedulerLoop(monitor, dispatcher, periodic, wakeups, metrics, pool, settings.poll_interval_s)
+    services = Services(
+        jobs=jobs,
+        queries=JobQueries(store, nodes, engine, apps_store, disk, clock, instance, lambda: state.reserved_for),
+        files=JobFiles(store, dirs),
+        logs=JobLogs(store, dirs, engine),
+        uploads=Uploads(dirs),
+        apps=apps,
+        schedules=schedules,
+        images=images,
+        workflows=workflows,
+        nodes=nodes,
+        node_admin=NodeAdmin(nodes, store),
+        auth=auth,
+        disk=disk,
+    )
+    return Server(services, loop, metrics, cgroups, batcher, pool, store, instance)
 
 
 def serve(settings: Settings) -> None:
@@ -271,7 +338,7 @@ def serve(settings: Settings) -> None:
 
     server = build_server(settings)
     server.loop.start()
-    app = create_app(server.rt, server.auth, server.metrics)
+    app = create_app(server.services, server.metrics, settings.max_body_mb, settings.max_upload_mb)
     # Long-lived start-up objects leave the collector's view, and young collections run
     # less often: full collections over a large heap were the p99 submit latency.
     gc.collect()

@@ -78,6 +78,7 @@ class EngineCapabilities:
     host_processes: bool  # jobs without an image
     containers: bool  # jobs with an image
     volumes: bool  # app volumes (loop mounts on the server's machine)
+    leaves_containers: bool = False  # exited containers stay on the nodes (Swarm's tasks): image GC removes them
 
 
 class Engine(Protocol):
@@ -305,7 +306,7 @@ class NodeImages(Protocol):
     ) -> None: ...
     def remove(self, node: str, image_id: str) -> None: ...
     def disk(self, node: str) -> tuple[int, int | None]: ...
-    def remove_exited(self, node: str, label: str, keep_jobs: frozenset[str]) -> int: ...
+    def remove_exited(self, node: str, keep_jobs: frozenset[str]) -> int: ...
 
 
 class Clock(Protocol):

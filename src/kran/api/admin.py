@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import time
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import ConfigDict, Field
 
-from kran.api.deps import authenticator, caller, runtime
+from kran.api.deps import Auth, Caller
 from kran.api.responses import Out
 from kran.api.schemas import Body
 from kran.api.views import iso
-from kran.domain.auth import Principal
 from kran.services import auth as auth_service
-from kran.services.auth import Authenticator
-from kran.services.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
-Who = Annotated[Principal, Depends(caller)]
-Auth = Annotated[Authenticator, Depends(authenticator)]
-Rt = Annotated[Runtime, Depends(runtime)]
+Who = Caller
 
 
 class UserAdd(Body):
@@ -98,8 +94,12 @@ def list_users(who: Who, auth: Auth) -> dict[str, Any]:
 
 
 @router.post("/admin/users", status_code=201, response_model=UserAdded, summary="Add a user")
-def add_user(body: UserAdd, who: Who, auth: Auth, rt: Rt) -> dict[str, Any]:
-    auth_service.add_user(auth, who, body.name, body.role, rt.clock.now())
+def add_user(
+    body: UserAdd,
+    who: Who,
+    auth: Auth,
+) -> dict[str, Any]:
+    auth_service.add_user(auth, who, body.name, body.role, time.time())
     return {"name": body.name, "role": body.role}
 
 
@@ -136,8 +136,12 @@ def list_keys(who: Who, auth: Auth, user: str | None = None) -> dict[str, Any]:
     response_model=KeyCreated,
     summary="Create an API key; the secret is shown only here",
 )
-def create_key(body: KeyCreate, who: Who, auth: Auth, rt: Rt) -> dict[str, Any]:
-    key_id, secret = auth_service.create_key(auth, who, body.user, rt.clock.now())
+def create_key(
+    body: KeyCreate,
+    who: Who,
+    auth: Auth,
+) -> dict[str, Any]:
+    key_id, secret = auth_service.create_key(auth, who, body.user, time.time())
     return {"key_id": key_id, "secret": secret, "user": body.user}
 
 

@@ -32,9 +32,9 @@ from kran.errors import (
     Unauthorized,
     Unavailable,
 )
-from kran.services import workflows as workflows_service
 from kran.services.auth import Authenticator
-from kran.services.runtime import Runtime
+from kran.services.disk import DiskWatch
+from kran.services.suite import Services
 
 log = logging.getLogger("kran")
 
@@ -130,13 +130,13 @@ class DiskGate:
     """507 for new work while the data dir is full, before its body is read: a job, a
     batch, an upload, a workflow, a schedule's run-now (reads, kills and deletes go on)."""
 
-    def __init__(self, app: ASGIApp, rt: Runtime) -> None:
+    def __init__(self, app: ASGIApp, disk: DiskWatch) -> None:
         self.app = app
-        self.rt = rt
+        self.disk = disk
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and STORING_PATHS.fullmatch(scope["path"]):
-            full = self.rt.disk.full()
+            full = self.disk.full()
             if full:
                 return await _error(507, f"{full}: nothing was stored; try again once space is freed")(
                     scope, receive, send
@@ -170,11 +170,13 @@ class RequestMetrics:
         await self.app(scope, receive, send_status)
 
 
-def create_app(rt: Runtime, auth: Authenticator, metrics: PrometheusMetrics | None = None) -> FastAPI:
+def create_app(
+    services: Services, metrics: PrometheusMetrics | None = None, max_body_mb: int = 64, max_upload_mb: int = 1024
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # once the server (and its logging) is up: unfinished workflow runs go on
-        resumed = workflows_service.resume_all(rt)
+        resumed = services.workflows.resume_all()
         if resumed:
             log.info("resumed %d workflow runs", resumed)
         yield
@@ -188,11 +190,10 @@ def create_app(rt: Runtime, auth: Authenticator, metrics: PrometheusMetrics | No
         dependencies=[Depends(authenticate)],
         responses=ERRORS,  # in place of FastAPI's own 422 body, which kran never sends
     )
-    app.state.rt = rt
-    app.state.auth = auth
-    app.add_middleware(BodyLimit, limit_mb=rt.settings.max_body_mb, upload_limit_mb=rt.settings.max_upload_mb)
-    app.add_middleware(DiskGate, rt=rt)
-    app.add_middleware(AuthFirst, auth=auth)
+    app.state.services = services
+    app.add_middleware(BodyLimit, limit_mb=max_body_mb, upload_limit_mb=max_upload_mb)
+    app.add_middleware(DiskGate, disk=services.disk)
+    app.add_middleware(AuthFirst, auth=services.auth)
     if metrics is not None:
         app.add_middleware(RequestMetrics, metrics=metrics)
 

@@ -8,14 +8,23 @@ import tempfile
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
-from fastapi import Path, Query, Request
+from fastapi import Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from kran.domain.auth import Principal
 from kran.errors import InvalidInput, Unauthorized
+from kran.services.apps import AppService
 from kran.services.auth import Authenticator
-from kran.services.runtime import Runtime
+from kran.services.files import JobFiles
+from kran.services.images import ImageManager
+from kran.services.jobs import JobService
+from kran.services.logs import JobLogs
+from kran.services.nodes import NodeAdmin, NodeDirectory
+from kran.services.queries import JobQueries
+from kran.services.schedules import ScheduleService
+from kran.services.uploads import Uploads
+from kran.services.workflows import WorkflowService
 
 MAX_ID = 2**63 - 1  # the store's integers are 64-bit: larger ids are refused, not overflowed
 JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="a job id")]
@@ -32,16 +41,36 @@ STORING_PATHS = re.compile(r"/api/v1/(jobs|jobs/batch|jobs/upload|workflows|sche
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
-async def runtime(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.rt
-    return rt
+def _service(name: str) -> Any:
+    """A dependency giving one service of the bundle on `app.state` (async: no thread hop)."""
+
+    async def get(request: Request) -> Any:
+        return getattr(request.app.state.services, name)
+
+    get.__name__ = f"{name}_service"
+    return Depends(get)
+
+
+# what a handler uses, named in its signature
+Jobs = Annotated[JobService, _service("jobs")]
+Queries = Annotated[JobQueries, _service("queries")]
+Files = Annotated[JobFiles, _service("files")]
+Logs = Annotated[JobLogs, _service("logs")]
+UploadsDep = Annotated[Uploads, _service("uploads")]
+Apps = Annotated[AppService, _service("apps")]
+Schedules = Annotated[ScheduleService, _service("schedules")]
+Images = Annotated[ImageManager, _service("images")]
+Workflows = Annotated[WorkflowService, _service("workflows")]
+Nodes = Annotated[NodeDirectory, _service("nodes")]
+NodeAdminDep = Annotated[NodeAdmin, _service("node_admin")]
+Auth = Annotated[Authenticator, _service("auth")]
 
 
 async def authenticate(request: Request) -> None:
     """Every route but the open ones: a signed request, a bearer token or a trusted proxy."""
     if request.url.path in OPEN_PATHS:
         return
-    auth: Authenticator = request.app.state.auth
+    auth: Authenticator = request.app.state.services.auth
     headers = {k.lower(): v for k, v in request.headers.items()}
     digest = EMPTY_SHA256
     if request.url.path in UPLOAD_PATHS and request.method == "POST":
@@ -69,9 +98,7 @@ async def caller(request: Request) -> Principal:
     return who
 
 
-async def authenticator(request: Request) -> Authenticator:
-    auth: Authenticator = request.app.state.auth
-    return auth
+Caller = Annotated[Principal, Depends(caller)]
 
 
 async def spooled_body(request: Request) -> Any:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import ConfigDict, Field
 
-from kran.api.deps import caller, runtime
+from kran.api.deps import Caller, Images
 from kran.api.responses import Out
 from kran.api.schemas import Body
 from kran.domain.auth import Principal
 from kran.domain.images import parse_size
 from kran.errors import Forbidden, InvalidInput
-from kran.services import images, registries
-from kran.services.runtime import Runtime
 
 router = APIRouter(tags=["images"])
-Rt = Annotated[Runtime, Depends(runtime)]
-Caller = Annotated[Principal, Depends(caller)]
 
 
 class Warm(Body):
@@ -142,8 +138,8 @@ def _admin(who: Principal) -> None:
 @router.get(
     "/api/v1/images/inspect", response_model=ImageInfo, summary="Digest, size, layers, class, which nodes hold it"
 )
-def inspect(rt: Rt, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
-    return images.inspect(rt, ref)
+def inspect(images: Images, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
+    return images.inspect(ref)
 
 
 @router.post(
@@ -152,34 +148,34 @@ def inspect(rt: Rt, who: Caller, ref: str = Query(..., max_length=500)) -> dict[
     response_model=ImageWarm,
     summary="Pull an image on nodes in parallel (admin)",
 )
-def warm(body: Warm, rt: Rt, who: Caller) -> dict[str, Any]:
+def warm(body: Warm, images: Images, who: Caller) -> dict[str, Any]:
     _admin(who)
-    return {"ref": body.ref, "nodes": images.warm_nodes(rt, body.ref, body.nodes, body.node_class)}
+    return {"ref": body.ref, "nodes": images.warm_nodes(body.ref, body.nodes, body.node_class)}
 
 
 @router.get(
     "/api/v1/images/status", response_model=ImageStatus, summary="Per node: present, pulling (bytes done/total), failed"
 )
-def status(rt: Rt, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
-    return {"ref": ref, "nodes": images.warm_status(rt, ref)}
+def status(images: Images, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
+    return {"ref": ref, "nodes": images.warm_status(ref)}
 
 
 @router.get("/api/v1/images/pins", response_model=PinList, summary="Pinned images (never garbage-collected)")
-def pins(rt: Rt, who: Caller) -> dict[str, Any]:
-    return {"pins": sorted(rt.image_store.pins()) if rt.image_store else []}
+def pins(images: Images, who: Caller) -> dict[str, Any]:
+    return {"pins": images.pins()}
 
 
 @router.post("/api/v1/images/pins", status_code=201, response_model=Pinned, summary="Pin an image (admin)")
-def pin(body: Ref, rt: Rt, who: Caller) -> dict[str, Any]:
+def pin(body: Ref, images: Images, who: Caller) -> dict[str, Any]:
     _admin(who)
-    images.pin(rt, who, body.ref)
+    images.pin(who, body.ref)
     return {"ref": body.ref, "pinned": True}
 
 
 @router.delete("/api/v1/images/pins", response_model=Unpinned, summary="Unpin an image (admin)")
-def unpin(rt: Rt, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
+def unpin(images: Images, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
     _admin(who)
-    return {"ref": ref, "pinned": False, "was_pinned": images.unpin(rt, ref)}
+    return {"ref": ref, "pinned": False, "was_pinned": images.unpin(ref)}
 
 
 @router.post(
@@ -188,13 +184,13 @@ def unpin(rt: Rt, who: Caller, ref: str = Query(..., max_length=500)) -> dict[st
     response_model_exclude_unset=True,  # `error` only where a removal failed, as before
     summary="Image disk GC now (admin); dry_run lists what would go",
 )
-def gc(body: Gc, rt: Rt, who: Caller) -> dict[str, Any]:
+def gc(body: Gc, images: Images, who: Caller) -> dict[str, Any]:
     _admin(who)
     try:
         target = parse_size(body.target) if body.target is not None else None
     except ValueError as e:
         raise InvalidInput(f"target: {e}", "target") from None
-    removed = images.gc(rt, body.node, body.dry_run, target)
+    removed = images.gc(body.node, body.dry_run, target)
     return {"dry_run": body.dry_run, "removed": removed}
 
 
@@ -203,9 +199,9 @@ def gc(body: Gc, rt: Rt, who: Caller) -> dict[str, Any]:
     response_model=RegistryList,
     summary="Registries kran has credentials for (never the passwords)",
 )
-def list_registries(rt: Rt, who: Caller) -> dict[str, Any]:
+def list_registries(images: Images, who: Caller) -> dict[str, Any]:
     _admin(who)
-    return {"registries": registries.list_logins(rt)}
+    return {"registries": images.list_logins()}
 
 
 @router.post(
@@ -213,15 +209,15 @@ def list_registries(rt: Rt, who: Caller) -> dict[str, Any]:
     response_model=RegistryLogin,
     summary="Store credentials for a registry (admin); checked first",
 )
-def login(host: str, body: Login, rt: Rt, who: Caller) -> dict[str, Any]:
+def login(host: str, body: Login, images: Images, who: Caller) -> dict[str, Any]:
     _admin(who)
-    registries.login(rt, host, body.username, body.password)
+    images.login(host, body.username, body.password)
     return {"host": host, "username": body.username}
 
 
 @router.delete(
     "/api/v1/registries/{host}", response_model=RegistryLogout, summary="Forget a registry's credentials (admin)"
 )
-def logout(host: str, rt: Rt, who: Caller) -> dict[str, Any]:
+def logout(host: str, images: Images, who: Caller) -> dict[str, Any]:
     _admin(who)
-    return {"host": host, "removed": registries.logout(rt, host)}
+    return {"host": host, "removed": images.logout(host)}

@@ -6,30 +6,37 @@ import asyncio
 import hashlib
 import json
 from dataclasses import replace
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from kran.api.deps import JobId, authenticator, caller, parse_multipart, runtime, spooled_body
+from kran.api.deps import (
+    Auth,
+    Caller,
+    Files,
+    JobId,
+    Jobs,
+    Logs,
+    Nodes,
+    Queries,
+    UploadsDep,
+    parse_multipart,
+    spooled_body,
+)
 from kran.api.filesend import file_response
 from kran.api.responses import FileEntry, Job, Out, stream
 from kran.api.schemas import BatchSubmit, JobSubmit, spec_for, validated
 from kran.api.views import entry_json, job_json
-from kran.domain.auth import Principal
 from kran.domain.jobs import JobSpec
 from kran.domain.states import parse_states
 from kran.errors import InvalidInput
-from kran.services import files, logs, queries, submit, uploads
-from kran.services.auth import Authenticator, on_behalf
-from kran.services.runtime import Runtime
+from kran.services.auth import on_behalf
+from kran.services.jobs import JobService
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
-Rt = Annotated[Runtime, Depends(runtime)]
-Caller = Annotated[Principal, Depends(caller)]
-Auth = Annotated[Authenticator, Depends(authenticator)]
 
 
 class JobList(Out):
@@ -78,19 +85,19 @@ def idempotency(
 @router.post(
     "", status_code=201, response_model=JobSubmitted, summary="Submit one job (an Idempotency-Key makes a retry safe)"
 )
-async def submit_job(body: JobSubmit, request: Request, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
+async def submit_job(body: JobSubmit, request: Request, jobs: Jobs, who: Caller, auth: Auth) -> dict[str, Any]:
     owner, by = on_behalf(auth, who, body.on_behalf_of)
     key, digest = idempotency(request, body)
-    specs = await _classified(rt, [spec_for(rt, who, owner, body)])
-    (job_id,) = await asyncio.wrap_future(submit.submit_jobs(rt, specs, owner, by, who.is_admin, key, digest))
+    specs = await _classified(jobs, [spec_for(jobs, who, owner, body)])
+    (job_id,) = await asyncio.wrap_future(jobs.submit(specs, owner, by, who.is_admin, key, digest))
     return {"id": job_id}
 
 
-async def _classified(rt: Runtime, specs: list[JobSpec]) -> list[JobSpec]:
+async def _classified(jobs: JobService, specs: list[JobSpec]) -> list[JobSpec]:
     """Image jobs: size and class from the registry, off the event loop."""
     if not any(s.image for s in specs):
         return specs
-    return await run_in_threadpool(submit.classify_all, rt, specs)
+    return await run_in_threadpool(jobs.classify, specs)
 
 
 @router.post(
@@ -99,7 +106,9 @@ async def _classified(rt: Runtime, specs: list[JobSpec]) -> list[JobSpec]:
     response_model=JobUploaded,
     summary="Submit one job with input files (multipart: `job` JSON + `input` files named by their DEST)",
 )
-async def submit_with_inputs(request: Request, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
+async def submit_with_inputs(
+    request: Request, jobs: Jobs, queries: Queries, uploads: UploadsDep, who: Caller, auth: Auth
+) -> dict[str, Any]:
     """Each `input` part's filename is where it goes in the working dir (a relative path).
     The body is spooled to disk while it arrives (server.max_upload_mb caps it)."""
     spool = await spooled_body(request)
@@ -110,20 +119,20 @@ async def submit_with_inputs(request: Request, rt: Rt, who: Caller, auth: Auth) 
             raise InvalidInput("a multipart field `job` with the job as JSON is required", "job")
         body = validated(JobSubmit, raw, "job.")
         owner, by = on_behalf(auth, who, body.on_behalf_of)
-        (spec,) = await _classified(rt, [spec_for(rt, who, owner, body)])
+        (spec,) = await _classified(jobs, [spec_for(jobs, who, owner, body)])
         inputs = [f for f in form.getlist("input") if not isinstance(f, str)]
         key, digest = idempotency(request, body, [(f.filename or "", f.size) for f in inputs])
-        upload_id = await run_in_threadpool(uploads.save_inputs, rt, [(f.filename or "", f.file) for f in inputs])
+        upload_id = await run_in_threadpool(uploads.save_inputs, [(f.filename or "", f.file) for f in inputs])
         try:
-            future = submit.submit_jobs(rt, [replace(spec, inputs=upload_id)], owner, by, who.is_admin, key, digest)
+            future = jobs.submit([replace(spec, inputs=upload_id)], owner, by, who.is_admin, key, digest)
             (job_id,) = await asyncio.wrap_future(future)
         except BaseException:
-            uploads.discard(rt, upload_id)
+            uploads.discard(upload_id)
             raise
         if key is not None:  # a retry gets the job stored the first time, with the files sent then
-            stored = await run_in_threadpool(rt.store.get_job, job_id)
+            stored = await run_in_threadpool(queries.stored, job_id)
             if stored is None or stored.spec.inputs != upload_id:
-                uploads.discard(rt, upload_id)
+                uploads.discard(upload_id)
         return {"id": job_id, "inputs": [f.filename for f in inputs]}
     finally:
         spool.close()
@@ -135,19 +144,20 @@ async def submit_with_inputs(request: Request, rt: Rt, who: Caller, auth: Auth) 
     response_model=BatchSubmitted,
     summary="Submit many jobs, all or nothing (Idempotency-Key: as one)",
 )
-async def submit_batch(body: BatchSubmit, request: Request, rt: Rt, who: Caller, auth: Auth) -> dict[str, Any]:
+async def submit_batch(body: BatchSubmit, request: Request, jobs: Jobs, who: Caller, auth: Auth) -> dict[str, Any]:
     """Every job of a batch is for the same user: `on_behalf_of` of the batch."""
     owner, by = on_behalf(auth, who, body.on_behalf_of)
     if any(j.on_behalf_of not in (None, body.on_behalf_of) for j in body.jobs):
         raise InvalidInput("on_behalf_of goes on the batch, not on its jobs", "on_behalf_of")
     key, digest = idempotency(request, body)
-    specs = await _classified(rt, [spec_for(rt, who, owner, j, i) for i, j in enumerate(body.jobs)])
-    return {"ids": await asyncio.wrap_future(submit.submit_jobs(rt, specs, owner, by, who.is_admin, key, digest))}
+    specs = await _classified(jobs, [spec_for(jobs, who, owner, j, i) for i, j in enumerate(body.jobs)])
+    return {"ids": await asyncio.wrap_future(jobs.submit(specs, owner, by, who.is_admin, key, digest))}
 
 
 @router.get("", response_model=JobList, summary="List jobs, newest first")
 def list_jobs(
-    rt: Rt,
+    queries: Queries,
+    nodes: Nodes,
     who: Caller,
     state: str | None = Query(None, description="comma-separated states"),
     label: list[str] = Query([], description="K=V; repeat for several"),
@@ -164,20 +174,20 @@ def list_jobs(
         if not sep or not k:
             raise InvalidInput(f"label filter {item!r} must be K=V", "label")
         labels[k] = v
-    jobs = rt.store.list_jobs(states, labels, who.user if mine else None, limit, visible_to=who)
-    hostnames = rt.hostnames()
-    return {"jobs": [job_json(j, hostnames=hostnames) for j in jobs]}
+    found = queries.list_jobs(who, states, labels, mine, limit)
+    hostnames = nodes.hostnames()
+    return {"jobs": [job_json(j, hostnames=hostnames) for j in found]}
 
 
 @router.get("/{job_id}", response_model=Job, summary="One job: spec, allocation, times, attempts, why it waits")
-def show_job(job_id: JobId, rt: Rt, who: Caller) -> dict[str, Any]:
-    view = queries.get_job(rt, job_id, who)
-    return job_json(view.job, view, rt.hostnames())
+def show_job(job_id: JobId, queries: Queries, nodes: Nodes, who: Caller) -> dict[str, Any]:
+    view = queries.get_job(job_id, who)
+    return job_json(view.job, view, nodes.hostnames())
 
 
 @router.post("/{job_id}/kill", response_model=JobKilled, summary="Kill a job")
-def kill_job(job_id: JobId, rt: Rt, who: Caller) -> dict[str, Any]:
-    state = submit.kill_job(rt, job_id, who)
+def kill_job(job_id: JobId, jobs: Jobs, who: Caller) -> dict[str, Any]:
+    state = jobs.kill(job_id, who)
     return {"id": job_id, "state": state.value}
 
 
@@ -189,32 +199,33 @@ def kill_job(job_id: JobId, rt: Rt, who: Caller) -> dict[str, Any]:
 )
 def job_logs(
     job_id: JobId,
-    rt: Rt,
+    queries: Queries,
+    logs: Logs,
     who: Caller,
     stream: str = Query("stdout", pattern="^(stdout|stderr)$"),
     follow: bool = False,
     tail: int | None = Query(None, ge=0, le=1_000_000),
 ) -> Response:
-    queries.visible_job(rt, job_id, who)  # 404 before the stream starts
+    queries.visible_job(job_id, who)  # 404 before the stream starts
     skip = 0
     head = b""
     if tail is not None:
-        head, skip = logs.tail_lines(rt, job_id, stream, tail)
+        head, skip = logs.tail_lines(job_id, stream, tail)
         if not follow:
             return Response(head, media_type="application/octet-stream")
 
     def body() -> Any:
         if head:
             yield head
-        yield from logs.log_chunks(rt, job_id, stream, follow, skip)
+        yield from logs.log_chunks(job_id, stream, follow, skip)
 
     return StreamingResponse(body(), media_type="application/octet-stream")
 
 
 @router.get("/{job_id}/files", response_model=FileList, summary="List the job's working dir (or a subdir)")
-def list_files(job_id: JobId, rt: Rt, who: Caller, path: str = "") -> dict[str, Any]:
-    queries.visible_job(rt, job_id, who)
-    return {"path": path, "entries": [entry_json(e) for e in files.list_files(rt, job_id, path)]}
+def list_files(job_id: JobId, queries: Queries, files: Files, who: Caller, path: str = "") -> dict[str, Any]:
+    queries.visible_job(job_id, who)
+    return {"path": path, "entries": [entry_json(e) for e in files.list_files(job_id, path)]}
 
 
 @router.get(
@@ -223,9 +234,9 @@ def list_files(job_id: JobId, rt: Rt, who: Caller, path: str = "") -> dict[str, 
     responses=stream("application/x-tar", "an uncompressed tar of the working dir"),
     summary="The whole working dir as a tar stream",
 )
-def get_archive(job_id: JobId, rt: Rt, who: Caller) -> StreamingResponse:
-    queries.visible_job(rt, job_id, who)
-    chunks = files.tar_chunks(rt, job_id)  # checks before the response starts
+def get_archive(job_id: JobId, queries: Queries, files: Files, who: Caller) -> StreamingResponse:
+    queries.visible_job(job_id, who)
+    chunks = files.tar_chunks(job_id)  # checks before the response starts
     return StreamingResponse(
         chunks,
         media_type="application/x-tar",
@@ -243,6 +254,6 @@ def get_archive(job_id: JobId, rt: Rt, who: Caller) -> StreamingResponse:
     },
     summary="Download a file (HTTP range requests supported)",
 )
-def get_file(job_id: JobId, path: str, request: Request, rt: Rt, who: Caller) -> Response:
-    queries.visible_job(rt, job_id, who)
-    return file_response(files.open_file(rt, job_id, path), request.headers.get("range"))
+def get_file(job_id: JobId, path: str, request: Request, queries: Queries, files: Files, who: Caller) -> Response:
+    queries.visible_job(job_id, who)
+    return file_response(files.open_file(job_id, path), request.headers.get("range"))

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import ConfigDict, Field
 
-from kran.api.deps import caller, runtime
+from kran.api.deps import Caller, NodeAdminDep
 from kran.api.responses import Out, Resources
 from kran.api.schemas import Body
-from kran.domain.auth import Principal
-from kran.services import nodes
-from kran.services.runtime import Runtime
+from kran.services.nodes import NodeView
 
 router = APIRouter(prefix="/api/v1/nodes", tags=["nodes"])
-Rt = Annotated[Runtime, Depends(runtime)]
-Caller = Annotated[Principal, Depends(caller)]
 
 
 class NodeLabels(Body):
@@ -62,7 +58,7 @@ class NodeRemoved(Out):
     removed: bool
 
 
-def node_json(v: nodes.NodeView) -> dict[str, Any]:
+def node_json(v: NodeView) -> dict[str, Any]:
     n = v.info
     return {
         "id": n.node_id,
@@ -80,42 +76,42 @@ def node_json(v: nodes.NodeView) -> dict[str, Any]:
 
 
 @router.get("", response_model=NodeList, summary="Nodes: class, labels, state, capacity used/total, running jobs")
-def list_nodes(rt: Rt, who: Caller) -> dict[str, Any]:
-    return {"nodes": [node_json(v) for v in nodes.list_nodes(rt)]}
+def list_nodes(node_admin: NodeAdminDep, who: Caller) -> dict[str, Any]:
+    return {"nodes": [node_json(v) for v in node_admin.list_nodes()]}
 
 
 @router.get(
     "/join-command", response_model=JoinCommand, summary="The `docker swarm join` line for a new machine (admin)"
 )
-def join_command(rt: Rt, who: Caller) -> dict[str, Any]:
-    return {"command": nodes.join_command(rt, who)}
+def join_command(node_admin: NodeAdminDep, who: Caller) -> dict[str, Any]:
+    return {"command": node_admin.join_command(who)}
 
 
 @router.post(
     "/{node}/labels", response_model=NodeLabelsSet, summary="Set or remove node labels, e.g. kran.class (admin)"
 )
-def label_node(node: str, body: NodeLabels, rt: Rt, who: Caller) -> dict[str, Any]:
-    nodes.label_node(rt, who, node, body.labels)
+def label_node(node: str, body: NodeLabels, node_admin: NodeAdminDep, who: Caller) -> dict[str, Any]:
+    node_admin.label_node(who, node, body.labels)
     return {"node": node, "labels": body.labels}
 
 
 @router.post(
     "/{node}/drain", response_model=NodeAvailability, summary="No new jobs on the node; running ones finish (admin)"
 )
-def drain_node(node: str, rt: Rt, who: Caller) -> dict[str, Any]:
-    nodes.set_availability(rt, who, node, "drain")
+def drain_node(node: str, node_admin: NodeAdminDep, who: Caller) -> dict[str, Any]:
+    node_admin.set_availability(who, node, "drain")
     return {"node": node, "availability": "drain"}
 
 
 @router.post("/{node}/activate", response_model=NodeAvailability, summary="Schedule jobs on the node again (admin)")
-def activate_node(node: str, rt: Rt, who: Caller) -> dict[str, Any]:
-    nodes.set_availability(rt, who, node, "active")
+def activate_node(node: str, node_admin: NodeAdminDep, who: Caller) -> dict[str, Any]:
+    node_admin.set_availability(who, node, "active")
     return {"node": node, "availability": "active"}
 
 
 @router.delete(
     "/{node}", response_model=NodeRemoved, summary="Remove a node from the swarm (admin; refused while jobs run)"
 )
-def remove_node(node: str, rt: Rt, who: Caller, force: bool = Query(False)) -> dict[str, Any]:
-    nodes.remove_node(rt, who, node, force)
+def remove_node(node: str, node_admin: NodeAdminDep, who: Caller, force: bool = Query(False)) -> dict[str, Any]:
+    node_admin.remove_node(who, node, force)
     return {"node": node, "removed": True}

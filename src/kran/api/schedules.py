@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import ConfigDict, Field
 
-from kran.api.deps import Owner, caller, runtime
+from kran.api.deps import Caller, Jobs, Owner, Schedules
 from kran.api.responses import Out
 from kran.api.schemas import Body, JobSubmit, spec_for
-from kran.domain.auth import Principal, can_see
+from kran.api.views import schedule_json
 from kran.domain.durations import parse_duration
 from kran.errors import InvalidInput
-from kran.services import schedules
-from kran.services.images import classify
-from kran.services.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/schedules", tags=["schedules"])
-Rt = Annotated[Runtime, Depends(runtime)]
-Caller = Annotated[Principal, Depends(caller)]
 
 
 class ScheduleAdd(Body):
@@ -98,7 +93,7 @@ def _iso(ts: float) -> str:
 
 
 @router.post("", status_code=201, response_model=Schedule, summary="Add a schedule")
-def add_schedule(body: ScheduleAdd, rt: Rt, who: Caller) -> dict[str, Any]:
+def add_schedule(body: ScheduleAdd, jobs: Jobs, schedules: Schedules, who: Caller) -> dict[str, Any]:
     if body.job.on_behalf_of not in (None, who.user):  # it was ignored: the jobs ran as the caller
         raise InvalidInput(
             "job.on_behalf_of: a schedule's jobs run as the schedule's owner; acting for another user "
@@ -111,11 +106,11 @@ def add_schedule(body: ScheduleAdd, rt: Rt, who: Caller) -> dict[str, Any]:
             lateness = parse_duration(body.max_lateness)
         except ValueError as e:
             raise InvalidInput(f"max_lateness: {e}", "max_lateness") from None
+    (spec,) = jobs.classify([spec_for(jobs, who, who.user, body.job)])
     s = schedules.add_schedule(
-        rt,
         name=body.name,
         owner=who.user,
-        spec=classify(rt, spec_for(rt, who, who.user, body.job)),
+        spec=spec,
         every=body.every,
         cron=body.cron,
         after=body.after or None,
@@ -128,19 +123,19 @@ def add_schedule(body: ScheduleAdd, rt: Rt, who: Caller) -> dict[str, Any]:
         catch_up=body.catch_up,
         sees_all=who.is_admin,
     )
-    return schedules.schedule_json(s)
+    return schedule_json(s)
 
 
 @router.get("", response_model=ScheduleList, summary="List schedules")
-def list_schedules(rt: Rt, who: Caller) -> dict[str, Any]:
-    return {"schedules": [schedules.schedule_json(s) for s in rt.schedules.all() if can_see(who, s.owner)]}
+def list_schedules(schedules: Schedules, who: Caller) -> dict[str, Any]:
+    return {"schedules": [schedule_json(s) for s in schedules.visible(who)]}
 
 
 @router.get("/{name}", response_model=ScheduleDetail, summary="One schedule with the history of its runs")
 def show_schedule(
-    name: str, rt: Rt, who: Caller, owner: Owner = None, limit: int = Query(100, ge=1, le=10_000)
+    name: str, schedules: Schedules, who: Caller, owner: Owner = None, limit: int = Query(100, ge=1, le=10_000)
 ) -> dict[str, Any]:
-    s = schedules.get_schedule(rt, name, who, owner)
+    s = schedules.get_schedule(name, who, owner)
     runs = [
         {
             "fire_time": _iso(r.fire_time),
@@ -149,36 +144,36 @@ def show_schedule(
             "reason": r.reason,
             "state": r.job_state.value if r.job_state else "skipped",
         }
-        for r in rt.schedules.runs(s.id, limit)
+        for r in schedules.runs(s, limit)
     ]
-    return {**schedules.schedule_json(s), "runs": runs}
+    return {**schedule_json(s), "runs": runs}
 
 
 @router.get("/{name}/next", response_model=FireTimes, summary="The next fire times")
 def next_fire_times(
-    name: str, rt: Rt, who: Caller, owner: Owner = None, n: int = Query(5, ge=1, le=1000)
+    name: str, schedules: Schedules, who: Caller, owner: Owner = None, n: int = Query(5, ge=1, le=1000)
 ) -> dict[str, Any]:
-    return {"name": name, "next": [t.isoformat() for t in schedules.upcoming(rt, name, n, who, owner)]}
+    return {"name": name, "next": [t.isoformat() for t in schedules.upcoming(name, n, who, owner)]}
 
 
 @router.post("/{name}/enable", response_model=Schedule, summary="Enable (fires from now on)")
-def enable(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
-    return schedules.schedule_json(schedules.set_enabled(rt, name, True, who, owner))
+def enable(name: str, schedules: Schedules, who: Caller, owner: Owner = None) -> dict[str, Any]:
+    return schedule_json(schedules.set_enabled(name, True, who, owner))
 
 
 @router.post("/{name}/disable", response_model=Schedule, summary="Disable")
-def disable(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
-    return schedules.schedule_json(schedules.set_enabled(rt, name, False, who, owner))
+def disable(name: str, schedules: Schedules, who: Caller, owner: Owner = None) -> dict[str, Any]:
+    return schedule_json(schedules.set_enabled(name, False, who, owner))
 
 
 @router.post(
     "/{name}/run-now", status_code=201, response_model=RunNow, summary="Submit a run now, outside the schedule"
 )
-def run_now(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
-    return {"job_id": schedules.run_now(rt, name, who, owner)}
+def run_now(name: str, schedules: Schedules, who: Caller, owner: Owner = None) -> dict[str, Any]:
+    return {"job_id": schedules.run_now(name, who, owner)}
 
 
 @router.delete("/{name}", response_model=ScheduleDeleted, summary="Delete the schedule (its jobs stay)")
-def delete(name: str, rt: Rt, who: Caller, owner: Owner = None) -> dict[str, Any]:
-    schedules.delete_schedule(rt, name, who, owner)
+def delete(name: str, schedules: Schedules, who: Caller, owner: Owner = None) -> dict[str, Any]:
+    schedules.delete_schedule(name, who, owner)
     return {"deleted": name}

@@ -6,14 +6,12 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from kran.domain.apps import merge_job
 from kran.domain.auth import Principal
 from kran.domain.durations import parse_duration
 from kran.domain.jobs import JobSpec, SpecError, validate_spec
 from kran.domain.resources import ResourceRequest, parse_range
 from kran.errors import InvalidInput
-from kran.services import apps
-from kran.services.runtime import Runtime
+from kran.services.jobs import JobService
 
 Amount = str | int | float
 
@@ -197,10 +195,9 @@ class AppLoad(Body):
         return fields
 
 
-def spec_for(rt: Runtime, who: Principal, owner: str, body: JobSubmit, index: int | None = None) -> JobSpec:
-    """The job's spec, merged with its app (if it names one)."""
+def spec_for(jobs: JobService, who: Principal, owner: str, body: JobSubmit, index: int | None = None) -> JobSpec:
+    """The job's spec; one naming an app is merged with it by the job service."""
     if body.app is None:
         return to_spec(body, index)
-    app = apps.app_for_job(rt, who, owner, body.app)
-    merged = JobSubmit.model_validate(merge_job(app, body.model_dump(exclude_unset=True)))
-    return apps.pin_app(to_spec(merged, index), app)
+    fields = body.model_dump(exclude_unset=True)
+    return jobs.with_app(who, owner, body.app, fields, lambda merged: to_spec(JobSubmit.model_validate(merged), index))

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import Field
 
-from kran.api.deps import MAX_ID, caller, runtime
+from kran.api.deps import MAX_ID, Caller, Queries
 from kran.api.responses import Event, Out, Resources, stream
 from kran.api.views import event_json
-from kran.domain.auth import Principal
-from kran.services import queries
-from kran.services.runtime import Runtime
 
 router = APIRouter(tags=["system"])
-Rt = Annotated[Runtime, Depends(runtime)]
-Caller = Annotated[Principal, Depends(caller)]
 
 
 class Ping(Out):
@@ -62,20 +57,20 @@ def ping() -> dict[str, str]:
     summary="Readiness: store and engines, queue, capacity",
 )
 @router.get("/api/v1/status", include_in_schema=False)
-def status(rt: Rt) -> JSONResponse:
-    body = queries.server_status(rt)
+def status(queries: Queries) -> JSONResponse:
+    body = queries.server_status()
     return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
 
 @router.get("/api/v1/events", response_model=EventList, summary="Job state changes after an event id")
 def events(
-    rt: Rt,
+    queries: Queries,
     who: Caller,
     after: int = Query(0, ge=0, le=MAX_ID),
     job: int | None = Query(None, ge=1, le=MAX_ID),
     limit: int = Query(500, ge=1, le=10_000),
 ) -> dict[str, Any]:
-    return {"events": [event_json(e) for e in rt.store.events_after(after, limit, job, who)]}
+    return {"events": [event_json(e) for e in queries.events_after(who, after, limit, job)]}
 
 
 @router.get(
@@ -85,18 +80,18 @@ def events(
     summary="Job state changes as Server-Sent Events",
 )
 def event_stream(
-    rt: Rt,
+    queries: Queries,
     who: Caller,
     after: int | None = Query(None, ge=0, le=MAX_ID),
     job: int | None = Query(None, ge=1, le=MAX_ID),
 ) -> StreamingResponse:
-    start = rt.store.last_event_id() if after is None else after
+    start = queries.last_event_id() if after is None else after
 
     def body() -> Any:
         last = start
         idle = 0.0
         while True:
-            batch = rt.store.events_after(last, 500, job, who)
+            batch = queries.events_after(who, last, 500, job)
             for e in batch:
                 last = e.id
                 yield f"id: {e.id}\nevent: job\ndata: {json.dumps(event_json(e))}\n\n"

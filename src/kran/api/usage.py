@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import Field
 
-from kran.api.deps import caller, runtime
+from kran.api.deps import Caller, Queries
 from kran.api.responses import Out
-from kran.domain.auth import Principal
 from kran.domain.schedules import parse_time
 from kran.errors import InvalidInput
-from kran.services import queries
-from kran.services.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/usage", tags=["usage"])
-Rt = Annotated[Runtime, Depends(runtime)]
-Caller = Annotated[Principal, Depends(caller)]
 
 
 class UsageRow(Out):
@@ -47,7 +42,7 @@ def _time(value: str | None, field: str) -> float | None:
     "", response_model=UsageReport, summary="Usage report: jobs by end state, CPU, memory, GPU and wall hours per group"
 )
 def usage(
-    rt: Rt,
+    queries: Queries,
     who: Caller,
     by: str = Query("user", description="user | app | day | image"),
     since: str | None = Query(None, description="ISO 8601; attempts that ended at or after"),
@@ -55,7 +50,7 @@ def usage(
     user: str | None = None,
     app: str | None = None,
 ) -> dict[str, Any]:
-    rows = queries.usage(rt, who, by=by, since=_time(since, "since"), until=_time(until, "until"), user=user, app=app)
+    rows = queries.usage(who, by=by, since=_time(since, "since"), until=_time(until, "until"), user=user, app=app)
     return {
         "by": by,
         "rows": [

@@ -8,10 +8,11 @@ from typing import Any
 
 from kran.domain.accounting import attempt_usage, efficiency_hints, job_usage
 from kran.domain.apps import volume_shown
-from kran.domain.records import AttemptRecord, EventRecord, JobRecord
+from kran.domain.records import AttemptRecord, EventRecord, JobRecord, ScheduleRecord
 from kran.domain.resources import Resources
 from kran.services.files import Entry
 from kran.services.queries import JobView
+from kran.services.schedules import shown_parent
 
 
 def iso(t: float | None) -> str | None:
@@ -123,3 +124,29 @@ def entry_json(e: Entry) -> dict[str, Any]:
     # a name that is not UTF-8 (a job's bytes) shows its odd bytes as \xNN escapes
     name = e.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return {"name": name, "type": e.type, "size": e.size, "mtime": iso(e.mtime)}
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def schedule_json(s: ScheduleRecord) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "owner": s.owner,
+        "kind": s.kind,
+        "expr": s.expr,
+        "tz": s.tz,
+        "start": _utc(s.start_at).isoformat(),
+        "repeat": s.repeat,
+        "max_lateness_s": s.max_lateness_s,
+        "overlap": s.overlap,
+        "catch_up": s.catch_up,
+        "after": [shown_parent(p, s.owner) for p in s.parents],
+        "after_mode": s.after_mode,
+        "enabled": s.enabled,
+        "fired": s.fired,
+        "next_fire_time": _utc(s.next_fire_at).isoformat() if s.next_fire_at is not None else None,
+        "command": list(s.spec.command),
+        "image": s.spec.image,
+    }

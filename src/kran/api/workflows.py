@@ -6,25 +6,22 @@ import json
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from kran.api.deps import MAX_ID, caller, parse_multipart, runtime, spooled_body
+from kran.api.deps import MAX_ID, Caller, Nodes, Workflows, parse_multipart, spooled_body
 from kran.api.responses import NodeRef, Out, stream
 from kran.api.schemas import Body, validated
 from kran.api.views import iso
-from kran.domain.auth import Principal
 from kran.domain.records import JobRecord
 from kran.domain.workflows import RunState, WorkflowRecord, run_relative, without_run_dir
 from kran.errors import InvalidInput
-from kran.services import files, workflows
-from kran.services.runtime import Runtime
+from kran.services.files import tar_dir
+from kran.services.workflows import STEP_LABEL, RunRequest, outputs_dir
 
 router = APIRouter(prefix="/api/v1/workflows", tags=["workflows"])
-Rt = Annotated[Runtime, Depends(runtime)]
-Caller = Annotated[Principal, Depends(caller)]
 RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="a workflow run id")]
 
 LABEL_KEY = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$"
@@ -89,7 +86,7 @@ class WorkflowOutputs(Out):
 def step_json(job: JobRecord, hostnames: dict[str, str], run_dir: str) -> dict[str, Any]:
     end = job.finished_at or (time.time() if job.started_at else None)
     return {
-        "step": job.spec.labels.get(workflows.STEP_LABEL, job.name),
+        "step": job.spec.labels.get(STEP_LABEL, job.name),
         "job": job.id,
         "state": str(job.state),
         "node": None if job.node is None else {"id": job.node, "hostname": hostnames.get(job.node)},
@@ -126,7 +123,7 @@ def run_json(run: WorkflowRecord, hostnames: dict[str, str] | None = None, full:
     response_model=WorkflowRun,
     summary="Start a workflow run (JSON, or multipart: `run` JSON + `file` parts)",
 )
-async def submit_run(request: Request, rt: Rt, who: Caller) -> dict[str, Any]:
+async def submit_run(request: Request, workflows: Workflows, who: Caller) -> dict[str, Any]:
     spool = await spooled_body(request)
     try:
         uploads: dict[str, Any] = {}
@@ -144,14 +141,14 @@ async def submit_run(request: Request, rt: Rt, who: Caller) -> dict[str, Any]:
                     raise InvalidInput("each `file` part needs a filename (its path in the bundle)", "file")
                 uploads[part.filename] = part.file
         body = validated(RunSubmit, raw, "run.")
-        req = workflows.RunRequest(
+        req = RunRequest(
             name=body.name or body.workflow.rsplit("/", 1)[-1][:200],
             labels=body.labels,
             document=body.workflow,
             job_order=body.job_order,
             job_order_object=body.inputs,
         )
-        run = await run_in_threadpool(workflows.submit_run, rt, who, req, uploads)
+        run = await run_in_threadpool(workflows.submit_run, who, req, uploads)
         return run_json(run)
     finally:
         spool.close()
@@ -159,13 +156,13 @@ async def submit_run(request: Request, rt: Rt, who: Caller) -> dict[str, Any]:
 
 @router.get("", response_model=WorkflowRunList, summary="List workflow runs, newest first")
 def list_runs(
-    rt: Rt, who: Caller, state: list[str] = Query([]), limit: int = Query(100, ge=1, le=10_000)
+    workflows: Workflows, who: Caller, state: list[str] = Query([]), limit: int = Query(100, ge=1, le=10_000)
 ) -> dict[str, Any]:
     try:
         states = [RunState(s) for s in state]
     except ValueError:
         raise InvalidInput(f"state must be among {', '.join(s.value for s in RunState)}", "state") from None
-    return {"runs": [run_json(r) for r in workflows.list_runs(rt, who, states, limit)]}
+    return {"runs": [run_json(r) for r in workflows.list_runs(who, states, limit)]}
 
 
 @router.get(
@@ -173,21 +170,21 @@ def list_runs(
     response_model=SharedRoots,
     summary="Where the server reads workflows and inputs by path (else: upload them)",
 )
-def shared_roots(rt: Rt, who: Caller) -> dict[str, Any]:
-    return {"roots": [str(r) for r in rt.settings.file_roots]}
+def shared_roots(workflows: Workflows, who: Caller) -> dict[str, Any]:
+    return {"roots": [str(r) for r in workflows.file_roots]}
 
 
 @router.get(
     "/{run_id}", response_model=WorkflowRunDetail, summary="One run with its steps (state, job, node, duration)"
 )
-def show_run(run_id: RunId, rt: Rt, who: Caller) -> dict[str, Any]:
-    run = workflows.with_steps(rt, workflows.visible_run(rt, run_id, who))
-    return run_json(run, rt.hostnames(), full=True)
+def show_run(run_id: RunId, workflows: Workflows, nodes: Nodes, who: Caller) -> dict[str, Any]:
+    run = workflows.with_steps(workflows.visible_run(run_id, who))
+    return run_json(run, nodes.hostnames(), full=True)
 
 
 @router.post("/{run_id}/cancel", response_model=WorkflowRun, summary="Cancel a run: its running steps are killed")
-def cancel_run(run_id: RunId, rt: Rt, who: Caller) -> dict[str, Any]:
-    return run_json(workflows.cancel_run(rt, run_id, who))
+def cancel_run(run_id: RunId, workflows: Workflows, who: Caller) -> dict[str, Any]:
+    return run_json(workflows.cancel_run(run_id, who))
 
 
 @router.get(
@@ -195,9 +192,9 @@ def cancel_run(run_id: RunId, rt: Rt, who: Caller) -> dict[str, Any]:
     response_model=WorkflowOutputs,
     summary="The run's CWL output object (locations relative: names in the archive)",
 )
-def run_outputs(run_id: RunId, rt: Rt, who: Caller) -> dict[str, Any]:
-    run = workflows.visible_run(rt, run_id, who)
-    outputs = run_relative(run.outputs, str(workflows.outputs_dir(run)))
+def run_outputs(run_id: RunId, workflows: Workflows, who: Caller) -> dict[str, Any]:
+    run = workflows.visible_run(run_id, who)
+    outputs = run_relative(run.outputs, str(outputs_dir(run)))
     return {"state": str(run.state), "outputs": outputs, "archive": f"{router.prefix}/{run_id}/outputs/archive"}
 
 
@@ -207,17 +204,17 @@ def run_outputs(run_id: RunId, rt: Rt, who: Caller) -> dict[str, Any]:
     responses=stream("application/x-tar", "an uncompressed tar of the output files"),
     summary="The run's output files as a tar stream",
 )
-def run_outputs_archive(run_id: RunId, rt: Rt, who: Caller) -> StreamingResponse:
-    run = workflows.visible_run(rt, run_id, who)
-    chunks = files.tar_dir(workflows.outputs_dir(run), f"workflow run {run_id}")
+def run_outputs_archive(run_id: RunId, workflows: Workflows, who: Caller) -> StreamingResponse:
+    run = workflows.visible_run(run_id, who)
+    chunks = tar_dir(outputs_dir(run), f"workflow run {run_id}")
     return StreamingResponse(chunks, media_type="application/x-tar")
 
 
 @router.get("/{run_id}/log", summary="The workflow engine's log of the run", response_class=PlainTextResponse)
-def run_log(run_id: RunId, rt: Rt, who: Caller) -> PlainTextResponse:
-    run = workflows.visible_run(rt, run_id, who)
+def run_log(run_id: RunId, workflows: Workflows, who: Caller) -> PlainTextResponse:
+    run = workflows.visible_run(run_id, who)
     try:
-        text = (workflows.outputs_dir(run).parent / "run.log").read_text(errors="replace")
+        text = (outputs_dir(run).parent / "run.log").read_text(errors="replace")
     except OSError:
         text = ""
     return PlainTextResponse(without_run_dir(text, run.dir))
@@ -229,14 +226,14 @@ def run_log(run_id: RunId, rt: Rt, who: Caller) -> PlainTextResponse:
     responses=stream("text/event-stream", "`workflow` events, each `data` a WorkflowRunDetail as JSON"),
     summary="The run and its steps as Server-Sent Events, on each change, until it ends",
 )
-def run_events(run_id: RunId, rt: Rt, who: Caller) -> StreamingResponse:
-    workflows.visible_run(rt, run_id, who)
+def run_events(run_id: RunId, workflows: Workflows, nodes: Nodes, who: Caller) -> StreamingResponse:
+    workflows.visible_run(run_id, who)
 
     def body() -> Any:
         last = None
         while True:
-            run = workflows.with_steps(rt, workflows.visible_run(rt, run_id, who))
-            doc = json.dumps(run_json(run, rt.hostnames(), full=True))
+            run = workflows.with_steps(workflows.visible_run(run_id, who))
+            doc = json.dumps(run_json(run, nodes.hostnames(), full=True))
             if doc != last:
                 last = doc
                 yield f"event: workflow\ndata: {doc}\n\n"

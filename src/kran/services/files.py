@@ -14,7 +14,8 @@ from pathlib import Path
 
 from kran.errors import Gone, InvalidInput, NotFound
 from kran.jobfs import Item, Missing, OpenFile, Refused, Tree, kind_of, read_chunks, split_relative
-from kran.services.runtime import Runtime
+from kran.ports import Store
+from kran.services.datadir import DataDir
 
 
 @dataclass(frozen=True)
@@ -23,17 +24,6 @@ class Entry:
     type: str  # file | dir | link | other
     size: int
     mtime: float
-
-
-def workdir_of(rt: Runtime, job_id: int) -> Path:
-    job = rt.store.get_job(job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found")
-    if job.files_expired:
-        raise Gone(f"job {job_id}'s files were removed by retention (files_expired)")
-    if job.attempts == 0:
-        raise NotFound(f"job {job_id} has not started yet: no files")
-    return rt.attempt_dir(job_id, job.attempts) / "work"
 
 
 def safe_path(root: Path, rel: str) -> Path:
@@ -58,32 +48,6 @@ def _tree(root: Path, job_id: int) -> Tree:
         raise InvalidInput(str(e), "path") from None
 
 
-def list_files(rt: Runtime, job_id: int, rel: str = "") -> list[Entry]:
-    with _tree(workdir_of(rt, job_id), job_id) as tree:
-        try:
-            st = tree.stat(rel)
-            if kind_of(st) != "dir":
-                return [Entry(Path(rel).name, kind_of(st), st.st_size, st.st_mtime)]
-            return [Entry(i.name, i.kind, i.st.st_size, i.st.st_mtime) for i in tree.listdir(rel)]
-        except Missing:
-            raise NotFound(f"no {rel or '/'} in job {job_id}'s dir") from None
-        except Refused as e:
-            raise InvalidInput(str(e), "path") from None
-
-
-def open_file(rt: Runtime, job_id: int, rel: str) -> OpenFile:
-    """The job's file opened for reading (the caller closes it)."""
-    with _tree(workdir_of(rt, job_id), job_id) as tree:
-        try:
-            return tree.open_file(rel)
-        except Missing:
-            raise NotFound(f"no file {rel!r} in job {job_id}'s dir") from None
-        except Refused as e:
-            if tree_kind(tree, rel) == "dir":
-                raise NotFound(f"no file {rel!r} in job {job_id}'s dir: it is a dir") from None
-            raise InvalidInput(str(e), "path") from None
-
-
 def tree_kind(tree: Tree, rel: str) -> str | None:
     try:
         return kind_of(tree.stat(rel))
@@ -93,12 +57,6 @@ def tree_kind(tree: Tree, rel: str) -> str | None:
 
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
-
-
-def tar_chunks(rt: Runtime, job_id: int) -> Iterator[bytes]:
-    """The job's working dir as an uncompressed tar, streamed file by file (a file is
-    never held in memory whole). Checks happen before the first chunk is asked for."""
-    return tar_tree(_tree(workdir_of(rt, job_id), job_id))
 
 
 def tar_dir(root: Path, what: str) -> Iterator[bytes]:
@@ -142,3 +100,50 @@ def tar_tree(tree: Tree) -> Iterator[bytes]:
                 if f is not None:
                     os.close(f.fd)
         yield b"\0" * (2 * BLOCK)
+
+
+class JobFiles:
+    """A job's working dir, read through the safe walk."""
+
+    def __init__(self, store: Store, dirs: DataDir) -> None:
+        self.store = store
+        self.dirs = dirs
+
+    def workdir_of(self, job_id: int) -> Path:
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        if job.files_expired:
+            raise Gone(f"job {job_id}'s files were removed by retention (files_expired)")
+        if job.attempts == 0:
+            raise NotFound(f"job {job_id} has not started yet: no files")
+        return self.dirs.attempt_dir(job_id, job.attempts) / "work"
+
+    def list_files(self, job_id: int, rel: str = "") -> list[Entry]:
+        with _tree(self.workdir_of(job_id), job_id) as tree:
+            try:
+                st = tree.stat(rel)
+                if kind_of(st) != "dir":
+                    return [Entry(Path(rel).name, kind_of(st), st.st_size, st.st_mtime)]
+                return [Entry(i.name, i.kind, i.st.st_size, i.st.st_mtime) for i in tree.listdir(rel)]
+            except Missing:
+                raise NotFound(f"no {rel or '/'} in job {job_id}'s dir") from None
+            except Refused as e:
+                raise InvalidInput(str(e), "path") from None
+
+    def open_file(self, job_id: int, rel: str) -> OpenFile:
+        """The job's file opened for reading (the caller closes it)."""
+        with _tree(self.workdir_of(job_id), job_id) as tree:
+            try:
+                return tree.open_file(rel)
+            except Missing:
+                raise NotFound(f"no file {rel!r} in job {job_id}'s dir") from None
+            except Refused as e:
+                if tree_kind(tree, rel) == "dir":
+                    raise NotFound(f"no file {rel!r} in job {job_id}'s dir: it is a dir") from None
+                raise InvalidInput(str(e), "path") from None
+
+    def tar_chunks(self, job_id: int) -> Iterator[bytes]:
+        """The job's working dir as an uncompressed tar, streamed file by file (a file is
+        never held in memory whole). Checks happen before the first chunk is asked for."""
+        return tar_tree(_tree(self.workdir_of(job_id), job_id))

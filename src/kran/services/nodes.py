@@ -1,17 +1,55 @@
-"""Nodes: the inventory with what kran placed where, and the operators' node actions."""
+"""Nodes: what kran places on (NodeDirectory), and the operators' node actions (NodeAdmin)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kran.domain.auth import Principal
 from kran.domain.cluster import NodeInfo
+from kran.domain.placement import NodeCapacity
 from kran.domain.resources import Resources
 from kran.domain.states import JobState
 from kran.errors import Conflict, EngineError, Forbidden, InvalidInput
-from kran.ports import Cluster
-from kran.services.runtime import LOCAL_NODE, Runtime
+from kran.ports import Cluster, Store
+
+LOCAL_NODE = "local"
+
+
+@dataclass
+class NodeDirectory:
+    """This machine, or a cluster engine's nodes. `image_refs` (node -> the image
+    references it holds) is the image manager's inventory, shared, read at each pass."""
+
+    capacity: Resources
+    cluster: Cluster | None  # None: this machine only
+    store: Store
+    image_refs: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def totals(self) -> list[NodeCapacity]:
+        """Nodes with their total capacity only (no store read)."""
+        if self.cluster is None:
+            return [NodeCapacity(LOCAL_NODE, self.capacity)]
+        return [
+            NodeCapacity(n.node_id, n.total, schedulable=n.schedulable, node_class=n.node_class)
+            for n in self.cluster.nodes()
+        ]
+
+    def with_load(self) -> list[NodeCapacity]:
+        """Nodes with what is allocated on them and the images they hold."""
+        allocated = self.store.allocated_by_node()
+        nodes = self.totals()
+        held = dict(self.image_refs)
+        for n in nodes:
+            n.allocated = allocated.get(n.node_id, Resources())
+            n.images = held.get(n.node_id, frozenset())
+        return nodes
+
+    def hostnames(self) -> dict[str, str]:
+        if self.cluster is None:
+            return {LOCAL_NODE: socket.gethostname()}
+        return {n.node_id: n.hostname for n in self.cluster.nodes()}
 
 
 @dataclass(frozen=True)
@@ -21,54 +59,58 @@ class NodeView:
     running_jobs: list[int]
 
 
-def list_nodes(rt: Runtime) -> list[NodeView]:
-    if rt.cluster is None:
-        infos = [NodeInfo(LOCAL_NODE, rt.hostnames()[LOCAL_NODE], "local", "active", "ready", "", {}, "", rt.capacity)]
-    else:
-        infos = rt.cluster.nodes(fresh=True)
-    allocated = rt.store.allocated_by_node()
-    active = rt.store.list_jobs([JobState.STARTING, JobState.RUNNING], limit=100_000)
-    jobs: dict[str, list[int]] = {}
-    for j in active:
-        jobs.setdefault(j.node or "", []).append(j.id)
-    return [NodeView(n, allocated.get(n.node_id, Resources()), sorted(jobs.get(n.node_id, []))) for n in infos]
+class NodeAdmin:
+    def __init__(self, nodes: NodeDirectory, store: Store) -> None:
+        self.nodes = nodes
+        self.store = store
 
+    def list_nodes(self) -> list[NodeView]:
+        cluster = self.nodes.cluster
+        if cluster is None:
+            name = self.nodes.hostnames()[LOCAL_NODE]
+            infos = [NodeInfo(LOCAL_NODE, name, "local", "active", "ready", "", {}, "", self.nodes.capacity)]
+        else:
+            infos = cluster.nodes(fresh=True)
+        allocated = self.store.allocated_by_node()
+        active = self.store.list_jobs([JobState.STARTING, JobState.RUNNING], limit=100_000)
+        jobs: dict[str, list[int]] = {}
+        for j in active:
+            jobs.setdefault(j.node or "", []).append(j.id)
+        return [NodeView(n, allocated.get(n.node_id, Resources()), sorted(jobs.get(n.node_id, []))) for n in infos]
 
-def _cluster(rt: Runtime, who: Principal) -> Cluster:
-    if not who.is_admin:
-        raise Forbidden("changing nodes needs an admin")
-    if rt.cluster is None:
-        raise Conflict("this server runs the local engine: it has no cluster nodes to change")
-    return rt.cluster
+    def _cluster(self, who: Principal) -> Cluster:
+        if not who.is_admin:
+            raise Forbidden("changing nodes needs an admin")
+        if self.nodes.cluster is None:
+            raise Conflict("this server runs the local engine: it has no cluster nodes to change")
+        return self.nodes.cluster
 
+    def label_node(self, who: Principal, node: str, labels: dict[str, str | None]) -> None:
+        for k in labels:
+            if not k or len(k) > 128 or any(c.isspace() or c == "=" for c in k):
+                raise InvalidInput(f"{k!r} is not a label key", "labels")
+        _act(lambda c: c.update_node(node, labels=labels), self._cluster(who))
 
-def label_node(rt: Runtime, who: Principal, node: str, labels: dict[str, str | None]) -> None:
-    for k in labels:
-        if not k or len(k) > 128 or any(c.isspace() or c == "=" for c in k):
-            raise InvalidInput(f"{k!r} is not a label key", "labels")
-    _act(lambda c: c.update_node(node, labels=labels), _cluster(rt, who))
+    def set_availability(self, who: Principal, node: str, availability: str) -> None:
+        """drain: no new jobs (running ones finish: kran never moves them); active: schedulable again."""
+        _act(lambda c: c.update_node(node, availability=availability), self._cluster(who))
 
+    def remove_node(self, who: Principal, node: str, force: bool) -> None:
+        cluster = self._cluster(who)
+        found = [
+            v for v in self.list_nodes() if node in (v.info.node_id, v.info.hostname) or v.info.node_id.startswith(node)
+        ]
+        if found and found[0].running_jobs and not force:
+            ids = ", ".join(str(i) for i in found[0].running_jobs[:10])
+            raise Conflict(f"jobs {ids} run on node {node}: drain it and wait, or remove it with --force")
+        _act(lambda c: c.remove_node(node, force), cluster)
 
-def set_availability(rt: Runtime, who: Principal, node: str, availability: str) -> None:
-    """drain: no new jobs (running ones finish: kran never moves them); active: schedulable again."""
-    _act(lambda c: c.update_node(node, availability=availability), _cluster(rt, who))
-
-
-def remove_node(rt: Runtime, who: Principal, node: str, force: bool) -> None:
-    cluster = _cluster(rt, who)
-    found = [v for v in list_nodes(rt) if node in (v.info.node_id, v.info.hostname) or v.info.node_id.startswith(node)]
-    if found and found[0].running_jobs and not force:
-        ids = ", ".join(str(i) for i in found[0].running_jobs[:10])
-        raise Conflict(f"jobs {ids} run on node {node}: drain it and wait, or remove it with --force")
-    _act(lambda c: c.remove_node(node, force), cluster)
-
-
-def join_command(rt: Runtime, who: Principal) -> str:
-    cluster = _cluster(rt, who)
-    try:
-        return cluster.join_command()
-    except EngineError as e:
-        raise Conflict(str(e)) from None
+    def join_command(self, who: Principal) -> str:
+        cluster = self._cluster(who)
+        try:
+            return cluster.join_command()
+        except EngineError as e:
+            raise Conflict(str(e)) from None
 
 
 def _act(action: Callable[[Cluster], None], cluster: Cluster) -> None:

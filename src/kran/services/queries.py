@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kran import __version__
@@ -10,10 +11,12 @@ from kran.domain.apps import volume_shown
 from kran.domain.auth import Principal, can_see
 from kran.domain.dependencies import dependency_verdict
 from kran.domain.placement import explain_wait
-from kran.domain.records import JobRecord
+from kran.domain.records import EventRecord, JobRecord
 from kran.domain.states import JobState
 from kran.errors import Forbidden, InvalidInput, NotFound
-from kran.services.runtime import Runtime
+from kran.ports import Apps, Clock, Engine, Store
+from kran.services.disk import DiskWatch
+from kran.services.nodes import NodeDirectory
 
 
 @dataclass(frozen=True)
@@ -23,90 +26,130 @@ class JobView:
     waiting_because: str | None
 
 
-def visible_job(rt: Runtime, job_id: int, who: Principal) -> JobRecord:
-    """The job if `who` may see it; others' jobs are "not found", so ids leak nothing."""
-    job = rt.store.get_job(job_id)
-    if job is None or not can_see(who, job.owner, job.submitted_by):
-        raise NotFound(f"job {job_id} not found")
-    return job
+class JobQueries:
+    """Reads: one job with why it waits, server status, usage."""
 
+    def __init__(
+        self,
+        store: Store,
+        nodes: NodeDirectory,
+        engine: Engine,
+        apps: Apps,
+        disk: DiskWatch,
+        clock: Clock,
+        instance: str,
+        reserved_for: Callable[[], int | None],
+    ) -> None:
+        self.store = store
+        self.nodes = nodes
+        self.engine = engine
+        self.apps = apps
+        self.disk = disk
+        self.clock = clock
+        self.instance = instance
+        self.reserved_for = reserved_for
 
-def get_job(rt: Runtime, job_id: int, who: Principal) -> JobView:
-    job = visible_job(rt, job_id, who)
-    if job.state != JobState.QUEUED:
-        return JobView(job, None, None)
-    if job.spec.after or job.spec.after_any:
-        verdict = dependency_verdict(rt.store.dependencies_of(job.id))
-        if verdict.status == "wait":
-            return JobView(job, None, verdict.reason)
-    full = rt.disk.full()
-    if full:
-        return JobView(job, rt.store.queue_position(job) + 1, f"{full}: no job starts until space returns")
-    ahead = rt.store.queue_position(job)
-    waiting_on = None
-    if job.spec.volume:
-        user = rt.apps.volume_users([job.spec.volume]).get(job.spec.volume)
-        if user is not None:
-            shown = volume_shown(job.spec.volume)
-            waiting_on = f"volume {shown} is in use by job {user} (one job at a time per volume)"
-    why = explain_wait(
-        waiting_on=waiting_on,
-        node_class=job.spec.node_class,
-        request=job.spec.request,
-        nodes=rt.nodes(),
-        ahead=ahead,
-        not_before_in_s=job.not_before - rt.clock.now(),
-        reserved_for=rt.reserved_for if rt.reserved_for != job.id else None,
-    )
-    return JobView(job, ahead + 1, why)
+    def list_jobs(
+        self,
+        who: Principal,
+        states: list[JobState],
+        labels: dict[str, str] | None,
+        mine: bool,
+        limit: int,
+    ) -> list[JobRecord]:
+        return self.store.list_jobs(states, labels, who.user if mine else None, limit, visible_to=who)
 
+    def stored(self, job_id: int) -> JobRecord | None:
+        """The job as stored, whoever's (for the server's own checks, never shown)."""
+        return self.store.get_job(job_id)
 
-def server_status(rt: Runtime) -> dict[str, object]:
-    counts = rt.store.counts_by_state()
-    nodes = rt.nodes()
-    health = rt.engine.health()
-    try:
-        rt.store.ping()
-        store_ok: str | None = None
-    except Exception as e:  # reported, not raised: this is the readiness probe
-        store_ok = f"store unreachable: {e}"
-    degraded = [why for why in (rt.disk.full(fresh=True),) if why]
-    return {
-        "version": __version__,
-        "instance": rt.instance,
-        "ready": store_ok is None,
-        "state": "not ready" if store_ok else "degraded" if degraded else "ok",
-        "degraded": degraded,
-        "store": store_ok or "ok",
-        "data_dir": rt.disk.full(fresh=False) or "ok",
-        "engines": {k: (v or "ok") for k, v in health.items()},
-        "queued": counts.get("queued", 0),
-        "running": counts.get("running", 0) + counts.get("starting", 0),
-        "jobs_by_state": counts,
-        "capacity": {
-            "total": rt.capacity.as_dict(),
-            "free": sum((n.free for n in nodes), start=type(rt.capacity)()).as_dict(),
-        },
-    }
+    def events_after(self, who: Principal, after: int, limit: int, job: int | None) -> list[EventRecord]:
+        return self.store.events_after(after, limit, job, who)
 
+    def last_event_id(self) -> int:
+        return self.store.last_event_id()
 
-def usage(
-    rt: Runtime,
-    who: Principal,
-    *,
-    by: str,
-    since: float | None,
-    until: float | None,
-    user: str | None,
-    app: str | None,
-) -> list[ReportRow]:
-    """Admins see everybody's usage; everyone else only their own."""
-    if not who.is_admin:
-        if user is not None and user != who.user:
-            raise Forbidden("you may only see your own usage")
-        user = who.user
-    if by not in ("user", "app", "day", "image"):
-        raise InvalidInput("by must be one of user, app, day, image", "by")
-    if since is not None and until is not None and until <= since:
-        raise InvalidInput("until must be after since", "until")
-    return usage_report(rt.store.attempt_facts(since, until, user, app), by)
+    def visible_job(self, job_id: int, who: Principal) -> JobRecord:
+        """The job if `who` may see it; others' jobs are "not found", so ids leak nothing."""
+        job = self.store.get_job(job_id)
+        if job is None or not can_see(who, job.owner, job.submitted_by):
+            raise NotFound(f"job {job_id} not found")
+        return job
+
+    def get_job(self, job_id: int, who: Principal) -> JobView:
+        job = self.visible_job(job_id, who)
+        if job.state != JobState.QUEUED:
+            return JobView(job, None, None)
+        if job.spec.after or job.spec.after_any:
+            verdict = dependency_verdict(self.store.dependencies_of(job.id))
+            if verdict.status == "wait":
+                return JobView(job, None, verdict.reason)
+        full = self.disk.full()
+        if full:
+            return JobView(job, self.store.queue_position(job) + 1, f"{full}: no job starts until space returns")
+        ahead = self.store.queue_position(job)
+        waiting_on = None
+        if job.spec.volume:
+            user = self.apps.volume_users([job.spec.volume]).get(job.spec.volume)
+            if user is not None:
+                shown = volume_shown(job.spec.volume)
+                waiting_on = f"volume {shown} is in use by job {user} (one job at a time per volume)"
+        why = explain_wait(
+            waiting_on=waiting_on,
+            node_class=job.spec.node_class,
+            request=job.spec.request,
+            nodes=self.nodes.with_load(),
+            ahead=ahead,
+            not_before_in_s=job.not_before - self.clock.now(),
+            reserved_for=reserved if (reserved := self.reserved_for()) != job.id else None,
+        )
+        return JobView(job, ahead + 1, why)
+
+    def server_status(self) -> dict[str, object]:
+        counts = self.store.counts_by_state()
+        nodes = self.nodes.with_load()
+        health = self.engine.health()
+        try:
+            self.store.ping()
+            store_ok: str | None = None
+        except Exception as e:  # reported, not raised: this is the readiness probe
+            store_ok = f"store unreachable: {e}"
+        degraded = [why for why in (self.disk.full(fresh=True),) if why]
+        return {
+            "version": __version__,
+            "instance": self.instance,
+            "ready": store_ok is None,
+            "state": "not ready" if store_ok else "degraded" if degraded else "ok",
+            "degraded": degraded,
+            "store": store_ok or "ok",
+            "data_dir": self.disk.full(fresh=False) or "ok",
+            "engines": {k: (v or "ok") for k, v in health.items()},
+            "queued": counts.get("queued", 0),
+            "running": counts.get("running", 0) + counts.get("starting", 0),
+            "jobs_by_state": counts,
+            "capacity": {
+                "total": self.nodes.capacity.as_dict(),
+                "free": sum((n.free for n in nodes), start=type(self.nodes.capacity)()).as_dict(),
+            },
+        }
+
+    def usage(
+        self,
+        who: Principal,
+        *,
+        by: str,
+        since: float | None,
+        until: float | None,
+        user: str | None,
+        app: str | None,
+    ) -> list[ReportRow]:
+        """Admins see everybody's usage; everyone else only their own."""
+        if not who.is_admin:
+            if user is not None and user != who.user:
+                raise Forbidden("you may only see your own usage")
+            user = who.user
+        if by not in ("user", "app", "day", "image"):
+            raise InvalidInput("by must be one of user, app, day, image", "by")
+        if since is not None and until is not None and until <= since:
+            raise InvalidInput("until must be after since", "until")
+        return usage_report(self.store.attempt_facts(since, until, user, app), by)

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 from kran.errors import InvalidInput, StorageFull
+from kran.services.datadir import DataDir
 from kran.services.files import safe_path
-from kran.services.runtime import Runtime
 
 MAX_INPUTS = 10_000
 MAX_DEPTH = 64  # dirs deep a destination may be
@@ -47,30 +47,35 @@ def check_destinations(dests: Sequence[str]) -> None:
                 raise InvalidInput(f"input {'/'.join(parts[:i])!r} is a file and a dir of another input", "input")
 
 
-def save_inputs(rt: Runtime, inputs: Sequence[tuple[str, BinaryIO]]) -> str:
-    """Store the uploaded files under their destination paths; returns the upload id."""
-    if len(inputs) > MAX_INPUTS:
-        raise InvalidInput(f"at most {MAX_INPUTS} input files", "input")
-    check_destinations([dest for dest, _ in inputs])
-    upload_id = uuid.uuid4().hex
-    root = rt.upload_dir(upload_id)
-    root.mkdir(parents=True)
-    try:
-        for dest, data in inputs:
-            target = safe_path(root, dest)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target, "wb") as out:
-                shutil.copyfileobj(data, out, 1 << 20)
-    except OSError as e:
-        discard(rt, upload_id)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StorageFull(f"storing the inputs: {e.strerror} on the data dir: nothing was stored") from None
-        raise InvalidInput(f"storing the inputs: {e.strerror}", "input") from None
-    except BaseException:
-        discard(rt, upload_id)
-        raise
-    return upload_id
+class Uploads:
+    """Files uploaded with jobs, under uploads/<id>/."""
 
+    def __init__(self, dirs: DataDir) -> None:
+        self.dirs = dirs
 
-def discard(rt: Runtime, upload_id: str) -> None:
-    shutil.rmtree(rt.upload_dir(upload_id), ignore_errors=True)
+    def save_inputs(self, inputs: Sequence[tuple[str, BinaryIO]]) -> str:
+        """Store the uploaded files under their destination paths; returns the upload id."""
+        if len(inputs) > MAX_INPUTS:
+            raise InvalidInput(f"at most {MAX_INPUTS} input files", "input")
+        check_destinations([dest for dest, _ in inputs])
+        upload_id = uuid.uuid4().hex
+        root = self.dirs.upload_dir(upload_id)
+        root.mkdir(parents=True)
+        try:
+            for dest, data in inputs:
+                target = safe_path(root, dest)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "wb") as out:
+                    shutil.copyfileobj(data, out, 1 << 20)
+        except OSError as e:
+            self.discard(upload_id)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"storing the inputs: {e.strerror} on the data dir: nothing was stored") from None
+            raise InvalidInput(f"storing the inputs: {e.strerror}", "input") from None
+        except BaseException:
+            self.discard(upload_id)
+            raise
+        return upload_id
+
+    def discard(self, upload_id: str) -> None:
+        shutil.rmtree(self.dirs.upload_dir(upload_id), ignore_errors=True)

@@ -19,9 +19,10 @@ from kran.errors import EngineError
 
 
 class NodeDockers:
-    def __init__(self, urls: Callable[[], dict[str, str | None]]) -> None:
+    def __init__(self, urls: Callable[[], dict[str, str | None]], instance: str) -> None:
         """`urls`: node id -> Docker API URL (None: the environment's default)."""
         self._urls = urls
+        self._label = f"kran.instance={instance}"  # on the containers of this server's jobs
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -123,13 +124,13 @@ class NodeDockers:
             capacity = st.f_blocks * st.f_frsize
         return used, capacity
 
-    def remove_exited(self, node: str, label: str, keep_jobs: frozenset[str]) -> int:
-        """Exited containers carrying `label` (job tasks Swarm leaves behind, moby#42789),
+    def remove_exited(self, node: str, keep_jobs: frozenset[str]) -> int:
+        """Exited containers of this server's jobs (job tasks Swarm leaves behind, moby#42789),
         except those of jobs in `keep_jobs` (still being collected)."""
         client = self._client(node)
         n = 0
         try:
-            for c in client.containers.list(all=True, filters={"status": "exited", "label": label}):
+            for c in client.containers.list(all=True, filters={"status": "exited", "label": self._label}):
                 if c.labels.get("kran.job") in keep_jobs:
                     continue
                 c.remove()

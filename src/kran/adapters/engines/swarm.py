@@ -37,7 +37,7 @@ NODES_EVERY_S = 2.0
 
 class SwarmEngine:
     # app volumes are loop mounts on the server's machine: not on a swarm's nodes (yet)
-    capabilities = EngineCapabilities(host_processes=False, containers=True, volumes=False)
+    capabilities = EngineCapabilities(host_processes=False, containers=True, volumes=False, leaves_containers=True)
 
     def __init__(
         self,

@@ -1,0 +1,114 @@
+"""The one way into the queue. API submits (one, a batch, an upload), workflow steps and
+schedules all come through here: the app merged in, the image classified, admitted
+(services.admission), dependencies checked, stored by the group-commit writer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from kran.domain.apps import merge_job
+from kran.domain.auth import Principal, can_see
+from kran.domain.jobs import JobSpec
+from kran.domain.records import Submission
+from kran.domain.states import JobState
+from kran.errors import Conflict, InvalidInput, NotFound
+from kran.ports import Clock, Store
+from kran.services.admission import Admission
+from kran.services.apps import AppService, pin_app
+from kran.services.images import ImageManager
+from kran.services.wakeups import Wakeups
+
+Enqueue = Callable[[Submission], "Future[list[int]]"]
+
+
+class JobService:
+    def __init__(
+        self,
+        admission: Admission,
+        apps: AppService,
+        images: ImageManager,
+        store: Store,
+        enqueue: Enqueue,
+        clock: Clock,
+        wakeups: Wakeups,
+    ) -> None:
+        self.admission = admission
+        self.apps = apps
+        self.images = images
+        self.store = store
+        self.enqueue = enqueue  # the group-commit writer (scheduler.batcher)
+        self.clock = clock
+        self.wakeups = wakeups
+
+    def with_app(
+        self,
+        who: Principal,
+        owner: str,
+        app_name: str,
+        fields: dict[str, Any],
+        build: Callable[[dict[str, Any]], JobSpec],
+    ) -> JobSpec:
+        """The job's fields as given, merged with the app's defaults (`build` parses the
+        result), then pinned to the app (its name, version, user and volume)."""
+        app = self.apps.app_for_job(who, owner, app_name)
+        return pin_app(build(merge_job(app, fields)), app)
+
+    def classify(self, specs: Sequence[JobSpec]) -> list[JobSpec]:
+        """Image digest, size and class from the registry (blocking I/O: call it off the event loop)."""
+        return [self.images.classify(s) for s in specs]
+
+    def submit(
+        self,
+        specs: Sequence[JobSpec],
+        owner: str,
+        submitted_by: str | None = None,
+        sees_all: bool = False,
+        idempotency_key: str | None = None,
+        request_digest: str = "",
+    ) -> Future[list[int]]:
+        """Admit the specs, then hand them to the group-commit writer: all are stored or none.
+        The future resolves once they are committed (and the scheduler has been woken).
+        `sees_all`: an admin submits, whose jobs may wait on anyone's. An idempotency key
+        used within a day gives the ids stored the first time (nothing is stored again)."""
+        if not specs:
+            raise InvalidInput("no jobs given", "jobs")
+        self.admission.check(list(specs))
+        for i, spec in enumerate(specs):
+            self._check_dependencies(spec, owner, sees_all, i if len(specs) > 1 else None)
+        return self.enqueue(Submission(specs, owner, submitted_by, idempotency_key, request_digest))
+
+    def submit_step(self, spec: JobSpec, owner: str) -> int:
+        """A workflow step: a job of the run's owner, through the same checks."""
+        (spec,) = self.classify([spec])
+        return self.submit([spec], owner).result()[0]
+
+    def _check_dependencies(self, spec: JobSpec, owner: str, sees_all: bool, index: int | None) -> None:
+        """A job waits only on jobs its owner may see: another user's job is "not found", as a
+        missing one is (waiting on it told its state and outcome)."""
+        where = f"job {index + 1}: " if index is not None else ""
+        for dep in (*spec.after, *spec.after_any):
+            job = self.store.get_job(dep)
+            if job is None or not (sees_all or job.owner == owner):
+                raise InvalidInput(f"{where}after: unknown job {dep}", "after")
+
+    def kill(self, job_id: int, who: Principal) -> JobState:
+        """Kill a queued or active job. Running work is stopped by the monitor (SIGTERM, then
+        SIGKILL after the grace period); the job ends as killed when it has stopped."""
+        job = self.store.get_job(job_id)
+        if job is None or not can_see(who, job.owner, job.submitted_by):
+            raise NotFound(f"job {job_id} not found")
+        result = self.store.request_kill([job_id], "user", self.clock.now())
+        if job_id not in result:
+            raise NotFound(f"job {job_id} not found")
+        state = result[job_id]
+        if state.is_final and state != JobState.KILLED:
+            raise Conflict(f"job {job_id} already ended: {state}")
+        self.wakeups.wake.set()
+        return state
+
+    def kill_for_owner(self, job_ids: list[int]) -> None:
+        """Jobs kran itself stops for their owner (a cancelled workflow's steps)."""
+        self.store.request_kill(job_ids, "user", self.clock.now())
+        self.wakeups.wake.set()

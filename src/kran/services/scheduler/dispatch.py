@@ -1,0 +1,121 @@
+"""One scheduler pass: place queued jobs and hand their launches to the engine."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from kran.domain.images import canonical
+from kran.domain.placement import Assignment, Candidate, has_room, place_jobs
+from kran.domain.records import StartedAttempt
+from kran.errors import EngineError, FetchError
+from kran.ports import Apps, Clock, Engine, Store
+from kran.services.disk import DiskWatch
+from kran.services.nodes import NodeDirectory
+from kran.services.scheduler.staging import Stager
+from kran.services.scheduler.state import Launched, LaunchFailed, Outbox, SchedulerState
+from kran.services.wakeups import Wakeups
+
+PAGE = 128
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    window: int = 1000  # queued jobs a pass looks at
+    reserve_after_s: float = 600.0  # a job waiting this long gets room kept for it
+    pack: bool = False  # fill nodes one by one instead of spreading
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        nodes: NodeDirectory,
+        apps: Apps,
+        engine: Engine,
+        stager: Stager,
+        disk: DiskWatch,
+        clock: Clock,
+        state: SchedulerState,
+        outbox: Outbox,
+        wakeups: Wakeups,
+        pool: Executor,
+        cfg: DispatchConfig,
+    ) -> None:
+        self.store = store
+        self.nodes = nodes
+        self.apps = apps
+        self.engine = engine
+        self.stager = stager
+        self.disk = disk
+        self.clock = clock
+        self.state = state
+        self.outbox = outbox
+        self.wakeups = wakeups
+        self.pool = pool
+        self.cfg = cfg
+
+    def tick(self) -> int:
+        """Start as many queued jobs as fit; returns how many launches were handed over.
+
+        The queue is read page by page, and reading stops once the nodes are full, so a pass
+        costs what it starts, not the length of the queue.
+        """
+        if self.disk.full():  # queued jobs say so (queries.get_job); space returning resumes
+            return 0
+        now = self.clock.now()
+        nodes = self.nodes.with_load()
+        assignments: list[Assignment] = []
+        reserved_for = None
+        held: set[str] | None = None  # app volumes in use, read once a candidate needs one
+        if not any(has_room(n) for n in nodes):
+            return 0
+        window = self.cfg.window
+        for offset in range(0, window, PAGE):
+            rows = self.store.queued_in_order(min(PAGE, window - offset), offset)
+            candidates = []
+            for r in rows:
+                if r.not_before <= now:
+                    spec = self.state.spec_of(r.job_id, r.spec_json)
+                    waited = now - r.queued_since
+                    candidates.append(
+                        Candidate(r.job_id, spec.request, waited, spec.volume, spec.node_class, image_key(spec.image))
+                    )
+            if held is None and any(c.exclusive for c in candidates):
+                held = set(self.apps.volume_users())
+            placement = place_jobs(
+                candidates, nodes, reserve_after_s=self.cfg.reserve_after_s, held=held, pack=self.cfg.pack
+            )
+            assignments += placement.assignments
+            for a in placement.assignments:
+                node = next(n for n in nodes if n.node_id == a.node_id)
+                node.allocated = node.allocated + a.allocation
+            reserved_for = placement.reserved_for
+            if reserved_for is not None or len(rows) < PAGE or not any(has_room(n) for n in nodes):
+                break
+        self.state.reserved_for = reserved_for
+        started = self.store.start_attempts(assignments, now)
+        for s in started:
+            self.pool.submit(self._launch, s)
+        return len(started)
+
+    def _launch(self, s: StartedAttempt) -> None:
+        """In the pool: launches proceed in parallel (fork/exec, downloads and pulls release the GIL)."""
+        try:
+            handle = self.engine.launch(self.stager.stage(s))
+        except FetchError as e:
+            self.outbox.put(LaunchFailed(s.job_id, s.attempt, f"fetching the job's files: {e}"))
+        except EngineError as e:
+            self.outbox.put(LaunchFailed(s.job_id, s.attempt, str(e)))
+        except Exception as e:  # an engine bug must not leave the attempt in starting forever
+            self.outbox.put(LaunchFailed(s.job_id, s.attempt, f"engine error: {e!r}"))
+        else:
+            if s.spec.volume:
+                self.state.volume_attempts[(s.job_id, s.attempt)] = (s.spec.volume, s.spec.volume_mb)
+            self.outbox.put(Launched(s.job_id, s.attempt, handle))
+        self.wakeups.wake.set()
+
+
+def image_key(image: str | None) -> str | None:
+    """How the inventory names the image (`busybox` is listed as `busybox:latest`)."""
+    return canonical(image) if image else None

@@ -1,0 +1,35 @@
+"""The services the API uses, as one bundle (the only thing on `app.state`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kran.services.apps import AppService
+from kran.services.auth import Authenticator
+from kran.services.disk import DiskWatch
+from kran.services.files import JobFiles
+from kran.services.images import ImageManager
+from kran.services.jobs import JobService
+from kran.services.logs import JobLogs
+from kran.services.nodes import NodeAdmin, NodeDirectory
+from kran.services.queries import JobQueries
+from kran.services.schedules import ScheduleService
+from kran.services.uploads import Uploads
+from kran.services.workflows import WorkflowService
+
+
+@dataclass(frozen=True)
+class Services:
+    jobs: JobService
+    queries: JobQueries
+    files: JobFiles
+    logs: JobLogs
+    uploads: Uploads
+    apps: AppService
+    schedules: ScheduleService
+    images: ImageManager
+    workflows: WorkflowService
+    nodes: NodeDirectory
+    node_admin: NodeAdmin
+    auth: Authenticator
+    disk: DiskWatch
