@@ -21,7 +21,8 @@ from pathlib import Path
 from kran.adapters.cwl.execute import CwlRunner
 from kran.adapters.engines.capacity import detect_capacity
 from kran.adapters.engines.cgroups import Cgroups
-from kran.adapters.engines.docker_engine import DockerEngine, Sandbox
+from kran.adapters.engines.containers import Sandbox
+from kran.adapters.engines.docker_engine import DockerEngine
 from kran.adapters.engines.local import LocalEngine
 from kran.adapters.engines.node_images import NodeDockers
 from kran.adapters.engines.process import ProcessEngine
@@ -165,7 +166,8 @@ def _swarm_settings(s: Settings) -> None:
 def _swarm(c: EngineContext) -> tuple[Engine, Cluster | None]:
     """A Docker Swarm: kran places, Swarm executes; the engine is also the node directory."""
     s = c.settings
-    swarm = SwarmEngine(c.instance, s.docker_host, run_as=s.run_as, disk_mb=s.capacity_disk_mb or 10**7)
+    sandbox = Sandbox(s.run_as, s.read_only_rootfs, s.pids_limit)
+    swarm = SwarmEngine(c.instance, s.docker_host, sandbox=sandbox, disk_mb=s.capacity_disk_mb or 10**7)
     return swarm, swarm
 
 

@@ -187,6 +187,7 @@ def test_docker_unknown_image_is_an_engine_error(engine_kind: str, engine: Engin
     timeout, and split @sha256 references wrongly): the image manager pulls before launch."""
     if engine_kind != "docker":
         pytest.skip("the local docker engine's: a process engine runs no image; on a swarm the node rejects the task")
+    (tmp_path / "work").mkdir()
     spec = LaunchSpec(
         job_id=1,
         attempt=1,
@@ -197,7 +198,7 @@ def test_docker_unknown_image_is_an_engine_error(engine_kind: str, engine: Engin
         allocation=Resources(500, 128, 0, 0),
         network=False,
     )
-    with pytest.raises(EngineError, match="nope"):
+    with pytest.raises(EngineError, match="nope:latest is not on this node"):
         engine.launch(spec)
 
 

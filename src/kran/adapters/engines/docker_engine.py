@@ -10,16 +10,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, Mount
 
 from kran.adapters.engines.cgroups import Cgroups
-from kran.adapters.engines.ownership import effective_user, seal_attempt
+from kran.adapters.engines.containers import (
+    ContainerPlan,
+    Handles,
+    Sandbox,
+    create_once,
+    docker_client,
+    explain,
+    plan_container,
+    seal,
+)
 from kran.adapters.engines.process import read_exit_code, write_exit_code
 from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
@@ -27,15 +34,7 @@ from kran.errors import EngineError
 from kran.ports import AttemptRef, EngineCapabilities, LaunchSpec
 
 PREFIX = "docker:"
-
-
-@dataclass(frozen=True)
-class Sandbox:
-    """How containers are confined (beyond the allocation's cpu and memory limits)."""
-
-    run_as: tuple[int, int] | None = None  # uid, gid; None: the image's user
-    read_only: bool = False
-    pids_limit: int = 4096
+HANDLES = Handles(PREFIX)
 
 
 FINAL = ("exited", "dead")
@@ -65,13 +64,7 @@ class DockerEngine:
     @property
     def client(self) -> Any:
         if self._client is None:
-            try:
-                if self._base_url:
-                    self._client = docker.DockerClient(base_url=self._base_url, timeout=60)
-                else:
-                    self._client = docker.from_env(timeout=60)
-            except DockerException as e:
-                raise EngineError(f"Docker Engine unreachable: {e}") from e
+            self._client = docker_client(self._base_url)
         return self._client
 
     def health(self) -> dict[str, str | None]:
@@ -112,77 +105,59 @@ class DockerEngine:
             self._disk = (time.monotonic(), value)
         return value
 
-    def _name(self, job_id: int, attempt: int) -> str:
-        return f"kran-{self.instance[:12]}-{job_id}-{attempt}"
-
     def launch(self, spec: LaunchSpec) -> str:
-        assert spec.image is not None
-        name = self._name(spec.job_id, spec.attempt)
-        alloc = spec.allocation
-        kwargs: dict[str, Any] = {
-            "command": list(spec.argv),
-            "name": name,
-            "labels": {
-                "kran.instance": self.instance,
-                "kran.job": str(spec.job_id),
-                "kran.attempt": str(spec.attempt),
-                "kran.dir": str(spec.attempt_dir),
-            },
-            "environment": spec.env,
-            "working_dir": spec.cwd or str(spec.workdir),
-            "volumes": {str(spec.workdir): {"bind": str(spec.workdir), "mode": "rw"}},
-            "network_mode": "bridge" if spec.network else "none",
-            "init": True,
-            "detach": True,
-            # never privileged, no capabilities, no privilege gain, bounded processes
-            "privileged": False,
-            "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges"],
-            "pids_limit": self.sandbox.pids_limit,
-        }
-        for m in spec.mounts:
-            kwargs["volumes"][str(m)] = {"bind": str(m), "mode": "rw"}
-        if spec.binds:
-            kwargs["mounts"] = [Mount(t, h, type="bind", read_only=not w) for h, t, w in spec.binds]
-        run_as = effective_user(spec, self.sandbox.run_as)
-        if run_as:
-            seal_attempt(spec, run_as)
-            kwargs["user"] = f"{run_as[0]}:{run_as[1]}"
-        if self.sandbox.read_only:
-            kwargs["read_only"] = True
-            if not any(t == "/tmp" for _, t, _ in spec.binds):
-                kwargs["tmpfs"] = {"/tmp": "rw,nosuid,nodev,size=256m"}
-        if self.cgroups.version is not None:  # the attempt's cgroup holds the container's: counters outlive it
-            kwargs["cgroup_parent"] = "/" + self.cgroups.relative(self.instance, spec.job_id, spec.attempt)
-        if alloc.millicpus:
-            kwargs["nano_cpus"] = alloc.millicpus * 1_000_000
-        if alloc.mem_mb:
-            kwargs["mem_limit"] = f"{alloc.mem_mb}m"
-            kwargs["memswap_limit"] = f"{alloc.mem_mb}m"
-        if alloc.gpus:
-            kwargs["device_requests"] = [DeviceRequest(count=alloc.gpus, capabilities=[["gpu"]])]
-        try:
-            try:  # the image is on the node: the image manager pulled it (services.images.ensure_on_node)
-                container = self.client.containers.create(spec.image, **kwargs)
-            except ImageNotFound:  # an APIError too, but not the 409 below
-                raise
-            except APIError as e:
-                if e.status_code != 409:  # 409: this attempt's container exists already
-                    raise
-                container = self.client.containers.get(name)
+        plan = plan_container(spec, self.instance, self.sandbox, self.kill_grace_s)
+        seal(plan, spec)
+        try:  # the image is on the node: the image manager pulled it (services.images.ensure_on_node)
+            container = create_once(
+                lambda: self.client.containers.create(plan.image, **self._create_args(plan, spec)),
+                lambda: self.client.containers.get(plan.name),
+            )
             if container.status == "created":
                 container.start()
-            return f"{PREFIX}{container.id}"
+            return HANDLES.of(container.id)
         except ImageNotFound as e:
-            raise EngineError(f"image {spec.image} is not on this node: {e.explanation or e}") from e
+            raise EngineError(f"image {plan.image} is not on this node: {e.explanation or e}") from e
         except (APIError, DockerException) as e:
-            raise EngineError(f"docker could not start {spec.image}: {_explain(e)}") from e
+            raise EngineError(f"docker could not start {plan.image}: {explain(e)}") from e
+
+    def _create_args(self, plan: ContainerPlan, spec: LaunchSpec) -> dict[str, Any]:
+        """The plan, as `containers.create` takes it."""
+        kwargs: dict[str, Any] = {
+            "command": list(plan.args),
+            "name": plan.name,
+            "labels": plan.labels,
+            "environment": list(plan.env),
+            "working_dir": plan.workdir,
+            "mounts": [Mount(b.target, b.source, type="bind", read_only=b.read_only) for b in plan.binds],
+            "network_mode": "bridge" if plan.network else "none",
+            "init": plan.init,
+            "detach": True,
+            "privileged": False,
+            "cap_drop": list(plan.cap_drop),
+            "security_opt": ["no-new-privileges"] if plan.no_new_privileges else [],
+            "pids_limit": plan.pids_limit,
+            "read_only": plan.read_only,
+        }
+        if plan.tmpfs_mb:
+            kwargs["tmpfs"] = {t: f"rw,nosuid,nodev,size={mb}m" for t, mb in plan.tmpfs_mb.items()}
+        if plan.user:
+            kwargs["user"] = plan.user
+        if self.cgroups.version is not None:  # the attempt's cgroup holds the container's: counters outlive it
+            kwargs["cgroup_parent"] = "/" + self.cgroups.relative(self.instance, spec.job_id, spec.attempt)
+        if plan.millicpus:
+            kwargs["nano_cpus"] = plan.millicpus * 1_000_000
+        if plan.mem_mb:
+            kwargs["mem_limit"] = kwargs["memswap_limit"] = f"{plan.mem_mb}m"
+        if plan.gpus:
+            kwargs["device_requests"] = [DeviceRequest(count=plan.gpus, capabilities=[["gpu"]])]
+        return kwargs
 
     def _ours(self) -> list[Any]:
         return list(self.client.containers.list(all=True, filters={"label": f"kran.instance={self.instance}"}))
 
     def check(self, refs: Sequence[AttemptRef]) -> dict[tuple[int, int], AttemptEnd]:
-        mine = [r for r in refs if r.handle and r.handle.startswith(PREFIX)]
+        mine = [r for r in refs if HANDLES.owns(r.handle)]
         if not mine:
             return {}
         try:
@@ -192,7 +167,7 @@ class DockerEngine:
         out = {}
         for ref in mine:
             assert ref.handle is not None
-            c = by_id.get(ref.handle[len(PREFIX) :])
+            c = by_id.get(HANDLES.object_id(ref.handle))
             if c is None:
                 code = read_exit_code(ref.attempt_dir)  # collected before a restart
                 out[(ref.job_id, ref.attempt)] = (
@@ -208,12 +183,12 @@ class DockerEngine:
         if not ref.handle:
             return
         try:
-            c = self.client.containers.get(ref.handle[len(PREFIX) :])
+            c = self.client.containers.get(HANDLES.object_id(ref.handle))
             c.stop(timeout=int(self.kill_grace_s if ref.grace_s is None else ref.grace_s))
         except NotFound:
             pass
         except (DockerException, OSError) as e:
-            raise EngineError(f"could not stop container: {_explain(e)}") from e
+            raise EngineError(f"could not stop container: {explain(e)}") from e
 
     def cheap_collect(self, ref: AttemptRef) -> bool:
         return False  # copies logs over the API and removes the container
@@ -229,7 +204,7 @@ class DockerEngine:
     def _store_logs_and_remove(self, ref: AttemptRef) -> None:
         assert ref.handle is not None
         try:
-            c = self.client.containers.get(ref.handle[len(PREFIX) :])
+            c = self.client.containers.get(HANDLES.object_id(ref.handle))
         except NotFound:
             for name in ("stdout", "stderr"):
                 (ref.attempt_dir / name).touch(exist_ok=True)
@@ -248,7 +223,7 @@ class DockerEngine:
         if not ref.handle:
             return
         try:
-            c = self.client.containers.get(ref.handle[len(PREFIX) :])
+            c = self.client.containers.get(HANDLES.object_id(ref.handle))
             yield from c.logs(stdout=stream == "stdout", stderr=stream == "stderr", stream=True, follow=follow)
         except (NotFound, DockerException):
             return
@@ -263,7 +238,7 @@ class DockerEngine:
                 AttemptRef(
                     int(labels["kran.job"]),
                     int(labels["kran.attempt"]),
-                    f"{PREFIX}{c.id}",
+                    HANDLES.of(c.id),
                     Path(labels.get("kran.dir", "/nonexistent")),
                 )
             )
@@ -281,7 +256,3 @@ def _end_of(c: Any) -> AttemptEnd:
     if state.get("Error"):
         return AttemptEnd(code, error=str(state["Error"]))
     return AttemptEnd(code)
-
-
-def _explain(e: Exception) -> str:
-    return str(getattr(e, "explanation", None) or e)[:500]

@@ -15,11 +15,19 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import docker
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import Mount, Resources, RestartPolicy, ServiceMode
 
-from kran.adapters.engines.ownership import effective_user, seal_attempt
+from kran.adapters.engines.containers import (
+    ContainerPlan,
+    Handles,
+    Sandbox,
+    create_once,
+    docker_client,
+    explain,
+    plan_container,
+    seal,
+)
 from kran.adapters.engines.process import read_exit_code, write_exit_code
 from kran.domain.accounting import Usage
 from kran.domain.cluster import CLASS_LABEL, NodeInfo
@@ -30,6 +38,7 @@ from kran.errors import NotFound as KranNotFound
 from kran.ports import AttemptRef, EngineCapabilities, LaunchSpec
 
 PREFIX = "swarm:"
+HANDLES = Handles(PREFIX)
 FINAL = {"complete", "failed", "rejected", "shutdown", "orphaned", "remove"}
 CHECK_EVERY_S = 0.2
 NODES_EVERY_S = 2.0
@@ -44,12 +53,12 @@ class SwarmEngine:
         instance: str,
         base_url: str | None = None,
         kill_grace_s: float = 10.0,
-        run_as: tuple[int, int] | None = None,
+        sandbox: Sandbox | None = None,
         disk_mb: int = 10**7,
     ) -> None:
         self.instance = instance
         self.kill_grace_s = kill_grace_s
-        self.run_as = run_as
+        self.sandbox = sandbox or Sandbox()
         self.disk_mb = disk_mb
         self._base_url = base_url
         self._client: Any = None
@@ -62,14 +71,7 @@ class SwarmEngine:
     @property
     def client(self) -> Any:
         if self._client is None:
-            try:
-                self._client = (
-                    docker.DockerClient(base_url=self._base_url, timeout=60)
-                    if self._base_url
-                    else docker.from_env(timeout=60)
-                )
-            except DockerException as e:
-                raise EngineError(f"Docker Engine unreachable: {e}") from e
+            self._client = docker_client(self._base_url)
         return self._client
 
     # ---- inventory
@@ -171,9 +173,6 @@ class SwarmEngine:
     def image_disk_bytes(self) -> int | None:
         return None  # per node: the image manager's business
 
-    def _name(self, job_id: int, attempt: int) -> str:
-        return f"kran-{self.instance[:12]}-{job_id}-{attempt}"
-
     def _network(self, open_: bool) -> str:
         """An overlay network per kind: internal (no route out) unless the job asks."""
         if open_ in self._networks:
@@ -194,61 +193,54 @@ class SwarmEngine:
         return name
 
     def launch(self, spec: LaunchSpec) -> str:
-        if not spec.image:
-            raise EngineError("the swarm engine runs container jobs only: give the job an --image")
-        name = self._name(spec.job_id, spec.attempt)
-        alloc = spec.allocation
-        run_as = effective_user(spec, self.run_as)
-        if run_as:  # the shared dir holds the attempt: its dirs the job's, as on the local engine
-            seal_attempt(spec, run_as)
-        mounts = [Mount(str(spec.workdir), str(spec.workdir), type="bind")]
-        mounts += [Mount(str(m), str(m), type="bind") for m in spec.mounts]
-        mounts += [Mount(t, h, type="bind", read_only=not w) for h, t, w in spec.binds]
-        generic = {"gpu": alloc.gpus} if alloc.gpus else None
-        constraints = [f"node.id=={spec.node}"] if spec.node and spec.node != "local" else []
+        plan = plan_container(spec, self.instance, self.sandbox, self.kill_grace_s)
+        seal(plan, spec)  # the shared dir holds the attempt: its dirs the job's, as on the local engine
         try:
-            try:
-                service = self.client.services.create(
-                    spec.image,
-                    # Args, as `docker run IMAGE ARGV`: the image's ENTRYPOINT stays (Command would replace it)
-                    args=list(spec.argv),
-                    name=name,
-                    labels={
-                        "kran.instance": self.instance,
-                        "kran.job": str(spec.job_id),
-                        "kran.attempt": str(spec.attempt),
-                        "kran.dir": str(spec.attempt_dir),
-                    },
-                    # on the task containers too: Swarm leaves them behind (moby#42789), GC finds them so
-                    container_labels={"kran.instance": self.instance, "kran.job": str(spec.job_id)},
-                    env=[f"{k}={v}" for k, v in spec.env.items()],
-                    workdir=spec.cwd or str(spec.workdir),
-                    mounts=mounts,
-                    user=f"{run_as[0]}:{run_as[1]}" if run_as else None,
-                    mode=ServiceMode("replicated-job", concurrency=1, replicas=1),
-                    restart_policy=RestartPolicy(condition="none"),
-                    constraints=constraints,
-                    # limits only: kran accounts for reservations itself. Swarm's constraint
-                    # enforcer counts completed job tasks' reservations against the node on
-                    # every node update and then rejects running tasks (moby#52652).
-                    resources=Resources(
-                        cpu_limit=alloc.millicpus * 1_000_000,
-                        mem_limit=alloc.mem_mb << 20,
-                        generic_resources=generic,
-                    ),
-                    networks=[self._network(spec.network)],
-                    init=True,
-                    cap_drop=["ALL"],
-                    stop_grace_period=int((self.kill_grace_s if spec.grace_s is None else spec.grace_s) * 1e9),
-                )
-            except APIError as e:
-                if e.status_code != 409:  # 409: this attempt's service exists already
-                    raise
-                service = self.client.services.get(name)
+            service = create_once(
+                lambda: self.client.services.create(plan.image, **self._service_args(plan)),
+                lambda: self.client.services.get(plan.name),
+            )
         except (APIError, DockerException) as e:
-            raise EngineError(f"swarm could not start {spec.image}: {_explain(e)}") from e
+            raise EngineError(f"swarm could not start {plan.image}: {explain(e)}") from e
         self._tasks = (0.0, self._tasks[1])
-        return f"{PREFIX}{service.id}"
+        return HANDLES.of(service.id)
+
+    def _service_args(self, plan: ContainerPlan) -> dict[str, Any]:
+        """The plan, as `services.create` takes it: a one-task job pinned to its node."""
+        mounts = [Mount(b.target, b.source, type="bind", read_only=b.read_only) for b in plan.binds]
+        mounts += [Mount(t, None, type="tmpfs", tmpfs_size=mb << 20) for t, mb in plan.tmpfs_mb.items()]
+        # limits only: kran accounts for reservations itself. Swarm's constraint enforcer
+        # counts completed job tasks' reservations against the node on every node update
+        # and then rejects running tasks (moby#52652).
+        resources = Resources(
+            cpu_limit=plan.millicpus * 1_000_000,
+            mem_limit=plan.mem_mb << 20,
+            generic_resources={"gpu": plan.gpus} if plan.gpus else None,
+        )
+        resources["Limits"]["Pids"] = plan.pids_limit  # API 1.41; the SDK has no argument for it
+        return {
+            # Args, as `docker run IMAGE ARGV`: the image's ENTRYPOINT stays (Command would replace it)
+            "args": list(plan.args),
+            "name": plan.name,
+            "labels": plan.labels,
+            # on the task containers too: Swarm leaves them behind (moby#42789), GC finds them so
+            "container_labels": plan.container_labels,
+            "env": list(plan.env),
+            "workdir": plan.workdir,
+            "mounts": mounts,
+            "user": plan.user,
+            "mode": ServiceMode("replicated-job", concurrency=1, replicas=1),
+            "restart_policy": RestartPolicy(condition="none"),
+            "constraints": [f"node.id=={plan.node}"] if plan.node and plan.node != "local" else [],
+            "resources": resources,
+            "networks": [self._network(plan.network)],
+            "init": plan.init,
+            "cap_drop": list(plan.cap_drop),
+            "read_only": plan.read_only,
+            # API 1.44 (Docker 25); an older engine ignores it: set no-new-privileges in its daemon.json
+            "privileges": {"NoNewPrivileges": True} if plan.no_new_privileges else None,
+            "stop_grace_period": int(plan.grace_s * 1e9),
+        }
 
     def _task_index(self) -> dict[str, dict[str, Any]]:
         """Service id -> its (latest) task, refreshed at most every CHECK_EVERY_S."""
@@ -270,7 +262,7 @@ class SwarmEngine:
         return list(self.client.services.list(filters={"label": f"kran.instance={self.instance}"}))
 
     def check(self, refs: Sequence[AttemptRef]) -> dict[tuple[int, int], AttemptEnd]:
-        mine = [r for r in refs if r.handle and r.handle.startswith(PREFIX)]
+        mine = [r for r in refs if HANDLES.owns(r.handle)]
         if not mine:
             return {}
         try:
@@ -284,7 +276,7 @@ class SwarmEngine:
         down = {n.node_id: n for n in self.nodes() if n.state == "down"}
         out = {}
         for ref in mine:
-            sid = ref.handle[len(PREFIX) :] if ref.handle else ""
+            sid = HANDLES.object_id(ref.handle) if ref.handle else ""
             task = index.get(sid)
             if sid not in services:
                 code = read_exit_code(ref.attempt_dir)
@@ -315,11 +307,11 @@ class SwarmEngine:
         if not ref.handle:
             return
         try:
-            service = self.client.services.get(ref.handle[len(PREFIX) :])
+            service = self.client.services.get(HANDLES.object_id(ref.handle))
         except NotFound:
             return
         except (DockerException, OSError) as e:
-            raise EngineError(f"could not stop the service: {_explain(e)}") from e
+            raise EngineError(f"could not stop the service: {explain(e)}") from e
         self._save_logs(service, ref)
         try:
             service.remove()
@@ -333,7 +325,7 @@ class SwarmEngine:
         if not ref.handle:
             return Usage()
         try:
-            service = self.client.services.get(ref.handle[len(PREFIX) :])
+            service = self.client.services.get(HANDLES.object_id(ref.handle))
         except NotFound:
             service = None
         if service is not None:
@@ -365,7 +357,7 @@ class SwarmEngine:
         task ends (`service logs --follow` never ends for a finished job)."""
         if not ref.handle:
             return
-        sid = ref.handle[len(PREFIX) :]
+        sid = HANDLES.object_id(ref.handle)
         sent = 0
         while True:
             try:
@@ -392,7 +384,7 @@ class SwarmEngine:
                     AttemptRef(
                         int(labels["kran.job"]),
                         int(labels["kran.attempt"]),
-                        f"{PREFIX}{s.id}",
+                        HANDLES.of(s.id),
                         Path(labels["kran.dir"]),
                     )
                 )
@@ -423,7 +415,3 @@ def _node_info(attrs: dict[str, Any], disk_mb: int) -> NodeInfo:
         node_class=labels.get(CLASS_LABEL, ""),
         total=Amounts(int(res.get("NanoCPUs", 0)) // 1_000_000, int(res.get("MemoryBytes", 0)) >> 20, gpus, disk_mb),
     )
-
-
-def _explain(e: Exception) -> str:
-    return str(getattr(e, "explanation", None) or e)[:300]

@@ -1,0 +1,156 @@
+"""The one container plan of the container engines: what an attempt's container is.
+
+The Docker and the Swarm engine both build a `ContainerPlan` from the launch spec and
+only translate it into their SDK call, so a job is named, labelled, mounted, confined
+and run as the same user on either. Also theirs alike: the handle codec, the client
+from a URL and the explanation of an API error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import docker
+from docker.errors import APIError, DockerException
+
+from kran.adapters.engines.ownership import effective_user, seal_attempt
+from kran.errors import EngineError
+from kran.ports import LaunchSpec
+
+T = TypeVar("T")
+
+TMP_SIZE_MB = 256  # the /tmp of a read-only container
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """How containers are confined (beyond the allocation's cpu and memory limits)."""
+
+    run_as: tuple[int, int] | None = None  # uid, gid; None: the image's user
+    read_only: bool = False
+    pids_limit: int = 4096
+
+
+@dataclass(frozen=True)
+class Bind:
+    source: str  # on the host (on a swarm: at the same path on every node)
+    target: str  # in the container
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    image: str
+    args: tuple[str, ...]  # to the image's ENTRYPOINT, as `docker run IMAGE ARGS`
+    name: str  # one per attempt: a repeated launch finds it instead of starting another
+    labels: dict[str, str]  # on the unit the engine runs (container, service): found again by them
+    container_labels: dict[str, str]  # on the containers of a unit that is not one (a swarm task's)
+    env: tuple[str, ...]  # KEY=value
+    workdir: str
+    binds: tuple[Bind, ...]
+    tmpfs_mb: dict[str, int]  # target -> size of a tmpfs mount (nosuid, nodev, noexec)
+    run_as: tuple[int, int] | None  # None: the image's user
+    millicpus: int  # 0: no limit
+    mem_mb: int  # 0: no limit; swap none where the engine can say so
+    gpus: int
+    network: bool  # a route out; else none (no network, or one with no route out)
+    read_only: bool
+    pids_limit: int
+    grace_s: float  # SIGTERM to SIGKILL
+    node: str  # where kran placed it ("local": this machine)
+    # never privileged, no capabilities, no privilege gain, an init reaping the job's children
+    cap_drop: tuple[str, ...] = ("ALL",)
+    no_new_privileges: bool = True
+    init: bool = True
+
+    @property
+    def user(self) -> str | None:
+        return f"{self.run_as[0]}:{self.run_as[1]}" if self.run_as else None
+
+
+def container_name(instance: str, job_id: int, attempt: int) -> str:
+    return f"kran-{instance[:12]}-{job_id}-{attempt}"
+
+
+def plan_container(spec: LaunchSpec, instance: str, sandbox: Sandbox, kill_grace_s: float) -> ContainerPlan:
+    """The attempt's container; `seal` gives its dirs to its user before it starts."""
+    if not spec.image:
+        raise EngineError("a container engine runs container jobs only: give the job an --image")
+    alloc = spec.allocation
+    binds = [Bind(str(spec.workdir), str(spec.workdir))]
+    binds += [Bind(str(m), str(m)) for m in spec.mounts]
+    binds += [Bind(h, t, read_only=not w) for h, t, w in spec.binds]
+    tmp = sandbox.read_only and not any(b.target == "/tmp" for b in binds)
+    return ContainerPlan(
+        image=spec.image,
+        args=tuple(spec.argv),
+        name=container_name(instance, spec.job_id, spec.attempt),
+        labels={
+            "kran.instance": instance,
+            "kran.job": str(spec.job_id),
+            "kran.attempt": str(spec.attempt),
+            "kran.dir": str(spec.attempt_dir),
+        },
+        # enough for GC to find a left-behind one; not an attempt the Docker engine would adopt
+        container_labels={"kran.instance": instance, "kran.job": str(spec.job_id)},
+        env=tuple(f"{k}={v}" for k, v in spec.env.items()),
+        workdir=spec.cwd or str(spec.workdir),
+        binds=tuple(binds),
+        tmpfs_mb={"/tmp": TMP_SIZE_MB} if tmp else {},
+        run_as=effective_user(spec, sandbox.run_as),
+        millicpus=alloc.millicpus,
+        mem_mb=alloc.mem_mb,
+        gpus=alloc.gpus,
+        network=spec.network,
+        read_only=sandbox.read_only,
+        pids_limit=sandbox.pids_limit,
+        grace_s=kill_grace_s if spec.grace_s is None else spec.grace_s,
+        node=spec.node,
+    )
+
+
+def seal(plan: ContainerPlan, spec: LaunchSpec) -> None:
+    """The attempt's dirs private to its job, its working dir and binds its user's."""
+    if plan.run_as:
+        seal_attempt(spec, plan.run_as)
+
+
+def create_once(create: Callable[[], T], existing: Callable[[], T]) -> T:
+    """`create`, or on a 409 (this attempt's unit exists already: a repeated launch) `existing`."""
+    try:
+        return create()
+    except APIError as e:
+        if e.status_code != 409:
+            raise
+        return existing()
+
+
+@dataclass(frozen=True)
+class Handles:
+    """An engine's handles: its prefix and the id of what runs the attempt."""
+
+    prefix: str
+
+    def of(self, object_id: str) -> str:
+        return f"{self.prefix}{object_id}"
+
+    def owns(self, handle: str | None) -> bool:
+        return bool(handle) and str(handle).startswith(self.prefix)
+
+    def object_id(self, handle: str) -> str:
+        return handle[len(self.prefix) :]
+
+
+def docker_client(url: str | None) -> Any:
+    """A client of the Docker Engine at `url` (None: the environment's)."""
+    try:
+        return docker.DockerClient(base_url=url, timeout=60) if url else docker.from_env(timeout=60)
+    except DockerException as e:
+        raise EngineError(f"Docker Engine unreachable: {e}") from e
+
+
+def explain(e: Exception) -> str:
+    """An API error's own words (its explanation), short."""
+    return str(getattr(e, "explanation", None) or e)[:500]
