@@ -20,6 +20,7 @@ need_debs() {
   command -v prometheus >/dev/null || missing+=(prometheus)
   command -v node >/dev/null || missing+=(nodejs)  # CWL JavaScript expressions
   command -v debootstrap >/dev/null || missing+=(debootstrap)  # CWL stand-in images
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)  # the store's PostgreSQL tests
   if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing Debian packages: ${missing[*]}"
     apt-get update -qq

@@ -63,6 +63,39 @@ def test_domain_uses_only_the_standard_library_and_croniter() -> None:
     assert bad == []
 
 
+def _defined(tree: ast.Module) -> set[str]:
+    """Names a module defines: functions, classes, variables and attributes it assigns."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            out.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            out.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            out.add(node.id)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            out.add(node.target.id)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Attribute):
+            out.add(node.target.attr)
+    return out
+
+
+def test_no_module_touches_another_modules_private_names() -> None:
+    """A `_name` of a kran module is used only there: other modules go through its public
+    names (the store modules through Database.unit_of_work, not each other's engine or lock)."""
+    trees = {path: ast.parse(path.read_text()) for path in SRC.rglob("*.py")}
+    defined = {path: _defined(tree) for path, tree in trees.items()}
+    private = {n for names in defined.values() for n in names if n.startswith("_") and not n.startswith("__")}
+    bad = []
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kran"):
+                bad += [f"{path.relative_to(SRC)}: imports {a.name}" for a in node.names if a.name in private]
+            elif isinstance(node, ast.Attribute) and node.attr in private and node.attr not in defined[path]:
+                bad.append(f"{path.relative_to(SRC)}:{node.lineno}: {ast.unparse(node)}")
+    assert bad == []
+
+
 @pytest.mark.parametrize("tool", [["ruff", "check", "src", "tests", "bench"], ["mypy", "src"]])
 def test_linters_are_clean(tool: list[str]) -> None:
     exe = Path(sys.executable).parent / tool[0]

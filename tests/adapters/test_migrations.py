@@ -34,7 +34,7 @@ def _schedule(conn: object, sid: int, name: str, owner: str, parents: list[str])
 def test_names_per_owner_keep_every_row(tmp_path: Path) -> None:
     store = SqlStore.for_data_dir(tmp_path)
     store.migrate("0009")
-    with store.engine.begin() as conn:
+    with store.db.engine.begin() as conn:
         _schedule(conn, 1, "p", "alice", [])
         _schedule(conn, 2, "c", "bob", ["p"])  # linked to alice's when a name was everyone's
         _schedule(conn, 3, "a", "root", ["p", "gone"])
@@ -64,7 +64,7 @@ def test_names_per_owner_keep_every_row(tmp_path: Path) -> None:
         )
     store.migrate()
 
-    with store.engine.connect() as conn:  # a DROP TABLE of a parent cascades: the runs must be there
+    with store.db.engine.connect() as conn:  # a DROP TABLE of a parent cascades: the runs must be there
         assert conn.execute(text("SELECT count(*) FROM schedule_runs")).scalar() == 3
         assert conn.execute(text("SELECT count(*) FROM app_versions")).scalar() == 3
         assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
@@ -88,7 +88,7 @@ def test_names_per_owner_keep_every_row(tmp_path: Path) -> None:
     with pytest.raises(Conflict, match="a shared app 'tool' exists already"):
         apps.load("carol", "tool", True, {}, None, None, None, 1.0)
     apps.delete("alice", "tool")
-    with store.engine.connect() as conn:
+    with store.db.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM app_versions WHERE app = 'tool'")).scalar() == 1  # bob's
     store.close()
 

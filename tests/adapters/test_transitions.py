@@ -51,7 +51,7 @@ def _meanwhile(store: SqlStore, when: str, sql: str) -> None:
             done.append(True)
             conn.connection.cursor().execute(sql)
 
-    event.listen(store.engine, "before_cursor_execute", before)
+    event.listen(store.db.engine, "before_cursor_execute", before)
 
 
 def _state(store: SqlStore, job_id: int) -> tuple[str, int]:
@@ -62,7 +62,7 @@ def _state(store: SqlStore, job_id: int) -> tuple[str, int]:
 
 def test_a_stale_settle_changes_nothing_and_is_reported(store: SqlStore) -> None:
     job_id, other = _running_job(store), _running_job(store)
-    with store.engine.connect() as conn:  # (two jobs: the changes go as one executemany)
+    with store.db.engine.connect() as conn:  # (two jobs: the changes go as one executemany)
         events_before = len(conn.execute(select(events)).all())
     # the job is killed by someone else after settle read it as running
     _meanwhile(store, "UPDATE jobs SET state", f"UPDATE jobs SET state = 'killed' WHERE id = {job_id}")
@@ -72,7 +72,7 @@ def test_a_stale_settle_changes_nothing_and_is_reported(store: SqlStore) -> None
         store.settle(both, 3.0)
     # all of it rolled back: the other job's settle and the interloper's change too
     assert _state(store, job_id) == _state(store, other) == ("running", 1)
-    with store.engine.connect() as conn:
+    with store.db.engine.connect() as conn:
         assert [r[0] for r in conn.execute(select(attempts.c.state))] == ["running", "running"]
         assert len(conn.execute(select(events)).all()) == events_before
     assert store.queued_count() == 0
@@ -89,5 +89,5 @@ def test_a_stale_start_changes_nothing(store: SqlStore) -> None:
     with pytest.raises(StaleState):
         store.start_attempts([Assignment(ids[0], "local", Resources(1, 1))], 1.0)
     assert _state(store, ids[0]) == ("queued", 0) and store.queued_count() == 1
-    with store.engine.connect() as conn:
+    with store.db.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM attempts")).scalar() == 0

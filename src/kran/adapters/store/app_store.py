@@ -24,24 +24,23 @@ _ACTIVE = [JobState.STARTING.value, JobState.RUNNING.value]
 
 class SqlApps:
     def __init__(self, store: SqlStore) -> None:
-        self._store = store
-        self._engine = store.engine
+        self._db = store.db
 
     def get(self, owner: str, name: str, version: int | None = None) -> AppRecord | None:
         q = self._select(apps.c.owner == owner, apps.c.name == name, version=version)
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             row = conn.execute(q).mappings().first()
         return None if row is None else _record(row)
 
     def named(self, name: str) -> list[AppRecord]:
         """Every owner's app of that name (names are per owner)."""
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             return [
                 _record(r) for r in conn.execute(self._select(apps.c.name == name).order_by(apps.c.owner)).mappings()
             ]
 
     def all(self) -> list[AppRecord]:
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             return [_record(r) for r in conn.execute(self._select().order_by(apps.c.name, apps.c.owner)).mappings()]
 
     @staticmethod
@@ -76,7 +75,7 @@ class SqlApps:
         this = (apps.c.owner == owner) & (apps.c.name == name)
         others = apps.c.shared.is_(True) & (apps.c.name == name) & (apps.c.owner != owner)
         try:
-            with self._store.unit_of_work() as uow:
+            with self._db.unit_of_work() as uow:
                 conn = uow.conn
                 if shared and conn.execute(select(apps.c.owner).where(others)).first() is not None:
                     raise Conflict(f"a shared app {name!r} exists already; load yours --private or under another name")
@@ -100,14 +99,14 @@ class SqlApps:
         return got
 
     def set_enabled(self, owner: str, name: str, enabled: bool, now: float) -> None:
-        with self._store.unit_of_work() as uow:
+        with self._db.unit_of_work() as uow:
             conn = uow.conn
             conn.execute(
                 update(apps).where(apps.c.owner == owner, apps.c.name == name).values(enabled=enabled, updated_at=now)
             )
 
     def delete(self, owner: str, name: str) -> None:
-        with self._store.unit_of_work() as uow:
+        with self._db.unit_of_work() as uow:
             conn = uow.conn
             conn.execute(delete(app_versions).where(app_versions.c.owner == owner, app_versions.c.app == name))
             conn.execute(delete(apps).where(apps.c.owner == owner, apps.c.name == name))
@@ -118,7 +117,7 @@ class SqlApps:
             .where(app_versions.c.owner == owner, app_versions.c.app == name)
             .order_by(app_versions.c.version)
         )
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             return [(r[0], r[1]) for r in conn.execute(q)]
 
     # ---- job data
@@ -128,11 +127,11 @@ class SqlApps:
         q = select(jobs.c.volume, jobs.c.id).where(jobs.c.state.in_(_ACTIVE), jobs.c.volume.is_not(None))
         if volumes is not None:
             q = q.where(jobs.c.volume.in_(list(volumes)))
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             return {r[0]: r[1] for r in conn.execute(q)}
 
     def unfinished_on_volume(self, volume: str) -> list[int]:
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             return [
                 r[0]
                 for r in conn.execute(
@@ -142,7 +141,7 @@ class SqlApps:
 
     def finished_with_files(self) -> list[tuple[int, float]]:
         """Finished jobs whose files are still kept: (id, finished_at), oldest first."""
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             return [
                 (r[0], r[1])
                 for r in conn.execute(
@@ -154,7 +153,7 @@ class SqlApps:
 
     def mark_files_expired(self, job_ids: Sequence[int]) -> None:
         if job_ids:
-            with self._store.unit_of_work() as uow:
+            with self._db.unit_of_work() as uow:
                 conn = uow.conn
                 conn.execute(update(jobs).where(jobs.c.id.in_(list(job_ids))).values(files_expired=True))
 

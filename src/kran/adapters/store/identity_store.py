@@ -28,16 +28,16 @@ def load_master_key(data_dir: Path) -> bytes:
 
 class SqlIdentities:
     def __init__(self, store: SqlStore, master_key: bytes) -> None:
-        self._store = store
+        self._db = store.db
         self._fernet = Fernet(master_key)
 
     def count_users(self) -> int:
-        with self._store.engine.connect() as conn:
+        with self._db.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(users)).scalar_one())
 
     def add_user(self, name: str, role: Role, now: float) -> UserRecord:
         try:
-            with self._store.unit_of_work() as uow:
+            with self._db.unit_of_work() as uow:
                 conn = uow.conn
                 conn.execute(insert(users).values(name=name, role=role.value, disabled=False, created_at=now))
         except IntegrityError:
@@ -45,7 +45,7 @@ class SqlIdentities:
         return UserRecord(name, role, False, now)
 
     def users(self) -> list[UserRecord]:
-        with self._store.engine.connect() as conn:
+        with self._db.connect() as conn:
             rows = conn.execute(select(users).order_by(users.c.name)).mappings().all()
         return [UserRecord(r["name"], Role(r["role"]), bool(r["disabled"]), r["created_at"]) for r in rows]
 
@@ -53,14 +53,14 @@ class SqlIdentities:
         return next((u for u in self.users() if u.name == name), None)
 
     def set_disabled(self, name: str, disabled: bool) -> None:
-        with self._store.unit_of_work() as uow:
+        with self._db.unit_of_work() as uow:
             conn = uow.conn
             if conn.execute(update(users).where(users.c.name == name).values(disabled=disabled)).rowcount != 1:
                 raise NotFound(f"user {name!r} not found")
 
     def create_key(self, user: str, now: float) -> tuple[str, str]:
         key_id, secret = "kk_" + secrets.token_hex(10), secrets.token_urlsafe(32)
-        with self._store.unit_of_work() as uow:
+        with self._db.unit_of_work() as uow:
             conn = uow.conn
             uid = conn.execute(select(users.c.id).where(users.c.name == user)).scalar_one_or_none()
             if uid is None:
@@ -82,11 +82,11 @@ class SqlIdentities:
         )
         if user is not None:
             q = q.where(users.c.name == user)
-        with self._store.engine.connect() as conn:
+        with self._db.connect() as conn:
             return [KeyRecord(r[0], r[1], bool(r[2]), r[3]) for r in conn.execute(q.order_by(api_keys.c.created_at))]
 
     def revoke_key(self, key_id: str) -> None:
-        with self._store.unit_of_work() as uow:
+        with self._db.unit_of_work() as uow:
             conn = uow.conn
             if conn.execute(update(api_keys).where(api_keys.c.key_id == key_id).values(revoked=True)).rowcount != 1:
                 raise NotFound(f"key {key_id!r} not found")
@@ -98,7 +98,7 @@ class SqlIdentities:
             .join(users, users.c.id == api_keys.c.user_id)
             .where(api_keys.c.key_id == key_id)
         )
-        with self._store.engine.connect() as conn:
+        with self._db.connect() as conn:
             row = conn.execute(q).first()
         if row is None or row[2] or row[4]:
             return None

@@ -1,7 +1,7 @@
 """Reads of the job store: records, lists, queue order, counts, facts for reports.
 
-A mixin of SqlStore (it needs only `self.engine`); the writes, with their transactions
-and the queued-jobs counter, stay in sql_store.py.
+A mixin of SqlStore (it needs only `self.db`); the writes, with their transactions
+and the queued-jobs number, stay in sql_store.py.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import case, func, select
-from sqlalchemy.engine import Engine as SAEngine
 
+from kran.adapters.store.database import Database
 from kran.adapters.store.tables import attempts, events, job_deps, job_labels, jobs
 from kran.domain.accounting import APP_LABEL, AttemptFacts, Usage
 from kran.domain.auth import Principal, Role
@@ -24,10 +24,10 @@ from kran.domain.states import JobState
 
 
 class JobReads:
-    engine: SAEngine
+    db: Database
 
     def dependencies_of(self, job_id: int) -> list[Dependency]:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return [
                 Dependency(r[0], r[1], JobState(r[2]))
                 for r in conn.execute(
@@ -40,7 +40,7 @@ class JobReads:
     # ---- reads
 
     def get_job(self, job_id: int) -> JobRecord | None:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
             if row is None:
                 return None
@@ -70,23 +70,23 @@ class JobReads:
             q = q.where(
                 jobs.c.id.in_(select(job_labels.c.job_id).where(job_labels.c.key == k, job_labels.c.value == v))
             )
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return [_job_record(r, []) for r in conn.execute(q).mappings()]
 
     def queued_by_priority_class(self) -> dict[str, int]:
         cls = case((jobs.c.priority > 0, "high"), (jobs.c.priority < 0, "low"), else_="normal")
         q = select(cls, func.count()).where(jobs.c.state == JobState.QUEUED).group_by(cls)
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return {str(k): int(n) for k, n in conn.execute(q)}
 
     def counts_by_state(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
         return {str(s): int(n) for s, n in rows}
 
     def queue_position(self, job: JobRecord) -> int:
         """How many queued jobs come before this one in queue order."""
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return int(
                 conn.execute(
                     select(func.count())
@@ -106,7 +106,7 @@ class JobReads:
             q = q.where(events.c.job_id == job_id)
         if visible_to is not None and not visible_to.is_admin:
             q = q.where(events.c.job_id.in_(select(jobs.c.id).where(_visible(visible_to))))
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return [EventRecord(**dict(r)) for r in conn.execute(q).mappings()]
 
     def attempt_facts(
@@ -141,7 +141,7 @@ class JobReads:
             q = q.where(jobs.c.owner == user)
         if app is not None:
             q = q.where(app_label.c.value == app)
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return [
                 AttemptFacts(
                     job_id=r[0],
@@ -160,7 +160,7 @@ class JobReads:
             ]
 
     def last_event_id(self) -> int:
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return int(conn.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one())
 
     # ---- dispatch
@@ -173,7 +173,7 @@ class JobReads:
             .limit(limit)
             .offset(offset)
         )
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return [QueuedRow(r[0], r[1], r[2], r[3]) for r in conn.execute(q)]
 
     def allocated_by_node(self) -> dict[str, Resources]:
@@ -188,7 +188,7 @@ class JobReads:
             .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
             .group_by(attempts.c.node)
         )
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return {r[0]: Resources(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in conn.execute(q)}
 
     def active_attempts(self) -> list[ActiveAttempt]:
@@ -208,7 +208,7 @@ class JobReads:
             .join(jobs, jobs.c.id == attempts.c.job_id)
             .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
         )
-        with self.engine.connect() as conn:
+        with self.db.connect() as conn:
             return [
                 ActiveAttempt(r[0], r[1], JobState(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9])
                 for r in conn.execute(q)

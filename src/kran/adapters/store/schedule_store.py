@@ -28,8 +28,7 @@ _FINAL = [s.value for s in FINAL_STATES]
 
 class SqlSchedules:
     def __init__(self, store: SqlStore) -> None:
-        self._store = store
-        self._engine = store.engine
+        self._db = store.db
 
     def add(self, values: dict[str, Any]) -> ScheduleRecord:
         row = dict(values)
@@ -37,7 +36,7 @@ class SqlSchedules:
         row["parents"] = json.dumps(row["parents"])
         row["seen"] = json.dumps(row.get("seen", {}))
         try:
-            with self._store.unit_of_work() as uow:
+            with self._db.unit_of_work() as uow:
                 conn = uow.conn
                 conn.execute(insert(schedules), row)
         except IntegrityError:  # names are per owner: only the owner's own name is taken
@@ -48,17 +47,17 @@ class SqlSchedules:
 
     def get(self, owner: str, name: str) -> ScheduleRecord | None:
         q = select(schedules).where(schedules.c.owner == owner, schedules.c.name == name)
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             row = conn.execute(q).mappings().first()
         return None if row is None else _record(row)
 
     def all(self) -> list[ScheduleRecord]:
         q = select(schedules).order_by(schedules.c.owner, schedules.c.name)
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             return [_record(r) for r in conn.execute(q).mappings()]
 
     def set_enabled(self, schedule_id: int, enabled: bool, next_fire_at: float | None) -> None:
-        with self._store.unit_of_work() as uow:
+        with self._db.unit_of_work() as uow:
             conn = uow.conn
             conn.execute(
                 update(schedules)
@@ -67,7 +66,7 @@ class SqlSchedules:
             )
 
     def delete(self, schedule_id: int) -> None:
-        with self._store.unit_of_work() as uow:
+        with self._db.unit_of_work() as uow:
             conn = uow.conn
             conn.execute(delete(schedule_runs).where(schedule_runs.c.schedule_id == schedule_id))
             conn.execute(delete(schedules).where(schedules.c.id == schedule_id))
@@ -76,12 +75,12 @@ class SqlSchedules:
         q = select(schedules).where(
             schedules.c.enabled.is_(True), schedules.c.next_fire_at.is_not(None), schedules.c.next_fire_at <= now
         )
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             return [_record(r) for r in conn.execute(q).mappings()]
 
     def children(self) -> list[ScheduleRecord]:
         q = select(schedules).where(schedules.c.enabled.is_(True), schedules.c.kind == "after")
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             return [_record(r) for r in conn.execute(q).mappings()]
 
     def record_fire(
@@ -96,7 +95,7 @@ class SqlSchedules:
         """Store the runs and move the schedule on, all or nothing. Returns the ids of the
         jobs submitted, or None when the schedule moved meanwhile (nothing stored)."""
         try:
-            with self._store.unit_of_work() as uow:
+            with self._db.unit_of_work() as uow:
                 conn = uow.conn
                 values: dict[str, Any] = {"next_fire_at": next_fire_at, "fired": schedules.c.fired + fired}
                 if seen is not None:
@@ -143,7 +142,7 @@ class SqlSchedules:
             .order_by(schedule_runs.c.id.desc())
             .limit(limit)
         )
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             return [_run(r) for r in conn.execute(q).mappings()]
 
     def finished_runs_after(self, schedule_id: int, after_run_id: int) -> list[ScheduleRun]:
@@ -157,7 +156,7 @@ class SqlSchedules:
             )
             .order_by(schedule_runs.c.id)
         )
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             return [_run(r) for r in conn.execute(q).mappings()]
 
     def active_jobs(self, schedule_id: int) -> list[int]:
@@ -166,7 +165,7 @@ class SqlSchedules:
             .join(jobs, jobs.c.id == schedule_runs.c.job_id)
             .where(schedule_runs.c.schedule_id == schedule_id, jobs.c.state.not_in(_FINAL))
         )
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             return [r[0] for r in conn.execute(q)]
 
     def overdue(self, now: float) -> list[tuple[int, int]]:
@@ -180,11 +179,11 @@ class SqlSchedules:
                 jobs.c.state == JobState.QUEUED,
             )
         )
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             return [(r[0], r[1]) for r in conn.execute(q)]
 
     def mark_skipped(self, run_id: int, reason: str) -> None:
-        with self._store.unit_of_work() as uow:
+        with self._db.unit_of_work() as uow:
             conn = uow.conn
             conn.execute(
                 update(schedule_runs).where(schedule_runs.c.id == run_id).values(state="skipped", reason=reason)

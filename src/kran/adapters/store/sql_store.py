@@ -1,32 +1,27 @@
-"""The job store on SQLAlchemy Core (SQLite in WAL mode by default).
+"""The job store on SQLAlchemy Core (SQLite in WAL mode by default, or PostgreSQL).
 
 State changes are compare-and-set updates (`WHERE id AND state AND attempt` as decided)
 checked against the transition table, each recorded as an event in the same transaction:
-a writer that lost a race changes nothing and hears of it (StaleState), whatever the
-lock. Every store module writes through `unit_of_work()`.
+a writer that lost a race (another thread, another server) changes nothing and hears of
+it (StaleState). Every store module writes through its Database's `unit_of_work()`.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import create_engine, event, func, insert, select
-from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from kran.adapters.store import transitions
-from kran.adapters.store.disk_full import DiskFullHook
+from kran.adapters.store.database import Database
 from kran.adapters.store.job_deps import resolve_blocked
 from kran.adapters.store.job_inserts import IDEMPOTENCY_S, insert_rows
+from kran.adapters.store.queued_jobs import QueuedJobs
 from kran.adapters.store.reads import JobReads
 from kran.adapters.store.tables import idempotency_keys, jobs, meta
-from kran.adapters.store.transitions import UnitOfWork
 from kran.domain.placement import Assignment
 from kran.domain.records import (
     AttemptOutcome,
@@ -37,70 +32,47 @@ from kran.domain.states import JobState, check_transition
 from kran.errors import InvalidInput, KranError, QueueFull
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-
-
 class SqlStore(JobReads):
-    def __init__(self, url: str) -> None:
-        self.engine: SAEngine = create_engine(url, pool_size=20, max_overflow=20)
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._disk_full = DiskFullHook(self.engine)
-        self._write_lock = threading.RLock()
-        # Jobs in state queued, kept by the write methods (this process is the only writer:
-        # the data dir is locked), so the queue bound costs no COUNT per submit.
-        self._queued: int | None = None
+    """The jobs. `db` is public: the other store modules (schedules, apps, ...) write
+    through its units of work, so that one transaction may span them."""
+
+    def __init__(self, db: Database | str) -> None:
+        self.db = db if isinstance(db, Database) else Database(db)
+        self._queued = QueuedJobs(self.db)
 
     @staticmethod
     def for_data_dir(data_dir: Path) -> SqlStore:
-        return SqlStore(f"sqlite:///{data_dir / 'kran.db'}")
+        return SqlStore(Database.for_data_dir(data_dir))
 
     def on_storage_full(self, listener: Callable[[str], None]) -> None:
         """`listener(message)` hears of every write refused for lack of space."""
-        self._disk_full.listeners.append(listener)
+        self.db.on_storage_full(listener)
 
     def migrate(self, revision: str = "head") -> None:
-        cfg = Config(str(Path(__file__).with_name("alembic.ini")))
-        with self._write_lock, self.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+        self.db.migrate(revision)
 
     def close(self) -> None:
-        self.engine.dispose()
-
-    @contextmanager
-    def unit_of_work(self) -> Iterator[UnitOfWork]:
-        """One transaction for every store module: all of it is committed or none.
-
-        Writers take turns on a lock: SQLite has one writer at a time anyway, and a turn
-        beats SQLITE_BUSY. Correctness does not rest on it: every job state change is a
-        compare-and-set on (id, state, attempt), so a stale one changes nothing (StaleState)."""
-        with self._write_lock:
-            with self.engine.begin() as conn:
-                uow = UnitOfWork(conn)
-                yield uow
-            self._queued_changed(uow.queued)
+        self.db.close()
 
     def ping(self) -> None:
-        with self.engine.connect() as conn:
-            conn.execute(select(1))
+        self.db.ping()
 
     # ---- meta
 
     def get_or_set_meta(self, key: str, default: str) -> str:
-        with self.unit_of_work() as uow:
-            conn = uow.conn
-            row = conn.execute(select(meta.c.value).where(meta.c.key == key)).first()
-            if row:
-                return str(row[0])
-            conn.execute(insert(meta).values(key=key, value=default))
-            return default
+        """The value stored under key; else `default`, stored. Of two servers setting it at
+        once, the second gets the first's."""
+        q = select(meta.c.value).where(meta.c.key == key)
+        try:
+            with self.db.unit_of_work() as uow:
+                row = uow.conn.execute(q).first()
+                if row:
+                    return str(row[0])
+                uow.conn.execute(insert(meta).values(key=key, value=default))
+                return default
+        except IntegrityError:  # the other server's insert came first
+            with self.db.connect() as conn:
+                return str(conn.execute(q).scalar_one())
 
     # ---- submit
 
@@ -109,10 +81,10 @@ class SqlStore(JobReads):
     ) -> list[list[int] | KranError]:
         """Several submissions in one transaction, each all or nothing: refused with QueueFull
         over the queue bound, with InvalidInput when it depends on unknown jobs."""
-        with self._write_lock:
-            waiting = self.queued_count()
-            known = self._existing_ids({i for g in groups for s in g.specs for i in s.after + s.after_any})
-            stored = self._stored_keys(groups, now)
+        with self.db.unit_of_work() as uow:
+            waiting = self._queued.before_insert(uow)  # first: it may wait for another server's submit
+            known = _existing_ids(uow.conn, {i for g in groups for s in g.specs for i in s.after + s.after_any})
+            stored = _stored_keys(uow.conn, groups, now)
             accepted: list[Submission] = []
             verdicts: list[KranError | list[int] | int | None] = []  # int: as the earlier group
             first_with: dict[tuple[str, str], int] = {}
@@ -143,7 +115,8 @@ class SqlStore(JobReads):
                     verdicts.append(None)
                     if key:
                         first_with[key] = n
-            ids = self._insert_rows(accepted, now) if accepted else []
+            ids, failed = insert_rows(uow.conn, accepted, now) if accepted else ([], 0)
+            uow.queued = len(ids) - failed
         out: list[list[int] | KranError] = []
         pos = 0
         for group, verdict in zip(groups, verdicts, strict=True):
@@ -156,54 +129,12 @@ class SqlStore(JobReads):
                 out.append(verdict)
         return out
 
-    def _stored_keys(self, groups: Sequence[Submission], now: float) -> dict[tuple[str, str], tuple[str, list[int]]]:
-        """(owner, key) -> (request digest, job ids) of the keys given, stored within a day."""
-        keyed = [(g.owner, g.idempotency_key) for g in groups if g.idempotency_key]
-        if not keyed:
-            return {}
-        out = {}
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(idempotency_keys).where(
-                    idempotency_keys.c.key.in_([k for _, k in keyed]),
-                    idempotency_keys.c.created_at > now - IDEMPOTENCY_S,
-                )
-            )
-            for r in rows:
-                if (r.owner, r.key) in keyed:
-                    out[(r.owner, r.key)] = (r.digest, [int(i) for i in json.loads(r.job_ids)])
-        return out
-
-    def _queued_changed(self, delta: int) -> None:
-        if self._queued is not None:
-            self._queued += delta
-
     def queued_count(self) -> int:
-        with self._write_lock:
-            if self._queued is None:
-                with self.engine.connect() as conn:
-                    self._queued = int(
-                        conn.execute(
-                            select(func.count()).select_from(jobs).where(jobs.c.state == JobState.QUEUED)
-                        ).scalar_one()
-                    )
-            return self._queued
-
-    def _existing_ids(self, ids: set[int]) -> set[int]:
-        if not ids:
-            return set()
-        with self.engine.connect() as conn:
-            return {r[0] for r in conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids)))}
-
-    def _insert_rows(self, groups: Sequence[Submission], now: float) -> list[int]:
-        with self.unit_of_work() as uow:
-            ids, failed = insert_rows(uow.conn, groups, now)
-            uow.queued = len(ids) - failed
-        return ids
+        return self._queued.now()
 
     def resolve_all_blocked(self, now: float) -> int:
         """Re-decide every blocked job (at start: nothing is lost if a decision was missed)."""
-        with self.unit_of_work() as uow:
+        with self.db.unit_of_work() as uow:
             conn = uow.conn
             ids = {
                 r[0]
@@ -220,13 +151,13 @@ class SqlStore(JobReads):
         if not assignments:
             return []
         check_transition(JobState.QUEUED, JobState.STARTING)
-        with self.unit_of_work() as uow:
+        with self.db.unit_of_work() as uow:
             return transitions.start(uow, assignments, now)
 
     def mark_running(self, items: Sequence[tuple[int, int, str]], now: float) -> list[float | None]:
         """starting -> running with the engine handle, for (job_id, attempt, handle).
         Returns when each moved attempt was queued."""
-        with self.unit_of_work() as uow:
+        with self.db.unit_of_work() as uow:
             return transitions.mark_running(uow, items, now)
 
     def settle(self, items: Sequence[AttemptOutcome], now: float) -> list[tuple[int, JobState]]:
@@ -234,7 +165,7 @@ class SqlStore(JobReads):
         Items whose job has moved past that attempt are skipped."""
         if not items:
             return []
-        with self.unit_of_work() as uow:
+        with self.db.unit_of_work() as uow:
             return transitions.settle(uow, items, now)
 
     # ---- kill
@@ -242,5 +173,31 @@ class SqlStore(JobReads):
     def request_kill(self, job_ids: Sequence[int], reason: str, now: float) -> dict[int, JobState]:
         """Queued jobs end as killed at once; active ones are flagged for the monitor.
         Returns each found job's state after the call."""
-        with self.unit_of_work() as uow:
+        with self.db.unit_of_work() as uow:
             return transitions.request_kill(uow, job_ids, reason, now)
+
+
+def _stored_keys(
+    conn: Connection, groups: Sequence[Submission], now: float
+) -> dict[tuple[str, str], tuple[str, list[int]]]:
+    """(owner, key) -> (request digest, job ids) of the keys given, stored within a day."""
+    keyed = [(g.owner, g.idempotency_key) for g in groups if g.idempotency_key]
+    if not keyed:
+        return {}
+    out = {}
+    rows = conn.execute(
+        select(idempotency_keys).where(
+            idempotency_keys.c.key.in_([k for _, k in keyed]),
+            idempotency_keys.c.created_at > now - IDEMPOTENCY_S,
+        )
+    )
+    for r in rows:
+        if (r.owner, r.key) in keyed:
+            out[(r.owner, r.key)] = (r.digest, [int(i) for i in json.loads(r.job_ids)])
+    return out
+
+
+def _existing_ids(conn: Connection, ids: set[int]) -> set[int]:
+    if not ids:
+        return set()
+    return {r[0] for r in conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids)))}

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
+from kran.adapters.store.database import UnitOfWork
 from kran.adapters.store.job_deps import dependents, resolve_blocked
 from kran.adapters.store.tables import attempts, events, jobs, users
 from kran.domain.jobs import JobSpec
@@ -25,18 +25,13 @@ from kran.domain.states import JobState, check_transition
 from kran.errors import StaleState
 
 
-@dataclass
-class UnitOfWork:
-    """One transaction (SqlStore.unit_of_work). `queued`: how it changes the number of
-    queued jobs, counted once it is committed."""
-
-    conn: Connection
-    queued: int = 0
-
-
 def compare_and_set(conn: Connection, stmt: Any, rows: list[dict[str, Any]], what: str) -> None:
     """An UPDATE whose WHERE holds what each row's change was decided from (its state and
-    attempt): StaleState, and the transaction rolls back, unless every row still matched."""
+    attempt): StaleState, and the transaction rolls back, unless every row still matched.
+
+    The rows go in job order, whatever order they were decided in: two servers changing
+    the same jobs lock them in the same order, so neither holds one the other waits for."""
+    rows = sorted(rows, key=lambda r: (r.get("b_job", 0), r.get("b_n", 0)))
     if conn.dialect.supports_sane_multi_rowcount:
         changed = conn.execute(stmt, rows).rowcount
     else:

@@ -17,24 +17,23 @@ _FINAL = [s.value for s in RunState if s.is_final]
 
 class SqlWorkflows:
     def __init__(self, store: SqlStore) -> None:
-        self._store = store
-        self._engine = store.engine
+        self._db = store.db
 
     def create(self, owner: str, name: str, labels: dict[str, str], now: float) -> int:
         row = dict(owner=owner, name=name, state=RunState.QUEUED.value, labels=json.dumps(labels))
-        with self._store.unit_of_work() as uow:
+        with self._db.unit_of_work() as uow:
             conn = uow.conn
             res = conn.execute(insert(workflows).values(**row, dir="", document="", submitted_at=now))
             return int(res.inserted_primary_key[0])  # type: ignore[index]
 
     def set_files(self, run_id: int, dir: str, document: str, job_order: str | None) -> None:
-        with self._store.unit_of_work() as uow:
+        with self._db.unit_of_work() as uow:
             conn = uow.conn
             q = update(workflows).where(workflows.c.id == run_id)
             conn.execute(q.values(dir=dir, document=document, job_order=job_order))
 
     def get(self, run_id: int) -> WorkflowRecord | None:
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             row = conn.execute(select(workflows).where(workflows.c.id == run_id)).mappings().first()
         return None if row is None else _record(row)
 
@@ -44,12 +43,12 @@ class SqlWorkflows:
             q = q.where(workflows.c.owner == owner)
         if states:
             q = q.where(workflows.c.state.in_([s.value for s in states]))
-        with self._engine.connect() as conn:
+        with self._db.connect() as conn:
             return [_record(r) for r in conn.execute(q).mappings()]
 
     def start(self, run_id: int, now: float) -> bool:
         """queued -> running; False when the run ended meanwhile (cancelled before it began)."""
-        with self._store.unit_of_work() as uow:
+        with self._db.unit_of_work() as uow:
             conn = uow.conn
             res = conn.execute(
                 update(workflows)
@@ -76,7 +75,7 @@ class SqlWorkflows:
         values: dict[str, Any] = dict(state=state.value, finished_at=now, exit_code=exit_code, reason=reason)
         if outputs is not None:
             values["outputs"] = json.dumps(outputs)
-        with self._store.unit_of_work() as uow:
+        with self._db.unit_of_work() as uow:
             conn = uow.conn
             res = conn.execute(
                 update(workflows).where(workflows.c.id == run_id, workflows.c.state.notin_(_FINAL)).values(**values)
@@ -84,7 +83,7 @@ class SqlWorkflows:
             return res.rowcount == 1
 
     def request_cancel(self, run_id: int) -> None:
-        with self._store.unit_of_work() as uow:
+        with self._db.unit_of_work() as uow:
             conn = uow.conn
             conn.execute(
                 update(workflows)
