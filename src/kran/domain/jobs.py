@@ -58,7 +58,7 @@ class JobSpec:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types: every tuple a list, the request {kind: {min, max}}."""
-        return {k: _plain(v) for k, v in asdict(self).items()}
+        return {k: plain(v) for k, v in asdict(self).items()}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> JobSpec:
@@ -242,11 +242,12 @@ def validate_spec(
     )
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """`value` in JSON's types: tuples as lists."""
     if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 
