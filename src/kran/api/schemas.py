@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from kran.domain.auth import Principal
 from kran.domain.durations import parse_duration
-from kran.domain.jobs import JobSpec, SpecError, validate_spec
+from kran.domain.jobs import JOB_FIELDS, JobField, JobSpec, Kind, SpecError, validate_spec
 from kran.domain.resources import ResourceRequest, parse_range
 from kran.errors import InvalidInput
 from kran.services.jobs import JobService
@@ -77,43 +77,47 @@ def validated(model: type[M], data: Any, prefix: str = "") -> M:
         raise InvalidInput(f"{loc}: {first.get('msg')}", loc) from None
 
 
-class JobSubmit(Body):
+def _body_field(f: JobField, app: bool = False) -> tuple[Any, Any]:
+    """The type and pydantic Field of a declared job field; `app`: as an app's default
+    (a scalar is optional there: unset means the job's own default)."""
+    text = f.help
+    if f.kind is Kind.TEXT:
+        return str | None, Field(None, max_length=f.most, description=text)
+    if f.kind is Kind.ARGV:
+        return list[str] | None, Field(None, max_length=f.most, description=text)
+    if f.kind is Kind.DURATION:
+        return str | float | None, Field(None, description=text)
+    if f.kind is Kind.URLS:
+        return list[str], Field(default_factory=list, max_length=f.most, description=text)
+    if f.kind is Kind.PAIRS:
+        return dict[str, str], Field(default_factory=dict, description=text)
+    if f.kind is Kind.IDS:
+        return list[Annotated[int, Field(ge=1, le=2**63 - 1)]], Field(default_factory=list, description=text)
+    if f.kind is Kind.FLAG:
+        return (bool | None, Field(None, description=text)) if app else (bool, Field(False, description=text))
+    lo, hi = f.bounds or (None, None)
+    kind: Any = Amount if f.kind is Kind.AMOUNT else int
+    if app:
+        return kind | None, Field(None, ge=lo, le=hi, description=text)
+    return kind, Field(f.default, ge=lo, le=hi, description=text)
+
+
+class _JobSubmit(Body):
     """One job. Give `command` (argv) or `sh` (a shell string run by /bin/sh -c)."""
 
-    model_config = ConfigDict(extra="forbid")
 
-    command: list[str] | None = Field(None, max_length=10_000, description="argv of the job")
-    sh: str | None = Field(None, description="shell string, run as /bin/sh -c SH")
-    image: str | None = Field(None, max_length=500, description="container image; none = host process")
-    name: str | None = Field(None, max_length=200)
-    cpus: Amount = Field("1", description="cpus: '2', '1-4' or '1-' (as many as fit)")
-    mem: Amount = Field("512", description="memory in MiB (or 2G): '512', '512-2048', '1G-'")
-    gpus: Amount = Field("0", description="gpus: '1' or a range")
-    disk: Amount = Field("0", description="disk in MiB (a reservation, not enforced)")
-    env: dict[str, str] = Field(default_factory=dict, description="$KRAN_* references are expanded")
-    labels: dict[str, str] = Field(default_factory=dict)
-    priority: int = Field(0, ge=-1000, le=1000, description="higher starts first")
-    retries: int = Field(0, ge=0, le=100, description="re-runs of a failed or lost attempt")
-    timeout: str | float | None = Field(None, description="e.g. 90, '30m', '1h30m'")
-    network: bool = Field(False, description="give the job network access")
-    app: str | None = Field(
-        None, max_length=170, description="run in this app's environment (NAME or OWNER/NAME); own fields override"
+if TYPE_CHECKING:  # its fields are JOB_FIELDS, made below: mypy sees them as Any
+
+    class JobSubmit(_JobSubmit):
+        def __getattr__(self, name: str) -> Any: ...
+else:
+    JobSubmit = create_model(
+        "JobSubmit",
+        __base__=_JobSubmit,
+        __doc__=_JobSubmit.__doc__,
+        __module__=__name__,
+        **{f.name: _body_field(f) for f in JOB_FIELDS},
     )
-    files: list[str] = Field(
-        default_factory=list, max_length=100, description="URLs fetched into the working dir (archives extracted)"
-    )
-    cached_files: list[str] = Field(
-        default_factory=list, max_length=100, description="URLs fetched once per node (cached), then like files"
-    )
-    grace: str | float | None = Field(None, description="time between SIGTERM and SIGKILL on kill, e.g. 30s")
-    node_class: str | None = Field(None, max_length=63, description="run only on nodes labelled kran.class=THIS")
-    after: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
-        default_factory=list, description="start once these jobs succeeded"
-    )
-    after_any: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
-        default_factory=list, description="start once these jobs ended, however"
-    )
-    on_behalf_of: str | None = Field(None, description="services: the end user the job is for (usage goes there)")
 
 
 class BatchSubmit(Body):
@@ -166,25 +170,10 @@ def _duration(value: str | float | None, field: str) -> float | None:
         raise InvalidInput(f"{field}: {e}", field) from None
 
 
-class AppLoad(Body):
+class _AppLoad(Body):
     """An app version: job defaults, and what only an app can give (user, volume)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    image: str | None = Field(None, max_length=500)
-    files: list[str] = Field(default_factory=list, max_length=100)
-    cached_files: list[str] = Field(default_factory=list, max_length=100)
     volume: str | None = Field(None, description="NAME:SIZE_MB, a persistent volume at $KRAN_VOLUME")
-    cpus: Amount | None = None
-    mem: Amount | None = None
-    gpus: Amount | None = None
-    disk: Amount | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    timeout: str | float | None = None
-    retries: int | None = Field(None, ge=0, le=100)
-    network: bool | None = None
-    grace: str | float | None = None
-    node_class: str | None = Field(None, max_length=63, description="the node class the app's jobs need")
     user: str | None = Field(None, description="UID or UID:GID the app's jobs run as")
     shared: bool = Field(True, description="whether other users may run the app")
 
@@ -193,6 +182,20 @@ class AppLoad(Body):
         fields = self.model_dump(exclude_unset=True, exclude_none=True, exclude={"volume", "user", "shared"})
         to_spec(validated(JobSubmit, {"command": ["true"], **fields}))
         return fields
+
+
+if TYPE_CHECKING:  # and the JOB_FIELDS an app may default
+
+    class AppLoad(_AppLoad):
+        def __getattr__(self, name: str) -> Any: ...
+else:
+    AppLoad = create_model(
+        "AppLoad",
+        __base__=_AppLoad,
+        __doc__=_AppLoad.__doc__,
+        __module__=__name__,
+        **{f.name: _body_field(f, app=True) for f in JOB_FIELDS if f.app},
+    )
 
 
 def spec_for(jobs: JobService, who: Principal, owner: str, body: JobSubmit, index: int | None = None) -> JobSpec:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
 from kran.domain.accounting import attempt_usage, efficiency_hints, job_usage
 from kran.domain.apps import volume_shown
+from kran.domain.jobs import JobSpec, plain
 from kran.domain.records import AttemptRecord, EventRecord, JobRecord, ScheduleRecord
 from kran.domain.resources import Resources
 from kran.services.files import Entry
@@ -46,6 +48,19 @@ def attempt_json(a: AttemptRecord) -> dict[str, Any]:
     }
 
 
+# JobSpec fields shown otherwise (request as text, volume as APP/VOLUME, run_as as `user`,
+# inputs as a bool; name and priority from the job's row) or not at all (shell, binds, cwd:
+# kran's own; volume_mb: the app's); every other field is shown as it is stored.
+SPEC_NOT_AS_IS = frozenset(
+    {"name", "priority", "request", "volume", "volume_mb", "run_as", "inputs", "shell", "binds", "cwd"}
+)
+_SPEC_SHOWN = tuple(f.name for f in fields(JobSpec) if f.name not in SPEC_NOT_AS_IS)
+
+
+def spec_shown(s: JobSpec) -> dict[str, Any]:
+    return {name: plain(getattr(s, name)) for name in _SPEC_SHOWN}
+
+
 def job_json(job: JobRecord, view: JobView | None = None, hostnames: Mapping[str, str] | None = None) -> dict[str, Any]:
     """`hostnames` (node id -> hostname) fills in `node.hostname`."""
     s = job.spec
@@ -68,24 +83,11 @@ def job_json(job: JobRecord, view: JobView | None = None, hostnames: Mapping[str
         # `pulling` is the part of `starting` spent pulling the image onto the node
         "state": "pulling" if job.pull is not None and job.state.value == "starting" else job.state.value,
         "priority": job.priority,
-        "command": list(s.command),
-        "image": s.image,
-        "env": s.env,
-        "labels": s.labels,
+        **spec_shown(s),
         "request": s.request_text(),
-        "retries": s.retries,
-        "timeout_s": s.timeout_s,
-        "network": s.network,
-        "after": list(s.after),
-        "after_any": list(s.after_any),
-        "app": s.app,
-        "app_version": s.app_version,
-        "files": list(s.files),
-        "cached_files": list(s.cached_files),
         "inputs": s.inputs is not None,
         "volume": volume_shown(s.volume) if s.volume else None,
         "user": f"{s.run_as[0]}:{s.run_as[1]}" if s.run_as else None,
-        "grace_s": s.grace_s,
         "files_expired": job.files_expired,
         "submitted_at": iso(job.submitted_at),
         "started_at": iso(job.started_at),
@@ -93,10 +95,6 @@ def job_json(job: JobRecord, view: JobView | None = None, hostnames: Mapping[str
         "exit_code": job.exit_code,
         "reason": job.reason,
         "node": None if job.node is None else {"id": job.node, "hostname": (hostnames or {}).get(job.node)},
-        "node_class": s.node_class,
-        "image_digest": s.image_digest,
-        "image_size": s.image_size,
-        "image_class": s.image_class,
         "pull": job.pull,
         "allocation": alloc_json(job.allocation),
         "attempt": job.attempts,

@@ -7,8 +7,19 @@ from typing import Any
 import click
 
 from kran.cli.client import Client, owned
-from kran.cli.jobs import pairs
+from kran.cli.jobs import field_option, fields_body
 from kran.cli.render import kv_table, print_json
+from kran.domain.jobs import JOB_FIELDS
+
+APP_FIELDS = [f for f in JOB_FIELDS if f.app]
+APP_FLAGS = {"files": "--file", "cached_files": "--cached-file"}  # not --fetch: an app's files are its own
+
+
+def app_job_options(f: Any) -> Any:
+    """The job defaults an app may give (domain.jobs.JOB_FIELDS); a job's own value wins."""
+    for jf in reversed(APP_FIELDS):
+        f = field_option(jf, APP_FLAGS.get(jf.name))(f)
+    return f
 
 
 @click.group("app")
@@ -18,31 +29,19 @@ def app() -> None:
 
 @app.command("load")
 @click.argument("name", metavar="NAME|OWNER/NAME")
-@click.option("--image", help="container image of the app's jobs")
-@click.option("--file", "files", multiple=True, metavar="URL", help="fetched into each job's working dir")
-@click.option("--cached-file", "cached_files", multiple=True, metavar="URL", help="fetched once per node, then reused")
 @click.option("--volume", metavar="NAME:SIZE_MB", help="a persistent volume at $KRAN_VOLUME, one job at a time")
-@click.option("--cpus", help="default cpus (a job's own --cpus wins)")
-@click.option("--mem", help="default memory")
-@click.option("--gpus", help="default gpus")
-@click.option("--env", "env", multiple=True, metavar="K=V", help="environment of the app's jobs")
 @click.option("--user", help="UID[:GID] the app's jobs run as")
-@click.option("--grace", help="time between SIGTERM and SIGKILL when a job is killed, e.g. 30s")
-@click.option("--timeout", help="default timeout of the app's jobs")
-@click.option("--class", "node_class", help="the node class the app's jobs need, e.g. heavyweight")
+@app_job_options
 @click.option("--private", is_flag=True, help="only you (and admins) may run it")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def load_cmd(name: str, private: bool, output: str, **o: Any) -> None:
-    """Load an app, or re-load it as a new version (jobs keep the version they got)."""
-    body: dict[str, Any] = {"shared": not private}
-    for key in ("image", "volume", "cpus", "mem", "gpus", "user", "grace", "timeout", "node_class"):
+    """Load an app, or re-load it as a new version (jobs keep the version they got).
+
+    The job options are the defaults of the app's jobs: a job's own value wins."""
+    body: dict[str, Any] = {"shared": not private, **fields_body(o, APP_FIELDS, APP_FLAGS)}
+    for key in ("volume", "user"):
         if o[key] is not None:
             body[key] = o[key]
-    for key in ("files", "cached_files"):
-        if o[key]:
-            body[key] = list(o[key])
-    if o["env"]:
-        body["env"] = pairs(o["env"], "env")
     path, owner = owned("/api/v1/apps", name)
     _show(Client().post(path, json=body, params=owner), output)
 

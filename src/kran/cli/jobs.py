@@ -7,7 +7,7 @@ import shlex
 import sys
 import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import click
 
 from kran.cli.client import Client, ClientError
 from kran.cli.render import job_detail, jobs_table, kv_table, print_json
+from kran.domain.jobs import JOB_FIELDS, JobField, Kind
 
 # exit codes of `kran run` for jobs that did not exit by themselves
 RUN_EXIT = {"timed_out": 124, "killed": 137, "lost": 1}
@@ -38,62 +39,61 @@ def _ids(values: tuple[str, ...], what: str) -> list[int]:
         raise click.BadParameter("job ids are whole numbers, e.g. 12,13", param_hint=f"--{what}") from None
 
 
+METAVARS = {Kind.PAIRS: "K=V", Kind.URLS: "URL", Kind.IDS: "ID[,ID]"}
+
+
+def field_option(f: JobField, flag: str | None = None) -> Any:
+    """The option of a declared job field (domain.jobs.JOB_FIELDS), its value under `f.name`."""
+    name = flag or f.cli
+    assert name, f"{f.name} has no option"
+    if f.kind is Kind.INT:
+        return click.option(name, f.name, type=int, help=f.help)
+    if f.kind is Kind.FLAG:
+        return click.option(name, f.name, is_flag=True, default=None, help=f.help)
+    if f.kind in METAVARS:
+        return click.option(name, f.name, multiple=True, metavar=METAVARS[f.kind], help=f.help)
+    return click.option(name, f.name, help=f.help)
+
+
 def job_options(f: Any, with_deps: bool = True) -> Any:
     """The job options of submit and run (schedules: without dependencies and uploads)."""
-    opts = [
-        click.option("--image", help="container image; without it the job runs as a host process"),
-        click.option("--cpus", help="cpus: 2, 1-4, or 1- (as many as fit)"),
-        click.option("--mem", help="memory in MiB (or 2G): 512, 512-2048, 1G-"),
-        click.option("--gpus", help="gpus: a count or a range"),
-        click.option("--disk", help="disk in MiB to reserve"),
-        click.option("--env", "env", multiple=True, metavar="K=V", help="environment; $KRAN_* is expanded"),
-        click.option("--name", help="a name for the job"),
-        click.option("--label", "label", multiple=True, metavar="K=V", help="a label, for filtering"),
-        click.option("--priority", type=int, help="higher starts first (-1000..1000)"),
-        click.option("--retries", type=int, help="re-runs of a failed or lost attempt"),
-        click.option("--timeout", help="kill after this long, e.g. 30m"),
-        click.option("--network", is_flag=True, default=None, help="give the job network access"),
-        click.option("--sh", help="a shell string, run by /bin/sh -c"),
-        click.option("--app", help="run in this app's environment (the job's own options win)"),
-        click.option("--fetch", "files", multiple=True, metavar="URL", help="fetch into the working dir first"),
-        click.option(
-            "--fetch-cached", "cached_files", multiple=True, metavar="URL", help="the same, via the node cache"
-        ),
-        click.option("--grace", help="time between SIGTERM and SIGKILL on kill, e.g. 30s"),
-        click.option("--class", "node_class", help="run only on nodes of this class (node label kran.class)"),
-        click.argument("command", nargs=-1, type=click.UNPROCESSED),
-    ]
+    opts = [field_option(jf) for jf in JOB_FIELDS if jf.cli and jf.kind is not Kind.IDS]
     if with_deps:
-        opts[-1:-1] = [
+        opts.append(
             click.option(
                 "--input", "inputs", multiple=True, metavar="LOCAL[:DEST]", help="upload a file into the working dir"
-            ),
-            click.option("--after", "after", multiple=True, metavar="ID[,ID]", help="start once these jobs succeeded"),
-            click.option("--after-any", "after_any", multiple=True, metavar="ID[,ID]", help="start once these ended"),
-        ]
+            )
+        )
+        opts += [field_option(jf) for jf in JOB_FIELDS if jf.cli and jf.kind is Kind.IDS]
+    opts.append(click.argument("command", nargs=-1, type=click.UNPROCESSED))
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def job_body(**o: Any) -> dict[str, Any]:
+def fields_body(o: dict[str, Any], fields: Iterable[JobField], flags: Mapping[str, str] = {}) -> dict[str, Any]:
+    """The body keys of the declared `fields` given on the command line (`flags`: options
+    named otherwise than `JobField.cli`, for its error messages)."""
     body: dict[str, Any] = {}
-    if o["command"]:
-        body["command"] = list(o["command"])
-    keys = ("image", "cpus", "mem", "gpus", "disk", "name", "priority", "retries", "timeout", "network", "sh", "app")
-    for key in (*keys, "grace", "node_class"):
-        if o.get(key) is not None:
-            body[key] = o[key]
-    if o["env"]:
-        body["env"] = pairs(o["env"], "env")
-    if o["label"]:
-        body["labels"] = pairs(o["label"], "label")
-    for key in ("after", "after_any"):
-        if o.get(key):
-            body[key] = _ids(o[key], key)
-    for key in ("files", "cached_files"):
-        if o.get(key):
-            body[key] = list(o[key])
+    for f in fields:
+        value = o.get(f.name)
+        flag = (flags.get(f.name) or f.cli or f.name).lstrip("-")
+        if f.kind is Kind.PAIRS:
+            if value:
+                body[f.name] = pairs(value, flag)
+        elif f.kind is Kind.IDS:
+            if value:
+                body[f.name] = _ids(value, flag)
+        elif f.kind in (Kind.URLS, Kind.ARGV):
+            if value:
+                body[f.name] = list(value)
+        elif value is not None:
+            body[f.name] = value
+    return body
+
+
+def job_body(**o: Any) -> dict[str, Any]:
+    body = fields_body(o, JOB_FIELDS)
     if not body.get("command") and not body.get("sh"):
         raise click.UsageError("give a command after -- or a shell string with --sh")
     return body

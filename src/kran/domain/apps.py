@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from kran.domain.jobs import JOB_FIELDS
+
 APP_NAME = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,62}")
 VOLUME_NAME = re.compile(r"[a-z0-9][a-z0-9_\-]{0,62}")
 MAX_VOLUME_MB = 1024 * 1024  # 1 TiB
 MIN_VOLUME_MB = 8  # below this ext4 has no room for its own metadata
-# job fields an app may give defaults for; the job's own value wins
-DEFAULTABLE = ("image", "cpus", "mem", "gpus", "disk", "timeout", "network", "retries", "grace", "node_class")
+# job fields an app may give defaults for: the job's own value wins (env and files add up)
+DEFAULTABLE = tuple(f.name for f in JOB_FIELDS if f.app)
 # uids below this are system accounts: only an admin's app may run as one
 
 
@@ -36,7 +38,7 @@ class AppRecord:
     shared: bool  # whether others may run it
     enabled: bool
     version: int
-    defaults: dict[str, Any]  # JobSubmit-shaped fields, see DEFAULTABLE + env, files, cached_files
+    defaults: dict[str, Any]  # JobSubmit-shaped fields, those in DEFAULTABLE
     run_as: tuple[int, int] | None
     volume: VolumeSpec | None
     created_at: float

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any
 
 from kran.domain.cluster import check_class
@@ -56,37 +57,15 @@ class JobSpec:
     cwd: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["command"] = list(self.command)
-        d["after"] = list(self.after)
-        d["after_any"] = list(self.after_any)
-        d["files"] = list(self.files)
-        d["cached_files"] = list(self.cached_files)
-        d["run_as"] = list(self.run_as) if self.run_as else None
-        d["binds"] = [list(b) for b in self.binds]
-        d["request"] = {
-            k: {"min": r.min, "max": r.max}
-            for k, r in (
-                ("cpus", self.request.cpus),
-                ("mem_mb", self.request.mem_mb),
-                ("gpus", self.request.gpus),
-                ("disk_mb", self.request.disk_mb),
-            )
-        }
-        return d
+        """Plain JSON types: every tuple a list, the request {kind: {min, max}}."""
+        return {k: plain(v) for k, v in asdict(self).items()}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> JobSpec:
-        d = dict(d)
-        req = d.pop("request")
-        d["command"] = tuple(d["command"])
-        d["after"] = tuple(d.get("after", ()))
-        d["after_any"] = tuple(d.get("after_any", ()))
-        d["files"] = tuple(d.get("files", ()))
-        d["cached_files"] = tuple(d.get("cached_files", ()))
-        d["run_as"] = tuple(d["run_as"]) if d.get("run_as") else None
-        d["binds"] = tuple((str(h), str(t), bool(w)) for h, t, w in d.get("binds", ()))
-        d["request"] = ResourceRequest(**{k: Range(v["min"], v["max"]) for k, v in req.items()})
+        """The inverse of to_json: a JobSpec holds no lists, so every list is a tuple again.
+        A key written before its field had a default may be missing: the default is taken."""
+        d = {k: _tuples(v) for k, v in d.items()}
+        d["request"] = ResourceRequest(**{k: Range(v["min"], v["max"]) for k, v in d["request"].items()})
         return JobSpec(**d)
 
     def request_text(self) -> dict[str, str]:
@@ -97,6 +76,75 @@ class JobSpec:
             "gpus": r.gpus.text(),
             "disk_mb": r.disk_mb.text(),
         }
+
+
+class Kind(Enum):
+    """How a request field is written; api/schemas.py and cli/jobs.py give each its type."""
+
+    TEXT = "text"
+    INT = "int"
+    FLAG = "flag"
+    AMOUNT = "amount"  # a resource: "2", "1-4", "1-" (as much as fits), memory and disk "2G"
+    DURATION = "duration"  # seconds or "30m", "1h30m"
+    ARGV = "argv"  # the command (the CLI's trailing arguments)
+    URLS = "urls"
+    IDS = "ids"  # job ids
+    PAIRS = "pairs"  # K=V on the CLI
+
+
+@dataclass(frozen=True)
+class JobField:
+    """A field of a job request. JOB_FIELDS declares them once: the API body
+    (api/schemas.JobSubmit, AppLoad), the options of `kran submit` / `run` / `app load`
+    and the fields an app may default are made from it; tests/test_job_fields.py checks
+    the rest (to_spec passes each one, the job view and the table show what the spec holds)."""
+
+    name: str  # in the API body and the CLI's parameters
+    kind: Kind
+    help: str
+    cli: str | None = None  # the option of kran submit/run; None: API only (ARGV: the arguments)
+    app: bool = False  # an app may set it: the job's own value wins, env and files add up
+    default: str | int | None = None  # AMOUNT and INT; the rest default to none/empty
+    most: int | None = None  # the longest text, the most items
+    bounds: tuple[int, int] | None = None  # INT
+
+
+JOB_FIELDS: tuple[JobField, ...] = (
+    JobField("command", Kind.ARGV, "argv of the job", most=10_000),
+    JobField(
+        "image", Kind.TEXT, "container image; without it the job runs as a host process", "--image", True, most=500
+    ),
+    JobField("cpus", Kind.AMOUNT, "cpus: 2, 1-4, or 1- (as many as fit)", "--cpus", True, "1"),
+    JobField("mem", Kind.AMOUNT, "memory in MiB (or 2G): 512, 512-2048, 1G-", "--mem", True, "512"),
+    JobField("gpus", Kind.AMOUNT, "gpus: a count or a range", "--gpus", True, "0"),
+    JobField("disk", Kind.AMOUNT, "disk in MiB to reserve (not enforced)", "--disk", True, "0"),
+    JobField("env", Kind.PAIRS, "environment; $KRAN_* is expanded", "--env", True),
+    JobField("name", Kind.TEXT, "a name for the job", "--name", most=200),
+    JobField("labels", Kind.PAIRS, "labels, for filtering", "--label"),
+    JobField("priority", Kind.INT, "higher starts first (-1000..1000)", "--priority", default=0, bounds=PRIORITY_RANGE),
+    JobField("retries", Kind.INT, "re-runs of a failed or lost attempt", "--retries", True, 0, bounds=(0, MAX_RETRIES)),
+    JobField("timeout", Kind.DURATION, "kill after this long, e.g. 90, 30m, 1h30m", "--timeout", True),
+    JobField("network", Kind.FLAG, "give the job network access", "--network", True),
+    JobField("sh", Kind.TEXT, "a shell string, run by /bin/sh -c", "--sh"),
+    JobField(
+        "app",
+        Kind.TEXT,
+        "run in this app's environment (NAME or OWNER/NAME; the job's own fields win)",
+        "--app",
+        most=170,
+    ),
+    JobField(
+        "files", Kind.URLS, "URLs fetched into the working dir first (archives extracted)", "--fetch", True, most=100
+    ),
+    JobField("cached_files", Kind.URLS, "the same, fetched once per node (cached)", "--fetch-cached", True, most=100),
+    JobField("grace", Kind.DURATION, "time between SIGTERM and SIGKILL on kill, e.g. 30s", "--grace", True),
+    JobField(
+        "node_class", Kind.TEXT, "run only on nodes of this class (node label kran.class)", "--class", True, most=63
+    ),
+    JobField("after", Kind.IDS, "start once these jobs succeeded", "--after"),
+    JobField("after_any", Kind.IDS, "start once these jobs ended, however", "--after-any"),
+    JobField("on_behalf_of", Kind.TEXT, "services: the end user the job is for (usage goes there)"),
+)
 
 
 def validate_spec(
@@ -192,6 +240,23 @@ def validate_spec(
         timeout_s=timeout_s,
         network=network,
     )
+
+
+def plain(value: Any) -> Any:
+    """`value` in JSON's types: tuples as lists."""
+    if isinstance(value, tuple | list):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
 
 
 class SpecError(ValueError):
