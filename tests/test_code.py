@@ -164,3 +164,15 @@ def test_dependencies_are_declared_as_imported() -> None:
 def test_no_wheels_or_archives_in_the_repository() -> None:
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     assert [f for f in tracked if f.endswith((".whl", ".tar.gz", ".zip"))] == []
+
+
+def test_services_do_not_reach_into_the_scheduler() -> None:
+    """The scheduler package uses the services (staging asks the image manager); no service
+    imports it back: a service names what it uses, never the loop's working set."""
+    bad = [
+        f"{path.relative_to(SRC)} imports {name}"
+        for path in (SRC / "services").glob("*.py")
+        for name in _imports(path)
+        if name.startswith("kran.services.scheduler")
+    ]
+    assert bad == [] and not (SRC / "services" / "runtime.py").exists()
