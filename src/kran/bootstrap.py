@@ -45,7 +45,7 @@ from kran.services.auth import Authenticator, bootstrap_admin
 from kran.services.datadir import DataDir
 from kran.services.disk import DiskWatch
 from kran.services.files import JobFiles
-from kran.services.images import ImageConfig, ImageManager
+from kran.services.images import ImageManager
 from kran.services.jobs import JobService
 from kran.services.logs import JobLogs
 from kran.services.nodes import NodeAdmin, NodeDirectory
@@ -63,7 +63,7 @@ from kran.services.suite import Services
 from kran.services.uploads import Uploads
 from kran.services.wakeups import Wakeups
 from kran.services.workflows import WorkflowService
-from kran.settings import Settings
+from kran.settings import ClusterSection, LocalSection, ServerSection, Settings
 
 log = logging.getLogger("kran")
 SCHEDULE_EVERY_S = 0.25
@@ -137,7 +137,9 @@ def prepare_data_dir(data_dir: Path) -> None:
 class EngineContext:
     """What an engine factory may use."""
 
-    settings: Settings
+    local: LocalSection
+    cluster: ClusterSection
+    disk_mb: int | None  # capacity.disk_mb
     instance: str
     cgroups: Cgroups
     on_exit: Callable[[], None]  # a host process ended: the monitor should look
@@ -145,29 +147,30 @@ class EngineContext:
 
 def _local(c: EngineContext) -> tuple[Engine, Cluster | None]:
     """This machine: image jobs on its Docker Engine, the others as host processes."""
-    s = c.settings
+    s = c.local
     process = ProcessEngine(c.instance, on_exit=c.on_exit, cgroups=c.cgroups, run_as=s.run_as, pids_limit=s.pids_limit)
     sandbox = Sandbox(s.run_as, s.read_only_rootfs, s.pids_limit)
     return LocalEngine(process, DockerEngine(c.instance, s.docker_host, cgroups=c.cgroups, sandbox=sandbox)), None
 
 
 def _swarm_settings(s: Settings) -> None:
-    shared = Path(s.shared_dir).expanduser().resolve() if s.shared_dir else None
+    shared = Path(s.cluster.shared_dir).expanduser().resolve() if s.cluster.shared_dir else None
     if shared is None:
         raise InvalidInput(
             "the swarm engine needs cluster.shared_dir: a shared file system (e.g. an NFS mount) at the same "
             "path on every node, holding the data dir",
             "shared_dir",
         )
-    if shared != s.data_path and shared not in s.data_path.parents:
-        raise InvalidInput(f"the data dir {s.data_path} must be inside cluster.shared_dir {shared}", "shared_dir")
+    data = s.server.data_path
+    if shared != data and shared not in data.parents:
+        raise InvalidInput(f"the data dir {data} must be inside cluster.shared_dir {shared}", "shared_dir")
 
 
 def _swarm(c: EngineContext) -> tuple[Engine, Cluster | None]:
     """A Docker Swarm: kran places, Swarm executes; the engine is also the node directory."""
-    s = c.settings
+    s = c.local
     sandbox = Sandbox(s.run_as, s.read_only_rootfs, s.pids_limit)
-    swarm = SwarmEngine(c.instance, s.docker_host, sandbox=sandbox, disk_mb=s.capacity_disk_mb or 10**7)
+    swarm = SwarmEngine(c.instance, s.docker_host, sandbox=sandbox, disk_mb=c.disk_mb or 10**7)
     return swarm, swarm
 
 
@@ -183,16 +186,18 @@ ENGINES: dict[str, EngineKind] = {"local": EngineKind(_local), "swarm": EngineKi
 
 
 def check_engine(settings: Settings) -> EngineKind:
-    kind = ENGINES.get(settings.engine)
+    kind = ENGINES.get(settings.server.engine)
     if kind is None:
-        raise InvalidInput(f"engine {settings.engine!r} is not available (choose: {', '.join(ENGINES)})", "engine")
+        raise InvalidInput(
+            f"engine {settings.server.engine!r} is not available (choose: {', '.join(ENGINES)})", "engine"
+        )
     kind.check(settings)
     return kind
 
 
 def build_server(settings: Settings) -> Server:
     engine_kind = check_engine(settings)  # before anything is made
-    data_dir = settings.data_path
+    data_dir = settings.server.data_path
     prepare_data_dir(data_dir)
     lock_data_dir(data_dir)
     store = SqlStore.for_data_dir(data_dir)
@@ -204,74 +209,62 @@ def build_server(settings: Settings) -> Server:
         log.warning(
             "no per-job cgroups (%s): no usage accounting, no memory limit for host processes", cgroups.unavailable
         )
-    engine, cluster = engine_kind.build(EngineContext(settings, instance, cgroups, wakeups.exited))
-    capacity = detect_capacity(
-        data_dir,
-        settings.capacity_cpus,
-        settings.capacity_mem_mb,
-        settings.capacity_gpus,
-        settings.capacity_disk_mb,
+    local, cap = settings.local, settings.capacity
+    engine, cluster = engine_kind.build(
+        EngineContext(local, settings.cluster, cap.disk_mb, instance, cgroups, wakeups.exited)
     )
+    capacity = detect_capacity(data_dir, cap.cpus, cap.mem_mb, cap.gpus, cap.disk_mb)
     clock = SystemClock()
     dirs = DataDir(data_dir)
     pool = ThreadPoolExecutor(16, "kran-engine")
-    metrics = PrometheusMetrics(per_user=settings.metrics_per_user)
+    metrics = PrometheusMetrics(per_user=settings.metrics.per_user)
     volumes = LoopVolumes(data_dir / "volumes")
     master_key = load_master_key(data_dir)
     image_store = SqlImageStore(store, master_key)
-    insecure = frozenset(h.strip() for h in settings.insecure_registries.split(",") if h.strip())
-    node_hosts = settings.node_hosts
+    node_hosts = settings.cluster.node_hosts
 
     def node_urls() -> dict[str, str | None]:
         """Node id -> Docker API: the local engine's, or the nodes named in cluster.node_docker_hosts."""
         if cluster is None:
-            return {"local": settings.docker_host}
+            return {"local": local.docker_host}
         return {n.node_id: node_hosts[n.hostname] for n in cluster.nodes() if n.hostname in node_hosts}
 
-    disk = DiskWatch(data_dir, settings.min_free)
+    files = settings.files
+    disk = DiskWatch(data_dir, files.min_free)
     store.on_storage_full(disk.store_refused)
     apps_store = SqlApps(store)
     nodes = NodeDirectory(capacity, cluster, store)
     images = ImageManager(
-        RegistryClient(image_store.credentials, insecure),
+        RegistryClient(image_store.credentials, settings.image.insecure),
         image_store,
         NodeDockers(node_urls, instance),
         nodes,
         store,
         clock,
         pool,
-        ImageConfig(
-            settings.size_classes,
-            settings.lookup_docker_hub,
-            settings.pull_timeout_s,
-            settings.gc_high,
-            settings.gc_low,
-        ),
+        settings.image,
         sweep_exited=engine.capabilities.leaves_containers,
     )
-    batcher = SubmitBatcher(store, settings.queue_max, clock.now, wakeups.poke, metrics)
-    admission = Admission(engine, nodes, settings.allow_host_processes)
+    queue_ = settings.queue
+    batcher = SubmitBatcher(store, queue_.max, clock.now, wakeups.poke, metrics)
+    admission = Admission(engine, nodes, local.allow_host_processes)
     apps = AppService(apps_store, volumes, clock)
     jobs = JobService(admission, apps, images, store, batcher.submit, clock, wakeups)
-    schedules = ScheduleService(
-        SqlSchedules(store), store, admission, clock, wakeups, metrics, disk, settings.queue_max
-    )
+    schedules = ScheduleService(SqlSchedules(store), store, admission, clock, wakeups, metrics, disk, queue_.max)
     workflows = WorkflowService(
         SqlWorkflows(store),
-        CwlRunner(settings.default_image, settings.max_parallel_steps),
+        CwlRunner(settings.workflow.default_image, settings.workflow.max_parallel_steps),
         jobs,
         store,
         clock,
         dirs,
-        settings.file_roots,
+        files.file_roots,
         wakeups,
     )
     state = SchedulerState()
     outbox: Outbox = queue.Queue()
-    fetcher = HttpFetcher(
-        data_dir / "cache", settings.cache_max_mb << 20, settings.fetch_timeout_s, settings.file_roots
-    )
-    stager = Stager(dirs, fetcher, volumes, images, settings.job_identity)
+    fetcher = HttpFetcher(data_dir / "cache", files.cache_max_mb << 20, files.fetch_timeout_s, files.file_roots)
+    stager = Stager(dirs, fetcher, volumes, images, local.job_identity)
     dispatcher = Dispatcher(
         store,
         nodes,
@@ -284,17 +277,17 @@ def build_server(settings: Settings) -> Server:
         outbox,
         wakeups,
         pool,
-        DispatchConfig(settings.dispatch_window, settings.reserve_after_s, settings.placement == "pack"),
+        DispatchConfig(queue_.dispatch_window, queue_.reserve_after_s, settings.cluster.placement == "pack"),
     )
     monitor = Monitor(
-        store, engine, volumes, metrics, disk, clock, dirs, state, outbox, wakeups, pool, settings.retry_backoff_s
+        store, engine, volumes, metrics, disk, clock, dirs, state, outbox, wakeups, pool, queue_.retry_backoff_s
     )
     reconciler = Reconciler(store, engine, clock, dirs, state)
-    retention = Retention(dirs, apps_store, store, clock, settings.retention_s, settings.max_data_mb << 20 or None)
+    retention = Retention(dirs, apps_store, store, clock, files.retention_s, files.max_data_mb << 20 or None)
     periodic = [
         Periodic("schedules", SCHEDULE_EVERY_S, schedules.schedule_tick),
-        Periodic("retention", settings.retention_check_s, retention.tick, in_pool=True),
-        Periodic("images", settings.gc_interval_s, images.tick, in_pool=True),
+        Periodic("retention", files.retention_check_s, retention.tick, in_pool=True),
+        Periodic("images", settings.image.gc_interval_s, images.tick, in_pool=True),
         Periodic(
             "sweep", SWEEP_EVERY_S, reconciler.sweep_strays, in_pool=True, wait_first=True
         ),  # the start reconciles
@@ -303,16 +296,15 @@ def build_server(settings: Settings) -> Server:
     auth = Authenticator(
         SqlIdentities(store, master_key),
         started_at=time.time(),
-        proxy_user_header=settings.proxy_user_header,
-        proxy_secret=settings.proxy_secret,
+        proxy_user_header=settings.auth.proxy_user_header,
+        proxy_secret=settings.auth.proxy_secret,
     )
-    scheme = "https" if settings.tls_cert else "http"
-    written = bootstrap_admin(auth, data_dir, f"{scheme}://{settings.host}:{settings.port}", time.time())
+    written = bootstrap_admin(auth, data_dir, settings.server.url, time.time())
     if written:
         print(f"kran: created user admin; its client config is in {written}", flush=True)
     summary = reconciler.on_start()
     log.info("reconciled with the engine: %s", summary)
-    loop = SchedulerLoop(monitor, dispatcher, periodic, wakeups, metrics, pool, settings.poll_interval_s)
+    loop = SchedulerLoop(monitor, dispatcher, periodic, wakeups, metrics, pool, queue_.poll_interval_s)
     services = Services(
         jobs=jobs,
         queries=JobQueries(store, nodes, engine, apps_store, disk, clock, instance, lambda: state.reserved_for),
@@ -338,29 +330,27 @@ def serve(settings: Settings) -> None:
     from kran.api.app import create_app
     from kran.api.https_port import https_only
 
+    web: ServerSection = settings.server
     server = build_server(settings)
     server.loop.start()
-    app = create_app(server.services, server.metrics, settings.max_body_mb, settings.max_upload_mb)
+    app = create_app(server.services, server.metrics, web.max_body_mb, web.max_upload_mb)
     # Long-lived start-up objects leave the collector's view, and young collections run
     # less often: full collections over a large heap were the p99 submit latency.
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    scheme = "https" if settings.tls_cert else "http"
-    log.info("kran serving on %s://%s:%s (data dir %s)", scheme, settings.host, settings.port, settings.data_path)
+    log.info("kran serving on %s (data dir %s)", web.url, web.data_path)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler that was
     # there before: make that an orderly exit so `server.stop()` below runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     http: type[asyncio.Protocol] | str = "auto"
     loop = "auto"
-    if settings.tls_cert:  # TLS on the port, and a 400 that says so to plain HTTP
+    if web.tls_cert:  # TLS on the port, and a 400 that says so to plain HTTP
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        context.load_cert_chain(web.tls_cert, web.tls_key)
         http = https_only(AutoHTTPProtocol, context)
         loop = "asyncio"  # uvloop's start_tls stalled the handshake of a connection peeked at
     try:
-        uvicorn.run(
-            app, host=settings.host, port=settings.port, log_level="warning", access_log=False, http=http, loop=loop
-        )
+        uvicorn.run(app, host=web.host, port=web.port, log_level="warning", access_log=False, http=http, loop=loop)
     finally:
         server.stop()

@@ -1,16 +1,26 @@
-"""Server settings: one typed object, read once at start.
+"""Server settings: one section per table of the TOML file, read once at start.
 
-Sources, lowest to highest precedence: defaults, a TOML file, KRAN_* environment
-variables, command-line flags. `load_settings` also reports where each value came from.
+Sources, lowest to highest precedence: defaults, a TOML file, KRAN_<SECTION>_<NAME>
+environment variables, command-line flags. pydantic-settings reads the file and the
+environment; `load_settings` keeps where each value came from, for `kran config`. The
+composition root hands each part of the server the section it needs, not the whole.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from kran.domain.auth import user_job_identity
 from kran.domain.disk import check_mark
@@ -19,85 +29,117 @@ from kran.domain.images import parse_classes
 from kran.errors import InvalidInput
 
 
-@dataclass(frozen=True)
-class Settings:
-    host: str = "127.0.0.1"
-    port: int = 9090
-    data_dir: str = "~/.local/share/kran"
-    engine: str = "local"
-    queue_max: int = 65536
-    reserve_after_s: float = 600.0
-    retry_backoff_s: float = 5.0
-    dispatch_window: int = 1000
-    poll_interval_s: float = 0.05
-    capacity_cpus: float | None = None
-    capacity_mem_mb: int | None = None
-    capacity_gpus: int | None = None
-    capacity_disk_mb: int | None = None
-    allow_host_processes: bool = True
-    docker_host: str | None = None
-    max_body_mb: int = 64
-    metrics_per_user: bool = False
-    job_user: str = ""
-    job_uids: str = "1100000000-1199999999"
-    read_only_rootfs: bool = False
-    pids_limit: int = 4096
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    proxy_user_header: str | None = None
-    proxy_secret: str | None = None
-    fetch_timeout_s: float = 300.0
-    cache_max_mb: int = 10240
-    file_url_roots: str = ""
-    retention: str = "7d"
-    max_data_mb: int = 0
-    retention_check_s: float = 60.0
-    min_free: str = "1G"
-    max_upload_mb: int = 1024
-    placement: str = "spread"
-    shared_dir: str = ""
-    node_docker_hosts: str = ""
-    heavyweight_threshold: str = "1G"
-    extra_classes: str = ""
-    pull_timeout_s: float = 600.0
-    insecure_registries: str = ""
-    lookup_docker_hub: bool = False
-    gc_high: str = "80%"
-    gc_low: str = "60%"
-    gc_interval_s: float = 60.0
-    default_image: str = "debian:stable-slim"
-    max_parallel_steps: int = 64
+def _whole(v: Any) -> Any:
+    if isinstance(v, bool | float):  # TOML's `true` or `1.5` is not a count
+        raise ValueError(f"{v!r} is not an integer")
+    return v
 
-    @property
-    def size_classes(self) -> list[tuple[str, int]]:
-        """Image size classes, biggest threshold first."""
-        text = f"heavyweight={self.heavyweight_threshold}" if self.heavyweight_threshold.strip() else ""
-        return parse_classes(",".join(t for t in (text, self.extra_classes) if t))
 
-    @property
-    def node_hosts(self) -> dict[str, str]:
-        """Node hostname -> its Docker API URL (the image manager talks to each node)."""
-        out = {}
-        for item in self.node_docker_hosts.split(","):
-            if item.strip():
-                host, sep, url = item.partition("=")
-                if not sep:
-                    raise ValueError(f"{item!r}: expected HOSTNAME=URL")
-                out[host.strip()] = url.strip()
-        return out
+def _number(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError(f"{v!r} is not a number")
+    return v
 
-    @property
-    def retention_s(self) -> float | None:
-        """Seconds finished jobs keep their files; None: forever."""
-        return None if self.retention.strip() in ("", "0", "never") else parse_duration(self.retention)
 
-    @property
-    def file_roots(self) -> tuple[Path, ...]:
-        return tuple(Path(p).resolve() for p in self.file_url_roots.split(":") if p.strip())
+Int = Annotated[int, BeforeValidator(_whole)]
+Float = Annotated[float, BeforeValidator(_number)]
+
+
+class Section(BaseSettings):
+    """A table of the TOML file; its environment variables are KRAN_<TABLE>_<NAME>."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings  # no .env file, no secrets dir
+
+
+class ServerSection(Section):
+    model_config = SettingsConfigDict(env_prefix="KRAN_SERVER_")
+    host: str = Field("127.0.0.1", description="address the HTTP API listens on")
+    port: Int = Field(9090, gt=0, lt=65536, description="port the HTTP API listens on")
+    data_dir: str = Field("~/.local/share/kran", description="where the database and job directories live")
+    engine: str = Field(
+        "local",
+        description="execution engine: local (docker for image jobs, processes otherwise) or swarm (a Docker Swarm)",
+    )
+    max_body_mb: Int = Field(64, ge=1, description="largest request body accepted, in MiB")
+    max_upload_mb: Int = Field(1024, ge=1, description="largest upload of job inputs (multipart), in MiB")
+    tls_cert: str | None = Field(None, description="serve HTTPS with this certificate (PEM)")
+    tls_key: str | None = Field(None, description="private key of the TLS certificate (PEM)")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSection:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("give both --tls-cert and --tls-key (server.tls_cert, server.tls_key)")
+        return self
 
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls_cert else 'http'}://{self.host}:{self.port}"
+
+
+class QueueSection(Section):
+    model_config = SettingsConfigDict(env_prefix="KRAN_QUEUE_")
+    max: Int = Field(65536, ge=1, description="most jobs waiting in the queue; more submissions get HTTP 429")
+    reserve_after_s: Float = Field(
+        600.0, ge=0, description="a job waiting longer than this reserves capacity (stops backfill)"
+    )
+    retry_backoff_s: Float = Field(5.0, ge=0, description="delay before the first retry; doubles each retry")
+    dispatch_window: Int = Field(1000, ge=1, description="queued jobs considered per scheduler pass")
+    poll_interval_s: Float = Field(0.05, gt=0, description="how often the monitor checks running jobs")
+
+
+class CapacitySection(Section):
+    model_config = SettingsConfigDict(env_prefix="KRAN_CAPACITY_")
+    cpus: Float | None = Field(None, ge=0, description="cpus of this node (detected when unset)")
+    mem_mb: Int | None = Field(None, ge=0, description="memory of this node in MiB (detected when unset)")
+    gpus: Int | None = Field(None, ge=0, description="gpus of this node (nvidia-smi when unset)")
+    disk_mb: Int | None = Field(None, ge=0, description="disk for jobs in MiB (free space of the data dir when unset)")
+
+
+class LocalSection(Section):
+    model_config = SettingsConfigDict(env_prefix="KRAN_LOCAL_")
+    allow_host_processes: bool = Field(True, description="allow jobs without an image to run as host processes")
+    docker_host: str | None = Field(None, description="Docker Engine URL (DOCKER_HOST or the local socket when unset)")
+    job_user: str = Field(
+        "",
+        description="uid:gid every job runs as when the server is root (then all users share it); "
+        "empty: each kran user's jobs run as a uid of their own (local.job_uids)",
+    )
+    job_uids: str = Field(
+        "1100000000-1199999999",
+        description="FIRST-LAST: uids for the jobs of each kran user (user id N runs as FIRST+N, gid the same), "
+        "used by no one else on the nodes",
+    )
+    read_only_rootfs: bool = Field(
+        False, description="run containers with a read-only root file system (a tmpfs on /tmp)"
+    )
+    pids_limit: Int = Field(4096, ge=1, description="most processes a job (container or host process) may have")
+
+    @model_validator(mode="after")
+    def _uids(self) -> LocalSection:
+        parts = self.job_user.split(":")
+        if self.job_user and (len(parts) > 2 or not all(p.isdigit() for p in parts)):
+            raise ValueError("local.job_user is uid:gid in numbers, e.g. 65534:65534, or empty")
+        if self.job_user and 0 in (int(p) for p in parts):
+            raise ValueError("local.job_user must not be root (uid or gid 0): jobs would run as root")
+        first, sep, last = self.job_uids.partition("-")
+        if not (sep and first.isdigit() and last.isdigit() and 1000 <= int(first) < int(last) < 2**31):
+            raise ValueError("local.job_uids is FIRST-LAST, uids from 1000 to 2147483647, e.g. 1100000000-1199999999")
+        return self
 
     @property
     def run_as(self) -> tuple[int, int] | None:
@@ -124,244 +166,274 @@ class Settings:
         return user_job_identity(user_id, self.job_uid_range)
 
 
-# TOML key ([section] name) for each field; env var is KRAN_<SECTION>_<NAME>.
-TOML_KEYS: dict[str, tuple[str, str]] = {
-    "host": ("server", "host"),
-    "port": ("server", "port"),
-    "data_dir": ("server", "data_dir"),
-    "engine": ("server", "engine"),
-    "max_body_mb": ("server", "max_body_mb"),
-    "queue_max": ("queue", "max"),
-    "reserve_after_s": ("queue", "reserve_after_s"),
-    "retry_backoff_s": ("queue", "retry_backoff_s"),
-    "dispatch_window": ("queue", "dispatch_window"),
-    "poll_interval_s": ("queue", "poll_interval_s"),
-    "capacity_cpus": ("capacity", "cpus"),
-    "capacity_mem_mb": ("capacity", "mem_mb"),
-    "capacity_gpus": ("capacity", "gpus"),
-    "capacity_disk_mb": ("capacity", "disk_mb"),
-    "allow_host_processes": ("local", "allow_host_processes"),
-    "docker_host": ("local", "docker_host"),
-    "metrics_per_user": ("metrics", "per_user"),
-    "job_user": ("local", "job_user"),
-    "job_uids": ("local", "job_uids"),
-    "read_only_rootfs": ("local", "read_only_rootfs"),
-    "pids_limit": ("local", "pids_limit"),
-    "tls_cert": ("server", "tls_cert"),
-    "tls_key": ("server", "tls_key"),
-    "proxy_user_header": ("auth", "proxy_user_header"),
-    "proxy_secret": ("auth", "proxy_secret"),
-    "fetch_timeout_s": ("files", "fetch_timeout_s"),
-    "cache_max_mb": ("files", "cache_max_mb"),
-    "file_url_roots": ("files", "file_url_roots"),
-    "retention": ("files", "retention"),
-    "max_data_mb": ("files", "max_data_mb"),
-    "retention_check_s": ("files", "retention_check_s"),
-    "min_free": ("files", "min_free"),
-    "max_upload_mb": ("server", "max_upload_mb"),
-    "placement": ("cluster", "placement"),
-    "shared_dir": ("cluster", "shared_dir"),
-    "node_docker_hosts": ("cluster", "node_docker_hosts"),
-    "heavyweight_threshold": ("image", "heavyweight_threshold"),
-    "extra_classes": ("image", "extra_classes"),
-    "pull_timeout_s": ("image", "pull_timeout_s"),
-    "insecure_registries": ("image", "insecure_registries"),
-    "lookup_docker_hub": ("image", "lookup_docker_hub"),
-    "gc_high": ("image", "gc_high"),
-    "gc_low": ("image", "gc_low"),
-    "gc_interval_s": ("image", "gc_interval_s"),
-    "default_image": ("workflow", "default_image"),
-    "max_parallel_steps": ("workflow", "max_parallel_steps"),
+class MetricsSection(Section):
+    model_config = SettingsConfigDict(env_prefix="KRAN_METRICS_")
+    per_user: bool = Field(False, description="add per-user series to /metrics (label cardinality grows with users)")
+
+
+class AuthSection(Section):
+    model_config = SettingsConfigDict(env_prefix="KRAN_AUTH_")
+    proxy_user_header: str | None = Field(
+        None, description="header a trusted reverse proxy puts the authenticated user name in"
+    )
+    proxy_secret: str | None = Field(
+        None,
+        description="shared secret the proxy sends as X-Kran-Proxy-Secret (enables proxy auth)",
+        json_schema_extra={"secret": True},
+    )
+
+    @model_validator(mode="after")
+    def _pair(self) -> AuthSection:
+        if bool(self.proxy_secret) != bool(self.proxy_user_header):
+            raise ValueError("proxy auth needs both auth.proxy_user_header and auth.proxy_secret")
+        return self
+
+
+class FilesSection(Section):
+    model_config = SettingsConfigDict(env_prefix="KRAN_FILES_")
+    fetch_timeout_s: Float = Field(
+        300.0, gt=0, description="longest a job's file download may take (seconds) before its attempt fails"
+    )
+    cache_max_mb: Int = Field(
+        10240, ge=0, description="size cap of the node's cache of --cached-file downloads, in MiB (LRU eviction)"
+    )
+    file_url_roots: str = Field(
+        "", description="colon-separated dirs that file:// URLs may read from (empty: file:// refused)"
+    )
+    retention: str = Field("7d", description="how long finished jobs keep their files, e.g. 7d; 0: forever")
+    max_data_mb: Int = Field(
+        0,
+        ge=0,
+        description="when the data dir's job files pass this many MiB, the oldest finished jobs' go; 0: no limit",
+    )
+    retention_check_s: Float = Field(60.0, gt=0, description="how often retention runs, in seconds")
+    min_free: str = Field(
+        "1G",
+        description="free space the data dir keeps, a size (1G) or a share of its disk (5%); below it submits get "
+        "HTTP 507 and no job starts until space returns; 0: no watermark",
+    )
+
+    @model_validator(mode="after")
+    def _parse(self) -> FilesSection:
+        try:
+            check_mark(self.min_free)
+        except ValueError as e:
+            raise ValueError(f"files.min_free: {e}") from None
+        try:
+            _ = self.retention_s
+        except ValueError as e:
+            raise ValueError(f"files.retention: {e}") from None
+        return self
+
+    @property
+    def retention_s(self) -> float | None:
+        """Seconds finished jobs keep their files; None: forever."""
+        return None if self.retention.strip() in ("", "0", "never") else parse_duration(self.retention)
+
+    @property
+    def file_roots(self) -> tuple[Path, ...]:
+        return tuple(Path(p).resolve() for p in self.file_url_roots.split(":") if p.strip())
+
+
+class ClusterSection(Section):
+    model_config = SettingsConfigDict(env_prefix="KRAN_CLUSTER_")
+    placement: Literal["spread", "pack"] = Field(
+        "spread", description="spread (most free cpus first, the default) or pack (fill nodes one by one)"
+    )
+    shared_dir: str = Field(
+        "",
+        description="swarm: the shared file system (NFS) mounted at this path on every node; "
+        "the data dir must be in it",
+    )
+    node_docker_hosts: str = Field(
+        "", description="swarm: HOSTNAME=URL,... the Docker API of each node, for image inventory, pulls and GC"
+    )
+
+    @model_validator(mode="after")
+    def _parse(self) -> ClusterSection:
+        _ = self.node_hosts
+        return self
+
+    @property
+    def node_hosts(self) -> dict[str, str]:
+        """Node hostname -> its Docker API URL (the image manager talks to each node)."""
+        out = {}
+        for item in self.node_docker_hosts.split(","):
+            if item.strip():
+                host, sep, url = item.partition("=")
+                if not sep:
+                    raise ValueError(f"cluster.node_docker_hosts: {item!r}: expected HOSTNAME=URL")
+                out[host.strip()] = url.strip()
+        return out
+
+
+class ImageSection(Section):
+    model_config = SettingsConfigDict(env_prefix="KRAN_IMAGE_")
+    heavyweight_threshold: str = Field(
+        "1G", description="images at least this big (compressed, e.g. 1G) are class heavyweight; empty: no class"
+    )
+    extra_classes: str = Field(
+        "", description="more size classes, CLASS=SIZE,... (e.g. huge=10G); the biggest threshold reached wins"
+    )
+    pull_timeout_s: Float = Field(600.0, gt=0, description="longest an image pull may take before the attempt fails")
+    insecure_registries: str = Field(
+        "", description="comma-separated registry hosts spoken to over plain HTTP (127.0.0.0/8 always is)"
+    )
+    lookup_docker_hub: bool = Field(
+        False, description="look up Docker Hub images' sizes too (else only references naming a registry host)"
+    )
+    gc_high: str = Field(
+        "80%", description="image disk use per node above which GC runs: a size (20G) or a share of the disk (80%)"
+    )
+    gc_low: str = Field("60%", description="GC removes least recently used images until disk use is at most this")
+    gc_interval_s: Float = Field(60.0, gt=0, description="how often image GC checks each node")
+
+    @model_validator(mode="after")
+    def _parse(self) -> ImageSection:
+        try:
+            _ = self.size_classes
+        except ValueError as e:
+            raise ValueError(f"image classes: {e}") from None
+        return self
+
+    @property
+    def size_classes(self) -> list[tuple[str, int]]:
+        """Image size classes, biggest threshold first."""
+        text = f"heavyweight={self.heavyweight_threshold}" if self.heavyweight_threshold.strip() else ""
+        return parse_classes(",".join(t for t in (text, self.extra_classes) if t))
+
+    @property
+    def insecure(self) -> frozenset[str]:
+        return frozenset(h.strip() for h in self.insecure_registries.split(",") if h.strip())
+
+
+class WorkflowSection(Section):
+    model_config = SettingsConfigDict(env_prefix="KRAN_WORKFLOW_")
+    default_image: str = Field(
+        "debian:stable-slim",
+        description="workflows: the image of CWL tools that name none (kran runs every step in a container)",
+    )
+    max_parallel_steps: Int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="workflows: most steps of one run submitted at a time (cores requested, as cwltool counts)",
+    )
+
+
+class Settings(BaseSettings):
+    """The whole configuration: one attribute per section, as `load_settings` gathers them."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the sections read their own environment variables
+
+    server: ServerSection
+    queue: QueueSection
+    capacity: CapacitySection
+    local: LocalSection
+    metrics: MetricsSection
+    auth: AuthSection
+    files: FilesSection
+    cluster: ClusterSection
+    image: ImageSection
+    workflow: WorkflowSection
+
+
+SECTIONS: dict[str, type[Section]] = {
+    name: f.annotation for name, f in Settings.model_fields.items() if isinstance(f.annotation, type)
 }
 
-HELP = {
-    "host": "address the HTTP API listens on",
-    "port": "port the HTTP API listens on",
-    "data_dir": "where the database and job directories live",
-    "engine": "execution engine: local (docker for image jobs, processes otherwise) or swarm (a Docker Swarm)",
-    "max_body_mb": "largest request body accepted, in MiB",
-    "queue_max": "most jobs waiting in the queue; more submissions get HTTP 429",
-    "reserve_after_s": "a job waiting longer than this reserves capacity (stops backfill)",
-    "retry_backoff_s": "delay before the first retry; doubles each retry",
-    "dispatch_window": "queued jobs considered per scheduler pass",
-    "poll_interval_s": "how often the monitor checks running jobs",
-    "capacity_cpus": "cpus of this node (detected when unset)",
-    "capacity_mem_mb": "memory of this node in MiB (detected when unset)",
-    "capacity_gpus": "gpus of this node (nvidia-smi when unset)",
-    "capacity_disk_mb": "disk for jobs in MiB (free space of the data dir when unset)",
-    "allow_host_processes": "allow jobs without an image to run as host processes",
-    "docker_host": "Docker Engine URL (DOCKER_HOST or the local socket when unset)",
-    "metrics_per_user": "add per-user series to /metrics (label cardinality grows with users)",
-    "job_user": "uid:gid every job runs as when the server is root (then all users share it); "
-    "empty: each kran user's jobs run as a uid of their own (local.job_uids)",
-    "job_uids": "FIRST-LAST: uids for the jobs of each kran user (user id N runs as FIRST+N, gid the same), "
-    "used by no one else on the nodes",
-    "read_only_rootfs": "run containers with a read-only root file system (a tmpfs on /tmp)",
-    "pids_limit": "most processes a job (container or host process) may have",
-    "tls_cert": "serve HTTPS with this certificate (PEM)",
-    "tls_key": "private key of the TLS certificate (PEM)",
-    "proxy_user_header": "header a trusted reverse proxy puts the authenticated user name in",
-    "proxy_secret": "shared secret the proxy sends as X-Kran-Proxy-Secret (enables proxy auth)",
-    "fetch_timeout_s": "longest a job's file download may take (seconds) before its attempt fails",
-    "cache_max_mb": "size cap of the node's cache of --cached-file downloads, in MiB (LRU eviction)",
-    "file_url_roots": "colon-separated dirs that file:// URLs may read from (empty: file:// refused)",
-    "retention": "how long finished jobs keep their files, e.g. 7d; 0: forever",
-    "max_data_mb": "when the data dir's job files pass this many MiB, the oldest finished jobs' go; 0: no limit",
-    "retention_check_s": "how often retention runs, in seconds",
-    "min_free": "free space the data dir keeps, a size (1G) or a share of its disk (5%); below it submits get "
-    "HTTP 507 and no job starts until space returns; 0: no watermark",
-    "max_upload_mb": "largest upload of job inputs (multipart), in MiB",
-    "placement": "spread (most free cpus first, the default) or pack (fill nodes one by one)",
-    "shared_dir": "swarm: the shared file system (NFS) mounted at this path on every node; the data dir must be in it",
-    "node_docker_hosts": "swarm: HOSTNAME=URL,... the Docker API of each node, for image inventory, pulls and GC",
-    "heavyweight_threshold": "images at least this big (compressed, e.g. 1G) are class heavyweight; empty: no class",
-    "extra_classes": "more size classes, CLASS=SIZE,... (e.g. huge=10G); the biggest threshold reached wins",
-    "pull_timeout_s": "longest an image pull may take before the attempt fails",
-    "insecure_registries": "comma-separated registry hosts spoken to over plain HTTP (127.0.0.0/8 always is)",
-    "lookup_docker_hub": "look up Docker Hub images' sizes too (else only references naming a registry host)",
-    "gc_high": "image disk use per node above which GC runs: a size (20G) or a share of the disk (80%)",
-    "gc_low": "GC removes least recently used images until disk use is at most this",
-    "gc_interval_s": "how often image GC checks each node",
-    "max_parallel_steps": "workflows: most steps of one run submitted at a time (cores requested, as cwltool counts)",
-    "default_image": "workflows: the image of CWL tools that name none (kran runs every step in a container)",
-}
 
-SECRET_FIELDS: frozenset[str] = frozenset({"proxy_secret"})
+def env_name(key: str) -> str:
+    """`queue.max` -> KRAN_QUEUE_MAX."""
+    return "KRAN_" + key.replace(".", "_").upper()
 
 
-def env_name(field: str) -> str:
-    section, name = TOML_KEYS[field]
-    return f"KRAN_{section}_{name}".upper()
-
-
-def _coerce(field: str, raw: Any, typ: str) -> Any:
-    try:
-        if raw is None:
-            return None
-        if "bool" in typ:
-            if isinstance(raw, bool):
-                return raw
-            low = str(raw).strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"{raw!r} is not a boolean")
-        if typ.startswith("int"):
-            if isinstance(raw, float) or isinstance(raw, bool):
-                raise ValueError(f"{raw!r} is not an integer")
-            return int(raw)
-        if typ.startswith("float"):
-            if isinstance(raw, bool):
-                raise ValueError(f"{raw!r} is not a number")
-            return float(raw)
-        if not isinstance(raw, str | int | float):
-            raise ValueError(f"{raw!r} is not a string")
-        return str(raw)
-    except ValueError as e:
-        raise InvalidInput(f"setting {field}: {e}", field) from None
+def keys() -> list[str]:
+    """Every setting as `section.name`, in the order of the sections."""
+    return [f"{section}.{name}" for section, cls in SECTIONS.items() for name in cls.model_fields]
 
 
 def load_settings(
-    config_file: str | None = None,
-    flags: dict[str, Any] | None = None,
-    environ: dict[str, str] | None = None,
+    config_file: str | None = None, flags: dict[str, Any] | None = None
 ) -> tuple[Settings, dict[str, str]]:
-    """Merge the sources; return the settings and, per field, where its value came from."""
-    environ = dict(os.environ if environ is None else environ)
-    values: dict[str, Any] = {}
-    origin = {f.name: "default" for f in fields(Settings)}
-    types = {f.name: str(f.type) for f in fields(Settings)}
-    config_file = config_file or environ.get("KRAN_CONFIG")
+    """Merge the sources; return the settings and, per `section.name`, where its value
+    came from. `flags` are keyed `section.name`; None means not given."""
+    config_file = config_file or os.environ.get("KRAN_CONFIG")
+    layers: list[tuple[str, dict[str, dict[str, Any]]]] = []  # lowest precedence first
     if config_file:
         path = Path(config_file).expanduser()
-        try:
-            doc = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise InvalidInput(f"config file {path} does not exist", "config") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise InvalidInput(f"config file {path} is not valid TOML: {e}", "config") from None
-        known = {(s, n) for s, n in TOML_KEYS.values()}
-        for section, table in doc.items():
-            if not isinstance(table, dict):
-                raise InvalidInput(f"config file {path}: [{section}] must be a table", section)
+        layers.append((f"file {path}", _read_toml(path)))
+    layers.append(("env", {s: dict(EnvSettingsSource(cls)()) for s, cls in SECTIONS.items()}))
+    flag_values: dict[str, dict[str, Any]] = {}
+    for key, value in (flags or {}).items():
+        if value is not None:
+            section, _, name = key.partition(".")
+            flag_values.setdefault(section, {})[name] = value
+    layers.append(("flag", flag_values))
+    values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    origin = {key: "default" for key in keys()}
+    for source, tables in layers:
+        for section, table in tables.items():
+            values.setdefault(section, {}).update(table)
             for name in table:
-                if (section, name) not in known:
-                    raise InvalidInput(f"config file {path}: unknown setting {section}.{name}", name)
-        for field, (section, name) in TOML_KEYS.items():
-            if name in doc.get(section, {}):
-                values[field] = _coerce(field, doc[section][name], types[field])
-                origin[field] = f"file {path}"
-    for field in TOML_KEYS:
-        var = env_name(field)
-        if var in environ:
-            values[field] = _coerce(field, environ[var], types[field])
-            origin[field] = f"env {var}"
-    for field, raw in (flags or {}).items():
-        if raw is not None:
-            values[field] = _coerce(field, raw, types[field])
-            origin[field] = "flag"
-    settings = Settings(**values)
-    _check(settings)
+                key = f"{section}.{name}"
+                origin[key] = f"env {env_name(key)}" if source == "env" else source
+    try:
+        settings = Settings.model_validate(values)
+    except ValidationError as e:
+        raise _invalid(e, origin) from None
     return settings, origin
 
 
-def _check(s: Settings) -> None:
-    # the engine's name and its own settings are checked by its entry in bootstrap.ENGINES
-    if s.placement not in ("spread", "pack"):
-        raise InvalidInput(f"cluster.placement {s.placement!r}: choose spread or pack", "placement")
-    if not 0 < s.port < 65536:
-        raise InvalidInput(f"port {s.port} is out of range", "port")
-    if s.queue_max < 1:
-        raise InvalidInput("queue max must be at least 1", "queue_max")
-    if s.job_user and not all(p.isdigit() for p in s.job_user.split(":")) or s.job_user.count(":") > 1:
-        raise InvalidInput("local.job_user is uid:gid in numbers, e.g. 65534:65534, or empty", "job_user")
-    if s.job_user and 0 in (int(p) for p in s.job_user.split(":")):
-        raise InvalidInput("local.job_user must not be root (uid or gid 0): jobs would run as root", "job_user")
-    first, sep, last = s.job_uids.partition("-")
-    if not (sep and first.isdigit() and last.isdigit() and 1000 <= int(first) < int(last) < 2**31):
-        raise InvalidInput(
-            "local.job_uids is FIRST-LAST, uids from 1000 to 2147483647, e.g. 1100000000-1199999999", "job_uids"
-        )
-    if bool(s.tls_cert) != bool(s.tls_key):
-        raise InvalidInput("give both --tls-cert and --tls-key", "tls")
-    if bool(s.proxy_secret) != bool(s.proxy_user_header):
-        raise InvalidInput("proxy auth needs both auth.proxy_user_header and auth.proxy_secret", "auth")
+def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.is_file():
+        raise InvalidInput(f"config file {path} does not exist", "config")
     try:
-        _ = s.size_classes, s.node_hosts
-    except ValueError as e:
-        raise InvalidInput(f"image settings: {e}", "image") from None
-    try:
-        check_mark(s.min_free)
-    except ValueError as e:
-        raise InvalidInput(f"files.min_free: {e}", "min_free") from None
-    try:
-        _ = s.retention_s
-    except ValueError as e:
-        raise InvalidInput(f"files.retention: {e}", "retention") from None
-    if s.fetch_timeout_s <= 0 or s.retention_check_s <= 0 or s.cache_max_mb < 0 or s.max_data_mb < 0:
-        raise InvalidInput("files: timeouts must be positive and sizes not negative", "files")
-    if s.poll_interval_s <= 0 or s.retry_backoff_s < 0 or s.dispatch_window < 1:
-        raise InvalidInput("queue timings must be positive", "queue")
-    if not 1 <= s.max_parallel_steps <= 4096:
-        raise InvalidInput("workflow.max_parallel_steps is between 1 and 4096", "max_parallel_steps")
+        doc = TomlConfigSettingsSource(Settings, toml_file=path).toml_data
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"config file {path} is not valid TOML: {e}", "config") from None
+    for section, table in doc.items():
+        if not isinstance(table, dict):
+            raise InvalidInput(f"config file {path}: [{section}] must be a table", section)
+        if section not in SECTIONS:
+            name = next(iter(table), "")
+            raise InvalidInput(f"config file {path}: unknown setting {section}.{name}".rstrip("."), section)
+    return doc
+
+
+def _invalid(e: ValidationError, origin: dict[str, str]) -> InvalidInput:
+    """The first error, said as a setting: its key, where it came from and why."""
+    err = e.errors(include_url=False)[0]
+    key = ".".join(str(part) for part in err["loc"])
+    source = origin.get(key, "")
+    if err["type"] == "extra_forbidden":
+        return InvalidInput(f"config {source}: unknown setting {key}", key)  # only a file names unknown ones
+    if err["type"] == "value_error" and "." not in key:  # a section's own rule: its message names the keys
+        return InvalidInput(str(err["ctx"]["error"]), key)
+    return InvalidInput(f"setting {key} ({source}): {err['msg'].removeprefix('Value error, ')}", key)
 
 
 def describe(settings: Settings, origin: dict[str, str]) -> list[dict[str, Any]]:
     """Rows for `kran config`: key, value (secrets redacted), source, help."""
     rows = []
-    for f in fields(Settings):
-        value = getattr(settings, f.name)
-        if f.name in SECRET_FIELDS and value:
-            value = "***"
-        section, name = TOML_KEYS[f.name]
-        rows.append(
-            {
-                "key": f"{section}.{name}",
-                "value": value,
-                "source": origin[f.name],
-                "env": env_name(f.name),
-                "help": HELP[f.name],
-            }
-        )
+    for section, cls in SECTIONS.items():
+        for name, f in cls.model_fields.items():
+            key = f"{section}.{name}"
+            value = getattr(getattr(settings, section), name)
+            if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("secret") and value:
+                value = "***"
+            rows.append(
+                {"key": key, "value": value, "source": origin[key], "env": env_name(key), "help": f.description}
+            )
     return rows

@@ -70,10 +70,24 @@ def _server_flags(f: Any) -> Any:
     return f
 
 
+# the flags of `kran serve` and `kran config` -> the settings they set
+FLAG_KEYS = {
+    "host": "server.host",
+    "port": "server.port",
+    "data_dir": "server.data_dir",
+    "engine": "server.engine",
+    "shared_dir": "cluster.shared_dir",
+    "placement": "cluster.placement",
+    "heavyweight_threshold": "image.heavyweight_threshold",
+    "tls_cert": "server.tls_cert",
+    "tls_key": "server.tls_key",
+}
+
+
 def _load(config_file: str | None, **flags: Any) -> Any:
     from kran.settings import load_settings
 
-    return load_settings(config_file, flags)
+    return load_settings(config_file, {FLAG_KEYS[name]: value for name, value in flags.items()})
 
 
 @cli.command()

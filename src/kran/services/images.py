@@ -21,6 +21,7 @@ from kran.domain.states import JobState
 from kran.errors import EngineError, InvalidInput, NotFound, RegistryError
 from kran.ports import Clock, ImageStore, NodeImages, Registry, Store
 from kran.services.nodes import NodeDirectory
+from kran.settings import ImageSection
 
 log = logging.getLogger("kran.images")
 HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?")
@@ -76,15 +77,6 @@ def _holds(refs: frozenset[str], ref: str, digest: str | None) -> bool:
 # ---- disk GC
 
 
-@dataclass(frozen=True)
-class ImageConfig:
-    size_classes: list[tuple[str, int]]
-    lookup_docker_hub: bool = False
-    pull_timeout_s: float = 600.0
-    gc_high: str = "80%"
-    gc_low: str = "60%"
-
-
 class ImageManager:
     """Owns the image state: registry answers, node inventories, pulls in progress."""
 
@@ -97,7 +89,7 @@ class ImageManager:
         store: Store,
         clock: Clock,
         pool: Executor,
-        cfg: ImageConfig,
+        cfg: ImageSection,  # the [image] settings
         sweep_exited: bool = False,
     ) -> None:
         self.registry = registry
