@@ -49,7 +49,7 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path, monkeyp
 
 
 def test_config_file_from_kran_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KRAN_CONFIG", _toml(tmp_path, "[files]\nretention = \"0\"\n"))
+    monkeypatch.setenv("KRAN_CONFIG", _toml(tmp_path, '[files]\nretention = "0"\n'))
     s, _ = load_settings()
     assert s.files.retention_s is None
 

@@ -27,6 +27,7 @@ from kran.adapters.engines.local import LocalEngine
 from kran.adapters.engines.node_images import NodeDockers
 from kran.adapters.engines.process import ProcessEngine
 from kran.adapters.engines.swarm import SwarmEngine
+from kran.adapters.engines.this_machine import LOCAL_NODE, ThisMachine
 from kran.adapters.files import HttpFetcher
 from kran.adapters.metrics import PrometheusMetrics
 from kran.adapters.registry import RegistryClient
@@ -37,6 +38,7 @@ from kran.adapters.store.schedule_store import SqlSchedules
 from kran.adapters.store.sql_store import SqlStore
 from kran.adapters.store.workflow_store import SqlWorkflows
 from kran.adapters.volumes import LoopVolumes
+from kran.domain.resources import Resources
 from kran.errors import InvalidInput, Unavailable
 from kran.ports import Cluster, Engine
 from kran.services.admission import Admission
@@ -139,18 +141,20 @@ class EngineContext:
 
     local: LocalSection
     cluster: ClusterSection
+    capacity: Resources  # this machine's, detected or configured
     disk_mb: int | None  # capacity.disk_mb
     instance: str
     cgroups: Cgroups
     on_exit: Callable[[], None]  # a host process ended: the monitor should look
 
 
-def _local(c: EngineContext) -> tuple[Engine, Cluster | None]:
+def _local(c: EngineContext) -> tuple[Engine, Cluster]:
     """This machine: image jobs on its Docker Engine, the others as host processes."""
     s = c.local
     process = ProcessEngine(c.instance, on_exit=c.on_exit, cgroups=c.cgroups, run_as=s.run_as, pids_limit=s.pids_limit)
     sandbox = Sandbox(s.run_as, s.read_only_rootfs, s.pids_limit)
-    return LocalEngine(process, DockerEngine(c.instance, s.docker_host, cgroups=c.cgroups, sandbox=sandbox)), None
+    docker = DockerEngine(c.instance, s.docker_host, cgroups=c.cgroups, sandbox=sandbox)
+    return LocalEngine(process, docker), ThisMachine(c.capacity)
 
 
 def _swarm_settings(s: Settings) -> None:
@@ -166,7 +170,7 @@ def _swarm_settings(s: Settings) -> None:
         raise InvalidInput(f"the data dir {data} must be inside cluster.shared_dir {shared}", "shared_dir")
 
 
-def _swarm(c: EngineContext) -> tuple[Engine, Cluster | None]:
+def _swarm(c: EngineContext) -> tuple[Engine, Cluster]:
     """A Docker Swarm: kran places, Swarm executes; the engine is also the node directory."""
     s = c.local
     sandbox = Sandbox(s.run_as, s.read_only_rootfs, s.pids_limit)
@@ -176,7 +180,7 @@ def _swarm(c: EngineContext) -> tuple[Engine, Cluster | None]:
 
 @dataclass(frozen=True)
 class EngineKind:
-    build: Callable[[EngineContext], tuple[Engine, Cluster | None]]
+    build: Callable[[EngineContext], tuple[Engine, Cluster]]
     check: Callable[[Settings], None] = lambda s: None  # InvalidInput for settings it cannot run with
 
 
@@ -210,10 +214,10 @@ def build_server(settings: Settings) -> Server:
             "no per-job cgroups (%s): no usage accounting, no memory limit for host processes", cgroups.unavailable
         )
     local, cap = settings.local, settings.capacity
-    engine, cluster = engine_kind.build(
-        EngineContext(local, settings.cluster, cap.disk_mb, instance, cgroups, wakeups.exited)
-    )
     capacity = detect_capacity(data_dir, cap.cpus, cap.mem_mb, cap.gpus, cap.disk_mb)
+    engine, cluster = engine_kind.build(
+        EngineContext(local, settings.cluster, capacity, cap.disk_mb, instance, cgroups, wakeups.exited)
+    )
     clock = SystemClock()
     dirs = DataDir(data_dir)
     pool = ThreadPoolExecutor(16, "kran-engine")
@@ -225,15 +229,15 @@ def build_server(settings: Settings) -> Server:
 
     def node_urls() -> dict[str, str | None]:
         """Node id -> Docker API: the local engine's, or the nodes named in cluster.node_docker_hosts."""
-        if cluster is None:
-            return {"local": local.docker_host}
+        if isinstance(cluster, ThisMachine):
+            return {LOCAL_NODE: local.docker_host}
         return {n.node_id: node_hosts[n.hostname] for n in cluster.nodes() if n.hostname in node_hosts}
 
     files = settings.files
     disk = DiskWatch(data_dir, files.min_free)
     store.on_storage_full(disk.store_refused)
     apps_store = SqlApps(store)
-    nodes = NodeDirectory(capacity, cluster, store)
+    nodes = NodeDirectory(cluster, store)
     images = ImageManager(
         RegistryClient(image_store.credentials, settings.image.insecure),
         image_store,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kran.adapters.engines.this_machine import ThisMachine
 from kran.domain.jobs import JobSpec
 from kran.domain.records import ActiveAttempt, AttemptOutcome, JobRecord, Submission
 from kran.domain.resources import ResourceRequest, Resources, parse_range
@@ -18,9 +19,9 @@ from kran.services.admission import Admission
 from kran.services.nodes import NodeDirectory
 
 
-def spec(image: str | None = None, cpus: str = "1", **kw: Any) -> JobSpec:
+def spec(image: str | None = None, cpus: str = "1", mem: str = "64", **kw: Any) -> JobSpec:
     req = ResourceRequest(
-        parse_range(cpus, "cpus"), parse_range(64, "mem_mb"), parse_range(0, "gpus"), parse_range(0, "disk_mb")
+        parse_range(cpus, "cpus"), parse_range(mem, "mem_mb"), parse_range(0, "gpus"), parse_range(0, "disk_mb")
     )
     return JobSpec(command=("true",), request=req, image=image, **kw)
 
@@ -105,7 +106,7 @@ class Enqueue:
 
 
 def admission(engine: FakeEngine | None = None, allow_host_processes: bool = True, cpus: int = 4) -> Admission:
-    nodes = NodeDirectory(Resources(cpus * 1000, 4096, 0, 10_000), None, FakeStore())  # type: ignore[arg-type]
+    nodes = NodeDirectory(ThisMachine(Resources(cpus * 1000, 4096, 0, 10_000), "here"), FakeStore())  # type: ignore[arg-type]
     return Admission(engine or FakeEngine(), nodes, allow_host_processes)  # type: ignore[arg-type]
 
 

@@ -72,7 +72,7 @@ class Admission:
         if fits_anywhere(spec.request, nodes, spec.node_class):
             return
         m = spec.request.minimum
-        total = self.nodes.capacity
+        total = self.nodes.largest()
         raise InvalidInput(
             f"asks for at least {format_cpus(m.millicpus)} cpus, {m.mem_mb} MiB memory, "
             f"{m.gpus} gpus, {m.disk_mb} MiB disk, more than the largest node has "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,23 +13,18 @@ from kran.domain.states import JobState
 from kran.errors import Conflict, EngineError, Forbidden, InvalidInput
 from kran.ports import Cluster, Store
 
-LOCAL_NODE = "local"
-
 
 @dataclass
 class NodeDirectory:
-    """This machine, or a cluster engine's nodes. `image_refs` (node -> the image
-    references it holds) is the image manager's inventory, shared, read at each pass."""
+    """The engine's nodes (this machine alone for the local engine). `image_refs` (node ->
+    the image references it holds) is the image manager's inventory, shared, read at each pass."""
 
-    capacity: Resources
-    cluster: Cluster | None  # None: this machine only
+    cluster: Cluster
     store: Store
     image_refs: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def totals(self) -> list[NodeCapacity]:
         """Nodes with their total capacity only (no store read)."""
-        if self.cluster is None:
-            return [NodeCapacity(LOCAL_NODE, self.capacity)]
         return [
             NodeCapacity(n.node_id, n.total, schedulable=n.schedulable, node_class=n.node_class)
             for n in self.cluster.nodes()
@@ -47,9 +41,16 @@ class NodeDirectory:
         return nodes
 
     def hostnames(self) -> dict[str, str]:
-        if self.cluster is None:
-            return {LOCAL_NODE: socket.gethostname()}
         return {n.node_id: n.hostname for n in self.cluster.nodes()}
+
+    def capacity(self) -> Resources:
+        """All nodes together."""
+        return sum((n.total for n in self.totals()), start=Resources())
+
+    def largest(self) -> Resources:
+        """The most of each resource one node has (what no job may ask more than)."""
+        totals = [n.total for n in self.totals()] or [Resources()]
+        return Resources(*(max(getattr(t, f) for t in totals) for f in ("millicpus", "mem_mb", "gpus", "disk_mb")))
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,7 @@ class NodeAdmin:
         self.store = store
 
     def list_nodes(self) -> list[NodeView]:
-        cluster = self.nodes.cluster
-        if cluster is None:
-            name = self.nodes.hostnames()[LOCAL_NODE]
-            infos = [NodeInfo(LOCAL_NODE, name, "local", "active", "ready", "", {}, "", self.nodes.capacity)]
-        else:
-            infos = cluster.nodes(fresh=True)
+        infos = self.nodes.cluster.nodes(fresh=True)
         allocated = self.store.allocated_by_node()
         active = self.store.list_jobs([JobState.STARTING, JobState.RUNNING], limit=100_000)
         jobs: dict[str, list[int]] = {}
@@ -81,8 +77,6 @@ class NodeAdmin:
     def _cluster(self, who: Principal) -> Cluster:
         if not who.is_admin:
             raise Forbidden("changing nodes needs an admin")
-        if self.nodes.cluster is None:
-            raise Conflict("this server runs the local engine: it has no cluster nodes to change")
         return self.nodes.cluster
 
     def label_node(self, who: Principal, node: str, labels: dict[str, str | None]) -> None:

@@ -12,6 +12,7 @@ from kran.domain.auth import Principal, can_see
 from kran.domain.dependencies import dependency_verdict
 from kran.domain.placement import explain_wait
 from kran.domain.records import EventRecord, JobRecord
+from kran.domain.resources import Resources
 from kran.domain.states import JobState
 from kran.errors import Forbidden, InvalidInput, NotFound
 from kran.ports import Apps, Clock, Engine, Store
@@ -128,8 +129,8 @@ class JobQueries:
             "running": counts.get("running", 0) + counts.get("starting", 0),
             "jobs_by_state": counts,
             "capacity": {
-                "total": self.nodes.capacity.as_dict(),
-                "free": sum((n.free for n in nodes), start=type(self.nodes.capacity)()).as_dict(),
+                "total": sum((n.total for n in nodes), start=Resources()).as_dict(),
+                "free": sum((n.free for n in nodes), start=Resources()).as_dict(),
             },
         }
 
