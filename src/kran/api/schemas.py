@@ -127,36 +127,32 @@ class BatchSubmit(Body):
     on_behalf_of: str | None = Field(None, description="services: the end user the jobs are for")
 
 
+# request fields that are not the job's own: the route and spec_for consume them
+NOT_SPEC = frozenset({"app", "on_behalf_of"})
+RESOURCE = {"cpus": "cpus", "mem": "mem_mb", "gpus": "gpus", "disk": "disk_mb"}  # field -> ResourceRequest's
+
+
 def to_spec(body: JobSubmit, index: int | None = None) -> JobSpec:
+    """The body's JOB_FIELDS as validate_spec takes them: amounts as the resource request,
+    durations in seconds (`timeout` -> `timeout_s`), the rest as they are."""
     where = f"jobs[{index}]." if index is not None else ""
     ranges = {}
-    for field, kind in (("cpus", "cpus"), ("mem", "mem_mb"), ("gpus", "gpus"), ("disk", "disk_mb")):
-        try:
-            ranges[kind] = parse_range(getattr(body, field), kind)
-        except ValueError as e:
-            raise InvalidInput(f"{where}{field}: {e}", where + field) from None
-    timeout_s = _duration(body.timeout, where + "timeout")
-    grace_s = _duration(body.grace, where + "grace")
+    args: dict[str, Any] = {}
+    for f in JOB_FIELDS:
+        value = getattr(body, f.name)
+        if f.name in NOT_SPEC:
+            continue
+        if f.kind is Kind.AMOUNT:
+            try:
+                ranges[RESOURCE[f.name]] = parse_range(value, RESOURCE[f.name])
+            except ValueError as e:
+                raise InvalidInput(f"{where}{f.name}: {e}", where + f.name) from None
+        elif f.kind is Kind.DURATION:
+            args[f"{f.name}_s"] = _duration(value, where + f.name)
+        else:
+            args[f.name] = value
     try:
-        return validate_spec(
-            command=body.command,
-            sh=body.sh,
-            request=ResourceRequest(**ranges),
-            image=body.image,
-            name=body.name,
-            env=body.env,
-            labels=body.labels,
-            priority=body.priority,
-            retries=body.retries,
-            timeout_s=timeout_s,
-            network=body.network,
-            after=body.after,
-            after_any=body.after_any,
-            files=body.files,
-            cached_files=body.cached_files,
-            grace_s=grace_s,
-            node_class=body.node_class,
-        )
+        return validate_spec(request=ResourceRequest(**ranges), **args)
     except SpecError as e:
         raise InvalidInput(f"{where}{e}", where + e.field) from None
 
