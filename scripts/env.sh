@@ -47,7 +47,10 @@ need_dockerd() {
   fi
   echo "== starting dockerd"
   mkdir -p /var/log
-  dockerd >/var/log/kran-dockerd.log 2>&1 &
+  # live-restore: running containers (kran's jobs) survive a restart of the daemon
+  local flags=(--live-restore)
+  grep -qs '"live-restore"' /etc/docker/daemon.json && flags=()  # set there: a flag too would conflict
+  dockerd "${flags[@]}" >/var/log/kran-dockerd.log 2>&1 &
   STARTED_DOCKERD_PID=$!
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && return

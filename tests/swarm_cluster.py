@@ -32,10 +32,12 @@ class Node:
     index: int
     root: Path
     proc: subprocess.Popen[bytes] | None = None
+    prefix: str = "kran-sw"
+    extra: tuple[str, ...] = ()  # more dockerd flags (--live-restore)
 
     @property
     def name(self) -> str:
-        return f"kran-sw{self.index}"
+        return f"{self.prefix}{self.index}"
 
     @property
     def addr(self) -> str:
@@ -88,6 +90,7 @@ class Node:
                 "overlay2",
                 "--insecure-registry",
                 f"{NET}.0/24",  # the test registry on the bridge
+                *self.extra,
             ],  # fmt: skip
             stdout=log,
             stderr=log,

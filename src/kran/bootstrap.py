@@ -70,6 +70,7 @@ from kran.settings import ClusterSection, LocalSection, ServerSection, Settings
 log = logging.getLogger("kran")
 SCHEDULE_EVERY_S = 0.25
 SWEEP_EVERY_S = 60.0
+PROBE_EVERY_S = 1.0  # engine health: a restart is seen within about a second
 
 
 class SystemClock:
@@ -288,7 +289,13 @@ def build_server(settings: Settings) -> Server:
     )
     reconciler = Reconciler(store, engine, clock, dirs, state)
     retention = Retention(dirs, apps_store, store, clock, files.retention_s, files.max_data_mb << 20 or None)
+
+    def probe_engine() -> None:
+        if engine.probe():  # up or down again: the dispatcher decides anew (queued jobs start)
+            wakeups.poke()
+
     periodic = [
+        Periodic("engine", PROBE_EVERY_S, probe_engine, in_pool=True),
         Periodic("schedules", SCHEDULE_EVERY_S, schedules.schedule_tick),
         Periodic("retention", files.retention_check_s, retention.tick, in_pool=True),
         Periodic("images", settings.image.gc_interval_s, images.tick, in_pool=True),
@@ -296,7 +303,7 @@ def build_server(settings: Settings) -> Server:
             "sweep", SWEEP_EVERY_S, reconciler.sweep_strays, in_pool=True, wait_first=True
         ),  # the start reconciles
     ]
-    metrics.watch_state(store, engine, nodes.with_load)
+    metrics.watch_state(store, nodes.with_load, images.layer_bytes, engine.health)
     auth = Authenticator(
         SqlIdentities(store, master_key),
         started_at=time.time(),

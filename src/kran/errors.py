@@ -13,6 +13,7 @@ KranError
  +-- StorageFull         the data dir or the store's disk is full: nothing was stored (HTTP 507)
  +-- IllegalTransition   a job state change not in the transition table (a bug)
  +-- EngineError         an engine could not do what was asked
+      +-- EngineUnavailable  the engine (or the node) cannot be reached: not the job's fault
       +-- FetchError      a job's file could not be fetched (the URL and why)
       +-- RegistryError   a registry refused or could not be reached (the image and why)
 """
@@ -70,6 +71,10 @@ class IllegalTransition(KranError):
 
 
 class EngineError(KranError):
+    pass
+
+
+class EngineUnavailable(EngineError):
     pass
 
 

@@ -126,11 +126,17 @@ class Engine(Protocol):
         ...
 
     def health(self) -> dict[str, str | None]:
-        """Per sub-engine: None when usable, else why not."""
+        """Per sub-engine: None when usable, else why not (and since when). Never blocks
+        once probed: it is the last probe's answer."""
         ...
 
-    def image_disk_bytes(self) -> int | None:
-        """Disk used by container images on this node (None without an image engine)."""
+    def probe(self) -> bool:
+        """Measure whether the engine answers (the server does it every second); True when
+        that changed."""
+        ...
+
+    def warnings(self) -> list[str]:
+        """What an operator should change (e.g. Docker's live-restore off)."""
         ...
 
 
@@ -305,7 +311,7 @@ class NodeImages(Protocol):
         timeout_s: float,
     ) -> None: ...
     def remove(self, node: str, image_id: str) -> None: ...
-    def disk(self, node: str) -> tuple[int, int | None]: ...
+    def disk_size(self, node: str) -> int | None: ...
     def remove_exited(self, node: str, keep_jobs: frozenset[str]) -> int: ...
 
 

@@ -54,3 +54,45 @@ def test_durations() -> None:
     for bad in ("", "abc", "5x", "-1", "0", "400d", "1h 2m"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+def test_an_attempt_lost_to_its_engine_is_requeued_without_using_a_retry() -> None:
+    fault = AttemptEnd(143, engine_fault="the docker engine restarted")
+    s = settle_attempt(fault, attempt=1, retries=0, timeout_s=None, backoff_s=5)
+    assert (s.attempt_state, s.job_state, s.free, s.retry_in_s) == (JobState.LOST, JobState.QUEUED, True, 1.0)
+    assert "without using a retry" in s.reason and "restarted" in s.reason
+    # attempt 3 after two free re-queues is the first charged one: retries=1 still retries it
+    failed = AttemptEnd(1)
+    s = settle_attempt(failed, attempt=3, retries=1, timeout_s=None, backoff_s=5, requeues=2)
+    assert s.job_state == JobState.QUEUED and not s.free and "retry 1/1" in s.reason
+    s = settle_attempt(failed, attempt=3, retries=1, timeout_s=None, backoff_s=5, requeues=1)
+    assert s.job_state == JobState.FAILED  # the second charged failure
+    # exit 0 in the outage: it finished; a kill stays a kill
+    assert settle_attempt(
+        AttemptEnd(0, engine_fault="x"), attempt=1, retries=0, timeout_s=None, backoff_s=5
+    ).job_state == (JobState.SUCCEEDED)
+    killed = AttemptEnd(143, engine_fault="x", kill_reason="user")
+    assert settle_attempt(killed, attempt=1, retries=0, timeout_s=None, backoff_s=5).job_state == JobState.KILLED
+
+
+def test_no_requeue_makes_an_engine_fault_final() -> None:
+    fault = AttemptEnd(None, engine_fault="node kran-sw2 is down")
+    s = settle_attempt(fault, attempt=1, retries=3, timeout_s=None, backoff_s=5, no_requeue=True)
+    assert (s.attempt_state, s.job_state) == (JobState.LOST, JobState.LOST)
+    assert "asked not to be re-queued" in s.reason and "kran-sw2" in s.reason
+    # a job's own exit 143 (no engine fault) is an ordinary failure, retried as asked
+    s = settle_attempt(AttemptEnd(143), attempt=1, retries=1, timeout_s=None, backoff_s=5)
+    assert (s.attempt_state, s.job_state, s.free) == (JobState.FAILED, JobState.QUEUED, False)
+
+
+def test_free_requeues_back_off_and_end() -> None:
+    fault = AttemptEnd(143, engine_fault="node n1 is down")
+    delays = [
+        settle_attempt(fault, attempt=n + 1, retries=0, timeout_s=None, backoff_s=5, requeues=n) for n in range(10)
+    ]
+    assert all(s.free for s in delays) and [s.retry_in_s for s in delays[:3]] == [1.0, 2.0, 4.0]
+    assert max(s.retry_in_s or 0 for s in delays) == 60.0
+    s = settle_attempt(fault, attempt=11, retries=0, timeout_s=None, backoff_s=5, requeues=10)
+    assert (s.job_state, s.free) == (JobState.LOST, False) and "10 attempts lost to the engine" in s.reason
+    s = settle_attempt(fault, attempt=11, retries=1, timeout_s=None, backoff_s=5, requeues=10)
+    assert (s.job_state, s.free) == (JobState.QUEUED, False) and "retry 1/1" in s.reason  # the job's retry pays

@@ -5,6 +5,8 @@ heavyweight routing, locality, warm, pins and disk GC."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -207,3 +209,103 @@ def test_an_image_on_the_node_is_not_pulled_again(server: ServerProc, test_image
         done = server.wait_state(job, {"succeeded", "failed"})
         assert done["state"] == "succeeded", done["reason"]
         assert "pulling" not in [e["to"] for e in c.get("/api/v1/events", params={"job": job}).json()["events"]]
+
+
+MIB = 1 << 20
+
+
+def _build(node: Any, tag: str, parent: str, size: int, tmp: Path) -> None:
+    """An image of `parent` plus one layer of `size` random bytes, built on the node."""
+    ctx = tmp / f"ctx-{tag.replace('/', '_').replace(':', '_')}-{time.monotonic_ns()}"
+    ctx.mkdir()
+    (ctx / "data").write_bytes(os.urandom(size))
+    (ctx / "Dockerfile").write_text(f"FROM {parent}\nCOPY data /data-{ctx.name}\n")
+    node.docker("build", "-q", "-t", tag, str(ctx))
+
+
+@pytest.mark.parametrize("engine", ["local", "swarm"])
+def test_gc_counts_shared_layers_once(engine: str, make_server: Any, swarm: Any, tmp_path: Path) -> None:
+    """Images on one base, one tagged twice, a dangling one: GC counts each layer once, so
+    a dry run lists everything removable and a real GC gets to its target in one pass,
+    measured by Docker's own `system df` (the local engine on a Docker Engine of its own,
+    so the host's images of other tests stay)."""
+    import docker
+
+    if engine == "swarm":
+        node, name = swarm.nodes[0], swarm.nodes[0].name
+        hosts = ",".join(f"{n.name}={n.sock}" for n in swarm.nodes)
+        server = make_server(
+            KRAN_SERVER_ENGINE="swarm",
+            KRAN_LOCAL_DOCKER_HOST=swarm.manager.sock,
+            KRAN_CLUSTER_SHARED_DIR=str(tmp_path),
+            KRAN_CLUSTER_NODE_DOCKER_HOSTS=hosts,
+            KRAN_IMAGE_GC_INTERVAL_S="3600",
+            KRAN_LOCAL_JOB_USER="",
+        )
+    else:
+        node, name = swarm.nodes[1], "local"
+        server = make_server(KRAN_LOCAL_DOCKER_HOST=swarm.nodes[1].sock, KRAN_IMAGE_GC_INTERVAL_S="3600")
+    kran = cli_for(server)
+    layers = docker.DockerClient(base_url=node.sock)
+
+    def df() -> int:
+        return int(layers.df()["LayersSize"])
+
+    others = {r for r in _node_refs(node).split() if "<none>" not in r}
+    ours = [f"kran-gc/{x}:1" for x in ("base", "a", "a2", "b", "c", "x")]
+    try:
+        for ref in others:  # the images other tests need on the node stay
+            assert kran("image", "pin", ref).exit_code == 0
+        _build(node, "kran-gc/base:1", "kran-test/busybox:latest", 2 * MIB, tmp_path)
+        for x in ("a", "b", "c"):
+            _build(node, f"kran-gc/{x}:1", "kran-gc/base:1", MIB // 2, tmp_path)
+        node.docker("tag", "kran-gc/a:1", "kran-gc/a2:1")
+        _build(node, "kran-gc/x:1", "kran-test/busybox:latest", MIB // 4, tmp_path)
+        _build(node, "kran-gc/x:1", "kran-test/busybox:latest", MIB // 4, tmp_path)  # the first one: <none>
+        assert kran("image", "pin", "kran-gc/c:1").exit_code == 0
+        node.docker("create", "--name", "kran-gc-hold", "kran-gc/b:1", "true")
+
+        def gc(dry_run: bool, target: int) -> dict[str, Any]:
+            with server.api() as c:
+                r = c.post("/api/v1/images/gc", json={"dry_run": dry_run, "target": str(target), "node": name})
+                assert r.status_code == 200, r.text
+                return dict(r.json())
+
+        # a dry run to 0 lists everything not pinned, not in use, not being pulled
+        before = df()
+        plan = gc(True, 0)
+        listed = {ref for row in plan["removed"] for ref in row["refs"]}
+        assert {"kran-gc/base:1", "kran-gc/a:1", "kran-gc/a2:1", "kran-gc/x:1"} <= listed
+        assert not listed & ({"kran-gc/b:1", "kran-gc/c:1"} | others)
+        assert any(not row["refs"] for row in plan["removed"])  # the dangling one
+        freed = {ref: row["freed"] for row in plan["removed"] for ref in row["refs"]}
+        assert freed["kran-gc/a:1"] == MIB // 2 and freed["kran-gc/base:1"] == 0  # b and c keep the base
+        (summary,) = plan["nodes"]
+        assert summary["before"] == before and df() == before  # measured as Docker does; nothing removed
+        assert sum(row["freed"] for row in plan["removed"]) == before - summary["after"]
+        assert "pinned" in summary["short"] and "in use by a container" in summary["short"]
+        with server.api() as c:  # the gauge counts the same way
+            metrics = c.get("/metrics").text
+        gauge = re.search(rf'^kran_image_disk_bytes{{node="{summary["node"]}"}} (\S+)$', metrics, re.M)
+        assert gauge and float(gauge.group(1)) == before, metrics[-2000:]
+
+        # a real GC to a target only the base's removal reaches gets there in one pass
+        node.docker("rm", "kran-gc-hold")
+        assert kran("image", "unpin", "kran-gc/c:1").exit_code == 0
+        target = before - (2 * MIB + 3 * (MIB // 2))
+        done = gc(False, target)
+        after = df()
+        assert after <= target, done
+        assert before - after == sum(row["freed"] for row in done["removed"]) and done["nodes"][0]["after"] == after
+        assert not any(row.get("error") for row in done["removed"]), done
+        gone = {ref for row in done["removed"] for ref in row["refs"]}
+        assert gone & set(_node_refs(node).split()) == set()
+
+        # and to 0: only what is pinned is left, and the answer says so
+        done = gc(False, 0)
+        left = set(_node_refs(node).split()) - {"<none>:<none>"}
+        assert left == others and not left & set(ours)
+        assert done["nodes"][0]["after"] == df() and "pinned" in done["nodes"][0]["short"]
+    finally:
+        node.docker("rm", "-f", "kran-gc-hold", check=False)
+        node.docker("rmi", "-f", *ours, check=False)

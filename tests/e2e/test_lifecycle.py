@@ -95,15 +95,21 @@ def test_queue_full_is_429_and_stores_nothing(make_server: Any) -> None:
             c.post(f"/api/v1/jobs/{i}/kill")
 
 
-def test_image_jobs_refused_without_docker(make_server: Any) -> None:
+def test_image_jobs_wait_without_docker(make_server: Any) -> None:
+    """No Docker Engine: image jobs are taken and wait, saying why (issue 26; before, a 503);
+    host jobs run."""
     server = make_server(KRAN_LOCAL_DOCKER_HOST="unix:///nonexistent/docker.sock")
     with server.api() as c:
         r = c.post("/api/v1/jobs", json={"image": "x", "command": ["true"]})
-        assert r.status_code == 503 and "Docker Engine unreachable" in r.json()["error"]
+        assert r.status_code == 201, r.text
+        waiting = c.get(f"/api/v1/jobs/{r.json()['id']}").json()
+        assert waiting["state"] == "queued" and "docker engine unreachable since" in waiting["waiting_because"]
         st = c.get("/status")
-        assert st.status_code == 200 and st.json()["engines"]["docker"].startswith("Docker Engine unreachable")
+        assert st.status_code == 200 and st.json()["engines"]["docker"].startswith("docker engine unreachable since")
+        assert st.json()["state"] == "degraded"
         job = c.post("/api/v1/jobs", json={"command": ["true"]}).json()["id"]
-    server.wait_state(job, {"succeeded"})
+        server.wait_state(job, {"succeeded"})
+        assert c.get(f"/api/v1/jobs/{r.json()['id']}").json()["attempts"] == []  # nothing launched into the void
 
 
 def test_host_processes_can_be_forbidden(make_server: Any) -> None:

@@ -100,8 +100,12 @@ def test_runs_on_the_nodes_with_classes_capacity_and_drain(
         assert len(most) == 3  # spread over every node
 
         # drain: no new jobs there; running ones finish
-        long = _submit(c, test_image, "sleep 3", node_class="heavyweight")
+        long = _submit(c, test_image, "echo started; sleep 3", node_class="heavyweight")
         server.wait_state(long, {"running"})
+        deadline = time.time() + 60  # running in kran's eyes once its service exists; wait for the task itself
+        while b"started" not in c.get(f"/api/v1/jobs/{long}/logs").content:
+            assert time.time() < deadline, "the job's task did not start"
+            time.sleep(0.2)
         drained = kran("node", "drain", "kran-sw2")
         assert drained.exit_code == 0, drained.output
         assert server.wait_state(long, {"succeeded"})["node"]["hostname"] == "kran-sw2"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kran.errors import InvalidInput, Unavailable
+from kran.errors import InvalidInput
 from kran.ports import EngineCapabilities
 from tests.services.fakes import FakeEngine, admission, spec
 
@@ -22,7 +22,6 @@ def test_each_rule_names_its_reason() -> None:
     cases = [
         (admission(containers_only), spec(), InvalidInput, "give the job an --image"),
         (admission(hosts_only), spec(image="busybox"), InvalidInput, "host processes only"),
-        (admission(FakeEngine(down="Docker Engine unreachable")), spec(image="x"), Unavailable, "unreachable"),
         (admission(containers_only), spec(image="x", volume="~a/b/c"), InvalidInput, "app volumes"),
         (admission(cpus=2), spec(cpus="3"), InvalidInput, "more than the largest node"),
     ]
@@ -30,6 +29,11 @@ def test_each_rule_names_its_reason() -> None:
         with pytest.raises(kind, match=text):
             adm.check([s])
         assert adm.refusal(s) is not None and text in adm.refusal(s)  # type: ignore[operator]
+
+
+def test_a_job_for_an_engine_that_is_down_is_taken() -> None:
+    # it waits in the queue for the engine (the dispatcher holds it and says why)
+    assert admission(FakeEngine(down="docker engine unreachable since 03:48:59 UTC")).refusal(spec(image="x")) is None
 
 
 def test_a_batch_names_the_job_refused() -> None:

@@ -1,7 +1,7 @@
 """Prometheus metrics (prometheus-client), on a registry of this server's own.
 
 Counters and histograms are fed by the services through the Metrics port; gauges (queue
-length, jobs by state, node capacity, image disk) are read from the store and engine at
+length, jobs by state, node capacity, image disk) are read from the store, the nodes and the image inventory at
 scrape time. Labels stay bounded: no job ids, and user names only when `per_user` is set.
 """
 
@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from kran.domain.placement import NodeCapacity
-from kran.ports import Engine, Store
+from kran.ports import Store
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
 RUN_BUCKETS = (0.1, 1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 7 * 24 * 3600)
@@ -70,15 +70,27 @@ class PrometheusMetrics:
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.api.labels(route, method, str(status)).observe(seconds)
 
-    def watch_state(self, store: Store, engine: Engine, nodes: Callable[[], list[NodeCapacity]]) -> None:
-        self.registry.register(StateCollector(store, engine, nodes))
+    def watch_state(
+        self,
+        store: Store,
+        nodes: Callable[[], list[NodeCapacity]],
+        image_bytes: Callable[[], dict[str, int]],
+        engines: Callable[[], dict[str, str | None]],
+    ) -> None:
+        self.registry.register(StateCollector(store, nodes, image_bytes, engines))
 
 
 class StateCollector(Collector):
     """Gauges read at scrape time."""
 
-    def __init__(self, store: Store, engine: Engine, nodes: Callable[[], list[NodeCapacity]]) -> None:
-        self.store, self.engine, self.nodes = store, engine, nodes
+    def __init__(
+        self,
+        store: Store,
+        nodes: Callable[[], list[NodeCapacity]],
+        image_bytes: Callable[[], dict[str, int]],
+        engines: Callable[[], dict[str, str | None]],
+    ) -> None:
+        self.store, self.nodes, self.image_bytes, self.engines = store, nodes, image_bytes, engines
 
     def collect(self) -> Iterator[Metric]:
         queue = GaugeMetricFamily("kran_queue_length", "Queued jobs by priority class", labels=["priority_class"])
@@ -100,8 +112,15 @@ class StateCollector(Collector):
                 families["memory_bytes"].add_metric([node.node_id, kind], res.mem_mb * 1024 * 1024)
                 families["gpus"].add_metric([node.node_id, kind], res.gpus)
         yield from families.values()
-        disk = self.engine.image_disk_bytes()
-        if disk is not None:
-            g = GaugeMetricFamily("kran_image_disk_bytes", "Disk used by images", labels=["node"])
-            g.add_metric(["local"], disk)
+        up = GaugeMetricFamily("kran_engine_up", "1 while the engine answers, 0 while it does not", labels=["engine"])
+        for name, down in sorted(self.engines().items()):
+            up.add_metric([name], 0 if down else 1)
+        yield up
+        disk = self.image_bytes()
+        if disk:
+            g = GaugeMetricFamily(
+                "kran_image_disk_bytes", "Disk used by image layers, each layer once", labels=["node"]
+            )
+            for node_id, size in sorted(disk.items()):
+                g.add_metric([node_id], size)
             yield g

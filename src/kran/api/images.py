@@ -100,14 +100,24 @@ class GcRemoval(Out):
     node: str
     image: str
     refs: list[str]
-    size: int
+    size: int = Field(..., description="the image's size as Docker reports it, shared layers included")
+    freed: int = Field(..., description="bytes its removal frees: its layers no image left uses")
     reason: str
     error: str | None = Field(None, description="why it could not be removed (only then)")
+
+
+class GcNode(Out):
+    node: str
+    before: int = Field(..., description="bytes of the node's image layers, each layer once")
+    target: int = Field(..., description="the low-water mark, or the target asked for")
+    after: int = Field(..., description="bytes left: measured after a real GC, estimated by a dry run")
+    short: str | None = Field(..., description="why it stays above the target (what is kept); null when it does not")
 
 
 class GcResult(Out):
     dry_run: bool
     removed: list[GcRemoval]
+    nodes: list[GcNode] = Field(..., description="each node where GC chose images or fell short of the target")
 
 
 class Registry(Out):
@@ -190,8 +200,8 @@ def gc(body: Gc, images: Images, who: Caller) -> dict[str, Any]:
         target = parse_size(body.target) if body.target is not None else None
     except ValueError as e:
         raise InvalidInput(f"target: {e}", "target") from None
-    removed = images.gc(body.node, body.dry_run, target)
-    return {"dry_run": body.dry_run, "removed": removed}
+    removed, nodes = images.gc(body.node, body.dry_run, target)
+    return {"dry_run": body.dry_run, "removed": removed, "nodes": nodes}
 
 
 @router.get(

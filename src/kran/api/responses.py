@@ -110,6 +110,7 @@ class Job(Out):
     retries: int
     timeout_s: float | None
     network: bool
+    no_requeue: bool
     after: list[int]
     after_any: list[int]
     app: str | None

@@ -34,7 +34,8 @@ class ServerStatus(Out):
     degraded: list[str] = Field(description="why it is degraded, e.g. a full data dir")
     store: str
     data_dir: str
-    engines: dict[str, str] = Field(description="engine: ok, or what is wrong with it")
+    engines: dict[str, str] = Field(description="engine: ok, or why it cannot be used and since when")
+    warnings: list[str] = Field(description="what the operator should change, e.g. Docker's live-restore off")
     queued: int
     running: int
     jobs_by_state: dict[str, int]

@@ -114,13 +114,19 @@ def unpin_cmd(ref: str) -> None:
 def gc_cmd(dry_run: bool, target: str | None, node: str | None, output: str) -> None:
     """Remove least recently used images (never pinned or in-use ones) above the high-water mark."""
     body: dict[str, Any] = {"dry_run": dry_run, "target": target, "node": node}
-    removed = Client().post("/api/v1/images/gc", json=body)["removed"]
+    result = Client().post("/api/v1/images/gc", json=body)
+    removed = result["removed"]
     if output == "json":
         print_json(removed)
         return
     rows = [{**r, "refs": " ".join(r["refs"]) or r["image"][:19]} for r in removed]
-    kv_table(rows, ["node", "refs", "size", "reason"])
+    kv_table(rows, ["node", "refs", "size", "freed", "reason"])
     click.echo(f"{'would remove' if dry_run else 'removed'} {len(removed)} image(s)", err=True)
+    for n in result["nodes"]:
+        verb = "would go" if dry_run else "went"
+        click.echo(f"node {n['node']}: image layers {verb} from {n['before']} to {n['after']} bytes", err=True)
+        if n["short"]:
+            click.echo(f"node {n['node']}: {n['short']}", err=True)
 
 
 @click.group("registry")

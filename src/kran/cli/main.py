@@ -136,6 +136,8 @@ def status(output: str) -> None:
         click.echo(f"kran {body['version']} at {client.url}: {'ready' if state == 'ok' else state}")
         for why in body.get("degraded", []):
             click.echo(f"degraded: {why}", err=True)
+        for note in body.get("warnings", []):
+            click.echo(f"warning: {note}", err=True)
         click.echo(f"store: {body['store']}")
         for name, state in body["engines"].items():
             click.echo(f"engine {name}: {state}")

@@ -3,8 +3,10 @@ choice in an index, and which images disk GC removes."""
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -131,34 +133,124 @@ def pick_platform(manifests: Sequence[dict[str, object]], os_: str = "linux", ar
     raise ValueError(f"no {os_}/{arch} image in the index")
 
 
+EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"  # an empty tar
+
+
 @dataclass(frozen=True)
 class NodeImage:
     image_id: str
     refs: tuple[str, ...]  # repo tags and repo digests
-    size: int
+    size: int  # as Docker reports it: every layer, shared ones included
     last_used: float  # kran's last job start with it on this node, else the image's creation
+    layers: tuple[tuple[str, int], ...] = ()  # (chain id, bytes) from the base up
+    containers: int = 0  # containers using it that GC would not remove first
+
+
+def chain_ids(diff_ids: Sequence[str]) -> list[str]:
+    """The OCI chain id of each layer: a layer is the same on disk only with the same
+    parents, so images share a layer exactly when they share its chain id."""
+    out: list[str] = []
+    for d in diff_ids:
+        out.append(d if not out else "sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
+    return out
+
+
+def history_sizes(diff_ids: Sequence[str], history: Sequence[int]) -> list[int] | None:
+    """Each layer's bytes from the image's history sizes (oldest first), where they can be
+    matched: history also has entries that made no layer (ENV, CMD), of 0 bytes."""
+    if len(history) == len(diff_ids):
+        return list(history)
+    sized = [s for s in history if s > 0]
+    if len(sized) == len(diff_ids):
+        return sized
+    content = [i for i, d in enumerate(diff_ids) if d != EMPTY_LAYER]
+    if len(sized) != len(content):
+        return None
+    out = [0] * len(diff_ids)
+    for i, size in zip(content, sized, strict=True):
+        out[i] = size
+    return out
+
+
+def resolve_layers(images: Sequence[tuple[Sequence[str], list[int] | None, int]]) -> list[tuple[tuple[str, int], ...]]:
+    """(chain ids, their sizes or None, the image's size) per image -> (chain id, bytes)
+    per layer. A layer's size is known from any image whose history matched; an image whose
+    did not gets what its size leaves over on its topmost layer of unknown size."""
+    known: dict[str, int] = {}
+    for chains, sizes, _ in images:
+        if sizes is not None:
+            known.update(zip(chains, sizes, strict=True))
+    for chains, sizes, total in images:
+        if sizes is None:
+            unknown = [c for c in chains if c not in known]
+            rest = max(0, total - sum(known[c] for c in chains if c in known))
+            for c in unknown:
+                known[c] = rest if c == unknown[-1] else 0
+    return [tuple((c, known[c]) for c in chains) for chains, _, _ in images]
+
+
+def _frees(images: Sequence[NodeImage], chosen: Sequence[NodeImage]) -> int:
+    """Bytes removing `chosen` frees: the layers only they use."""
+    gone = {id(i) for i in chosen}
+    kept = {c for i in images if id(i) not in gone for c, _ in i.layers}
+    return sum(size for c, size in dict(layer for i in chosen for layer in i.layers).items() if c not in kept)
+
+
+def layers_size(images: Sequence[NodeImage]) -> int:
+    """Bytes the images' layers take on disk, each layer once (Docker's LayersSize)."""
+    return sum(dict(layer for i in images for layer in i.layers).values())
+
+
+@dataclass(frozen=True)
+class GcPlan:
+    usage: int  # bytes of image layers before
+    low: int
+    chosen: list[tuple[NodeImage, int, str]]  # image, bytes its removal frees, reason
+    left: int  # bytes after the chosen are gone
+    short: str | None = None  # why `left` stays above `low`
 
 
 def gc_choice(
     images: Sequence[NodeImage],
-    usage: int,
     high: int,
     low: int,
     *,
-    keep: frozenset[str],
+    keep: Mapping[str, str],
     force: bool = False,
-) -> list[tuple[NodeImage, str]]:
-    """Images to remove, least recently used first, when usage is above `high` (or
-    `force`): until usage is at most `low`. `keep` holds ids and refs of images that are
-    pinned, in use by a starting or running job, or being warmed: never chosen."""
+) -> GcPlan:
+    """Images to remove, least recently used first, when their layers' disk use is above
+    `high` (or `force`): until it is at most `low`. `keep` maps ids and refs of images
+    never chosen to why (pinned, in use, being pulled); images used by containers are kept
+    too. A removal frees the layers no image left still uses, so an image's shared base
+    counts only when the last image on it goes."""
+    users: Counter[str] = Counter(c for i in images for c, _ in i.layers)
+    usage = layers_size(images)
     if usage <= high and not force:
-        return []
-    out = []
+        return GcPlan(usage, low, [], usage)
+    left = usage
+    chosen = []
+    kept: Counter[str] = Counter()
     for img in sorted(images, key=lambda i: i.last_used):
-        if usage <= low:
-            break
-        if img.image_id in keep or any(r in keep for r in img.refs):
+        why = keep.get(img.image_id) or next((keep[r] for r in img.refs if r in keep), None)
+        if why is None and img.containers:
+            why = "in use by a container"
+        if why is not None:
+            kept[why] += 1
             continue
-        out.append((img, f"LRU: disk use {usage} above {low} bytes, last used {img.last_used:.0f}"))
-        usage -= img.size
-    return out
+        if left <= low:
+            continue
+        users.subtract(c for c, _ in img.layers)
+        freed = sum(size for c, size in dict(img.layers).items() if users[c] == 0)
+        chosen.append(
+            (img, freed, f"LRU: layers {left} above {low} bytes, frees {freed}, last used {img.last_used:.0f}")
+        )
+        left -= freed
+    if not force:  # a name whose layers all stay with kept images frees nothing: it stays too
+        chosen = [
+            c for c in chosen if c[1] or _frees(images, [i for i, _, _ in chosen if i is not c[0]]) < usage - left
+        ]
+    short = None
+    if left > low:
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(kept.items())) or "nothing else"
+        short = f"layers still {left} above {low} bytes: the rest is kept ({why})"
+    return GcPlan(usage, low, chosen, left, short)

@@ -36,6 +36,7 @@ class JobSpec:
     retries: int = 0
     timeout_s: float | None = None
     network: bool = False
+    no_requeue: bool = False  # at most one run: an attempt lost to its engine is not run again
     after: tuple[int, ...] = ()  # start once these succeeded
     after_any: tuple[int, ...] = ()  # start once these ended, however
     app: str | None = None
@@ -125,6 +126,13 @@ JOB_FIELDS: tuple[JobField, ...] = (
     JobField("retries", Kind.INT, "re-runs of a failed or lost attempt", "--retries", True, 0, bounds=(0, MAX_RETRIES)),
     JobField("timeout", Kind.DURATION, "kill after this long, e.g. 90, 30m, 1h30m", "--timeout", True),
     JobField("network", Kind.FLAG, "give the job network access", "--network", True),
+    JobField(
+        "no_requeue",
+        Kind.FLAG,
+        "at most one run: an attempt lost to its engine (a daemon restart, a dead node) is not re-queued",
+        "--no-requeue",
+        True,
+    ),
     JobField("sh", Kind.TEXT, "a shell string, run by /bin/sh -c", "--sh"),
     JobField(
         "app",
@@ -166,6 +174,7 @@ def validate_spec(
     cached_files: Sequence[str] = (),
     grace_s: float | None = None,
     node_class: str | None = None,
+    no_requeue: bool = False,
 ) -> JobSpec:
     """Check every field; raise ValueError(field, reason) on the first bad one."""
     if bool(command) == bool(sh):
@@ -222,6 +231,7 @@ def validate_spec(
         except ValueError as e:
             raise SpecError("node_class", str(e)) from None
     return JobSpec(
+        no_requeue=no_requeue,
         node_class=node_class,
         files=tuple(files),
         cached_files=tuple(cached_files),

@@ -81,6 +81,7 @@ class ActiveAttempt:
     kill_reason: str | None
     retries: int
     queued_at: float | None = None
+    requeues: int = 0  # earlier attempts lost to an engine fault: they used no retry
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from kran.domain.states import JobState
 
+FAULT_RETRY_S = 1.0  # an attempt lost to its engine is queued again after this, doubling (the engine may still be away)
+MAX_FREE_REQUEUES = 10  # then an engine fault is charged like any loss: no job is re-queued forever
+
 
 @dataclass(frozen=True)
 class AttemptEnd:
@@ -16,6 +19,7 @@ class AttemptEnd:
     vanished: bool = False  # the work disappeared without an exit code
     kill_reason: str | None = None  # "user" or "timeout" when kran killed it
     cause: str | None = None  # what the server saw meanwhile that may explain a failure (a full disk)
+    engine_fault: str | None = None  # it ended because its engine or node went away, not by itself
 
 
 @dataclass(frozen=True)
@@ -24,21 +28,41 @@ class Settlement:
     job_state: JobState
     reason: str
     retry_in_s: float | None = None
+    free: bool = False  # re-queued without using a retry (the engine's fault, not the job's)
 
 
 def settle_attempt(
-    end: AttemptEnd, *, attempt: int, retries: int, timeout_s: float | None, backoff_s: float
+    end: AttemptEnd,
+    *,
+    attempt: int,
+    retries: int,
+    timeout_s: float | None,
+    backoff_s: float,
+    requeues: int = 0,
+    no_requeue: bool = False,
 ) -> Settlement:
     """Decide the attempt's and the job's next state.
 
     Failed and lost attempts are retried while retries remain, with exponential backoff
-    (backoff_s, 2*backoff_s, ... capped at 10 minutes). Kills and timeouts are final.
+    (backoff_s, 2*backoff_s, ... capped at 10 minutes). Kills and timeouts are final. An
+    attempt lost to its engine (a daemon restart, a dead node) is re-queued at once without
+    using a retry (`requeues` counts those before), unless the job asked for at most one
+    run (`no_requeue`, as Slurm's --no-requeue): then it is lost like any other.
     """
     if end.kill_reason == "user":
         return Settlement(JobState.KILLED, JobState.KILLED, "killed on request")
     if end.kill_reason == "timeout":
         limit = f" after {timeout_s:g}s" if timeout_s else ""
         return Settlement(JobState.TIMED_OUT, JobState.TIMED_OUT, f"timed out{limit}")
+    if end.engine_fault and end.exit_code != 0:
+        if no_requeue:
+            end = AttemptEnd(None, error=f"{end.engine_fault} (the job asked not to be re-queued)", vanished=True)
+            retries = 0
+        elif requeues < MAX_FREE_REQUEUES:
+            why = f"attempt {attempt} lost: {end.engine_fault}; re-queued without using a retry"
+            return Settlement(JobState.LOST, JobState.QUEUED, why, min(FAULT_RETRY_S * 2**requeues, 60.0), free=True)
+        else:  # an engine that keeps losing it: from now on the job's retries pay
+            end = AttemptEnd(None, error=f"{end.engine_fault} ({requeues} attempts lost to the engine)", vanished=True)
     if end.vanished:
         state, reason = JobState.LOST, end.error or "the job's process or container vanished"
     elif end.exit_code == 0 and not end.error:
@@ -50,9 +74,8 @@ def settle_attempt(
             reason = f"{reason}: {end.error}" if end.exit_code is not None else end.error
     if end.cause:
         reason = f"{reason} ({end.cause})"
-    if attempt <= retries:
-        delay = min(backoff_s * 2 ** (attempt - 1), 600.0)
-        return Settlement(
-            state, JobState.QUEUED, f"attempt {attempt} {state}: {reason}; retry {attempt}/{retries}", delay
-        )
+    used = attempt - requeues  # this one included
+    if used <= retries:
+        delay = min(backoff_s * 2 ** (used - 1), 600.0)
+        return Settlement(state, JobState.QUEUED, f"attempt {attempt} {state}: {reason}; retry {used}/{retries}", delay)
     return Settlement(state, state, reason)

@@ -1,6 +1,8 @@
 """Admission: whether this server can run a job at all. Every way into the queue (a
 submit, a batch, an upload, a workflow step, a schedule at add and at each fire) asks
-it, so a job one refuses, all refuse."""
+it, so a job one refuses, all refuse. Whether the engine answers right now is not asked:
+a job for an engine that is down is taken and waits for it, as a batch queue takes work
+while its nodes are down (the dispatcher holds it, and it says why it waits)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from collections.abc import Callable
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import NodeCapacity, fits_anywhere
 from kran.domain.resources import format_cpus
-from kran.errors import InvalidInput, Unavailable
+from kran.errors import InvalidInput
 from kran.ports import Engine
 from kran.services.nodes import NodeDirectory
 
@@ -21,10 +23,10 @@ class Admission:
         self.engine = engine
         self.nodes = nodes
         self.allow_host_processes = allow_host_processes
-        self.rules: tuple[Rule, ...] = (self._kind, self._engine_up, self._host_processes, self._volume, self._fits)
+        self.rules: tuple[Rule, ...] = (self._kind, self._host_processes, self._volume, self._fits)
 
     def check(self, specs: list[JobSpec]) -> None:
-        """InvalidInput (or Unavailable) naming the first job refused and why."""
+        """InvalidInput naming the first job refused and why."""
         nodes = self.nodes.totals()
         for i, spec in enumerate(specs):
             try:
@@ -34,16 +36,12 @@ class Admission:
                 if len(specs) == 1:
                     raise
                 raise InvalidInput(f"job {i + 1}: {e}", e.field) from None
-            except Unavailable as e:
-                if len(specs) == 1:
-                    raise
-                raise Unavailable(f"job {i + 1}: {e}") from None
 
     def refusal(self, spec: JobSpec) -> str | None:
         """Why the job would be refused now; None: it would be taken."""
         try:
             self.check([spec])
-        except (InvalidInput, Unavailable) as e:
+        except InvalidInput as e:
             return str(e)
         return None
 
@@ -53,10 +51,6 @@ class Admission:
             raise InvalidInput("this server runs host processes only: no --image", "image")
         if not spec.image and not can.host_processes:
             raise InvalidInput("jobs on this engine run in containers: give the job an --image", "image")
-
-    def _engine_up(self, spec: JobSpec, nodes: list[NodeCapacity]) -> None:
-        if spec.image and (why := self.engine.unavailable(image=True)):
-            raise Unavailable(f"image jobs cannot run: {why}")
 
     def _host_processes(self, spec: JobSpec, nodes: list[NodeCapacity]) -> None:
         if not spec.image and not self.allow_host_processes:

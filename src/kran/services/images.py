@@ -14,11 +14,11 @@ from typing import Any
 
 from kran.domain.auth import Principal
 from kran.domain.disk import mark_bytes
-from kran.domain.images import ImageInfo, NodeImage, canonical, gc_choice, parse_ref, size_class
+from kran.domain.images import ImageInfo, NodeImage, canonical, gc_choice, layers_size, parse_ref, size_class
 from kran.domain.jobs import JobSpec
 from kran.domain.records import StartedAttempt
 from kran.domain.states import JobState
-from kran.errors import EngineError, InvalidInput, NotFound, RegistryError
+from kran.errors import EngineError, EngineUnavailable, InvalidInput, NotFound, RegistryError
 from kran.ports import Clock, ImageStore, NodeImages, Registry, Store
 from kran.services.nodes import NodeDirectory
 from kran.settings import ImageSection
@@ -40,6 +40,7 @@ class Pull:
     done: int = 0
     total: int = 0
     error: str | None = None
+    unreachable: bool = False  # it failed because the node's engine did not answer
     started: float = field(default_factory=time.time)
     finished: threading.Event = field(default_factory=threading.Event)
 
@@ -186,6 +187,10 @@ class ImageManager:
             return images
         return cached[1]
 
+    def layer_bytes(self) -> dict[str, int]:
+        """Node -> bytes its image layers take, each layer once (from the cached inventory)."""
+        return {node: layers_size(images) for node, (_, images) in list(self._st.inventory.items())}
+
     def images_by_node(self, fresh: bool = False) -> dict[str, frozenset[str]]:
         """Node -> the references it holds (from the cached inventory unless `fresh`)."""
         out = {}
@@ -206,7 +211,7 @@ class ImageManager:
         if not image or s.node not in self.node_images.nodes():
             return
         st = self._st
-        st.last_used[(s.node, image)] = time.time()
+        st.last_used[(s.node, canonical(image))] = time.time()  # as the inventory names it
         if _holds(self._node_refs(s.node), image, s.spec.image_digest):
             return
         pull, mine = self._start_pull(s.node, image)
@@ -233,7 +238,8 @@ class ImageManager:
             elif not pull.finished.wait(self.cfg.pull_timeout_s):
                 raise EngineError(f"pull of {image} on node {s.node} timed out after {self.cfg.pull_timeout_s:g}s")
             if pull.state == "failed":
-                raise EngineError(pull.error or f"pull of {image} on node {s.node} failed")
+                kind = EngineUnavailable if pull.unreachable else EngineError
+                raise kind(pull.error or f"pull of {image} on node {s.node} failed")
         finally:
             done_text = f"pulled {image} on {s.node}" if pull.state == "done" else None
             self.image_store.set_pull(s.job_id, s.attempt, None, done_text, self.clock.now())
@@ -268,6 +274,7 @@ class ImageManager:
             log.info("pulled %s on node %s", pull.ref, pull.node)
         except EngineError as e:
             pull.state, pull.error = "failed", str(e)
+            pull.unreachable = isinstance(e, EngineUnavailable)
             log.warning("%s", e)
         finally:
             self.inventory(pull.node, fresh=True)
@@ -318,10 +325,14 @@ class ImageManager:
             )
         return out
 
-    def gc(self, node: str | None = None, dry_run: bool = False, target: int | None = None) -> list[dict[str, Any]]:
+    def gc(
+        self, node: str | None = None, dry_run: bool = False, target: int | None = None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Per node: above the high-water mark (or always, with `target`), remove least
-        recently used images that are not pinned, not used by a starting or running job and
-        not being pulled, until under the low-water mark (or `target`)."""
+        recently used images that are not pinned, not used by a starting or running job or
+        a container and not being pulled, until their layers take at most the low-water
+        mark (or `target`). Returns the removals and, per node where GC acted or fell short,
+        the layers' bytes before, the target, after, and why it stopped above the target."""
         nodes = self.node_images.nodes()
         if node is not None:
             names = self.nodes.hostnames()
@@ -332,10 +343,11 @@ class ImageManager:
         pins = self.image_store.pins()
         active = self.store.list_jobs([JobState.STARTING, JobState.RUNNING], limit=100_000)
         st = self._st
-        out = []
+        out: list[dict[str, Any]] = []
+        summaries: list[dict[str, Any]] = []
         for n in nodes:
             try:
-                used, capacity = self.node_images.disk(n)
+                capacity = self.node_images.disk_size(n)
             except EngineError as e:
                 log.warning("%s", e)
                 continue
@@ -343,29 +355,57 @@ class ImageManager:
             low = target if target is not None else mark_bytes(self.cfg.gc_low, capacity)
             if high is None or low is None:
                 continue
-            keep = {canonical(p) for p in pins}
-            keep |= {canonical(j.spec.image) for j in active if j.node == n and j.spec.image}
-            keep |= {canonical(ref) for (pn, ref), p in st.pulls.items() if pn == n and p.state == "pulling"}
+            if not dry_run and self.sweep_exited:  # first: their containers hold images
+                self.node_images.remove_exited(n, frozenset(str(j.id) for j in active))
+            keep = {canonical(p): "pinned" for p in pins}
+            keep |= {canonical(j.spec.image): "in use by a job" for j in active if j.node == n and j.spec.image}
+            keep |= {
+                canonical(r): "being pulled" for (pn, r), p in st.pulls.items() if pn == n and p.state == "pulling"
+            }
             images = [
-                replace(i, last_used=max([i.last_used] + [st.last_used.get((n, r), 0.0) for r in i.refs]))
+                replace(i, last_used=max([i.last_used] + [st.last_used.get((n, canonical(r)), 0.0) for r in i.refs]))
                 for i in self.inventory(n, fresh=True)
             ]
-            for img, reason in gc_choice(images, used, high, low, keep=frozenset(keep), force=target is not None):
-                entry = {"node": n, "image": img.image_id, "refs": list(img.refs), "size": img.size, "reason": reason}
+            plan = gc_choice(images, high, low, keep=keep, force=target is not None)
+            for img, freed, reason in plan.chosen:
+                entry = {
+                    "node": n,
+                    "image": img.image_id,
+                    "refs": list(img.refs),
+                    "size": img.size,
+                    "freed": freed,
+                    "reason": reason,
+                }
                 if not dry_run:
                     try:
+                        if self._used_now(n, img):  # a job started with it since the choice
+                            raise EngineError("a job started with it meanwhile: kept")
                         self.node_images.remove(n, img.image_id)
                     except EngineError as e:
                         entry["error"] = str(e)
                     log.info(
-                        "image GC on %s removed %s %s (%d bytes): %s", n, img.image_id[:19], img.refs, img.size, reason
+                        "image GC on %s removed %s %s (frees %d bytes): %s",
+                        n,
+                        img.image_id[:19],
+                        img.refs,
+                        freed,
+                        reason,
                     )
                 out.append(entry)
-            if not dry_run:
-                if self.sweep_exited:
-                    self.node_images.remove_exited(n, frozenset(str(j.id) for j in active))
-                self.inventory(n, fresh=True)
-        return out
+            left = plan.left if dry_run or not plan.chosen else layers_size(self.inventory(n, fresh=True))
+            if plan.chosen or plan.short:
+                short = plan.short if left > low else None
+                summaries.append({"node": n, "before": plan.usage, "target": low, "after": left, "short": short})
+                if short and not dry_run:
+                    log.warning("image GC on %s: %s", n, short)
+        return out, summaries
+
+    def _used_now(self, node: str, img: NodeImage) -> bool:
+        active = self.store.list_jobs([JobState.STARTING, JobState.RUNNING], limit=100_000)
+        used = {canonical(j.spec.image) for j in active if j.node == node and j.spec.image}
+        return bool(used & {canonical(r) for r in img.refs}) or any(
+            j.spec.image_digest and any(j.spec.image_digest in r for r in img.refs) for j in active if j.node == node
+        )
 
     def pin(self, who: Principal, ref: str) -> None:
         try:

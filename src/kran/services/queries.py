@@ -88,6 +88,9 @@ class JobQueries:
         full = self.disk.full()
         if full:
             return JobView(job, self.store.queue_position(job) + 1, f"{full}: no job starts until space returns")
+        down = self.engine.unavailable(image=job.spec.image is not None)
+        if down:  # admission let it in: only the engine's health can say this now
+            return JobView(job, self.store.queue_position(job) + 1, f"{down}: it starts when the engine answers again")
         ahead = self.store.queue_position(job)
         waiting_on = None
         if job.spec.volume:
@@ -115,7 +118,7 @@ class JobQueries:
             store_ok: str | None = None
         except Exception as e:  # reported, not raised: this is the readiness probe
             store_ok = f"store unreachable: {e}"
-        degraded = [why for why in (self.disk.full(fresh=True),) if why]
+        degraded = [why for why in (self.disk.full(fresh=True), *health.values()) if why]
         return {
             "version": __version__,
             "instance": self.instance,
@@ -125,6 +128,7 @@ class JobQueries:
             "store": store_ok or "ok",
             "data_dir": self.disk.full(fresh=False) or "ok",
             "engines": {k: (v or "ok") for k, v in health.items()},
+            "warnings": self.engine.warnings(),
             "queued": counts.get("queued", 0),
             "running": counts.get("running", 0) + counts.get("starting", 0),
             "jobs_by_state": counts,

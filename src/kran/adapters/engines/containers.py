@@ -16,7 +16,7 @@ import docker
 from docker.errors import APIError, DockerException
 
 from kran.adapters.engines.ownership import effective_user, seal_attempt
-from kran.errors import EngineError
+from kran.errors import EngineError, EngineUnavailable
 from kran.ports import LaunchSpec
 
 T = TypeVar("T")
@@ -143,12 +143,28 @@ class Handles:
         return handle[len(self.prefix) :]
 
 
-def docker_client(url: str | None) -> Any:
+def docker_client(url: str | None, timeout: int = 60) -> Any:
     """A client of the Docker Engine at `url` (None: the environment's)."""
     try:
-        return docker.DockerClient(base_url=url, timeout=60) if url else docker.from_env(timeout=60)
+        return docker.DockerClient(base_url=url, timeout=timeout) if url else docker.from_env(timeout=timeout)
     except DockerException as e:
-        raise EngineError(f"Docker Engine unreachable: {e}") from e
+        raise EngineUnavailable(f"Docker Engine unreachable: {e}") from e
+
+
+def unreachable(e: BaseException) -> bool:
+    """Whether an error of the docker SDK means the daemon did not answer (its socket gone,
+    the connection refused, dropped or timed out), not that it answered with an error (an
+    APIError: a missing image, a registry refusing a pull)."""
+    if isinstance(e, APIError):  # also an OSError (requests' HTTPError): it did answer
+        return False
+    if isinstance(e, EngineUnavailable | OSError):  # requests' connection errors are OSErrors
+        return True
+    return isinstance(e, DockerException) and "Connection" in str(e)
+
+
+def timed_out(e: BaseException) -> bool:
+    """A timeout: the daemon may be slow, not gone (and a request may have been done)."""
+    return isinstance(e, TimeoutError) or any("Timeout" in k.__name__ for k in type(e).__mro__)
 
 
 def explain(e: Exception) -> str:

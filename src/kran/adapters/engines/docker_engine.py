@@ -7,9 +7,12 @@ with instance, job and attempt, which is how they are found again after a restar
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +29,14 @@ from kran.adapters.engines.containers import (
     explain,
     plan_container,
     seal,
+    timed_out,
+    unreachable,
 )
 from kran.adapters.engines.process import read_exit_code, write_exit_code
 from kran.domain.accounting import Usage
+from kran.domain.outages import Outage, ended_with_daemon, undecided
 from kran.domain.retry import AttemptEnd
-from kran.errors import EngineError
+from kran.errors import EngineError, EngineUnavailable
 from kran.ports import AttemptRef, EngineCapabilities, LaunchSpec
 
 PREFIX = "docker:"
@@ -38,6 +44,9 @@ HANDLES = Handles(PREFIX)
 
 
 FINAL = ("exited", "dead")
+OUTAGES_KEPT = 20  # the windows an end is compared with
+PROBE_TIMEOUT_S = 5
+INFO_EVERY_S = 10.0
 
 
 class DockerEngine:
@@ -57,8 +66,15 @@ class DockerEngine:
         self.kill_grace_s = kill_grace_s
         self._base_url = base_url
         self._client: Any = None
-        self._health: tuple[float, str | None] = (0.0, "not checked yet")
-        self._disk: tuple[float, int | None] = (0.0, None)
+        self._probe_client: Any = None  # its own, with a short timeout: a hung daemon is a down one
+        self._down: str | None = None  # why the daemon does not answer (since when)
+        self._since = 0.0  # when that last changed; 0: never probed
+        self._last_up = time.time()
+        self._live_restore: bool | None = None
+        self._info_at = 0.0  # when live-restore was last read (pings in between are cheaper)
+        self._killed: set[str] = set()  # containers kran stopped (until collected)
+        self._outages: list[Outage] = []
+        self._restarted = False  # in the current outage, the daemon refused or was gone (not only slow)
         self._lock = threading.Lock()
 
     @property
@@ -68,13 +84,18 @@ class DockerEngine:
         return self._client
 
     def health(self) -> dict[str, str | None]:
-        """Never blocks once checked: a stale answer is refreshed in the background."""
-        checked, reason = self._health
-        if checked == 0.0:
-            self._check_health()
-        elif time.monotonic() - checked > 5 and self._lock.acquire(blocking=False):
-            threading.Thread(target=self._check_health, args=(True,), daemon=True).start()
-        return {"docker": self._health[1]}
+        """The last probe's answer (the server probes every second); never blocks after the first."""
+        if self._since == 0.0:
+            self.probe()
+        return {"docker": self._down}
+
+    def warnings(self) -> list[str]:
+        if self._live_restore is False:
+            return [
+                "docker: live-restore is off: a dockerd restart stops the running jobs (kran re-queues them); "
+                'set "live-restore": true in /etc/docker/daemon.json'
+            ]
+        return []
 
     def unavailable(self, image: bool) -> str | None:
         return self.health()["docker"] if image else "container jobs only"
@@ -82,28 +103,58 @@ class DockerEngine:
     def handle_of_ended(self, attempt_dir: Path) -> str | None:
         return None  # a container that ended is still there for discover
 
-    def _check_health(self, locked: bool = False) -> None:
+    def probe(self) -> bool:
+        """Ask the daemon whether it answers; True when that changed. The times it did not
+        answer are kept (domain.outages): a job's container that ended in one of them ended
+        with the daemon. A daemon that only answers slowly (a timeout) is down for new work
+        but did not restart: its containers go on."""
+        started = time.time()
+        before = self._live_restore
         try:
-            self.client.ping()
-            reason = None
+            if self._probe_client is None:
+                self._probe_client = docker_client(self._base_url, timeout=PROBE_TIMEOUT_S)
+            if self._down is not None or self._live_restore is None or started - self._info_at > INFO_EVERY_S:
+                self._live_restore = bool(self._probe_client.info().get("LiveRestoreEnabled"))
+                self._info_at = started
+            else:
+                self._probe_client.ping()
         except (DockerException, EngineError, OSError) as e:
-            reason = f"Docker Engine unreachable: {str(e)[:200]}"
-            self._client = None
-        finally:
-            if locked:
-                self._lock.release()
-        self._health = (time.monotonic(), reason)
+            self._client = self._probe_client = None
+            return self.record_down(f"Docker Engine unreachable: {str(e)[:200]}", started, restart=not timed_out(e))
+        # containers outlive a restart only if the daemon that stopped and the one that
+        # started both have live-restore (without it, one stops them, the other kills them)
+        return self._record_up(time.time(), bool(before) and bool(self._live_restore))
 
-    def image_disk_bytes(self) -> int | None:
-        """Sum of image sizes (shared layers counted once per image), refreshed every 30 s."""
-        checked, value = self._disk
-        if time.monotonic() - checked > 30 and self.health()["docker"] is None:
-            try:
-                value = sum(int(i.attrs.get("Size", 0)) for i in self.client.images.list())
-            except (DockerException, OSError):
-                value = None
-            self._disk = (time.monotonic(), value)
-        return value
+    def record_down(self, reason: str, at: float, restart: bool = True) -> bool:
+        """The daemon did not answer at `at` (a probe, or a launch that found it gone);
+        True when that is news. `restart`: it refused or was gone, not merely slow."""
+        with self._lock:
+            self._restarted = self._restarted or restart
+            if self._down is not None:
+                return False
+            self._down = f"docker engine unreachable since {_hms(at)} UTC ({reason})"
+            self._since = at
+            return True
+
+    def _record_up(self, at: float, kept: bool) -> bool:
+        with self._lock:
+            was, first = self._down, self._since == 0.0
+            if was is not None:
+                self._outages.append(Outage(self._last_up, at, kept or not self._restarted))
+                del self._outages[:-OUTAGES_KEPT]
+            self._last_up = max(self._last_up, at)
+            self._down, self._restarted = None, False
+            if was is not None or first:
+                self._since = at
+            return was is not None or first
+
+    def _outages_now(self) -> list[Outage]:
+        """The outages kept, and the one the probe has not yet seen end (checks run more often)."""
+        with self._lock:
+            out = list(self._outages)
+            if self._down is not None and self._restarted:
+                out.append(Outage(self._last_up, None, bool(self._live_restore)))
+            return out
 
     def launch(self, spec: LaunchSpec) -> str:
         plan = plan_container(spec, self.instance, self.sandbox, self.kill_grace_s)
@@ -118,7 +169,12 @@ class DockerEngine:
             return HANDLES.of(container.id)
         except ImageNotFound as e:
             raise EngineError(f"image {plan.image} is not on this node: {e.explanation or e}") from e
-        except (APIError, DockerException) as e:
+        except (APIError, DockerException, EngineError, OSError) as e:
+            if unreachable(e):
+                why = f"Docker Engine unreachable: {explain(e)}"
+                self._client = None
+                self.record_down(why, time.time(), restart=not timed_out(e))  # no more launches until it answers
+                raise EngineUnavailable(why) from e
             raise EngineError(f"docker could not start {plan.image}: {explain(e)}") from e
 
     def _create_args(self, plan: ContainerPlan, spec: LaunchSpec) -> dict[str, Any]:
@@ -176,7 +232,14 @@ class DockerEngine:
                     else AttemptEnd(None, error="the job's container vanished", vanished=True)
                 )
             elif c.status in FINAL:
-                out[(ref.job_id, ref.attempt)] = _end_of(c)
+                end = _end_of(c)
+                at = _docker_time(c.attrs["State"].get("FinishedAt"))
+                oom = end.error is not None
+                if fault := ended_with_daemon(at, end.exit_code, oom, self._outages_now(), time.time()):
+                    end = replace(end, engine_fault=fault)
+                elif undecided(at, end.exit_code, oom, c.id in self._killed, bool(self._live_restore), self._last_up):
+                    continue  # asked again until it is clear whether its daemon was stopping
+                out[(ref.job_id, ref.attempt)] = end
         return out
 
     def kill(self, ref: AttemptRef) -> None:
@@ -184,6 +247,7 @@ class DockerEngine:
             return
         try:
             c = self.client.containers.get(HANDLES.object_id(ref.handle))
+            self._killed.add(c.id)  # its signal is kran's, not a stopping daemon's
             c.stop(timeout=int(self.kill_grace_s if ref.grace_s is None else ref.grace_s))
         except NotFound:
             pass
@@ -218,6 +282,7 @@ class DockerEngine:
         if end.exit_code is not None:
             write_exit_code(ref.attempt_dir, end.exit_code)
         c.remove(force=True)
+        self._killed.discard(c.id)
 
     def stream_logs(self, ref: AttemptRef, stream: str, follow: bool) -> Iterator[bytes]:
         if not ref.handle:
@@ -243,6 +308,22 @@ class DockerEngine:
                 )
             )
         return out
+
+
+def _hms(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(t))
+
+
+def _docker_time(text: str | None) -> float | None:
+    """Docker's RFC 3339 time with nanoseconds (2026-12-04T03:48:59.123456789Z) as epoch
+    seconds; None for its zero time or nothing."""
+    if not text or text.startswith("0001-"):
+        return None
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
+    if not m:
+        return None
+    at = datetime.fromisoformat(m.group(1) + (m.group(3).replace("Z", "+00:00")))
+    return at.timestamp() + float(f"0.{m.group(2) or 0}")
 
 
 def _end_of(c: Any) -> AttemptEnd:

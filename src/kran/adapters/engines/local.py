@@ -47,11 +47,14 @@ class LocalEngine:
             found += self.docker.discover()
         return found
 
-    def image_disk_bytes(self) -> int | None:
-        return self.docker.image_disk_bytes()
-
     def health(self) -> dict[str, str | None]:
         return {**self.process.health(), **self.docker.health()}
+
+    def probe(self) -> bool:
+        return self.docker.probe()
+
+    def warnings(self) -> list[str]:
+        return self.docker.warnings()
 
     def unavailable(self, image: bool) -> str | None:
         return (self.docker if image else self.process).unavailable(image)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -14,15 +15,18 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.utils import parse_repository_tag
 
-from kran.domain.images import NodeImage
-from kran.errors import EngineError
+from kran.adapters.engines.containers import unreachable
+from kran.domain.images import NodeImage, chain_ids, history_sizes, resolve_layers
+from kran.errors import EngineError, EngineUnavailable
 
 
 class NodeDockers:
     def __init__(self, urls: Callable[[], dict[str, str | None]], instance: str) -> None:
         """`urls`: node id -> Docker API URL (None: the environment's default)."""
         self._urls = urls
-        self._label = f"kran.instance={instance}"  # on the containers of this server's jobs
+        self._key, self._value = "kran.instance", instance  # the label of this server's job containers
+        self._label = f"{self._key}={instance}"
+        self._layer_cache: dict[tuple[Any, str], tuple[list[str], list[int] | None]] = {}
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -44,19 +48,54 @@ class NodeDockers:
         return client
 
     def images(self, node: str) -> list[NodeImage]:
+        """The node's images with their layers (chain id and bytes, for GC) and how many
+        containers use each, not counting the exited ones of this server's jobs (GC sweeps
+        them first)."""
+        client = self._client(node)
         try:
-            found = self._client(node).api.images()
+            found = client.api.images()
+            containers = client.api.containers(all=True)
+            layers = [self._layers(client, i["Id"]) for i in found]
         except (DockerException, OSError) as e:
             raise EngineError(f"node {node}: cannot list images: {e}") from None
+        with self._lock:  # forget images that are gone
+            for key in [k for k in self._layer_cache if k[0] is client and k[1] not in {i["Id"] for i in found}]:
+                del self._layer_cache[key]
+        in_use = Counter(
+            c.get("ImageID")
+            for c in containers
+            if not (c.get("State") == "exited" and (c.get("Labels") or {}).get(self._key) == self._value)
+        )
+        sized = resolve_layers(
+            [(chains, sizes, int(i.get("Size", 0))) for i, (chains, sizes) in zip(found, layers, strict=True)]
+        )
         return [
             NodeImage(
                 image_id=i["Id"],
-                refs=tuple(i.get("RepoTags") or ()) + tuple(i.get("RepoDigests") or ()),
+                refs=tuple(r for r in (i.get("RepoTags") or []) + (i.get("RepoDigests") or []) if "<none>" not in r),
                 size=int(i.get("Size", 0)),
                 last_used=float(i.get("Created", 0)),
+                layers=ls,
+                containers=in_use.get(i["Id"], 0),
             )
-            for i in found
+            for i, ls in zip(found, sized, strict=True)
         ]
+
+    def _layers(self, client: Any, image_id: str) -> tuple[list[str], list[int] | None]:
+        """An image's chain ids and, where its history tells, each layer's bytes (an image
+        id's layers never change: asked once)."""
+        with self._lock:
+            cached = self._layer_cache.get((client, image_id))
+        if cached is None:
+            try:
+                diff_ids = client.api.inspect_image(image_id).get("RootFS", {}).get("Layers") or []
+                history = [int(h.get("Size", 0)) for h in reversed(client.api.history(image_id))]
+            except (ImageNotFound, NotFound):  # removed meanwhile: no layers of its own
+                return [], []
+            cached = (chain_ids(diff_ids), history_sizes(diff_ids, history))
+            with self._lock:
+                self._layer_cache[(client, image_id)] = cached
+        return cached
 
     def pull(
         self,
@@ -70,6 +109,7 @@ class NodeDockers:
         repo, tag = parse_repository_tag(ref)
         layers: dict[str, tuple[int, int]] = {}
         errors: list[str] = []
+        lost: list[bool] = []  # the daemon stopped answering (not the registry refusing)
         # a client of its own: closing it is how a stuck pull is abandoned (dockerd cancels it)
         client = _connect(node, self._url(node))
         auth_config = {"username": auth[0], "password": auth[1]} if auth else None
@@ -90,6 +130,7 @@ class NodeDockers:
                     on_progress(sum(d for d, _ in layers.values()), sum(t for _, t in layers.values()))
             except (DockerException, OSError, ValueError) as e:
                 errors.append(_explain(e))
+                lost.append(unreachable(e))
 
         worker = threading.Thread(target=consume, name=f"pull-{node}", daemon=True)
         worker.start()
@@ -100,29 +141,36 @@ class NodeDockers:
             raise EngineError(f"pull of {ref} on node {node} timed out after {timeout_s:g}s")
         client.close()
         if errors:
-            raise EngineError(f"pull of {ref} on node {node} failed: {errors[0]}")
+            kind = EngineUnavailable if any(lost) else EngineError
+            raise kind(f"pull of {ref} on node {node} failed: {errors[0]}")
 
     def remove(self, node: str, image_id: str) -> None:
+        """Remove an image and every name it has (an image tagged twice is not removed by
+        its id alone). Never forced: one a container uses stays, with its last name."""
+        api = self._client(node).api
         try:
-            self._client(node).api.remove_image(image_id, force=False, noprune=False)
+            info = api.inspect_image(image_id)
+            for ref in (info.get("RepoTags") or []) + (info.get("RepoDigests") or []):
+                if "<none>" not in ref:
+                    api.remove_image(ref, force=False, noprune=False)
+            api.remove_image(image_id, force=False, noprune=False)
         except (ImageNotFound, NotFound):
-            pass
+            pass  # gone with its last name
         except APIError as e:
+            if "dependent child images" in _explain(e):
+                return  # untagged; it goes with the last image built on it (its layers are theirs too)
             raise EngineError(f"node {node}: cannot remove {image_id[:19]}: {_explain(e)}") from None
 
-    def disk(self, node: str) -> tuple[int, int | None]:
-        """(bytes used by image layers, size of the disk holding Docker's data or None)."""
-        client = self._client(node)
+    def disk_size(self, node: str) -> int | None:
+        """Bytes of the disk holding the node's Docker data, where the server can see it."""
         try:
-            used = int(client.df().get("LayersSize") or 0)
-            root = client.info().get("DockerRootDir", "")
+            root = self._client(node).info().get("DockerRootDir", "")
         except (DockerException, OSError) as e:
             raise EngineError(f"node {node}: cannot read disk use: {e}") from None
-        capacity = None
         if root and os.path.isdir(root):  # readable from here when the node shares this machine's disks
             st = os.statvfs(root)
-            capacity = st.f_blocks * st.f_frsize
-        return used, capacity
+            return st.f_blocks * st.f_frsize
+        return None
 
     def remove_exited(self, node: str, keep_jobs: frozenset[str]) -> int:
         """Exited containers of this server's jobs (job tasks Swarm leaves behind, moby#42789),
@@ -144,7 +192,7 @@ def _connect(node: str, url: str | None) -> Any:
     try:
         return docker.DockerClient(base_url=url, timeout=60) if url else docker.from_env(timeout=60)
     except DockerException as e:
-        raise EngineError(f"node {node}: Docker Engine unreachable: {e}") from None
+        raise EngineUnavailable(f"node {node}: Docker Engine unreachable: {e}") from None
 
 
 def _explain(e: Exception) -> str:

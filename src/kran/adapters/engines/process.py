@@ -317,12 +317,15 @@ class ProcessEngine:
     def health(self) -> dict[str, str | None]:
         return {"process": None}
 
+    def probe(self) -> bool:
+        return False  # this process is the engine
+
+    def warnings(self) -> list[str]:
+        return []
+
     def unavailable(self, image: bool) -> str | None:
         return "host processes only" if image else None
 
     def handle_of_ended(self, attempt_dir: Path) -> str | None:
         """The wrapper wrote the exit code: the process ended (pid 0: nothing left to watch)."""
         return f"{PREFIX}0:0" if (attempt_dir / "exit_code").exists() else None
-
-    def image_disk_bytes(self) -> int | None:
-        return None

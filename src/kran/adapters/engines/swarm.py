@@ -27,21 +27,28 @@ from kran.adapters.engines.containers import (
     explain,
     plan_container,
     seal,
+    unreachable,
 )
 from kran.adapters.engines.process import read_exit_code, write_exit_code
 from kran.domain.accounting import Usage
 from kran.domain.cluster import CLASS_LABEL, NodeInfo
 from kran.domain.resources import Resources as Amounts
 from kran.domain.retry import AttemptEnd
-from kran.errors import EngineError, InvalidInput
+from kran.errors import EngineError, EngineUnavailable, InvalidInput
 from kran.errors import NotFound as KranNotFound
 from kran.ports import AttemptRef, EngineCapabilities, LaunchSpec
 
+# kran's drain is Slurm's: no new jobs, running ones finish. Swarm's "drain" stops the
+# node's tasks and starts them again elsewhere (a job would run twice); its "pause" is ours.
+TO_SWARM = {"drain": "pause"}
+FROM_SWARM = {"pause": "drain"}
 PREFIX = "swarm:"
 HANDLES = Handles(PREFIX)
 FINAL = {"complete", "failed", "rejected", "shutdown", "orphaned", "remove"}
+NOT_STARTED = {"new", "pending", "allocated"}  # not yet given to a node
 CHECK_EVERY_S = 0.2
 NODES_EVERY_S = 2.0
+PROBE_TIMEOUT_S = 5
 
 
 class SwarmEngine:
@@ -62,6 +69,7 @@ class SwarmEngine:
         self.disk_mb = disk_mb
         self._base_url = base_url
         self._client: Any = None
+        self._probe_client: Any = None
         self._lock = threading.Lock()
         self._tasks: tuple[float, dict[str, dict[str, Any]]] = (0.0, {})
         self._nodes: tuple[float, list[NodeInfo]] = (0.0, [])
@@ -112,7 +120,7 @@ class SwarmEngine:
         node = self.node(ref)
         spec = dict(node.attrs["Spec"])
         if availability:
-            spec["Availability"] = availability
+            spec["Availability"] = TO_SWARM.get(availability, availability)
         if labels:
             merged = dict(spec.get("Labels") or {})
             for k, v in labels.items():
@@ -146,12 +154,23 @@ class SwarmEngine:
     # ---- engine
 
     def health(self) -> dict[str, str | None]:
-        """Checked at most every 5 s (every submission asks)."""
-        checked, reason = self._health
-        if time.monotonic() - checked > 5:
-            reason = self._check_health()
-            self._health = (time.monotonic(), reason)
-        return {"swarm": reason}
+        """The last probe's answer (the server probes every second)."""
+        if self._health[0] == 0.0:
+            self.probe()
+        return {"swarm": self._health[1]}
+
+    def probe(self) -> bool:
+        reason = self._check_health()
+        was = self._health
+        if reason is not None and was[1] is not None and was[0] != 0.0:
+            reason = was[1]  # still down: keep since when
+        elif reason is not None:
+            reason = f"{reason} (since {time.strftime('%H:%M:%S', time.gmtime())} UTC)"
+        self._health = (time.monotonic(), reason)
+        return was[0] == 0.0 or (was[1] is None) != (reason is None)
+
+    def warnings(self) -> list[str]:
+        return []
 
     def unavailable(self, image: bool) -> str | None:
         return self.health()["swarm"] if image else "container jobs only"
@@ -160,18 +179,17 @@ class SwarmEngine:
         return None  # a task that ended is still there for discover
 
     def _check_health(self) -> str | None:
-        try:
-            info = self.client.info()
+        try:  # a client of its own with a short timeout: a hung manager is a down one
+            if self._probe_client is None:
+                self._probe_client = docker_client(self._base_url, timeout=PROBE_TIMEOUT_S)
+            info = self._probe_client.info()
         except (DockerException, OSError, EngineError) as e:
-            self._client = None
+            self._client = self._probe_client = None
             return f"swarm manager unreachable: {str(e)[:200]}"
         sw = info.get("Swarm") or {}
         if sw.get("LocalNodeState") != "active" or not sw.get("ControlAvailable"):
             return "this Docker Engine is not a swarm manager"
         return None
-
-    def image_disk_bytes(self) -> int | None:
-        return None  # per node: the image manager's business
 
     def _network(self, open_: bool) -> str:
         """An overlay network per kind: internal (no route out) unless the job asks."""
@@ -200,7 +218,9 @@ class SwarmEngine:
                 lambda: self.client.services.create(plan.image, **self._service_args(plan)),
                 lambda: self.client.services.get(plan.name),
             )
-        except (APIError, DockerException) as e:
+        except (APIError, DockerException, OSError) as e:
+            if unreachable(e):  # the same attempt is launched again (create_once adopts its service)
+                raise EngineUnavailable(f"swarm manager unreachable: {explain(e)}") from e
             raise EngineError(f"swarm could not start {plan.image}: {explain(e)}") from e
         self._tasks = (0.0, self._tasks[1])
         return HANDLES.of(service.id)
@@ -270,10 +290,13 @@ class SwarmEngine:
             index = self._task_index()
             if self._tasks[0] == before:
                 return {}  # nothing new since the last look
-            services = {s.id for s in self._ours()}
+            services = {s.id: _placed_on(s.attrs) for s in self._ours()}
         except (DockerException, OSError):
             return {}  # the manager is away: nothing can be said now
-        down = {n.node_id: n for n in self.nodes() if n.state == "down"}
+        nodes = self.nodes()
+        down = {n.node_id: n for n in nodes if n.state == "down"}
+        # drained or down as Swarm said it (not "unknown": a list that failed says nothing)
+        closed = {n.node_id: n for n in nodes if n.availability != "active" or n.state == "down"}
         out = {}
         for ref in mine:
             sid = HANDLES.object_id(ref.handle) if ref.handle else ""
@@ -298,7 +321,14 @@ class SwarmEngine:
                 out[(ref.job_id, ref.attempt)] = AttemptEnd(code, error=err or None)
             elif task.get("NodeID") in down:
                 host = down[task["NodeID"]].hostname
-                out[(ref.job_id, ref.attempt)] = AttemptEnd(None, error=f"node {host} is down", vanished=True)
+                out[(ref.job_id, ref.attempt)] = AttemptEnd(
+                    None, error=f"node {host} is down", vanished=True, engine_fault=f"node {host} is down"
+                )
+            elif state in NOT_STARTED and (node := closed.get(services[sid] or "")) is not None:
+                # placed there, then drained (or down) before Swarm gave it the task: it never
+                # started and never will there; back to the queue (the service goes with collect)
+                why = f"node {node.hostname} stopped taking jobs before this one started"
+                out[(ref.job_id, ref.attempt)] = AttemptEnd(None, error=why, vanished=True, engine_fault=why)
         return out
 
     def kill(self, ref: AttemptRef) -> None:
@@ -408,10 +438,20 @@ def _node_info(attrs: dict[str, Any], disk_mb: int) -> NodeInfo:
         node_id=attrs["ID"],
         hostname=desc.get("Hostname", ""),
         role=spec.get("Role", "worker"),
-        availability=spec.get("Availability", "active"),
+        availability=FROM_SWARM.get(spec.get("Availability", "active"), spec.get("Availability", "active")),
         state=status.get("State", "unknown"),
         addr=status.get("Addr", ""),
         labels=labels,
         node_class=labels.get(CLASS_LABEL, ""),
         total=Amounts(int(res.get("NanoCPUs", 0)) // 1_000_000, int(res.get("MemoryBytes", 0)) >> 20, gpus, disk_mb),
     )
+
+
+def _placed_on(service: dict[str, Any]) -> str | None:
+    """The node kran placed a service's task on (its `node.id==` constraint)."""
+    placement = ((service.get("Spec") or {}).get("TaskTemplate") or {}).get("Placement") or {}
+    for c in placement.get("Constraints") or []:
+        key, _, value = c.partition("==")
+        if key.strip() == "node.id":
+            return str(value).strip()
+    return None

@@ -204,13 +204,14 @@ class JobReads:
                 jobs.c.kill_reason,
                 jobs.c.retries,
                 attempts.c.queued_at,
+                jobs.c.requeues,
             )
             .join(jobs, jobs.c.id == attempts.c.job_id)
             .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
         )
         with self.db.connect() as conn:
             return [
-                ActiveAttempt(r[0], r[1], JobState(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+                ActiveAttempt(r[0], r[1], JobState(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10])
                 for r in conn.execute(q)
             ]
 

@@ -44,6 +44,7 @@ jobs = Table(
     Column("kill_reason", String(20)),  # "user" | "timeout" once kran decided to kill
     Column("timeout_s", Float),
     Column("retries", Integer, nullable=False, default=0),
+    Column("requeues", Integer, nullable=False, default=0, server_default="0"),  # lost attempts not charged
     Column("blocked", Boolean, nullable=False, default=False),  # waiting on other jobs
     Column("submitted_by", String(200)),  # a service submitting on behalf of `owner`
     Column("node", String(200)),

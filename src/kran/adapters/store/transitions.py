@@ -222,7 +222,7 @@ def settle(uow: UnitOfWork, items: Sequence[AttemptOutcome], now: float) -> list
             "b_exit": exit_code,
         }
         if s.job_state == JobState.QUEUED:
-            requeue.append({**row, "b_nb": now + (s.retry_in_s or 0)})
+            requeue.append({**row, "b_nb": now + (s.retry_in_s or 0), "b_free": int(s.free)})
         else:
             final.append(row)
         ev_rows.append(
@@ -275,6 +275,7 @@ def settle(uow: UnitOfWork, items: Sequence[AttemptOutcome], now: float) -> list
                 **common,
                 queued_since=now,
                 not_before=bindparam("b_nb"),
+                requeues=jobs.c.requeues + bindparam("b_free"),
                 node=None,
                 alloc_millicpus=None,
                 alloc_mem_mb=None,

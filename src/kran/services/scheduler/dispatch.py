@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from kran.domain.images import canonical
 from kran.domain.placement import Assignment, Candidate, has_room, place_jobs
 from kran.domain.records import StartedAttempt
-from kran.errors import EngineError, FetchError
+from kran.errors import EngineError, EngineUnavailable, FetchError
 from kran.ports import Apps, Clock, Engine, Store
 from kran.services.disk import DiskWatch
 from kran.services.nodes import NodeDirectory
@@ -16,7 +17,9 @@ from kran.services.scheduler.staging import Stager
 from kran.services.scheduler.state import Launched, LaunchFailed, Outbox, SchedulerState
 from kran.services.wakeups import Wakeups
 
+log = logging.getLogger("kran.dispatch")
 PAGE = 128
+HOLD_TRIES = 6  # launches of one attempt the engine did not take (2, 4, ... 30 s apart) before it fails
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class Dispatcher:
         if self.disk.full():  # queued jobs say so (queries.get_job); space returning resumes
             return 0
         now = self.clock.now()
+        if self.state.held:
+            self._release_held(now)
         nodes = self.nodes.with_load()
         assignments: list[Assignment] = []
         reserved_for = None
@@ -71,12 +76,16 @@ class Dispatcher:
         if not any(has_room(n) for n in nodes):
             return 0
         window = self.cfg.window
+        # jobs of a kind the engine cannot run now (its daemon down) wait: queries.get_job says why
+        down = {image: self.engine.unavailable(image) is not None for image in (True, False)}
         for offset in range(0, window, PAGE):
             rows = self.store.queued_in_order(min(PAGE, window - offset), offset)
             candidates = []
             for r in rows:
                 if r.not_before <= now:
                     spec = self.state.spec_of(r.job_id, r.spec_json)
+                    if down[spec.image is not None]:
+                        continue
                     waited = now - r.queued_since
                     candidates.append(
                         Candidate(r.job_id, spec.request, waited, spec.volume, spec.node_class, image_key(spec.image))
@@ -99,12 +108,31 @@ class Dispatcher:
             self.pool.submit(self._launch, s)
         return len(started)
 
-    def _launch(self, s: StartedAttempt) -> None:
+    def _release_held(self, now: float) -> None:
+        """Launch again what the engine could not take, once it answers (or settle those
+        killed meanwhile)."""
+        killed = {a.job_id for a in self.store.active_attempts() if a.kill_reason}
+        for _ in range(len(self.state.held)):
+            s, tries, not_before = self.state.held.popleft()
+            if s.job_id in killed:
+                self.outbox.put(LaunchFailed(s.job_id, s.attempt, "killed before the engine took it"))
+            elif not_before <= now and self.engine.unavailable(s.spec.image is not None) is None:
+                self.pool.submit(self._launch, s, tries)
+            else:
+                self.state.held.append((s, tries, not_before))
+
+    def _launch(self, s: StartedAttempt, tries: int = 0) -> None:
         """In the pool: launches proceed in parallel (fork/exec, downloads and pulls release the GIL)."""
         try:
             handle = self.engine.launch(self.stager.stage(s))
         except FetchError as e:
             self.outbox.put(LaunchFailed(s.job_id, s.attempt, f"fetching the job's files: {e}"))
+        except EngineUnavailable as e:  # not the job's: the same attempt again when the engine answers
+            if tries + 1 >= HOLD_TRIES:  # it answers the probe but never takes this launch
+                self.outbox.put(LaunchFailed(s.job_id, s.attempt, f"{e} ({HOLD_TRIES} tries)"))
+            else:
+                log.warning("job %s attempt %s held: %s", s.job_id, s.attempt, e)
+                self.state.held.append((s, tries + 1, self.clock.now() + min(2.0 ** (tries + 1), 30.0)))
         except EngineError as e:
             self.outbox.put(LaunchFailed(s.job_id, s.attempt, str(e)))
         except Exception as e:  # an engine bug must not leave the attempt in starting forever

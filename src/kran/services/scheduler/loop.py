@@ -32,6 +32,7 @@ class Periodic:
     in_pool: bool = False
     wait_first: bool = False
     last: float = field(default=0.0, init=False)
+    busy: bool = field(default=False, init=False)  # in the pool still: not handed over twice
 
     def __post_init__(self) -> None:
         if self.wait_first:
@@ -75,8 +76,11 @@ class SchedulerLoop:
         self.monitor.record_results()  # launches from the pool and ends the monitor just collected
         for p in self.periodic:
             if time.monotonic() - p.last >= p.every_s:
+                if p.in_pool and p.busy:
+                    continue
                 p.last = time.monotonic()
                 if p.in_pool:
+                    p.busy = True
                     self.pool.submit(_in_pool, p)
                 else:
                     p.run()
@@ -118,3 +122,5 @@ def _in_pool(p: Periodic) -> None:
         p.run()
     except Exception:  # the pool would swallow it silently
         log.exception("%s failed", p.name)
+    finally:
+        p.busy = False

@@ -19,6 +19,7 @@ from kran.services.scheduler.state import Ended, Event, Launched, LaunchFailed, 
 from kran.services.wakeups import Wakeups
 
 log = logging.getLogger("kran.monitor")
+KILL_AGAIN_S = 5.0
 
 
 class Monitor:
@@ -65,7 +66,7 @@ class Monitor:
                 self.store.request_kill([a.job_id], "timeout", now)
                 a = active[(a.job_id, a.attempt)] = replace(a, kill_reason="timeout")
             key = (a.job_id, a.attempt)
-            if a.kill_reason and a.handle and key not in st.kills_sent:
+            if a.kill_reason and a.handle and key not in st.kills_sent and st.kill_again_at.get(key, 0.0) <= now:
                 st.kills_sent.add(key)
                 job = self.store.get_job(a.job_id)
                 grace = job.spec.grace_s if job else None
@@ -155,8 +156,18 @@ class Monitor:
     def _settle(self, a: ActiveAttempt, end: AttemptEnd) -> Settlement:
         if a.kill_reason:
             end = replace(end, kill_reason=a.kill_reason)
+        no_requeue = False
+        if end.engine_fault:  # rare: only then is the job's own choice read
+            job = self.store.get_job(a.job_id)
+            no_requeue = bool(job and job.spec.no_requeue)
         return settle_attempt(
-            end, attempt=a.attempt, retries=a.retries, timeout_s=a.timeout_s, backoff_s=self.backoff_s
+            end,
+            attempt=a.attempt,
+            retries=a.retries,
+            timeout_s=a.timeout_s,
+            backoff_s=self.backoff_s,
+            requeues=a.requeues,
+            no_requeue=no_requeue,
         )
 
     def _kill(self, ref: AttemptRef) -> None:
@@ -164,6 +175,9 @@ class Monitor:
             self.engine.kill(ref)
         except Exception:  # the pool would swallow it silently
             log.exception("kill of job %s attempt %s failed", ref.job_id, ref.attempt)
+            key = (ref.job_id, ref.attempt)  # sent again a little later (the engine may be away)
+            self.state.kill_again_at[key] = self.clock.now() + KILL_AGAIN_S
+            self.state.kills_sent.discard(key)
 
     def _collect(self, ref: AttemptRef, end: AttemptEnd) -> None:
         usage = Usage()

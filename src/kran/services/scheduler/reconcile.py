@@ -51,7 +51,9 @@ class Reconciler:
                     AttemptOutcome(
                         a.job_id,
                         a.attempt,
-                        Settlement(JobState.LOST, JobState.QUEUED, "server stopped before the launch; re-queued"),
+                        Settlement(
+                            JobState.LOST, JobState.QUEUED, "server stopped before the launch; re-queued", free=True
+                        ),
                         None,
                     )
                 )

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import queue
+from collections import deque
 from dataclasses import dataclass, field
 
 from kran.domain.accounting import Usage
 from kran.domain.jobs import JobSpec
+from kran.domain.records import StartedAttempt
 from kran.domain.retry import AttemptEnd
 
 
@@ -44,9 +46,13 @@ MAX_SPECS = 50_000
 class SchedulerState:
     in_flight: set[tuple[int, int]] = field(default_factory=set)  # being collected
     kills_sent: set[tuple[int, int]] = field(default_factory=set)
+    kill_again_at: dict[tuple[int, int], float] = field(default_factory=dict)  # a kill that failed: when to resend
     # attempts running on an app volume: (key, quota MiB), to name a full volume as the reason
     volume_attempts: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
     reserved_for: int | None = None  # the job the last pass kept room for
+    # launches the engine could not take (it did not answer): (attempt, tries, not before);
+    # the same attempt is launched again when it answers (a container it did start is adopted)
+    held: deque[tuple[StartedAttempt, int, float]] = field(default_factory=deque)
     _specs: dict[int, JobSpec] = field(default_factory=dict)
 
     def spec_of(self, job_id: int, spec_json: str) -> JobSpec:
@@ -61,4 +67,5 @@ class SchedulerState:
     def done_with(self, key: tuple[int, int]) -> None:
         self.in_flight.discard(key)
         self.kills_sent.discard(key)
+        self.kill_again_at.pop(key, None)
         self.volume_attempts.pop(key, None)
