@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -59,7 +59,7 @@ class JobSpec:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types: every tuple a list, the request {kind: {min, max}}."""
-        return {k: plain(v) for k, v in asdict(self).items()}
+        return {k: plain(getattr(self, k)) for k in self.__dataclass_fields__}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> JobSpec:
@@ -258,6 +258,8 @@ def plain(value: Any) -> Any:
         return [plain(v) for v in value]
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
+    if hasattr(value, "__dataclass_fields__"):  # the request and its ranges (asdict's deep copy was the cost)
+        return {k: plain(getattr(value, k)) for k in value.__dataclass_fields__}
     return value
 
 
