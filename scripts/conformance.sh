@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole CWL v1.2 conformance suite through kran-cwl-runner (outside CI; CI runs the
 # `required` tests in tests/e2e/test_cwl_conformance.py). Starts its own kran server with
-# the suite's dir as a shared root, writes JUnit XML and per-tag badges to $OUT.
+# its default settings (the runner uploads each run's documents and files; SHARED=1: the
+# suite's dir a shared root instead, read by path), writes JUnit XML and badges to $OUT.
 #   bash scripts/conformance.sh [SUITE_DIR] [extra cwltest args, e.g. --tags required]
 # SUITE_DIR: a clone of https://github.com/common-workflow-language/cwl-v1.2 (default
 # ../shared/cwl-v1.2-conformance).
@@ -16,7 +17,8 @@ JOBS="${JOBS:-4}"
 bash "$ROOT/scripts/cwl-images.sh"
 WORK=$(mktemp -d /tmp/kran-conformance.XXXXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-HOME="$WORK" KRAN_FILES_FILE_URL_ROOTS="$SUITE" "$VENV/bin/kran" serve --data-dir "$WORK/data" --port "$PORT" >"$WORK/server.log" 2>&1 &
+ROOTS=""; [ "${SHARED:-0}" = 1 ] && ROOTS="$SUITE"
+HOME="$WORK" KRAN_FILES_FILE_URL_ROOTS="$ROOTS" "$VENV/bin/kran" serve --data-dir "$WORK/data" --port "$PORT" >"$WORK/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$WORK"; stop_started_dockerd' EXIT
 for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$PORT/ping" >/dev/null && break; sleep 0.25; done

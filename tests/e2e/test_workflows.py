@@ -313,3 +313,161 @@ def test_a_failed_load_or_expression_gives_its_whole_reason(wf_server: ServerPro
         reason = _wait_run(wf_server, ids[what], {"succeeded", "failed"})["reason"]
         assert expected in reason and len(reason) <= 1000, (what, reason)
         assert not reason.rstrip().endswith("The error was:") and "   " not in reason, (what, reason)
+
+
+NAMES_FILES = """
+cwlVersion: v1.2
+class: CommandLineTool
+$namespaces: {{edam: http://edamontology.org/}}
+$schemas: [onto.owl]
+requirements:
+  DockerRequirement: {{dockerPull: "{image}"}}
+  InitialWorkDirRequirement: {{listing: [{{class: File, location: greeting.txt}}]}}
+inputs:
+  reads: {{type: File, secondaryFiles: [.idx], format: "edam:format_2330", inputBinding: {{position: 1}}}}
+  extra: {{type: File, default: {{class: File, location: greeting.txt}}, inputBinding: {{position: 3}}}}
+arguments: [{{position: 2, valueFrom: $(inputs.reads.path).idx}}, {{position: 4, valueFrom: greeting.txt}}]
+baseCommand: cat
+stdout: all.txt
+outputs: {{out: {{type: stdout}}}}
+"""
+
+ONTOLOGY = """<?xml version="1.0"?>
+<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns:owl="http://www.w3.org/2002/07/owl#">
+  <owl:Class rdf:about="http://edamontology.org/format_2330"/>
+</rdf:RDF>
+"""
+
+
+def _local_workflow(d: Path, image: str) -> Path:
+    """A tool that names files itself (a default, a staged file, a format ontology) and
+    an input with a secondary file beside it: nothing on a root the server shares."""
+    d.mkdir(parents=True)
+    (d / "tool.cwl").write_text(NAMES_FILES.format(image=image))
+    (d / "onto.owl").write_text(ONTOLOGY)
+    (d / "greeting.txt").write_text("hello\n")
+    (d / "data").mkdir()
+    (d / "data" / "reads.txt").write_text("reads\n")
+    (d / "data" / "reads.txt.idx").write_text("index\n")
+    (d / "job.yml").write_text(
+        "reads: {class: File, location: data/reads.txt, format: http://edamontology.org/format_2330}\n"
+    )
+    return d
+
+
+def test_a_workflow_runs_on_a_default_server_with_the_files_its_documents_name(
+    make_server: Any, tmp_path: Path, test_image: str
+) -> None:
+    """Issue 25: no shared roots: the runner uploads the files the documents name (each
+    once), the secondary file beside the input, and the run reads them."""
+    server: ServerProc = make_server(KRAN_WORKFLOW_DEFAULT_IMAGE=test_image)
+    d = _local_workflow(tmp_path / "mine", test_image)
+    kran = cli_for(server)
+    r = kran("workflow", "run", "--wait", str(d / "tool.cwl"), str(d / "job.yml"))
+    assert r.exit_code == 0, r.output
+    run_id = int(r.output.split()[0])
+    out = tmp_path / "out"
+    r = kran("workflow", "outputs", str(run_id), "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert (out / "all.txt").read_text() == "reads\nindex\nhello\nhello\n"
+    uploaded = sorted(p.name for p in (server.data_dir / "workflows" / str(run_id) / "in").rglob("*") if p.is_file())
+    # each once (greeting.txt is a default and a staged file), the job order as written by the server
+    assert uploaded == sorted(["tool.cwl", "greeting.txt", "onto.owl", "reads.txt", "reads.txt.idx", "job.json"])
+
+
+class _Relay:
+    """A TCP proxy to the server that counts what clients send, and cuts every connection
+    once `cut` bytes of it have gone up (an upload interrupted by a lost connection)."""
+
+    def __init__(self, port: int, cut: int | None = None) -> None:
+        import socket
+        import threading
+
+        self.target, self.cut, self.sent = port, cut, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+
+    def _pipe(self, client: Any) -> None:
+        import socket
+        import threading
+
+        upstream = socket.create_connection(("127.0.0.1", self.target))
+
+        def forward(src: Any, dst: Any, up: bool) -> None:
+            seen = 0
+            try:
+                while data := src.recv(1 << 16):
+                    if up:
+                        seen += len(data)
+                        self.sent += len(data)
+                        if self.cut is not None and seen > self.cut:
+                            break
+                    dst.sendall(data)
+            except OSError:
+                pass
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        t = threading.Thread(target=forward, args=(client, upstream, True), daemon=True)
+        t.start()
+        forward(upstream, client, False)
+        t.join(5)
+        client.close()
+        upstream.close()
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+def test_uploads_past_the_limit_are_refused_first_and_a_cut_upload_leaves_nothing(
+    make_server: Any, tmp_path: Path, test_image: str
+) -> None:
+    import os
+
+    from click.testing import CliRunner
+
+    from kran.cli.main import cli
+
+    server: ServerProc = make_server(KRAN_WORKFLOW_DEFAULT_IMAGE=test_image, KRAN_SERVER_MAX_UPLOAD_MB="2")
+    d = _write(tmp_path / "mine", test_image)
+    (d / "big.bin").write_bytes(os.urandom(3 << 20))
+    (d / "big.yml").write_text("files: [{class: File, location: big.bin}]\n")
+    (d / "mid.bin").write_bytes(os.urandom(1 << 20))
+    (d / "mid.yml").write_text("files: [{class: File, location: mid.bin}]\n")
+
+    def run(relay: _Relay, job: str) -> Any:
+        env = {**server.client_env(), "KRAN_URL": f"http://127.0.0.1:{relay.port}"}
+        return CliRunner().invoke(cli, ["workflow", "run", str(d / "cat.cwl"), str(d / job)], env=env)
+
+    counting = _Relay(server.port)
+    try:
+        r = run(counting, "big.yml")  # 3 MiB of inputs, 2 MiB taken: refused before a byte of them goes
+        assert r.exit_code != 0 and "server.max_upload_mb = 2" in r.output, r.output
+        assert counting.sent < 64 << 10
+    finally:
+        counting.stop()
+    cutting = _Relay(server.port, cut=256 << 10)
+    try:
+        r = run(cutting, "mid.yml")  # the connection lost a quarter of the way in
+        assert r.exit_code != 0, r.output
+    finally:
+        cutting.stop()
+    time.sleep(1)
+    with server.api() as c:
+        assert c.get("/api/v1/workflows").json()["runs"] == []  # no half-run
+    runs_dir = server.data_dir / "workflows"
+    assert not runs_dir.exists() or not [p for p in runs_dir.iterdir() if p.name.startswith(".incoming")]

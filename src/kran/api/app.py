@@ -191,6 +191,7 @@ def create_app(
         responses=ERRORS,  # in place of FastAPI's own 422 body, which kran never sends
     )
     app.state.services = services
+    app.state.max_upload_mb = max_upload_mb  # told to clients before they upload (workflows/roots)
     app.add_middleware(BodyLimit, limit_mb=max_body_mb, upload_limit_mb=max_upload_mb)
     app.add_middleware(DiskGate, disk=services.disk)
     app.add_middleware(AuthFirst, auth=services.auth)

@@ -75,6 +75,7 @@ class WorkflowRunList(Out):
 
 class SharedRoots(Out):
     roots: list[str]
+    max_upload_mb: int = Field(description="the largest upload (a workflow's files together) the server takes")
 
 
 class WorkflowOutputs(Out):
@@ -170,8 +171,8 @@ def list_runs(
     response_model=SharedRoots,
     summary="Where the server reads workflows and inputs by path (else: upload them)",
 )
-def shared_roots(workflows: Workflows, who: Caller) -> dict[str, Any]:
-    return {"roots": [str(r) for r in workflows.file_roots]}
+def shared_roots(request: Request, workflows: Workflows, who: Caller) -> dict[str, Any]:
+    return {"roots": [str(r) for r in workflows.file_roots], "max_upload_mb": request.app.state.max_upload_mb}
 
 
 @router.get(

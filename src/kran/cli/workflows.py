@@ -25,8 +25,9 @@ def workflow() -> None:
 
 
 def submit(client: Client, wf: str, job: str | None, name: str | None, labels: dict[str, str]) -> dict[str, Any]:
-    roots = [Path(r) for r in client.get("/api/v1/workflows/roots")["roots"]]
-    return post_bundle(client, make_bundle(wf, job, roots, name, labels))
+    shared = client.get("/api/v1/workflows/roots")
+    roots = [Path(r) for r in shared["roots"]]
+    return post_bundle(client, make_bundle(wf, job, roots, name, labels), shared.get("max_upload_mb"))
 
 
 def wait(client: Client, run_id: int, quiet: bool = True) -> dict[str, Any]:
