@@ -159,6 +159,23 @@ def _load(path: Path) -> Any:
         return None
 
 
+def _included(obj: Any, base: Path) -> list[Path]:
+    """The local files a document's `$include` and `$import` directives name."""
+    out: list[Path] = []
+    if isinstance(obj, list):
+        for v in obj:
+            out += _included(v, base)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in ("$include", "$import") and isinstance(v, str):
+                local = _local_path(v.split("#", 1)[0], base)
+                if local is not None and local.is_file():
+                    out.append(local.resolve())
+            else:
+                out += _included(v, base)
+    return out
+
+
 def _patterns(obj: Any, out: list[str]) -> list[str]:
     """Every secondaryFiles pattern in a (packed) document."""
     if isinstance(obj, list):
@@ -191,6 +208,9 @@ def make_bundle(
         run["workflow"] = str(wf.resolve()) + fragment
     else:  # the documents as they are, in their layout (no packing: it reformats numbers)
         deps = dependencies(str(wf) + fragment)
+        for doc in deps:  # cwltool does not list $include targets (JavaScript libraries, texts)
+            if doc.suffix in (".cwl", ".yml", ".yaml", ".json") and doc.is_file():
+                deps += [p for p in _included(_load(doc), doc.parent) if p not in deps]
         base = Path(os.path.commonpath([str(p.parent if p.is_file() else p) for p in deps]))
         for p in deps:
             if p.suffix in (".cwl", ".yml", ".yaml", ".json") and p.is_file():
