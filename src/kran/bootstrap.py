@@ -29,7 +29,7 @@ from kran.adapters.engines.process import ProcessEngine
 from kran.adapters.engines.swarm import SwarmEngine
 from kran.adapters.engines.this_machine import LOCAL_NODE, ThisMachine
 from kran.adapters.files import HttpFetcher
-from kran.adapters.metrics import PrometheusMetrics
+from kran.adapters.metrics import PrometheusMetrics, StateCollector
 from kran.adapters.registry import RegistryClient
 from kran.adapters.store.app_store import SqlApps
 from kran.adapters.store.identity_store import SqlIdentities, load_master_key
@@ -303,7 +303,7 @@ def build_server(settings: Settings) -> Server:
             "sweep", SWEEP_EVERY_S, reconciler.sweep_strays, in_pool=True, wait_first=True
         ),  # the start reconciles
     ]
-    metrics.watch_state(store, nodes.with_load, images.layer_bytes, engine.health)
+    metrics.watch_state(StateCollector(store, nodes.with_load, images.layer_bytes, engine.health))
     auth = Authenticator(
         SqlIdentities(store, master_key),
         started_at=time.time(),

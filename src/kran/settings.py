@@ -321,21 +321,9 @@ class WorkflowSection(Section):
     )
 
 
-class Settings(BaseSettings):
-    """The whole configuration: one attribute per section, as `load_settings` gathers them."""
-
-    model_config = SettingsConfigDict(extra="forbid", frozen=True)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)  # the sections read their own environment variables
+class Settings(Section):
+    """The whole configuration: one attribute per section, as `load_settings` gathers them
+    (validated from them: the sections read their own environment variables)."""
 
     server: ServerSection
     queue: QueueSection

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import threading
 import time
 from typing import Any
@@ -15,6 +14,7 @@ from click.testing import CliRunner
 
 from kran.cli.main import cli
 from tests.conftest import ServerProc
+from tests.relay import Relay
 
 
 def test_the_same_key_stores_once(server: ServerProc) -> None:
@@ -138,7 +138,7 @@ def test_an_upload_with_a_key_stores_once(server: ServerProc, tmp_path: Any) -> 
     # the CLI sends a key and retries a lost connection, opening the files again
     local = tmp_path / "in.txt"
     local.write_text("from the cli")
-    proxy = _DropFirstAnswer(server.port)
+    proxy = Relay(server.port, drop_first_answer=True)
     try:
         env = {**server.client_env(), "KRAN_URL": f"http://127.0.0.1:{proxy.port}"}
         args = ["submit", "--input", f"{local}:in.txt", "--label", "trial=cli", "--sh", "cat in.txt"]
@@ -150,52 +150,3 @@ def test_an_upload_with_a_key_stores_once(server: ServerProc, tmp_path: Any) -> 
     with server.api() as c:
         assert server.wait_state(int(r.output), {"succeeded"})["state"] == "succeeded"
         assert c.get(f"/api/v1/jobs/{int(r.output)}/logs").content == b"from the cli"
-
-
-class _DropFirstAnswer:
-    """A TCP proxy to the server that lets the first request through whole but closes the
-    connection instead of passing its answer on: an answer lost after the server acted."""
-
-    def __init__(self, port: int) -> None:
-        self.target, self.dropped = port, 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
-
-    def _pipe(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self.target))
-        drop = self.dropped == 0
-        self.dropped += drop
-
-        def forward(src: socket.socket, dst: socket.socket, answer: bool) -> None:
-            try:
-                while data := src.recv(1 << 16):
-                    if answer and drop:  # the server answered: it has acted; the client hears nothing
-                        break
-                    dst.sendall(data)
-            except OSError:
-                pass
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-        up = threading.Thread(target=forward, args=(client, upstream, False), daemon=True)
-        up.start()
-        forward(upstream, client, True)
-        up.join(5)
-        client.close()
-        upstream.close()
-
-    def stop(self) -> None:
-        self.sock.close()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServerProc, cli_for
+from tests.relay import Relay
 
 pytestmark = pytest.mark.docker
 
@@ -375,64 +376,6 @@ def test_a_workflow_runs_on_a_default_server_with_the_files_its_documents_name(
     assert uploaded == sorted(["tool.cwl", "greeting.txt", "onto.owl", "reads.txt", "reads.txt.idx", "job.json"])
 
 
-class _Relay:
-    """A TCP proxy to the server that counts what clients send, and cuts every connection
-    once `cut` bytes of it have gone up (an upload interrupted by a lost connection)."""
-
-    def __init__(self, port: int, cut: int | None = None) -> None:
-        import socket
-        import threading
-
-        self.target, self.cut, self.sent = port, cut, 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        import threading
-
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
-
-    def _pipe(self, client: Any) -> None:
-        import socket
-        import threading
-
-        upstream = socket.create_connection(("127.0.0.1", self.target))
-
-        def forward(src: Any, dst: Any, up: bool) -> None:
-            seen = 0
-            try:
-                while data := src.recv(1 << 16):
-                    if up:
-                        seen += len(data)
-                        self.sent += len(data)
-                        if self.cut is not None and seen > self.cut:
-                            break
-                    dst.sendall(data)
-            except OSError:
-                pass
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-        t = threading.Thread(target=forward, args=(client, upstream, True), daemon=True)
-        t.start()
-        forward(upstream, client, False)
-        t.join(5)
-        client.close()
-        upstream.close()
-
-    def stop(self) -> None:
-        self.sock.close()
-
-
 def test_uploads_past_the_limit_are_refused_first_and_a_cut_upload_leaves_nothing(
     make_server: Any, tmp_path: Path, test_image: str
 ) -> None:
@@ -449,18 +392,18 @@ def test_uploads_past_the_limit_are_refused_first_and_a_cut_upload_leaves_nothin
     (d / "mid.bin").write_bytes(os.urandom(1 << 20))
     (d / "mid.yml").write_text("files: [{class: File, location: mid.bin}]\n")
 
-    def run(relay: _Relay, job: str) -> Any:
+    def run(relay: Relay, job: str) -> Any:
         env = {**server.client_env(), "KRAN_URL": f"http://127.0.0.1:{relay.port}"}
         return CliRunner().invoke(cli, ["workflow", "run", str(d / "cat.cwl"), str(d / job)], env=env)
 
-    counting = _Relay(server.port)
+    counting = Relay(server.port)
     try:
         r = run(counting, "big.yml")  # 3 MiB of inputs, 2 MiB taken: refused before a byte of them goes
         assert r.exit_code != 0 and "server.max_upload_mb = 2" in r.output, r.output
         assert counting.sent < 64 << 10
     finally:
         counting.stop()
-    cutting = _Relay(server.port, cut=256 << 10)
+    cutting = Relay(server.port, cut=256 << 10)
     try:
         r = run(cutting, "mid.yml")  # the connection lost a quarter of the way in
         assert r.exit_code != 0, r.output

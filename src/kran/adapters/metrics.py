@@ -8,6 +8,7 @@ scrape time. Labels stay bounded: no job ids, and user names only when `per_user
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -70,27 +71,18 @@ class PrometheusMetrics:
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.api.labels(route, method, str(status)).observe(seconds)
 
-    def watch_state(
-        self,
-        store: Store,
-        nodes: Callable[[], list[NodeCapacity]],
-        image_bytes: Callable[[], dict[str, int]],
-        engines: Callable[[], dict[str, str | None]],
-    ) -> None:
-        self.registry.register(StateCollector(store, nodes, image_bytes, engines))
+    def watch_state(self, state: StateCollector) -> None:
+        self.registry.register(state)
 
 
+@dataclass(eq=False)  # hashable: the registry keys its collectors
 class StateCollector(Collector):
     """Gauges read at scrape time."""
 
-    def __init__(
-        self,
-        store: Store,
-        nodes: Callable[[], list[NodeCapacity]],
-        image_bytes: Callable[[], dict[str, int]],
-        engines: Callable[[], dict[str, str | None]],
-    ) -> None:
-        self.store, self.nodes, self.image_bytes, self.engines = store, nodes, image_bytes, engines
+    store: Store
+    nodes: Callable[[], list[NodeCapacity]]
+    image_bytes: Callable[[], dict[str, int]]  # node -> its image layers' bytes
+    engines: Callable[[], dict[str, str | None]]  # engine -> why it is down, or None
 
     def collect(self) -> Iterator[Metric]:
         queue = GaugeMetricFamily("kran_queue_length", "Queued jobs by priority class", labels=["priority_class"])

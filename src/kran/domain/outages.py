@@ -25,7 +25,8 @@ class Outage:
     kept: bool  # whether containers outlived it (live-restore on both sides, or only slow answers)
 
 
-def _hms(t: float) -> str:
+def hms(t: float) -> str:
+    """A time of day in UTC, as the reasons show it (03:48:59)."""
     return time.strftime("%H:%M:%S", time.gmtime(t))
 
 
@@ -41,8 +42,8 @@ def ended_with_daemon(
     for o in outages:
         up = now if o.up is None else o.up
         if not o.kept and o.down - before <= finished_at <= up + SLACK_S:
-            until = "now" if o.up is None else _hms(o.up)
-            return f"the docker engine restarted (unreachable from {_hms(o.down)} to {until} UTC)"
+            until = "now" if o.up is None else hms(o.up)
+            return f"the docker engine restarted (unreachable from {hms(o.down)} to {until} UTC)"
     return None
 
 

@@ -34,7 +34,7 @@ from kran.adapters.engines.containers import (
 )
 from kran.adapters.engines.process import read_exit_code, write_exit_code
 from kran.domain.accounting import Usage
-from kran.domain.outages import Outage, ended_with_daemon, undecided
+from kran.domain.outages import Outage, ended_with_daemon, hms, undecided
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError, EngineUnavailable
 from kran.ports import AttemptRef, EngineCapabilities, LaunchSpec
@@ -132,7 +132,7 @@ class DockerEngine:
             self._restarted = self._restarted or restart
             if self._down is not None:
                 return False
-            self._down = f"docker engine unreachable since {_hms(at)} UTC ({reason})"
+            self._down = f"docker engine unreachable since {hms(at)} UTC ({reason})"
             self._since = at
             return True
 
@@ -308,10 +308,6 @@ class DockerEngine:
                 )
             )
         return out
-
-
-def _hms(t: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(t))
 
 
 def _docker_time(text: str | None) -> float | None:

@@ -32,6 +32,7 @@ from kran.adapters.engines.containers import (
 from kran.adapters.engines.process import read_exit_code, write_exit_code
 from kran.domain.accounting import Usage
 from kran.domain.cluster import CLASS_LABEL, NodeInfo
+from kran.domain.outages import hms
 from kran.domain.resources import Resources as Amounts
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError, EngineUnavailable, InvalidInput
@@ -165,7 +166,7 @@ class SwarmEngine:
         if reason is not None and was[1] is not None and was[0] != 0.0:
             reason = was[1]  # still down: keep since when
         elif reason is not None:
-            reason = f"{reason} (since {time.strftime('%H:%M:%S', time.gmtime())} UTC)"
+            reason = f"{reason} (since {hms(time.time())} UTC)"
         self._health = (time.monotonic(), reason)
         return was[0] == 0.0 or (was[1] is None) != (reason is None)
 
