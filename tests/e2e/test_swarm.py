@@ -183,3 +183,48 @@ def test_kill_9_of_the_server_readopts_jobs_on_every_node(
     while (left := swarm.manager.docker("service", "ls", "-q").stdout.split()) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert left == []
+
+
+def test_a_node_daemon_restart_loses_no_job_and_runs_none_twice(
+    swarm_server: ServerProc, swarm: Any, test_image: str
+) -> None:
+    """One node's dockerd stopped (SIGTERM: it stops its tasks' containers) and started again
+    5 s later, as a package upgrade does. The other nodes' jobs never notice; every job ends
+    in a true state and none runs to its end twice. What Swarm reports of the node's tasks
+    decides the rest (docs/scheduling.md): a container gone with its daemon is requeued
+    without using a retry; a task reported "non-zero exit (143)" reads exactly like a job
+    that exited 143 by itself, so it is a failure and a retry pays for it (here: every time)."""
+    server = swarm_server
+    victim = swarm.nodes[2]
+    work = 'sleep 20; echo done > "$KRAN_WORKDIR/done"'
+    small = {"cpus": "0.25", "mem": "32"}
+    with server.api() as c:
+        jobs = [_submit(c, test_image, work, retries=1, **small) for _ in range(6)]
+        once = [_submit(c, test_image, work, **small) for _ in range(3)]
+        for j in jobs + once:
+            server.wait_state(j, {"running"}, timeout=60)
+        hosts = {j: c.get(f"/api/v1/jobs/{j}").json()["node"]["hostname"] for j in jobs + once}
+        assert victim.name in hosts.values() and len(set(hosts.values())) == 3, hosts
+        time.sleep(2)
+        victim.stop()
+        time.sleep(5)
+        victim.start()
+        done = [server.wait_state(j, {"succeeded", "failed", "lost", "killed"}, timeout=120) for j in jobs + once]
+        swarm.wait_ready()
+        own = server.wait_state(_submit(c, test_image, "kill -TERM $$", **small), {"succeeded", "failed"}, timeout=90)
+    assert own["state"] == "failed" and own["exit_code"] == 143 and len(own["attempts"]) == 1, own
+    for job in done:
+        markers = sum(
+            (server.data_dir / "jobs" / str(job["id"]) / str(a["number"]) / "work" / "done").exists()
+            for a in job["attempts"]
+        )
+        assert markers == (job["state"] == "succeeded"), job["attempts"]
+        if hosts[job["id"]] != victim.name:
+            assert job["state"] == "succeeded" and len(job["attempts"]) == 1, job
+            continue
+        first = job["attempts"][0]
+        if "re-queued without using a retry" in first["reason"]:
+            assert f"node {victim.name} restarted" in first["reason"] and job["state"] == "succeeded", job
+        else:  # Swarm said "non-zero exit (143)"
+            assert first["state"] == "failed" and first["exit_code"] == 143, first
+            assert job["state"] == ("succeeded" if job["retries"] else "failed"), job

@@ -3,13 +3,15 @@
 The Docker and the Swarm engine both build a `ContainerPlan` from the launch spec and
 only translate it into their SDK call, so a job is named, labelled, mounted, confined
 and run as the same user on either. Also theirs alike: the handle codec, the client
-from a URL and the explanation of an API error.
+from a URL, the explanation of an API error and Docker's times.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import docker
@@ -170,3 +172,15 @@ def timed_out(e: BaseException) -> bool:
 def explain(e: Exception) -> str:
     """An API error's own words (its explanation), short."""
     return str(getattr(e, "explanation", None) or e)[:500]
+
+
+def docker_time(text: str | None) -> float | None:
+    """Docker's RFC 3339 time with nanoseconds (2026-12-04T03:48:59.123456789Z) as epoch
+    seconds; None for its zero time or nothing."""
+    if not text or text.startswith("0001-"):
+        return None
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
+    if not m:
+        return None
+    at = datetime.fromisoformat(m.group(1) + (m.group(3).replace("Z", "+00:00")))
+    return at.timestamp() + float(f"0.{m.group(2) or 0}")

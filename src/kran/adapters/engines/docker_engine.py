@@ -7,12 +7,10 @@ with instance, job and attempt, which is how they are found again after a restar
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from kran.adapters.engines.containers import (
     Sandbox,
     create_once,
     docker_client,
+    docker_time,
     explain,
     plan_container,
     seal,
@@ -233,7 +232,7 @@ class DockerEngine:
                 )
             elif c.status in FINAL:
                 end = _end_of(c)
-                at = _docker_time(c.attrs["State"].get("FinishedAt"))
+                at = docker_time(c.attrs["State"].get("FinishedAt"))
                 oom = end.error is not None
                 if fault := ended_with_daemon(at, end.exit_code, oom, self._outages_now(), time.time()):
                     end = replace(end, engine_fault=fault)
@@ -308,18 +307,6 @@ class DockerEngine:
                 )
             )
         return out
-
-
-def _docker_time(text: str | None) -> float | None:
-    """Docker's RFC 3339 time with nanoseconds (2026-12-04T03:48:59.123456789Z) as epoch
-    seconds; None for its zero time or nothing."""
-    if not text or text.startswith("0001-"):
-        return None
-    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
-    if not m:
-        return None
-    at = datetime.fromisoformat(m.group(1) + (m.group(3).replace("Z", "+00:00")))
-    return at.timestamp() + float(f"0.{m.group(2) or 0}")
 
 
 def _end_of(c: Any) -> AttemptEnd:

@@ -30,19 +30,15 @@ from kran.adapters.engines.containers import (
     unreachable,
 )
 from kran.adapters.engines.process import read_exit_code, write_exit_code
+from kran.adapters.engines.swarm_nodes import TO_SWARM, node_info
 from kran.domain.accounting import Usage
-from kran.domain.cluster import CLASS_LABEL, NodeInfo
+from kran.domain.cluster import NodeInfo
 from kran.domain.outages import hms
-from kran.domain.resources import Resources as Amounts
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError, EngineUnavailable, InvalidInput
 from kran.errors import NotFound as KranNotFound
 from kran.ports import AttemptRef, EngineCapabilities, LaunchSpec
 
-# kran's drain is Slurm's: no new jobs, running ones finish. Swarm's "drain" stops the
-# node's tasks and starts them again elsewhere (a job would run twice); its "pause" is ours.
-TO_SWARM = {"drain": "pause"}
-FROM_SWARM = {"pause": "drain"}
 PREFIX = "swarm:"
 HANDLES = Handles(PREFIX)
 FINAL = {"complete", "failed", "rejected", "shutdown", "orphaned", "remove"}
@@ -90,7 +86,7 @@ class SwarmEngine:
         checked, nodes = self._nodes
         if fresh or time.monotonic() - checked > NODES_EVERY_S:
             try:
-                nodes = [_node_info(n.attrs, self.disk_mb) for n in self.client.nodes.list()]
+                nodes = [node_info(n.attrs, self.disk_mb) for n in self.client.nodes.list()]
             except (DockerException, OSError):
                 nodes = [NodeInfo(**{**n.__dict__, "state": "unknown"}) for n in nodes]
             self._nodes = (time.monotonic(), nodes)
@@ -296,6 +292,7 @@ class SwarmEngine:
             return {}  # the manager is away: nothing can be said now
         nodes = self.nodes()
         down = {n.node_id: n for n in nodes if n.state == "down"}
+        hosts = {n.node_id: n.hostname for n in nodes}
         # drained or down as Swarm said it (not "unknown": a list that failed says nothing)
         closed = {n.node_id: n for n in nodes if n.availability != "active" or n.state == "down"}
         out = {}
@@ -314,12 +311,7 @@ class SwarmEngine:
                 continue
             state = task["Status"]["State"]
             if state in FINAL:
-                cs = task["Status"].get("ContainerStatus") or {}
-                code = cs.get("ExitCode") if state in ("complete", "failed") else None
-                err = task["Status"].get("Err") if state != "complete" else None
-                if state == "rejected":
-                    err = f"rejected by the node: {err}"
-                out[(ref.job_id, ref.attempt)] = AttemptEnd(code, error=err or None)
+                out[(ref.job_id, ref.attempt)] = task_end(task["Status"], hosts.get(task.get("NodeID", ""), "?"))
             elif task.get("NodeID") in down:
                 host = down[task["NodeID"]].hostname
                 out[(ref.job_id, ref.attempt)] = AttemptEnd(
@@ -424,30 +416,6 @@ class SwarmEngine:
         return out
 
 
-def _node_info(attrs: dict[str, Any], disk_mb: int) -> NodeInfo:
-    desc, spec, status = attrs.get("Description", {}), attrs.get("Spec", {}), attrs.get("Status", {})
-    res = desc.get("Resources", {})
-    gpus = 0
-    for g in res.get("GenericResources") or []:
-        d = g.get("DiscreteResourceSpec") or {}
-        if d.get("Kind") == "gpu":
-            gpus += int(d.get("Value", 0))
-        if (g.get("NamedResourceSpec") or {}).get("Kind") == "gpu":
-            gpus += 1
-    labels = dict(spec.get("Labels") or {})
-    return NodeInfo(
-        node_id=attrs["ID"],
-        hostname=desc.get("Hostname", ""),
-        role=spec.get("Role", "worker"),
-        availability=FROM_SWARM.get(spec.get("Availability", "active"), spec.get("Availability", "active")),
-        state=status.get("State", "unknown"),
-        addr=status.get("Addr", ""),
-        labels=labels,
-        node_class=labels.get(CLASS_LABEL, ""),
-        total=Amounts(int(res.get("NanoCPUs", 0)) // 1_000_000, int(res.get("MemoryBytes", 0)) >> 20, gpus, disk_mb),
-    )
-
-
 def _placed_on(service: dict[str, Any]) -> str | None:
     """The node kran placed a service's task on (its `node.id==` constraint)."""
     placement = ((service.get("Spec") or {}).get("TaskTemplate") or {}).get("Placement") or {}
@@ -456,3 +424,17 @@ def _placed_on(service: dict[str, Any]) -> str | None:
         if key.strip() == "node.id":
             return str(value).strip()
     return None
+
+
+def task_end(status: dict[str, Any], host: str) -> AttemptEnd:
+    """How a task that reached a final state ended (its Status, on node `host`)."""
+    state = status["State"]
+    code = (status.get("ContainerStatus") or {}).get("ExitCode") if state in ("complete", "failed") else None
+    err = status.get("Err") if state != "complete" else None
+    if state == "rejected":
+        err = f"rejected by the node: {err}"
+    if state == "failed" and str(err).startswith("No such container"):
+        # the node's daemon went away and took the container: its agent says so when back
+        why = f"the docker engine of node {host} restarted (the container went with it)"
+        return AttemptEnd(None, error=why, vanished=True, engine_fault=why)
+    return AttemptEnd(code, error=err or None)
