@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import gc
 import logging
+import math
 import os
 import queue
 import signal
@@ -36,6 +37,7 @@ from kran.adapters.store.identity_store import SqlIdentities, load_master_key
 from kran.adapters.store.image_store import SqlImageStore
 from kran.adapters.store.schedule_store import SqlSchedules
 from kran.adapters.store.sql_store import SqlStore
+from kran.adapters.store.tes_store import SqlTesTasks
 from kran.adapters.store.workflow_store import SqlWorkflows
 from kran.adapters.volumes import LoopVolumes
 from kran.domain.resources import Resources
@@ -62,6 +64,7 @@ from kran.services.scheduler.staging import Stager
 from kran.services.scheduler.state import Outbox, SchedulerState
 from kran.services.schedules import ScheduleService
 from kran.services.suite import Services
+from kran.services.tes import TesService
 from kran.services.uploads import Uploads
 from kran.services.wakeups import Wakeups
 from kran.services.workflows import WorkflowService
@@ -69,6 +72,7 @@ from kran.settings import ClusterSection, LocalSection, ServerSection, Settings
 
 log = logging.getLogger("kran")
 SCHEDULE_EVERY_S = 0.25
+TES_EVERY_S = 1.0  # TES tasks follow their jobs
 SWEEP_EVERY_S = 60.0
 PROBE_EVERY_S = 1.0  # engine health: a restart is seen within about a second
 
@@ -116,7 +120,7 @@ def lock_data_dir(data_dir: Path) -> int:
 # Host jobs only pass through the data dir and jobs/ to their own working dir (0711: no
 # listing); everything else is the server's alone.
 TRAVERSED = ("jobs", "volumes")
-PRIVATE = ("uploads", "cache", "workflows")
+PRIVATE = ("uploads", "cache", "workflows", "tes")
 STORE_FILES = ("kran.db", "kran.db-wal", "kran.db-shm", "kran.db-journal")
 
 
@@ -288,6 +292,10 @@ def build_server(settings: Settings) -> Server:
         store, engine, volumes, metrics, disk, clock, dirs, state, outbox, wakeups, pool, queue_.retry_backoff_s
     )
     reconciler = Reconciler(store, engine, clock, dirs, state)
+    logs = JobLogs(store, dirs, engine)
+    tes = TesService(
+        SqlTesTasks(store), jobs, store, logs, dirs, fetcher, clock, math.ceil(settings.tes.default_ram_gb * 1024)
+    )
     retention = Retention(dirs, apps_store, store, clock, files.retention_s, files.max_data_mb << 20 or None)
 
     def probe_engine() -> None:
@@ -299,6 +307,7 @@ def build_server(settings: Settings) -> Server:
         Periodic("schedules", SCHEDULE_EVERY_S, schedules.schedule_tick),
         Periodic("retention", files.retention_check_s, retention.tick, in_pool=True),
         Periodic("images", settings.image.gc_interval_s, images.tick, in_pool=True),
+        Periodic("tes", TES_EVERY_S, tes.tick, in_pool=True),
         Periodic(
             "sweep", SWEEP_EVERY_S, reconciler.sweep_strays, in_pool=True, wait_first=True
         ),  # the start reconciles
@@ -320,12 +329,13 @@ def build_server(settings: Settings) -> Server:
         jobs=jobs,
         queries=JobQueries(store, nodes, engine, apps_store, disk, clock, instance, lambda: state.reserved_for),
         files=JobFiles(store, dirs),
-        logs=JobLogs(store, dirs, engine),
+        logs=logs,
         uploads=Uploads(dirs),
         apps=apps,
         schedules=schedules,
         images=images,
         workflows=workflows,
+        tes=tes,
         nodes=nodes,
         node_admin=NodeAdmin(nodes, store),
         auth=auth,

@@ -248,6 +248,10 @@ class Fetcher(Protocol):
         Raises FetchError naming the URL and the reason."""
         ...
 
+    def fetch_to(self, source: FileSource, dest: Path) -> None:
+        """The URL's bytes at `dest` exactly, checked; FetchError as above."""
+        ...
+
 
 class Volumes(Protocol):
     """Apps' persistent volumes with a hard size limit."""

@@ -321,6 +321,16 @@ class WorkflowSection(Section):
     )
 
 
+class TesSection(Section):
+    model_config = SettingsConfigDict(env_prefix="KRAN_TES_")
+    output_roots: str = Field(
+        "",
+        description="TES: colon-separated dirs that file:// outputs may be written under, as the task's user; "
+        "{user} in one is the user's name (empty: outputs are kept by kran and listed)",
+    )
+    default_ram_gb: float = Field(1.0, gt=0, description="TES: memory of a task that asks for no ram_gb, in GiB")
+
+
 class Settings(Section):
     """The whole configuration: one attribute per section, as `load_settings` gathers them
     (validated from them: the sections read their own environment variables)."""
@@ -335,6 +345,7 @@ class Settings(Section):
     cluster: ClusterSection
     image: ImageSection
     workflow: WorkflowSection
+    tes: TesSection
 
 
 SECTIONS: dict[str, type[Section]] = {

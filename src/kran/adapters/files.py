@@ -53,6 +53,15 @@ class HttpFetcher:
         finally:
             self._release(blob.name)
 
+    def fetch_to(self, source: FileSource, dest: Path) -> None:
+        """The URL's bytes at `dest` exactly (no archive extracted, no cache)."""
+        tmp = dest.with_name(f".kran-fetch-{uuid.uuid4().hex}")
+        try:
+            self._download(source, tmp)
+            tmp.rename(dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     # ---- downloads
 
     def _download(self, source: FileSource, dest: Path) -> str:

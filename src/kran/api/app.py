@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kran import __version__
 from kran.adapters.metrics import PrometheusMetrics
-from kran.api import admin, apps, images, jobs, nodes, schedules, system, usage, workflows
+from kran.api import admin, apps, images, jobs, nodes, schedules, system, tes, usage, workflows
 from kran.api.deps import OPEN_PATHS, STORING_PATHS, UPLOAD_PATHS, authenticate
 from kran.api.responses import ERRORS
 from kran.errors import (
@@ -203,22 +203,23 @@ def create_app(
             return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(KranError)
-    async def kran_error(_: Request, exc: KranError) -> JSONResponse:
+    async def kran_error(request: Request, exc: KranError) -> JSONResponse:
         status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 500)
-        return _error(status, str(exc), getattr(exc, "field", None))
+        return _error(_tes_status(request, status), str(exc), getattr(exc, "field", None))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
+        status = _tes_status(request, 422)
         if first.get("type") == "json_invalid":  # its loc is the offset, not a field named "28"
-            return _error(422, f"body is not valid JSON: {_json_problem(first, exc.body)}", "body")
+            return _error(status, f"body is not valid JSON: {_json_problem(first, exc.body)}", "body")
         loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         msg = first.get("msg", "invalid request")
-        return _error(422, f"{loc}: {msg}" if loc else msg, loc or None)
+        return _error(status, f"{loc}: {msg}" if loc else msg, loc or None)
 
     app.include_router(jobs.router)
     app.include_router(schedules.router)
@@ -229,4 +230,10 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(system.router)
     app.include_router(workflows.router)
+    app.include_router(tes.router)
     return app
+
+
+def _tes_status(request: Request, status: int) -> int:
+    """TES answers a bad request with 400 (kran's own API with 422)."""
+    return 400 if status == 422 and request.url.path.startswith(tes.PREFIX + "/") else status

@@ -1,5 +1,6 @@
 """Where a job's files live in the data dir (docs/data-dir.md):
-jobs/<id>/<attempt>/{work/, stdout, stderr, exit_code}, uploads/<id>/, workflows/<run>/."""
+jobs/<id>/<attempt>/{work/, stdout, stderr, exit_code}, uploads/<id>/, workflows/<run>/,
+tes/<task>/fs/."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ class DataDir:
     @property
     def workflows(self) -> Path:
         return self.root / "workflows"
+
+    def tes_dir(self, task_id: str) -> Path:
+        """A TES task's file system (`fs/`, its dirs at their container paths)."""
+        return self.root / "tes" / task_id
 
     def ref(self, job_id: int, attempt: int, handle: str | None, grace_s: float | None = None) -> AttemptRef:
         return AttemptRef(job_id, attempt, handle, self.attempt_dir(job_id, attempt), grace_s)

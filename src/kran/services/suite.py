@@ -14,6 +14,7 @@ from kran.services.logs import JobLogs
 from kran.services.nodes import NodeAdmin, NodeDirectory
 from kran.services.queries import JobQueries
 from kran.services.schedules import ScheduleService
+from kran.services.tes import TesService
 from kran.services.uploads import Uploads
 from kran.services.workflows import WorkflowService
 
@@ -29,6 +30,7 @@ class Services:
     schedules: ScheduleService
     images: ImageManager
     workflows: WorkflowService
+    tes: TesService
     nodes: NodeDirectory
     node_admin: NodeAdmin
     auth: Authenticator

@@ -243,6 +243,27 @@ workflows = Table(
     Column("cancel_requested", Boolean, nullable=False, default=False),
 )
 
+# GA4GH TES tasks (issue 21): each runs as one job per executor (`jobs`, a JSON list of
+# ids); `task` is the document as stored (JSON), `phase` STAGING/JOBS/OUTPUTS or its final
+# TES state; `outputs` and `system_logs` JSON lists, filled as it goes.
+tes_tasks = Table(
+    "tes_tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", String(40), nullable=False, unique=True),
+    Column("owner", String(200), nullable=False, index=True),
+    Column("submitted_by", String(200)),
+    Column("name", Text),
+    Column("phase", String(20), nullable=False, index=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("jobs", Text, nullable=False),
+    Column("task", Text, nullable=False),
+    Column("outputs", Text, nullable=False),
+    Column("system_logs", Text, nullable=False),
+)
+
 # A submission's Idempotency-Key: the same key (per owner) within a day gives the jobs it
 # stored, instead of storing them again. Written in the same transaction as the jobs.
 idempotency_keys = Table(

@@ -1,0 +1,390 @@
+"""GA4GH TES tasks (issue 21): created, staged, run as jobs, their outputs collected.
+
+A task is stored first (STAGING), its inputs are fetched into its own file system on the
+server (`tes/<task>/fs`, in the staging pool), then one job per executor is submitted,
+each after the one before (JOBS). The tick (every second) follows the jobs: when they have
+all ended the task ends with them, or (all succeeded) its outputs are collected (OUTPUTS)
+and it is COMPLETE. A task that was STAGING or OUTPUTS when the server stopped is staged
+or collected again when it starts. Another user's task is "not found", as a missing one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from kran import jobfs
+from kran.domain import tes
+from kran.domain.auth import Principal, can_see
+from kran.domain.datafiles import parse_source
+from kran.domain.records import JobRecord
+from kran.domain.states import JobState
+from kran.errors import FetchError, InvalidInput, KranError, NotFound
+from kran.ports import Clock, Fetcher, Store
+from kran.services.datadir import DataDir
+from kran.services.jobs import JobService
+from kran.services.logs import JobLogs
+
+log = logging.getLogger("kran")
+
+STAGING_THREADS = 4
+TAIL_BYTES = 10_000  # of an executor's stdout/stderr in the FULL view
+
+
+class TesStore(Protocol):
+    def create(
+        self,
+        task_id: str,
+        owner: str,
+        submitted_by: str | None,
+        document: dict[str, Any],
+        logs: Sequence[str],
+        now: float,
+    ) -> None: ...
+    def get(self, task_id: str) -> tes.TaskRecord | None: ...
+    def find(
+        self, owner: str | None, name_prefix: str | None, before: int | None, limit: int, phases: Sequence[str] = ()
+    ) -> list[tes.TaskRecord]: ...
+    def active(self) -> list[tes.TaskRecord]: ...
+    def set_jobs(self, task_id: str, jobs: Sequence[int]) -> None: ...
+    def advance(
+        self,
+        task_id: str,
+        phase: str,
+        now: float,
+        log: str | None = None,
+        outputs: Sequence[dict[str, str]] | None = None,
+    ) -> bool: ...
+    def request_cancel(self, task_id: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Created:
+    task: tes.Task
+    backend: tes.Backend
+
+
+class TesService:
+    def __init__(
+        self,
+        store: TesStore,
+        jobs: JobService,
+        job_store: Store,
+        logs: JobLogs,
+        dirs: DataDir,
+        fetcher: Fetcher,
+        clock: Clock,
+        default_mem_mb: int,
+        url_prefix: str = "/ga4gh/tes/v1",
+    ) -> None:
+        self.store = store
+        self.jobs = jobs
+        self.job_store = job_store
+        self.logs = logs
+        self.dirs = dirs
+        self.fetcher = fetcher
+        self.clock = clock
+        self.default_mem_mb = default_mem_mb
+        self.url_prefix = url_prefix
+        self._pool = ThreadPoolExecutor(STAGING_THREADS, thread_name_prefix="kran-tes")
+        self._busy: set[str] = set()  # tasks being staged or collected by this process
+        self._lock = threading.Lock()
+
+    # ---- requests
+
+    def create(self, who: Principal, task: tes.Task, document: dict[str, Any]) -> str:
+        """Check the task whole (TaskError, nothing stored), store it, start its staging."""
+        tes.check_task(task)
+        be = tes.backend(task.resources, self.default_mem_mb)
+        for i, inp in enumerate(task.inputs):
+            if inp.content is None:
+                _source(inp, f"inputs[{i}].url")
+        specs = [tes.executor_spec(task, i, be, (), None) for i in range(len(task.executors))]
+        self.jobs.admission.check(specs)  # a full queue or an engine that runs no images: refused now
+        task_id = uuid.uuid4().hex[:20]
+        self.store.create(task_id, who.user, None, document, be.warnings, self.clock.now())
+        self._start(task_id, self._stage)
+        return task_id
+
+    def get(self, who: Principal, task_id: str) -> tes.TaskRecord:
+        rec = self.store.get(task_id) if len(task_id) <= 40 else None
+        if rec is None or not can_see(who, rec.owner, rec.submitted_by):
+            raise NotFound(f"task {task_id} not found")
+        return rec
+
+    def find(
+        self,
+        who: Principal,
+        name_prefix: str | None,
+        state: str | None,
+        tags: dict[str, str],
+        size: int,
+        token: str | None,
+    ) -> tuple[list[tes.TaskRecord], str | None]:
+        """A page of the caller's tasks (an admin's: everyone's), newest first, filtered."""
+        try:
+            before = int(token) if token else None
+        except ValueError:
+            raise InvalidInput(f"page_token {token!r} is not one kran gave", "page_token") from None
+        owner = None if who.is_admin else who.user
+        out: list[tes.TaskRecord] = []
+        while len(out) <= size:
+            batch = self.store.find(owner, name_prefix, before, max(size * 2, 100))
+            if not batch:
+                break
+            for rec in batch:
+                if all(rec.document.get("tags", {}).get(k) == v for k, v in tags.items()) and (
+                    state is None or self.state(rec) == state
+                ):
+                    out.append(rec)
+            before = batch[-1].row
+        kept = out[:size]
+        return kept, (str(kept[-1].row) if len(out) > size else None)
+
+    def cancel(self, who: Principal, task_id: str) -> None:
+        rec = self.get(who, task_id)
+        if rec.phase in tes.FINAL:
+            return  # already ended: nothing to cancel (as Funnel answers)
+        self.store.request_cancel(task_id)
+        if rec.jobs:
+            self.jobs.kill_for_owner(list(rec.jobs))
+
+    # ---- what a task is now
+
+    def job_views(self, rec: tes.TaskRecord) -> list[tuple[tes.JobView, JobRecord | None]]:
+        out: list[tuple[tes.JobView, JobRecord | None]] = []
+        for job_id in rec.jobs:
+            job = self.job_store.get_job(job_id)
+            if job is None:
+                out.append((tes.JobView(JobState.LOST, None, None, None, "the job is gone"), None))
+                continue
+            view = tes.JobView(
+                job.state, job.exit_code, job.started_at, job.finished_at, job.reason, pulling=job.pull is not None
+            )
+            out.append((view, job))
+        return out
+
+    def state(self, rec: tes.TaskRecord) -> str:
+        views = [v for v, _ in self.job_views(rec)] if rec.phase == "JOBS" else []
+        return tes.task_state(rec.phase, views, rec.cancel_requested)
+
+    def tail(self, job_id: int, stream: str) -> str:
+        try:
+            data = b"".join(self.logs.log_chunks(job_id, stream, follow=False))
+        except KranError:
+            return ""
+        return data[-TAIL_BYTES:].decode("utf-8", "replace")
+
+    def output_file(self, who: Principal, task_id: str, path: str) -> jobfs.OpenFile:
+        """A kept output of a task, opened through the safe walk (the job wrote that tree)."""
+        rec = self.get(who, task_id)
+        if not any(o.get("path") == "/" + path.lstrip("/") for o in rec.outputs):
+            raise NotFound(f"task {task_id} has no output {path!r}")
+        try:
+            with jobfs.Tree(self._fs(task_id)) as tree:
+                return tree.open_file(path.lstrip("/"))
+        except jobfs.Refused as e:
+            raise NotFound(f"output {path!r}: {e}") from None
+
+    # ---- the work
+
+    def tick(self) -> None:
+        """Follow every task that has not ended (the periodic, in the pool)."""
+        for rec in self.store.active():
+            try:
+                self._follow(rec)
+            except Exception:  # one task's trouble stops no other
+                log.exception("TES task %s", rec.task_id)
+
+    def _follow(self, rec: tes.TaskRecord) -> None:
+        now = self.clock.now()
+        if rec.phase == "STAGING":
+            self._start(rec.task_id, self._stage)  # after a restart (busy ones are skipped)
+            return
+        if rec.phase == "OUTPUTS":
+            self._start(rec.task_id, self._collect)
+            return
+        views = [v for v, _ in self.job_views(rec)]
+        if rec.cancel_requested:
+            active = [j for j, v in zip(rec.jobs, views, strict=True) if not v.state.is_final]
+            if active:
+                self.jobs.kill_for_owner(active)
+                return
+            self.store.advance(rec.task_id, "CANCELED", now, "canceled on request")
+            return
+        outcome = tes.jobs_outcome(self._task(rec), views)
+        if outcome is None:
+            return
+        phase, why = outcome
+        if phase == "OUTPUTS":
+            if self.store.advance(rec.task_id, "OUTPUTS", now):
+                self._start(rec.task_id, self._collect)
+            return
+        self.store.advance(rec.task_id, phase, now, why or None)
+
+    def _start(self, task_id: str, work: Callable[[str], None]) -> None:
+        with self._lock:
+            if task_id in self._busy:
+                return
+            self._busy.add(task_id)
+
+        def run() -> None:
+            try:
+                work(task_id)
+            except Exception as e:
+                log.exception("TES task %s", task_id)
+                self.store.advance(task_id, "SYSTEM_ERROR", self.clock.now(), f"kran: {e}")
+            finally:
+                with self._lock:
+                    self._busy.discard(task_id)
+
+        self._pool.submit(run)
+
+    def _fs(self, task_id: str) -> Path:
+        return self.dirs.tes_dir(task_id) / "fs"
+
+    def _task(self, rec: tes.TaskRecord) -> tes.Task:
+        return task_from_document(rec.document)
+
+    def _stage(self, task_id: str) -> None:
+        rec = self.store.get(task_id)
+        if rec is None or rec.phase != "STAGING":
+            return
+        task = self._task(rec)
+        fs = self._fs(task_id)
+        if fs.exists():  # a staging the server did not finish: from the start
+            shutil.rmtree(fs)
+        fs.mkdir(parents=True, mode=0o700)
+        os.chmod(fs.parent, 0o700)
+        mounts = tes.mounts(task)
+        for d in tes.task_dirs(task):
+            (fs / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        for i, inp in enumerate(task.inputs):
+            dest = fs / inp.path.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                if inp.content is not None:
+                    dest.write_text(inp.content)
+                elif inp.directory:
+                    _copy_dir(_source(inp, f"inputs[{i}].url"), dest, self.fetcher)
+                else:
+                    self.fetcher.fetch_to(parse_source(_source(inp, f"inputs[{i}].url")), dest)
+            except (FetchError, OSError, InvalidInput, ValueError) as e:
+                self.store.advance(task_id, "SYSTEM_ERROR", self.clock.now(), f"input {inp.path}: {e}")
+                return
+            if self.store.get(task_id) is None:
+                return
+        if (again := self.store.get(task_id)) is not None and again.cancel_requested:
+            self.store.advance(task_id, "CANCELED", self.clock.now(), "canceled on request")
+            return
+        be = tes.backend(task.resources, self.default_mem_mb)
+        binds = [(str(fs / m.lstrip("/")), m, True) for m in mounts]
+        ids: list[int] = []
+        try:
+            for i in range(len(task.executors)):
+                spec = tes.executor_spec(task, i, be, binds, ids[-1] if ids else None)
+                (spec,) = self.jobs.classify([spec])
+                ids += self.jobs.submit([spec], rec.owner, rec.submitted_by).result()
+        except KranError as e:
+            if ids:
+                self.jobs.kill_for_owner(ids)
+            self.store.advance(task_id, "SYSTEM_ERROR", self.clock.now(), f"submitting its jobs: {e}")
+            return
+        self.store.set_jobs(task_id, ids)
+
+    def _collect(self, task_id: str) -> None:
+        """The outputs, listed with their sizes (kept in the task's dir, served by kran)."""
+        rec = self.store.get(task_id)
+        if rec is None or rec.phase != "OUTPUTS":
+            return
+        task = self._task(rec)
+        logs: list[dict[str, str]] = []
+        try:
+            with jobfs.Tree(self._fs(task_id)) as tree:
+                files = {"/" + item.rel: item.st.st_size for item in tree.walk() if item.kind == "file"}
+        except jobfs.Refused as e:
+            self.store.advance(task_id, "SYSTEM_ERROR", self.clock.now(), f"reading the outputs: {e}")
+            return
+        for out in task.outputs:
+            found = tes.output_files(out, files, f"{self.url_prefix}/tasks/{task_id}/outputs")
+            if not found and not out.pattern:
+                self.store.advance(task_id, "SYSTEM_ERROR", self.clock.now(), f"output {out.path}: not there", logs)
+                return
+            for path, url in found:
+                logs.append({"url": url, "path": path, "size_bytes": str(files[path])})
+        self.store.advance(task_id, "COMPLETE", self.clock.now(), None, logs)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _source(inp: tes.Input, field: str) -> str:
+    """An input's URL as kran fetches it: http(s)://, or file:// (a bare absolute path is one)."""
+    url = inp.url or ""
+    if url.startswith("/"):
+        url = "file://" + url
+    try:
+        parse_source(url) if not inp.directory else None
+    except ValueError as e:
+        raise InvalidInput(str(e), field) from None
+    if inp.directory and not url.startswith("file://"):
+        raise InvalidInput("a DIRECTORY input is read from a file:// URL only", field)
+    return url
+
+
+def _copy_dir(url: str, dest: Path, fetcher: Fetcher) -> None:
+    """A file:// directory, under the roots file:// URLs may read (files.file_url_roots)."""
+    roots: tuple[Path, ...] = getattr(fetcher, "file_roots", ())
+    src = Path(url[len("file://") :]).resolve()
+    if not any(src == r or r in src.parents for r in roots):
+        raise FetchError(f"{url}: file:// URLs may only read under the roots the admin allowed (files.file_url_roots)")
+    shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
+
+
+def task_from_document(doc: dict[str, Any]) -> tes.Task:
+    """The stored document (as the API normalized it) as a task."""
+    res = doc.get("resources") or {}
+    return tes.Task(
+        executors=tuple(
+            tes.Executor(
+                image=e["image"],
+                command=tuple(e["command"]),
+                workdir=e.get("workdir"),
+                stdin=e.get("stdin"),
+                stdout=e.get("stdout"),
+                stderr=e.get("stderr"),
+                env=dict(e.get("env") or {}),
+                ignore_error=bool(e.get("ignore_error")),
+            )
+            for e in doc["executors"]
+        ),
+        name=doc.get("name"),
+        description=doc.get("description"),
+        inputs=tuple(
+            tes.Input(i["path"].rstrip("/") or "/", i.get("url"), i.get("content"), i.get("type") == "DIRECTORY")
+            for i in doc.get("inputs") or []
+        ),
+        outputs=tuple(
+            tes.Output(o["path"].rstrip("/") or "/", o["url"], o.get("type") == "DIRECTORY", o.get("path_prefix"))
+            for o in doc.get("outputs") or []
+        ),
+        resources=tes.Resources(
+            cpu_cores=res.get("cpu_cores"),
+            ram_gb=res.get("ram_gb"),
+            disk_gb=res.get("disk_gb"),
+            preemptible=res.get("preemptible"),
+            zones=tuple(res.get("zones") or ()),
+            backend_parameters=dict(res.get("backend_parameters") or {}),
+            backend_parameters_strict=bool(res.get("backend_parameters_strict")),
+        ),
+        volumes=tuple(v.rstrip("/") or "/" for v in doc.get("volumes") or []),
+        tags=dict(doc.get("tags") or {}),
+    )

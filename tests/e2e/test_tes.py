@@ -1,0 +1,208 @@
+"""GA4GH TES 1.1 on a default server (issue 21), through the real client `py-tes`: tasks
+with inputs and outputs, each view, paging and filters, cancel, executor errors, several
+executors, isolation between users, and every answer checked against the TES 1.1 schemas
+(tests/data/tes-1.1.schema.json)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema_rs
+import pytest
+import tes
+
+from tests.conftest import ServerProc
+
+pytestmark = pytest.mark.timeout(180)
+
+SCHEMA = json.loads((Path(__file__).parent.parent / "data" / "tes-1.1.schema.json").read_text())
+TES = "/ga4gh/tes/v1"
+
+
+def _valid(body: Any, definition: str) -> Any:
+    """`body` against one of the TES 1.1 schemas (a failure names the first problem)."""
+    schema = {**SCHEMA, "$ref": f"#/definitions/{definition}"}
+    errors = [
+        f"{'/'.join(map(str, e.instance_path))}: {e.message}"
+        for e in jsonschema_rs.validator_for(schema).iter_errors(body)
+    ]
+    assert not errors, (definition, errors, body)
+    return body
+
+
+def _client(server: ServerProc, user: str | None = None) -> tes.HTTPClient:
+    key_id, secret = server.users[user] if user else (server.credentials["key_id"], server.credentials["secret"])
+    return tes.HTTPClient(server.url, timeout=30, token=f"{key_id}.{secret}")
+
+
+def _wait(c: tes.HTTPClient, task_id: str, timeout: float = 60) -> tes.Task:
+    return c.wait(task_id, timeout=timeout)
+
+
+def test_a_task_with_inputs_and_outputs_in_each_view(server: ServerProc, test_image: str) -> None:
+    c = _client(server)
+    script = (
+        "mkdir -p /data/out/sub && wc -c < /data/in.txt > /data/out/count && echo deep > /data/out/sub/x && echo said"
+    )
+    task = tes.Task(
+        name="count",
+        inputs=[tes.Input(path="/data/in.txt", content="hello\n")],
+        outputs=[
+            tes.Output(path="/data/out/count", url="file:///elsewhere/count"),
+            tes.Output(path="/data/out/sub", url="s3://bucket/sub", type="DIRECTORY"),
+        ],
+        executors=[tes.Executor(image=test_image, command=["sh", "-c", script], stderr="/logs/err")],
+        resources=tes.Resources(cpu_cores=1, ram_gb=0.25),
+        tags={"project": "p1"},
+    )
+    task_id = c.create_task(task)
+    done = _wait(c, task_id)
+    assert done.state == "COMPLETE"
+    with server.api() as h:
+        minimal = _valid(h.get(f"{TES}/tasks/{task_id}").json(), "tesTask")
+        assert minimal == {"id": task_id, "state": "COMPLETE"}
+        basic = _valid(h.get(f"{TES}/tasks/{task_id}", params={"view": "BASIC"}).json(), "tesTask")
+        full = _valid(h.get(f"{TES}/tasks/{task_id}", params={"view": "FULL"}).json(), "tesTask")
+        assert "content" not in basic["inputs"][0] and full["inputs"][0]["content"] == "hello\n"
+        (log,) = basic["logs"]
+        assert "system_logs" not in log and "stdout" not in log["logs"][0]
+        assert full["logs"][0]["logs"][0]["stdout"] == "said\n" and full["logs"][0]["logs"][0]["exit_code"] == 0
+        outputs = {o["path"]: o for o in log["outputs"]}
+        assert set(outputs) == {"/data/out/count", "/data/out/sub/x"}
+        assert outputs["/data/out/count"]["size_bytes"] == "2"
+        assert outputs["/data/out/count"]["url"].startswith(server.url + TES)  # where kran keeps it
+        got = h.get(outputs["/data/out/count"]["url"])
+        assert got.status_code == 200 and got.text == "6\n"
+        assert h.get(outputs["/data/out/sub/x"]["url"]).text == "deep\n"
+        assert basic["tags"] == {"project": "p1"} and basic["creation_time"]
+    # py-tes reads its own model back from each view
+    assert {o.size_bytes for o in c.get_task(task_id, view="FULL").logs[0].outputs} == {2, 5}
+
+
+def test_executor_error_cancel_and_several_executors(server: ServerProc, test_image: str) -> None:
+    c = _client(server)
+    failing = c.create_task(tes.Task(executors=[tes.Executor(image=test_image, command=["sh", "-c", "exit 3"])]))
+    assert _wait(c, failing).state == "EXECUTOR_ERROR"
+    assert c.get_task(failing, "BASIC").logs[0].logs[0].exit_code == 3
+
+    steps = [
+        tes.Executor(image=test_image, command=["sh", "-c", "echo one > /vol/a; exit 1"], ignore_error=True),
+        tes.Executor(image=test_image, command=["sh", "-c", "cat /vol/a > /vol/b"], workdir="/vol"),
+        tes.Executor(image=test_image, command=["cat", "/vol/b"], stdout="/vol/out.txt"),
+    ]
+    chained = c.create_task(
+        tes.Task(volumes=["/vol"], executors=steps, outputs=[tes.Output(path="/vol/out.txt", url="file:///x")])
+    )
+    done = _wait(c, chained)
+    assert done.state == "COMPLETE", done
+    with server.api() as h:
+        full = h.get(f"{TES}/tasks/{chained}", params={"view": "FULL"}).json()
+        assert [e["exit_code"] for e in full["logs"][0]["logs"]] == [1, 0, 0]
+        assert h.get(full["logs"][0]["outputs"][0]["url"]).text == "one\n"
+
+    sleeper = c.create_task(tes.Task(executors=[tes.Executor(image=test_image, command=["sleep", "300"])]))
+    deadline = time.monotonic() + 60
+    while c.get_task(sleeper).state != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    c.cancel_task(sleeper)
+    assert c.get_task(sleeper).state in ("CANCELING", "CANCELED")
+    deadline = time.monotonic() + 30  # SIGTERM; py-tes's wait() takes CANCELING for an end
+    while (state := c.get_task(sleeper).state) == "CANCELING":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert state == "CANCELED"
+    c.cancel_task(sleeper)  # again: it has ended, nothing to do
+
+
+def test_list_pages_and_filters(server: ServerProc, test_image: str) -> None:
+    c = _client(server)
+    true = [tes.Executor(image=test_image, command=["true"])]
+    ids = [c.create_task(tes.Task(name=f"batch-{i}", tags={"n": str(i % 2)}, executors=true)) for i in range(5)]
+    other = c.create_task(tes.Task(name="other", executors=true))
+    for t in [*ids, other]:
+        _wait(c, t)
+    seen: list[str] = []
+    token = None
+    with server.api() as h:
+        while True:
+            params: dict[str, Any] = {"page_size": 2, "name_prefix": "batch-", "view": "BASIC"}
+            if token:
+                params["page_token"] = token
+            page = _valid(h.get(f"{TES}/tasks", params=params).json(), "tesListTasksResponse")
+            seen += [t["id"] for t in page["tasks"]]
+            token = page.get("next_page_token")
+            if not token:
+                break
+        assert seen == ids[::-1]  # newest first, every one once
+        odd = h.get(f"{TES}/tasks", params={"tag_key": "n", "tag_value": "1"}).json()["tasks"]
+        assert {t["id"] for t in odd} == {ids[1], ids[3]}
+        complete = h.get(f"{TES}/tasks", params={"state": "COMPLETE", "name_prefix": "oth"}).json()["tasks"]
+        assert [t["id"] for t in complete] == [other]
+        assert h.get(f"{TES}/tasks", params={"state": "RUNNING"}).json()["tasks"] == []
+    listed = c.list_tasks(view="MINIMAL", page_size=3)
+    assert len(listed.tasks) == 3 and listed.next_page_token
+
+
+def test_bad_tasks_are_400_naming_the_field_and_nothing_is_stored(server: ServerProc, test_image: str) -> None:
+    ex = {"image": test_image, "command": ["true"]}
+    bad = {
+        "inputs[0].path": {"executors": [ex], "inputs": [{"path": "relative", "content": "x"}]},
+        "outputs[0].path": {"executors": [ex], "outputs": [{"path": "/data/../etc/x", "url": "file:///x"}]},
+        "volumes[0]": {"executors": [ex], "volumes": ["/proc/self"]},
+        "inputs[0]": {"executors": [ex], "inputs": [{"path": "/data/x"}]},
+        "executors": {"executors": []},
+        "resources.backend_parameters": {
+            "executors": [ex],
+            "resources": {"backend_parameters": {"VmSize": "big"}, "backend_parameters_strict": True},
+        },
+        "inputs[0].url": {"executors": [ex], "inputs": [{"path": "/data/x", "url": "s3://bucket/key"}]},
+    }
+    with server.api() as h:
+        for field, body in bad.items():
+            r = h.post(f"{TES}/tasks", json=body)
+            assert r.status_code == 400 and r.json()["field"] == field, (field, r.text)
+        r = h.post(f"{TES}/tasks", json={"executors": [{"image": test_image}]})
+        assert r.status_code == 400 and "command" in r.json()["field"]
+        r = h.post(f"{TES}/tasks", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 400
+        assert h.get(f"{TES}/tasks").json() == {"tasks": []}
+
+
+def test_another_users_task_is_not_found(server: ServerProc, test_image: str) -> None:
+    server.add_user("alice")
+    server.add_user("bob")
+    alice, bob = _client(server, "alice"), _client(server, "bob")
+    task_id = alice.create_task(tes.Task(executors=[tes.Executor(image=test_image, command=["sleep", "60"])]))
+    for call in (lambda: bob.get_task(task_id), lambda: bob.cancel_task(task_id)):
+        with pytest.raises(Exception) as e:
+            call()
+        assert "404" in str(e.value)
+    with server.api("bob") as h:
+        assert h.get(f"{TES}/tasks").json() == {"tasks": []}
+        assert h.get(f"{TES}/tasks/{task_id}/outputs/x").status_code == 404
+    assert alice.get_task(task_id).state in ("QUEUED", "INITIALIZING", "RUNNING")
+    alice.cancel_task(task_id)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{server.url}{TES}/tasks").raise_for_status()  # no credentials: 401
+
+
+def test_service_info_and_kran_openapi_for_the_tes_routes(server: ServerProc) -> None:
+    info = _valid(_client(server).get_service_info().as_dict(), "tesServiceInfo")
+    assert info["type"] == {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"}
+    with server.api() as h:
+        _valid(h.get(f"{TES}/service-info").json(), "tesServiceInfo")
+        paths = h.get("/api/v1/openapi.json").json()["paths"]
+    ours = {p: sorted(ops) for p, ops in paths.items() if p.startswith(TES)}
+    assert ours == {
+        f"{TES}/service-info": ["get"],
+        f"{TES}/tasks": ["get", "post"],
+        f"{TES}/tasks/{{id}}": ["get"],
+        f"{TES}/tasks/{{id}}:cancel": ["post"],
+    }
+    listing = {p["name"] for p in paths[f"{TES}/tasks"]["get"]["parameters"]}
+    assert listing == {"name_prefix", "state", "tag_key", "tag_value", "page_size", "page_token", "view"}
