@@ -294,7 +294,15 @@ def build_server(settings: Settings) -> Server:
     reconciler = Reconciler(store, engine, clock, dirs, state)
     logs = JobLogs(store, dirs, engine)
     tes = TesService(
-        SqlTesTasks(store), jobs, store, logs, dirs, fetcher, clock, math.ceil(settings.tes.default_ram_gb * 1024)
+        SqlTesTasks(store),
+        jobs,
+        store,
+        logs,
+        dirs,
+        fetcher,
+        clock,
+        math.ceil(settings.tes.default_ram_gb * 1024),
+        [r for r in settings.tes.output_roots.split(":") if r.strip()],
     )
     retention = Retention(dirs, apps_store, store, clock, files.retention_s, files.max_data_mb << 20 or None)
 

@@ -6,6 +6,8 @@ executors, isolation between users, and every answer checked against the TES 1.1
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -206,3 +208,55 @@ def test_service_info_and_kran_openapi_for_the_tes_routes(server: ServerProc) ->
     }
     listing = {p["name"] for p in paths[f"{TES}/tasks"]["get"]["parameters"]}
     assert listing == {"name_prefix", "state", "tag_key", "tag_value", "page_size", "page_token", "view"}
+
+
+def test_file_outputs_are_written_as_the_tasks_user_under_the_allowed_roots(
+    make_server: Any, request: pytest.FixtureRequest, test_image: str
+) -> None:
+    """tes.output_roots with {user}: alice's file:// outputs land in her dir, written by a
+    process of her jobs' uid (what she may write there is what that uid may); an output
+    URL in bob's dir is not written for her (kran keeps it, and says so); a dir her uid
+    cannot write fails the task."""
+    shared = Path(tempfile.mkdtemp(prefix="kran-tes-out-"))  # where other uids may pass (pytest's tmp is root's alone)
+    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
+    shared.chmod(0o755)
+    (shared / "alice").mkdir()
+    (shared / "bob").mkdir()
+    (shared / "alice").chmod(0o1777)
+    (shared / "bob").chmod(0o1777)
+    server = make_server(KRAN_TES_OUTPUT_ROOTS=f"{shared}/{{user}}")
+    server.add_user("alice")
+    c = tes.HTTPClient(server.url, timeout=30, user=server.users["alice"][0], password=server.users["alice"][1])
+    make = "mkdir -p /w/d && echo a > /w/one && echo b > /w/d/two && echo c > /w/d/three.log"
+    task_id = c.create_task(
+        tes.Task(
+            executors=[tes.Executor(image=test_image, command=["sh", "-c", make])],
+            outputs=[
+                tes.Output(path="/w/one", url=f"file://{shared}/alice/run1/one.txt"),
+                tes.Output(path="/w/d", url=f"file://{shared}/alice/run1/d", type="DIRECTORY"),
+                tes.Output(path="/w/d/*.log", path_prefix="/w", url=f"file://{shared}/alice/logs"),
+                tes.Output(path="/w/one", url=f"file://{shared}/bob/stolen"),
+            ],
+        )
+    )
+    assert _wait(c, task_id).state == "COMPLETE"
+    written = shared / "alice" / "run1" / "one.txt"
+    assert written.read_text() == "a\n" and (shared / "alice/run1/d/two").read_text() == "b\n"
+    assert (shared / "alice/logs/d/three.log").read_text() == "c\n"
+    assert written.stat().st_uid >= 1_100_000_000  # her jobs' uid (local.job_uids), not the server's root
+    assert not (shared / "bob" / "stolen").exists()
+    with server.api("alice") as h:
+        full = _valid(h.get(f"{TES}/tasks/{task_id}", params={"view": "FULL"}).json(), "tesTask")
+    urls = {o["url"] for o in full["logs"][0]["outputs"]}
+    assert f"file://{written}" in urls and any(u.startswith(server.url + TES) for u in urls)
+    assert any("kept by kran" in line for line in full["logs"][0]["system_logs"])
+
+    (shared / "alice").chmod(0o755)  # root's: her uid may not write there
+    denied = c.create_task(
+        tes.Task(
+            executors=[tes.Executor(image=test_image, command=["sh", "-c", "echo x > /w/x"])],
+            outputs=[tes.Output(path="/w/x", url=f"file://{shared}/alice/x")],
+        )
+    )
+    assert _wait(c, denied).state == "SYSTEM_ERROR"
+    assert not (shared / "alice" / "x").exists()

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kran import __version__
 from kran.adapters.metrics import PrometheusMetrics
 from kran.api import admin, apps, images, jobs, nodes, schedules, system, tes, usage, workflows
-from kran.api.deps import OPEN_PATHS, STORING_PATHS, UPLOAD_PATHS, authenticate
+from kran.api.deps import OPEN_PATHS, STORING_PATHS, UPLOAD_PATHS, authenticate, private_channel
 from kran.api.responses import ERRORS
 from kran.errors import (
     Conflict,
@@ -120,7 +120,7 @@ class AuthFirst:
         if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             try:
-                self.auth.precheck(headers)
+                self.auth.precheck(headers, private_channel(scope))
             except Unauthorized as e:
                 return await _error(401, str(e))(scope, receive, send)
         await self.app(scope, receive, send)

@@ -87,8 +87,20 @@ async def authenticate(request: Request) -> None:
         digest = hashlib.sha256(await request.body()).hexdigest()
     raw_path = request.scope.get("raw_path") or request.url.path.encode()
     request.state.principal = auth.authenticate(
-        headers, request.method, raw_path.decode("latin-1"), request.scope["query_string"].decode("latin-1"), digest
+        headers,
+        request.method,
+        raw_path.decode("latin-1"),
+        request.scope["query_string"].decode("latin-1"),
+        digest,
+        private_channel(request.scope),
     )
+
+
+def private_channel(scope: Any) -> bool:
+    """Whether a request came over TLS or from this machine (loopback)."""
+    client = scope.get("client") or ("", 0)
+    host = str(client[0]).removeprefix("::ffff:")
+    return scope.get("scheme") == "https" or host == "::1" or host.startswith("127.")
 
 
 async def caller(request: Request) -> Principal:

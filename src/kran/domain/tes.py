@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from kran.domain.durations import parse_duration
 from kran.domain.jobs import JobSpec, SpecError, validate_spec
@@ -390,3 +391,26 @@ def output_files(out: Output, files: dict[str, int], base: str) -> list[tuple[st
     else:
         found = [out.path] if out.path in files else []
     return [(p, base + p) for p in sorted(found)]
+
+
+def output_destination(out: Output, path: str, roots: Sequence[str], user: str) -> str | None:
+    """Where on the server a file:// output's file `path` (in the container) is written:
+    under one of `roots` ({user} in a root is the task owner's name), or None (kran keeps
+    it). A directory's or a pattern's files keep their place below the URL's path."""
+    parts = urlsplit(out.url)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        return None
+    base = unquote(parts.path)
+    if out.pattern:
+        dest = posixpath.join(base, posixpath.relpath(path, out.path_prefix or "/"))
+    elif out.directory:
+        dest = posixpath.join(base, posixpath.relpath(path, out.path))
+    else:
+        dest = base
+    if not dest.startswith("/") or "\0" in dest or posixpath.normpath(dest) != dest:
+        return None
+    for root in roots:
+        top = posixpath.normpath(root.replace("{user}", user))
+        if top != "/" and dest.startswith(top + "/"):
+            return dest
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
@@ -71,27 +72,41 @@ class Authenticator:
             self._cache[key_id] = found
         return found
 
-    def precheck(self, headers: Mapping[str, str]) -> None:
+    def precheck(self, headers: Mapping[str, str], private: bool = False) -> None:
         """What can be checked before a byte of the body is read (an unauthenticated
-        request is refused before any work): a bearer token or proxy whole, a signed
-        request's key, timestamp and nonce (its signature covers the body)."""
+        request is refused before any work): a bearer token, HTTP basic or a proxy whole,
+        a signed request's key, timestamp and nonce (its signature covers the body)."""
         if self.proxy_secret and "x-kran-proxy-secret" in headers:
             self._from_proxy(headers)
             return
-        if headers.get("authorization", "").lower().startswith("bearer "):
+        scheme = headers.get("authorization", "")[:7].lower()
+        if scheme == "bearer ":
             self._from_bearer(headers)
+            return
+        if scheme.startswith("basic "):
+            self._from_basic(headers, private)
             return
         self._signed(headers)
 
     def authenticate(
-        self, headers: Mapping[str, str], method: str, path: str, query: str, body_sha256: str
+        self,
+        headers: Mapping[str, str],
+        method: str,
+        path: str,
+        query: str,
+        body_sha256: str,
+        private: bool = False,
     ) -> Principal:
         """The principal of a request, or Unauthorized with a short reason (never the
-        string to sign or a secret). `body_sha256`: hex SHA-256 of the request body."""
+        string to sign or a secret). `body_sha256`: hex SHA-256 of the request body;
+        `private`: it came over TLS or from this machine (where HTTP basic is taken)."""
         if self.proxy_secret and "x-kran-proxy-secret" in headers:
             return self._from_proxy(headers)
-        if headers.get("authorization", "").lower().startswith("bearer "):
+        scheme = headers.get("authorization", "")[:7].lower()
+        if scheme == "bearer ":
             return self._from_bearer(headers)
+        if scheme.startswith("basic "):
+            return self._from_basic(headers, private)
         key_id, ts, nonce, given, (principal, secret) = self._signed(headers)
         if not signature_matches(sign_digest(secret, method, path, query, body_sha256, ts, nonce), given):
             raise Unauthorized("bad signature")
@@ -109,6 +124,21 @@ class Authenticator:
         found = self._credentials(key_id)
         if found is None or not hmac.compare_digest(found[1].encode(), secret.encode()):
             raise Unauthorized("invalid token")
+        return found[0]
+
+    def _from_basic(self, headers: Mapping[str, str], private: bool) -> Principal:
+        """HTTP basic, as TES clients send it: the key id as the user name, the secret as
+        the password. A password in the clear is taken only over TLS or on loopback."""
+        if not private:
+            raise Unauthorized("HTTP basic credentials are taken only over TLS or from this machine")
+        try:
+            pair = base64.b64decode(headers["authorization"][6:].strip(), validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            raise Unauthorized("bad basic credentials") from None
+        key_id, _, secret = pair.partition(":")
+        found = self._credentials(key_id)
+        if found is None or not hmac.compare_digest(found[1].encode(), secret.encode()):
+            raise Unauthorized("invalid key id or secret")
         return found[0]
 
     def _signed(self, headers: Mapping[str, str]) -> tuple[str, str, str, str, tuple[Principal, str]]:

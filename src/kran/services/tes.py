@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ log = logging.getLogger("kran")
 
 STAGING_THREADS = 4
 TAIL_BYTES = 10_000  # of an executor's stdout/stderr in the FULL view
+OUTPUT_TIMEOUT_S = 3600  # one output file's copy
 
 
 class TesStore(Protocol):
@@ -83,6 +85,7 @@ class TesService:
         fetcher: Fetcher,
         clock: Clock,
         default_mem_mb: int,
+        output_roots: Sequence[str] = (),
         url_prefix: str = "/ga4gh/tes/v1",
     ) -> None:
         self.store = store
@@ -93,6 +96,7 @@ class TesService:
         self.fetcher = fetcher
         self.clock = clock
         self.default_mem_mb = default_mem_mb
+        self.output_roots = tuple(output_roots)
         self.url_prefix = url_prefix
         self._pool = ThreadPoolExecutor(STAGING_THREADS, thread_name_prefix="kran-tes")
         self._busy: set[str] = set()  # tasks being staged or collected by this process
@@ -301,29 +305,74 @@ class TesService:
         self.store.set_jobs(task_id, ids)
 
     def _collect(self, task_id: str) -> None:
-        """The outputs, listed with their sizes (kept in the task's dir, served by kran)."""
+        """The outputs: each file:// one under an allowed root written there as the task's
+        user; the rest kept in the task's dir and served by kran. All listed with sizes."""
         rec = self.store.get(task_id)
         if rec is None or rec.phase != "OUTPUTS":
             return
         task = self._task(rec)
+        fs = self._fs(task_id)
         logs: list[dict[str, str]] = []
+        notes: list[str] = []
         try:
-            with jobfs.Tree(self._fs(task_id)) as tree:
+            with jobfs.Tree(fs) as tree:
                 files = {"/" + item.rel: item.st.st_size for item in tree.walk() if item.kind == "file"}
-        except jobfs.Refused as e:
-            self.store.advance(task_id, "SYSTEM_ERROR", self.clock.now(), f"reading the outputs: {e}")
+                for out in task.outputs:
+                    found = tes.output_files(out, files, f"{self.url_prefix}/tasks/{task_id}/outputs")
+                    if not found and not out.pattern:
+                        raise OutputError(f"output {out.path}: not there")
+                    for path, kept_at in found:
+                        dest = tes.output_destination(out, path, self.output_roots, rec.owner)
+                        if dest is not None:
+                            self._write_as_user(tree, path, dest, _owner_of(fs, tes.mounts(task)))
+                        elif out.url.startswith("file:") and not notes:
+                            notes.append(f"file:// outputs outside tes.output_roots are kept by kran ({out.url})")
+                        logs.append(
+                            {"url": "file://" + dest if dest else kept_at, "path": path, "size_bytes": str(files[path])}
+                        )
+        except (jobfs.Refused, OutputError, OSError) as e:
+            self.store.advance(task_id, "SYSTEM_ERROR", self.clock.now(), f"collecting the outputs: {e}", logs)
             return
-        for out in task.outputs:
-            found = tes.output_files(out, files, f"{self.url_prefix}/tasks/{task_id}/outputs")
-            if not found and not out.pattern:
-                self.store.advance(task_id, "SYSTEM_ERROR", self.clock.now(), f"output {out.path}: not there", logs)
-                return
-            for path, url in found:
-                logs.append({"url": url, "path": path, "size_bytes": str(files[path])})
-        self.store.advance(task_id, "COMPLETE", self.clock.now(), None, logs)
+        self.store.advance(task_id, "COMPLETE", self.clock.now(), "; ".join(notes) or None, logs)
+
+    def _write_as_user(self, tree: jobfs.Tree, path: str, dest: str, user: tuple[int, int] | None) -> None:
+        """A file of the task's tree (read through the safe walk) written at `dest` by a
+        process of the task's user: what it may write there is what that user may."""
+        f = tree.open_file(path.lstrip("/"))
+        try:
+            switch: dict[str, Any] = {}
+            if user is not None and os.geteuid() == 0:
+                switch = {"user": user[0], "group": user[1], "extra_groups": []}
+            done = subprocess.run(
+                ["sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"', "sh", dest],
+                stdin=f.fd,
+                capture_output=True,
+                timeout=OUTPUT_TIMEOUT_S,
+                **switch,
+            )
+        finally:
+            os.close(f.fd)
+        if done.returncode != 0:
+            why = done.stderr.decode("utf-8", "replace").strip()[-300:]
+            raise OutputError(f"writing {dest} as the task's user: {why or done.returncode}")
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class OutputError(Exception):
+    pass
+
+
+def _owner_of(fs: Path, mounts: Sequence[str]) -> tuple[int, int] | None:
+    """Who the task's jobs ran as: the owner of its bound dirs (given to them at launch)."""
+    for m in mounts:
+        try:
+            st = os.stat(fs / m.lstrip("/"), follow_symlinks=False)
+        except OSError:
+            continue
+        return st.st_uid, st.st_gid
+    return None
 
 
 def _source(inp: tes.Input, field: str) -> str:
