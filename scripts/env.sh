@@ -11,6 +11,7 @@ need_debs() {
   command -v dockerd >/dev/null || missing+=(docker.io)
   [ -x /bin/busybox ] || missing+=(busybox-static)
   command -v python3 >/dev/null || missing+=(python3 python3-venv)
+  [ ! -x /usr/bin/python3 ] || /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)  # tests/e2e/test_tes_snakemake.py
   command -v curl >/dev/null || missing+=(curl)
   command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
   command -v ip >/dev/null || missing+=(iproute2)

@@ -303,6 +303,7 @@ def build_server(settings: Settings) -> Server:
         clock,
         math.ceil(settings.tes.default_ram_gb * 1024),
         [r for r in settings.tes.output_roots.split(":") if r.strip()],
+        settings.tes.network,
     )
     retention = Retention(dirs, apps_store, store, clock, files.retention_s, files.max_data_mb << 20 or None)
 

@@ -329,6 +329,11 @@ class TesSection(Section):
         "{user} in one is the user's name (empty: outputs are kept by kran and listed)",
     )
     default_ram_gb: float = Field(1.0, gt=0, description="TES: memory of a task that asks for no ram_gb, in GiB")
+    network: bool = Field(
+        False,
+        description="TES: tasks' containers get a network, as jobs with --network (off: only tasks whose "
+        "backend_parameters say network=true)",
+    )
 
 
 class Settings(Section):

@@ -209,9 +209,10 @@ class Backend:
     warnings: tuple[str, ...] = ()  # unsupported keys and values, for the task's system_logs
 
 
-def backend(res: Resources, default_mem_mb: int) -> Backend:
+def backend(res: Resources, default_mem_mb: int, network: bool = False) -> Backend:
     """The job settings from the task's resources. GB are GiB (as Funnel reads them).
-    Unknown backend_parameters are dropped with a warning, or refused when strict."""
+    Unknown backend_parameters are dropped with a warning, or refused when strict;
+    `network`: the server's default (tes.network), which network=true|false overrides."""
     cpus = 1000 * (res.cpu_cores or 1)
     if res.cpu_cores is not None and res.cpu_cores < 1:
         raise TaskError("resources.cpu_cores", "must be at least 1")
@@ -243,7 +244,7 @@ def backend(res: Resources, default_mem_mb: int) -> Backend:
         timeout_s = parse_duration(known["timeout"]) if "timeout" in known else None
     except ValueError as e:
         raise TaskError("resources.backend_parameters", str(e)) from None
-    network = known.get("network", "false").lower() in ("1", "true", "yes")
+    network = known.get("network", str(network)).lower() in ("1", "true", "yes")
     return Backend(request, priority, node_class, retries, timeout_s, network, tuple(warnings))
 
 

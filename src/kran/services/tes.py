@@ -86,6 +86,7 @@ class TesService:
         clock: Clock,
         default_mem_mb: int,
         output_roots: Sequence[str] = (),
+        network: bool = False,
         url_prefix: str = "/ga4gh/tes/v1",
     ) -> None:
         self.store = store
@@ -97,6 +98,7 @@ class TesService:
         self.clock = clock
         self.default_mem_mb = default_mem_mb
         self.output_roots = tuple(output_roots)
+        self.network = network
         self.url_prefix = url_prefix
         self._pool = ThreadPoolExecutor(STAGING_THREADS, thread_name_prefix="kran-tes")
         self._busy: set[str] = set()  # tasks being staged or collected by this process
@@ -107,7 +109,7 @@ class TesService:
     def create(self, who: Principal, task: tes.Task, document: dict[str, Any]) -> str:
         """Check the task whole (TaskError, nothing stored), store it, start its staging."""
         tes.check_task(task)
-        be = tes.backend(task.resources, self.default_mem_mb)
+        be = tes.backend(task.resources, self.default_mem_mb, self.network)
         for i, inp in enumerate(task.inputs):
             if inp.content is None:
                 _source(inp, f"inputs[{i}].url")
@@ -289,7 +291,7 @@ class TesService:
         if (again := self.store.get(task_id)) is not None and again.cancel_requested:
             self.store.advance(task_id, "CANCELED", self.clock.now(), "canceled on request")
             return
-        be = tes.backend(task.resources, self.default_mem_mb)
+        be = tes.backend(task.resources, self.default_mem_mb, self.network)
         binds = [(str(fs / m.lstrip("/")), m, True) for m in mounts]
         ids: list[int] = []
         try:
