@@ -293,6 +293,7 @@ def build_server(settings: Settings) -> Server:
     )
     reconciler = Reconciler(store, engine, clock, dirs, state)
     logs = JobLogs(store, dirs, engine)
+    identities = SqlIdentities(store, master_key)
     tes = TesService(
         SqlTesTasks(store),
         jobs,
@@ -302,6 +303,8 @@ def build_server(settings: Settings) -> Server:
         fetcher,
         clock,
         math.ceil(settings.tes.default_ram_gb * 1024),
+        lambda owner: local.job_identity(identities.user_id(owner)),
+        files.file_roots,
         [r for r in settings.tes.output_roots.split(":") if r.strip()],
         settings.tes.network,
     )
@@ -323,7 +326,7 @@ def build_server(settings: Settings) -> Server:
     ]
     metrics.watch_state(StateCollector(store, nodes.with_load, images.layer_bytes, engine.health))
     auth = Authenticator(
-        SqlIdentities(store, master_key),
+        identities,
         started_at=time.time(),
         proxy_user_header=settings.auth.proxy_user_header,
         proxy_secret=settings.auth.proxy_secret,

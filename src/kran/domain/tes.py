@@ -43,6 +43,8 @@ BACKEND_PARAMETERS = ("priority", "class", "retries", "timeout", "network")
 MAX_EXECUTORS = 20
 MAX_FILES = 1000
 MAX_CONTENT = 1 << 20  # an inline input's content (TES asks for at least 128 KiB)
+MAX_CONTENT_TOTAL = 8 << 20  # all of a task's inline inputs
+MAX_OUTPUT_FILES = 10_000  # files a task's outputs may name (each listed in its log)
 # no task dir is bound over these: they are the container's own
 RESERVED = ("/proc", "/sys", "/dev")
 WILDCARD = re.compile(r"[*?\[]")
@@ -168,8 +170,15 @@ def check_task(task: Task) -> Task:
         raise TaskError("executors", f"at most {MAX_EXECUTORS}")
     if len(task.inputs) + len(task.outputs) > MAX_FILES:
         raise TaskError("inputs", f"at most {MAX_FILES} inputs and outputs")
+    if sum(len(i.content.encode()) for i in task.inputs if i.content) > MAX_CONTENT_TOTAL:
+        raise TaskError("inputs", f"inline content larger than {MAX_CONTENT_TOTAL} bytes in all: give urls")
     for i, inp in enumerate(task.inputs):
         container_path(inp.path, f"inputs[{i}].path")
+        for j, other in enumerate(task.inputs[:i]):
+            if inp.path == other.path or (other.directory and inp.path.startswith(other.path + "/")):
+                raise TaskError(f"inputs[{i}].path", f"{inp.path!r} is (inside) input {j}'s path")
+            if inp.directory and other.path.startswith(inp.path + "/"):
+                raise TaskError(f"inputs[{i}].path", f"input {j} is inside this DIRECTORY input")
         if inp.content is None and not inp.url:
             raise TaskError(f"inputs[{i}]", "give a url or content")
         if inp.content is not None and len(inp.content.encode()) > MAX_CONTENT:
@@ -190,6 +199,8 @@ def check_task(task: Task) -> Task:
     for i, ex in enumerate(task.executors):
         if ex.workdir is not None:
             container_path(ex.workdir, f"executors[{i}].workdir")
+        if ex.image.startswith("-"):
+            raise TaskError(f"executors[{i}].image", f"{ex.image!r} is not an image reference")
     mounts(task)
     if len(task.tags) > 64 or any(len(k) > 256 or len(v) > 1024 for k, v in task.tags.items()):
         raise TaskError("tags", "at most 64 tags, keys up to 256 and values up to 1024 characters")
@@ -216,10 +227,13 @@ def backend(res: Resources, default_mem_mb: int, network: bool = False) -> Backe
     cpus = 1000 * (res.cpu_cores or 1)
     if res.cpu_cores is not None and res.cpu_cores < 1:
         raise TaskError("resources.cpu_cores", "must be at least 1")
+    for name, gb in (("ram_gb", res.ram_gb), ("disk_gb", res.disk_gb)):
+        if gb is not None and not 0 <= gb <= 1 << 20:  # NaN and infinity too
+            raise TaskError(f"resources.{name}", "must be a number of GB between 0 and 1048576")
     mem = default_mem_mb if res.ram_gb is None else math.ceil(res.ram_gb * 1024)
     disk = 0 if res.disk_gb is None else math.ceil(res.disk_gb * 1024)
-    if mem < 1 or disk < 0 or mem > 1 << 40 or disk > 1 << 40:
-        raise TaskError("resources", "ram_gb must be above 0 and disk_gb not below 0")
+    if mem < 1:
+        raise TaskError("resources.ram_gb", "must be above 0")
     request = ResourceRequest(Range(cpus, cpus), Range(mem, mem), Range(0, 0), Range(disk, disk))
     warnings: list[str] = []
     known: dict[str, str] = {}
@@ -402,6 +416,8 @@ def output_destination(out: Output, path: str, roots: Sequence[str], user: str) 
     if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
         return None
     base = unquote(parts.path)
+    if not user or user in (".", "..") or "/" in user:
+        return None  # a name that would move the root
     if out.pattern:
         dest = posixpath.join(base, posixpath.relpath(path, out.path_prefix or "/"))
     elif out.directory:

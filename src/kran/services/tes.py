@@ -10,6 +10,8 @@ or collected again when it starts. Another user's task is "not found", as a miss
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -21,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
 
 from kran import jobfs
 from kran.domain import tes
@@ -85,6 +88,8 @@ class TesService:
         fetcher: Fetcher,
         clock: Clock,
         default_mem_mb: int,
+        identity: Callable[[str], tuple[int, int] | None],
+        file_roots: Sequence[Path] = (),
         output_roots: Sequence[str] = (),
         network: bool = False,
         url_prefix: str = "/ga4gh/tes/v1",
@@ -97,6 +102,8 @@ class TesService:
         self.fetcher = fetcher
         self.clock = clock
         self.default_mem_mb = default_mem_mb
+        self.identity = identity  # the uid:gid a user's jobs run as (None: the server cannot switch)
+        self.file_roots = tuple(file_roots)
         self.output_roots = tuple(output_roots)
         self.network = network
         self.url_prefix = url_prefix
@@ -111,8 +118,11 @@ class TesService:
         tes.check_task(task)
         be = tes.backend(task.resources, self.default_mem_mb, self.network)
         for i, inp in enumerate(task.inputs):
-            if inp.content is None:
-                _source(inp, f"inputs[{i}].url")
+            if inp.content is None and (url := _source(inp, f"inputs[{i}].url")).startswith("file:"):
+                try:  # read where the admin allows, or refused now (not stored to fail later)
+                    _file_url_path(url, self.file_roots)
+                except FetchError as e:
+                    raise InvalidInput(str(e), f"inputs[{i}].url") from None
         specs = [tes.executor_spec(task, i, be, (), None) for i in range(len(task.executors))]
         self.jobs.admission.check(specs)  # a full queue or an engine that runs no images: refused now
         task_id = uuid.uuid4().hex[:20]
@@ -136,10 +146,9 @@ class TesService:
         token: str | None,
     ) -> tuple[list[tes.TaskRecord], str | None]:
         """A page of the caller's tasks (an admin's: everyone's), newest first, filtered."""
-        try:
-            before = int(token) if token else None
-        except ValueError:
-            raise InvalidInput(f"page_token {token!r} is not one kran gave", "page_token") from None
+        before = int(token) if token and token.isdigit() and len(token) < 19 else None
+        if token and before is None:
+            raise InvalidInput(f"page_token {token!r} is not one kran gave", "page_token")
         owner = None if who.is_admin else who.user
         out: list[tes.TaskRecord] = []
         while len(out) <= size:
@@ -261,50 +270,67 @@ class TesService:
         return task_from_document(rec.document)
 
     def _stage(self, task_id: str) -> None:
+        """Inputs into the task's dirs, then its executors' jobs. The inputs are staged into
+        a fresh tree no job has seen (a staging cut short starts again from nothing); once
+        they all are, a marker says so and no later pass writes there again. The jobs are
+        submitted with a key per executor, so a pass cut short and redone stores none twice."""
         rec = self.store.get(task_id)
         if rec is None or rec.phase != "STAGING":
             return
         task = self._task(rec)
-        fs = self._fs(task_id)
-        if fs.exists():  # a staging the server did not finish: from the start
-            shutil.rmtree(fs)
-        fs.mkdir(parents=True, mode=0o700)
-        os.chmod(fs.parent, 0o700)
-        mounts = tes.mounts(task)
-        for d in tes.task_dirs(task):
-            (fs / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
-        for i, inp in enumerate(task.inputs):
-            dest = fs / inp.path.lstrip("/")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                if inp.content is not None:
-                    dest.write_text(inp.content)
-                elif inp.directory:
-                    _copy_dir(_source(inp, f"inputs[{i}].url"), dest, self.fetcher)
-                else:
-                    self.fetcher.fetch_to(parse_source(_source(inp, f"inputs[{i}].url")), dest)
-            except (FetchError, OSError, InvalidInput, ValueError) as e:
-                self.store.advance(task_id, "SYSTEM_ERROR", self.clock.now(), f"input {inp.path}: {e}")
-                return
-            if self.store.get(task_id) is None:
-                return
+        fs, staged = self._fs(task_id), self.dirs.tes_dir(task_id) / "staged"
+        if not staged.exists():
+            if fs.exists():
+                shutil.rmtree(fs)  # no job was given this tree: the marker comes before any
+            fs.mkdir(parents=True, mode=0o700)
+            os.chmod(fs.parent, 0o700)
+            for d in tes.task_dirs(task):
+                (fs / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            for i, inp in enumerate(task.inputs):
+                try:
+                    self._stage_input(fs, inp, f"inputs[{i}].url")
+                except (FetchError, OSError, InvalidInput, ValueError, jobfs.Refused) as e:
+                    why = str(e).replace(str(fs), "")
+                    self.store.advance(task_id, "SYSTEM_ERROR", self.clock.now(), f"input {inp.path}: {why}")
+                    return
+                if (now := self.store.get(task_id)) is None or now.cancel_requested:
+                    break
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fsync(fd)
+            os.close(fd)
         if (again := self.store.get(task_id)) is not None and again.cancel_requested:
             self.store.advance(task_id, "CANCELED", self.clock.now(), "canceled on request")
             return
         be = tes.backend(task.resources, self.default_mem_mb, self.network)
-        binds = [(str(fs / m.lstrip("/")), m, True) for m in mounts]
+        binds = [(str(fs / m.lstrip("/")), m, True) for m in tes.mounts(task)]
         ids: list[int] = []
         try:
             for i in range(len(task.executors)):
                 spec = tes.executor_spec(task, i, be, binds, ids[-1] if ids else None)
+                digest = hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()
                 (spec,) = self.jobs.classify([spec])
-                ids += self.jobs.submit([spec], rec.owner, rec.submitted_by).result()
+                key = f"tes-{task_id}-{i}"
+                ids += self.jobs.submit([spec], rec.owner, rec.submitted_by, False, key, digest).result()
         except KranError as e:
             if ids:
                 self.jobs.kill_for_owner(ids)
             self.store.advance(task_id, "SYSTEM_ERROR", self.clock.now(), f"submitting its jobs: {e}")
             return
         self.store.set_jobs(task_id, ids)
+
+    def _stage_input(self, fs: Path, inp: tes.Input, field: str) -> None:
+        """One input at its path in the fresh tree (the checks keep inputs apart: none is
+        inside another's DIRECTORY, so nothing written here passes a link)."""
+        dest = fs / inp.path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if inp.content is not None:
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(inp.content)
+        elif inp.directory:
+            _copy_tree(_file_url_path(_source(inp, field), self.file_roots), dest)
+        else:
+            self.fetcher.fetch_to(parse_source(_source(inp, field)), dest)
 
     def _collect(self, task_id: str) -> None:
         """The outputs: each file:// one under an allowed root written there as the task's
@@ -319,37 +345,57 @@ class TesService:
         try:
             with jobfs.Tree(fs) as tree:
                 files = {"/" + item.rel: item.st.st_size for item in tree.walk() if item.kind == "file"}
+                user = self._user_of(rec.owner)
                 for out in task.outputs:
                     found = tes.output_files(out, files, f"{self.url_prefix}/tasks/{task_id}/outputs")
                     if not found and not out.pattern:
                         raise OutputError(f"output {out.path}: not there")
+                    if len(logs) + len(found) > tes.MAX_OUTPUT_FILES:
+                        raise OutputError(f"more than {tes.MAX_OUTPUT_FILES} output files")
                     for path, kept_at in found:
                         dest = tes.output_destination(out, path, self.output_roots, rec.owner)
                         if dest is not None:
-                            self._write_as_user(tree, path, dest, _owner_of(fs, tes.mounts(task)))
+                            self._write_as_user(tree, path, dest, user)
                         elif out.url.startswith("file:") and not notes:
                             notes.append(f"file:// outputs outside tes.output_roots are kept by kran ({out.url})")
                         logs.append(
                             {"url": "file://" + dest if dest else kept_at, "path": path, "size_bytes": str(files[path])}
                         )
         except (jobfs.Refused, OutputError, OSError) as e:
-            self.store.advance(task_id, "SYSTEM_ERROR", self.clock.now(), f"collecting the outputs: {e}", logs)
+            why = str(e).replace(str(fs), "")
+            self.store.advance(task_id, "SYSTEM_ERROR", self.clock.now(), f"collecting the outputs: {why}", logs)
             return
         self.store.advance(task_id, "COMPLETE", self.clock.now(), "; ".join(notes) or None, logs)
 
+    def _user_of(self, owner: str) -> tuple[int, int] | None:
+        """Who writes the task's file:// outputs: its owner's job uid:gid; None only where
+        the server runs as no root (it writes as itself). Never root."""
+        try:
+            user = self.identity(owner)
+        except ValueError:
+            user = None
+        if user is None and os.geteuid() == 0:
+            raise OutputError(f"no uid for {owner!r}: file:// outputs are never written as root")
+        if user is not None and user[0] == 0:
+            raise OutputError("file:// outputs are never written as root")
+        return user
+
     def _write_as_user(self, tree: jobfs.Tree, path: str, dest: str, user: tuple[int, int] | None) -> None:
         """A file of the task's tree (read through the safe walk) written at `dest` by a
-        process of the task's user: what it may write there is what that user may."""
+        process of the task's user: what it may write there is what that user may. Holes
+        stay holes (dd conv=sparse); the process gets no environment of the server's."""
         f = tree.open_file(path.lstrip("/"))
         try:
             switch: dict[str, Any] = {}
-            if user is not None and os.geteuid() == 0:
+            if user is not None:
                 switch = {"user": user[0], "group": user[1], "extra_groups": []}
+            script = 'mkdir -p -- "$(dirname -- "$1")" && exec dd of="$1" bs=1M conv=sparse status=none'
             done = subprocess.run(
-                ["sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"', "sh", dest],
+                ["/bin/sh", "-c", script, "sh", dest],
                 stdin=f.fd,
                 capture_output=True,
                 timeout=OUTPUT_TIMEOUT_S,
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
                 **switch,
             )
         finally:
@@ -366,38 +412,52 @@ class OutputError(Exception):
     pass
 
 
-def _owner_of(fs: Path, mounts: Sequence[str]) -> tuple[int, int] | None:
-    """Who the task's jobs ran as: the owner of its bound dirs (given to them at launch)."""
-    for m in mounts:
-        try:
-            st = os.stat(fs / m.lstrip("/"), follow_symlinks=False)
-        except OSError:
-            continue
-        return st.st_uid, st.st_gid
-    return None
-
-
 def _source(inp: tes.Input, field: str) -> str:
     """An input's URL as kran fetches it: http(s)://, or file:// (a bare absolute path is one)."""
     url = inp.url or ""
     if url.startswith("/"):
         url = "file://" + url
+    if inp.directory and not url.startswith("file:"):
+        raise InvalidInput("a DIRECTORY input is read from a file:// URL only", field)
     try:
         parse_source(url) if not inp.directory else None
     except ValueError as e:
         raise InvalidInput(str(e), field) from None
-    if inp.directory and not url.startswith("file://"):
-        raise InvalidInput("a DIRECTORY input is read from a file:// URL only", field)
     return url
 
 
-def _copy_dir(url: str, dest: Path, fetcher: Fetcher) -> None:
-    """A file:// directory, under the roots file:// URLs may read (files.file_url_roots)."""
-    roots: tuple[Path, ...] = getattr(fetcher, "file_roots", ())
-    src = Path(url[len("file://") :]).resolve()
-    if not any(src == r or r in src.parents for r in roots):
+def _file_url_path(url: str, roots: Sequence[Path]) -> Path:
+    """The local path of a file:// URL (as the fetcher reads them: percent-escapes decoded,
+    the host empty or localhost), resolved; FetchError unless under one of `roots`."""
+    parts = urlsplit(url)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        raise FetchError(f"{url}: not a file:// URL of this machine")
+    path = Path(unquote(parts.path)).resolve()
+    if not any(path == r or r in path.parents for r in roots):
         raise FetchError(f"{url}: file:// URLs may only read under the roots the admin allowed (files.file_url_roots)")
-    shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
+    return path
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    """A directory's regular files and dirs, read through the safe walk (links, FIFOs and
+    devices left out: a link could point anywhere on the server)."""
+    dest.mkdir(exist_ok=True)
+    with jobfs.Tree(src) as tree:
+        for item in tree.walk():
+            target = dest / item.rel
+            if item.kind == "dir":
+                target.mkdir()
+            elif item.kind == "file":
+                f = tree.open_at(item.dir_fd, item.name, item.rel)
+                try:
+                    out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                    try:
+                        while chunk := os.read(f.fd, 1 << 20):
+                            os.write(out, chunk)
+                    finally:
+                        os.close(out)
+                finally:
+                    os.close(f.fd)
 
 
 def task_from_document(doc: dict[str, Any]) -> tes.Task:

@@ -49,6 +49,11 @@ class SqlIdentities:
             rows = conn.execute(select(users).order_by(users.c.name)).mappings().all()
         return [UserRecord(r["name"], Role(r["role"]), bool(r["disabled"]), r["created_at"]) for r in rows]
 
+    def user_id(self, name: str) -> int | None:
+        with self._db.connect() as conn:
+            found = conn.execute(select(users.c.id).where(users.c.name == name)).scalar()
+        return None if found is None else int(found)
+
     def get_user(self, name: str) -> UserRecord | None:
         return next((u for u in self.users() if u.name == name), None)
 
