@@ -307,6 +307,7 @@ def build_server(settings: Settings) -> Server:
         files.file_roots,
         [r for r in settings.tes.output_roots.split(":") if r.strip()],
         settings.tes.network,
+        files.retention_s,
     )
     retention = Retention(dirs, apps_store, store, clock, files.retention_s, files.max_data_mb << 20 or None)
 
@@ -320,6 +321,7 @@ def build_server(settings: Settings) -> Server:
         Periodic("retention", files.retention_check_s, retention.tick, in_pool=True),
         Periodic("images", settings.image.gc_interval_s, images.tick, in_pool=True),
         Periodic("tes", TES_EVERY_S, tes.tick, in_pool=True),
+        Periodic("tes-retention", files.retention_check_s, tes.expire, in_pool=True),
         Periodic(
             "sweep", SWEEP_EVERY_S, reconciler.sweep_strays, in_pool=True, wait_first=True
         ),  # the start reconciles

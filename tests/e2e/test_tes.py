@@ -260,3 +260,24 @@ def test_file_outputs_are_written_as_the_tasks_user_under_the_allowed_roots(
     )
     assert _wait(c, denied).state == "SYSTEM_ERROR"
     assert not (shared / "alice" / "x").exists()
+
+
+def test_ended_tasks_dirs_go_with_files_retention(make_server: Any, test_image: str) -> None:
+    server = make_server(KRAN_FILES_RETENTION="2s", KRAN_FILES_RETENTION_CHECK_S="0.2")
+    c = _client(server)
+    task_id = c.create_task(
+        tes.Task(
+            executors=[tes.Executor(image=test_image, command=["sh", "-c", "echo kept > /w/o"])],
+            outputs=[tes.Output(path="/w/o", url="s3://b/o")],
+        )
+    )
+    assert _wait(c, task_id).state == "COMPLETE"
+    with server.api() as h:
+        url = h.get(f"{TES}/tasks/{task_id}", params={"view": "BASIC"}).json()["logs"][0]["outputs"][0]["url"]
+        assert h.get(url).text == "kept\n"
+        deadline = time.monotonic() + 20
+        while (server.data_dir / "tes" / task_id).exists():
+            assert time.monotonic() < deadline, "the task's dir outlived files.retention"
+            time.sleep(0.3)
+        assert h.get(url).status_code == 404
+        assert h.get(f"{TES}/tasks/{task_id}").json()["state"] == "COMPLETE"  # the record stays

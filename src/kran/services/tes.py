@@ -92,6 +92,7 @@ class TesService:
         file_roots: Sequence[Path] = (),
         output_roots: Sequence[str] = (),
         network: bool = False,
+        retention_s: float | None = None,
         url_prefix: str = "/ga4gh/tes/v1",
     ) -> None:
         self.store = store
@@ -106,6 +107,7 @@ class TesService:
         self.file_roots = tuple(file_roots)
         self.output_roots = tuple(output_roots)
         self.network = network
+        self.retention_s = retention_s  # ended tasks keep their dirs this long (files.retention); None: forever
         self.url_prefix = url_prefix
         self._pool = ThreadPoolExecutor(STAGING_THREADS, thread_name_prefix="kran-tes")
         self._busy: set[str] = set()  # tasks being staged or collected by this process
@@ -403,6 +405,21 @@ class TesService:
         if done.returncode != 0:
             why = done.stderr.decode("utf-8", "replace").strip()[-300:]
             raise OutputError(f"writing {dest} as the task's user: {why or done.returncode}")
+
+    def expire(self) -> list[str]:
+        """Ended tasks' dirs (inputs, outputs kran kept) removed once older than
+        files.retention, as jobs' files are; their outputs' URLs answer 404 after."""
+        if self.retention_s is None:
+            return []
+        top, gone = self.dirs.tes_dir("x").parent, []
+        now = self.clock.now()
+        for entry in sorted(top.iterdir()) if top.is_dir() else []:
+            rec = self.store.get(entry.name) if len(entry.name) <= 40 else None
+            ended = rec is None or (rec.phase in tes.FINAL and (rec.ended_at or 0) < now - self.retention_s)
+            if ended and entry.name not in self._busy:
+                shutil.rmtree(entry, ignore_errors=True)  # no job of it runs: nothing writes there now
+                gone.append(entry.name)
+        return gone
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
