@@ -106,6 +106,8 @@ def test_outcomes_once_every_job_ended() -> None:
     assert tes.jobs_outcome(two, [ok, _job(JobState.DEPENDENCY_FAILED)])[0] == "SYSTEM_ERROR"  # type: ignore[index]
     assert tes.jobs_outcome(two, [ok, _job(JobState.KILLED)])[0] == "CANCELED"  # type: ignore[index]
     assert tes.jobs_outcome(two, [ok, _job(JobState.LOST)])[0] == "SYSTEM_ERROR"  # type: ignore[index]
+    never_ran = _job(JobState.FAILED)  # no exit code: its image could not be pulled, its launch failed
+    assert tes.jobs_outcome(two, [ok, never_ran])[0] == "SYSTEM_ERROR"  # type: ignore[index]
 
 
 def test_outputs_files_directories_and_patterns() -> None:

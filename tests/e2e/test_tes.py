@@ -90,6 +90,11 @@ def test_executor_error_cancel_and_several_executors(server: ServerProc, test_im
     failing = c.create_task(tes.Task(executors=[tes.Executor(image=test_image, command=["sh", "-c", "exit 3"])]))
     assert _wait(c, failing).state == "EXECUTOR_ERROR"
     assert c.get_task(failing, "BASIC").logs[0].logs[0].exit_code == 3
+    missing = c.create_task(tes.Task(executors=[tes.Executor(image="kran-test/not-here:1", command=["true"])]))
+    assert _wait(c, missing).state == "SYSTEM_ERROR"  # not the executor's: it never ran
+    with server.api() as h:
+        why = h.get(f"{TES}/tasks/{missing}", params={"view": "FULL"}).json()["logs"][0]["system_logs"]
+        assert any("not-here" in line or "pull" in line for line in why), why
 
     steps = [
         tes.Executor(image=test_image, command=["sh", "-c", "echo one > /vol/a; exit 1"], ignore_error=True),

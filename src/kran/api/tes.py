@@ -312,7 +312,7 @@ def task_json(svc: TesService, rec: tes.TaskRecord, view: str, base: str) -> dic
             entry["stdout"] = svc.tail(job.id, "stdout")
             entry["stderr"] = svc.tail(job.id, "stderr")
         executor_logs.append(entry)
-        if v.state.is_final and v.state.value not in ("succeeded", "failed") and v.reason:
+        if v.state.is_final and v.state.value != "succeeded" and v.exit_code is None and v.reason:
             system_logs.append(f"executor {n}: {v.state}: {v.reason}")
     started = [v.started_at for v, _ in views if v.started_at is not None]
     log: dict[str, Any] = {

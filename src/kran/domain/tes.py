@@ -350,13 +350,15 @@ def task_state(phase: str, jobs: Sequence[JobView], canceling: bool) -> str:
 
 def jobs_outcome(task: Task, jobs: Sequence[JobView]) -> tuple[str, str] | None:
     """Once every executor's job ended: ("OUTPUTS", "") when the task succeeded (its
-    outputs are to be collected) or its final TES state and why; None while one runs."""
+    outputs are to be collected) or its final TES state and why; None while one runs. A
+    job that failed without an exit code never ran its command (its image could not be
+    had, its launch failed): the system's error, not the executor's."""
     if not jobs or any(not j.state.is_final for j in jobs):
         return None
     for ex, j in zip(task.executors, jobs, strict=True):
         if j.state == JobState.SUCCEEDED or (ex.ignore_error and j.state == JobState.FAILED):
             continue
-        if j.state == JobState.FAILED:
+        if j.state == JobState.FAILED and j.exit_code is not None:
             return "EXECUTOR_ERROR", j.reason or f"exit code {j.exit_code}"
         if j.state == JobState.KILLED:
             return "CANCELED", j.reason or "killed"
