@@ -5,6 +5,7 @@ executors, isolation between users, and every answer checked against the TES 1.1
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -213,6 +214,30 @@ def test_service_info_and_kran_openapi_for_the_tes_routes(server: ServerProc) ->
     }
     listing = {p["name"] for p in paths[f"{TES}/tasks"]["get"]["parameters"]}
     assert listing == {"name_prefix", "state", "tag_key", "tag_value", "page_size", "page_token", "view"}
+    # kran's own description of the bodies: the fields TES names, no other, the required ones required
+    with server.api() as h:
+        components = h.get("/api/v1/openapi.json").json()["components"]["schemas"]
+    ours_by_tes = {
+        "tesTask": "TaskOut",
+        "tesInput": "InputOut",
+        "tesOutput": "TesOutput",
+        "tesExecutor": "TesExecutor",
+        "tesResources": "TesResources",
+        "tesTaskLog": "TaskLog",
+        "tesExecutorLog": "ExecutorLog",
+        "tesOutputFileLog": "OutputFileLog",
+        "tesListTasksResponse": "ListTasksResponse",
+        "tesCreateTaskResponse": "CreateTaskResponse",
+        "tesServiceInfo": "ServiceInfo",
+    }
+    for theirs, name in ours_by_tes.items():
+        mine = next(v for k, v in components.items() if k == name or k.startswith(name + "-"))
+        spec = SCHEMA["definitions"][theirs]
+        if theirs == "tesServiceInfo":  # GA4GH service-info's optional fields kran leaves out
+            assert set(mine["properties"]) <= set(spec["properties"]), theirs
+        else:
+            assert set(mine["properties"]) == set(spec["properties"]), theirs
+        assert set(spec.get("required", ())) <= set(mine.get("required", ())) | {"executors"}, theirs
 
 
 def test_file_outputs_are_written_as_the_tasks_user_under_the_allowed_roots(
@@ -286,3 +311,34 @@ def test_ended_tasks_dirs_go_with_files_retention(make_server: Any, test_image: 
             time.sleep(0.3)
         assert h.get(url).status_code == 404
         assert h.get(f"{TES}/tasks/{task_id}").json()["state"] == "COMPLETE"  # the record stays
+
+
+def test_http_inputs_through_kran_fetcher_and_tags_as_job_labels(
+    server: ServerProc, file_server: Any, test_image: str
+) -> None:
+    data = b"ref\n" * 1000
+    (file_server.root / "ref.txt").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    c = _client(server)
+    good = c.create_task(
+        tes.Task(
+            inputs=[tes.Input(path="/ref/genome.txt", url=f"{file_server.url}/ref.txt#sha256={digest}")],
+            executors=[tes.Executor(image=test_image, command=["wc", "-c", "/ref/genome.txt"])],
+            tags={"project": "p1", "not a label key": "kept on the task"},
+        )
+    )
+    bad = c.create_task(
+        tes.Task(
+            inputs=[tes.Input(path="/ref/genome.txt", url=f"{file_server.url}/ref.txt#sha256={'0' * 64}")],
+            executors=[tes.Executor(image=test_image, command=["true"])],
+        )
+    )
+    assert _wait(c, good).state == "COMPLETE" and _wait(c, bad).state == "SYSTEM_ERROR"
+    with server.api() as h:
+        full = h.get(f"{TES}/tasks/{good}", params={"view": "FULL"}).json()
+        assert full["logs"][0]["logs"][0]["stdout"].split()[0] == str(len(data))
+        assert full["tags"] == {"project": "p1", "not a label key": "kept on the task"}
+        job = h.get(f"/api/v1/jobs/{full['logs'][0]['metadata']['kran_jobs']}").json()
+        assert job["labels"] == {"project": "p1", "tes.task": good}
+        why = h.get(f"{TES}/tasks/{bad}", params={"view": "FULL"}).json()["logs"][0]["system_logs"]
+        assert any("sha256 mismatch" in line for line in why), why

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from kran.domain.durations import parse_duration
-from kran.domain.jobs import JobSpec, SpecError, validate_spec
+from kran.domain.jobs import LABEL_KEY, JobSpec, SpecError, validate_spec
 from kran.domain.resources import Range, ResourceRequest
 from kran.domain.states import JobState
 
@@ -262,12 +262,27 @@ def backend(res: Resources, default_mem_mb: int, network: bool = False) -> Backe
     return Backend(request, priority, node_class, retries, timeout_s, network, tuple(warnings))
 
 
+def job_labels(tags: dict[str, str], task_id: str | None) -> dict[str, str]:
+    """The task's tags that make kran labels (a key kran takes, a value up to 256
+    characters: the rest stay the task's own), and `tes.task` naming the task."""
+    out = {k: v for k, v in tags.items() if LABEL_KEY.fullmatch(k) and len(v) <= 256 and "\0" not in v}
+    out = dict(list(out.items())[:60])
+    if task_id:
+        out["tes.task"] = task_id
+    return out
+
+
 def executor_spec(
-    task: Task, index: int, be: Backend, binds: Sequence[tuple[str, str, bool]], after: int | None
+    task: Task,
+    index: int,
+    be: Backend,
+    binds: Sequence[tuple[str, str, bool]],
+    after: int | None,
+    task_id: str | None = None,
 ) -> JobSpec:
     """Executor `index` as a kran job: its image and argv (stdio redirected by a shell in
     the container where it asks), the task's binds, after the previous executor (ended
-    however, if that one may fail)."""
+    however, if that one may fail), the task's tags as labels."""
     ex = task.executors[index]
     argv = list(ex.command)
     if ex.stdin or ex.stdout or ex.stderr:
@@ -287,7 +302,7 @@ def executor_spec(
             image=ex.image,
             name=name,
             env=env,
-            labels={},
+            labels=job_labels(task.tags, task_id),
             priority=be.priority,
             retries=be.retries,
             timeout_s=be.timeout_s,

@@ -308,7 +308,7 @@ class TesService:
         ids: list[int] = []
         try:
             for i in range(len(task.executors)):
-                spec = tes.executor_spec(task, i, be, binds, ids[-1] if ids else None)
+                spec = tes.executor_spec(task, i, be, binds, ids[-1] if ids else None, task_id)
                 digest = hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()
                 (spec,) = self.jobs.classify([spec])
                 key = f"tes-{task_id}-{i}"
