@@ -342,3 +342,27 @@ def test_http_inputs_through_kran_fetcher_and_tags_as_job_labels(
         assert job["labels"] == {"project": "p1", "tes.task": good}
         why = h.get(f"{TES}/tasks/{bad}", params={"view": "FULL"}).json()["logs"][0]["system_logs"]
         assert any("sha256 mismatch" in line for line in why), why
+
+
+def test_an_app_as_a_backend_parameter_runs_only_its_own_image(server: ServerProc, test_image: str) -> None:
+    with server.api() as h:
+        h.post(
+            "/api/v1/apps/counter", json={"image": test_image, "env": {"GREETING": "from the app"}}
+        ).raise_for_status()
+        ex = {"image": test_image, "command": ["sh", "-c", 'echo "$GREETING"']}
+        params = {"backend_parameters": {"app": "counter"}}
+        r = h.post(f"{TES}/tasks", json={"executors": [ex], "resources": params})
+        assert r.status_code == 200, r.text
+        task_id = r.json()["id"]
+        other = {**ex, "image": "kran-test/entrypoint:latest"}
+        r = h.post(f"{TES}/tasks", json={"executors": [other], "resources": params})
+        assert r.status_code == 400 and r.json()["field"] == "executors[0].image", r.text
+        r = h.post(f"{TES}/tasks", json={"executors": [ex], "resources": {"backend_parameters": {"app": "nope"}}})
+        assert r.status_code == 400 and r.json()["field"] == "resources.backend_parameters", r.text
+    done = _wait(_client(server), task_id)
+    assert done.state == "COMPLETE"
+    with server.api() as h:
+        full = h.get(f"{TES}/tasks/{task_id}", params={"view": "FULL"}).json()
+        assert full["logs"][0]["logs"][0]["stdout"] == "from the app\n"
+        job = h.get(f"/api/v1/jobs/{full['logs'][0]['metadata']['kran_jobs']}").json()
+        assert job["app"] == "counter" and job["labels"]["kran.app"] == "counter"

@@ -39,7 +39,7 @@ STATES = (
 FINAL = frozenset({"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"})
 VIEWS = ("MINIMAL", "BASIC", "FULL")
 # tesResources.backend_parameters kran knows (keys are case-insensitive)
-BACKEND_PARAMETERS = ("priority", "class", "retries", "timeout", "network")
+BACKEND_PARAMETERS = ("app", "priority", "class", "retries", "timeout", "network")
 MAX_EXECUTORS = 20
 MAX_FILES = 1000
 MAX_CONTENT = 1 << 20  # an inline input's content (TES asks for at least 128 KiB)
@@ -218,6 +218,7 @@ class Backend:
     timeout_s: float | None = None
     network: bool = False
     warnings: tuple[str, ...] = ()  # unsupported keys and values, for the task's system_logs
+    app: str | None = None  # run as this kran app (its image, user, volume, defaults)
 
 
 def backend(res: Resources, default_mem_mb: int, network: bool = False) -> Backend:
@@ -259,7 +260,7 @@ def backend(res: Resources, default_mem_mb: int, network: bool = False) -> Backe
     except ValueError as e:
         raise TaskError("resources.backend_parameters", str(e)) from None
     network = known.get("network", str(network)).lower() in ("1", "true", "yes")
-    return Backend(request, priority, node_class, retries, timeout_s, network, tuple(warnings))
+    return Backend(request, priority, node_class, retries, timeout_s, network, tuple(warnings), known.get("app"))
 
 
 def job_labels(tags: dict[str, str], task_id: str | None) -> dict[str, str]:

@@ -20,19 +20,22 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from kran import jobfs
 from kran.domain import tes
-from kran.domain.auth import Principal, can_see
+from kran.domain.apps import AppRecord
+from kran.domain.auth import Principal, Role, can_see
 from kran.domain.datafiles import parse_source
+from kran.domain.jobs import JobSpec
 from kran.domain.records import JobRecord
 from kran.domain.states import JobState
 from kran.errors import FetchError, InvalidInput, KranError, NotFound
 from kran.ports import Clock, Fetcher, Store
+from kran.services.apps import pin_app
 from kran.services.datadir import DataDir
 from kran.services.jobs import JobService
 from kran.services.logs import JobLogs
@@ -126,6 +129,9 @@ class TesService:
                 except FetchError as e:
                     raise InvalidInput(str(e), f"inputs[{i}].url") from None
         specs = [tes.executor_spec(task, i, be, (), None) for i in range(len(task.executors))]
+        if be.app:
+            app = self._app(who, be.app)
+            specs = [self._with_app(spec, app, i) for i, spec in enumerate(specs)]
         self.jobs.admission.check(specs)  # a full queue or an engine that runs no images: refused now
         task_id = uuid.uuid4().hex[:20]
         self.store.create(task_id, who.user, None, document, be.warnings, self.clock.now())
@@ -309,6 +315,8 @@ class TesService:
         try:
             for i in range(len(task.executors)):
                 spec = tes.executor_spec(task, i, be, binds, ids[-1] if ids else None, task_id)
+                if be.app:
+                    spec = self._with_app(spec, self._app(Principal(rec.owner, Role.USER), be.app), i)
                 digest = hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()
                 (spec,) = self.jobs.classify([spec])
                 key = f"tes-{task_id}-{i}"
@@ -319,6 +327,28 @@ class TesService:
             self.store.advance(task_id, "SYSTEM_ERROR", self.clock.now(), f"submitting its jobs: {e}")
             return
         self.store.set_jobs(task_id, ids)
+
+    def _app(self, who: Principal, name: str) -> AppRecord:
+        """The app a task names (backend_parameters app), if its owner may run it."""
+        try:
+            return self.jobs.apps.app_for_job(who, who.user, name)
+        except (NotFound, InvalidInput) as e:
+            raise tes.TaskError("resources.backend_parameters", f"app: {e}") from None
+
+    def _with_app(self, spec: JobSpec, app: AppRecord, index: int) -> JobSpec:
+        """An executor's job as a run of the app: its user, volume, environment and files
+        under the executor's own. Only with the app's image: an app's user (approved by an
+        admin for that image) never runs another."""
+        if spec.image != app.defaults.get("image"):
+            raise tes.TaskError(f"executors[{index}].image", f"app {app.name} runs {app.defaults.get('image')!r} only")
+        spec = replace(
+            spec,
+            env={**app.defaults.get("env", {}), **spec.env},
+            files=tuple(app.defaults.get("files", ())),
+            cached_files=tuple(app.defaults.get("cached_files", ())),
+            labels={**spec.labels, "kran.app": app.name},
+        )
+        return pin_app(spec, app)
 
     def _stage_input(self, fs: Path, inp: tes.Input, field: str) -> None:
         """One input at its path in the fresh tree (the checks keep inputs apart: none is
