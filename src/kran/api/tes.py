@@ -253,7 +253,7 @@ async def list_tasks(
     tags = {k: (tag_value[i] if i < len(tag_value) else "") for i, k in enumerate(tag_key)}
 
     def page() -> dict[str, Any]:
-        recs, token = svc.find(who, name_prefix, state, tags, page_size, page_token)
+        recs, token = svc.find(who, name_prefix, state, tags, page_size, page_token, documents=view != "MINIMAL")
         return {"tasks": [task_json(svc, r, view, _base(request)) for r in recs], "next_page_token": token}
 
     return await run_in_threadpool(page)

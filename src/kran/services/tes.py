@@ -59,7 +59,7 @@ class TesStore(Protocol):
     ) -> None: ...
     def get(self, task_id: str) -> tes.TaskRecord | None: ...
     def find(
-        self, owner: str | None, name_prefix: str | None, before: int | None, limit: int, phases: Sequence[str] = ()
+        self, owner: str | None, name_prefix: str | None, before: int | None, limit: int, documents: bool = True
     ) -> list[tes.TaskRecord]: ...
     def active(self) -> list[tes.TaskRecord]: ...
     def set_jobs(self, task_id: str, jobs: Sequence[int]) -> None: ...
@@ -152,6 +152,7 @@ class TesService:
         tags: dict[str, str],
         size: int,
         token: str | None,
+        documents: bool = True,
     ) -> tuple[list[tes.TaskRecord], str | None]:
         """A page of the caller's tasks (an admin's: everyone's), newest first, filtered."""
         before = int(token) if token and token.isdigit() and len(token) < 19 else None
@@ -160,7 +161,7 @@ class TesService:
         owner = None if who.is_admin else who.user
         out: list[tes.TaskRecord] = []
         while len(out) <= size:
-            batch = self.store.find(owner, name_prefix, before, max(size * 2, 100))
+            batch = self.store.find(owner, name_prefix, before, max(size * 2, 100), documents or bool(tags))
             if not batch:
                 break
             for rec in batch:

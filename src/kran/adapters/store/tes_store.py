@@ -50,18 +50,23 @@ class SqlTesTasks:
         return None if row is None else _record(row)
 
     def find(
-        self, owner: str | None, name_prefix: str | None, before: int | None, limit: int, phases: Sequence[str] = ()
+        self,
+        owner: str | None,
+        name_prefix: str | None,
+        before: int | None,
+        limit: int,
+        documents: bool = True,
     ) -> list[TaskRecord]:
-        """Newest first, below row `before`."""
-        q = select(tes_tasks).order_by(tes_tasks.c.id.desc()).limit(limit)
+        """Newest first, below row `before`; without `documents`, the tasks' documents
+        (up to megabytes each) are not read (their records carry {})."""
+        columns = [c for c in tes_tasks.c if documents or c.name != "task"]
+        q = select(*columns).order_by(tes_tasks.c.id.desc()).limit(limit)
         if owner is not None:
             q = q.where(tes_tasks.c.owner == owner)
         if name_prefix:
             q = q.where(tes_tasks.c.name.startswith(name_prefix, autoescape=True))
         if before is not None:
             q = q.where(tes_tasks.c.id < before)
-        if phases:
-            q = q.where(tes_tasks.c.phase.in_(phases))
         with self._db.connect() as conn:
             return [_record(r) for r in conn.execute(q).mappings()]
 
@@ -127,7 +132,7 @@ def _record(r: Any) -> TaskRecord:
         created_at=r["created_at"],
         ended_at=r["ended_at"],
         jobs=tuple(json.loads(r["jobs"])),
-        document=json.loads(r["task"]),
+        document=json.loads(r["task"]) if "task" in r else {},
         outputs=tuple(json.loads(r["outputs"])),
         system_logs=tuple(json.loads(r["system_logs"])),
     )
