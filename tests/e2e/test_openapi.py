@@ -50,6 +50,10 @@ def _undescribed(doc: dict[str, Any], schema: dict[str, Any], media_type: str) -
     return None if model.get("properties") else f"{ref} has no properties"
 
 
+# answers a standard defines as an empty object (TES 1.1's CancelTaskResponse)
+EMPTY_BY_SPEC = {"POST /ga4gh/tes/v1/tasks/{id}:cancel"}
+
+
 def test_every_2xx_answer_has_a_schema(server: ServerProc) -> None:
     doc = httpx.get(f"{server.url}/api/v1/openapi.json").json()
     operations = _operations(doc)
@@ -64,7 +68,7 @@ def test_every_2xx_answer_has_a_schema(server: ServerProc) -> None:
                 problems.append(f"{method} {path} {code}: no content")
             for media_type, body in content.items():
                 why = _undescribed(doc, body.get("schema") or {}, media_type)
-                if why:
+                if why and f"{method} {path}" not in EMPTY_BY_SPEC:
                     problems.append(f"{method} {path} {code}: {why}")
     assert len(operations) >= 60 and problems == []
 
