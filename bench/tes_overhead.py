@@ -1,6 +1,6 @@
 """TES overhead: the same container through TES and through kran's own API, in one run.
 
-    .venv/bin/python bench/tes.py [--n 100]
+    .venv/bin/python bench/tes_overhead.py [--n 100]
 
 For each of N busybox `sleep 2` tasks/jobs, one after the other on an idle server: the time
 from the create/submit request to the moment the server first says RUNNING (polled every
@@ -41,12 +41,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100)
     args = ap.parse_args()
-    server = start_server(cpus=4)
+    server = start_server(cpus=32)  # room for every job of the run: none waits for another
     try:
         with admin_client(server) as c:
             own, through = [], []
-            job = {"image": IMAGE, "command": ["sleep", "2"], "cpus": "0.1", "mem": "16"}
-            task = {"executors": [{"image": IMAGE, "command": ["sleep", "2"]}], "resources": {"ram_gb": 0.02}}
+            job = {"image": IMAGE, "command": ["sleep", "2"], "cpus": "1", "mem": "32"}  # the same request
+            task = {
+                "executors": [{"image": IMAGE, "command": ["sleep", "2"]}],
+                "resources": {"cpu_cores": 1, "ram_gb": 1 / 32},
+            }
             for _ in range(args.n):
                 own.append(
                     submit_to_running(
