@@ -7,8 +7,8 @@ Builds the 3-node swarm of the tests (network namespaces, tests/swarm_cluster.py
 - kran: N busybox `true` jobs (batch submit) on `engine = "swarm"`, until all ended;
 - direct: the same containers with `docker -H <node> run --rm --network none`, round robin
   over the nodes, as many at once as kran runs (node cpus / job cpus, summed over the nodes);
-- services: the same jobs as bare swarm `replicated-job` services on an internal overlay
-  network (no route out, as kran's), at the same concurrency: the engine's own floor.
+- services: the same jobs as bare swarm `replicated-job` services with no network (as
+  kran's jobs that ask for none), at the same concurrency: the engine's own floor.
 Prints both makespans and the ratio. Needs root, dockerd and the kran-test/busybox image.
 """
 
@@ -66,24 +66,23 @@ def main() -> None:
     print(f"swarm, {args.jobs} jobs, {len(cluster.nodes)} nodes, concurrency {concurrency}")
     print(f"  kran (one replicated-job service per attempt): {kran_s:.1f} s ({args.jobs / kran_s:.1f} jobs/s)")
     print(f"  docker run on the nodes directly:               {direct_s:.1f} s ({args.jobs / direct_s:.1f} jobs/s)")
-    print(f"  swarm services directly (internal overlay):   {services_s:.1f} s ({args.jobs / services_s:.1f} jobs/s)")
+    print(f"  swarm services directly (no network):         {services_s:.1f} s ({args.jobs / services_s:.1f} jobs/s)")
     print(f"  makespan ratio kran/docker run: {kran_s / direct_s:.2f}")
     print(f"  makespan ratio kran/swarm services with the same network: {kran_s / services_s:.2f}")
 
 
 def raw_services(cluster: SwarmCluster, n: int, concurrency: int, cpus: float) -> float:
-    """The same jobs as bare replicated-job services on an internal overlay network (what
-    kran creates, without kran), polled every 50 ms."""
+    """The same jobs as bare replicated-job services without a network (what kran creates
+    for a job that asks for none, without kran), polled every 50 ms."""
     import docker
     from docker.types import Resources, RestartPolicy, ServiceMode
 
     client = docker.DockerClient(base_url=cluster.manager.sock)
-    client.networks.create("bench-internal", driver="overlay", internal=True)
     nodes = [n.id for n in client.nodes.list()]
 
     def one(i: int) -> None:
         s = client.services.create(
-            IMAGE, command=["true"], name=f"bench-{i}", networks=["bench-internal"],
+            IMAGE, command=["true"], name=f"bench-{i}",
             mode=ServiceMode("replicated-job", concurrency=1, replicas=1),
             restart_policy=RestartPolicy(condition="none"), constraints=[f"node.id=={nodes[i % len(nodes)]}"],
             resources=Resources(cpu_limit=int(cpus * 1e9), mem_limit=32 << 20),

@@ -63,11 +63,12 @@ def test_runs_on_the_nodes_with_classes_capacity_and_drain(
         job = server.wait_state(_submit(c, test_image, "echo hello from $(hostname); exit 3"), {"failed"})
         assert job["exit_code"] == 3 and job["node"]["hostname"] in nodes
         assert c.get(f"/api/v1/jobs/{job['id']}/logs").content.startswith(b"hello from")
-        # no network: an internal overlay network has no route out
-        job = server.wait_state(
-            _submit(c, test_image, "ip route | grep -q default && echo route || echo none"), {"succeeded"}
-        )
-        assert c.get(f"/api/v1/jobs/{job['id']}/logs").text.strip() == "none"
+        # no network: no interface but the loopback, no route
+        job = server.wait_state(_submit(c, test_image, "ip -o link | cut -d: -f2; ip route"), {"succeeded"})
+        assert c.get(f"/api/v1/jobs/{job['id']}/logs").text.split() == ["lo"]
+        # with one: an overlay network with a route out
+        job = server.wait_state(_submit(c, test_image, "ip route | grep -c default", network=True), {"succeeded"})
+        assert c.get(f"/api/v1/jobs/{job['id']}/logs").text.strip() == "1"
 
         # heavyweight jobs only land on heavyweight nodes
         assert kran("node", "label", "kran-sw2", "kran.class=heavyweight").exit_code == 0

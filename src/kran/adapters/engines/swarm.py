@@ -189,7 +189,8 @@ class SwarmEngine:
         return None
 
     def _network(self, open_: bool) -> str:
-        """An overlay network per kind: internal (no route out) unless the job asks."""
+        """The overlay network of jobs that ask for a network (kind `open_`; the internal
+        kind, with no route out, is no longer used: a job without a network gets none)."""
         if open_ in self._networks:
             return self._networks[open_]
         name = f"kran-{self.instance[:12]}-{'net' if open_ else 'internal'}"
@@ -250,7 +251,9 @@ class SwarmEngine:
             "restart_policy": RestartPolicy(condition="none"),
             "constraints": [f"node.id=={plan.node}"] if plan.node and plan.node != "local" else [],
             "resources": resources,
-            "networks": [self._network(plan.network)],
+            # no network: none attached, the task has only its loopback (as network_mode
+            # "none"); an overlay's attach cost most of a short job's time (issue 23)
+            "networks": [self._network(True)] if plan.network else [],
             "init": plan.init,
             "cap_drop": list(plan.cap_drop),
             "read_only": plan.read_only,
