@@ -1,5 +1,7 @@
-from kran.domain.placement import Candidate, NodeCapacity, explain_wait, place_jobs, shortfall
-from kran.domain.resources import Resources
+import random
+
+from kran.domain.placement import Assignment, Candidate, NodeCapacity, Placement, explain_wait, place_jobs, shortfall
+from kran.domain.resources import Range, ResourceRequest, Resources
 from tests.domain.test_resources import request
 
 
@@ -94,3 +96,71 @@ def test_nodes_holding_the_image_come_first() -> None:
     other = Candidate(2, request("1", "512"), 0, image="reg/y:1")
     assert place_jobs([other], [a, b], reserve_after_s=600).assignments[0].node_id == "a"  # spread
     assert place_jobs([other], [a, b], reserve_after_s=600, pack=True).assignments[0].node_id == "b"
+
+
+def _reference(candidates: list[Candidate], nodes: list[NodeCapacity], reserve_after_s: float, pack: bool) -> Placement:
+    """The placement rule written plainly (as place_jobs was before it was made fast)."""
+    free = {n.node_id: n.free for n in nodes if n.schedulable}
+    classes = {n.node_id: n.node_class for n in nodes}
+    images = {n.node_id: n.images for n in nodes}
+    held: set[str] = set()
+    out: list[Assignment] = []
+    for cand in candidates:
+        if cand.exclusive is not None and cand.exclusive in held:
+            continue
+        best = None
+        for node_id, avail in free.items():
+            if cand.node_class is not None and classes[node_id] != cand.node_class:
+                continue
+            grant = cand.request.grant(avail)
+            if grant is None:
+                continue
+            key = (
+                cand.image is not None and cand.image in images[node_id],
+                -avail.millicpus if pack else avail.millicpus,
+            )
+            if best is None or key > best[2]:
+                best = (node_id, grant, key)
+        if best is not None:
+            free[best[0]] = free[best[0]] - best[1]
+            out.append(Assignment(cand.job_id, best[0], best[1]))
+            if cand.exclusive is not None:
+                held.add(cand.exclusive)
+        elif cand.waited_s >= reserve_after_s:
+            return Placement(out, cand.job_id)
+    return Placement(out, None)
+
+
+def test_the_fast_placement_decides_as_the_plain_rule() -> None:
+    rng = random.Random(7)
+
+    def rrange(lo: int, hi: int) -> Range:
+        low = rng.randint(lo, hi)
+        return rng.choice((Range(low, low), Range(low, None), Range(low, low + rng.randint(0, hi))))
+
+    for _ in range(400):
+        nodes = [
+            NodeCapacity(
+                f"n{i}",
+                Resources(rng.randint(0, 8) * 500, rng.randint(0, 8) * 512, rng.randint(0, 2), rng.randint(0, 3) * 100),
+                allocated=Resources(rng.randint(0, 2) * 500, 0, 0, 0),
+                schedulable=rng.random() > 0.1,
+                node_class=rng.choice(("", "big")),
+                images=frozenset(rng.sample(["a", "b", "c"], rng.randint(0, 2))),
+            )
+            for i in range(rng.randint(1, 6))
+        ]
+        cands = [
+            Candidate(
+                j,
+                ResourceRequest(rrange(1, 4) if rng.random() < 0.5 else Range(rng.randint(1, 4) * 250, None),
+                                rrange(1, 1024), Range(rng.randint(0, 1), rng.randint(1, 2)), rrange(0, 100)),
+                rng.random() * 10,
+                rng.choice((None, None, "vol1")),
+                rng.choice((None, None, "big", "")),
+                rng.choice((None, "a", "b")),
+            )
+            for j in range(rng.randint(0, 25))
+        ]  # fmt: skip
+        pack = rng.random() < 0.5
+        assert place_jobs(cands, nodes, reserve_after_s=5.0, pack=pack) == _reference(cands, nodes, 5.0, pack)

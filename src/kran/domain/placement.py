@@ -67,35 +67,78 @@ def place_jobs(
     is chosen (spread), or with `pack` the one with the fewest. A candidate
     whose `exclusive` lock is in `held` (or taken earlier in this pass) waits, without
     reserving capacity. `held` is updated with the locks taken.
+
+    Cost (issue 23.6): a candidate looks only at the nodes of its class, as plain integers;
+    a request that fit nowhere in this pass fits nowhere for the rest of it (free capacity
+    only shrinks within a pass), so a later candidate asking as much or more (the same
+    class) is passed over without a look.
     """
-    free = {n.node_id: n.free for n in nodes if n.schedulable}
-    classes = {n.node_id: n.node_class for n in nodes}
+    # per schedulable node: [cpus, mem, gpus, disk] free, in node order (the tie-break)
+    free: dict[str, list[int]] = {}
+    by_class: dict[str, list[str]] = {}
+    for n in nodes:
+        if n.schedulable:
+            f = n.free
+            free[n.node_id] = [f.millicpus, f.mem_mb, f.gpus, f.disk_mb]
+            by_class.setdefault(n.node_class, []).append(n.node_id)
+    every = list(free)
     images = {n.node_id: n.images for n in nodes}
     held = held if held is not None else set()
+    failed: dict[str | None, list[tuple[int, int, int, int]]] = {}  # minimums that fit nowhere
     out: list[Assignment] = []
     for cand in candidates:
         if cand.exclusive is not None and cand.exclusive in held:
             continue
-        best: tuple[str, Resources, tuple[bool, int]] | None = None
-        for node_id, avail in free.items():
-            if cand.node_class is not None and classes[node_id] != cand.node_class:
-                continue
-            grant = cand.request.grant(avail)
-            if grant is None:
-                continue
-            cpus = -avail.millicpus if pack else avail.millicpus
-            key = (cand.image is not None and cand.image in images[node_id], cpus)
-            if best is None or key > best[2]:
-                best = (node_id, grant, key)
-        if best is not None:
-            node_id, grant, _ = best
-            free[node_id] = free[node_id] - grant
+        r = cand.request
+        need = (r.cpus.min, r.mem_mb.min, r.gpus.min, r.disk_mb.min)
+        known = failed.get(cand.node_class, ())
+        if any(all(n >= k for n, k in zip(need, seen, strict=True)) for seen in known):
+            fits = None
+        else:
+            fits = _best_node(cand, need, every if cand.node_class is None else by_class.get(cand.node_class, []),
+                              free, images, pack)  # fmt: skip
+            if fits is None:
+                failed.setdefault(cand.node_class, []).append(need)
+        if fits is not None:
+            node_id, grant = fits
+            left = free[node_id]
+            left[0] -= grant.millicpus
+            left[1] -= grant.mem_mb
+            left[2] -= grant.gpus
+            left[3] -= grant.disk_mb
             out.append(Assignment(cand.job_id, node_id, grant))
             if cand.exclusive is not None:
                 held.add(cand.exclusive)
         elif cand.waited_s >= reserve_after_s:
             return Placement(out, cand.job_id)
     return Placement(out, None)
+
+
+def _best_node(
+    cand: Candidate,
+    need: tuple[int, int, int, int],
+    node_ids: list[str],
+    free: dict[str, list[int]],
+    images: dict[str, frozenset[str]],
+    pack: bool,
+) -> tuple[str, Resources] | None:
+    """The node a candidate goes to and what it is granted there, or None."""
+    c_min, m_min, g_min, d_min = need
+    best: tuple[str, list[int], tuple[bool, int]] | None = None
+    for node_id in node_ids:
+        f = free[node_id]
+        if f[0] < c_min or f[1] < m_min or f[2] < g_min or f[3] < d_min:
+            continue
+        key = (cand.image is not None and cand.image in images[node_id], -f[0] if pack else f[0])
+        if best is None or key > best[2]:
+            best = (node_id, f, key)
+    if best is None:
+        return None
+    node_id, f, _ = best
+    r = cand.request
+    grant = Resources(*(rng.min if rng.max == rng.min else rng.grant(have) or 0 for rng, have in
+                        zip((r.cpus, r.mem_mb, r.gpus, r.disk_mb), f, strict=True)))  # fmt: skip
+    return node_id, grant
 
 
 def has_room(node: NodeCapacity) -> bool:
