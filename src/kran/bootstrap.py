@@ -272,7 +272,9 @@ def build_server(settings: Settings) -> Server:
     )
     state = SchedulerState()
     outbox: Outbox = queue.Queue()
-    fetcher = HttpFetcher(data_dir / "cache", files.cache_max_mb << 20, files.fetch_timeout_s, files.file_roots)
+    fetcher = HttpFetcher(
+        data_dir / "cache", files.cache_max_mb << 20, files.fetch_timeout_s, files.file_roots, files.host_patterns
+    )
     stager = Stager(dirs, fetcher, volumes, images, local.job_identity)
     dispatcher = Dispatcher(
         store,
@@ -305,6 +307,7 @@ def build_server(settings: Settings) -> Server:
         math.ceil(settings.tes.default_ram_gb * 1024),
         lambda owner: local.job_identity(identities.user_id(owner)),
         files.file_roots,
+        files.host_patterns,
         [r for r in settings.tes.output_roots.split(":") if r.strip()],
         settings.tes.network,
         files.retention_s,

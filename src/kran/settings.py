@@ -200,6 +200,11 @@ class FilesSection(Section):
     file_url_roots: str = Field(
         "", description="colon-separated dirs that file:// URLs may read from (empty: file:// refused)"
     )
+    fetch_hosts: str = Field(
+        "",
+        description="comma-separated hosts http(s) downloads may reach, * as a wildcard (*.ebi.ac.uk); each "
+        "redirect is checked too (empty: any host)",
+    )
     retention: str = Field("7d", description="how long finished jobs keep their files, e.g. 7d; 0: forever")
     max_data_mb: Int = Field(
         0,
@@ -229,6 +234,10 @@ class FilesSection(Section):
     def retention_s(self) -> float | None:
         """Seconds finished jobs keep their files; None: forever."""
         return None if self.retention.strip() in ("", "0", "never") else parse_duration(self.retention)
+
+    @property
+    def host_patterns(self) -> tuple[str, ...]:
+        return tuple(h.strip().lower() for h in self.fetch_hosts.split(",") if h.strip())
 
     @property
     def file_roots(self) -> tuple[Path, ...]:

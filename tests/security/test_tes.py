@@ -146,3 +146,19 @@ def test_a_server_killed_while_it_submits_a_tasks_jobs_stores_none_twice(open_se
     with sqlite3.connect(server.data_dir / "kran.db") as db:
         (jobs,) = db.execute("select count(*) from jobs").fetchone()
     assert jobs == 20 * len(tasks)
+
+
+def test_inputs_reach_only_the_hosts_the_admin_allows(open_server: Any, test_image: str) -> None:
+    """The server fetches inputs from inside the cluster's network: with files.fetch_hosts
+    set, a URL elsewhere (cloud metadata, a registry, an admin page) is refused at create."""
+    server = open_server(KRAN_FILES_FETCH_HOSTS="*.example.org")
+    ex = {"image": test_image, "command": ["true"]}
+    with server.api() as h:
+        for url in (
+            "http://169.254.169.254/latest/meta-data/x",
+            "http://127.0.0.1:5000/v2/x",
+            "https://example.org.evil/x",
+        ):
+            r = h.post(f"{TES}/tasks", json={"executors": [ex], "inputs": [{"path": "/d/x", "url": url}]})
+            assert r.status_code == 400 and r.json()["field"] == "inputs[0].url", r.text
+        assert h.get(f"{TES}/tasks").json()["tasks"] == []

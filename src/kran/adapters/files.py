@@ -22,18 +22,27 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from kran.domain.datafiles import CacheEntry, FileSource, cache_evictions
+from kran.domain.datafiles import CacheEntry, FileSource, cache_evictions, host_allowed
 from kran.errors import FetchError
 
 CHUNK = 1 << 20
+MAX_REDIRECTS = 10
 
 
 class HttpFetcher:
-    def __init__(self, cache_dir: Path, cache_max_bytes: int, timeout_s: float, file_roots: tuple[Path, ...]) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        cache_max_bytes: int,
+        timeout_s: float,
+        file_roots: tuple[Path, ...],
+        host_patterns: tuple[str, ...] = (),
+    ) -> None:
         self.cache_dir = cache_dir
         self.cache_max_bytes = cache_max_bytes
         self.timeout_s = timeout_s
         self.file_roots = file_roots
+        self.host_patterns = host_patterns  # files.fetch_hosts; empty: any host
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._in_use: dict[str, int] = {}
@@ -84,11 +93,21 @@ class HttpFetcher:
             yield from self._file_chunks(source)
             return
         timeout = httpx.Timeout(min(self.timeout_s, 30.0))
+        url = source.url
         try:
-            with httpx.stream("GET", source.url, timeout=timeout, follow_redirects=True) as r:
-                if r.status_code != 200:
-                    raise FetchError(f"{source.url}: HTTP {r.status_code} {r.reason_phrase}")
-                yield from r.iter_bytes()  # as received: a chunk size would wait for a full chunk
+            for _ in range(MAX_REDIRECTS + 1):  # each hop's host checked (files.fetch_hosts)
+                if not host_allowed(url, self.host_patterns):
+                    host = httpx.URL(url).host
+                    raise FetchError(f"{source.url}: {host} is not a host downloads may reach (files.fetch_hosts)")
+                with httpx.stream("GET", url, timeout=timeout, follow_redirects=False) as r:
+                    if r.is_redirect and "location" in r.headers:
+                        url = str(r.url.join(r.headers["location"]))
+                        continue
+                    if r.status_code != 200:
+                        raise FetchError(f"{source.url}: HTTP {r.status_code} {r.reason_phrase}")
+                    yield from r.iter_bytes()  # as received: a chunk size would wait for a full chunk
+                    return
+            raise FetchError(f"{source.url}: more than {MAX_REDIRECTS} redirects")
         except httpx.TimeoutException:
             raise FetchError(f"{source.url}: timed out (no data for {timeout.read:g}s)") from None
         except httpx.HTTPError as e:

@@ -6,6 +6,7 @@ import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from urllib.parse import unquote, urlsplit
 
 SCHEMES = ("http", "https", "file")
@@ -49,6 +50,16 @@ def parse_source(text: str) -> FileSource:
     lower = name.lower()
     archive = next((a for a in ARCHIVES if lower.endswith(a)), None)
     return FileSource(parts._replace(fragment="").geturl(), name, sha, archive)
+
+
+def host_allowed(url: str, patterns: Sequence[str]) -> bool:
+    """Whether an http(s) URL's host is one `patterns` allow (fnmatch, case-insensitive;
+    no patterns: any host). Other schemes are not this rule's."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not patterns:
+        return True
+    host = (parts.hostname or "").lower()
+    return any(fnmatchcase(host, p) for p in patterns)
 
 
 def parse_sources(texts: Sequence[str]) -> tuple[str, ...]:

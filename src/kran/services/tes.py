@@ -29,7 +29,7 @@ from kran import jobfs
 from kran.domain import tes
 from kran.domain.apps import AppRecord
 from kran.domain.auth import Principal, Role, can_see
-from kran.domain.datafiles import parse_source
+from kran.domain.datafiles import host_allowed, parse_source
 from kran.domain.jobs import JobSpec
 from kran.domain.records import JobRecord
 from kran.domain.states import JobState
@@ -93,6 +93,7 @@ class TesService:
         default_mem_mb: int,
         identity: Callable[[str], tuple[int, int] | None],
         file_roots: Sequence[Path] = (),
+        host_patterns: Sequence[str] = (),
         output_roots: Sequence[str] = (),
         network: bool = False,
         retention_s: float | None = None,
@@ -108,6 +109,7 @@ class TesService:
         self.default_mem_mb = default_mem_mb
         self.identity = identity  # the uid:gid a user's jobs run as (None: the server cannot switch)
         self.file_roots = tuple(file_roots)
+        self.host_patterns = tuple(host_patterns)
         self.output_roots = tuple(output_roots)
         self.network = network
         self.retention_s = retention_s  # ended tasks keep their dirs this long (files.retention); None: forever
@@ -128,6 +130,8 @@ class TesService:
                     _file_url_path(url, self.file_roots)
                 except FetchError as e:
                     raise InvalidInput(str(e), f"inputs[{i}].url") from None
+            elif inp.content is None and not host_allowed(url, self.host_patterns):
+                raise InvalidInput(f"{url}: not a host downloads may reach (files.fetch_hosts)", f"inputs[{i}].url")
         specs = [tes.executor_spec(task, i, be, (), None) for i in range(len(task.executors))]
         if be.app:
             app = self._app(who, be.app)
