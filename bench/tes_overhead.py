@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import requests
 import tes
+import tes.client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.dispatch import admin_client, start_server  # noqa: E402
@@ -75,19 +75,20 @@ def main() -> None:
         creds = server.credentials
         client = tes.HTTPClient(server.url, timeout=30, token=f"{creds['key_id']}.{creds['secret']}")
         counted = {"n": 0}
-        real_get = requests.get
+        http = tes.client.requests  # what py-tes sends through
+        real_get = http.get
 
-        def counting_get(*a: object, **kw: object) -> requests.Response:
+        def counting_get(*a: object, **kw: object) -> object:
             counted["n"] += 1
             return real_get(*a, **kw)  # type: ignore[arg-type]
 
         task = client.create_task(tes.Task(executors=[tes.Executor(image=IMAGE, command=["sleep", "3"])]))
-        requests.get = counting_get
+        http.get = counting_get
         started = time.perf_counter()
         try:
             client.wait(task)
         finally:
-            requests.get = real_get
+            http.get = real_get
         print(f"py-tes wait(): {counted['n']} GETs over {time.perf_counter() - started:.1f} s for a 3 s task")
     finally:
         server.stop()
