@@ -43,12 +43,9 @@ def text_problem(value: Any, where: str = "") -> str | None:
     return None
 
 
-class Body(BaseModel):
-    """A request body: no unknown fields, strict types (no `true` for a number, no "yes"
-    for a bool), and no text that could not be stored and read back (a job stored with a
-    lone surrogate made every listing answer 500)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
+class StorableText(BaseModel):
+    """No text that could not be stored and read back (a job stored with a lone surrogate
+    made every listing answer 500)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -57,6 +54,13 @@ class Body(BaseModel):
         if problem:
             raise ValueError(problem)
         return data
+
+
+class Body(StorableText):
+    """A request body: no unknown fields, strict types (no `true` for a number, no "yes"
+    for a bool), storable text."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -11,13 +11,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from kran import __version__
 from kran.api.deps import Caller
 from kran.api.filesend import file_response
-from kran.api.schemas import text_problem
+from kran.api.schemas import StorableText
 from kran.api.views import iso
 from kran.domain import tes
 from kran.errors import InvalidInput
@@ -27,19 +27,7 @@ PREFIX = "/ga4gh/tes/v1"
 router = APIRouter(prefix=PREFIX, tags=["TES"])
 TaskId = Annotated[str, Path(max_length=40, description="a task id")]
 View = Literal["MINIMAL", "BASIC", "FULL"]
-State = Literal[
-    "UNKNOWN",
-    "QUEUED",
-    "INITIALIZING",
-    "RUNNING",
-    "PAUSED",
-    "COMPLETE",
-    "EXECUTOR_ERROR",
-    "SYSTEM_ERROR",
-    "CANCELED",
-    "CANCELING",
-    "PREEMPTED",
-]
+State = tes.TesState
 FileType = Literal["FILE", "DIRECTORY"]
 
 
@@ -51,19 +39,11 @@ async def _service(request: Request) -> TesService:
 Tes = Annotated[TesService, Depends(_service)]
 
 
-class TesIn(BaseModel):
+class TesIn(StorableText):
     """TES documents as clients send them: fields the server sets (id, state, logs,
     creation_time) and unknown ones are ignored; text must be storable."""
 
     model_config = ConfigDict(extra="ignore")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _storable_text(cls, data: Any) -> Any:
-        problem = text_problem(data)
-        if problem:
-            raise ValueError(problem)
-        return data
 
 
 class TesInput(TesIn):

@@ -135,9 +135,8 @@ def _best_node(
     if best is None:
         return None
     node_id, f, _ = best
-    r = cand.request
-    grant = Resources(*(rng.min if rng.max == rng.min else rng.grant(have) or 0 for rng, have in
-                        zip((r.cpus, r.mem_mb, r.gpus, r.disk_mb), f, strict=True)))  # fmt: skip
+    grant = cand.request.grant(Resources(*f))
+    assert grant is not None  # it fits: every minimum is within f
     return node_id, grant
 
 

@@ -14,6 +14,7 @@ import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -23,19 +24,21 @@ from kran.domain.jobs import LABEL_KEY, JobSpec, SpecError, validate_spec
 from kran.domain.resources import Range, ResourceRequest
 from kran.domain.states import JobState
 
-STATES = (
-    "UNKNOWN",
-    "QUEUED",
-    "INITIALIZING",
-    "RUNNING",
-    "PAUSED",
-    "COMPLETE",
-    "EXECUTOR_ERROR",
-    "SYSTEM_ERROR",
-    "CANCELED",
-    "CANCELING",
-    "PREEMPTED",
-)
+
+class TesState(StrEnum):
+    UNKNOWN = "UNKNOWN"
+    QUEUED = "QUEUED"
+    INITIALIZING = "INITIALIZING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    COMPLETE = "COMPLETE"
+    EXECUTOR_ERROR = "EXECUTOR_ERROR"
+    SYSTEM_ERROR = "SYSTEM_ERROR"
+    CANCELED = "CANCELED"
+    CANCELING = "CANCELING"
+    PREEMPTED = "PREEMPTED"
+
+
 FINAL = frozenset({"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"})
 VIEWS = ("MINIMAL", "BASIC", "FULL")
 # tesResources.backend_parameters kran knows (keys are case-insensitive)
@@ -380,12 +383,6 @@ def jobs_outcome(task: Task, jobs: Sequence[JobView]) -> tuple[str, str] | None:
             return "CANCELED", j.reason or "killed"
         return "SYSTEM_ERROR", j.reason or str(j.state)
     return "OUTPUTS", ""
-
-
-def page(rows: Sequence[int], size: int) -> tuple[list[int], str | None]:
-    """The first `size` row ids (newest first) and the token of the next page."""
-    kept = list(rows[:size])
-    return kept, (str(kept[-1]) if len(rows) > size and kept else None)
 
 
 @dataclass(frozen=True)

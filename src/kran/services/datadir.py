@@ -32,9 +32,13 @@ class DataDir:
     def workflows(self) -> Path:
         return self.root / "workflows"
 
+    @property
+    def tes(self) -> Path:
+        return self.root / "tes"
+
     def tes_dir(self, task_id: str) -> Path:
         """A TES task's file system (`fs/`, its dirs at their container paths)."""
-        return self.root / "tes" / task_id
+        return self.tes / task_id
 
     def ref(self, job_id: int, attempt: int, handle: str | None, grace_s: float | None = None) -> AttemptRef:
         return AttemptRef(job_id, attempt, handle, self.attempt_dir(job_id, attempt), grace_s)

@@ -6,6 +6,7 @@ each after the one before (JOBS). The tick (every second) follows the jobs: when
 all ended the task ends with them, or (all succeeded) its outputs are collected (OUTPUTS)
 and it is COMPLETE. A task that was STAGING or OUTPUTS when the server stopped is staged
 or collected again when it starts. Another user's task is "not found", as a missing one.
+The file work itself (staging, writing outputs as the user) is services/tes_files.py.
 """
 
 from __future__ import annotations
@@ -15,21 +16,19 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
 
 from kran import jobfs
 from kran.domain import tes
 from kran.domain.apps import AppRecord
 from kran.domain.auth import Principal, Role, can_see
-from kran.domain.datafiles import host_allowed, parse_source
+from kran.domain.datafiles import host_allowed
 from kran.domain.jobs import JobSpec
 from kran.domain.records import JobRecord
 from kran.domain.states import JobState
@@ -39,12 +38,12 @@ from kran.services.apps import pin_app
 from kran.services.datadir import DataDir
 from kran.services.jobs import JobService
 from kran.services.logs import JobLogs
+from kran.services.tes_files import OutputError, file_url_path, source_url, stage_input, write_as_user
 
 log = logging.getLogger("kran")
 
 STAGING_THREADS = 4
 TAIL_BYTES = 10_000  # of an executor's stdout/stderr in the FULL view
-OUTPUT_TIMEOUT_S = 3600  # one output file's copy
 
 
 class TesStore(Protocol):
@@ -72,12 +71,6 @@ class TesStore(Protocol):
         outputs: Sequence[dict[str, str]] | None = None,
     ) -> bool: ...
     def request_cancel(self, task_id: str) -> bool: ...
-
-
-@dataclass(frozen=True)
-class Created:
-    task: tes.Task
-    backend: tes.Backend
 
 
 class TesService:
@@ -125,9 +118,9 @@ class TesService:
         tes.check_task(task)
         be = tes.backend(task.resources, self.default_mem_mb, self.network)
         for i, inp in enumerate(task.inputs):
-            if inp.content is None and (url := _source(inp, f"inputs[{i}].url")).startswith("file:"):
+            if inp.content is None and (url := source_url(inp, f"inputs[{i}].url")).startswith("file:"):
                 try:  # read where the admin allows, or refused now (not stored to fail later)
-                    _file_url_path(url, self.file_roots)
+                    file_url_path(url, self.file_roots)
                 except FetchError as e:
                     raise InvalidInput(str(e), f"inputs[{i}].url") from None
             elif inp.content is None and not host_allowed(url, self.host_patterns):
@@ -248,7 +241,7 @@ class TesService:
                 return
             self.store.advance(rec.task_id, "CANCELED", now, "canceled on request")
             return
-        outcome = tes.jobs_outcome(self._task(rec), views)
+        outcome = tes.jobs_outcome(task_from_document(rec.document), views)
         if outcome is None:
             return
         phase, why = outcome
@@ -279,9 +272,6 @@ class TesService:
     def _fs(self, task_id: str) -> Path:
         return self.dirs.tes_dir(task_id) / "fs"
 
-    def _task(self, rec: tes.TaskRecord) -> tes.Task:
-        return task_from_document(rec.document)
-
     def _stage(self, task_id: str) -> None:
         """Inputs into the task's dirs, then its executors' jobs. The inputs are staged into
         a fresh tree no job has seen (a staging cut short starts again from nothing); once
@@ -290,7 +280,7 @@ class TesService:
         rec = self.store.get(task_id)
         if rec is None or rec.phase != "STAGING":
             return
-        task = self._task(rec)
+        task = task_from_document(rec.document)
         fs, staged = self._fs(task_id), self.dirs.tes_dir(task_id) / "staged"
         if not staged.exists():
             if fs.exists():
@@ -301,7 +291,7 @@ class TesService:
                 (fs / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
             for i, inp in enumerate(task.inputs):
                 try:
-                    self._stage_input(fs, inp, f"inputs[{i}].url")
+                    stage_input(fs, inp, f"inputs[{i}].url", self.fetcher, self.file_roots)
                 except (FetchError, OSError, InvalidInput, ValueError, jobfs.Refused) as e:
                     why = str(e).replace(str(fs), "")
                     self.store.advance(task_id, "SYSTEM_ERROR", self.clock.now(), f"input {inp.path}: {why}")
@@ -355,27 +345,13 @@ class TesService:
         )
         return pin_app(spec, app)
 
-    def _stage_input(self, fs: Path, inp: tes.Input, field: str) -> None:
-        """One input at its path in the fresh tree (the checks keep inputs apart: none is
-        inside another's DIRECTORY, so nothing written here passes a link)."""
-        dest = fs / inp.path.lstrip("/")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if inp.content is not None:
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-            with os.fdopen(fd, "w") as f:
-                f.write(inp.content)
-        elif inp.directory:
-            _copy_tree(_file_url_path(_source(inp, field), self.file_roots), dest)
-        else:
-            self.fetcher.fetch_to(parse_source(_source(inp, field)), dest)
-
     def _collect(self, task_id: str) -> None:
         """The outputs: each file:// one under an allowed root written there as the task's
         user; the rest kept in the task's dir and served by kran. All listed with sizes."""
         rec = self.store.get(task_id)
         if rec is None or rec.phase != "OUTPUTS":
             return
-        task = self._task(rec)
+        task = task_from_document(rec.document)
         fs = self._fs(task_id)
         logs: list[dict[str, str]] = []
         notes: list[str] = []
@@ -392,7 +368,7 @@ class TesService:
                     for path, kept_at in found:
                         dest = tes.output_destination(out, path, self.output_roots, rec.owner)
                         if dest is not None:
-                            self._write_as_user(tree, path, dest, user)
+                            write_as_user(tree, path, dest, user)
                         elif out.url.startswith("file:") and not notes:
                             notes.append(f"file:// outputs outside tes.output_roots are kept by kran ({out.url})")
                         logs.append(
@@ -417,36 +393,12 @@ class TesService:
             raise OutputError("file:// outputs are never written as root")
         return user
 
-    def _write_as_user(self, tree: jobfs.Tree, path: str, dest: str, user: tuple[int, int] | None) -> None:
-        """A file of the task's tree (read through the safe walk) written at `dest` by a
-        process of the task's user: what it may write there is what that user may. Holes
-        stay holes (dd conv=sparse); the process gets no environment of the server's."""
-        f = tree.open_file(path.lstrip("/"))
-        try:
-            switch: dict[str, Any] = {}
-            if user is not None:
-                switch = {"user": user[0], "group": user[1], "extra_groups": []}
-            script = 'mkdir -p -- "$(dirname -- "$1")" && exec dd of="$1" bs=1M conv=sparse status=none'
-            done = subprocess.run(
-                ["/bin/sh", "-c", script, "sh", dest],
-                stdin=f.fd,
-                capture_output=True,
-                timeout=OUTPUT_TIMEOUT_S,
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
-                **switch,
-            )
-        finally:
-            os.close(f.fd)
-        if done.returncode != 0:
-            why = done.stderr.decode("utf-8", "replace").strip()[-300:]
-            raise OutputError(f"writing {dest} as the task's user: {why or done.returncode}")
-
     def expire(self) -> list[str]:
         """Ended tasks' dirs (inputs, outputs kran kept) removed once older than
         files.retention, as jobs' files are; their outputs' URLs answer 404 after."""
         if self.retention_s is None:
             return []
-        top, gone = self.dirs.tes_dir("x").parent, []
+        top, gone = self.dirs.tes, []
         now = self.clock.now()
         for entry in sorted(top.iterdir()) if top.is_dir() else []:
             rec = self.store.get(entry.name) if len(entry.name) <= 40 else None
@@ -455,61 +407,6 @@ class TesService:
                 shutil.rmtree(entry, ignore_errors=True)  # no job of it runs: nothing writes there now
                 gone.append(entry.name)
         return gone
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-class OutputError(Exception):
-    pass
-
-
-def _source(inp: tes.Input, field: str) -> str:
-    """An input's URL as kran fetches it: http(s)://, or file:// (a bare absolute path is one)."""
-    url = inp.url or ""
-    if url.startswith("/"):
-        url = "file://" + url
-    if inp.directory and not url.startswith("file:"):
-        raise InvalidInput("a DIRECTORY input is read from a file:// URL only", field)
-    try:
-        parse_source(url) if not inp.directory else None
-    except ValueError as e:
-        raise InvalidInput(str(e), field) from None
-    return url
-
-
-def _file_url_path(url: str, roots: Sequence[Path]) -> Path:
-    """The local path of a file:// URL (as the fetcher reads them: percent-escapes decoded,
-    the host empty or localhost), resolved; FetchError unless under one of `roots`."""
-    parts = urlsplit(url)
-    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
-        raise FetchError(f"{url}: not a file:// URL of this machine")
-    path = Path(unquote(parts.path)).resolve()
-    if not any(path == r or r in path.parents for r in roots):
-        raise FetchError(f"{url}: file:// URLs may only read under the roots the admin allowed (files.file_url_roots)")
-    return path
-
-
-def _copy_tree(src: Path, dest: Path) -> None:
-    """A directory's regular files and dirs, read through the safe walk (links, FIFOs and
-    devices left out: a link could point anywhere on the server)."""
-    dest.mkdir(exist_ok=True)
-    with jobfs.Tree(src) as tree:
-        for item in tree.walk():
-            target = dest / item.rel
-            if item.kind == "dir":
-                target.mkdir()
-            elif item.kind == "file":
-                f = tree.open_at(item.dir_fd, item.name, item.rel)
-                try:
-                    out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-                    try:
-                        while chunk := os.read(f.fd, 1 << 20):
-                            os.write(out, chunk)
-                    finally:
-                        os.close(out)
-                finally:
-                    os.close(f.fd)
 
 
 def task_from_document(doc: dict[str, Any]) -> tes.Task:

@@ -70,7 +70,7 @@ class SwarmEngine:
         self._lock = threading.Lock()
         self._tasks: tuple[float, dict[str, dict[str, Any]]] = (0.0, {})
         self._nodes: tuple[float, list[NodeInfo]] = (0.0, [])
-        self._networks: dict[bool, str] = {}
+        self._net: str | None = None
         self._health: tuple[float, str | None] = (0.0, None)
 
     @property
@@ -188,24 +188,21 @@ class SwarmEngine:
             return "this Docker Engine is not a swarm manager"
         return None
 
-    def _network(self, open_: bool) -> str:
-        """The overlay network of jobs that ask for a network (kind `open_`; the internal
-        kind, with no route out, is no longer used: a job without a network gets none)."""
-        if open_ in self._networks:
-            return self._networks[open_]
-        name = f"kran-{self.instance[:12]}-{'net' if open_ else 'internal'}"
+    def _network(self) -> str:
+        """The overlay network of the jobs that ask for a network (one per instance)."""
+        if self._net is not None:
+            return self._net
+        name = f"kran-{self.instance[:12]}-net"
         with self._lock:
-            found = self.client.networks.list(names=[name])
-            if not found:
+            if not self.client.networks.list(names=[name]):
                 try:
                     self.client.networks.create(
-                        name, driver="overlay", internal=not open_, attachable=False,
-                        labels={"kran.instance": self.instance},
-                    )  # fmt: skip
+                        name, driver="overlay", attachable=False, labels={"kran.instance": self.instance}
+                    )
                 except APIError as e:
                     if e.status_code != 409:
                         raise
-            self._networks[open_] = name
+            self._net = name
         return name
 
     def launch(self, spec: LaunchSpec) -> str:
@@ -253,7 +250,7 @@ class SwarmEngine:
             "resources": resources,
             # no network: none attached, the task has only its loopback (as network_mode
             # "none"); an overlay's attach cost most of a short job's time (issue 23)
-            "networks": [self._network(True)] if plan.network else [],
+            "networks": [self._network()] if plan.network else [],
             "init": plan.init,
             "cap_drop": list(plan.cap_drop),
             "read_only": plan.read_only,
