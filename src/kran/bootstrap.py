@@ -32,6 +32,7 @@ from kran.adapters.engines.this_machine import LOCAL_NODE, ThisMachine
 from kran.adapters.files import HttpFetcher
 from kran.adapters.metrics import PrometheusMetrics, StateCollector
 from kran.adapters.registry import RegistryClient
+from kran.adapters.store.accounts_store import SqlAccounts
 from kran.adapters.store.app_store import SqlApps
 from kran.adapters.store.identity_store import SqlIdentities, load_master_key
 from kran.adapters.store.image_store import SqlImageStore
@@ -43,11 +44,13 @@ from kran.adapters.volumes import LoopVolumes
 from kran.domain.resources import Resources
 from kran.errors import InvalidInput, Unavailable
 from kran.ports import Cluster, Engine
+from kran.services.accounts import AccountService
 from kran.services.admission import Admission
 from kran.services.apps import AppService
 from kran.services.auth import Authenticator, bootstrap_admin
 from kran.services.datadir import DataDir
 from kran.services.disk import DiskWatch
+from kran.services.fairness import Fairness
 from kran.services.files import JobFiles
 from kran.services.images import ImageManager
 from kran.services.jobs import JobService
@@ -211,6 +214,7 @@ def build_server(settings: Settings) -> Server:
     lock_data_dir(data_dir)
     store = SqlStore.for_data_dir(data_dir)
     store.migrate()
+    store.usage_policy = settings.fairshare.policy
     instance = store.get_or_set_meta("instance", uuid.uuid4().hex)
     wakeups = Wakeups()
     cgroups = Cgroups.detect()
@@ -258,7 +262,10 @@ def build_server(settings: Settings) -> Server:
     batcher = SubmitBatcher(store, queue_.max, clock.now, wakeups.poke, metrics)
     admission = Admission(engine, nodes, local.allow_host_processes)
     apps = AppService(apps_store, volumes, clock)
-    jobs = JobService(admission, apps, images, store, batcher.submit, clock, wakeups)
+    identities = SqlIdentities(store, master_key)
+    fairness = Fairness(SqlAccounts(store), store, store.usage_policy, clock, settings.fairshare.enabled)
+    accounts = AccountService(fairness.accounts, fairness, clock, lambda name: identities.user_id(name) is not None)
+    jobs = JobService(admission, apps, images, store, batcher.submit, clock, wakeups, accounts)
     schedules = ScheduleService(SqlSchedules(store), store, admission, clock, wakeups, metrics, disk, queue_.max)
     workflows = WorkflowService(
         SqlWorkflows(store),
@@ -289,13 +296,13 @@ def build_server(settings: Settings) -> Server:
         wakeups,
         pool,
         DispatchConfig(queue_.dispatch_window, queue_.reserve_after_s, settings.cluster.placement == "pack"),
+        fairness,
     )
     monitor = Monitor(
         store, engine, volumes, metrics, disk, clock, dirs, state, outbox, wakeups, pool, queue_.retry_backoff_s
     )
     reconciler = Reconciler(store, engine, clock, dirs, state)
     logs = JobLogs(store, dirs, engine)
-    identities = SqlIdentities(store, master_key)
     tes = TesService(
         SqlTesTasks(store),
         jobs,
@@ -344,7 +351,10 @@ def build_server(settings: Settings) -> Server:
     loop = SchedulerLoop(monitor, dispatcher, periodic, wakeups, metrics, pool, queue_.poll_interval_s)
     services = Services(
         jobs=jobs,
-        queries=JobQueries(store, nodes, engine, apps_store, disk, clock, instance, lambda: state.reserved_for),
+        queries=JobQueries(
+            store, nodes, engine, apps_store, disk, clock, instance, lambda: state.reserved_for, fairness
+        ),
+        accounts=accounts,
         files=JobFiles(store, dirs),
         logs=logs,
         uploads=Uploads(dirs),

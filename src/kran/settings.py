@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -25,6 +25,7 @@ from pydantic_settings import (
 from kran.domain.auth import user_job_identity
 from kran.domain.disk import check_mark
 from kran.domain.durations import parse_duration
+from kran.domain.fairshare import UsagePolicy
 from kran.domain.images import parse_classes
 from kran.errors import InvalidInput
 
@@ -316,6 +317,27 @@ class ImageSection(Section):
         return frozenset(h.strip() for h in self.insecure_registries.split(",") if h.strip())
 
 
+class FairShareSection(Section):
+    model_config = SettingsConfigDict(env_prefix="KRAN_FAIRSHARE_")
+    enabled: bool = Field(
+        True, description="order the queue by priority, then fair share, then age (off: priority, then age)"
+    )
+    half_life: str = Field("1d", description="usage counted this long ago weighs half (e.g. 1d, 12h, 7d)")
+    weight_mem_gb: Float = Field(0.25, ge=0, description="usage charged per GiB of memory held, as a cpu is 1")
+    weight_gpu: Float = Field(1.0, ge=0, description="usage charged per gpu held, as a cpu is 1")
+
+    @field_validator("half_life")
+    @classmethod
+    def _half_life(cls, v: str) -> str:
+        if parse_duration(v) <= 0:
+            raise ValueError("must be more than 0")
+        return v
+
+    @property
+    def policy(self) -> UsagePolicy:
+        return UsagePolicy(parse_duration(self.half_life), self.weight_mem_gb, self.weight_gpu)
+
+
 class WorkflowSection(Section):
     model_config = SettingsConfigDict(env_prefix="KRAN_WORKFLOW_")
     default_image: str = Field(
@@ -360,6 +382,7 @@ class Settings(Section):
     image: ImageSection
     workflow: WorkflowSection
     tes: TesSection
+    fairshare: FairShareSection
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -115,3 +115,31 @@ def outbox() -> queue.Queue[Any]:
 
 
 TMP = Path("/nonexistent")
+
+
+class FakeAccounts:
+    """No accounts beyond "default", no limits: what a fresh server has."""
+
+    def memberships(self, user: str) -> list[str]:
+        return []
+
+    def associations(self) -> list[Any]:
+        return []
+
+    def running(self) -> list[Any]:
+        return []
+
+    def limit_set(self) -> Any:
+        from kran.domain.limits import LimitSet
+
+        return LimitSet({})
+
+
+def account_service(store: Any) -> Any:
+    from kran.domain.fairshare import UsagePolicy
+    from kran.services.accounts import AccountService
+    from kran.services.fairness import Fairness
+
+    accounts = FakeAccounts()
+    fairness = Fairness(accounts, store, UsagePolicy(), Clock(), True)  # type: ignore[arg-type]
+    return AccountService(accounts, fairness, Clock(), lambda name: True)  # type: ignore[arg-type]

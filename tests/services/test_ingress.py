@@ -13,7 +13,7 @@ from kran.services.disk import DiskWatch
 from kran.services.jobs import JobService
 from kran.services.schedules import ScheduleService
 from kran.services.wakeups import Wakeups
-from tests.services.fakes import Clock, Enqueue, FakeStore, admission, spec
+from tests.services.fakes import Clock, Enqueue, FakeStore, account_service, admission, spec
 
 
 class NoImages:
@@ -35,7 +35,7 @@ def _services(tmp_path: Any) -> tuple[JobService, ScheduleService, Enqueue]:
     adm = admission(cpus=2)
     store = FakeStore()
     enqueue = Enqueue()
-    jobs = JobService(adm, None, NoImages(), store, enqueue, Clock(), Wakeups())  # type: ignore[arg-type]
+    jobs = JobService(adm, None, NoImages(), store, enqueue, Clock(), Wakeups(), account_service(store))  # type: ignore[arg-type]
     disk = DiskWatch(tmp_path, "0")
     schedules = ScheduleService(NoSchedules(), store, adm, Clock(), Wakeups(), Metrics(), disk, 100)  # type: ignore[arg-type]
     return jobs, schedules, enqueue

@@ -96,6 +96,14 @@ class ImagePull(Out):
     total: int
 
 
+class PriorityFactors(Out):
+    priority: int
+    age_s: float
+    fair_share: float | None = Field(None, description="2^(-effective usage / normalized shares); 1: no usage")
+    norm_shares: float | None = None
+    effective_usage: float | None = None
+
+
 class Job(Out):
     id: int
     name: str | None
@@ -111,6 +119,7 @@ class Job(Out):
     timeout_s: float | None
     network: bool
     no_requeue: bool
+    account: str | None
     after: list[int]
     after_any: list[int]
     app: str | None
@@ -140,6 +149,9 @@ class Job(Out):
     hints: list[str]
     queue_position: int | None
     waiting_because: str | None
+    priority_factors: PriorityFactors | None = Field(
+        None, description="a queued job's priority factors: what its place in the queue comes from"
+    )
 
 
 class FileEntry(Out):

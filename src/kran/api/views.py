@@ -103,6 +103,7 @@ def job_json(job: JobRecord, view: JobView | None = None, hostnames: Mapping[str
         "hints": hints,
         "queue_position": view.queue_position if view else None,
         "waiting_because": view.waiting_because if view else None,
+        "priority_factors": view.factors if view else None,
     }
 
 

@@ -13,6 +13,7 @@ import click
 
 from kran import __version__
 from kran.cli import jobs
+from kran.cli.accounts import account, limit, share
 from kran.cli.admin import admin
 from kran.cli.apps import app
 from kran.cli.client import Client, ClientError, client_settings, unreachable
@@ -224,6 +225,9 @@ for command in (
     cli.add_command(command)
 cli.add_command(schedule)
 cli.add_command(admin)
+cli.add_command(account)
+cli.add_command(share)
+cli.add_command(limit)
 cli.add_command(app)
 cli.add_command(image)
 cli.add_command(registry)

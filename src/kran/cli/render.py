@@ -47,6 +47,7 @@ def job_detail(j: dict[str, Any]) -> None:
         ("id", j["id"]),
         ("name", j.get("name") or "-"),
         ("owner", j["owner"]),
+        ("account", j.get("account") or "-"),
         ("state", j["state"]),
         ("reason", j.get("reason") or "-"),
         ("priority", j["priority"]),
@@ -79,6 +80,14 @@ def job_detail(j: dict[str, Any]) -> None:
     if j.get("queue_position"):
         rows.append(("queue position", j["queue_position"]))
         rows.append(("waiting because", j.get("waiting_because") or "-"))
+    if j.get("priority_factors"):  # as sprio: what the job's place in the queue comes from
+        f = j["priority_factors"]
+        text = f"priority {f['priority']}"
+        if f.get("fair_share") is not None:
+            text += (
+                f"  fair-share {f['fair_share']:.4f} (shares {f['norm_shares']:.4f}, usage {f['effective_usage']:.4f})"
+            )
+        rows.append(("factors", text + f"  age {f['age_s']:.0f}s"))
     u = j.get("usage") or {}
     if u.get("wall_seconds") is not None:
         rows.append(("usage", "  ".join(f"{k}={_fmt_usage(k, v)}" for k, v in u.items() if v is not None)))

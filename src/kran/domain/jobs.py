@@ -13,6 +13,7 @@ from kran.domain.datafiles import parse_sources
 from kran.domain.resources import Range, ResourceRequest, Resources, format_cpus
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}")
 MAX_ENV_BYTES = 64 * 1024
 MAX_COMMAND_BYTES = 128 * 1024
@@ -37,6 +38,7 @@ class JobSpec:
     timeout_s: float | None = None
     network: bool = False
     no_requeue: bool = False  # at most one run: an attempt lost to its engine is not run again
+    account: str | None = None  # charged to (fair share, limits); set at submit when not given
     after: tuple[int, ...] = ()  # start once these succeeded
     after_any: tuple[int, ...] = ()  # start once these ended, however
     app: str | None = None
@@ -133,6 +135,7 @@ JOB_FIELDS: tuple[JobField, ...] = (
         "--no-requeue",
         True,
     ),
+    JobField("account", Kind.TEXT, "charge the job to this account (default: your first)", "--account", most=64),
     JobField("sh", Kind.TEXT, "a shell string, run by /bin/sh -c", "--sh"),
     JobField(
         "app",
@@ -175,6 +178,7 @@ def validate_spec(
     grace_s: float | None = None,
     node_class: str | None = None,
     no_requeue: bool = False,
+    account: str | None = None,
 ) -> JobSpec:
     """Check every field; raise ValueError(field, reason) on the first bad one."""
     if bool(command) == bool(sh):
@@ -230,7 +234,10 @@ def validate_spec(
             check_class(node_class)
         except ValueError as e:
             raise SpecError("node_class", str(e)) from None
+    if account is not None and not ACCOUNT_NAME.fullmatch(account):
+        raise SpecError("account", "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
     return JobSpec(
+        account=account,
         no_requeue=no_requeue,
         node_class=node_class,
         files=tuple(files),

@@ -10,6 +10,7 @@ accumulates for it.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from kran.domain.resources import ResourceRequest, Resources, format_cpus
@@ -23,6 +24,7 @@ class Candidate:
     exclusive: str | None = None  # a lock only one running job may hold (an app volume)
     node_class: str | None = None  # only nodes of this class (node label kran.class)
     image: str | None = None  # nodes holding it are preferred (no pull)
+    budgets: tuple[Hashable, ...] = ()  # keys of the running limits it counts in (domain.limits)
 
 
 @dataclass
@@ -59,6 +61,7 @@ def place_jobs(
     reserve_after_s: float,
     held: set[str] | None = None,
     pack: bool = False,
+    budgets: dict[Hashable, list[int]] | None = None,
 ) -> Placement:
     """Assign candidates (already in queue order) to nodes without oversubscribing.
 
@@ -67,6 +70,11 @@ def place_jobs(
     is chosen (spread), or with `pack` the one with the fewest. A candidate
     whose `exclusive` lock is in `held` (or taken earlier in this pass) waits, without
     reserving capacity. `held` is updated with the locks taken.
+
+    Limits: `budgets` maps a key to what it may still start, [jobs, millicpus, mem_mb,
+    gpus]; a candidate starts only within every budget it names (else it waits without
+    reserving: a limit, not capacity, holds it), its grant is capped by them, and they are
+    charged with it.
 
     Cost (issue 23.6): a candidate looks only at the nodes of its class, as plain integers;
     a request that fit nowhere in this pass fits nowhere for the rest of it (free capacity
@@ -91,12 +99,17 @@ def place_jobs(
             continue
         r = cand.request
         need = (r.cpus.min, r.mem_mb.min, r.gpus.min, r.disk_mb.min)
+        cap = None
+        if cand.budgets and budgets is not None:
+            cap = _cap([budgets[k] for k in cand.budgets if k in budgets])
+            if cap is not None and (cap[0] < 1 or cap[1] < need[0] or cap[2] < need[1] or cap[3] < need[2]):
+                continue
         known = failed.get(cand.node_class, ())
         if any(all(n >= k for n, k in zip(need, seen, strict=True)) for seen in known):
             fits = None
         else:
             fits = _best_node(cand, need, every if cand.node_class is None else by_class.get(cand.node_class, []),
-                              free, images, pack)  # fmt: skip
+                              free, images, pack, cap)  # fmt: skip
             if fits is None:
                 failed.setdefault(cand.node_class, []).append(need)
         if fits is not None:
@@ -107,6 +120,14 @@ def place_jobs(
             left[2] -= grant.gpus
             left[3] -= grant.disk_mb
             out.append(Assignment(cand.job_id, node_id, grant))
+            if cap is not None and budgets is not None:
+                for k in cand.budgets:
+                    b = budgets.get(k)
+                    if b is not None:
+                        b[0] -= 1
+                        b[1] -= grant.millicpus
+                        b[2] -= grant.mem_mb
+                        b[3] -= grant.gpus
             if cand.exclusive is not None:
                 held.add(cand.exclusive)
         elif cand.waited_s >= reserve_after_s:
@@ -121,6 +142,7 @@ def _best_node(
     free: dict[str, list[int]],
     images: dict[str, frozenset[str]],
     pack: bool,
+    cap: list[int] | None = None,
 ) -> tuple[str, Resources] | None:
     """The node a candidate goes to and what it is granted there, or None."""
     c_min, m_min, g_min, d_min = need
@@ -135,9 +157,18 @@ def _best_node(
     if best is None:
         return None
     node_id, f, _ = best
+    if cap is not None:  # a limit's budget: [jobs, millicpus, mem_mb, gpus]
+        f = [min(f[0], cap[1]), min(f[1], cap[2]), min(f[2], cap[3]), f[3]]
     grant = cand.request.grant(Resources(*f))
     assert grant is not None  # it fits: every minimum is within f
     return node_id, grant
+
+
+def _cap(budgets: list[list[int]]) -> list[int] | None:
+    """The least of each budget's parts, or None without any."""
+    if not budgets:
+        return None
+    return [min(b[i] for b in budgets) for i in range(4)]
 
 
 def has_room(node: NodeCapacity) -> bool:

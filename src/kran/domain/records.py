@@ -100,6 +100,10 @@ class QueuedRow:
     spec_json: str
     queued_since: float
     not_before: float
+    priority: int = 0
+    assoc: int | None = None  # the association it is charged to (fair share)
+    owner: str = ""
+    app: str | None = None
 
 
 @dataclass(frozen=True)

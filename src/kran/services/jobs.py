@@ -15,6 +15,7 @@ from kran.domain.records import Submission
 from kran.domain.states import JobState
 from kran.errors import Conflict, InvalidInput, NotFound
 from kran.ports import Clock, Store
+from kran.services.accounts import AccountService
 from kran.services.admission import Admission
 from kran.services.apps import AppService, pin_app
 from kran.services.images import ImageManager
@@ -33,6 +34,7 @@ class JobService:
         enqueue: Enqueue,
         clock: Clock,
         wakeups: Wakeups,
+        accounts: AccountService,
     ) -> None:
         self.admission = admission
         self.apps = apps
@@ -41,6 +43,7 @@ class JobService:
         self.enqueue = enqueue  # the group-commit writer (scheduler.batcher)
         self.clock = clock
         self.wakeups = wakeups
+        self.accounts = accounts
 
     def with_app(
         self,
@@ -74,6 +77,7 @@ class JobService:
         used within a day gives the ids stored the first time (nothing is stored again)."""
         if not specs:
             raise InvalidInput("no jobs given", "jobs")
+        specs = self.accounts.charge(specs, owner)
         self.admission.check(list(specs))
         for i, spec in enumerate(specs):
             self._check_dependencies(spec, owner, sees_all, i if len(specs) > 1 else None)

@@ -17,6 +17,7 @@ from kran.domain.states import JobState
 from kran.errors import Forbidden, InvalidInput, NotFound
 from kran.ports import Apps, Clock, Engine, Store
 from kran.services.disk import DiskWatch
+from kran.services.fairness import Fairness
 from kran.services.nodes import NodeDirectory
 
 
@@ -25,6 +26,7 @@ class JobView:
     job: JobRecord
     queue_position: int | None
     waiting_because: str | None
+    factors: dict[str, float | int] | None = None  # a queued job's priority factors (as sprio)
 
 
 class JobQueries:
@@ -40,6 +42,7 @@ class JobQueries:
         clock: Clock,
         instance: str,
         reserved_for: Callable[[], int | None],
+        fairness: Fairness,
     ) -> None:
         self.store = store
         self.nodes = nodes
@@ -49,6 +52,7 @@ class JobQueries:
         self.clock = clock
         self.instance = instance
         self.reserved_for = reserved_for
+        self.fairness = fairness
 
     def list_jobs(
         self,
@@ -81,17 +85,21 @@ class JobQueries:
         job = self.visible_job(job_id, who)
         if job.state != JobState.QUEUED:
             return JobView(job, None, None)
+        factors = self.fairness.factors(job)
         if job.spec.after or job.spec.after_any:
             verdict = dependency_verdict(self.store.dependencies_of(job.id))
             if verdict.status == "wait":
-                return JobView(job, None, verdict.reason)
+                return JobView(job, None, verdict.reason, factors)
+        ahead = self.fairness.queue_position(job)
         full = self.disk.full()
         if full:
-            return JobView(job, self.store.queue_position(job) + 1, f"{full}: no job starts until space returns")
+            return JobView(job, ahead + 1, f"{full}: no job starts until space returns", factors)
         down = self.engine.unavailable(image=job.spec.image is not None)
         if down:  # admission let it in: only the engine's health can say this now
-            return JobView(job, self.store.queue_position(job) + 1, f"{down}: it starts when the engine answers again")
-        ahead = self.store.queue_position(job)
+            return JobView(job, ahead + 1, f"{down}: it starts when the engine answers again", factors)
+        held = self.fairness.hold_reason(job)
+        if held:
+            return JobView(job, ahead + 1, held, factors)
         waiting_on = None
         if job.spec.volume:
             user = self.apps.volume_users([job.spec.volume]).get(job.spec.volume)
@@ -107,7 +115,7 @@ class JobQueries:
             not_before_in_s=job.not_before - self.clock.now(),
             reserved_for=reserved if (reserved := self.reserved_for()) != job.id else None,
         )
-        return JobView(job, ahead + 1, why)
+        return JobView(job, ahead + 1, why, factors)
 
     def server_status(self) -> dict[str, object]:
         counts = self.store.counts_by_state()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kran.services.accounts import AccountService
 from kran.services.apps import AppService
 from kran.services.auth import Authenticator
 from kran.services.disk import DiskWatch
@@ -22,6 +23,7 @@ from kran.services.workflows import WorkflowService
 @dataclass(frozen=True)
 class Services:
     jobs: JobService
+    accounts: AccountService
     queries: JobQueries
     files: JobFiles
     logs: JobLogs

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, delete, insert
 
+from kran.adapters.store.associations import association_ids, with_accounts
 from kran.adapters.store.job_deps import resolve_blocked
 from kran.adapters.store.tables import events, idempotency_keys, job_deps, job_labels, jobs
 from kran.domain.dependencies import AFTER_ANY, AFTER_OK
@@ -21,6 +22,8 @@ IDEMPOTENCY_S = 86400.0  # how long an Idempotency-Key gives back what it stored
 def insert_rows(conn: Connection, groups: Sequence[Submission], now: float) -> tuple[list[int], int]:
     """Insert the jobs in the caller's transaction; returns their ids and how many ended
     dependency_failed at once. The caller holds the write lock and adjusts the queued count."""
+    groups = with_accounts(conn, groups)
+    assoc = association_ids(conn, [(s.account or "", g.owner) for g in groups for s in g.specs], now)
     specs = [s for group in groups for s in group.specs]
     rows = [
         {
@@ -32,6 +35,8 @@ def insert_rows(conn: Connection, groups: Sequence[Submission], now: float) -> t
             "spec": json.dumps(s.to_json()),
             "image": s.image,
             "volume": s.volume,
+            "assoc": assoc[(s.account or "", group.owner)],
+            "app": s.app,
             "req_millicpus": s.request.cpus.min,
             "req_mem_mb": s.request.mem_mb.min,
             "req_gpus": s.request.gpus.min,

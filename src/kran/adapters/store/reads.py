@@ -167,14 +167,14 @@ class JobReads:
 
     def queued_in_order(self, limit: int, offset: int = 0) -> list[QueuedRow]:
         q = (
-            select(jobs.c.id, jobs.c.spec, jobs.c.queued_since, jobs.c.not_before)
+            select(*QUEUED_COLUMNS)
             .where(jobs.c.state == JobState.QUEUED, jobs.c.blocked.is_(False))
             .order_by(jobs.c.priority.desc(), jobs.c.id)
             .limit(limit)
             .offset(offset)
         )
         with self.db.connect() as conn:
-            return [QueuedRow(r[0], r[1], r[2], r[3]) for r in conn.execute(q)]
+            return [QueuedRow(*r) for r in conn.execute(q)]
 
     def allocated_by_node(self) -> dict[str, Resources]:
         q = (
@@ -214,6 +214,18 @@ class JobReads:
                 ActiveAttempt(r[0], r[1], JobState(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10])
                 for r in conn.execute(q)
             ]
+
+
+QUEUED_COLUMNS = (
+    jobs.c.id,
+    jobs.c.spec,
+    jobs.c.queued_since,
+    jobs.c.not_before,
+    jobs.c.priority,
+    jobs.c.assoc,
+    jobs.c.owner,
+    jobs.c.app,
+)
 
 
 def _visible(who: Principal) -> Any:

@@ -16,12 +16,14 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from kran.adapters.store import transitions
+from kran.adapters.store.associations import QueuedLimits, with_accounts
 from kran.adapters.store.database import Database
 from kran.adapters.store.job_deps import resolve_blocked
 from kran.adapters.store.job_inserts import IDEMPOTENCY_S, insert_rows
 from kran.adapters.store.queued_jobs import QueuedJobs
 from kran.adapters.store.reads import JobReads
 from kran.adapters.store.tables import idempotency_keys, jobs, meta
+from kran.domain.fairshare import UsagePolicy
 from kran.domain.placement import Assignment
 from kran.domain.records import (
     AttemptOutcome,
@@ -39,6 +41,7 @@ class SqlStore(JobReads):
     def __init__(self, db: Database | str) -> None:
         self.db = db if isinstance(db, Database) else Database(db)
         self._queued = QueuedJobs(self.db)
+        self.usage_policy = UsagePolicy()  # fair share: how attempts are charged (bootstrap sets it)
 
     @staticmethod
     def for_data_dir(data_dir: Path) -> SqlStore:
@@ -85,6 +88,8 @@ class SqlStore(JobReads):
             waiting = self._queued.before_insert(uow)  # first: it may wait for another server's submit
             known = _existing_ids(uow.conn, {i for g in groups for s in g.specs for i in s.after + s.after_any})
             stored = _stored_keys(uow.conn, groups, now)
+            groups = with_accounts(uow.conn, groups)
+            per_scope = QueuedLimits(uow.conn)
             accepted: list[Submission] = []
             verdicts: list[KranError | list[int] | int | None] = []  # int: as the earlier group
             first_with: dict[tuple[str, str], int] = {}
@@ -109,8 +114,11 @@ class SqlStore(JobReads):
                             f"{len(specs)} more refused, nothing stored"
                         )
                     )
+                elif (why := per_scope.refusal(group)) is not None:
+                    verdicts.append(QueueFull(why))
                 else:
                     waiting += len(specs)
+                    per_scope.take(group)
                     accepted.append(group)
                     verdicts.append(None)
                     if key:
@@ -166,7 +174,7 @@ class SqlStore(JobReads):
         if not items:
             return []
         with self.db.unit_of_work() as uow:
-            return transitions.settle(uow, items, now)
+            return transitions.settle(uow, items, now, self.usage_policy)
 
     # ---- kill
 

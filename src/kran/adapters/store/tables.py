@@ -55,7 +55,11 @@ jobs = Table(
     Column("volume", String(200)),  # the app volume it uses: one job at a time per volume
     Column("files_expired", Boolean, nullable=False, default=False),  # retention removed its files
     Column("pull", Text),  # JSON {image, node, done, total} while the attempt's image is pulled
+    Column("assoc", Integer),  # associations.id: the account and user it is charged to
+    Column("app", String(200)),  # the app's name, for app limits
     Index("ix_jobs_queue", "state", text("priority DESC"), "id"),
+    Index("ix_jobs_fair", "state", "assoc", text("priority DESC"), "id"),
+    Index("ix_jobs_owner_state", "owner", "state"),
 )
 
 attempts = Table(
@@ -274,4 +278,45 @@ idempotency_keys = Table(
     Column("digest", String(64), nullable=False),  # of the submitted specs: a reused key for other jobs is refused
     Column("job_ids", Text, nullable=False),  # JSON list
     Column("created_at", Float, nullable=False, index=True),
+)
+
+# Fair share (issue 20, domain/fairshare.py): accounts with shares; an association is an
+# account and a user charged to it, with the user's shares in it and the decayed usage
+# (billing seconds as of usage_at). `member` False: charged (a job of the user's ran there,
+# or "default" for users of no account) without being a member.
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("shares", Integer, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("created_at", Float, nullable=False),
+)
+
+associations = Table(
+    "associations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account", String(64), ForeignKey("accounts.name"), nullable=False),
+    Column("user", String(200), nullable=False),
+    Column("shares", Integer, nullable=False),
+    Column("member", Boolean, nullable=False),
+    Column("joined_at", Float, nullable=False),
+    Column("usage", Float, nullable=False),
+    Column("usage_at", Float, nullable=False),
+    UniqueConstraint("account", "user", name="ux_associations_account_user"),
+)
+
+# Limits (domain/limits.py) per scope: default (name ""), account, user, app; NULL: none.
+limits = Table(
+    "limits",
+    metadata,
+    Column("scope", String(10), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("max_running_jobs", Integer),
+    Column("max_running_cpus", Integer),  # millicpus
+    Column("max_running_mem_mb", Integer),
+    Column("max_running_gpus", Integer),
+    Column("max_queued_jobs", Integer),
+    Column("max_wall_s", Float),
 )

@@ -15,12 +15,15 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
+from kran.adapters.store.associations import charge
 from kran.adapters.store.database import UnitOfWork
 from kran.adapters.store.job_deps import dependents, resolve_blocked
 from kran.adapters.store.tables import attempts, events, jobs, users
+from kran.domain.fairshare import UsagePolicy
 from kran.domain.jobs import JobSpec
 from kran.domain.placement import Assignment
 from kran.domain.records import AttemptOutcome, StartedAttempt
+from kran.domain.resources import Resources
 from kran.domain.states import JobState, check_transition
 from kran.errors import StaleState
 
@@ -185,7 +188,9 @@ def mark_running(uow: UnitOfWork, items: Sequence[tuple[int, int, str]], now: fl
     return [current[(j, n)] for j, n, _ in rows]
 
 
-def settle(uow: UnitOfWork, items: Sequence[AttemptOutcome], now: float) -> list[tuple[int, JobState]]:
+def settle(
+    uow: UnitOfWork, items: Sequence[AttemptOutcome], now: float, policy: UsagePolicy
+) -> list[tuple[int, JobState]]:
     conn = uow.conn
     current = {
         r[0]: (JobState(r[1]), r[2])
@@ -193,6 +198,8 @@ def settle(uow: UnitOfWork, items: Sequence[AttemptOutcome], now: float) -> list
             select(jobs.c.id, jobs.c.state, jobs.c.attempts).where(jobs.c.id.in_([i.job_id for i in items]))
         )
     }
+    held = _held(conn, items)
+    amounts: dict[int, float] = {}
     att_rows, requeue, final, ev_rows, changed = [], [], [], [], []
     for item in items:
         job_id, number, s, exit_code = item.job_id, item.attempt, item.settlement, item.exit_code
@@ -201,6 +208,9 @@ def settle(uow: UnitOfWork, items: Sequence[AttemptOutcome], now: float) -> list
             continue
         check_transition(state, s.job_state)
         current[job_id] = (s.job_state, attempt)
+        assoc, alloc, started = held.get((job_id, number), (None, Resources(), None))
+        if assoc is not None and started is not None:  # fair share: what it held, as long as it ran
+            amounts[assoc] = amounts.get(assoc, 0.0) + policy.billing(alloc, now - started)
         att_rows.append(
             {
                 "b_job": job_id,
@@ -288,9 +298,30 @@ def settle(uow: UnitOfWork, items: Sequence[AttemptOutcome], now: float) -> list
     if final:
         compare_and_set(conn, update(jobs).where(*this_attempt).values(**common, finished_at=now), final, "settle")
     conn.execute(insert(events), ev_rows)
+    charge(conn, policy, amounts, now)
     ended = {j for j, state in changed if state.is_final}
     uow.queued = len(requeue) - resolve_blocked(conn, dependents(conn, ended), now)
     return changed
+
+
+def _held(
+    conn: Connection, items: Sequence[AttemptOutcome]
+) -> dict[tuple[int, int], tuple[int | None, Resources, float | None]]:
+    """(job, attempt) -> (association, allocation, started_at) of the attempts to settle."""
+    q = (
+        select(
+            attempts.c.job_id,
+            attempts.c.number,
+            jobs.c.assoc,
+            attempts.c.alloc_millicpus,
+            attempts.c.alloc_mem_mb,
+            attempts.c.alloc_gpus,
+            attempts.c.started_at,
+        )
+        .join(jobs, jobs.c.id == attempts.c.job_id)
+        .where(attempts.c.job_id.in_({i.job_id for i in items}))
+    )
+    return {(r[0], r[1]): (r[2], Resources(r[3], r[4], r[5]), r[6]) for r in conn.execute(q)}
 
 
 def request_kill(uow: UnitOfWork, job_ids: Sequence[int], reason: str, now: float) -> dict[int, JobState]:

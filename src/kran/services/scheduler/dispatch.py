@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from itertools import islice
 
+from kran.domain.fairshare import DEFAULT_ACCOUNT
 from kran.domain.images import canonical
 from kran.domain.placement import Assignment, Candidate, has_room, place_jobs
 from kran.domain.records import StartedAttempt
 from kran.errors import EngineError, EngineUnavailable, FetchError
 from kran.ports import Apps, Clock, Engine, Store
 from kran.services.disk import DiskWatch
+from kran.services.fairness import Fairness
 from kran.services.nodes import NodeDirectory
 from kran.services.scheduler.staging import Stager
 from kran.services.scheduler.state import Launched, LaunchFailed, Outbox, SchedulerState
@@ -44,6 +47,7 @@ class Dispatcher:
         wakeups: Wakeups,
         pool: Executor,
         cfg: DispatchConfig,
+        fairness: Fairness,
     ) -> None:
         self.store = store
         self.nodes = nodes
@@ -57,12 +61,15 @@ class Dispatcher:
         self.wakeups = wakeups
         self.pool = pool
         self.cfg = cfg
+        self.fairness = fairness
 
     def tick(self) -> int:
         """Start as many queued jobs as fit; returns how many launches were handed over.
 
-        The queue is read page by page, and reading stops once the nodes are full, so a pass
-        costs what it starts, not the length of the queue.
+        The queue is read page by page (services.fairness: in fair-share order, each
+        association's queue from its head), and reading stops once the nodes are full, so a
+        pass costs what it starts, not the length of the queue. Running limits hold jobs
+        back as placement budgets.
         """
         if self.disk.full():  # queued jobs say so (queries.get_job); space returning resumes
             return 0
@@ -78,8 +85,13 @@ class Dispatcher:
         window = self.cfg.window
         # jobs of a kind the engine cannot run now (its daemon down) wait: queries.get_job says why
         down = {image: self.engine.unavailable(image) is not None for image in (True, False)}
-        for offset in range(0, window, PAGE):
-            rows = self.store.queued_in_order(min(PAGE, window - offset), offset)
+        standing = self.fairness.standing(now) if self.fairness.enabled else None
+        limits = self.fairness.pass_limits(standing.running if standing else None)
+        queue = self.fairness.queue(standing)
+        taken = 0
+        while taken < window:
+            rows = list(islice(queue, min(PAGE, window - taken)))
+            taken += len(rows)
             candidates = []
             for r in rows:
                 if r.not_before <= now:
@@ -87,13 +99,21 @@ class Dispatcher:
                     if down[spec.image is not None]:
                         continue
                     waited = now - r.queued_since
+                    keys = limits.keys(r, spec.account or DEFAULT_ACCOUNT) if limits else ()
                     candidates.append(
-                        Candidate(r.job_id, spec.request, waited, spec.volume, spec.node_class, image_key(spec.image))
+                        Candidate(
+                            r.job_id, spec.request, waited, spec.volume, spec.node_class, image_key(spec.image), keys
+                        )
                     )
             if held is None and any(c.exclusive for c in candidates):
                 held = set(self.apps.volume_users())
             placement = place_jobs(
-                candidates, nodes, reserve_after_s=self.cfg.reserve_after_s, held=held, pack=self.cfg.pack
+                candidates,
+                nodes,
+                reserve_after_s=self.cfg.reserve_after_s,
+                held=held,
+                pack=self.cfg.pack,
+                budgets=limits.budgets if limits else None,
             )
             assignments += placement.assignments
             for a in placement.assignments:
