@@ -113,3 +113,29 @@ def _values(name: str, owner: str) -> dict[str, object]:
         "seen": {},
         "created_at": 0.0,
     }
+
+
+def test_fair_share_charges_every_existing_job_to_default(tmp_path: Path) -> None:
+    """0013 over a store with jobs: each owner gets a "default" association, every job is
+    charged to it, and the queue goes on in the same order."""
+    store = SqlStore.for_data_dir(tmp_path)
+    store.migrate("0012")
+    with store.db.engine.begin() as conn:
+        for i, (owner, state, prio) in enumerate(
+            [("alice", "queued", 0), ("bob", "queued", 5), ("alice", "succeeded", 0), ("alice", "queued", 0)], 1
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (id, owner, state, priority, spec, req_millicpus, req_mem_mb, req_gpus,"
+                    " req_disk_mb, submitted_at, queued_since, not_before, attempts, retries, requeues, blocked,"
+                    " files_expired) VALUES (:id, :o, :s, :p, :spec, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)"
+                ),
+                {"id": i, "o": owner, "s": state, "p": prio, "spec": SPEC},
+            )
+    store.migrate()
+    with store.db.engine.begin() as conn:
+        assocs = dict(conn.execute(text('SELECT "user", id FROM associations WHERE account = \'default\'')).all())
+        charged = dict(conn.execute(text("SELECT id, assoc FROM jobs")).all())
+    assert sorted(assocs) == ["alice", "bob"]
+    assert charged == {1: assocs["alice"], 2: assocs["bob"], 3: assocs["alice"], 4: assocs["alice"]}
+    assert [r.job_id for r in store.queued_in_order(10)] == [2, 1, 4]

@@ -11,8 +11,8 @@ Names and the formula follow Slurm's classic multifactor plugin, as its users kn
 - normalized usage: U = usage / the usage of everyone (0 when nobody used anything).
 - effective usage: UE(user) = U(user) + (U(account) - U(user)) x shares(user) / shares(account's users),
   so a user inherits part of their account's usage (a busy account's users rank lower).
-- the fair-share factor: F = 2^(-UE / S(user)), 1 for no usage, 0.5 for usage exactly at
-  one's share, towards 0 above it.
+- the fair-share factor: F = 2^(-UE / S(user)), 1 for no usage, 0.5 for an effective usage
+  exactly at one's share, towards 0 above it.
 
 Queue order: priority (high first), then F (high first), then submission (old first). Fair
 share only orders the queue; it never holds a job back, so a user alone gets everything.
