@@ -134,7 +134,7 @@ def test_fair_share_charges_every_existing_job_to_default(tmp_path: Path) -> Non
             )
     store.migrate()
     with store.db.engine.begin() as conn:
-        assocs = dict(conn.execute(text('SELECT "user", id FROM associations WHERE account = \'default\'')).all())
+        assocs = dict(conn.execute(text("SELECT \"user\", id FROM associations WHERE account = 'default'")).all())
         charged = dict(conn.execute(text("SELECT id, assoc FROM jobs")).all())
     assert sorted(assocs) == ["alice", "bob"]
     assert charged == {1: assocs["alice"], 2: assocs["bob"], 3: assocs["alice"], 4: assocs["alice"]}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kran.domain.limits import LimitSet, Limits, Scope, Tally, budget, first_hold, queued_refusal, wall_refusal
+from kran.domain.limits import Limits, LimitSet, Scope, Tally, budget, first_hold, queued_refusal, wall_refusal
 from kran.domain.placement import Candidate, NodeCapacity, place_jobs
 from kran.domain.resources import Range, ResourceRequest, Resources
 

@@ -163,7 +163,8 @@ def test_account_cpu_limit_and_wall_time(server: ServerProc, kran: Any) -> None:
     assert kran("limit", "set", "account", "physics", "--max-running-cpus", "1.5", "--max-wall", "1m").exit_code == 0
     with server.api("alice") as a:
         r = a.post("/api/v1/jobs", json={"command": ["true"], "timeout": "2h"})
-        assert r.status_code == 422 and r.json()["error"] == "timeout 7200s is over account physics's max wall time of 60s"
+        assert r.status_code == 422
+        assert r.json()["error"] == "timeout 7200s is over account physics's max wall time of 60s"
         # a job asking for a range gets no more than the account may still use
         big = a.post("/api/v1/jobs", json={"sh": "sleep 3", "cpus": "1-4"}).json()["id"]
         got = server.wait_state(big, {"running"})
