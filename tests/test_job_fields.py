@@ -53,7 +53,7 @@ def _missed_by_to_spec(declared: list[JobField], model: type[BaseModel]) -> list
     for f in declared:
         if f.name in NOT_SPEC:
             continue
-        body = {**BASE, f.name: SAMPLES[f.kind]}
+        body = {**BASE, f.name: SAMPLES[f.kind] if f.name != "dependency" else "afterok:3"}
         if f.name == "sh":
             del body["command"]
         if to_spec(model.model_validate(body)) == base:  # type: ignore[arg-type]

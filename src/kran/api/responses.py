@@ -122,6 +122,8 @@ class Job(Out):
     account: str | None
     after: list[int]
     after_any: list[int]
+    after_notok: list[int]
+    singleton: bool
     app: str | None
     app_version: int | None
     files: list[str]

@@ -10,6 +10,7 @@ from typing import Any
 
 from kran.domain.cluster import check_class
 from kran.domain.datafiles import parse_sources
+from kran.domain.dependencies import parse_dependency
 from kran.domain.resources import Range, ResourceRequest, Resources, format_cpus
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -41,6 +42,8 @@ class JobSpec:
     account: str | None = None  # charged to (fair share, limits); set at submit when not given
     after: tuple[int, ...] = ()  # start once these succeeded
     after_any: tuple[int, ...] = ()  # start once these ended, however
+    after_notok: tuple[int, ...] = ()  # start once these ended any way but succeeded
+    singleton: bool = False  # at most one active job of this owner and name
     app: str | None = None
     app_version: int | None = None
     files: tuple[str, ...] = ()  # URLs fetched into the working dir before each attempt
@@ -70,6 +73,11 @@ class JobSpec:
         d = {k: _tuples(v) for k, v in d.items()}
         d["request"] = ResourceRequest(**{k: Range(v["min"], v["max"]) for k, v in d["request"].items()})
         return JobSpec(**d)
+
+    @property
+    def waits_on(self) -> tuple[int, ...]:
+        """Every job it depends on, whatever the kind."""
+        return (*self.after, *self.after_any, *self.after_notok)
 
     def request_text(self) -> dict[str, str]:
         r = self.request
@@ -154,6 +162,14 @@ JOB_FIELDS: tuple[JobField, ...] = (
     ),
     JobField("after", Kind.IDS, "start once these jobs succeeded", "--after"),
     JobField("after_any", Kind.IDS, "start once these jobs ended, however", "--after-any"),
+    JobField("after_notok", Kind.IDS, "start once these jobs ended any way but succeeded", "--after-notok"),
+    JobField(
+        "dependency",
+        Kind.TEXT,
+        "Slurm's form: afterok:12:13,afterany:14,afternotok:15,singleton (singleton: one job of this name at a time)",
+        "--dependency",
+        most=20_000,
+    ),
     JobField("on_behalf_of", Kind.TEXT, "services: the end user the job is for (usage goes there)"),
 )
 
@@ -173,6 +189,8 @@ def validate_spec(
     network: bool,
     after: list[int] | tuple[int, ...] = (),
     after_any: list[int] | tuple[int, ...] = (),
+    after_notok: list[int] | tuple[int, ...] = (),
+    dependency: str | None = None,
     files: Sequence[str] = (),
     cached_files: Sequence[str] = (),
     grace_s: float | None = None,
@@ -221,7 +239,20 @@ def validate_spec(
         raise SpecError("priority", f"must be between {lo} and {hi}")
     if not 0 <= retries <= MAX_RETRIES:
         raise SpecError("retries", f"must be between 0 and {MAX_RETRIES}")
-    for field_name, ids in (("after", after), ("after_any", after_any)):
+    singleton = False
+    if dependency is not None:
+        try:
+            parsed, singleton = parse_dependency(dependency)
+        except ValueError as e:
+            raise SpecError("dependency", str(e)) from None
+        after, after_any, after_notok = (
+            [*after, *parsed["after"]],
+            [*after_any, *parsed["after_any"]],
+            [*after_notok, *parsed["after_notok"]],
+        )
+        if singleton and not name:
+            raise SpecError("dependency", "singleton needs a job name (--name): one job of that name at a time")
+    for field_name, ids in (("after", after), ("after_any", after_any), ("after_notok", after_notok)):
         if len(ids) > MAX_DEPENDENCIES or any(i < 1 for i in ids):
             raise SpecError(field_name, f"at most {MAX_DEPENDENCIES} positive job ids")
     for field_name, urls in (("files", files), ("cached_files", cached_files)):
@@ -245,6 +276,8 @@ def validate_spec(
         grace_s=grace_s,
         after=tuple(dict.fromkeys(after)),
         after_any=tuple(dict.fromkeys(after_any)),
+        after_notok=tuple(dict.fromkeys(after_notok)),
+        singleton=singleton,
         command=argv,
         shell=sh is not None,
         request=request,

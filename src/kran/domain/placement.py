@@ -25,6 +25,7 @@ class Candidate:
     node_class: str | None = None  # only nodes of this class (node label kran.class)
     image: str | None = None  # nodes holding it are preferred (no pull)
     budgets: tuple[Hashable, ...] = ()  # keys of the running limits it counts in (domain.limits)
+    lock: str | None = None  # a second lock like `exclusive` (a singleton job's owner and name)
 
 
 @dataclass
@@ -68,7 +69,7 @@ def place_jobs(
     Among nodes that fit (and are of the job's class, if it names one), nodes that hold
     the job's image come first (locality: no pull); then the one with the most free cpus
     is chosen (spread), or with `pack` the one with the fewest. A candidate
-    whose `exclusive` lock is in `held` (or taken earlier in this pass) waits, without
+    whose `exclusive` lock (or `lock`) is in `held` (or taken earlier in this pass) waits, without
     reserving capacity. `held` is updated with the locks taken.
 
     Limits: `budgets` maps a key to what it may still start, [jobs, millicpus, mem_mb,
@@ -95,7 +96,7 @@ def place_jobs(
     failed: dict[str | None, list[tuple[int, int, int, int]]] = {}  # minimums that fit nowhere
     out: list[Assignment] = []
     for cand in candidates:
-        if cand.exclusive is not None and cand.exclusive in held:
+        if (cand.exclusive is not None and cand.exclusive in held) or (cand.lock is not None and cand.lock in held):
             continue
         r = cand.request
         need = (r.cpus.min, r.mem_mb.min, r.gpus.min, r.disk_mb.min)
@@ -130,6 +131,8 @@ def place_jobs(
                         b[3] -= grant.gpus
             if cand.exclusive is not None:
                 held.add(cand.exclusive)
+            if cand.lock is not None:
+                held.add(cand.lock)
         elif cand.waited_s >= reserve_after_s:
             return Placement(out, cand.job_id)
     return Placement(out, None)

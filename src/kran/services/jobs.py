@@ -92,7 +92,7 @@ class JobService:
         """A job waits only on jobs its owner may see: another user's job is "not found", as a
         missing one is (waiting on it told its state and outcome)."""
         where = f"job {index + 1}: " if index is not None else ""
-        for dep in (*spec.after, *spec.after_any):
+        for dep in spec.waits_on:
             job = self.store.get_job(dep)
             if job is None or not (sees_all or job.owner == owner):
                 raise InvalidInput(f"{where}after: unknown job {dep}", "after")

@@ -86,7 +86,7 @@ class JobQueries:
         if job.state != JobState.QUEUED:
             return JobView(job, None, None)
         factors = self.fairness.factors(job)
-        if job.spec.after or job.spec.after_any:
+        if job.spec.waits_on:
             verdict = dependency_verdict(self.store.dependencies_of(job.id))
             if verdict.status == "wait":
                 return JobView(job, None, verdict.reason, factors)
@@ -98,6 +98,10 @@ class JobQueries:
         if down:  # admission let it in: only the engine's health can say this now
             return JobView(job, ahead + 1, f"{down}: it starts when the engine answers again", factors)
         held = self.fairness.hold_reason(job)
+        if not held and job.spec.singleton and job.spec.name:
+            other = self.fairness.accounts.active_named(job.owner, job.spec.name)
+            if other is not None:
+                held = f"singleton: job {other} of the same name ({job.spec.name}) is running"
         if held:
             return JobView(job, ahead + 1, held, factors)
         waiting_on = None

@@ -173,6 +173,22 @@ class SqlAccounts:
         with self._db.connect() as conn:
             return [(r[0], int(r[1]), int(r[2]), int(r[3] or 0)) for r in conn.execute(q)]
 
+    def active_names(self) -> list[tuple[str, str]]:
+        """(owner, name) of starting or running jobs that have a name (singleton locks)."""
+        q = select(jobs.c.owner, jobs.c.name).where(
+            jobs.c.state.in_([JobState.STARTING, JobState.RUNNING]), jobs.c.name.is_not(None)
+        )
+        with self._db.connect() as conn:
+            return [(r[0], r[1]) for r in conn.execute(q)]
+
+    def active_named(self, owner: str, name: str) -> int | None:
+        """A starting or running job of this owner and name, if any."""
+        q = select(jobs.c.id).where(
+            jobs.c.state.in_([JobState.STARTING, JobState.RUNNING]), jobs.c.owner == owner, jobs.c.name == name
+        )
+        with self._db.connect() as conn:
+            return conn.execute(q.limit(1)).scalar()
+
     # ---- limits
 
     def limit_set(self) -> LimitSet:

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, delete, insert
 from kran.adapters.store.associations import association_ids, with_accounts
 from kran.adapters.store.job_deps import resolve_blocked
 from kran.adapters.store.tables import events, idempotency_keys, job_deps, job_labels, jobs
-from kran.domain.dependencies import AFTER_ANY, AFTER_OK
+from kran.domain.dependencies import AFTER_ANY, AFTER_NOTOK, AFTER_OK
 from kran.domain.records import Submission
 from kran.domain.states import JobState
 
@@ -47,7 +47,7 @@ def insert_rows(conn: Connection, groups: Sequence[Submission], now: float) -> t
             "attempts": 0,
             "timeout_s": s.timeout_s,
             "retries": s.retries,
-            "blocked": bool(s.after or s.after_any),
+            "blocked": bool(s.waits_on),
         }
         for group in groups
         for s in group.specs
@@ -79,7 +79,7 @@ def insert_rows(conn: Connection, groups: Sequence[Submission], now: float) -> t
     deps = [
         {"job_id": i, "dep_id": d, "kind": kind}
         for i, s in zip(ids, specs, strict=True)
-        for kind, dep_ids in ((AFTER_OK, s.after), (AFTER_ANY, s.after_any))
+        for kind, dep_ids in ((AFTER_OK, s.after), (AFTER_ANY, s.after_any), (AFTER_NOTOK, s.after_notok))
         for d in dep_ids
     ]
     failed = 0

@@ -86,7 +86,7 @@ class SqlStore(JobReads):
         over the queue bound, with InvalidInput when it depends on unknown jobs."""
         with self.db.unit_of_work() as uow:
             waiting = self._queued.before_insert(uow)  # first: it may wait for another server's submit
-            known = _existing_ids(uow.conn, {i for g in groups for s in g.specs for i in s.after + s.after_any})
+            known = _existing_ids(uow.conn, {i for g in groups for s in g.specs for i in s.waits_on})
             stored = _stored_keys(uow.conn, groups, now)
             groups = with_accounts(uow.conn, groups)
             per_scope = QueuedLimits(uow.conn)
@@ -95,7 +95,7 @@ class SqlStore(JobReads):
             first_with: dict[tuple[str, str], int] = {}
             for n, group in enumerate(groups):
                 specs = group.specs
-                unknown = sorted({i for s in specs for i in s.after + s.after_any} - known)
+                unknown = sorted({i for s in specs for i in s.waits_on} - known)
                 key = (group.owner, group.idempotency_key) if group.idempotency_key else None
                 if key in stored or key in first_with:
                     digest, earlier = stored[key] if key in stored else (groups[first_with[key]].request_digest, None)

@@ -100,13 +100,22 @@ class Dispatcher:
                         continue
                     waited = now - r.queued_since
                     keys = limits.keys(r, spec.account or DEFAULT_ACCOUNT) if limits else ()
+                    lock = singleton_lock(r.owner, spec.name) if spec.singleton else None
                     candidates.append(
                         Candidate(
-                            r.job_id, spec.request, waited, spec.volume, spec.node_class, image_key(spec.image), keys
+                            r.job_id,
+                            spec.request,
+                            waited,
+                            spec.volume,
+                            spec.node_class,
+                            image_key(spec.image),
+                            keys,
+                            lock,
                         )
                     )
-            if held is None and any(c.exclusive for c in candidates):
+            if held is None and any(c.exclusive or c.lock for c in candidates):
                 held = set(self.apps.volume_users())
+                held |= {singleton_lock(o, n) for o, n in self.fairness.accounts.active_names()}
             placement = place_jobs(
                 candidates,
                 nodes,
@@ -167,3 +176,8 @@ class Dispatcher:
 def image_key(image: str | None) -> str | None:
     """How the inventory names the image (`busybox` is listed as `busybox:latest`)."""
     return canonical(image) if image else None
+
+
+def singleton_lock(owner: str, name: str | None) -> str:
+    """The lock a singleton job takes: one active job per owner and name (Slurm's singleton)."""
+    return f"singleton\0{owner}\0{name or ''}"
