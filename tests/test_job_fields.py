@@ -84,7 +84,7 @@ def _params(cmd: click.Command) -> dict[str, click.Parameter]:
 
 def test_the_cli_options_are_the_declared_fields() -> None:
     on_cli = {f.name for f in JOB_FIELDS if f.cli} | {"command"}
-    for cmd, own in ((submit_cmd, {"inputs", "file"}), (run_cmd, {"inputs"})):
+    for cmd, own in ((submit_cmd, {"inputs", "file", "array"}), (run_cmd, {"inputs"})):
         assert set(_params(cmd)) == on_cli | own, cmd.name
     deps = {f.name for f in JOB_FIELDS if f.kind is Kind.IDS}
     assert set(_params(schedule_add)) >= on_cli - deps
@@ -107,6 +107,7 @@ def _sample(hint: Any) -> Any:
         tuple[int, ...]: (1,),
         dict[str, str]: {"K": "v"},
         tuple[int, int] | None: (1000, 1000),
+        tuple[int, int, int] | None: (3, 5, 10),
         tuple[tuple[str, str, bool], ...]: (("/h", "/t", True),),
         ResourceRequest: ResourceRequest(Range(1000, 2000), Range(512, None), Range(0, 0), Range(0, 0)),
     }

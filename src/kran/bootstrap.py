@@ -34,6 +34,7 @@ from kran.adapters.metrics import PrometheusMetrics, StateCollector
 from kran.adapters.registry import RegistryClient
 from kran.adapters.store.accounts_store import SqlAccounts
 from kran.adapters.store.app_store import SqlApps
+from kran.adapters.store.array_store import SqlArrays
 from kran.adapters.store.identity_store import SqlIdentities, load_master_key
 from kran.adapters.store.image_store import SqlImageStore
 from kran.adapters.store.schedule_store import SqlSchedules
@@ -47,6 +48,7 @@ from kran.ports import Cluster, Engine
 from kran.services.accounts import AccountService
 from kran.services.admission import Admission
 from kran.services.apps import AppService
+from kran.services.arrays import ArrayService
 from kran.services.auth import Authenticator, bootstrap_admin
 from kran.services.datadir import DataDir
 from kran.services.disk import DiskWatch
@@ -266,6 +268,7 @@ def build_server(settings: Settings) -> Server:
     fairness = Fairness(SqlAccounts(store), store, store.usage_policy, clock, settings.fairshare.enabled)
     accounts = AccountService(fairness.accounts, fairness, clock, lambda name: identities.user_id(name) is not None)
     jobs = JobService(admission, apps, images, store, batcher.submit, clock, wakeups, accounts)
+    arrays = ArrayService(SqlArrays(store), jobs, clock, wakeups)
     schedules = ScheduleService(SqlSchedules(store), store, admission, clock, wakeups, metrics, disk, queue_.max)
     workflows = WorkflowService(
         SqlWorkflows(store),
@@ -297,6 +300,7 @@ def build_server(settings: Settings) -> Server:
         pool,
         DispatchConfig(queue_.dispatch_window, queue_.reserve_after_s, settings.cluster.placement == "pack"),
         fairness,
+        arrays.expand,
     )
     monitor = Monitor(
         store, engine, volumes, metrics, disk, clock, dirs, state, outbox, wakeups, pool, queue_.retry_backoff_s
@@ -355,6 +359,7 @@ def build_server(settings: Settings) -> Server:
             store, nodes, engine, apps_store, disk, clock, instance, lambda: state.reserved_for, fairness
         ),
         accounts=accounts,
+        arrays=arrays,
         files=JobFiles(store, dirs),
         logs=logs,
         uploads=Uploads(dirs),

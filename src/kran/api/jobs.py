@@ -163,6 +163,7 @@ def list_jobs(
     label: list[str] = Query([], description="K=V; repeat for several"),
     mine: bool = Query(False, description="only the caller's jobs"),
     limit: int = Query(100, ge=1, le=10_000),
+    tasks: bool = Query(True, description="include the tasks of job arrays (false: GET /api/v1/arrays has them)"),
 ) -> dict[str, Any]:
     try:
         states = parse_states(state) if state else []
@@ -174,7 +175,7 @@ def list_jobs(
         if not sep or not k:
             raise InvalidInput(f"label filter {item!r} must be K=V", "label")
         labels[k] = v
-    found = queries.list_jobs(who, states, labels, mine, limit)
+    found = queries.list_jobs(who, states, labels, mine, limit, tasks)
     hostnames = nodes.hostnames()
     return {"jobs": [job_json(j, hostnames=hostnames) for j in found]}
 

@@ -104,6 +104,12 @@ class PriorityFactors(Out):
     effective_usage: float | None = None
 
 
+class ArrayOf(Out):
+    id: int = Field(description="the array (GET /api/v1/arrays/{id})")
+    index: int
+    count: int
+
+
 class Job(Out):
     id: int
     name: str | None
@@ -120,6 +126,7 @@ class Job(Out):
     network: bool
     no_requeue: bool
     account: str | None
+    array: ArrayOf | None = Field(None, description="a task of an array: the array, its index, the task count")
     after: list[int]
     after_any: list[int]
     after_notok: list[int]

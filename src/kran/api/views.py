@@ -52,7 +52,7 @@ def attempt_json(a: AttemptRecord) -> dict[str, Any]:
 # inputs as a bool; name and priority from the job's row) or not at all (shell, binds, cwd:
 # kran's own; volume_mb: the app's); every other field is shown as it is stored.
 SPEC_NOT_AS_IS = frozenset(
-    {"name", "priority", "request", "volume", "volume_mb", "run_as", "inputs", "shell", "binds", "cwd"}
+    {"name", "priority", "request", "volume", "volume_mb", "run_as", "inputs", "shell", "binds", "cwd", "array"}
 )
 _SPEC_SHOWN = tuple(f.name for f in fields(JobSpec) if f.name not in SPEC_NOT_AS_IS)
 
@@ -88,6 +88,7 @@ def job_json(job: JobRecord, view: JobView | None = None, hostnames: Mapping[str
         "inputs": s.inputs is not None,
         "volume": volume_shown(s.volume) if s.volume else None,
         "user": f"{s.run_as[0]}:{s.run_as[1]}" if s.run_as else None,
+        "array": None if s.array is None else dict(zip(("id", "index", "count"), s.array, strict=True)),
         "files_expired": job.files_expired,
         "submitted_at": iso(job.submitted_at),
         "started_at": iso(job.started_at),

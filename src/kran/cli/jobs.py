@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from kran.cli.client import Client, ClientError
-from kran.cli.render import job_detail, jobs_table, kv_table, print_json
+from kran.cli.render import arrays_table, job_detail, jobs_table, kv_table, print_json
 from kran.domain.jobs import JOB_FIELDS, JobField, Kind
 
 # exit codes of `kran run` for jobs that did not exit by themselves
@@ -127,9 +127,20 @@ def _batch_bodies(path: str) -> list[dict[str, Any]]:
 @click.command("submit", context_settings={"ignore_unknown_options": False})
 @job_options
 @click.option("--file", "file", help="one job per line (same options as this command), all or nothing")
-def submit_cmd(file: str | None, **o: Any) -> None:
+@click.option(
+    "--array",
+    "array",
+    metavar="INDICES",
+    help="a job array (prints the array's id): 0-9999%50, 0-99:5, 1,5,9; each task sees $KRAN_ARRAY_TASK_ID",
+)
+def submit_cmd(file: str | None, array: str | None, **o: Any) -> None:
     """Submit a job and print its id: kran submit [OPTIONS] -- CMD ARGS..."""
     client = Client()
+    if array is not None:
+        if file or o.get("inputs"):
+            raise click.UsageError("--array takes neither --file nor --input")
+        click.echo(client.submit("/api/v1/arrays", {"array": array, "job": job_body(**o)})["id"])
+        return
     if file:
         if o["command"] or o["sh"]:
             raise click.UsageError("--file takes no command of its own")
@@ -205,15 +216,24 @@ def run_cmd(**o: Any) -> None:
 @click.option("--label", multiple=True, metavar="K=V", help="only jobs with this label")
 @click.option("--mine/--all", default=False, help="only your jobs, or everybody's (default)")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--tasks", is_flag=True, help="list the tasks of job arrays as jobs (else: one line per array)")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
-def jobs_cmd(state: str | None, label: tuple[str, ...], mine: bool, limit: int, output: str) -> None:
-    """List jobs, newest first."""
+def jobs_cmd(state: str | None, label: tuple[str, ...], mine: bool, limit: int, tasks: bool, output: str) -> None:
+    """List jobs, newest first; job arrays one line each, with their tasks per state."""
     pairs(label, "label")
-    params: dict[str, Any] = {"limit": limit, "mine": mine, "label": list(label)}
+    one_line = output == "table" and not tasks  # JSON: every job, tasks too (GET /api/v1/arrays has the arrays)
+    params: dict[str, Any] = {"limit": limit, "mine": mine, "label": list(label), "tasks": not one_line}
     if state:
         params["state"] = state
-    jobs = Client().get("/api/v1/jobs", params=params)["jobs"]
-    print_json(jobs) if output == "json" else jobs_table(jobs)
+    client = Client()
+    jobs = client.get("/api/v1/jobs", params=params)["jobs"]
+    if output == "json":
+        print_json(jobs)
+        return
+    jobs_table(jobs)
+    arrays = client.get("/api/v1/arrays", params={"limit": limit, "mine": mine})["arrays"] if one_line else []
+    if arrays:
+        arrays_table(arrays)
 
 
 @click.command("job")

@@ -16,6 +16,7 @@ from kran.cli import jobs
 from kran.cli.accounts import account, limit, share
 from kran.cli.admin import admin
 from kran.cli.apps import app
+from kran.cli.arrays import array
 from kran.cli.client import Client, ClientError, client_settings, unreachable
 from kran.cli.images import image, registry
 from kran.cli.nodes import node, nodes_cmd
@@ -227,6 +228,7 @@ cli.add_command(schedule)
 cli.add_command(admin)
 cli.add_command(account)
 cli.add_command(share)
+cli.add_command(array)
 cli.add_command(limit)
 cli.add_command(app)
 cli.add_command(image)

@@ -42,6 +42,25 @@ def jobs_table(jobs: list[dict[str, Any]]) -> None:
     console.print(t)
 
 
+def arrays_table(arrays: list[dict[str, Any]]) -> None:
+    """Job arrays, one line each: tasks per state (`pending`: not yet made jobs)."""
+    t = Table(title="arrays", box=None, pad_edge=False, title_justify="left")
+    for col in ("ARRAY", "NAME", "OWNER", "STATE", "INDICES", "TASKS"):
+        t.add_column(col)
+    for a in arrays:
+        counts = {**({"pending": a["pending"]} if a["pending"] else {}), **a["tasks"]}
+        state = "killed" if a["kill_requested"] else a["state"]
+        t.add_row(
+            str(a["id"]),
+            a.get("name") or "-",
+            a["owner"],
+            state,
+            a["indices"],
+            " ".join(f"{k} {v}" for k, v in counts.items()),
+        )
+    console.print(t)
+
+
 def job_detail(j: dict[str, Any]) -> None:
     rows = [
         ("id", j["id"]),
@@ -66,6 +85,9 @@ def job_detail(j: dict[str, Any]) -> None:
     ]
     if j.get("app"):
         rows.insert(7, ("app", f"{j['app']} (version {j['app_version']})"))
+    if j.get("array"):
+        a = j["array"]
+        rows.insert(2, ("array", f"{a['id']}, task {a['index']} of {a['count']}"))
     if j.get("pull"):
         p = j["pull"]
         rows.append(("pulling", f"{p['image']} on {p['node']}: {p['done']} of {p['total'] or '?'} bytes"))

@@ -61,6 +61,7 @@ class JobSpec:
     # the container (host, target, writable) and the container's working dir.
     binds: tuple[tuple[str, str, bool], ...] = ()
     cwd: str | None = None
+    array: tuple[int, int, int] | None = None  # a task of an array: (array id, task index, task count)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types: every tuple a list, the request {kind: {min, max}}."""
@@ -342,6 +343,10 @@ def job_environment(
         granted["KRAN_VOLUME"] = volume
     if spec.app:
         granted["KRAN_APP"] = spec.app
+    if spec.array is not None:
+        granted["KRAN_ARRAY_JOB_ID"], granted["KRAN_ARRAY_TASK_ID"], granted["KRAN_ARRAY_TASK_COUNT"] = (
+            str(n) for n in spec.array
+        )
 
     def expand(m: re.Match[str]) -> str:
         key = m.group(1) or m.group(2)

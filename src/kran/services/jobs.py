@@ -75,13 +75,19 @@ class JobService:
         The future resolves once they are committed (and the scheduler has been woken).
         `sees_all`: an admin submits, whose jobs may wait on anyone's. An idempotency key
         used within a day gives the ids stored the first time (nothing is stored again)."""
+        specs = self.check(specs, owner, sees_all)
+        return self.enqueue(Submission(specs, owner, submitted_by, idempotency_key, request_digest))
+
+    def check(self, specs: Sequence[JobSpec], owner: str, sees_all: bool) -> list[JobSpec]:
+        """What every way into the queue checks: the account and wall-time limits (which may
+        set the timeout), admission, dependencies. Returns the specs as they are stored."""
         if not specs:
             raise InvalidInput("no jobs given", "jobs")
         specs = self.accounts.charge(specs, owner)
         self.admission.check(list(specs))
         for i, spec in enumerate(specs):
             self._check_dependencies(spec, owner, sees_all, i if len(specs) > 1 else None)
-        return self.enqueue(Submission(specs, owner, submitted_by, idempotency_key, request_digest))
+        return specs
 
     def submit_step(self, spec: JobSpec, owner: str) -> int:
         """A workflow step: a job of the run's owner, through the same checks."""

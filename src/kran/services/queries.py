@@ -61,8 +61,9 @@ class JobQueries:
         labels: dict[str, str] | None,
         mine: bool,
         limit: int,
+        tasks: bool = True,
     ) -> list[JobRecord]:
-        return self.store.list_jobs(states, labels, who.user if mine else None, limit, visible_to=who)
+        return self.store.list_jobs(states, labels, who.user if mine else None, limit, visible_to=who, tasks=tasks)
 
     def stored(self, job_id: int) -> JobRecord | None:
         """The job as stored, whoever's (for the server's own checks, never shown)."""

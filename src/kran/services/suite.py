@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from kran.services.accounts import AccountService
 from kran.services.apps import AppService
+from kran.services.arrays import ArrayService
 from kran.services.auth import Authenticator
 from kran.services.disk import DiskWatch
 from kran.services.files import JobFiles
@@ -24,6 +25,7 @@ from kran.services.workflows import WorkflowService
 class Services:
     jobs: JobService
     accounts: AccountService
+    arrays: ArrayService
     queries: JobQueries
     files: JobFiles
     logs: JobLogs

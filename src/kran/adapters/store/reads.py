@@ -58,8 +58,11 @@ class JobReads:
         owner: str | None = None,
         limit: int = 100,
         visible_to: Principal | None = None,
+        tasks: bool = True,
     ) -> list[JobRecord]:
         q = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+        if not tasks:
+            q = q.where(jobs.c.array_id.is_(None))
         if states:
             q = q.where(jobs.c.state.in_([s.value for s in states]))
         if owner is not None:

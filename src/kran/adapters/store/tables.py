@@ -57,9 +57,13 @@ jobs = Table(
     Column("pull", Text),  # JSON {image, node, done, total} while the attempt's image is pulled
     Column("assoc", Integer),  # associations.id: the account and user it is charged to
     Column("app", String(200)),  # the app's name, for app limits
+    Column("array_id", Integer),  # a task of this array (arrays.id)
+    Column("array_index", Integer),  # its index in the array
     Index("ix_jobs_queue", "state", text("priority DESC"), "id"),
     Index("ix_jobs_fair", "state", "assoc", text("priority DESC"), "id"),
     Index("ix_jobs_owner_state", "owner", "state"),
+    Index("ux_jobs_array_task", "array_id", "array_index", unique=True),
+    Index("ix_jobs_array_state", "array_id", "state"),
 )
 
 attempts = Table(
@@ -319,4 +323,25 @@ limits = Table(
     Column("max_running_gpus", Integer),
     Column("max_queued_jobs", Integer),
     Column("max_wall_s", Float),
+)
+
+# Job arrays (issue 20.4, domain/arrays.py): `spec` is the tasks' JobSpec, `indices` the
+# --array text, `created` how many tasks (in index order) are jobs so far; state active |
+# done. A task is a job with array_id and array_index.
+arrays = Table(
+    "arrays",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("owner", String(200), nullable=False, index=True),
+    Column("submitted_by", String(200)),
+    Column("name", String(200)),
+    Column("spec", Text, nullable=False),
+    Column("indices", Text, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("throttle", Integer),
+    Column("created", Integer, nullable=False),
+    Column("state", String(10), nullable=False, index=True),
+    Column("kill_requested", Boolean, nullable=False),
+    Column("submitted_at", Float, nullable=False),
+    Column("finished_at", Float),
 )

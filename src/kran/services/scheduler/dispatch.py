@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from itertools import islice
@@ -48,6 +49,7 @@ class Dispatcher:
         pool: Executor,
         cfg: DispatchConfig,
         fairness: Fairness,
+        make_tasks: Callable[[float], int] = lambda now: 0,
     ) -> None:
         self.store = store
         self.nodes = nodes
@@ -62,6 +64,7 @@ class Dispatcher:
         self.pool = pool
         self.cfg = cfg
         self.fairness = fairness
+        self.make_tasks = make_tasks  # job arrays: tasks that may start become jobs first
 
     def tick(self) -> int:
         """Start as many queued jobs as fit; returns how many launches were handed over.
@@ -74,6 +77,7 @@ class Dispatcher:
         if self.disk.full():  # queued jobs say so (queries.get_job); space returning resumes
             return 0
         now = self.clock.now()
+        self.make_tasks(now)
         if self.state.held:
             self._release_held(now)
         nodes = self.nodes.with_load()

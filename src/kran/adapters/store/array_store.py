@@ -1,0 +1,182 @@
+"""Job arrays (issue 20.4) on the job store's database. An array is one row; its tasks
+become jobs in index order as they may start (`expand`), each batch in one transaction
+with the array's cursor: a kill -9 leaves both or neither, and the unique (array_id,
+array_index) index makes a task a job at most once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+
+from sqlalchemy import Connection, RowMapping, func, insert, select, update
+
+from kran.adapters.store.associations import with_accounts
+from kran.adapters.store.job_inserts import insert_rows
+from kran.adapters.store.sql_store import SqlStore
+from kran.adapters.store.tables import arrays, jobs
+from kran.adapters.store.transitions import request_kill
+from kran.domain.arrays import ArrayIndices, ArrayRecord, parse_array, tasks_to_create
+from kran.domain.jobs import JobSpec
+from kran.domain.records import Submission
+from kran.domain.states import JobState
+from kran.errors import StaleState
+
+LIVE = (JobState.QUEUED, JobState.STARTING, JobState.RUNNING)
+
+
+class SqlArrays:
+    def __init__(self, store: SqlStore) -> None:
+        self._db = store.db
+        self._store = store
+
+    def create(self, spec: JobSpec, indices: ArrayIndices, owner: str, submitted_by: str | None, now: float) -> int:
+        """The array's one row; its tasks are made by `expand` (the next scheduler pass)."""
+        with self._db.unit_of_work() as uow:
+            (sub,) = with_accounts(uow.conn, [Submission([spec], owner, submitted_by)])
+            row = {
+                "owner": owner,
+                "submitted_by": submitted_by,
+                "name": spec.name,
+                "spec": json.dumps(sub.specs[0].to_json()),
+                "indices": indices.text(),
+                "count": indices.count,
+                "throttle": indices.throttle,
+                "created": 0,
+                "state": "active",
+                "kill_requested": False,
+                "submitted_at": now,
+            }
+            key = uow.conn.execute(insert(arrays), row).inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def expand(self, now: float) -> int:
+        """Make the tasks each active array may have now; mark arrays done. Returns how
+        many tasks were made."""
+        made = 0
+        with self._db.connect() as conn:
+            active = conn.execute(select(arrays.c.id).where(arrays.c.state == "active")).scalars().all()
+        for array_id in active:
+            made += self._expand_one(int(array_id), now)
+        return made
+
+    def _expand_one(self, array_id: int, now: float) -> int:
+        with self._db.connect() as conn:  # most passes have nothing to make: decided without the write turn
+            if _plan(conn, array_id) is None:
+                return 0
+        with self._db.unit_of_work() as uow:
+            conn = uow.conn
+            plan = _plan(conn, array_id)
+            if plan is None:
+                return 0
+            a, n = plan
+            if n == 0:  # every task made and ended, or killed: done
+                conn.execute(update(arrays).where(arrays.c.id == array_id).values(state="done", finished_at=now))
+                return 0
+            indices = parse_array(a["indices"])
+            template = JobSpec.from_json(json.loads(a["spec"]))
+            positions = range(a["created"], a["created"] + n)
+            wanted = {indices.index_at(p) for p in positions}
+            present = set(
+                conn.execute(
+                    select(jobs.c.array_index).where(jobs.c.array_id == array_id, jobs.c.array_index.in_(wanted))
+                ).scalars()
+            )  # killed before they were made (kill_task): no second job
+            specs = [
+                replace(template, array=(array_id, i, a["count"]))
+                for i in (indices.index_at(p) for p in positions)
+                if i not in present
+            ]
+            if specs:
+                _, failed = insert_rows(conn, [Submission(specs, a["owner"], a["submitted_by"])], now)
+                uow.queued = len(specs) - failed
+            done = conn.execute(
+                update(arrays)
+                .where(arrays.c.id == array_id, arrays.c.created == a["created"])
+                .values(created=a["created"] + n)
+            )
+            if done.rowcount != 1:
+                raise StaleState(f"array {array_id}: another writer made its tasks")
+            return len(specs)
+
+    def get(self, array_id: int) -> ArrayRecord | None:
+        with self._db.connect() as conn:
+            a = conn.execute(select(arrays).where(arrays.c.id == array_id)).mappings().first()
+            return None if a is None else _record(a, _counts(conn, array_id))
+
+    def list(self, owner: str | None, limit: int, visible_to_service: str | None = None) -> list[ArrayRecord]:
+        q = select(arrays).order_by(arrays.c.id.desc()).limit(limit)
+        if owner is not None:
+            q = q.where((arrays.c.owner == owner) | (arrays.c.submitted_by == (visible_to_service or owner)))
+        with self._db.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+            return [_record(a, _counts(conn, a["id"])) for a in rows]
+
+    def kill(self, array_id: int, now: float) -> None:
+        """No more tasks are made; the live ones are killed."""
+        with self._db.unit_of_work() as uow:
+            conn = uow.conn
+            conn.execute(update(arrays).where(arrays.c.id == array_id).values(kill_requested=True))
+            live = conn.execute(
+                select(jobs.c.id).where(jobs.c.array_id == array_id, jobs.c.state.in_([s.value for s in LIVE]))
+            ).scalars()
+            request_kill(uow, [int(i) for i in live], "user", now)
+
+    def kill_task(self, array_id: int, index: int, now: float) -> int:
+        """Kill one task: its job, made now (and killed at once) if it was not yet. Returns its job id."""
+        with self._db.unit_of_work() as uow:
+            conn = uow.conn
+            job_id = conn.execute(
+                select(jobs.c.id).where(jobs.c.array_id == array_id, jobs.c.array_index == index)
+            ).scalar()
+            if job_id is None:
+                a = conn.execute(select(arrays).where(arrays.c.id == array_id)).mappings().one()
+                spec = replace(JobSpec.from_json(json.loads(a["spec"])), array=(array_id, index, a["count"]))
+                (ids, failed) = insert_rows(conn, [Submission([spec], a["owner"], a["submitted_by"])], now)
+                job_id = ids[0]
+                uow.queued = 1 - failed
+            request_kill(uow, [int(job_id)], "user", now)
+            return int(job_id)
+
+    def task_jobs(self, array_id: int, limit: int, after_index: int | None = None) -> Sequence[tuple[int, int]]:
+        """(index, job id) of its tasks made so far, by index."""
+        q = select(jobs.c.array_index, jobs.c.id).where(jobs.c.array_id == array_id).order_by(jobs.c.array_index)
+        if after_index is not None:
+            q = q.where(jobs.c.array_index > after_index)
+        with self._db.connect() as conn:
+            return [(int(r[0]), int(r[1])) for r in conn.execute(q.limit(limit))]
+
+
+def _plan(conn: Connection, array_id: int) -> tuple[RowMapping, int] | None:
+    """(the array, tasks to make now; 0: it is done), or None: nothing to do."""
+    a = conn.execute(select(arrays).where(arrays.c.id == array_id)).mappings().one()
+    if a["state"] != "active":
+        return None
+    live_q = select(jobs.c.state, func.count()).where(
+        jobs.c.array_id == array_id, jobs.c.state.in_([s.value for s in LIVE])
+    )
+    live_by = {str(st): int(n) for st, n in conn.execute(live_q.group_by(jobs.c.state))}
+    live = sum(live_by.values())
+    if a["kill_requested"]:
+        return (a, 0) if live == 0 else None
+    n = tasks_to_create(
+        count=a["count"], created=a["created"], live=live, queued=live_by.get("queued", 0), throttle=a["throttle"]
+    )
+    if n == 0 and not (live == 0 and a["created"] >= a["count"]):
+        return None
+    return a, n
+
+
+def _counts(conn: object, array_id: int) -> dict[str, int]:
+    q = select(jobs.c.state, func.count()).where(jobs.c.array_id == array_id).group_by(jobs.c.state)
+    return {str(s): int(n) for s, n in conn.execute(q)}  # type: ignore[attr-defined]
+
+
+def _record(a: object, counts: dict[str, int]) -> ArrayRecord:
+    r = a  # a RowMapping
+    return ArrayRecord(
+        r["id"], r["owner"], r["submitted_by"], r["name"], JobSpec.from_json(json.loads(r["spec"])),  # type: ignore[index]
+        parse_array(r["indices"]), r["created"], r["state"], bool(r["kill_requested"]), r["submitted_at"],  # type: ignore[index]
+        r["finished_at"], counts,  # type: ignore[index]
+    )  # fmt: skip

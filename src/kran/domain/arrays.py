@@ -1,0 +1,132 @@
+"""Job arrays (issue 20.4): Slurm's --array syntax and when tasks become rows.
+
+`0-9999%50`, `0-99:5`, `1,5,9`, `1-3,10-20:2%4`: ranges (with a step), single indices,
+comma-separated, and `%N` caps how many tasks are queued or running at once. An array is
+one record; its tasks become jobs only as they may start (at most N with `%N`, a bounded
+buffer without), so an array of 100,000 tasks costs one row at submit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from kran.domain.jobs import JobSpec
+
+MAX_TASKS = 1_000_000
+MAX_INDEX = 10**9
+BUFFER = 1000  # tasks of an array without %N kept queued ahead of the dispatcher
+_PART = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
+
+
+@dataclass(frozen=True)
+class ArrayIndices:
+    ranges: tuple[tuple[int, int, int], ...]  # (first, last, step), in the order given
+    throttle: int | None = None
+
+    @property
+    def count(self) -> int:
+        return sum((last - first) // step + 1 for first, last, step in self.ranges)
+
+    def index_at(self, position: int) -> int:
+        """The task index at a position (0-based) in the order given."""
+        for first, last, step in self.ranges:
+            n = (last - first) // step + 1
+            if position < n:
+                return first + position * step
+            position -= n
+        raise IndexError(position)
+
+    def text(self) -> str:
+        parts = [
+            str(f) if f == last else f"{f}-{last}" + (f":{step}" if step != 1 else "") for f, last, step in self.ranges
+        ]
+        return ",".join(parts) + (f"%{self.throttle}" if self.throttle else "")
+
+
+def parse_array(text: str) -> ArrayIndices:
+    """Slurm's --array; ValueError with the reason. Indices must not repeat."""
+    body, _, throttle_text = text.strip().partition("%")
+    throttle = None
+    if throttle_text:
+        if not throttle_text.isdigit() or int(throttle_text) < 1:
+            raise ValueError(f"%{throttle_text}: the cap is a number of tasks, at least 1")
+        throttle = int(throttle_text)
+    ranges = []
+    for part in body.split(","):
+        m = _PART.fullmatch(part.strip())
+        if not m:
+            raise ValueError(f"{part.strip()!r}: write ranges as 0-99, 0-99:5 or 1,5,9 (and %N to cap)")
+        first = int(m.group(1))
+        last = int(m.group(2)) if m.group(2) is not None else first
+        step = int(m.group(3)) if m.group(3) is not None else 1
+        if last < first:
+            raise ValueError(f"{part.strip()!r}: the range ends before it starts")
+        if step < 1:
+            raise ValueError(f"{part.strip()!r}: the step is at least 1")
+        if last > MAX_INDEX:
+            raise ValueError(f"indices go up to {MAX_INDEX}")
+        ranges.append((first, last - (last - first) % step, step))
+    arr = ArrayIndices(tuple(ranges), throttle)
+    if arr.count > MAX_TASKS:
+        raise ValueError(f"{arr.count} tasks: at most {MAX_TASKS} in one array")
+    seen: list[tuple[int, int, int]] = []
+    for r in sorted(ranges):
+        if seen and _overlap(seen[-1], r):
+            raise ValueError(f"index {_first_common(seen[-1], r)} is given twice")
+        seen.append(r)
+    return arr
+
+
+def _overlap(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
+    return _first_common(a, b) is not None
+
+
+def _first_common(a: tuple[int, int, int], b: tuple[int, int, int]) -> int | None:
+    """The smallest index in both ranges (a starts first), or None."""
+    lo, hi = max(a[0], b[0]), min(a[1], b[1])
+    if lo > hi:
+        return None
+    if a[2] == 1 and b[2] == 1:
+        return lo
+    # few ranges overlap in practice: walk the sparser one over the shared span
+    sparse, other = (a, b) if a[2] >= b[2] else (b, a)
+    start = sparse[0] + max(0, -(-(lo - sparse[0]) // sparse[2])) * sparse[2]
+    for i in range(start, hi + 1, sparse[2]):
+        if (i - other[0]) % other[2] == 0:
+            return i
+    return None
+
+
+def tasks_to_create(*, count: int, created: int, live: int, queued: int, throttle: int | None) -> int:
+    """How many more tasks become jobs now. `live`: its tasks queued, starting or running;
+    `queued`: of them queued. With %N at most N are live (so at most N run); without, the
+    queue holds a buffer of them ahead of the dispatcher."""
+    left = count - created
+    room = throttle - live if throttle is not None else BUFFER - queued
+    return max(0, min(left, room))
+
+
+@dataclass(frozen=True)
+class ArrayRecord:
+    id: int
+    owner: str
+    submitted_by: str | None
+    name: str | None
+    spec: JobSpec
+    indices: ArrayIndices
+    created: int
+    state: str  # active | done
+    kill_requested: bool
+    submitted_at: float
+    finished_at: float | None
+    tasks: dict[str, int]  # job state -> tasks in it (made so far)
+
+    @property
+    def count(self) -> int:
+        return self.indices.count
+
+    @property
+    def pending(self) -> int:
+        """Tasks not yet made jobs (they wait behind the cap or the buffer)."""
+        return 0 if self.kill_requested else self.count - sum(self.tasks.values())
