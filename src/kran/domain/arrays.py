@@ -8,6 +8,7 @@ buffer without), so an array of 100,000 tasks costs one row at submit.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from kran.domain.jobs import JobSpec
 
 MAX_TASKS = 1_000_000
 MAX_INDEX = 10**9
+MAX_PARTS = 1000
 BUFFER = 1000  # tasks of an array without %N kept queued ahead of the dispatcher
 _PART = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
 
@@ -70,32 +72,32 @@ def parse_array(text: str) -> ArrayIndices:
     arr = ArrayIndices(tuple(ranges), throttle)
     if arr.count > MAX_TASKS:
         raise ValueError(f"{arr.count} tasks: at most {MAX_TASKS} in one array")
-    seen: list[tuple[int, int, int]] = []
-    for r in sorted(ranges):
-        if seen and _overlap(seen[-1], r):
-            raise ValueError(f"index {_first_common(seen[-1], r)} is given twice")
-        seen.append(r)
+    if len(ranges) > MAX_PARTS:
+        raise ValueError(f"at most {MAX_PARTS} comma-separated parts")
+    ordered = sorted(ranges)
+    for i, r in enumerate(ordered):
+        for earlier in ordered[:i]:
+            if earlier[1] >= r[0] and (common := _first_common(earlier, r)) is not None:
+                raise ValueError(f"index {common} is given twice")
     return arr
 
 
-def _overlap(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
-    return _first_common(a, b) is not None
-
-
 def _first_common(a: tuple[int, int, int], b: tuple[int, int, int]) -> int | None:
-    """The smallest index in both ranges (a starts first), or None."""
+    """The smallest index in both ranges, or None: x = a0 (mod a step) = b0 (mod b step),
+    solved by the Chinese remainder theorem (no walk over the span)."""
     lo, hi = max(a[0], b[0]), min(a[1], b[1])
     if lo > hi:
         return None
-    if a[2] == 1 and b[2] == 1:
-        return lo
-    # few ranges overlap in practice: walk the sparser one over the shared span
-    sparse, other = (a, b) if a[2] >= b[2] else (b, a)
-    start = sparse[0] + max(0, -(-(lo - sparse[0]) // sparse[2])) * sparse[2]
-    for i in range(start, hi + 1, sparse[2]):
-        if (i - other[0]) % other[2] == 0:
-            return i
-    return None
+    (a0, _, m), (b0, _, n) = a, b
+    g = math.gcd(m, n)
+    if (b0 - a0) % g:
+        return None
+    lcm = m // g * n
+    # a0 + m*k = b0 (mod n)  ->  k = (b0 - a0)/g * inverse(m/g) (mod n/g)
+    k = ((b0 - a0) // g * pow(m // g, -1, n // g)) % (n // g) if n // g > 1 else 0
+    x = a0 + m * k
+    x += -(-(lo - x) // lcm) * lcm if x < lo else -((x - lo) // lcm) * lcm
+    return x if x <= hi else None
 
 
 def tasks_to_create(*, count: int, created: int, live: int, queued: int, throttle: int | None) -> int:
