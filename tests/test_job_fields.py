@@ -108,6 +108,7 @@ def _sample(hint: Any) -> Any:
         dict[str, str]: {"K": "v"},
         tuple[int, int] | None: (1000, 1000),
         tuple[int, int, int] | None: (3, 5, 10),
+        tuple[tuple[str, int], ...]: (("ok", 3),),
         tuple[tuple[str, str, bool], ...]: (("/h", "/t", True),),
         ResourceRequest: ResourceRequest(Range(1000, 2000), Range(512, None), Range(0, 0), Range(0, 0)),
     }

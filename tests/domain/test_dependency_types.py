@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from kran.domain.dependencies import AFTER_NOTOK, AFTER_OK, Dependency, dependency_verdict, parse_dependency
+from kran.domain.dependencies import (
+    AFTER_ANY,
+    AFTER_NOTOK,
+    AFTER_OK,
+    Dependency,
+    ParsedDependency,
+    dependency_verdict,
+    parse_dependency,
+)
 from kran.domain.jobs import SpecError, validate_spec
 from kran.domain.resources import Range, ResourceRequest
 from kran.domain.states import JobState
@@ -13,17 +21,21 @@ REQ = ResourceRequest(Range(1000, 1000), Range(64, 64), Range(0, 0), Range(0, 0)
 
 
 def test_the_slurm_form() -> None:
-    assert parse_dependency("afterok:12:13,afterany:14,afternotok:15") == (
-        {"after": [12, 13], "after_any": [14], "after_notok": [15]},
-        False,
+    assert parse_dependency("afterok:12:13,afterany:14,afternotok:15") == ParsedDependency(
+        [12, 13], [14], [15], [], None, False
     )
-    assert parse_dependency("singleton") == ({"after": [], "after_any": [], "after_notok": []}, True)
+    assert parse_dependency("singleton") == ParsedDependency([], [], [], [], None, True)
+    got = parse_dependency("afterok:12:a7,afterany:a8,aftercorr:a9")
+    assert (got.after, got.arrays, got.corr) == ([12], [(AFTER_OK, 7), (AFTER_ANY, 8)], 9)
     for bad, why in (
         ("afterok:1?afterany:2", "'?'"),
         ("after:3", "use afterok"),
-        ("aftercorr:3", "use afterok"),
+        ("aftercorr:3", "aftercorr names one array"),
+        ("aftercorr:a3:a4", "aftercorr names one array"),
         ("afterok", "name at least one job"),
-        ("afterok:x", "job ids are numbers"),
+        ("afterok:x", "ids are numbers"),
+        ("afterok:a", "ids are numbers"),
+        ("afterok:0", "ids are numbers"),
     ):
         with pytest.raises(ValueError, match=why):
             parse_dependency(bad)
@@ -56,3 +68,10 @@ def test_the_form_adds_to_the_lists_and_singleton_needs_a_name() -> None:
         _spec(dependency="singleton")
     with pytest.raises(SpecError, match="use afterok"):
         _spec(dependency="before:1")
+
+
+def test_an_array_as_a_dependency() -> None:
+    running = Dependency(7, AFTER_OK, JobState.RUNNING, "array")
+    assert dependency_verdict([running]) == dependency_verdict([running]).__class__("wait", "waiting for array 7")
+    failed = dependency_verdict([Dependency(7, AFTER_OK, JobState.FAILED, "array")])
+    assert failed.status == "failed" and failed.reason == "dependency array 7 ended failed"

@@ -105,3 +105,55 @@ def test_indices_env_kill_and_listing(server: ServerProc, kran: Any, shared_dir:
         assert b.get("/api/v1/arrays").json()["arrays"] == []
     bad = kran("submit", "--array", "5-1", "--", "true")
     assert bad.exit_code != 0 and "the range ends before it starts" in bad.output
+
+
+def test_dependencies_on_arrays_aftercorr_and_usage(server: ServerProc, kran: Any, shared_dir: Path) -> None:
+    log = shared_dir / "order"
+    with server.api() as c:
+        a = c.post(
+            "/api/v1/arrays",
+            json={
+                "array": "0-3",
+                "job": {"sh": f"sleep 0.$((4 - KRAN_ARRAY_TASK_ID)); echo A$KRAN_ARRAY_TASK_ID >> {log}"},
+            },
+        ).json()
+        b = c.post(
+            "/api/v1/arrays",
+            json={
+                "array": "0-3",
+                "job": {"sh": f"echo B$KRAN_ARRAY_TASK_ID >> {log}", "dependency": f"aftercorr:a{a['id']}"},
+            },
+        ).json()
+        after_all = c.post("/api/v1/jobs", json={"sh": f"echo J >> {log}", "dependency": f"afterok:a{a['id']}"})
+        assert after_all.status_code == 201, after_all.text
+        f = c.post("/api/v1/arrays", json={"array": "0-1", "job": {"sh": "exit $KRAN_ARRAY_TASK_ID"}}).json()
+        ok = c.post("/api/v1/jobs", json={"command": ["true"], "dependency": f"afterok:a{f['id']}"}).json()["id"]
+        notok = c.post("/api/v1/jobs", json={"command": ["true"], "dependency": f"afternotok:a{f['id']}"}).json()
+        # aftercorr is for arrays; an unknown array is refused
+        r = c.post("/api/v1/jobs", json={"command": ["true"], "dependency": f"aftercorr:a{a['id']}"})
+        assert r.status_code == 422 and "aftercorr is for arrays" in r.json()["error"]
+        r = c.post("/api/v1/jobs", json={"command": ["true"], "dependency": "afterok:a999"})
+        assert r.status_code == 422 and r.json()["error"] == "dependency: unknown array 999"
+    for arr in (a, b, f):
+        _wait_done(server, arr["id"], 60)
+    assert server.wait_state(after_all.json()["id"], {"succeeded"})["state"] == "succeeded"
+    got = server.wait_state(ok, {"dependency_failed", "succeeded"})
+    assert got["state"] == "dependency_failed" and got["reason"] == f"dependency array {f['id']} ended failed"
+    assert server.wait_state(notok["id"], {"succeeded"})["state"] == "succeeded"
+    lines = log.read_text().split()
+    for i in range(4):  # task i of B after task i of A; J after every A
+        assert lines.index(f"B{i}") > lines.index(f"A{i}"), lines
+    assert lines.index("J") > max(lines.index(f"A{i}") for i in range(4)), lines
+    with server.api() as c:
+        assert c.get(f"/api/v1/arrays/{a['id']}").json()["tasks"] == {"succeeded": 4}
+    usage = kran("usage", "--by", "array", "-o", "json")
+    assert usage.exit_code == 0, usage.output
+    import json
+
+    rows = {r["key"]: r for r in json.loads(usage.output)}
+    assert rows[str(a["id"])]["jobs"] == {"succeeded": 4} and rows[str(f["id"])]["jobs"] == {
+        "succeeded": 1,
+        "failed": 1,
+    }
+    by_account = kran("usage", "--by", "account", "-o", "json")
+    assert by_account.exit_code == 0 and [r["key"] for r in json.loads(by_account.output)] == ["default"]

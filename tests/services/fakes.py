@@ -63,6 +63,9 @@ class FakeStore:
     running: list[tuple[int, int, str]] = field(default_factory=list)
     queued: int = 0
 
+    def array_owner(self, array_id: int) -> tuple[str, str | None] | None:
+        return None
+
     def get_job(self, job_id: int) -> JobRecord | None:
         return self.jobs.get(job_id)
 

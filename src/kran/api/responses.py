@@ -131,6 +131,8 @@ class Job(Out):
     after_any: list[int]
     after_notok: list[int]
     singleton: bool
+    array_deps: list[tuple[str, int]] = Field(description="(kind ok | any | notok, array id): waits on every task")
+    after_corr: int | None = Field(description="aftercorr: this array task waits for the same index of that array")
     app: str | None
     app_version: int | None
     files: list[str]

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api/v1/usage", tags=["usage"])
 
 
 class UsageRow(Out):
-    key: str = Field(description="the user, app, day or image")
+    key: str = Field(description="the user, account, app, day, image or array")
     jobs: dict[str, int] = Field(description="jobs by end state")
     cpu_hours: float
     mem_gb_hours: float
@@ -44,7 +44,7 @@ def _time(value: str | None, field: str) -> float | None:
 def usage(
     queries: Queries,
     who: Caller,
-    by: str = Query("user", description="user | app | day | image"),
+    by: str = Query("user", description="user | account | app | day | image | array"),
     since: str | None = Query(None, description="ISO 8601; attempts that ended at or after"),
     until: str | None = Query(None, description="ISO 8601; attempts that ended before"),
     user: str | None = None,

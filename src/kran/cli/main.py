@@ -183,7 +183,9 @@ def events(follow: bool, job_id: int | None, limit: int, output: str) -> None:
 @click.option("--app", help="only this app's jobs")
 @click.option("--since", help="ISO 8601 date or time (attempts that ended from then)")
 @click.option("--until", help="ISO 8601 date or time (attempts that ended before then)")
-@click.option("--by", type=click.Choice(["user", "app", "day", "image"]), default="user", show_default=True)
+@click.option(
+    "--by", type=click.Choice(["user", "account", "app", "day", "image", "array"]), default="user", show_default=True
+)
 @click.option("-o", "--output", type=click.Choice(["table", "json", "csv"]), default="table")
 def usage(user: str | None, app: str | None, since: str | None, until: str | None, by: str, output: str) -> None:
     """Usage report: jobs by end state, CPU hours, memory GB-hours, GPU hours, wall hours."""

@@ -97,6 +97,8 @@ class AttemptFacts:
     alloc_mem_mb: int
     alloc_gpus: int
     last_attempt: bool  # counts the job once
+    account: str | None = None  # charged to (fair share); None: before accounts
+    array_id: int | None = None  # a task of this array
 
 
 @dataclass
@@ -109,6 +111,9 @@ class ReportRow:
     wall_hours: float = 0.0
 
 
+REPORT_BY = ("user", "account", "app", "day", "image", "array")
+
+
 def report_key(f: AttemptFacts, by: str) -> str:
     if by == "user":
         return f.user
@@ -118,7 +123,11 @@ def report_key(f: AttemptFacts, by: str) -> str:
         return f.image or "(host)"
     if by == "day":
         return datetime.fromtimestamp(f.finished_at, UTC).date().isoformat()
-    raise ValueError(f"cannot group by {by!r} (user, app, day or image)")
+    if by == "account":
+        return f.account or "default"
+    if by == "array":
+        return str(f.array_id) if f.array_id is not None else "-"
+    raise ValueError(f"cannot group by {by!r} ({', '.join(REPORT_BY)})")
 
 
 def usage_report(facts: Sequence[AttemptFacts], by: str) -> list[ReportRow]:

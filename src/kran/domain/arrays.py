@@ -39,6 +39,9 @@ class ArrayIndices:
             position -= n
         raise IndexError(position)
 
+    def has(self, index: int) -> bool:
+        return any(first <= index <= last and (index - first) % step == 0 for first, last, step in self.ranges)
+
     def text(self) -> str:
         parts = [
             str(f) if f == last else f"{f}-{last}" + (f":{step}" if step != 1 else "") for f, last, step in self.ranges

@@ -19,13 +19,15 @@ AFTER_OK = "ok"
 AFTER_ANY = "any"
 AFTER_NOTOK = "notok"
 SLURM_KINDS = {"afterok": "after", "afterany": "after_any", "afternotok": "after_notok"}
+ARRAY_KIND = {"afterok": AFTER_OK, "afterany": AFTER_ANY, "afternotok": AFTER_NOTOK}
 
 
 @dataclass(frozen=True)
 class Dependency:
-    job_id: int
-    kind: str  # AFTER_OK | AFTER_ANY
-    state: JobState
+    job_id: int  # or the array's id
+    kind: str  # AFTER_OK | AFTER_ANY | AFTER_NOTOK
+    state: JobState  # an array's: running while active, then its outcome
+    what: str = "job"  # job | array
 
 
 @dataclass(frozen=True)
@@ -38,19 +40,32 @@ def dependency_verdict(deps: Sequence[Dependency]) -> Verdict:
     waiting = None
     for d in sorted(deps, key=lambda d: d.job_id):
         if d.kind == AFTER_OK and d.state.is_final and d.state != JobState.SUCCEEDED:
-            return Verdict("failed", f"dependency job {d.job_id} ended {d.state}")
+            return Verdict("failed", f"dependency {d.what} {d.job_id} ended {d.state}")
         if d.kind == AFTER_NOTOK and d.state == JobState.SUCCEEDED:
-            return Verdict("failed", f"dependency job {d.job_id} succeeded (the job was to run after a failure)")
+            return Verdict("failed", f"dependency {d.what} {d.job_id} succeeded (the job was to run after a failure)")
         if not d.state.is_final and waiting is None:
-            waiting = f"waiting for job {d.job_id}"
+            waiting = f"waiting for {d.what} {d.job_id}"
     return Verdict("wait", waiting) if waiting else Verdict("ready")
 
 
-def parse_dependency(text: str) -> tuple[dict[str, list[int]], bool]:
-    """Slurm's --dependency: `afterok:12:13,afterany:14,afternotok:15,singleton` ->
-    ({"after": [12, 13], "after_any": [14], "after_notok": [15]}, singleton). All must hold
-    (Slurm's `,`); `?` (any of them) and `after`/`aftercorr` are refused with a reason."""
-    out: dict[str, list[int]] = {v: [] for v in SLURM_KINDS.values()}
+@dataclass(frozen=True)
+class ParsedDependency:
+    after: list[int]
+    after_any: list[int]
+    after_notok: list[int]
+    arrays: list[tuple[str, int]]  # (AFTER_OK | AFTER_ANY | AFTER_NOTOK, array id): every task
+    corr: int | None  # aftercorr: task i after that array's task i succeeded
+    singleton: bool
+
+
+def parse_dependency(text: str) -> ParsedDependency:
+    """Slurm's --dependency: `afterok:12:13,afterany:14,afternotok:15,singleton`; an id
+    written `a7` is array 7 as a whole (every task), and `aftercorr:a7` makes task i of an
+    array wait for task i of array 7. All must hold (Slurm's `,`); `?` (any of them) and
+    `after` are refused with a reason."""
+    lists: dict[str, list[int]] = {v: [] for v in SLURM_KINDS.values()}
+    arrays: list[tuple[str, int]] = []
+    corr = None
     singleton = False
     if "?" in text:
         raise ValueError("'?' (any of the dependencies) is not supported; list them with ','")
@@ -62,13 +77,22 @@ def parse_dependency(text: str) -> tuple[dict[str, list[int]], bool]:
             singleton = True
             continue
         kind, _, ids = part.partition(":")
-        if kind not in SLURM_KINDS:
-            raise ValueError(f"{kind!r}: use afterok, afterany, afternotok or singleton")
-        try:
-            numbers = [int(i) for i in ids.split(":")] if ids else []
-        except ValueError:
-            raise ValueError(f"{part!r}: job ids are numbers, e.g. afterok:12:13") from None
-        if not numbers:
-            raise ValueError(f"{part!r}: name at least one job, e.g. {kind}:12")
-        out[SLURM_KINDS[kind]] += numbers
-    return out, singleton
+        if kind not in (*SLURM_KINDS, "aftercorr"):
+            raise ValueError(f"{kind!r}: use afterok, afterany, afternotok, aftercorr or singleton")
+        items = ids.split(":") if ids else []
+        if not items:
+            raise ValueError(f"{part!r}: name at least one job, e.g. {kind}:12 (or an array, {kind}:a7)")
+        for item in items:
+            is_array = item.startswith("a")
+            number = item[1:] if is_array else item
+            if not number.isdigit() or int(number) < 1:
+                raise ValueError(f"{part!r}: ids are numbers (an array's written a7), e.g. afterok:12:a7")
+            if kind == "aftercorr":
+                if not is_array or corr is not None:
+                    raise ValueError("aftercorr names one array, e.g. aftercorr:a7")
+                corr = int(number)
+            elif is_array:
+                arrays.append((ARRAY_KIND[kind], int(number)))
+            else:
+                lists[SLURM_KINDS[kind]].append(int(number))
+    return ParsedDependency(lists["after"], lists["after_any"], lists["after_notok"], arrays, corr, singleton)

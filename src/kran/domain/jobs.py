@@ -44,6 +44,8 @@ class JobSpec:
     after_any: tuple[int, ...] = ()  # start once these ended, however
     after_notok: tuple[int, ...] = ()  # start once these ended any way but succeeded
     singleton: bool = False  # at most one active job of this owner and name
+    array_deps: tuple[tuple[str, int], ...] = ()  # (kind, array id): waits on every task of the array
+    after_corr: int | None = None  # an array's task i waits for task i of this array (aftercorr)
     app: str | None = None
     app_version: int | None = None
     files: tuple[str, ...] = ()  # URLs fetched into the working dir before each attempt
@@ -79,6 +81,11 @@ class JobSpec:
     def waits_on(self) -> tuple[int, ...]:
         """Every job it depends on, whatever the kind."""
         return (*self.after, *self.after_any, *self.after_notok)
+
+    @property
+    def blocked(self) -> bool:
+        """Waits on other jobs or arrays before it may start."""
+        return bool(self.waits_on or self.array_deps)
 
     def request_text(self) -> dict[str, str]:
         r = self.request
@@ -240,17 +247,18 @@ def validate_spec(
         raise SpecError("priority", f"must be between {lo} and {hi}")
     if not 0 <= retries <= MAX_RETRIES:
         raise SpecError("retries", f"must be between 0 and {MAX_RETRIES}")
-    singleton = False
+    singleton, array_deps, after_corr = False, [], None
     if dependency is not None:
         try:
-            parsed, singleton = parse_dependency(dependency)
+            parsed = parse_dependency(dependency)
         except ValueError as e:
             raise SpecError("dependency", str(e)) from None
         after, after_any, after_notok = (
-            [*after, *parsed["after"]],
-            [*after_any, *parsed["after_any"]],
-            [*after_notok, *parsed["after_notok"]],
+            [*after, *parsed.after],
+            [*after_any, *parsed.after_any],
+            [*after_notok, *parsed.after_notok],
         )
+        singleton, array_deps, after_corr = parsed.singleton, parsed.arrays, parsed.corr
         if singleton and not name:
             raise SpecError("dependency", "singleton needs a job name (--name): one job of that name at a time")
     for field_name, ids in (("after", after), ("after_any", after_any), ("after_notok", after_notok)):
@@ -279,6 +287,8 @@ def validate_spec(
         after_any=tuple(dict.fromkeys(after_any)),
         after_notok=tuple(dict.fromkeys(after_notok)),
         singleton=singleton,
+        array_deps=tuple(dict.fromkeys(array_deps)),
+        after_corr=after_corr,
         command=argv,
         shell=sh is not None,
         request=request,

@@ -51,7 +51,7 @@ class ArrayService:
         if index is None:
             self.arrays.kill(array_id, now)
         else:
-            if not _has_index(a, index):
+            if not a.indices.has(index):
                 raise NotFound(f"array {array_id} has no task {index}")
             if a.kill_requested or a.state == "done":
                 raise Conflict(f"array {array_id} already ended")
@@ -61,7 +61,3 @@ class ArrayService:
 
     def expand(self, now: float) -> int:
         return self.arrays.expand(now)
-
-
-def _has_index(a: ArrayRecord, index: int) -> bool:
-    return any(first <= index <= last and (index - first) % step == 0 for first, last, step in a.indices.ranges)

@@ -102,6 +102,12 @@ class JobService:
             job = self.store.get_job(dep)
             if job is None or not (sees_all or job.owner == owner):
                 raise InvalidInput(f"{where}after: unknown job {dep}", "after")
+        for array_id in [a for _, a in spec.array_deps] + ([spec.after_corr] if spec.after_corr else []):
+            found = self.store.array_owner(array_id)
+            if found is None or not (sees_all or found[0] == owner):
+                raise InvalidInput(f"{where}dependency: unknown array {array_id}", "dependency")
+        if spec.after_corr is not None and spec.array is None:
+            raise InvalidInput(f"{where}dependency: aftercorr is for arrays (kran submit --array)", "dependency")
 
     def kill(self, job_id: int, who: Principal) -> JobState:
         """Kill a queued or active job. Running work is stopped by the monitor (SIGTERM, then

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kran import __version__
-from kran.domain.accounting import ReportRow, usage_report
+from kran.domain.accounting import REPORT_BY, ReportRow, usage_report
 from kran.domain.apps import volume_shown
 from kran.domain.auth import Principal, can_see
 from kran.domain.dependencies import dependency_verdict
@@ -166,8 +166,8 @@ class JobQueries:
             if user is not None and user != who.user:
                 raise Forbidden("you may only see your own usage")
             user = who.user
-        if by not in ("user", "app", "day", "image"):
-            raise InvalidInput("by must be one of user, app, day, image", "by")
+        if by not in REPORT_BY:
+            raise InvalidInput(f"by must be one of {', '.join(REPORT_BY)}", "by")
         if since is not None and until is not None and until <= since:
             raise InvalidInput("until must be after since", "until")
         return usage_report(self.store.attempt_facts(since, until, user, app), by)

@@ -12,6 +12,7 @@ from dataclasses import replace
 from sqlalchemy import Connection, RowMapping, func, insert, select, update
 
 from kran.adapters.store.associations import with_accounts
+from kran.adapters.store.job_deps import array_dependents, resolve_blocked
 from kran.adapters.store.job_inserts import insert_rows
 from kran.adapters.store.sql_store import SqlStore
 from kran.adapters.store.tables import arrays, jobs
@@ -46,6 +47,7 @@ class SqlArrays:
                 "state": "active",
                 "kill_requested": False,
                 "submitted_at": now,
+                "corr_array": spec.after_corr,
             }
             key = uow.conn.execute(insert(arrays), row).inserted_primary_key
             assert key is not None
@@ -71,8 +73,21 @@ class SqlArrays:
             if plan is None:
                 return 0
             a, n = plan
-            if n == 0:  # every task made and ended, or killed: done
-                conn.execute(update(arrays).where(arrays.c.id == array_id).values(state="done", finished_at=now))
+            if n == 0:  # every task made and ended, or killed: done; who waits on it decides
+                counts = _counts(conn, array_id)
+                outcome = (
+                    JobState.KILLED
+                    if a["kill_requested"]
+                    else JobState.SUCCEEDED
+                    if set(counts) <= {JobState.SUCCEEDED.value}
+                    else JobState.FAILED
+                )
+                conn.execute(
+                    update(arrays)
+                    .where(arrays.c.id == array_id)
+                    .values(state="done", finished_at=now, outcome=outcome.value)
+                )
+                uow.queued = -resolve_blocked(conn, array_dependents(conn, array_id), now)
                 return 0
             indices = parse_array(a["indices"])
             template = JobSpec.from_json(json.loads(a["spec"]))
@@ -83,11 +98,19 @@ class SqlArrays:
                     select(jobs.c.array_index).where(jobs.c.array_id == array_id, jobs.c.array_index.in_(wanted))
                 ).scalars()
             )  # killed before they were made (kill_task): no second job
-            specs = [
-                replace(template, array=(array_id, i, a["count"]))
-                for i in (indices.index_at(p) for p in positions)
-                if i not in present
-            ]
+            corr = _corresponding(conn, a["corr_array"], [indices.index_at(p) for p in positions])
+            if corr is not None and len(corr) < n:  # aftercorr: the other array's task i is not made yet
+                n = len(corr)
+                positions = range(a["created"], a["created"] + n)
+                if n == 0:
+                    return 0
+            specs = []
+            for k, i in enumerate(indices.index_at(p) for p in positions):
+                if i in present:
+                    continue
+                waits = corr[k] if corr is not None else None
+                after = template.after if waits is None else (*template.after, waits)
+                specs.append(replace(template, array=(array_id, i, a["count"]), after=after))
             if specs:
                 _, failed = insert_rows(conn, [Submission(specs, a["owner"], a["submitted_by"])], now)
                 uow.queued = len(specs) - failed
@@ -166,6 +189,30 @@ def _plan(conn: Connection, array_id: int) -> tuple[RowMapping, int] | None:
     if n == 0 and not (live == 0 and a["created"] >= a["count"]):
         return None
     return a, n
+
+
+def _corresponding(conn: Connection, other: int | None, wanted: list[int]) -> list[int | None] | None:
+    """aftercorr: for each index in order, the job id of the other array's task with that
+    index (None: that array has no such index, nothing to wait for); cut short at the
+    first task it will have but has not made yet. None without aftercorr."""
+    if other is None:
+        return None
+    o = conn.execute(select(arrays.c.indices).where(arrays.c.id == other)).scalar_one()
+    theirs = parse_array(o)
+    made = dict(
+        conn.execute(
+            select(jobs.c.array_index, jobs.c.id).where(jobs.c.array_id == other, jobs.c.array_index.in_(wanted))
+        ).all()
+    )
+    out: list[int | None] = []
+    for i in wanted:
+        if i in made:
+            out.append(int(made[i]))
+        elif theirs.has(i):
+            break
+        else:
+            out.append(None)
+    return out
 
 
 def _counts(conn: object, array_id: int) -> dict[str, int]:

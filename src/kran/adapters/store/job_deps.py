@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from kran.adapters.store.tables import events, job_deps, jobs
+from kran.adapters.store.tables import array_deps, arrays, events, job_deps, jobs
 from kran.domain.dependencies import Dependency, dependency_verdict
 from kran.domain.states import JobState, check_transition
 
@@ -33,6 +33,13 @@ def resolve_blocked(conn: Connection, job_ids: set[int], now: float) -> int:
             .where(job_deps.c.job_id.in_(blocked))
         ):
             by_job[job_id].append(Dependency(dep_id, kind, JobState(state)))
+        for job_id, array_id, kind, state, outcome in conn.execute(
+            select(array_deps.c.job_id, array_deps.c.array_id, array_deps.c.kind, arrays.c.state, arrays.c.outcome)
+            .join(arrays, arrays.c.id == array_deps.c.array_id)
+            .where(array_deps.c.job_id.in_(blocked))
+        ):
+            as_job = JobState(outcome) if state == "done" and outcome else JobState.RUNNING
+            by_job[job_id].append(Dependency(array_id, kind, as_job, "array"))
         ready: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         for job_id, deps in by_job.items():
@@ -74,3 +81,8 @@ def dependents(conn: Connection, ids: set[int]) -> set[int]:
     if not ids:
         return set()
     return {r[0] for r in conn.execute(select(job_deps.c.job_id).where(job_deps.c.dep_id.in_(ids)))}
+
+
+def array_dependents(conn: Connection, array_id: int) -> set[int]:
+    """Jobs waiting on a whole array."""
+    return {r[0] for r in conn.execute(select(array_deps.c.job_id).where(array_deps.c.array_id == array_id))}

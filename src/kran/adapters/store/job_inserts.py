@@ -11,7 +11,7 @@ from sqlalchemy import Connection, delete, insert
 
 from kran.adapters.store.associations import association_ids, with_accounts
 from kran.adapters.store.job_deps import resolve_blocked
-from kran.adapters.store.tables import events, idempotency_keys, job_deps, job_labels, jobs
+from kran.adapters.store.tables import array_deps, events, idempotency_keys, job_deps, job_labels, jobs
 from kran.domain.dependencies import AFTER_ANY, AFTER_NOTOK, AFTER_OK
 from kran.domain.records import Submission
 from kran.domain.states import JobState
@@ -49,7 +49,7 @@ def insert_rows(conn: Connection, groups: Sequence[Submission], now: float) -> t
             "attempts": 0,
             "timeout_s": s.timeout_s,
             "retries": s.retries,
-            "blocked": bool(s.waits_on),
+            "blocked": s.blocked,
         }
         for group in groups
         for s in group.specs
@@ -84,10 +84,16 @@ def insert_rows(conn: Connection, groups: Sequence[Submission], now: float) -> t
         for kind, dep_ids in ((AFTER_OK, s.after), (AFTER_ANY, s.after_any), (AFTER_NOTOK, s.after_notok))
         for d in dep_ids
     ]
+    on_arrays = [
+        {"job_id": i, "array_id": a, "kind": kind} for i, s in zip(ids, specs, strict=True) for kind, a in s.array_deps
+    ]
     failed = 0
     if deps:
         conn.execute(insert(job_deps), deps)
-        failed = resolve_blocked(conn, {d["job_id"] for d in deps}, now)
+    if on_arrays:
+        conn.execute(insert(array_deps), on_arrays)
+    if deps or on_arrays:
+        failed = resolve_blocked(conn, {d["job_id"] for d in deps} | {d["job_id"] for d in on_arrays}, now)
     _store_keys(conn, groups, [int(i) for i in ids], now)
     return [int(i) for i in ids], failed
 

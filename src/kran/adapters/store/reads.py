@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 
 from kran.adapters.store.database import Database
-from kran.adapters.store.tables import attempts, events, job_deps, job_labels, jobs
+from kran.adapters.store.tables import arrays, associations, attempts, events, job_deps, job_labels, jobs
 from kran.domain.accounting import APP_LABEL, AttemptFacts, Usage
 from kran.domain.auth import Principal, Role
 from kran.domain.dependencies import Dependency
@@ -38,6 +38,12 @@ class JobReads:
             ]
 
     # ---- reads
+
+    def array_owner(self, array_id: int) -> tuple[str, str | None] | None:
+        """(owner, submitted_by) of an array, or None."""
+        with self.db.connect() as conn:
+            r = conn.execute(select(arrays.c.owner, arrays.c.submitted_by).where(arrays.c.id == array_id)).first()
+        return None if r is None else (r[0], r[1])
 
     def get_job(self, job_id: int) -> JobRecord | None:
         with self.db.connect() as conn:
@@ -131,9 +137,12 @@ class JobReads:
                 attempts.c.alloc_gpus,
                 attempts.c.number,
                 jobs.c.attempts,
+                associations.c.account,
+                jobs.c.array_id,
             )
             .join(jobs, jobs.c.id == attempts.c.job_id)
             .join(app_label, (app_label.c.job_id == jobs.c.id) & (app_label.c.key == APP_LABEL), isouter=True)
+            .join(associations, associations.c.id == jobs.c.assoc, isouter=True)
             .where(attempts.c.finished_at.is_not(None))
         )
         if since is not None:
@@ -158,6 +167,8 @@ class JobReads:
                     alloc_mem_mb=r[8],
                     alloc_gpus=r[9],
                     last_attempt=r[10] == r[11] and JobState(r[4]).is_final,
+                    account=r[12],
+                    array_id=r[13],
                 )
                 for r in conn.execute(q)
             ]

@@ -344,4 +344,16 @@ arrays = Table(
     Column("kill_requested", Boolean, nullable=False),
     Column("submitted_at", Float, nullable=False),
     Column("finished_at", Float),
+    Column("outcome", String(20)),  # once done: succeeded (every task) | failed | killed
+    Column("corr_array", Integer),  # aftercorr: task i after that array's task i succeeded
+)
+
+# Jobs waiting on a whole array: `kind` ok | any | notok, as job_deps.
+array_deps = Table(
+    "array_deps",
+    metadata,
+    Column("job_id", Integer, ForeignKey("jobs.id"), primary_key=True),
+    Column("array_id", Integer, ForeignKey("arrays.id"), primary_key=True),
+    Column("kind", String(8), nullable=False),
+    Index("ix_array_deps_array", "array_id"),
 )

@@ -24,6 +24,15 @@ def upgrade() -> None:
         sa.Column("kill_requested", sa.Boolean, nullable=False),
         sa.Column("submitted_at", sa.Float, nullable=False),
         sa.Column("finished_at", sa.Float),
+        sa.Column("outcome", sa.String(20)),
+        sa.Column("corr_array", sa.Integer),
+    )
+    op.create_table(
+        "array_deps",
+        sa.Column("job_id", sa.Integer, sa.ForeignKey("jobs.id"), primary_key=True),
+        sa.Column("array_id", sa.Integer, sa.ForeignKey("arrays.id"), primary_key=True),
+        sa.Column("kind", sa.String(8), nullable=False),
+        sa.Index("ix_array_deps_array", "array_id"),
     )
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("array_id", sa.Integer))
@@ -38,4 +47,5 @@ def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("array_index")
         batch.drop_column("array_id")
+    op.drop_table("array_deps")
     op.drop_table("arrays")
