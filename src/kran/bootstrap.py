@@ -268,7 +268,7 @@ def build_server(settings: Settings) -> Server:
     fairness = Fairness(SqlAccounts(store), store, store.usage_policy, clock, settings.fairshare.enabled)
     accounts = AccountService(fairness.accounts, fairness, clock, lambda name: identities.user_id(name) is not None)
     jobs = JobService(admission, apps, images, store, batcher.submit, clock, wakeups, accounts)
-    arrays = ArrayService(SqlArrays(store), jobs, clock, wakeups)
+    arrays = ArrayService(SqlArrays(store, queue_.max), jobs, clock, wakeups)
     schedules = ScheduleService(SqlSchedules(store), store, admission, clock, wakeups, metrics, disk, queue_.max)
     workflows = WorkflowService(
         SqlWorkflows(store),

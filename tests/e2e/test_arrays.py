@@ -157,3 +157,14 @@ def test_dependencies_on_arrays_aftercorr_and_usage(server: ServerProc, kran: An
     }
     by_account = kran("usage", "--by", "account", "-o", "json")
     assert by_account.exit_code == 0 and [r["key"] for r in json.loads(by_account.output)] == ["default"]
+
+
+def test_an_array_counts_its_tasks_against_the_queued_limit(server: ServerProc, kran: Any) -> None:
+    """Each task counts (as in Slurm); the queue bound holds tasks back instead of being passed."""
+    assert kran("limit", "set", "default", "--max-queued-jobs", "100").exit_code == 0
+    with server.api() as c:
+        r = c.post("/api/v1/arrays", json={"array": "0-100", "job": {"command": ["true"]}})
+        assert r.status_code == 429, r.text
+        assert r.json()["error"] == "user admin: 0 of 100 queued jobs; 101 more refused, nothing stored"
+        assert c.get("/api/v1/arrays").json()["arrays"] == []
+        assert c.post("/api/v1/arrays", json={"array": "1-100", "job": {"command": ["true"]}}).status_code == 201

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from sqlalchemy import Connection, RowMapping, func, insert, select, update
 
-from kran.adapters.store.associations import with_accounts
+from kran.adapters.store.associations import QueuedLimits, with_accounts
 from kran.adapters.store.job_deps import array_dependents, resolve_blocked
 from kran.adapters.store.job_inserts import insert_rows
 from kran.adapters.store.sql_store import SqlStore
@@ -21,20 +21,29 @@ from kran.domain.arrays import ArrayIndices, ArrayRecord, parse_array, tasks_to_
 from kran.domain.jobs import JobSpec
 from kran.domain.records import Submission
 from kran.domain.states import JobState
-from kran.errors import StaleState
+from kran.errors import QueueFull, StaleState
 
 LIVE = (JobState.QUEUED, JobState.STARTING, JobState.RUNNING)
 
 
 class SqlArrays:
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: SqlStore, queue_max: int) -> None:
         self._db = store.db
-        self._store = store
+        self._queued = store.queued_jobs
+        self._queue_max = queue_max
 
     def create(self, spec: JobSpec, indices: ArrayIndices, owner: str, submitted_by: str | None, now: float) -> int:
-        """The array's one row; its tasks are made by `expand` (the next scheduler pass)."""
+        """The array's one row; its tasks are made by `expand` (the next scheduler pass).
+        QueueFull while the queue is full, or when its tasks would pass a queued-jobs limit
+        (each task counts, as in Slurm)."""
         with self._db.unit_of_work() as uow:
+            waiting = self._queued.before_insert(uow)
+            if waiting >= self._queue_max:
+                raise QueueFull(f"queue is full: {waiting} jobs waiting, limit {self._queue_max}; nothing stored")
             (sub,) = with_accounts(uow.conn, [Submission([spec], owner, submitted_by)])
+            why = QueuedLimits(uow.conn).refusal(sub, indices.count)
+            if why:
+                raise QueueFull(why)
             row = {
                 "owner": owner,
                 "submitted_by": submitted_by,
@@ -55,11 +64,29 @@ class SqlArrays:
 
     def expand(self, now: float) -> int:
         """Make the tasks each active array may have now; mark arrays done. Returns how
-        many tasks were made."""
+        many tasks were made. While the queue is full, none is made (they wait, pending)."""
+        with self._db.connect() as conn:  # one query finds the arrays with something to do
+            live = (
+                select(jobs.c.array_id, func.count().label("n"))
+                .where(jobs.c.array_id.is_not(None), jobs.c.state.in_([s.value for s in LIVE]))
+                .group_by(jobs.c.array_id)
+                .subquery()
+            )
+            rows = conn.execute(
+                select(arrays.c.id, arrays.c.created, arrays.c.count, arrays.c.throttle, arrays.c.kill_requested,
+                       func.coalesce(live.c.n, 0))
+                .outerjoin(live, live.c.array_id == arrays.c.id)
+                .where(arrays.c.state == "active")
+            ).all()  # fmt: skip
+        if not rows:
+            return 0
+        full = self._queued.now() >= self._queue_max
         made = 0
-        with self._db.connect() as conn:
-            active = conn.execute(select(arrays.c.id).where(arrays.c.state == "active")).scalars().all()
-        for array_id in active:
+        for array_id, created, count, throttle, killed, n_live in rows:
+            if n_live == 0 and (killed or created >= count):
+                pass  # done: decided below
+            elif killed or created >= count or full or (throttle is not None and n_live >= throttle):
+                continue
             made += self._expand_one(int(array_id), now)
         return made
 
@@ -88,6 +115,9 @@ class SqlArrays:
                     .values(state="done", finished_at=now, outcome=outcome.value)
                 )
                 uow.queued = -resolve_blocked(conn, array_dependents(conn, array_id), now)
+                return 0
+            n = min(n, self._queue_max - self._queued.before_insert(uow))  # the queue bound holds for tasks too
+            if n <= 0:
                 return 0
             indices = parse_array(a["indices"])
             template = JobSpec.from_json(json.loads(a["spec"]))

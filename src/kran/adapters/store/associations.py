@@ -84,18 +84,19 @@ class QueuedLimits:
         self._set = LimitSet({(r["scope"], r["name"]): Limits(*(r[n] for n in LIMIT_NAMES)) for r in rows})
         self._queued: dict[Scope, int] = {}
 
-    def _scopes(self, group: Submission) -> dict[Scope, tuple[Limits, int]]:
+    def _scopes(self, group: Submission, copies: int = 1) -> dict[Scope, tuple[Limits, int]]:
         out: dict[Scope, tuple[Limits, int]] = {}
         for s in group.specs:
             for scope, lim in self._set.scopes(group.owner, s.account or DEFAULT_ACCOUNT, s.app):
                 if lim.max_queued_jobs is not None:
-                    out[scope] = (lim, out.get(scope, (lim, 0))[1] + 1)
+                    out[scope] = (lim, out.get(scope, (lim, 0))[1] + copies)
         return out
 
-    def refusal(self, group: Submission) -> str | None:
+    def refusal(self, group: Submission, copies: int = 1) -> str | None:
+        """Why the group (each job `copies` times: an array's tasks) would pass a limit."""
         if not self._set.set:
             return None
-        for scope, (lim, more) in self._scopes(group).items():
+        for scope, (lim, more) in self._scopes(group, copies).items():
             if scope not in self._queued:
                 self._queued[scope] = _queued_in(self._conn, scope)
             why = queued_refusal(scope, lim, self._queued[scope], more)

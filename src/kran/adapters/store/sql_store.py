@@ -41,6 +41,7 @@ class SqlStore(JobReads):
     def __init__(self, db: Database | str) -> None:
         self.db = db if isinstance(db, Database) else Database(db)
         self._queued = QueuedJobs(self.db)
+        self.queued_jobs = self._queued  # the queue bound's count, for other store modules (arrays)
         self.usage_policy = UsagePolicy()  # fair share: how attempts are charged (bootstrap sets it)
 
     @staticmethod

@@ -63,7 +63,7 @@ jobs = Table(
     Index("ix_jobs_fair", "state", "assoc", text("priority DESC"), "id"),
     Index("ix_jobs_owner_state", "owner", "state"),
     Index("ux_jobs_array_task", "array_id", "array_index", unique=True),
-    Index("ix_jobs_array_state", "array_id", "state"),
+    Index("ix_jobs_state_array", "state", "array_id"),
 )
 
 attempts = Table(

@@ -38,11 +38,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("array_id", sa.Integer))
         batch.add_column(sa.Column("array_index", sa.Integer))
     op.create_index("ux_jobs_array_task", "jobs", ["array_id", "array_index"], unique=True)
-    op.create_index("ix_jobs_array_state", "jobs", ["array_id", "state"])
+    op.create_index("ix_jobs_state_array", "jobs", ["state", "array_id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_jobs_array_state", "jobs")
+    op.drop_index("ix_jobs_state_array", "jobs")
     op.drop_index("ux_jobs_array_task", "jobs")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("array_index")
