@@ -48,12 +48,20 @@ def _names(fs: Any) -> set[str]:
 
 def _missed_by_to_spec(declared: list[JobField], model: type[BaseModel]) -> list[str]:
     """The declared fields whose value does not reach the JobSpec (a missed to_spec argument)."""
-    base = to_spec(model.model_validate(BASE))  # type: ignore[arg-type]
+    base0 = to_spec(model.model_validate(BASE))  # type: ignore[arg-type]
     missed = []
     for f in declared:
+        base = base0
         if f.name in NOT_SPEC:
             continue
-        body = {**BASE, f.name: SAMPLES[f.kind] if f.name != "dependency" else "afterok:3"}
+        special = {"dependency": "afterok:3", "notify": "https://hooks.example.org/k", "notify_on": "all"}
+        body = {**BASE, f.name: special.get(f.name, SAMPLES[f.kind])}
+        if f.name == "notify_on":  # only with a URL; the spec differs by the words alone
+            body["notify"] = "https://hooks.example.org/k"
+            base = to_spec(model.model_validate({**BASE, "notify": body["notify"]}))  # type: ignore[arg-type]
+            if to_spec(model.model_validate(body)) == base:  # type: ignore[arg-type]
+                missed.append(f.name)
+            continue
         if f.name == "sh":
             del body["command"]
         if to_spec(model.model_validate(body)) == base:  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import queue
+import secrets
 import signal
 import ssl
 import sys
@@ -37,11 +38,13 @@ from kran.adapters.store.app_store import SqlApps
 from kran.adapters.store.array_store import SqlArrays
 from kran.adapters.store.identity_store import SqlIdentities, load_master_key
 from kran.adapters.store.image_store import SqlImageStore
+from kran.adapters.store.notify_store import SqlNotifications
 from kran.adapters.store.schedule_store import SqlSchedules
 from kran.adapters.store.sql_store import SqlStore
 from kran.adapters.store.tes_store import SqlTesTasks
 from kran.adapters.store.workflow_store import SqlWorkflows
 from kran.adapters.volumes import LoopVolumes
+from kran.adapters.webhooks import post_json
 from kran.domain.resources import Resources
 from kran.errors import InvalidInput, Unavailable
 from kran.ports import Cluster, Engine
@@ -58,6 +61,7 @@ from kran.services.images import ImageManager
 from kran.services.jobs import JobService
 from kran.services.logs import JobLogs
 from kran.services.nodes import NodeAdmin, NodeDirectory
+from kran.services.notify import NotifyService
 from kran.services.queries import JobQueries
 from kran.services.scheduler.batcher import SubmitBatcher
 from kran.services.scheduler.dispatch import DispatchConfig, Dispatcher
@@ -78,6 +82,7 @@ from kran.settings import ClusterSection, LocalSection, ServerSection, Settings
 log = logging.getLogger("kran")
 SCHEDULE_EVERY_S = 0.25
 TES_EVERY_S = 1.0  # TES tasks follow their jobs
+NOTIFY_EVERY_S = 0.5  # events to the outbox, the outbox to its receivers
 SWEEP_EVERY_S = 60.0
 PROBE_EVERY_S = 1.0  # engine health: a restart is seen within about a second
 
@@ -106,6 +111,18 @@ class Server:
         self.cgroups.remove_instance(self.instance)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()
+
+
+def notify_secret(data_dir: Path, configured: str | None) -> bytes:
+    """The HMAC key of notifications: notify.secret, else a random one kept in the data dir (0600)."""
+    if configured:
+        return configured.encode()
+    path = data_dir / "notify.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
 
 
 def lock_data_dir(data_dir: Path) -> int:
@@ -267,9 +284,19 @@ def build_server(settings: Settings) -> Server:
     identities = SqlIdentities(store, master_key)
     fairness = Fairness(SqlAccounts(store), store, store.usage_policy, clock, settings.fairshare.enabled)
     accounts = AccountService(fairness.accounts, fairness, clock, lambda name: identities.user_id(name) is not None)
-    jobs = JobService(admission, apps, images, store, batcher.submit, clock, wakeups, accounts)
+    notify = NotifyService(
+        SqlNotifications(store),
+        notify_secret(data_dir, settings.notify.secret),
+        settings.notify.prefixes,
+        post_json,
+        clock,
+    )
+    notify.start()
+    jobs = JobService(admission, apps, images, store, batcher.submit, clock, wakeups, accounts, notify.check_url)
     arrays = ArrayService(SqlArrays(store, queue_.max), jobs, clock, wakeups)
-    schedules = ScheduleService(SqlSchedules(store), store, admission, clock, wakeups, metrics, disk, queue_.max)
+    schedules = ScheduleService(
+        SqlSchedules(store), store, admission, clock, wakeups, metrics, disk, queue_.max, jobs.admit
+    )
     workflows = WorkflowService(
         SqlWorkflows(store),
         CwlRunner(settings.workflow.default_image, settings.workflow.max_parallel_steps),
@@ -335,6 +362,7 @@ def build_server(settings: Settings) -> Server:
         Periodic("retention", files.retention_check_s, retention.tick, in_pool=True),
         Periodic("images", settings.image.gc_interval_s, images.tick, in_pool=True),
         Periodic("tes", TES_EVERY_S, tes.tick, in_pool=True),
+        Periodic("notify", NOTIFY_EVERY_S, notify.tick, in_pool=True),
         Periodic("tes-retention", files.retention_check_s, tes.expire, in_pool=True),
         Periodic(
             "sweep", SWEEP_EVERY_S, reconciler.sweep_strays, in_pool=True, wait_first=True
@@ -360,6 +388,7 @@ def build_server(settings: Settings) -> Server:
         ),
         accounts=accounts,
         arrays=arrays,
+        notify=notify,
         files=JobFiles(store, dirs),
         logs=logs,
         uploads=Uploads(dirs),

@@ -216,6 +216,30 @@ class Arrays(Protocol):
     def task_jobs(self, array_id: int, limit: int, after_index: int | None = None) -> Sequence[tuple[int, int]]: ...
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A notification to deliver (the outbox's row)."""
+
+    id: int
+    event_id: str
+    url: str
+    payload: str
+    attempts: int
+
+
+class Notifications(Protocol):
+    """The outbox of notifications, and the admin's webhooks (issue 20.7)."""
+
+    def collect(self, now: float) -> int: ...
+    def due(self, now: float, limit: int) -> list[Outgoing]: ...
+    def delivered(self, row_id: int, now: float) -> None: ...
+    def retry(self, row_id: int, attempts: int, next_at: float, error: str, give_up: bool) -> None: ...
+    def counts(self) -> dict[str, int]: ...
+    def webhooks(self) -> list[dict[str, Any]]: ...
+    def add_webhook(self, url: str, event_types: Sequence[str], now: float) -> int: ...
+    def remove_webhook(self, hook_id: int) -> bool: ...
+
+
 class Schedules(Protocol):
     """Schedules and their runs; a fire is stored atomically with the jobs it submits."""
 

@@ -338,6 +338,22 @@ class FairShareSection(Section):
         return UsagePolicy(parse_duration(self.half_life), self.weight_mem_gb, self.weight_gpu)
 
 
+class NotifySection(Section):
+    model_config = SettingsConfigDict(env_prefix="KRAN_NOTIFY_")
+    allowed_prefixes: str = Field(
+        "",
+        description="comma-separated URL prefixes that --notify URLs and webhooks must fall under "
+        "(e.g. https://hooks.example.org/kran/); empty: no notifications",
+    )
+    secret: str | None = Field(
+        None, description="HMAC key of X-Kran-Signature (unset: a random one kept in the data dir, notify.key)"
+    )
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.allowed_prefixes.split(",") if p.strip())
+
+
 class WorkflowSection(Section):
     model_config = SettingsConfigDict(env_prefix="KRAN_WORKFLOW_")
     default_image: str = Field(
@@ -383,6 +399,7 @@ class Settings(Section):
     workflow: WorkflowSection
     tes: TesSection
     fairshare: FairShareSection
+    notify: NotifySection
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -17,7 +17,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kran import __version__
 from kran.adapters.metrics import PrometheusMetrics
-from kran.api import accounts, admin, apps, arrays, images, jobs, nodes, schedules, system, tes, usage, workflows
+from kran.api import (
+    accounts,
+    admin,
+    apps,
+    arrays,
+    images,
+    jobs,
+    nodes,
+    notify,
+    schedules,
+    system,
+    tes,
+    usage,
+    workflows,
+)
 from kran.api.deps import OPEN_PATHS, STORING_PATHS, UPLOAD_PATHS, authenticate, private_channel
 from kran.api.responses import ERRORS
 from kran.errors import (
@@ -229,6 +243,7 @@ def create_app(
     app.include_router(usage.router)
     app.include_router(admin.router)
     app.include_router(arrays.router)
+    app.include_router(notify.router)
     app.include_router(accounts.router)
     app.include_router(system.router)
     app.include_router(workflows.router)

@@ -84,3 +84,48 @@ def key_revoke(key_id: str) -> None:
     """Revoke a key: requests signed with it are refused at once."""
     Client().post(f"/api/v1/admin/keys/{key_id}/revoke")
     click.echo(f"key {key_id} revoked")
+
+
+@admin.group("webhook")
+def webhook() -> None:
+    """Server-wide webhooks: every job's events, signed (see kran admin notify)."""
+
+
+@webhook.command("add")
+@click.argument("url")
+@click.option(
+    "--event", "events", multiple=True, help="job.started, job.succeeded, job.failed, array.ended (default all)"
+)
+def webhook_add(url: str, events: tuple[str, ...]) -> None:
+    """Add a webhook; URL must fall under notify.allowed_prefixes."""
+    r = Client().post("/api/v1/admin/webhooks", json={"url": url, "events": list(events)})
+    click.echo(f"webhook {r['id']}: {r['url']} ({', '.join(r['events'])})")
+
+
+@webhook.command("list")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def webhook_list(output: str) -> None:
+    rows = Client().get("/api/v1/admin/webhooks")["webhooks"]
+    if output == "json":
+        print_json(rows)
+    else:
+        kv_table([{**r, "events": ",".join(r["events"])} for r in rows], ["id", "url", "events", "created_at"])
+
+
+@webhook.command("remove")
+@click.argument("hook_id", type=int)
+def webhook_remove(hook_id: int) -> None:
+    Client().delete(f"/api/v1/admin/webhooks/{hook_id}")
+    click.echo(f"webhook {hook_id} removed")
+
+
+@admin.command("notify")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def notify_state(output: str) -> None:
+    """The key receivers verify X-Kran-Signature with, the allowed prefixes, the outbox."""
+    r = Client().get("/api/v1/admin/notify")
+    if output == "json":
+        print_json(r)
+    else:
+        click.echo(f"secret = {r['secret']}\nallowed prefixes = {', '.join(r['allowed_prefixes']) or '(none)'}")
+        click.echo(f"pending = {r['pending']}\ngave up = {r['gave_up']}")

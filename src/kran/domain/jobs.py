@@ -11,6 +11,7 @@ from typing import Any
 from kran.domain.cluster import check_class
 from kran.domain.datafiles import parse_sources
 from kran.domain.dependencies import parse_dependency
+from kran.domain.notify import parse_notify_on
 from kran.domain.resources import Range, ResourceRequest, Resources, format_cpus
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -46,6 +47,8 @@ class JobSpec:
     singleton: bool = False  # at most one active job of this owner and name
     array_deps: tuple[tuple[str, int], ...] = ()  # (kind, array id): waits on every task of the array
     after_corr: int | None = None  # an array's task i waits for task i of this array (aftercorr)
+    notify: str | None = None  # a URL told (POST, signed) when the job ends (domain.notify)
+    notify_on: tuple[str, ...] = ()  # end | start | fail | all; empty: end
     app: str | None = None
     app_version: int | None = None
     files: tuple[str, ...] = ()  # URLs fetched into the working dir before each attempt
@@ -152,6 +155,20 @@ JOB_FIELDS: tuple[JobField, ...] = (
         True,
     ),
     JobField("account", Kind.TEXT, "charge the job to this account (default: your first)", "--account", most=64),
+    JobField(
+        "notify",
+        Kind.TEXT,
+        "POST a signed JSON event to this URL when the job ends (see --notify-on)",
+        "--notify",
+        most=2000,
+    ),
+    JobField(
+        "notify_on",
+        Kind.TEXT,
+        "which events --notify gets: end (default), start, fail, all; comma-separated",
+        "--notify-on",
+        most=100,
+    ),
     JobField("sh", Kind.TEXT, "a shell string, run by /bin/sh -c", "--sh"),
     JobField(
         "app",
@@ -199,6 +216,8 @@ def validate_spec(
     after_any: list[int] | tuple[int, ...] = (),
     after_notok: list[int] | tuple[int, ...] = (),
     dependency: str | None = None,
+    notify: str | None = None,
+    notify_on: str | None = None,
     files: Sequence[str] = (),
     cached_files: Sequence[str] = (),
     grace_s: float | None = None,
@@ -274,6 +293,14 @@ def validate_spec(
             check_class(node_class)
         except ValueError as e:
             raise SpecError("node_class", str(e)) from None
+    try:
+        notify_words = parse_notify_on(notify_on) if notify else ()
+    except ValueError as e:
+        raise SpecError("notify_on", str(e)) from None
+    if notify_on and not notify:
+        raise SpecError("notify_on", "give --notify URL too")
+    if notify is not None and (len(notify) > 2000 or not notify.startswith(("http://", "https://"))):
+        raise SpecError("notify", "an http:// or https:// URL of at most 2000 characters")
     if account is not None and not ACCOUNT_NAME.fullmatch(account):
         raise SpecError("account", "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
     return JobSpec(
@@ -289,6 +316,8 @@ def validate_spec(
         singleton=singleton,
         array_deps=tuple(dict.fromkeys(array_deps)),
         after_corr=after_corr,
+        notify=notify,
+        notify_on=notify_words,
         command=argv,
         shell=sh is not None,
         request=request,

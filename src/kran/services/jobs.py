@@ -35,6 +35,7 @@ class JobService:
         clock: Clock,
         wakeups: Wakeups,
         accounts: AccountService,
+        check_notify_url: Callable[[str], None] = lambda url: None,
     ) -> None:
         self.admission = admission
         self.apps = apps
@@ -44,6 +45,7 @@ class JobService:
         self.clock = clock
         self.wakeups = wakeups
         self.accounts = accounts
+        self.check_notify_url = check_notify_url  # InvalidInput for a URL outside notify.allowed_prefixes
 
     def with_app(
         self,
@@ -83,11 +85,19 @@ class JobService:
         set the timeout), admission, dependencies. Returns the specs as they are stored."""
         if not specs:
             raise InvalidInput("no jobs given", "jobs")
-        specs = self.accounts.charge(specs, owner)
-        self.admission.check(list(specs))
+        specs = self.admit(specs, owner)
         for i, spec in enumerate(specs):
             self._check_dependencies(spec, owner, sees_all, i if len(specs) > 1 else None)
         return specs
+
+    def admit(self, specs: Sequence[JobSpec], owner: str) -> list[JobSpec]:
+        """The checks of every way in but dependencies (schedules take these at add): the
+        account and wall-time limits, the notify URL, admission."""
+        checked = self.accounts.charge(specs, owner)
+        for url in {s.notify for s in checked if s.notify}:
+            self.check_notify_url(url)
+        self.admission.check(checked)
+        return checked
 
     def submit_step(self, spec: JobSpec, owner: str) -> int:
         """A workflow step: a job of the run's owner, through the same checks."""

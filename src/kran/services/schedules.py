@@ -8,6 +8,7 @@ scheduler loop about once a second.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -66,8 +67,12 @@ class ScheduleService:
         metrics: Metrics,
         disk: DiskWatch,
         queue_max: int,
+        admit: Callable[[list[JobSpec], str], list[JobSpec]] | None = None,
     ) -> None:
         self.schedules = schedules
+        # what a submit checks (services.jobs.JobService.admit: account, wall time, notify URL,
+        # admission), the spec as it will be stored; without it, admission alone
+        self.admit = admit or self._admission_only
         self.store = store
         self.admission = admission
         self.clock = clock
@@ -75,6 +80,10 @@ class ScheduleService:
         self.metrics = metrics
         self.disk = disk
         self.queue_max = queue_max
+
+    def _admission_only(self, specs: list[JobSpec], owner: str) -> list[JobSpec]:
+        self.admission.check(specs)
+        return specs
 
     def add_schedule(
         self,
@@ -133,7 +142,7 @@ class ScheduleService:
                 raise InvalidInput(f"after: unknown schedule {given!r}", "after")
         if f"{owner}/{name}" in known:
             raise Conflict(f"schedule {name!r} exists already")
-        self.admission.check([spec])
+        (spec,) = self.admit([spec], owner)
         if repeat is not None and repeat > MAX_REPEAT:
             raise InvalidInput(f"repeat is at most {MAX_REPEAT}", "repeat")
         seen = {str(known[p].id): self._last_run_id(known[p].id) for p in parents}

@@ -14,6 +14,7 @@ from kran.services.images import ImageManager
 from kran.services.jobs import JobService
 from kran.services.logs import JobLogs
 from kran.services.nodes import NodeAdmin, NodeDirectory
+from kran.services.notify import NotifyService
 from kran.services.queries import JobQueries
 from kran.services.schedules import ScheduleService
 from kran.services.tes import TesService
@@ -26,6 +27,7 @@ class Services:
     jobs: JobService
     accounts: AccountService
     arrays: ArrayService
+    notify: NotifyService
     queries: JobQueries
     files: JobFiles
     logs: JobLogs

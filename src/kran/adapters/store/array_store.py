@@ -14,11 +14,13 @@ from sqlalchemy import Connection, RowMapping, func, insert, select, update
 from kran.adapters.store.associations import QueuedLimits, with_accounts
 from kran.adapters.store.job_deps import array_dependents, resolve_blocked
 from kran.adapters.store.job_inserts import insert_rows
+from kran.adapters.store.notify_store import hooks_for, outbox_row
 from kran.adapters.store.sql_store import SqlStore
-from kran.adapters.store.tables import arrays, jobs
+from kran.adapters.store.tables import arrays, jobs, notifications
 from kran.adapters.store.transitions import request_kill
 from kran.domain.arrays import ArrayIndices, ArrayRecord, parse_array, tasks_to_create
 from kran.domain.jobs import JobSpec
+from kran.domain.notify import wanted
 from kran.domain.records import Submission
 from kran.domain.states import JobState
 from kran.errors import QueueFull, StaleState
@@ -115,12 +117,14 @@ class SqlArrays:
                     .values(state="done", finished_at=now, outcome=outcome.value)
                 )
                 uow.queued = -resolve_blocked(conn, array_dependents(conn, array_id), now)
+                _notify_ended(conn, a, outcome, now)
                 return 0
             n = min(n, self._queue_max - self._queued.before_insert(uow))  # the queue bound holds for tasks too
             if n <= 0:
                 return 0
             indices = parse_array(a["indices"])
-            template = JobSpec.from_json(json.loads(a["spec"]))
+            # the array notifies as a whole (array.ended), not task by task
+            template = replace(JobSpec.from_json(json.loads(a["spec"])), notify=None, notify_on=())
             positions = range(a["created"], a["created"] + n)
             wanted = {indices.index_at(p) for p in positions}
             present = set(
@@ -185,7 +189,12 @@ class SqlArrays:
             ).scalar()
             if job_id is None:
                 a = conn.execute(select(arrays).where(arrays.c.id == array_id)).mappings().one()
-                spec = replace(JobSpec.from_json(json.loads(a["spec"])), array=(array_id, index, a["count"]))
+                spec = replace(
+                    JobSpec.from_json(json.loads(a["spec"])),
+                    array=(array_id, index, a["count"]),
+                    notify=None,
+                    notify_on=(),
+                )
                 (ids, failed) = insert_rows(conn, [Submission([spec], a["owner"], a["submitted_by"])], now)
                 job_id = ids[0]
                 uow.queued = 1 - failed
@@ -243,6 +252,25 @@ def _corresponding(conn: Connection, other: int | None, wanted: list[int]) -> li
         else:
             out.append(None)
     return out
+
+
+def _notify_ended(conn: Connection, a: RowMapping, outcome: JobState, now: float) -> None:
+    """array.ended to the array's --notify and the webhooks, in the transaction that ends it."""
+    spec = JobSpec.from_json(json.loads(a["spec"]))
+    targets = hooks_for(conn, "array.ended")
+    if spec.notify and wanted(spec.notify_on or ("end",), "array.ended"):
+        targets.append(spec.notify)
+    if not targets:
+        return
+    event_id = f"array-{a['id']}-ended"
+    counts = _counts(conn, a["id"])
+    payload = {
+        "id": event_id,
+        "type": "array.ended",
+        "at": now,
+        "array": {"id": a["id"], "name": a["name"], "owner": a["owner"], "outcome": outcome.value, "tasks": counts},
+    }
+    conn.execute(insert(notifications), [outbox_row(event_id, url, payload, now) for url in dict.fromkeys(targets)])
 
 
 def _counts(conn: object, array_id: int) -> dict[str, int]:

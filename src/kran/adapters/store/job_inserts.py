@@ -39,6 +39,8 @@ def insert_rows(conn: Connection, groups: Sequence[Submission], now: float) -> t
             "app": s.app,
             "array_id": s.array[0] if s.array else None,
             "array_index": s.array[1] if s.array else None,
+            "notify": s.notify,
+            "notify_events": ",".join(s.notify_on) if s.notify else None,
             "req_millicpus": s.request.cpus.min,
             "req_mem_mb": s.request.mem_mb.min,
             "req_gpus": s.request.gpus.min,

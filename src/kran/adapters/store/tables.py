@@ -59,6 +59,8 @@ jobs = Table(
     Column("app", String(200)),  # the app's name, for app limits
     Column("array_id", Integer),  # a task of this array (arrays.id)
     Column("array_index", Integer),  # its index in the array
+    Column("notify", Text),  # a URL told of its events (notify_events: which, comma-separated)
+    Column("notify_events", String(40)),
     Index("ix_jobs_queue", "state", text("priority DESC"), "id"),
     Index("ix_jobs_fair", "state", "assoc", text("priority DESC"), "id"),
     Index("ix_jobs_owner_state", "owner", "state"),
@@ -356,4 +358,33 @@ array_deps = Table(
     Column("array_id", Integer, ForeignKey("arrays.id"), primary_key=True),
     Column("kind", String(8), nullable=False),
     Index("ix_array_deps_array", "array_id"),
+)
+
+# Notifications (issue 20.7): the outbox. Events are written here in the transaction that
+# reads them from `events` (services.notify), so a kill -9 loses none; delivered at least
+# once, each with a stable event_id for the receiver to drop repeats.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(100), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", Float, nullable=False),
+    Column("delivered_at", Float),
+    Column("gave_up", Boolean, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Index("ix_notifications_due", "delivered_at", "gave_up", "next_at"),
+)
+
+# Server-wide webhooks an admin sets: every event of the types in `events` (comma-separated).
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("url", Text, nullable=False),
+    Column("events", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
 )
