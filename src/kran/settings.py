@@ -346,7 +346,9 @@ class NotifySection(Section):
         "(e.g. https://hooks.example.org/kran/); empty: no notifications",
     )
     secret: str | None = Field(
-        None, description="HMAC key of X-Kran-Signature (unset: a random one kept in the data dir, notify.key)"
+        None,
+        description="HMAC key of X-Kran-Signature (unset: a random one kept in the data dir, notify.key)",
+        json_schema_extra={"secret": True},
     )
 
     @property
