@@ -67,6 +67,7 @@ from kran.services.scheduler.batcher import SubmitBatcher
 from kran.services.scheduler.dispatch import DispatchConfig, Dispatcher
 from kran.services.scheduler.loop import Periodic, SchedulerLoop
 from kran.services.scheduler.monitor import Monitor
+from kran.services.scheduler.preempt import Preemptor
 from kran.services.scheduler.reconcile import Reconciler
 from kran.services.scheduler.retention import Retention
 from kran.services.scheduler.staging import Stager
@@ -328,6 +329,7 @@ def build_server(settings: Settings) -> Server:
         DispatchConfig(queue_.dispatch_window, queue_.reserve_after_s, settings.cluster.placement == "pack"),
         fairness,
         arrays.expand,
+        Preemptor(queue_.preemption, fairness.accounts, store, clock),
     )
     monitor = Monitor(
         store, engine, volumes, metrics, disk, clock, dirs, state, outbox, wakeups, pool, queue_.retry_backoff_s

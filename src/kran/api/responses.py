@@ -134,6 +134,7 @@ class Job(Out):
     array_deps: list[tuple[str, int]] = Field(description="(kind ok | any | notok, array id): waits on every task")
     notify: str | None = Field(description="the URL told of the job's events")
     notify_on: list[str] = Field(description="which: end, start, fail, all (empty: end)")
+    preemptible: bool = Field(description="may be stopped and re-queued for a job of higher priority")
     after_corr: int | None = Field(description="aftercorr: this array task waits for the same index of that array")
     app: str | None
     app_version: int | None

@@ -49,6 +49,7 @@ class JobSpec:
     after_corr: int | None = None  # an array's task i waits for task i of this array (aftercorr)
     notify: str | None = None  # a URL told (POST, signed) when the job ends (domain.notify)
     notify_on: tuple[str, ...] = ()  # end | start | fail | all; empty: end
+    preemptible: bool = False  # may be stopped and re-queued for a job of higher priority
     app: str | None = None
     app_version: int | None = None
     files: tuple[str, ...] = ()  # URLs fetched into the working dir before each attempt
@@ -169,6 +170,14 @@ JOB_FIELDS: tuple[JobField, ...] = (
         "--notify-on",
         most=100,
     ),
+    JobField(
+        "preemptible",
+        Kind.FLAG,
+        "may be stopped (SIGTERM, grace, SIGKILL) and re-queued for a job of higher priority, "
+        "without using a retry; it then sees KRAN_PREEMPTED=1",
+        "--preemptible",
+        True,
+    ),
     JobField("sh", Kind.TEXT, "a shell string, run by /bin/sh -c", "--sh"),
     JobField(
         "app",
@@ -218,6 +227,7 @@ def validate_spec(
     dependency: str | None = None,
     notify: str | None = None,
     notify_on: str | None = None,
+    preemptible: bool = False,
     files: Sequence[str] = (),
     cached_files: Sequence[str] = (),
     grace_s: float | None = None,
@@ -318,6 +328,7 @@ def validate_spec(
         after_corr=after_corr,
         notify=notify,
         notify_on=notify_words,
+        preemptible=preemptible,
         command=argv,
         shell=sh is not None,
         request=request,
@@ -362,7 +373,14 @@ _REF = re.compile(r"\$\{(KRAN_[A-Z_]+)\}|\$(KRAN_[A-Z_]+)")
 
 
 def job_environment(
-    spec: JobSpec, *, job_id: int, attempt: int, alloc: Resources, workdir: str, volume: str | None = None
+    spec: JobSpec,
+    *,
+    job_id: int,
+    attempt: int,
+    alloc: Resources,
+    workdir: str,
+    volume: str | None = None,
+    preempted: bool = False,
 ) -> dict[str, str]:
     """The job's environment: its own variables plus the KRAN_* grants.
 
@@ -382,6 +400,8 @@ def job_environment(
         granted["KRAN_VOLUME"] = volume
     if spec.app:
         granted["KRAN_APP"] = spec.app
+    if preempted:
+        granted["KRAN_PREEMPTED"] = "1"
     if spec.array is not None:
         granted["KRAN_ARRAY_JOB_ID"], granted["KRAN_ARRAY_TASK_ID"], granted["KRAN_ARRAY_TASK_COUNT"] = (
             str(n) for n in spec.array

@@ -92,6 +92,7 @@ class StartedAttempt:
     allocation: Resources
     spec: JobSpec
     owner_id: int | None = None  # the owner's user id: which uid the job runs as
+    preempted: bool = False  # the attempt before was preempted (KRAN_PREEMPTED)
 
 
 @dataclass(frozen=True)

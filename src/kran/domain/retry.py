@@ -17,7 +17,7 @@ class AttemptEnd:
     exit_code: int | None
     error: str | None = None  # engine error text, e.g. "OOM killed"
     vanished: bool = False  # the work disappeared without an exit code
-    kill_reason: str | None = None  # "user" or "timeout" when kran killed it
+    kill_reason: str | None = None  # "user", "timeout" or "preempt" when kran killed it
     cause: str | None = None  # what the server saw meanwhile that may explain a failure (a full disk)
     engine_fault: str | None = None  # it ended because its engine or node went away, not by itself
 
@@ -51,6 +51,11 @@ def settle_attempt(
     """
     if end.kill_reason == "user":
         return Settlement(JobState.KILLED, JobState.KILLED, "killed on request")
+    if end.kill_reason == "preempt":
+        if end.exit_code == 0 and not end.error:  # it finished before the signal took
+            return Settlement(JobState.SUCCEEDED, JobState.SUCCEEDED, "exit code 0")
+        why = f"attempt {attempt} preempted for a job of higher priority; re-queued without using a retry"
+        return Settlement(JobState.PREEMPTED, JobState.QUEUED, why, 0.0, free=True)
     if end.kill_reason == "timeout":
         limit = f" after {timeout_s:g}s" if timeout_s else ""
         return Settlement(JobState.TIMED_OUT, JobState.TIMED_OUT, f"timed out{limit}")

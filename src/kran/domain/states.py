@@ -15,6 +15,7 @@ class JobState(StrEnum):
     TIMED_OUT = "timed_out"
     LOST = "lost"
     DEPENDENCY_FAILED = "dependency_failed"
+    PREEMPTED = "preempted"  # an attempt's end only: stopped for another job, its job queued again
 
     @property
     def is_final(self) -> bool:
@@ -52,6 +53,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
         }
     ),
     **{s: frozenset() for s in FINAL_STATES},
+    JobState.PREEMPTED: frozenset(),  # never a job's state
 }
 
 

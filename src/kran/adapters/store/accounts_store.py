@@ -173,6 +173,22 @@ class SqlAccounts:
         with self._db.connect() as conn:
             return [(r[0], int(r[1]), int(r[2]), int(r[3] or 0)) for r in conn.execute(q)]
 
+    def preemptible(self) -> list[tuple[int, int | None, str, Resources, int, float]]:
+        """(job, association, node, allocation, priority, started) of running preemptible
+        jobs no kill is under way for."""
+        q = (
+            select(
+                jobs.c.id, jobs.c.assoc, jobs.c.node, jobs.c.alloc_millicpus, jobs.c.alloc_mem_mb,
+                jobs.c.alloc_gpus, jobs.c.alloc_disk_mb, jobs.c.priority, jobs.c.started_at,
+            )
+            .where(jobs.c.state == JobState.RUNNING, jobs.c.preemptible.is_(True), jobs.c.kill_reason.is_(None))
+        )  # fmt: skip
+        with self._db.connect() as conn:
+            return [
+                (r[0], r[1], r[2], Resources(r[3] or 0, r[4] or 0, r[5] or 0, r[6] or 0), r[7], r[8] or 0.0)
+                for r in conn.execute(q)
+            ]
+
     def active_names(self) -> list[tuple[str, str]]:
         """(owner, name) of starting or running jobs that have a name (singleton locks)."""
         q = select(jobs.c.owner, jobs.c.name).where(

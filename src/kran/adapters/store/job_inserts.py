@@ -40,6 +40,7 @@ def insert_rows(conn: Connection, groups: Sequence[Submission], now: float) -> t
             "array_id": s.array[0] if s.array else None,
             "array_index": s.array[1] if s.array else None,
             "notify": s.notify,
+            "preemptible": s.preemptible,
             "notify_events": ",".join(s.notify_on) if s.notify else None,
             "req_millicpus": s.request.cpus.min,
             "req_mem_mb": s.request.mem_mb.min,

@@ -61,6 +61,7 @@ jobs = Table(
     Column("array_index", Integer),  # its index in the array
     Column("notify", Text),  # a URL told of its events (notify_events: which, comma-separated)
     Column("notify_events", String(40)),
+    Column("preemptible", Boolean, nullable=False, default=False, server_default=text("0")),
     Index("ix_jobs_queue", "state", text("priority DESC"), "id"),
     Index("ix_jobs_fair", "state", "assoc", text("priority DESC"), "id"),
     Index("ix_jobs_owner_state", "owner", "state"),

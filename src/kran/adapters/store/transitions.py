@@ -59,6 +59,14 @@ def start(uow: UnitOfWork, assignments: Sequence[Assignment], now: float) -> lis
         .select_from(jobs.outerjoin(users, users.c.name == jobs.c.owner))
         .where(jobs.c.id.in_(list(by_id)), jobs.c.state == JobState.QUEUED)
     ).all()
+    preempted = {  # jobs whose last attempt was preempted: the next one is told (KRAN_PREEMPTED)
+        r[0]
+        for r in conn.execute(
+            select(attempts.c.job_id)
+            .join(jobs, (jobs.c.id == attempts.c.job_id) & (jobs.c.attempts == attempts.c.number))
+            .where(attempts.c.job_id.in_(list(by_id)), attempts.c.state == JobState.PREEMPTED)
+        )
+    }
     job_rows, att_rows, ev_rows = [], [], []
     for job_id, n, spec_json, queued_since, owner_id in rows:
         a = by_id[job_id]
@@ -101,9 +109,8 @@ def start(uow: UnitOfWork, assignments: Sequence[Assignment], now: float) -> lis
                 "at": now,
             }
         )
-        started.append(
-            StartedAttempt(job_id, number, a.node_id, alloc, JobSpec.from_json(json.loads(spec_json)), owner_id)
-        )
+        spec = JobSpec.from_json(json.loads(spec_json))
+        started.append(StartedAttempt(job_id, number, a.node_id, alloc, spec, owner_id, job_id in preempted))
     if job_rows:
         compare_and_set(
             conn,
@@ -286,6 +293,7 @@ def settle(
                 queued_since=now,
                 not_before=bindparam("b_nb"),
                 requeues=jobs.c.requeues + bindparam("b_free"),
+                kill_reason=None,  # a preemption's: the next attempt is not being killed
                 node=None,
                 alloc_millicpus=None,
                 alloc_mem_mb=None,
@@ -355,9 +363,10 @@ def request_kill(uow: UnitOfWork, job_ids: Sequence[int], reason: str, now: floa
             state = JobState.KILLED
             dequeued += 1
         elif state.is_active:
-            conn.execute(
-                update(jobs).where(jobs.c.id == job_id, jobs.c.kill_reason.is_(None)).values(kill_reason=reason)
-            )
+            free: Any = jobs.c.kill_reason.is_(None)
+            if reason == "user":  # a user's kill wins over a preemption under way (no re-run)
+                free = free | (jobs.c.kill_reason == "preempt")
+            conn.execute(update(jobs).where(jobs.c.id == job_id, free).values(kill_reason=reason))
         out[job_id] = state
     killed = {j for j, state in out.items() if state == JobState.KILLED}
     dequeued += resolve_blocked(conn, dependents(conn, killed), now)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from itertools import islice
@@ -17,6 +17,7 @@ from kran.ports import Apps, Clock, Engine, Store
 from kran.services.disk import DiskWatch
 from kran.services.fairness import Fairness
 from kran.services.nodes import NodeDirectory
+from kran.services.scheduler.preempt import Preemptor
 from kran.services.scheduler.staging import Stager
 from kran.services.scheduler.state import Launched, LaunchFailed, Outbox, SchedulerState
 from kran.services.wakeups import Wakeups
@@ -50,6 +51,7 @@ class Dispatcher:
         cfg: DispatchConfig,
         fairness: Fairness,
         make_tasks: Callable[[float], int] = lambda now: 0,
+        preemptor: Preemptor | None = None,
     ) -> None:
         self.store = store
         self.nodes = nodes
@@ -65,6 +67,7 @@ class Dispatcher:
         self.cfg = cfg
         self.fairness = fairness
         self.make_tasks = make_tasks  # job arrays: tasks that may start become jobs first
+        self.preemptor = preemptor
 
     def tick(self) -> int:
         """Start as many queued jobs as fit; returns how many launches were handed over.
@@ -84,7 +87,8 @@ class Dispatcher:
         assignments: list[Assignment] = []
         reserved_for = None
         held: set[str] | None = None  # app volumes in use, read once a candidate needs one
-        if not any(has_room(n) for n in nodes):
+        preempting = self.preemptor is not None and self.preemptor.on
+        if not any(has_room(n) for n in nodes) and not preempting:  # (full: what may be preempted is looked at)
             return 0
         window = self.cfg.window
         # jobs of a kind the engine cannot run now (its daemon down) wait: queries.get_job says why
@@ -93,6 +97,7 @@ class Dispatcher:
         limits = self.fairness.pass_limits(standing.running if standing else None)
         queue = self.fairness.queue(standing)
         taken = 0
+        unplaced: list[tuple[Candidate, int]] = []  # for preemption: what did not start, in order
         while taken < window:
             rows = list(islice(queue, min(PAGE, window - taken)))
             taken += len(rows)
@@ -103,6 +108,8 @@ class Dispatcher:
                     if down[spec.image is not None]:
                         continue
                     waited = now - r.queued_since
+                    if preempting and self.preemptor is not None and self.preemptor.keeps_room_for(r.job_id):
+                        waited = float("inf")  # jobs were stopped for it: their room is its
                     keys = limits.keys(r, spec.account or DEFAULT_ACCOUNT) if limits else ()
                     lock = singleton_lock(r.owner, spec.name) if spec.singleton else None
                     candidates.append(
@@ -129,6 +136,14 @@ class Dispatcher:
                 budgets=limits.budgets if limits else None,
             )
             assignments += placement.assignments
+            if preempting:
+                placed = {a.job_id for a in placement.assignments}
+                priority = {r.job_id: r.priority for r in rows}
+                unplaced += [
+                    (c, priority[c.job_id])
+                    for c in candidates
+                    if c.job_id not in placed and not _held_back(c, held, limits.budgets if limits else None)
+                ]
             for a in placement.assignments:
                 node = next(n for n in nodes if n.node_id == a.node_id)
                 node.allocated = node.allocated + a.allocation
@@ -136,6 +151,8 @@ class Dispatcher:
             if reserved_for is not None or len(rows) < PAGE or not any(has_room(n) for n in nodes):
                 break
         self.state.reserved_for = reserved_for
+        if preempting and self.preemptor is not None:
+            self.preemptor.after_pass(unplaced, {a.job_id for a in assignments}, nodes, standing)
         started = self.store.start_attempts(assignments, now)
         for s in started:
             self.pool.submit(self._launch, s)
@@ -185,3 +202,16 @@ def image_key(image: str | None) -> str | None:
 def singleton_lock(owner: str, name: str | None) -> str:
     """The lock a singleton job takes: one active job per owner and name (Slurm's singleton)."""
     return f"singleton\0{owner}\0{name or ''}"
+
+
+def _held_back(c: Candidate, held: set[str] | None, budgets: dict[Hashable, list[int]] | None) -> bool:
+    """Waits for a lock or a limit, not for room: stopping other jobs would not start it."""
+    if held and ((c.exclusive and c.exclusive in held) or (c.lock and c.lock in held)):
+        return True
+    if budgets and c.budgets:
+        r = c.request
+        for k in c.budgets:
+            b = budgets.get(k)
+            if b is not None and (b[0] < 1 or b[1] < r.cpus.min or b[2] < r.mem_mb.min or b[3] < r.gpus.min):
+                return True
+    return False

@@ -62,6 +62,7 @@ class Stager:
             alloc=s.allocation,
             workdir=str(workdir),
             volume=str(volume) if volume else None,
+            preempted=s.preempted,
         )
         return LaunchSpec(
             job_id=s.job_id,

@@ -1,0 +1,59 @@
+"""Preemption with a real server and real jobs (issue 20.6): off by default; with
+queue.preemption = priority a high-priority job on a full machine starts within a
+dispatch round of a preempted job stopping, and the preempted job runs again, for free."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import ServerProc
+
+
+def _t(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def _fill(server: ServerProc, shared: Path, seconds: float) -> list[int]:
+    sh = f'echo "$KRAN_ATTEMPT ${{KRAN_PREEMPTED:-0}}" >> {shared}/low-$KRAN_JOB_ID; sleep {seconds}'
+    with server.api() as c:
+        ids: list[int] = c.post(
+            "/api/v1/jobs/batch", json={"jobs": [{"sh": sh, "cpus": "1", "preemptible": True}] * 4}
+        ).json()["ids"]
+        deadline = time.monotonic() + 20
+        while sum(c.get(f"/api/v1/jobs/{i}").json()["state"] == "running" for i in ids) < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    return ids
+
+
+def test_a_high_priority_job_preempts_and_the_preempted_runs_again(make_server: Any, shared_dir: Path) -> None:
+    server: ServerProc = make_server(KRAN_QUEUE_PREEMPTION="priority")
+    lows = _fill(server, shared_dir, 3)
+    with server.api() as c:
+        high = c.post("/api/v1/jobs", json={"command": ["true"], "cpus": "1", "priority": 10}).json()["id"]
+    got = server.wait_state(high, {"succeeded"}, timeout=30)
+    views = [server.wait_state(i, {"succeeded", "failed", "killed"}, timeout=60) for i in lows]
+    assert all(v["state"] == "succeeded" for v in views), views
+    preempted = [v for v in views if len(v["attempts"]) == 2]
+    assert len(preempted) == 1, [v["attempts"] for v in views]  # one was enough
+    first, second = preempted[0]["attempts"]
+    assert first["state"] == "preempted" and "re-queued without using a retry" in first["reason"]
+    assert second["state"] == "succeeded" and preempted[0]["retries"] == 0
+    # the high job started as soon as the preempted one had stopped
+    assert 0 <= _t(got["started_at"]) - _t(first["finished_at"]) < 1.5, (got["started_at"], first["finished_at"])
+    # the next attempt knew
+    assert (shared_dir / f"low-{preempted[0]['id']}").read_text().split("\n")[:2] == ["1 0", "2 1"]
+
+
+def test_off_by_default_a_high_priority_job_waits(server: ServerProc, shared_dir: Path) -> None:
+    lows = _fill(server, shared_dir, 1.5)
+    with server.api() as c:
+        high = c.post("/api/v1/jobs", json={"command": ["true"], "cpus": "1", "priority": 10}).json()["id"]
+        time.sleep(0.5)
+        assert c.get(f"/api/v1/jobs/{high}").json()["state"] == "queued"
+    server.wait_state(high, {"succeeded"}, timeout=30)
+    for i in lows:
+        assert len(server.wait_state(i, {"succeeded"}, timeout=30)["attempts"]) == 1
