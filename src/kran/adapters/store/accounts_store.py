@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from kran.adapters.store.associations import association_ids
@@ -20,6 +20,16 @@ from kran.domain.records import QueuedRow
 from kran.domain.resources import Resources
 from kran.domain.states import JobState
 from kran.errors import Conflict, NotFound
+
+
+# one statement, its compiled form cached: a pass reads the head of every association's queue
+_QUEUED_OF = (
+    select(*QUEUED_COLUMNS)
+    .where(jobs.c.state == JobState.QUEUED, jobs.c.assoc == bindparam("a"), jobs.c.blocked.is_(False))
+    .order_by(jobs.c.priority.desc(), jobs.c.id)
+    .limit(bindparam("n"))
+    .offset(bindparam("o"))
+)
 
 
 class SqlAccounts:
@@ -111,20 +121,17 @@ class SqlAccounts:
             ]
 
     def queued_association_ids(self) -> list[int]:
-        """Associations with queued jobs, by a skip scan of the fair-share index: one index
-        seek per association, whatever the length of the queue."""
-        j = jobs.alias("j")
+        """Associations with queued jobs, by a skip scan of the fair-share index (a recursive
+        query: one index seek per association, whatever the length of the queue)."""
+        sql = text(
+            "WITH RECURSIVE a(id) AS ("
+            " SELECT (SELECT MIN(assoc) FROM jobs WHERE state = :q AND assoc IS NOT NULL)"
+            " UNION ALL"
+            " SELECT (SELECT MIN(assoc) FROM jobs WHERE state = :q AND assoc > a.id) FROM a WHERE a.id IS NOT NULL"
+            ") SELECT id FROM a WHERE id IS NOT NULL"
+        )
         with self._db.connect() as conn:
-            out: list[int] = []
-            last = -1
-            while True:
-                nxt = conn.execute(
-                    select(func.min(j.c.assoc)).where(j.c.state == JobState.QUEUED, j.c.assoc > last)
-                ).scalar()
-                if nxt is None:
-                    return out
-                out.append(int(nxt))
-                last = int(nxt)
+            return [int(r[0]) for r in conn.execute(sql, {"q": JobState.QUEUED.value})]
 
     def running(self) -> list[RunningCharge]:
         """Active attempts as fair share and limits count them."""
@@ -147,15 +154,8 @@ class SqlAccounts:
 
     def queued_of(self, assoc: int, limit: int, offset: int) -> list[QueuedRow]:
         """One association's queued jobs in its own order (priority, then submission)."""
-        q = (
-            select(*QUEUED_COLUMNS)
-            .where(jobs.c.state == JobState.QUEUED, jobs.c.assoc == assoc, jobs.c.blocked.is_(False))
-            .order_by(jobs.c.priority.desc(), jobs.c.id)
-            .limit(limit)
-            .offset(offset)
-        )
         with self._db.connect() as conn:
-            return [QueuedRow(*r) for r in conn.execute(q)]
+            return [QueuedRow(*r) for r in conn.execute(_QUEUED_OF, {"a": assoc, "n": limit, "o": offset})]
 
     def queued_at_or_above(self, priority: int, job_id: int) -> list[tuple[int | None, int, int, int]]:
         """(association, priority, queued jobs, of them submitted before job_id), for the
