@@ -21,7 +21,6 @@ from kran.domain.resources import Resources
 from kran.domain.states import JobState
 from kran.errors import Conflict, NotFound
 
-
 # one statement, its compiled form cached: a pass reads the head of every association's queue
 _QUEUED_OF = (
     select(*QUEUED_COLUMNS)
