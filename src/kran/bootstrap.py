@@ -296,7 +296,7 @@ def build_server(settings: Settings) -> Server:
     jobs = JobService(admission, apps, images, store, batcher.submit, clock, wakeups, accounts, notify.check_url)
     arrays = ArrayService(SqlArrays(store, queue_.max), jobs, clock, wakeups)
     schedules = ScheduleService(
-        SqlSchedules(store), store, admission, clock, wakeups, metrics, disk, queue_.max, jobs.admit
+        SqlSchedules(store), store, admission, clock, wakeups, metrics, disk, queue_.max, jobs.check
     )
     workflows = WorkflowService(
         SqlWorkflows(store),

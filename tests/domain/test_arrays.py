@@ -27,12 +27,16 @@ def test_ranges_steps_lists_and_the_cap() -> None:
         ("1-10:0", "step is at least 1"),
         ("a-b", "write ranges as"),
         ("", "write ranges as"),
-        ("1-5%0", "at least 1"),
-        ("1-5%x", "at least 1"),
+        ("1-5%0", "the cap is a number of tasks"),
+        ("1-5%x", "the cap is a number of tasks"),
+        ("0-3%", "the cap is a number of tasks"),
+        ("0-3%9223372036854775808", "the cap is a number of tasks"),
+        ("0-\u00b2", "write ranges as"),
         ("0-1000000", "at most 1000000"),
         ("1-10,5", "index 5 is given twice"),
         ("0-20:2,1-21:2,10", "index 10 is given twice"),
         ("0-2000000000", "indices go up to"),
+        (",".join(f"{i * 10}" for i in range(101)), "at most 100 comma-separated parts"),
     ],
 )
 def test_refused(text: str, why: str) -> None:

@@ -36,6 +36,9 @@ def test_the_slurm_form() -> None:
         ("afterok:x", "ids are numbers"),
         ("afterok:a", "ids are numbers"),
         ("afterok:0", "ids are numbers"),
+        ("afterok:9223372036854775808", "ids are numbers"),
+        ("afterok:a99999999999999999999", "ids are numbers"),
+        ("afterok:\u00b2", "ids are numbers"),
     ):
         with pytest.raises(ValueError, match=why):
             parse_dependency(bad)

@@ -16,6 +16,7 @@ from kran.services import auth as auth_service
 from kran.services.accounts import MAX_SHARES, AccountService
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
+INT32 = 2**31 - 1  # the limits' columns are 32-bit on PostgreSQL
 
 
 async def _accounts(request: Request) -> AccountService:
@@ -46,12 +47,12 @@ class LimitSet(Body):
 
     scope: str = Field(description="default | account | user | app")
     name: str = Field("", max_length=200, description="the account, user or app (not for default)")
-    max_running_jobs: int | None = Field(None, ge=0)
-    max_running_cpus: float | None = Field(None, ge=0)
-    max_running_mem_mb: int | None = Field(None, ge=0)
-    max_running_gpus: int | None = Field(None, ge=0)
-    max_queued_jobs: int | None = Field(None, ge=0)
-    max_wall_s: float | None = Field(None, ge=1)
+    max_running_jobs: int | None = Field(None, ge=0, le=INT32)
+    max_running_cpus: float | None = Field(None, ge=0, le=1_000_000, allow_inf_nan=False)
+    max_running_mem_mb: int | None = Field(None, ge=0, le=INT32)
+    max_running_gpus: int | None = Field(None, ge=0, le=1_000_000)
+    max_queued_jobs: int | None = Field(None, ge=0, le=INT32)
+    max_wall_s: float | None = Field(None, ge=1, le=10 * 365 * 86400, allow_inf_nan=False)
 
 
 class Account(Out):
@@ -77,8 +78,8 @@ class ShareRow(Out):
     shares: int
     norm_shares: float
     usage: float = Field(description="decayed billing seconds, running attempts included")
-    norm_usage: float
-    effective_usage: float
+    norm_usage: float | None = Field(description="share of everyone's usage (admins only)")
+    effective_usage: float | None = Field(description="with part of the account's usage (admins only)")
     fair_share: float
 
 
@@ -146,7 +147,9 @@ def share(who: Caller, accounts: AccountsDep, user: str | None = None) -> dict[s
     if not who.is_admin:
         if user not in (None, who.user):
             raise NotFound(f"user {user} not found")
-        user = who.user
+        # one's own rows; not the figures others' usage could be worked out from
+        rows = [{**r, "norm_usage": None, "effective_usage": None} for r in accounts.share_report(who.user)]
+        return {"associations": rows}
     return {"associations": accounts.share_report(user)}
 
 
@@ -158,7 +161,7 @@ def list_limits(who: Caller, accounts: AccountsDep) -> dict[str, Any]:
         rows = [
             r
             for r in rows
-            if r["scope"] in ("default", "app")
+            if r["scope"] == "default"
             or (r["scope"] == "user" and r["name"] == who.user)
             or (r["scope"] == "account" and r["name"] in mine)
         ]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from kran.api.deps import Auth, Caller, Jobs
+from kran.api.deps import MAX_ID, Auth, Caller, Jobs
 from kran.api.responses import Out
 from kran.api.schemas import Body, JobSubmit, spec_for
 from kran.api.views import iso
@@ -18,6 +18,8 @@ from kran.services.arrays import ArrayService
 from kran.services.auth import on_behalf
 
 router = APIRouter(prefix="/api/v1/arrays", tags=["arrays"])
+ArrayId = Annotated[int, Path(ge=1, le=MAX_ID, description="an array id")]
+Index = Annotated[int, Path(ge=0, le=10**9, description="a task's index")]
 
 
 async def _arrays(request: Request) -> ArrayService:
@@ -101,12 +103,12 @@ def list_arrays(
 
 @router.get("/{array_id}", response_model=Array, summary="One array: tasks per state; ?tasks=true lists their jobs")
 def show_array(
-    array_id: int,
+    array_id: ArrayId,
     arrays: ArraysDep,
     who: Caller,
     tasks: bool = Query(False, description="list (index, job id) of the tasks made so far"),
     limit: int = Query(1000, ge=1, le=100_000),
-    after: int | None = Query(None, description="tasks after this index (paging)"),
+    after: int | None = Query(None, ge=-1, le=10**9, description="tasks after this index (paging)"),
 ) -> dict[str, Any]:
     a = arrays.visible(array_id, who)
     return array_json(a, list(arrays.arrays.task_jobs(array_id, limit, after)) if tasks else None)
@@ -115,10 +117,10 @@ def show_array(
 @router.post(
     "/{array_id}/kill", response_model=Array, summary="Kill an array: no more tasks start, running ones are killed"
 )
-def kill_array(array_id: int, arrays: ArraysDep, who: Caller) -> dict[str, Any]:
+def kill_array(array_id: ArrayId, arrays: ArraysDep, who: Caller) -> dict[str, Any]:
     return array_json(arrays.kill(array_id, who))
 
 
 @router.post("/{array_id}/tasks/{index}/kill", response_model=Array, summary="Kill one task of an array")
-def kill_task(array_id: int, index: int, arrays: ArraysDep, who: Caller) -> dict[str, Any]:
+def kill_task(array_id: ArrayId, index: Index, arrays: ArraysDep, who: Caller) -> dict[str, Any]:
     return array_json(arrays.kill(array_id, who, index))

@@ -84,10 +84,10 @@ def share(user: str | None, output: str) -> None:
     if output == "json":
         print_json(rows)
         return
-    kv_table(
-        rows,
-        ["account", "user", "account_shares", "shares", "norm_shares", "usage", "effective_usage", "fair_share"],
-    )
+    columns = ["account", "user", "account_shares", "shares", "norm_shares", "usage", "effective_usage", "fair_share"]
+    if rows and all(r.get("effective_usage") is None for r in rows):
+        columns.remove("effective_usage")  # (admins only)
+    kv_table(rows, columns)
 
 
 @click.group("limit")

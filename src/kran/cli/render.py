@@ -106,9 +106,9 @@ def job_detail(j: dict[str, Any]) -> None:
         f = j["priority_factors"]
         text = f"priority {f['priority']}"
         if f.get("fair_share") is not None:
-            text += (
-                f"  fair-share {f['fair_share']:.4f} (shares {f['norm_shares']:.4f}, usage {f['effective_usage']:.4f})"
-            )
+            used = f.get("effective_usage")
+            text += f"  fair-share {f['fair_share']:.4f} (shares {f['norm_shares']:.4f}"
+            text += f", usage {used:.4f})" if used is not None else ")"
         rows.append(("factors", text + f"  age {f['age_s']:.0f}s"))
     u = j.get("usage") or {}
     if u.get("wall_seconds") is not None:

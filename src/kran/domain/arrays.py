@@ -16,9 +16,9 @@ from kran.domain.jobs import JobSpec
 
 MAX_TASKS = 1_000_000
 MAX_INDEX = 10**9
-MAX_PARTS = 1000
+MAX_PARTS = 100  # the overlap check compares each pair
 BUFFER = 1000  # tasks of an array without %N kept queued ahead of the dispatcher
-_PART = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
+_PART = re.compile(r"([0-9]{1,10})(?:-([0-9]{1,10})(?::([0-9]{1,10}))?)?")  # ASCII digits only
 
 
 @dataclass(frozen=True)
@@ -49,19 +49,20 @@ class ArrayIndices:
         return ",".join(parts) + (f"%{self.throttle}" if self.throttle else "")
 
 
-def parse_array(text: str) -> ArrayIndices:
-    """Slurm's --array; ValueError with the reason. Indices must not repeat."""
-    body, _, throttle_text = text.strip().partition("%")
+def parse_array(text: str, checked: bool = False) -> ArrayIndices:
+    """Slurm's --array; ValueError with the reason. Indices must not repeat (`checked`: the
+    text was checked when the array was submitted; reading it again skips that)."""
+    body, percent, throttle_text = text.strip().partition("%")
     throttle = None
-    if throttle_text:
-        if not throttle_text.isdigit() or int(throttle_text) < 1:
-            raise ValueError(f"%{throttle_text}: the cap is a number of tasks, at least 1")
+    if percent:
+        if not re.fullmatch(r"[0-9]{1,7}", throttle_text) or not 1 <= int(throttle_text) <= MAX_TASKS:
+            raise ValueError(f"%{throttle_text[:20]}: the cap is a number of tasks, 1 to {MAX_TASKS}")
         throttle = int(throttle_text)
     ranges = []
     for part in body.split(","):
         m = _PART.fullmatch(part.strip())
         if not m:
-            raise ValueError(f"{part.strip()!r}: write ranges as 0-99, 0-99:5 or 1,5,9 (and %N to cap)")
+            raise ValueError(f"{part.strip()[:40]!r}: write ranges as 0-99, 0-99:5 or 1,5,9 (and %N to cap)")
         first = int(m.group(1))
         last = int(m.group(2)) if m.group(2) is not None else first
         step = int(m.group(3)) if m.group(3) is not None else 1
@@ -77,6 +78,8 @@ def parse_array(text: str) -> ArrayIndices:
         raise ValueError(f"{arr.count} tasks: at most {MAX_TASKS} in one array")
     if len(ranges) > MAX_PARTS:
         raise ValueError(f"at most {MAX_PARTS} comma-separated parts")
+    if checked:
+        return arr
     ordered = sorted(ranges)
     for i, r in enumerate(ordered):
         for earlier in ordered[:i]:

@@ -10,6 +10,7 @@ services.scheduler.dispatch). `--dependency` takes Slurm's form (parse_dependenc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ AFTER_OK = "ok"
 AFTER_ANY = "any"
 AFTER_NOTOK = "notok"
 SLURM_KINDS = {"afterok": "after", "afterany": "after_any", "afternotok": "after_notok"}
+MAX_ID = 2**63 - 1  # the store's integers are 64-bit
+_ID = re.compile(r"[0-9]{1,19}")
 ARRAY_KIND = {"afterok": AFTER_OK, "afterany": AFTER_ANY, "afternotok": AFTER_NOTOK}
 
 
@@ -85,8 +88,8 @@ def parse_dependency(text: str) -> ParsedDependency:
         for item in items:
             is_array = item.startswith("a")
             number = item[1:] if is_array else item
-            if not number.isdigit() or int(number) < 1:
-                raise ValueError(f"{part!r}: ids are numbers (an array's written a7), e.g. afterok:12:a7")
+            if not _ID.fullmatch(number) or not 1 <= int(number) <= MAX_ID:
+                raise ValueError(f"{part[:40]!r}: ids are numbers (an array's written a7), e.g. afterok:12:a7")
             if kind == "aftercorr":
                 if not is_array or corr is not None:
                     raise ValueError("aftercorr names one array, e.g. aftercorr:a7")

@@ -79,10 +79,11 @@ class Fairness:
 
     # ---- the scheduler's pass
 
-    def queue(self, standing: Standing | None) -> Iterator[QueuedRow]:
+    def queue(self, standing: Standing | None, skip: set[int] | None = None) -> Iterator[QueuedRow]:
         """Queued jobs in queue order: by priority, then (fair share on) the factor of the
         association charged, then submission. Each association's queue is read from its
-        head as far as the pass gets (an index seek each), merged here."""
+        head as far as the pass gets (an index seek each), merged here. Associations put in
+        `skip` meanwhile (a limit holds all their jobs) are read no further."""
         if standing is None:
             offset = 0
             while True:
@@ -98,6 +99,8 @@ class Fairness:
             _push(heap, stream, standing.factor(assoc))
         while heap:
             _, assoc, row = heapq.heappop(heap)
+            if skip and assoc in skip:
+                continue  # its stream is dropped
             yield row
             _push(heap, streams[assoc], standing.factor(assoc))
 

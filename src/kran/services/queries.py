@@ -87,7 +87,9 @@ class JobQueries:
         if job.state != JobState.QUEUED:
             return JobView(job, None, None)
         factors = self.fairness.factors(job)
-        if job.spec.waits_on:
+        if not who.is_admin:  # with the account's usage in it: others' usage could be worked out
+            factors.pop("effective_usage", None)
+        if job.spec.blocked:
             verdict = dependency_verdict(self.store.dependencies_of(job.id))
             if verdict.status == "wait":
                 return JobView(job, None, verdict.reason, factors)

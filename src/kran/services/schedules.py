@@ -67,11 +67,11 @@ class ScheduleService:
         metrics: Metrics,
         disk: DiskWatch,
         queue_max: int,
-        admit: Callable[[list[JobSpec], str], list[JobSpec]] | None = None,
+        admit: Callable[[list[JobSpec], str, bool], list[JobSpec]] | None = None,
     ) -> None:
         self.schedules = schedules
-        # what a submit checks (services.jobs.JobService.admit: account, wall time, notify URL,
-        # admission), the spec as it will be stored; without it, admission alone
+        # what a submit checks (services.jobs.JobService.check: account, wall time, notify URL,
+        # admission, dependencies), the spec as it will be stored; without it, admission alone
         self.admit = admit or self._admission_only
         self.store = store
         self.admission = admission
@@ -81,7 +81,7 @@ class ScheduleService:
         self.disk = disk
         self.queue_max = queue_max
 
-    def _admission_only(self, specs: list[JobSpec], owner: str) -> list[JobSpec]:
+    def _admission_only(self, specs: list[JobSpec], owner: str, sees_all: bool) -> list[JobSpec]:
         self.admission.check(specs)
         return specs
 
@@ -142,7 +142,7 @@ class ScheduleService:
                 raise InvalidInput(f"after: unknown schedule {given!r}", "after")
         if f"{owner}/{name}" in known:
             raise Conflict(f"schedule {name!r} exists already")
-        (spec,) = self.admit([spec], owner)
+        (spec,) = self.admit([spec], owner, sees_all)
         if repeat is not None and repeat > MAX_REPEAT:
             raise InvalidInput(f"repeat is at most {MAX_REPEAT}", "repeat")
         seen = {str(known[p].id): self._last_run_id(known[p].id) for p in parents}

@@ -16,7 +16,7 @@ from kran.adapters.store.job_deps import array_dependents, resolve_blocked
 from kran.adapters.store.job_inserts import insert_rows
 from kran.adapters.store.notify_store import hooks_for, outbox_row
 from kran.adapters.store.sql_store import SqlStore
-from kran.adapters.store.tables import arrays, jobs, notifications
+from kran.adapters.store.tables import arrays, events, jobs, notifications
 from kran.adapters.store.transitions import request_kill
 from kran.domain.arrays import ArrayIndices, ArrayRecord, parse_array, tasks_to_create
 from kran.domain.jobs import JobSpec
@@ -26,6 +26,8 @@ from kran.domain.states import JobState
 from kran.errors import QueueFull, StaleState
 
 LIVE = (JobState.QUEUED, JobState.STARTING, JobState.RUNNING)
+PER_PASS = 100
+MAX_ACTIVE_PER_USER = 1000
 
 
 class SqlArrays:
@@ -33,6 +35,7 @@ class SqlArrays:
         self._db = store.db
         self._queued = store.queued_jobs
         self._queue_max = queue_max
+        self._last = 0  # the last array expand looked at: the next pass goes on after it
 
     def create(self, spec: JobSpec, indices: ArrayIndices, owner: str, submitted_by: str | None, now: float) -> int:
         """The array's one row; its tasks are made by `expand` (the next scheduler pass).
@@ -46,6 +49,11 @@ class SqlArrays:
             why = QueuedLimits(uow.conn).refusal(sub, indices.count)
             if why:
                 raise QueueFull(why)
+            active = uow.conn.execute(
+                select(func.count()).where(arrays.c.owner == owner, arrays.c.state == "active")
+            ).scalar_one()
+            if active >= MAX_ACTIVE_PER_USER:
+                raise QueueFull(f"user {owner}: {active} arrays not yet ended, at most {MAX_ACTIVE_PER_USER}")
             row = {
                 "owner": owner,
                 "submitted_by": submitted_by,
@@ -59,6 +67,8 @@ class SqlArrays:
                 "kill_requested": False,
                 "submitted_at": now,
                 "corr_array": spec.after_corr,
+                "account": sub.specs[0].account,
+                "app": spec.app,
             }
             key = uow.conn.execute(insert(arrays), row).inserted_primary_key
             assert key is not None
@@ -74,22 +84,35 @@ class SqlArrays:
                 .group_by(jobs.c.array_id)
                 .subquery()
             )
+            other = arrays.alias("other")
             rows = conn.execute(
                 select(arrays.c.id, arrays.c.created, arrays.c.count, arrays.c.throttle, arrays.c.kill_requested,
-                       func.coalesce(live.c.n, 0))
+                       func.coalesce(live.c.n, 0), other.c.created, other.c.state, other.c.kill_requested)
                 .outerjoin(live, live.c.array_id == arrays.c.id)
+                .outerjoin(other, other.c.id == arrays.c.corr_array)
                 .where(arrays.c.state == "active")
+                .order_by(arrays.c.id)
             ).all()  # fmt: skip
         if not rows:
             return 0
         full = self._queued.now() >= self._queue_max
-        made = 0
-        for array_id, created, count, throttle, killed, n_live in rows:
+        work = []
+        for array_id, created, count, throttle, killed, n_live, o_created, o_state, o_killed in rows:
             if n_live == 0 and (killed or created >= count):
-                pass  # done: decided below
+                work.append(array_id)  # done: decided in _expand_one
             elif killed or created >= count or full or (throttle is not None and n_live >= throttle):
                 continue
+            elif o_state == "active" and not o_killed and created >= o_created:
+                continue  # aftercorr: the other array has made no task this one may follow yet
+            else:
+                work.append(array_id)
+        # at most PER_PASS arrays a pass, taking turns: what users submit does not set its cost
+        start = next((k for k, a in enumerate(work) if a > self._last), 0)
+        turn = (work[start:] + work[:start])[:PER_PASS]
+        made = 0
+        for array_id in turn:
             made += self._expand_one(int(array_id), now)
+            self._last = int(array_id)
         return made
 
     def _expand_one(self, array_id: int, now: float) -> int:
@@ -122,7 +145,7 @@ class SqlArrays:
             n = min(n, self._queue_max - self._queued.before_insert(uow))  # the queue bound holds for tasks too
             if n <= 0:
                 return 0
-            indices = parse_array(a["indices"])
+            indices = parse_array(a["indices"], checked=True)
             # the array notifies as a whole (array.ended), not task by task
             template = replace(JobSpec.from_json(json.loads(a["spec"])), notify=None, notify_on=())
             positions = range(a["created"], a["created"] + n)
@@ -138,16 +161,21 @@ class SqlArrays:
                 positions = range(a["created"], a["created"] + n)
                 if n == 0:
                     return 0
-            specs = []
+            specs, never = [], []
             for k, i in enumerate(indices.index_at(p) for p in positions):
                 if i in present:
                     continue
                 waits = corr[k] if corr is not None else None
+                if waits == NEVER:
+                    never.append(i)
+                    continue
                 after = template.after if waits is None else (*template.after, waits)
                 specs.append(replace(template, array=(array_id, i, a["count"]), after=after))
             if specs:
                 _, failed = insert_rows(conn, [Submission(specs, a["owner"], a["submitted_by"])], now)
                 uow.queued = len(specs) - failed
+            if never:  # the tasks they follow will never be: they end dependency_failed, never run
+                _ended_unmade(conn, array_id, template, never, a, now)
             done = conn.execute(
                 update(arrays)
                 .where(arrays.c.id == array_id, arrays.c.created == a["created"])
@@ -230,14 +258,40 @@ def _plan(conn: Connection, array_id: int) -> tuple[RowMapping, int] | None:
     return a, n
 
 
+NEVER = -1  # _corresponding: the other array ended without making that task
+
+
+def _ended_unmade(
+    conn: Connection, array_id: int, template: JobSpec, indices: list[int], a: RowMapping, now: float
+) -> None:
+    """Tasks whose aftercorr task will never be made: jobs that end dependency_failed at once."""
+    specs = [replace(template, array=(array_id, i, a["count"])) for i in indices]
+    ids, _ = insert_rows(conn, [Submission(specs, a["owner"], a["submitted_by"])], now)
+    reason = f"dependency array {a['corr_array']} ended without its task of the same index"
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id.in_(ids), jobs.c.state == JobState.QUEUED)
+        .values(state=JobState.DEPENDENCY_FAILED, finished_at=now, reason=reason)
+    )
+    conn.execute(
+        insert(events),
+        [{"job_id": i, "attempt": None, "from_state": "queued", "to_state": "dependency_failed", "reason": reason,
+          "at": now} for i in ids],
+    )  # fmt: skip
+
+
 def _corresponding(conn: Connection, other: int | None, wanted: list[int]) -> list[int | None] | None:
     """aftercorr: for each index in order, the job id of the other array's task with that
-    index (None: that array has no such index, nothing to wait for); cut short at the
-    first task it will have but has not made yet. None without aftercorr."""
+    index (None: that array has no such index, nothing to wait for; NEVER: it has, but it
+    ended without making it); cut short at the first task it will make but has not yet.
+    None without aftercorr."""
     if other is None:
         return None
-    o = conn.execute(select(arrays.c.indices).where(arrays.c.id == other)).scalar_one()
-    theirs = parse_array(o)
+    o = conn.execute(
+        select(arrays.c.indices, arrays.c.state, arrays.c.kill_requested).where(arrays.c.id == other)
+    ).one()
+    theirs = parse_array(o[0], checked=True)
+    ended = o[1] == "done" or bool(o[2])
     made = dict(
         conn.execute(
             select(jobs.c.array_index, jobs.c.id).where(jobs.c.array_id == other, jobs.c.array_index.in_(wanted))
@@ -248,7 +302,9 @@ def _corresponding(conn: Connection, other: int | None, wanted: list[int]) -> li
         if i in made:
             out.append(int(made[i]))
         elif theirs.has(i):
-            break
+            if not ended:
+                break
+            out.append(NEVER)
         else:
             out.append(None)
     return out
@@ -282,6 +338,6 @@ def _record(a: object, counts: dict[str, int]) -> ArrayRecord:
     r = a  # a RowMapping
     return ArrayRecord(
         r["id"], r["owner"], r["submitted_by"], r["name"], JobSpec.from_json(json.loads(r["spec"])),  # type: ignore[index]
-        parse_array(r["indices"]), r["created"], r["state"], bool(r["kill_requested"]), r["submitted_at"],  # type: ignore[index]
+        parse_array(r["indices"], checked=True), r["created"], r["state"], bool(r["kill_requested"]), r["submitted_at"],  # type: ignore[index]
         r["finished_at"], counts,  # type: ignore[index]
     )  # fmt: skip

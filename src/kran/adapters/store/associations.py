@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from sqlalchemy import Connection, func, insert, select, update
 
-from kran.adapters.store.tables import associations, jobs, limits
+from kran.adapters.store.tables import arrays, associations, jobs, limits
 from kran.domain.fairshare import DEFAULT_ACCOUNT, UsagePolicy
 from kran.domain.limits import LIMIT_NAMES, Limits, LimitSet, Scope, queued_refusal
 from kran.domain.records import Submission
@@ -111,12 +111,20 @@ class QueuedLimits:
 
 
 def _queued_in(conn: Connection, scope: Scope) -> int:
+    """Queued jobs of the scope, and the tasks its arrays have not made jobs yet (each
+    task counts, as in Slurm)."""
     queued = jobs.c.state == JobState.QUEUED
+    pending = (arrays.c.state == "active") & arrays.c.kill_requested.is_(False)
     if scope.kind == "user":
         where = (jobs.c.owner == scope.name) & queued
+        pending = pending & (arrays.c.owner == scope.name)
     elif scope.kind == "account":
         ids = select(associations.c.id).where(associations.c.account == scope.name).scalar_subquery()
         where = queued & jobs.c.assoc.in_(ids)
+        pending = pending & (arrays.c.account == scope.name)
     else:
         where = queued & (jobs.c.app == scope.name)
-    return int(conn.execute(select(func.count()).select_from(jobs).where(where)).scalar_one())
+        pending = pending & (arrays.c.app == scope.name)
+    jobs_now = conn.execute(select(func.count()).select_from(jobs).where(where)).scalar_one()
+    unmade = conn.execute(select(func.coalesce(func.sum(arrays.c.count - arrays.c.created), 0)).where(pending))
+    return int(jobs_now) + int(unmade.scalar_one())

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 
 from kran.adapters.store.database import Database
-from kran.adapters.store.tables import arrays, associations, attempts, events, job_deps, job_labels, jobs
+from kran.adapters.store.tables import array_deps, arrays, associations, attempts, events, job_deps, job_labels, jobs
 from kran.domain.accounting import APP_LABEL, AttemptFacts, Usage
 from kran.domain.auth import Principal, Role
 from kran.domain.dependencies import Dependency
@@ -27,8 +27,10 @@ class JobReads:
     db: Database
 
     def dependencies_of(self, job_id: int) -> list[Dependency]:
+        """The jobs and arrays a job waits on, with their states (an array's: running while
+        active, then its outcome)."""
         with self.db.connect() as conn:
-            return [
+            on_jobs = [
                 Dependency(r[0], r[1], JobState(r[2]))
                 for r in conn.execute(
                     select(job_deps.c.dep_id, job_deps.c.kind, jobs.c.state)
@@ -36,6 +38,15 @@ class JobReads:
                     .where(job_deps.c.job_id == job_id)
                 )
             ]
+            on_arrays = [
+                Dependency(r[0], r[1], JobState(r[3]) if r[2] == "done" and r[3] else JobState.RUNNING, "array")
+                for r in conn.execute(
+                    select(array_deps.c.array_id, array_deps.c.kind, arrays.c.state, arrays.c.outcome)
+                    .join(arrays, arrays.c.id == array_deps.c.array_id)
+                    .where(array_deps.c.job_id == job_id)
+                )
+            ]
+        return on_jobs + on_arrays
 
     # ---- reads
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from kran.adapters.store.associations import QueuedLimits, with_accounts
 from kran.adapters.store.job_inserts import insert_rows
 from kran.adapters.store.sql_store import SqlStore
 from kran.adapters.store.tables import jobs, schedule_runs, schedules
@@ -110,6 +112,12 @@ class SqlSchedules:
                     != 1
                 ):
                     return None
+                (planned,) = with_accounts(
+                    conn, [Submission([r.spec for r in runs if r.spec is not None], schedule.owner)]
+                )
+                refused = QueuedLimits(conn).refusal(planned) if planned.specs else None
+                if refused:  # a queued-jobs limit: the runs are skipped, saying so (as the queue bound)
+                    runs = [replace(r, spec=None, reason=refused) if r.spec is not None else r for r in runs]
                 specs = [r.spec for r in runs if r.spec is not None]
                 ids, failed = insert_rows(conn, [Submission(specs, schedule.owner)], now) if specs else ([], 0)
                 uow.queued = len(ids) - failed

@@ -349,6 +349,8 @@ arrays = Table(
     Column("finished_at", Float),
     Column("outcome", String(20)),  # once done: succeeded (every task) | failed | killed
     Column("corr_array", Integer),  # aftercorr: task i after that array's task i succeeded
+    Column("account", String(64)),  # its tasks' (for the queued-jobs limits: pending tasks count)
+    Column("app", String(200)),
 )
 
 # Jobs waiting on a whole array: `kind` ok | any | notok, as job_deps.

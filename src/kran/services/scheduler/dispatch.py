@@ -10,12 +10,13 @@ from itertools import islice
 
 from kran.domain.fairshare import DEFAULT_ACCOUNT
 from kran.domain.images import canonical
+from kran.domain.limits import Scope
 from kran.domain.placement import Assignment, Candidate, has_room, place_jobs
-from kran.domain.records import StartedAttempt
+from kran.domain.records import QueuedRow, StartedAttempt
 from kran.errors import EngineError, EngineUnavailable, FetchError
 from kran.ports import Apps, Clock, Engine, Store
 from kran.services.disk import DiskWatch
-from kran.services.fairness import Fairness
+from kran.services.fairness import Fairness, PassLimits
 from kran.services.nodes import NodeDirectory
 from kran.services.scheduler.preempt import Preemptor
 from kran.services.scheduler.staging import Stager
@@ -24,6 +25,7 @@ from kran.services.wakeups import Wakeups
 
 log = logging.getLogger("kran.dispatch")
 PAGE = 128
+MAX_READ = 10  # windows of queued jobs a pass may read past held ones
 HOLD_TRIES = 6  # launches of one attempt the engine did not take (2, 4, ... 30 s apart) before it fails
 
 
@@ -95,46 +97,31 @@ class Dispatcher:
         down = {image: self.engine.unavailable(image) is not None for image in (True, False)}
         standing = self.fairness.standing(now) if self.fairness.enabled else None
         limits = self.fairness.pass_limits(standing.running if standing else None)
-        queue = self.fairness.queue(standing)
-        taken = 0
+        skip: set[int] = set()  # associations whose every job a running-jobs limit holds
+        queue = self.fairness.queue(standing, skip)
+        budgets = limits.budgets if limits else None
+        taken = read = 0
         unplaced: list[tuple[Candidate, int]] = []  # for preemption: what did not start, in order
-        while taken < window:
-            rows = list(islice(queue, min(PAGE, window - taken)))
-            taken += len(rows)
-            candidates = []
-            for r in rows:
-                if r.not_before <= now:
-                    spec = self.state.spec_of(r.job_id, r.spec_json)
-                    if down[spec.image is not None]:
-                        continue
-                    waited = now - r.queued_since
-                    if preempting and self.preemptor is not None and self.preemptor.keeps_room_for(r.job_id):
-                        waited = float("inf")  # jobs were stopped for it: their room is its
-                    keys = limits.keys(r, spec.account or DEFAULT_ACCOUNT) if limits else ()
-                    lock = singleton_lock(r.owner, spec.name) if spec.singleton else None
-                    candidates.append(
-                        Candidate(
-                            r.job_id,
-                            spec.request,
-                            waited,
-                            spec.volume,
-                            spec.node_class,
-                            image_key(spec.image),
-                            keys,
-                            lock,
-                        )
-                    )
+        # the window counts jobs that could start; jobs a limit or a lock holds are passed
+        # over (up to MAX_READ pages a pass), so they cannot keep others from being looked at
+        while taken < window and read < window * MAX_READ:
+            size = min(PAGE, window - taken)
+            rows = list(islice(queue, size))
+            read += len(rows)
+            candidates = self._candidates(rows, now, down, limits)
             if held is None and any(c.exclusive or c.lock for c in candidates):
                 held = set(self.apps.volume_users())
                 held |= {singleton_lock(o, n) for o, n in self.fairness.accounts.active_names()}
+            assoc = {r.job_id: r.assoc for r in rows}
+            for c in candidates:
+                if not _held_back(c, held, budgets):
+                    taken += 1
+                elif _limit_reached(c, budgets) and (a_id := assoc[c.job_id]) is not None:
+                    skip.add(a_id)  # (its user's or account's running jobs: all of its jobs wait)
             placement = place_jobs(
-                candidates,
-                nodes,
-                reserve_after_s=self.cfg.reserve_after_s,
-                held=held,
-                pack=self.cfg.pack,
-                budgets=limits.budgets if limits else None,
-            )
+                candidates, nodes, reserve_after_s=self.cfg.reserve_after_s, held=held, pack=self.cfg.pack,
+                budgets=budgets,
+            )  # fmt: skip
             assignments += placement.assignments
             if preempting:
                 placed = {a.job_id for a in placement.assignments}
@@ -142,13 +129,13 @@ class Dispatcher:
                 unplaced += [
                     (c, priority[c.job_id])
                     for c in candidates
-                    if c.job_id not in placed and not _held_back(c, held, limits.budgets if limits else None)
+                    if c.job_id not in placed and not _held_back(c, held, budgets)
                 ]
             for a in placement.assignments:
                 node = next(n for n in nodes if n.node_id == a.node_id)
                 node.allocated = node.allocated + a.allocation
             reserved_for = placement.reserved_for
-            if reserved_for is not None or len(rows) < PAGE or not any(has_room(n) for n in nodes):
+            if reserved_for is not None or len(rows) < size or not any(has_room(n) for n in nodes):
                 break
         self.state.reserved_for = reserved_for
         if preempting and self.preemptor is not None:
@@ -157,6 +144,30 @@ class Dispatcher:
         for s in started:
             self.pool.submit(self._launch, s)
         return len(started)
+
+    def _candidates(
+        self, rows: list[QueuedRow], now: float, down: dict[bool, bool], limits: PassLimits | None
+    ) -> list[Candidate]:
+        """Queued rows as placement candidates: eligible now, of a kind the engine can run."""
+        preempting = self.preemptor is not None and self.preemptor.on
+        out = []
+        for r in rows:
+            if r.not_before > now:
+                continue
+            spec = self.state.spec_of(r.job_id, r.spec_json)
+            if down[spec.image is not None]:
+                continue
+            waited = now - r.queued_since
+            if preempting and self.preemptor is not None and self.preemptor.keeps_room_for(r.job_id):
+                waited = float("inf")  # jobs were stopped for it: their room is its
+            keys = limits.keys(r, spec.account or DEFAULT_ACCOUNT) if limits else ()
+            lock = singleton_lock(r.owner, spec.name) if spec.singleton else None
+            out.append(
+                Candidate(
+                    r.job_id, spec.request, waited, spec.volume, spec.node_class, image_key(spec.image), keys, lock
+                )
+            )
+        return out
 
     def _release_held(self, now: float) -> None:
         """Launch again what the engine could not take, once it answers (or settle those
@@ -202,6 +213,16 @@ def image_key(image: str | None) -> str | None:
 def singleton_lock(owner: str, name: str | None) -> str:
     """The lock a singleton job takes: one active job per owner and name (Slurm's singleton)."""
     return f"singleton\0{owner}\0{name or ''}"
+
+
+def _limit_reached(c: Candidate, budgets: dict[Hashable, list[int]] | None) -> bool:
+    """A running-jobs limit of its user or account is reached: none of their jobs starts."""
+    if not budgets:
+        return False
+    return any(
+        isinstance(k, Scope) and k.kind in ("user", "account") and (b := budgets.get(k)) is not None and b[0] < 1
+        for k in c.budgets
+    )
 
 
 def _held_back(c: Candidate, held: set[str] | None, budgets: dict[Hashable, list[int]] | None) -> bool:

@@ -26,6 +26,8 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.Float),
         sa.Column("outcome", sa.String(20)),
         sa.Column("corr_array", sa.Integer),
+        sa.Column("account", sa.String(64)),
+        sa.Column("app", sa.String(200)),
     )
     op.create_table(
         "array_deps",
