@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-from itertools import islice
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,10 +29,14 @@ from kran.adapters.store.accounts_store import SqlAccounts  # noqa: E402
 from kran.adapters.store.sql_store import SqlStore  # noqa: E402
 from kran.domain.fairshare import UsagePolicy  # noqa: E402
 from kran.domain.jobs import JobSpec  # noqa: E402
-from kran.domain.placement import Candidate, NodeCapacity, place_jobs  # noqa: E402
+from kran.domain.placement import NodeCapacity, place_jobs  # noqa: E402
 from kran.domain.records import Submission  # noqa: E402
 from kran.domain.resources import Range, ResourceRequest, Resources  # noqa: E402
 from kran.services.fairness import Fairness  # noqa: E402
+from kran.services.scheduler.dispatch import MAX_READ, PAGE, Dispatcher, _held_back  # noqa: E402
+from kran.services.scheduler.state import SchedulerState  # noqa: E402
+
+STATE = SchedulerState()
 
 
 class Clock:
@@ -57,18 +60,28 @@ def fill(store: SqlStore, queued: int, users: int, rng: random.Random) -> None:
 
 
 def one_pass(fairness: Fairness, nodes: list[NodeCapacity], window: int) -> int:
+    """The dispatcher's pass (services.scheduler.dispatch.Dispatcher.tick) up to the
+    launches: its pages of the queue, placed on the nodes."""
     nodes = [NodeCapacity(n.node_id, n.total) for n in nodes]
+    d = Dispatcher.__new__(Dispatcher)  # only what a pass reads: no engine, no launches
+    d.state, d.preemptor = STATE, None  # the specs parsed once, as the server keeps them
     now = time.time()
     standing = fairness.standing(now) if fairness.enabled else None
     limits = fairness.pass_limits(standing.running if standing else None)
-    rows = list(islice(fairness.queue(standing), window))
-    cands = []
-    for r in rows:
-        keys = limits.keys(r, "default") if limits else ()
-        req = ResourceRequest(Range(1000, 1000), Range(1024, 1024), Range(0, 0), Range(0, 0))
-        cands.append(Candidate(r.job_id, req, 0.0, budgets=keys))
-    placed = place_jobs(cands, nodes, reserve_after_s=600.0, budgets=limits.budgets if limits else None)
-    return len(placed.assignments)
+    budgets = limits.budgets if limits else None
+    skip: set[int] = set()
+    queue = fairness.queue(standing, skip)
+    placed = taken = read = 0
+    while taken < window and read < window * MAX_READ:
+        size = min(PAGE, window - taken)
+        rows, cands = d._page(queue, size, now, {True: False, False: False}, limits, skip)
+        read += len(rows)
+        got = {a.job_id for a in place_jobs(cands, nodes, reserve_after_s=600.0, budgets=budgets).assignments}
+        placed += len(got)
+        taken += sum(1 for c in cands if c.job_id in got or not _held_back(c, None, budgets))
+        if len(rows) < size:
+            break
+    return placed
 
 
 def timed(fairness: Fairness, nodes: list[NodeCapacity], window: int) -> tuple[float, int]:

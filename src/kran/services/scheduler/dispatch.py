@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from itertools import islice
 
 from kran.domain.fairshare import DEFAULT_ACCOUNT
 from kran.domain.images import canonical
@@ -106,25 +105,24 @@ class Dispatcher:
         # over (up to MAX_READ pages a pass), so they cannot keep others from being looked at
         while taken < window and read < window * MAX_READ:
             size = min(PAGE, window - taken)
-            rows = list(islice(queue, size))
+            rows, candidates = self._page(queue, size, now, down, limits, skip)
             read += len(rows)
-            candidates = self._candidates(rows, now, down, limits)
             if held is None and any(c.exclusive or c.lock for c in candidates):
                 held = set(self.apps.volume_users())
                 held |= {singleton_lock(o, n) for o, n in self.fairness.accounts.active_names()}
-            assoc = {r.job_id: r.assoc for r in rows}
-            for c in candidates:
-                if not _held_back(c, held, budgets):
-                    taken += 1
-                elif _limit_reached(c, budgets) and (a_id := assoc[c.job_id]) is not None:
-                    skip.add(a_id)  # (its user's or account's running jobs: all of its jobs wait)
             placement = place_jobs(
                 candidates, nodes, reserve_after_s=self.cfg.reserve_after_s, held=held, pack=self.cfg.pack,
                 budgets=budgets,
             )  # fmt: skip
             assignments += placement.assignments
+            placed = {a.job_id for a in placement.assignments}
+            assoc = {r.job_id: r.assoc for r in rows}
+            for c in candidates:  # after placement: a budget this page used up holds the rest
+                if c.job_id in placed or not _held_back(c, held, budgets):
+                    taken += 1
+                elif _limit_reached(c, budgets) and (a_id := assoc[c.job_id]) is not None:
+                    skip.add(a_id)  # (its user's or account's running jobs: all of its jobs wait)
             if preempting:
-                placed = {a.job_id for a in placement.assignments}
                 priority = {r.job_id: r.priority for r in rows}
                 unplaced += [
                     (c, priority[c.job_id])
@@ -145,29 +143,44 @@ class Dispatcher:
             self.pool.submit(self._launch, s)
         return len(started)
 
-    def _candidates(
-        self, rows: list[QueuedRow], now: float, down: dict[bool, bool], limits: PassLimits | None
-    ) -> list[Candidate]:
-        """Queued rows as placement candidates: eligible now, of a kind the engine can run."""
+    def _page(
+        self,
+        queue: Iterator[QueuedRow],
+        size: int,
+        now: float,
+        down: dict[bool, bool],
+        limits: PassLimits | None,
+        skip: set[int],
+    ) -> tuple[list[QueuedRow], list[Candidate]]:
+        """The next `size` queued rows, and those that are candidates: eligible now, of a kind
+        the engine can run, within their user's and account's running-jobs budget counting
+        the candidates before them (past it, the rest of that association's queue is
+        skipped this pass: `skip` stops the queue yielding it)."""
         preempting = self.preemptor is not None and self.preemptor.on
-        out = []
-        for r in rows:
-            if r.not_before > now:
-                continue
+        rows: list[QueuedRow] = []
+        out: list[Candidate] = []
+        ahead: dict[Hashable, int] = {}  # candidates of this page per budget
+        for r in queue:
+            rows.append(r)
             spec = self.state.spec_of(r.job_id, r.spec_json)
-            if down[spec.image is not None]:
-                continue
-            waited = now - r.queued_since
-            if preempting and self.preemptor is not None and self.preemptor.keeps_room_for(r.job_id):
-                waited = float("inf")  # jobs were stopped for it: their room is its
-            keys = limits.keys(r, spec.account or DEFAULT_ACCOUNT) if limits else ()
-            lock = singleton_lock(r.owner, spec.name) if spec.singleton else None
-            out.append(
-                Candidate(
-                    r.job_id, spec.request, waited, spec.volume, spec.node_class, image_key(spec.image), keys, lock
-                )
-            )
-        return out
+            if r.not_before <= now and not down[spec.image is not None]:
+                keys = limits.keys(r, spec.account or DEFAULT_ACCOUNT) if limits else ()
+                if limits and r.assoc is not None and _over(keys, limits.budgets, ahead):
+                    skip.add(r.assoc)
+                else:
+                    for k in keys:
+                        ahead[k] = ahead.get(k, 0) + 1
+                    waited = now - r.queued_since
+                    if preempting and self.preemptor is not None and self.preemptor.keeps_room_for(r.job_id):
+                        waited = float("inf")  # jobs were stopped for it: their room is its
+                    lock = singleton_lock(r.owner, spec.name) if spec.singleton else None
+                    image = image_key(spec.image)
+                    out.append(
+                        Candidate(r.job_id, spec.request, waited, spec.volume, spec.node_class, image, keys, lock)
+                    )
+            if len(rows) >= size:
+                break
+        return rows, out
 
     def _release_held(self, now: float) -> None:
         """Launch again what the engine could not take, once it answers (or settle those
@@ -213,6 +226,16 @@ def image_key(image: str | None) -> str | None:
 def singleton_lock(owner: str, name: str | None) -> str:
     """The lock a singleton job takes: one active job per owner and name (Slurm's singleton)."""
     return f"singleton\0{owner}\0{name or ''}"
+
+
+def _over(keys: tuple[Hashable, ...], budgets: dict[Hashable, list[int]], ahead: dict[Hashable, int]) -> bool:
+    """A user's or account's running-jobs budget is used up by what runs and the candidates
+    ahead: none of its jobs starts this pass."""
+    return any(
+        isinstance(k, Scope) and k.kind in ("user", "account") and (b := budgets.get(k)) is not None
+        and b[0] - ahead.get(k, 0) < 1
+        for k in keys
+    )  # fmt: skip
 
 
 def _limit_reached(c: Candidate, budgets: dict[Hashable, list[int]] | None) -> bool:
