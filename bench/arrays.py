@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.dispatch import admin_client, start_server, wait_all_final  # noqa: E402
 
-JOB = {"command": ["true"], "cpus": "0.1", "mem": "1"}
+JOB = {"command": ["true"], "cpus": "0.1", "mem": "16"}  # 1 MiB: now and then the kernel OOM-kills `true`
 
 
 def submit_times(n: int) -> tuple[float, float]:
