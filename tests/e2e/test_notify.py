@@ -125,3 +125,32 @@ def test_every_event_arrives_through_failures_and_a_kill_9(make_server: Any, rec
     unique = {e["id"]: e for e in evs}
     assert sorted(e["job"]["id"] for e in unique.values()) == sorted(ids)  # each job's end, once by id
     assert all(e["type"] == "job.succeeded" for e in unique.values())
+
+
+BIG_TOOL = b"""cwlVersion: v1.2
+class: CommandLineTool
+requirements: {ResourceRequirement: {coresMin: 48}}
+baseCommand: 'true'
+inputs: []
+outputs: []
+"""
+
+
+def test_a_workflow_run_tells_when_it_ends(make_server: Any, receiver: Receiver) -> None:
+    server: ServerProc = make_server(KRAN_NOTIFY_ALLOWED_PREFIXES=receiver.url)
+    files = [("file", ("t.cwl", BIG_TOOL))]
+    with server.api() as c:
+        bad = c.post(
+            "/api/v1/workflows", data={"run": json.dumps({"workflow": "t.cwl", "notify": "http://x/"})}, files=files
+        )
+        assert bad.status_code == 422 and "not under a prefix" in bad.json()["error"], bad.text
+        run = c.post(
+            "/api/v1/workflows",
+            data={"run": json.dumps({"workflow": "t.cwl", "notify": receiver.url + "wf"})},
+            files=files,
+        )
+        assert run.status_code == 201, run.text
+    evs = receiver.wait_for(lambda evs: any(e["type"] == "workflow.ended" for e in evs), timeout=90)
+    ended = next(e for e in evs if e["type"] == "workflow.ended")
+    assert ended["workflow"]["id"] == run.json()["id"] and ended["workflow"]["state"] == "failed"
+    assert ended["id"] == f"workflow-{run.json()['id']}-ended"

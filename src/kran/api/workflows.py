@@ -37,6 +37,7 @@ class RunSubmit(Body):
     inputs: dict[str, Any] | None = None
     name: str | None = Field(None, max_length=200)
     labels: dict[Annotated[str, Field(pattern=LABEL_KEY)], Annotated[str, Field(max_length=500)]] = {}
+    notify: str | None = Field(None, max_length=2000, description="a URL told when the run ends (signed POST)")
 
 
 class WorkflowStep(Out):
@@ -148,6 +149,7 @@ async def submit_run(request: Request, workflows: Workflows, who: Caller) -> dic
             document=body.workflow,
             job_order=body.job_order,
             job_order_object=body.inputs,
+            notify=body.notify,
         )
         run = await run_in_threadpool(workflows.submit_run, who, req, uploads)
         return run_json(run)

@@ -24,10 +24,15 @@ def workflow() -> None:
     """CWL workflow runs: every tool step is a kran job."""
 
 
-def submit(client: Client, wf: str, job: str | None, name: str | None, labels: dict[str, str]) -> dict[str, Any]:
+def submit(
+    client: Client, wf: str, job: str | None, name: str | None, labels: dict[str, str], notify: str | None = None
+) -> dict[str, Any]:
     shared = client.get("/api/v1/workflows/roots")
     roots = [Path(r) for r in shared["roots"]]
-    return post_bundle(client, make_bundle(wf, job, roots, name, labels), shared.get("max_upload_mb"))
+    bundle = make_bundle(wf, job, roots, name, labels)
+    if notify:
+        bundle.run["notify"] = notify
+    return post_bundle(client, bundle, shared.get("max_upload_mb"))
 
 
 def wait(client: Client, run_id: int, quiet: bool = True) -> dict[str, Any]:
@@ -50,10 +55,13 @@ def wait(client: Client, run_id: int, quiet: bool = True) -> dict[str, Any]:
 @click.option("--name", help="the run's name (default: the document's file name)")
 @click.option("--label", "labels", multiple=True, metavar="K=V", help="label the run")
 @click.option("--wait", "wait_", is_flag=True, help="wait for the end; exit 0 when it succeeded")
-def run_cmd(document: str, job_order: str | None, name: str | None, labels: tuple[str, ...], wait_: bool) -> None:
+@click.option("--notify", help="POST a signed JSON event to this URL when the run ends")
+def run_cmd(
+    document: str, job_order: str | None, name: str | None, labels: tuple[str, ...], wait_: bool, notify: str | None
+) -> None:
     """Run WORKFLOW.cwl with JOB.yml's inputs (files on a shared root go by path, others are uploaded)."""
     client = Client()
-    run = submit(client, document, job_order, name, pairs(labels, "label"))
+    run = submit(client, document, job_order, name, pairs(labels, "label"), notify)
     click.echo(run["id"])
     if wait_:
         run = wait(client, run["id"], quiet=False)

@@ -2,7 +2,7 @@
 payload, the signature and the retry backoff. Pure functions.
 
 Events: `job.started`, `job.succeeded`, `job.failed` (any end but succeeded: failed, killed,
-timed_out, lost, dependency_failed) and `array.ended`. A job's `--notify-on` takes Slurm's
+timed_out, lost, dependency_failed), `array.ended` and `workflow.ended`. A job's `--notify-on` takes Slurm's
 --mail-type words: `end` (succeeded and failed, the default), `start`, `fail`, `all`.
 """
 
@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 from kran.domain.states import JobState
 
-EVENT_TYPES = ("job.started", "job.succeeded", "job.failed", "array.ended")
+EVENT_TYPES = ("job.started", "job.succeeded", "job.failed", "array.ended", "workflow.ended")
 NOTIFY_ON = {
     "start": ("job.started",),
-    "end": ("job.succeeded", "job.failed", "array.ended"),
+    "end": ("job.succeeded", "job.failed", "array.ended", "workflow.ended"),
     "fail": ("job.failed",),
     "all": EVENT_TYPES,
 }

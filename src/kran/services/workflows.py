@@ -135,6 +135,7 @@ class RunRequest:
     document: str
     job_order: str | None = None
     job_order_object: dict[str, Any] | None = None
+    notify: str | None = None  # a URL told when the run ends (workflow.ended)
 
 
 def _in_bundle(bundle: Path, rel: str, what: str) -> str:
@@ -209,12 +210,14 @@ class WorkflowService:
             self._under_roots(req.document, "workflow")
         if req.job_order and Path(req.job_order).is_absolute():
             self._under_roots(req.job_order, "job_order")
+        if req.notify:
+            self.jobs.check_notify_url(req.notify)
         self.dirs.workflows.mkdir(parents=True, exist_ok=True)
         staging = self.dirs.workflows / f".incoming-{secrets.token_hex(8)}"  # renamed to the run's id once stored
         try:
             staging.mkdir()
             document, job_order = self._stage(req, uploads, staging)
-            run_id = self.workflows.create(who.user, req.name, req.labels, self.clock.now())
+            run_id = self.workflows.create(who.user, req.name, req.labels, self.clock.now(), req.notify)
             run_dir = self.dirs.workflows / str(run_id)
             staging.rename(run_dir)
         except (KranError, OSError) as e:

@@ -252,6 +252,7 @@ workflows = Table(
     Column("reason", Text),
     Column("exit_code", Integer),
     Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("notify", Text),  # a URL told when the run ends (workflow.ended)
 )
 
 # GA4GH TES tasks (issue 21): each runs as one job per executor (`jobs`, a JSON list of

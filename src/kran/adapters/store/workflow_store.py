@@ -6,10 +6,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
+from kran.adapters.store.notify_store import hooks_for, outbox_row
 from kran.adapters.store.sql_store import SqlStore
-from kran.adapters.store.tables import workflows
+from kran.adapters.store.tables import notifications, workflows
 from kran.domain.workflows import RunState, WorkflowRecord
 
 _FINAL = [s.value for s in RunState if s.is_final]
@@ -19,8 +20,8 @@ class SqlWorkflows:
     def __init__(self, store: SqlStore) -> None:
         self._db = store.db
 
-    def create(self, owner: str, name: str, labels: dict[str, str], now: float) -> int:
-        row = dict(owner=owner, name=name, state=RunState.QUEUED.value, labels=json.dumps(labels))
+    def create(self, owner: str, name: str, labels: dict[str, str], now: float, notify: str | None = None) -> int:
+        row = dict(owner=owner, name=name, state=RunState.QUEUED.value, labels=json.dumps(labels), notify=notify)
         with self._db.unit_of_work() as uow:
             conn = uow.conn
             res = conn.execute(insert(workflows).values(**row, dir="", document="", submitted_at=now))
@@ -80,6 +81,8 @@ class SqlWorkflows:
             res = conn.execute(
                 update(workflows).where(workflows.c.id == run_id, workflows.c.state.notin_(_FINAL)).values(**values)
             )
+            if res.rowcount == 1:  # workflow.ended, in the transaction that ends it (a kill -9 loses neither)
+                _notify_ended(conn, run_id, state, exit_code, reason, now)
             return res.rowcount == 1
 
     def request_cancel(self, run_id: int) -> None:
@@ -90,6 +93,26 @@ class SqlWorkflows:
                 .where(workflows.c.id == run_id, workflows.c.state.notin_(_FINAL))
                 .values(cancel_requested=True)
             )
+
+
+def _notify_ended(
+    conn: Connection, run_id: int, state: RunState, exit_code: int, reason: str | None, now: float
+) -> None:
+    row = conn.execute(
+        select(workflows.c.owner, workflows.c.name, workflows.c.notify).where(workflows.c.id == run_id)
+    ).one()
+    targets = hooks_for(conn, "workflow.ended") + ([row[2]] if row[2] else [])
+    if not targets:
+        return
+    event_id = f"workflow-{run_id}-ended"
+    payload = {
+        "id": event_id,
+        "type": "workflow.ended",
+        "at": now,
+        "workflow": {"id": run_id, "name": row[1], "owner": row[0], "state": state.value, "exit_code": exit_code,
+                     "reason": reason},
+    }  # fmt: skip
+    conn.execute(insert(notifications), [outbox_row(event_id, url, payload, now) for url in dict.fromkeys(targets)])
 
 
 def _record(r: Any) -> WorkflowRecord:
