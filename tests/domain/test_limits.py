@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from kran.domain.limits import Limits, LimitSet, Scope, Tally, budget, first_hold, queued_refusal, wall_refusal
+from kran.domain.limits import (
+    Limits,
+    LimitSet,
+    Scope,
+    Tally,
+    budget,
+    first_hold,
+    priority_refusal,
+    queued_refusal,
+    wall_refusal,
+)
 from kran.domain.placement import Candidate, NodeCapacity, place_jobs
 from kran.domain.resources import Range, ResourceRequest, Resources
 
@@ -35,6 +45,13 @@ def test_hold_reasons_name_the_scope_and_the_numbers() -> None:
         "user alice: 1 of 1 running gpus in use, the job needs 1"
     )
     assert first_hold([(alice, lim)], {alice: Tally(7, Resources(1000, 64))}, Resources(1000, 64)) is None
+
+
+def test_a_cap_on_priority() -> None:
+    scopes = [(Scope("user", "a"), Limits(max_priority=10)), (Scope("account", "x"), Limits(max_priority=0))]
+    assert priority_refusal(scopes, 0) is None and priority_refusal(scopes, -1000) is None
+    assert priority_refusal(scopes, 1) == "priority 1 is over account x's max priority of 0"
+    assert priority_refusal([], 1000) is None
 
 
 def test_queued_and_wall_refusals() -> None:

@@ -177,6 +177,16 @@ def test_account_cpu_limit_and_wall_time(server: ServerProc, kran: Any) -> None:
         assert server.wait_state(nxt, {"succeeded"}, timeout=30)["state"] == "succeeded"
     out = kran("limit", "list", "-o", "json")
     assert '"max_running_cpus": 1.5' in out.output
+    # users may not put their jobs ahead of everyone's fair share: a cap on --priority
+    assert kran("limit", "set", "default", "--max-priority", "0").exit_code == 0
+    with server.api("alice") as a:
+        r = a.post("/api/v1/jobs", json={"command": ["true"], "priority": 5})
+        assert r.status_code == 422 and r.json()["error"] == "priority 5 is over user alice's max priority of 0"
+        r = a.post(
+            "/api/v1/schedules", json={"name": "p", "every": "PT1H", "job": {"command": ["true"], "priority": 5}}
+        )
+        assert r.status_code == 422, r.text
+        assert a.post("/api/v1/jobs", json={"command": ["true"], "priority": -5}).status_code == 201
 
 
 def test_usage_survives_a_kill_9(server: ServerProc) -> None:

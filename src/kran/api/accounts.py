@@ -53,6 +53,7 @@ class LimitSet(Body):
     max_running_gpus: int | None = Field(None, ge=0, le=1_000_000)
     max_queued_jobs: int | None = Field(None, ge=0, le=INT32)
     max_wall_s: float | None = Field(None, ge=1, le=10 * 365 * 86400, allow_inf_nan=False)
+    max_priority: int | None = Field(None, ge=-1000, le=1000, description="the highest --priority a job may ask")
 
 
 class Account(Out):
@@ -96,6 +97,7 @@ class Limit(Out):
     max_running_gpus: int | None
     max_queued_jobs: int | None
     max_wall_s: float | None
+    max_priority: int | None
 
 
 class LimitList(Out):

@@ -104,6 +104,7 @@ def limit() -> None:
 @click.option("--max-running-gpus", type=int)
 @click.option("--max-queued-jobs", type=int)
 @click.option("--max-wall", help="e.g. 2h, 1d")
+@click.option("--max-priority", type=click.IntRange(-1000, 1000), help="the highest --priority a job may ask for")
 @click.option("--clear", multiple=True, help="a limit to remove, e.g. --clear max_running_jobs")
 def limit_set(scope: str, name: str, clear: tuple[str, ...], max_wall: str | None, **given: int | float | None) -> None:
     """Set limits of SCOPE NAME (admin): `kran limit set user alice --max-running-jobs 8`,
@@ -132,5 +133,5 @@ def limit_list(output: str) -> None:
         kv_table(
             rows,
             ["scope", "name", "max_running_jobs", "max_running_cpus", "max_running_mem_mb", "max_running_gpus",
-             "max_queued_jobs", "max_wall_s"],
+             "max_queued_jobs", "max_wall_s", "max_priority"],
         )  # fmt: skip

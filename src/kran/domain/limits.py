@@ -26,6 +26,7 @@ class Limits:
     max_running_gpus: int | None = None
     max_queued_jobs: int | None = None
     max_wall_s: float | None = None
+    max_priority: int | None = None  # the highest --priority a job may ask for (Slurm: only admins raise it)
 
     def over(self, other: Limits) -> Limits:
         """These values, with `other`'s where these have none."""
@@ -120,6 +121,18 @@ def queued_refusal(scope: Scope, limits: Limits, queued: int, more: int) -> str 
     cap = limits.max_queued_jobs
     if cap is not None and queued + more > cap:
         return f"{scope}: {queued} of {cap} queued jobs; {more} more refused, nothing stored"
+    return None
+
+
+def priority_refusal(scopes: Iterable[tuple[Scope, Limits]], priority: int) -> str | None:
+    """Why a job's priority is over a limit, or None: without a cap, a user could put every
+    job of theirs ahead of everyone's fair share."""
+    caps = [(s, lim.max_priority) for s, lim in scopes if lim.max_priority is not None]
+    if not caps:
+        return None
+    scope, least = min(caps, key=lambda c: c[1] or 0)
+    if least is not None and priority > least:
+        return f"priority {priority} is over {scope}'s max priority of {least}"
     return None
 
 

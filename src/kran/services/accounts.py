@@ -9,7 +9,7 @@ from typing import Any
 
 from kran.domain.fairshare import DEFAULT_ACCOUNT
 from kran.domain.jobs import ACCOUNT_NAME, JobSpec
-from kran.domain.limits import LIMIT_NAMES, SCOPES, Limits
+from kran.domain.limits import LIMIT_NAMES, SCOPES, Limits, priority_refusal
 from kran.errors import InvalidInput, NotFound
 from kran.ports import Accounts, Clock
 from kran.services.fairness import Fairness
@@ -103,7 +103,7 @@ class AccountService:
         if unknown:
             raise InvalidInput(f"unknown limit {sorted(unknown)[0]}", sorted(unknown)[0])
         for k, v in values.items():
-            if v is not None and v < (1 if k == "max_wall_s" else 0):
+            if v is not None and k != "max_priority" and v < (1 if k == "max_wall_s" else 0):
                 raise InvalidInput(f"{k}: must not be negative" if k != "max_wall_s" else f"{k}: at least 1", k)
         if values.get("max_running_cpus") is not None:  # stored in millicpus
             values = {**values, "max_running_cpus": round(float(values["max_running_cpus"] or 0) * 1000)}
@@ -128,9 +128,13 @@ class AccountService:
                 if account not in mine and not (account == DEFAULT_ACCOUNT and not mine):
                     # the same words whether the account exists or not
                     raise InvalidInput(f"{where}account {account}: not an account of {owner}", where + "account")
-            timeout, refused = self.fairness.timeout_for(owner, account or self._first(owner), spec.app, spec.timeout_s)
+            charged_to = account or self._first(owner)
+            timeout, refused = self.fairness.timeout_for(owner, charged_to, spec.app, spec.timeout_s)
             if refused:
                 raise InvalidInput(f"{where}{refused}", where + "timeout")
+            too_high = priority_refusal(self.fairness.limit_set().scopes(owner, charged_to, spec.app), spec.priority)
+            if too_high:
+                raise InvalidInput(f"{where}{too_high}", where + "priority")
             out.append(spec if timeout == spec.timeout_s else replace(spec, timeout_s=timeout))
         return out
 

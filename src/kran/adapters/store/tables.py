@@ -327,6 +327,7 @@ limits = Table(
     Column("max_running_gpus", Integer),
     Column("max_queued_jobs", Integer),
     Column("max_wall_s", Float),
+    Column("max_priority", Integer),
 )
 
 # Job arrays (issue 20.4, domain/arrays.py): `spec` is the tasks' JobSpec, `indices` the
