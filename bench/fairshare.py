@@ -29,11 +29,11 @@ from kran.adapters.store.accounts_store import SqlAccounts  # noqa: E402
 from kran.adapters.store.sql_store import SqlStore  # noqa: E402
 from kran.domain.fairshare import UsagePolicy  # noqa: E402
 from kran.domain.jobs import JobSpec  # noqa: E402
-from kran.domain.placement import NodeCapacity, place_jobs  # noqa: E402
+from kran.domain.placement import NodeCapacity, held_back, place_jobs  # noqa: E402
 from kran.domain.records import Submission  # noqa: E402
 from kran.domain.resources import Range, ResourceRequest, Resources  # noqa: E402
 from kran.services.fairness import Fairness  # noqa: E402
-from kran.services.scheduler.dispatch import MAX_READ, PAGE, Dispatcher, _held_back  # noqa: E402
+from kran.services.scheduler.dispatch import MAX_READ, PAGE, Dispatcher  # noqa: E402
 from kran.services.scheduler.state import SchedulerState  # noqa: E402
 
 STATE = SchedulerState()
@@ -66,8 +66,9 @@ def one_pass(fairness: Fairness, nodes: list[NodeCapacity], window: int) -> int:
     d = Dispatcher.__new__(Dispatcher)  # only what a pass reads: no engine, no launches
     d.state, d.preemptor = STATE, None  # the specs parsed once, as the server keeps them
     now = time.time()
-    standing = fairness.standing(now) if fairness.enabled else None
-    limits = fairness.pass_limits(standing.running if standing else None)
+    known = fairness.standing(now) if fairness.needs_standing() else None
+    limits = fairness.pass_limits(known)
+    standing = known if fairness.enabled else None
     budgets = limits.budgets if limits else None
     skip: set[int] = set()
     queue = fairness.queue(standing, skip)
@@ -78,7 +79,7 @@ def one_pass(fairness: Fairness, nodes: list[NodeCapacity], window: int) -> int:
         read += len(rows)
         got = {a.job_id for a in place_jobs(cands, nodes, reserve_after_s=600.0, budgets=budgets).assignments}
         placed += len(got)
-        taken += sum(1 for c in cands if c.job_id in got or not _held_back(c, None, budgets))
+        taken += sum(1 for c in cands if c.job_id in got or not held_back(c, None, budgets))
         if len(rows) < size:
             break
     return placed

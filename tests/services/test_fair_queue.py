@@ -50,7 +50,7 @@ def test_merged_order_is_the_sorted_order(tmp_path: Path) -> None:
     for pos in (0, 17, len(got) // 2, len(got) - 1):
         job = store.get_job(got[pos])
         assert job is not None and by_id[job.id]
-        assert fairness.queue_position(job) == pos
+        assert fairness.queue_position(job, standing) == pos
 
 
 def test_off_it_is_priority_then_submission(tmp_path: Path) -> None:

@@ -100,11 +100,9 @@ def place_jobs(
             continue
         r = cand.request
         need = (r.cpus.min, r.mem_mb.min, r.gpus.min, r.disk_mb.min)
-        cap = None
-        if cand.budgets and budgets is not None:
-            cap = _cap([budgets[k] for k in cand.budgets if k in budgets])
-            if cap is not None and (cap[0] < 1 or cap[1] < need[0] or cap[2] < need[1] or cap[3] < need[2]):
-                continue
+        cap = _cap([budgets[k] for k in cand.budgets if k in budgets]) if cand.budgets and budgets else None
+        if cap is not None and not _fits_cap(cap, need):
+            continue
         known = failed.get(cand.node_class, ())
         if any(all(n >= k for n, k in zip(need, seen, strict=True)) for seen in known):
             fits = None
@@ -165,6 +163,21 @@ def _best_node(
     grant = cand.request.grant(Resources(*f))
     assert grant is not None  # it fits: every minimum is within f
     return node_id, grant
+
+
+def _fits_cap(cap: list[int], need: tuple[int, int, int, int]) -> bool:
+    return cap[0] >= 1 and cap[1] >= need[0] and cap[2] >= need[1] and cap[3] >= need[2]
+
+
+def held_back(cand: Candidate, held: set[str] | None, budgets: dict[Hashable, list[int]] | None) -> bool:
+    """Waits for a lock or a limit's budget, not for room."""
+    if held and ((cand.exclusive and cand.exclusive in held) or (cand.lock and cand.lock in held)):
+        return True
+    if not (cand.budgets and budgets):
+        return False
+    cap = _cap([budgets[k] for k in cand.budgets if k in budgets])
+    r = cand.request
+    return cap is not None and not _fits_cap(cap, (r.cpus.min, r.mem_mb.min, r.gpus.min, r.disk_mb.min))
 
 
 def _cap(budgets: list[list[int]]) -> list[int] | None:

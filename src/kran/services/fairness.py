@@ -104,13 +104,13 @@ class Fairness:
             yield row
             _push(heap, streams[assoc], standing.factor(assoc))
 
-    def pass_limits(self, standing_running: list[RunningCharge] | None) -> PassLimits | None:
-        """Budgets of the scopes with running limits, or None when none is set."""
+    def pass_limits(self, standing: Standing | None) -> PassLimits | None:
+        """Budgets of the scopes with running limits, or None when none is set (then
+        `standing` may be None too: see needs_standing)."""
         limits = self.limit_set()
-        if not limits.set:
+        if not limits.set or standing is None:
             return None
-        running = standing_running if standing_running is not None else self.accounts.running()
-        tallies = _tallies(running, limits, self._account_names())
+        tallies = _tallies(standing.running, limits, _account_names(standing))
         budgets: dict[Hashable, list[int]] = {}
         for (kind, name), _ in limits.set.items():
             if kind != "default":
@@ -121,29 +121,29 @@ class Fairness:
                 budgets[scope] = budget(limits.of(scope), tally)
         return PassLimits(limits, budgets)
 
-    def _account_names(self) -> dict[int, str]:
-        return {a.id: a.account for a in self.accounts.associations()}
+    def needs_standing(self) -> bool:
+        """Does a pass need the standing: fair share orders the queue, or limits count what runs."""
+        return self.enabled or bool(self.limit_set().set)
 
     # ---- one job
 
-    def hold_reason(self, job: JobRecord) -> str | None:
+    def hold_reason(self, job: JobRecord, standing: Standing | None) -> str | None:
         """The limit that holds a queued job, as its pending reason, or None."""
         limits = self.limit_set()
-        if not limits.set:
+        if not limits.set or standing is None:
             return None
         account = job.spec.account or "default"
         scopes = limits.scopes(job.owner, account, job.spec.app)
         if not scopes:
             return None
-        tallies = _tallies(self.accounts.running(), limits, self._account_names())
+        tallies = _tallies(standing.running, limits, _account_names(standing))
         return first_hold(scopes, tallies, job.spec.request.minimum)
 
-    def factors(self, job: JobRecord) -> dict[str, float | int]:
+    def factors(self, job: JobRecord, standing: Standing | None) -> dict[str, float | int]:
         """A queued job's priority factors (as `sprio` shows them)."""
         now = self.clock.now()
         out: dict[str, float | int] = {"priority": job.priority, "age_s": round(max(0.0, now - job.submitted_at), 1)}
-        if self.enabled:
-            standing = self.standing(now)
+        if self.enabled and standing is not None:
             assoc = standing.assoc_of(job.spec.account or "default", job.owner)
             share = standing.shares.get(assoc) if assoc is not None else None
             if share is not None:
@@ -154,11 +154,10 @@ class Fairness:
                 }
         return out
 
-    def queue_position(self, job: JobRecord) -> int:
+    def queue_position(self, job: JobRecord, standing: Standing | None) -> int:
         """How many queued jobs come before this one."""
-        if not self.enabled:
+        if not self.enabled or standing is None:
             return self.store.queue_position(job)
-        standing = self.standing(self.clock.now())
         mine = standing.factor(standing.assoc_of(job.spec.account or "default", job.owner))
         ahead = 0
         for assoc, priority, n, before in self.accounts.queued_at_or_above(job.priority, job.id):
@@ -174,6 +173,10 @@ class Fairness:
     ) -> tuple[float | None, str | None]:
         """The job's timeout under the wall-time limits, or why it is refused."""
         return wall_refusal(self.limit_set().scopes(owner, account, app), timeout_s)
+
+
+def _account_names(standing: Standing) -> dict[int, str]:
+    return {a.id: a.account for a in standing.assocs}
 
 
 class _Stream:

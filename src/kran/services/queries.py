@@ -86,21 +86,23 @@ class JobQueries:
         job = self.visible_job(job_id, who)
         if job.state != JobState.QUEUED:
             return JobView(job, None, None)
-        factors = self.fairness.factors(job)
+        # read once, for the factors, the position and the limits
+        standing = self.fairness.standing(self.clock.now()) if self.fairness.needs_standing() else None
+        factors = self.fairness.factors(job, standing)
         if not who.is_admin:  # with the account's usage in it: others' usage could be worked out
             factors.pop("effective_usage", None)
         if job.spec.blocked:
             verdict = dependency_verdict(self.store.dependencies_of(job.id))
             if verdict.status == "wait":
                 return JobView(job, None, verdict.reason, factors)
-        ahead = self.fairness.queue_position(job)
+        ahead = self.fairness.queue_position(job, standing)
         full = self.disk.full()
         if full:
             return JobView(job, ahead + 1, f"{full}: no job starts until space returns", factors)
         down = self.engine.unavailable(image=job.spec.image is not None)
         if down:  # admission let it in: only the engine's health can say this now
             return JobView(job, ahead + 1, f"{down}: it starts when the engine answers again", factors)
-        held = self.fairness.hold_reason(job)
+        held = self.fairness.hold_reason(job, standing)
         if not held and job.spec.singleton and job.spec.name:
             other = self.fairness.accounts.active_named(job.owner, job.spec.name)
             if other is not None:

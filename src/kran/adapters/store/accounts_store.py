@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from kran.adapters.store.associations import association_ids
+from kran.adapters.store.associations import association_ids, memberships_of
 from kran.adapters.store.reads import QUEUED_COLUMNS
 from kran.adapters.store.sql_store import SqlStore
 from kran.adapters.store.tables import accounts, associations, attempts, jobs, limits
@@ -92,13 +92,8 @@ class SqlAccounts:
 
     def memberships(self, user: str) -> list[str]:
         """The user's accounts, the first joined first (the default)."""
-        q = (
-            select(associations.c.account)
-            .where(associations.c.user == user, associations.c.member)
-            .order_by(associations.c.joined_at, associations.c.id)
-        )
         with self._db.connect() as conn:
-            return [r[0] for r in conn.execute(q)]
+            return [str(r[0]) for r in conn.execute(memberships_of(user))]
 
     def associations(self) -> list[Association]:
         q = select(associations, accounts.c.shares.label("account_shares")).join(

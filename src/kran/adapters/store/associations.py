@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, Select, func, insert, select, update
 
 from kran.adapters.store.tables import arrays, associations, jobs, limits
 from kran.domain.fairshare import DEFAULT_ACCOUNT, UsagePolicy
@@ -49,15 +50,18 @@ def charge(conn: Connection, policy: UsagePolicy, amounts: Mapping[int, float], 
         )
 
 
-def account_of(conn: Connection, user: str) -> str:
-    """The account a user's job is charged to when it names none: the first joined, else "default"."""
-    q = (
+def memberships_of(user: str) -> Select[Any]:
+    """The user's accounts, the first joined first (the default)."""
+    return (
         select(associations.c.account)
         .where(associations.c.user == user, associations.c.member)
         .order_by(associations.c.joined_at, associations.c.id)
-        .limit(1)
     )
-    return conn.execute(q).scalar() or DEFAULT_ACCOUNT
+
+
+def account_of(conn: Connection, user: str) -> str:
+    """The account a user's job is charged to when it names none: the first joined, else "default"."""
+    return str(conn.execute(memberships_of(user).limit(1)).scalar() or DEFAULT_ACCOUNT)
 
 
 def with_accounts(conn: Connection, groups: Sequence[Submission]) -> list[Submission]:

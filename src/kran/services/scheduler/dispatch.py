@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from kran.domain.fairshare import DEFAULT_ACCOUNT
 from kran.domain.images import canonical
 from kran.domain.limits import Scope
-from kran.domain.placement import Assignment, Candidate, has_room, place_jobs
+from kran.domain.placement import Assignment, Candidate, has_room, held_back, place_jobs
 from kran.domain.records import QueuedRow, StartedAttempt
 from kran.errors import EngineError, EngineUnavailable, FetchError
 from kran.ports import Apps, Clock, Engine, Store
@@ -94,13 +94,14 @@ class Dispatcher:
         window = self.cfg.window
         # jobs of a kind the engine cannot run now (its daemon down) wait: queries.get_job says why
         down = {image: self.engine.unavailable(image) is not None for image in (True, False)}
-        standing = self.fairness.standing(now) if self.fairness.enabled else None
-        limits = self.fairness.pass_limits(standing.running if standing else None)
+        known = self.fairness.standing(now) if self.fairness.needs_standing() else None
+        limits = self.fairness.pass_limits(known)
+        standing = known if self.fairness.enabled else None  # (fair share off: the queue by priority)
         skip: set[int] = set()  # associations whose every job a running-jobs limit holds
         queue = self.fairness.queue(standing, skip)
         budgets = limits.budgets if limits else None
         taken = read = 0
-        unplaced: list[tuple[Candidate, int]] = []  # for preemption: what did not start, in order
+        unplaced: list[tuple[Candidate, int, int | None]] = []  # for preemption: what did not start, in order
         # the window counts jobs that could start; jobs a limit or a lock holds are passed
         # over (up to MAX_READ pages a pass), so they cannot keep others from being looked at
         while taken < window and read < window * MAX_READ:
@@ -118,16 +119,16 @@ class Dispatcher:
             placed = {a.job_id for a in placement.assignments}
             assoc = {r.job_id: r.assoc for r in rows}
             for c in candidates:  # after placement: a budget this page used up holds the rest
-                if c.job_id in placed or not _held_back(c, held, budgets):
+                if c.job_id in placed or not held_back(c, held, budgets):
                     taken += 1
                 elif _limit_reached(c, budgets) and (a_id := assoc[c.job_id]) is not None:
                     skip.add(a_id)  # (its user's or account's running jobs: all of its jobs wait)
             if preempting:
-                priority = {r.job_id: r.priority for r in rows}
+                row = {r.job_id: r for r in rows}
                 unplaced += [
-                    (c, priority[c.job_id])
+                    (c, row[c.job_id].priority, row[c.job_id].assoc)
                     for c in candidates
-                    if c.job_id not in placed and not _held_back(c, held, budgets)
+                    if c.job_id not in placed and not held_back(c, held, budgets)
                 ]
             for a in placement.assignments:
                 node = next(n for n in nodes if n.node_id == a.node_id)
@@ -246,16 +247,3 @@ def _limit_reached(c: Candidate, budgets: dict[Hashable, list[int]] | None) -> b
         isinstance(k, Scope) and k.kind in ("user", "account") and (b := budgets.get(k)) is not None and b[0] < 1
         for k in c.budgets
     )
-
-
-def _held_back(c: Candidate, held: set[str] | None, budgets: dict[Hashable, list[int]] | None) -> bool:
-    """Waits for a lock or a limit, not for room: stopping other jobs would not start it."""
-    if held and ((c.exclusive and c.exclusive in held) or (c.lock and c.lock in held)):
-        return True
-    if budgets and c.budgets:
-        r = c.request
-        for k in c.budgets:
-            b = budgets.get(k)
-            if b is not None and (b[0] < 1 or b[1] < r.cpus.min or b[2] < r.mem_mb.min or b[3] < r.gpus.min):
-                return True
-    return False

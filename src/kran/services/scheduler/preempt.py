@@ -33,12 +33,12 @@ class Preemptor:
 
     def after_pass(
         self,
-        unplaced: list[tuple[Candidate, int]],
+        unplaced: list[tuple[Candidate, int, int | None]],
         started: set[int],
         nodes: list[NodeCapacity],
         standing: Standing | None,
     ) -> None:
-        """`unplaced`: candidates (with their priority) this pass could not start, in queue
+        """`unplaced`: candidates (with their priority and association) this pass could not start, in queue
         order, none held by a limit or a lock. One preemption at a time."""
         for job_id in list(self.waiting_for):
             if job_id in started:
@@ -54,10 +54,8 @@ class Preemptor:
             Running(job, node, alloc, prio, started, standing.factor(assoc) if standing else 1.0)
             for job, assoc, node, alloc, prio, started in running
         ]
-        for cand, priority in unplaced:
-            factor = 1.0
-            if standing is not None:
-                factor = standing.factor(self._assoc_of(cand.job_id, standing))
+        for cand, priority, assoc in unplaced:
+            factor = standing.factor(assoc) if standing is not None else 1.0
             w = Waiting(cand.job_id, cand.request, priority, cand.node_class, factor)
             chosen = choose_victims(self.mode, w, nodes, candidates)
             if chosen is not None:
@@ -66,9 +64,3 @@ class Preemptor:
                 self.store.request_kill(victims, "preempt", self.clock.now())
                 self.waiting_for[cand.job_id] = set(victims)
                 return
-
-    def _assoc_of(self, job_id: int, standing: Standing) -> int | None:
-        job = self.store.get_job(job_id)
-        if job is None:
-            return None
-        return standing.assoc_of(job.spec.account or "default", job.owner)
