@@ -42,7 +42,9 @@ from kran.adapters.store.notify_store import SqlNotifications
 from kran.adapters.store.schedule_store import SqlSchedules
 from kran.adapters.store.sql_store import SqlStore
 from kran.adapters.store.tes_store import SqlTesTasks
+from kran.adapters.store.web_store import SqlWebSessions
 from kran.adapters.store.workflow_store import SqlWorkflows
+from kran.adapters.usage_series import SeriesFiles
 from kran.adapters.volumes import LoopVolumes
 from kran.adapters.webhooks import post_json
 from kran.domain.resources import Resources
@@ -59,6 +61,7 @@ from kran.services.fairness import Fairness
 from kran.services.files import JobFiles
 from kran.services.images import ImageManager
 from kran.services.jobs import JobService
+from kran.services.live import LiveFeed
 from kran.services.logs import JobLogs
 from kran.services.nodes import NodeAdmin, NodeDirectory
 from kran.services.notify import NotifyService
@@ -76,7 +79,9 @@ from kran.services.schedules import ScheduleService
 from kran.services.suite import Services
 from kran.services.tes import TesService
 from kran.services.uploads import Uploads
+from kran.services.usage_sampler import SAMPLE_EVERY_S, SERIES_KEEP_S, UsageSampler
 from kran.services.wakeups import Wakeups
+from kran.services.web_sessions import WebSessions
 from kran.services.workflows import WorkflowService
 from kran.settings import ClusterSection, LocalSection, ServerSection, Settings
 
@@ -358,8 +363,11 @@ def build_server(settings: Settings) -> Server:
         if engine.probe():  # up or down again: the dispatcher decides anew (queued jobs start)
             wakeups.poke()
 
+    series = SeriesFiles(data_dir / "usage-series")
+    sampler = UsageSampler(store, cgroups, series, instance, clock, files.retention_s or SERIES_KEEP_S)
     periodic = [
         Periodic("engine", PROBE_EVERY_S, probe_engine, in_pool=True),
+        Periodic("usage-series", SAMPLE_EVERY_S, sampler.tick, in_pool=True),
         Periodic("schedules", SCHEDULE_EVERY_S, schedules.schedule_tick),
         Periodic("retention", files.retention_check_s, retention.tick, in_pool=True),
         Periodic("images", settings.image.gc_interval_s, images.tick, in_pool=True),
@@ -403,6 +411,9 @@ def build_server(settings: Settings) -> Server:
         node_admin=NodeAdmin(nodes, store),
         auth=auth,
         disk=disk,
+        web_sessions=WebSessions(SqlWebSessions(store), auth, clock, settings.auth.web_session_ttl_s),
+        live=LiveFeed(store),
+        sampler=sampler,
     )
     return Server(services, loop, metrics, cgroups, batcher, pool, store, instance)
 

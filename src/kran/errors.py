@@ -90,3 +90,21 @@ class RegistryError(EngineError):
 
 class StepCancelled(KranError):
     """The workflow run a step belongs to was cancelled."""
+
+
+# the HTTP status of each refusal, for the API and the web dashboard (most specific first)
+HTTP_STATUS: dict[type[KranError], int] = {
+    Gone: 410,
+    InvalidInput: 422,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    QueueFull: 429,
+    Unavailable: 503,
+    StorageFull: 507,
+}
+
+
+def http_status(exc: KranError) -> int:
+    return next((code for cls, code in HTTP_STATUS.items() if isinstance(exc, cls)), 500)

@@ -187,6 +187,9 @@ class AuthSection(Section):
         description="shared secret the proxy sends as X-Kran-Proxy-Secret (enables proxy auth)",
         json_schema_extra={"secret": True},
     )
+    web_session_ttl_s: Float = Field(
+        43200.0, gt=0, le=30 * 86400, description="how long a web dashboard sign-in lasts (its cookie expires too)"
+    )
 
     @model_validator(mode="after")
     def _pair(self) -> AuthSection:

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,37 +32,14 @@ from kran.api import (
     usage,
     workflows,
 )
-from kran.api.deps import OPEN_PATHS, STORING_PATHS, UPLOAD_PATHS, authenticate, private_channel
+from kran.api.deps import OPEN_PATHS, STORING_PATHS, UPLOAD_PATHS, WEB_PREFIX, authenticate, is_web, private_channel
 from kran.api.responses import ERRORS
-from kran.errors import (
-    Conflict,
-    Forbidden,
-    Gone,
-    InvalidInput,
-    KranError,
-    NotFound,
-    QueueFull,
-    StorageFull,
-    Unauthorized,
-    Unavailable,
-)
+from kran.errors import KranError, Unauthorized, http_status
 from kran.services.auth import Authenticator
 from kran.services.disk import DiskWatch
 from kran.services.suite import Services
 
 log = logging.getLogger("kran")
-
-STATUS = {
-    Gone: 410,
-    InvalidInput: 422,
-    Unauthorized: 401,
-    Forbidden: 403,
-    NotFound: 404,
-    Conflict: 409,
-    QueueFull: 429,
-    Unavailable: 503,
-    StorageFull: 507,
-}
 
 
 def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
@@ -131,7 +108,7 @@ class AuthFirst:
         self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and not is_web(scope["path"]):
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             try:
                 self.auth.precheck(headers, private_channel(scope))
@@ -218,8 +195,7 @@ def create_app(
 
     @app.exception_handler(KranError)
     async def kran_error(request: Request, exc: KranError) -> JSONResponse:
-        status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 500)
-        return _error(_tes_status(request, status), str(exc), getattr(exc, "field", None))
+        return _error(_tes_status(request, http_status(exc)), str(exc), getattr(exc, "field", None))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -248,6 +224,14 @@ def create_app(
     app.include_router(system.router)
     app.include_router(workflows.router)
     app.include_router(tes.router)
+    from kran.web.app import create_web  # the dashboard: its own sign-in (a session cookie)
+
+    app.mount(WEB_PREFIX, create_web(services))
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> Response:
+        return RedirectResponse(WEB_PREFIX + "/", status_code=303)
+
     return app
 
 

@@ -33,11 +33,13 @@ JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="a job id")]
 Owner = Annotated[str | None, Query(max_length=100, description="whose (default: the caller's own)")]
 
 # reachable without credentials: liveness, readiness, metrics, the API description
-OPEN_PATHS = frozenset({"/ping", "/status", "/api/v1/status", "/metrics", "/api/v1/openapi.json"})
+OPEN_PATHS = frozenset({"/", "/ping", "/status", "/api/v1/status", "/metrics", "/api/v1/openapi.json"})
+# the web dashboard: signed in by its own session cookie (kran.web.session), not here
+WEB_PREFIX = "/ui"
 # multipart uploads: bigger bodies (server.max_upload_mb), streamed to disk
-UPLOAD_PATHS = frozenset({"/api/v1/jobs/upload", "/api/v1/workflows"})
+UPLOAD_PATHS = frozenset({"/api/v1/jobs/upload", "/api/v1/workflows", "/ui/submit"})
 # POSTs that store new work (refused while the data dir is full: api.app.DiskGate)
-STORING_PATHS = re.compile(r"/api/v1/(jobs|jobs/batch|jobs/upload|workflows|schedules/[^/]+/run-now)/?")
+STORING_PATHS = re.compile(r"/api/v1/(jobs|jobs/batch|jobs/upload|workflows|schedules/[^/]+/run-now)/?|/ui/submit")
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
@@ -94,6 +96,10 @@ async def authenticate(request: Request) -> None:
         digest,
         private_channel(request.scope),
     )
+
+
+def is_web(path: str) -> bool:
+    return path == WEB_PREFIX or path.startswith(WEB_PREFIX + "/")
 
 
 def private_channel(scope: Any) -> bool:

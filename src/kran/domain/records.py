@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,3 +177,30 @@ class Submission:
     submitted_by: str | None = None  # a service acting for `owner`
     idempotency_key: str | None = None  # the same key within a day: the jobs stored the first time
     request_digest: str = ""  # of the request as sent: a key reused for another request is refused
+
+
+# the dashboard's job table: sortable columns (shown name -> column), and the count's cap
+SORTABLE = {
+    "id": "id",
+    "name": "name",
+    "user": "owner",
+    "state": "state",
+    "priority": "priority",
+    "node": "node",
+}
+COUNT_CAP = 10_000
+
+
+@dataclass(frozen=True)
+class JobFind:
+    """The dashboard's filters, sort and page over jobs."""
+
+    states: tuple[JobState, ...] = ()
+    owner: str | None = None
+    app: str | None = None
+    name: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    sort: str = "id"
+    descending: bool = True
+    offset: int = 0
+    limit: int = 50

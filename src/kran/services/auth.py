@@ -121,9 +121,13 @@ class Authenticator:
 
     def _from_bearer(self, headers: Mapping[str, str]) -> Principal:
         key_id, _, secret = headers.get("authorization", "")[7:].strip().partition(".")
+        return self.verify_key(key_id, secret, "invalid token")
+
+    def verify_key(self, key_id: str, secret: str, refusal: str = "invalid key id or secret") -> Principal:
+        """The principal of a usable key whose secret this is (a bearer token, a web sign-in)."""
         found = self._credentials(key_id)
         if found is None or not hmac.compare_digest(found[1].encode(), secret.encode()):
-            raise Unauthorized("invalid token")
+            raise Unauthorized(refusal)
         return found[0]
 
     def _from_basic(self, headers: Mapping[str, str], private: bool) -> Principal:
@@ -136,10 +140,7 @@ class Authenticator:
         except (ValueError, UnicodeDecodeError):
             raise Unauthorized("bad basic credentials") from None
         key_id, _, secret = pair.partition(":")
-        found = self._credentials(key_id)
-        if found is None or not hmac.compare_digest(found[1].encode(), secret.encode()):
-            raise Unauthorized("invalid key id or secret")
-        return found[0]
+        return self.verify_key(key_id, secret)
 
     def _signed(self, headers: Mapping[str, str]) -> tuple[str, str, str, str, tuple[Principal, str]]:
         """A signed request's key (known), timestamp (fresh) and nonce (well formed)."""

@@ -11,7 +11,7 @@ from kran.domain.apps import volume_shown
 from kran.domain.auth import Principal, can_see
 from kran.domain.dependencies import dependency_verdict
 from kran.domain.placement import explain_wait
-from kran.domain.records import EventRecord, JobRecord
+from kran.domain.records import EventRecord, JobFind, JobRecord
 from kran.domain.resources import Resources
 from kran.domain.states import JobState
 from kran.errors import Forbidden, InvalidInput, NotFound
@@ -64,6 +64,10 @@ class JobQueries:
         tasks: bool = True,
     ) -> list[JobRecord]:
         return self.store.list_jobs(states, labels, who.user if mine else None, limit, visible_to=who, tasks=tasks)
+
+    def page(self, who: Principal, find: JobFind) -> tuple[list[JobRecord], int]:
+        """The dashboard's table: a page of the jobs `who` may see, and how many match."""
+        return self.store.page_jobs(find, who)
 
     def stored(self, job_id: int) -> JobRecord | None:
         """The job as stored, whoever's (for the server's own checks, never shown)."""

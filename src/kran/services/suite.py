@@ -12,6 +12,7 @@ from kran.services.disk import DiskWatch
 from kran.services.files import JobFiles
 from kran.services.images import ImageManager
 from kran.services.jobs import JobService
+from kran.services.live import LiveFeed
 from kran.services.logs import JobLogs
 from kran.services.nodes import NodeAdmin, NodeDirectory
 from kran.services.notify import NotifyService
@@ -19,6 +20,8 @@ from kran.services.queries import JobQueries
 from kran.services.schedules import ScheduleService
 from kran.services.tes import TesService
 from kran.services.uploads import Uploads
+from kran.services.usage_sampler import UsageSampler
+from kran.services.web_sessions import WebSessions
 from kran.services.workflows import WorkflowService
 
 
@@ -41,3 +44,6 @@ class Services:
     node_admin: NodeAdmin
     auth: Authenticator
     disk: DiskWatch
+    web_sessions: WebSessions
+    live: LiveFeed
+    sampler: UsageSampler

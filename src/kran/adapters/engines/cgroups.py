@@ -109,6 +109,19 @@ class Cgroups:
             pass
         return Usage()
 
+    def sample(self, rel: str) -> tuple[float, int] | None:
+        """CPU seconds so far and memory in use now, of a running attempt's cgroup."""
+        try:
+            if self.version == 1:
+                cpu = int(_read(ROOT / "cpuacct" / rel / "cpuacct.usage")) / 1e9
+                return cpu, int(_read(ROOT / "memory" / rel / "memory.usage_in_bytes"))
+            if self.version == 2:
+                stat = dict(line.split() for line in _read(ROOT / rel / "cpu.stat").splitlines())
+                return int(stat["usage_usec"]) / 1e6, int(_read(ROOT / rel / "memory.current"))
+        except (OSError, ValueError, KeyError):
+            pass
+        return None
+
     def signal_all(self, rel: str, sig: int, wait_s: float = 0.0) -> None:
         """Signal every process in the attempt's cgroup, frozen meanwhile so none forks
         past the signal; with `wait_s`, wait (that long at most) until they are gone."""

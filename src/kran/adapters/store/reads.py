@@ -18,7 +18,16 @@ from kran.domain.accounting import APP_LABEL, AttemptFacts, Usage
 from kran.domain.auth import Principal, Role
 from kran.domain.dependencies import Dependency
 from kran.domain.jobs import JobSpec
-from kran.domain.records import ActiveAttempt, AttemptRecord, EventRecord, JobRecord, QueuedRow
+from kran.domain.records import (
+    COUNT_CAP,
+    SORTABLE,
+    ActiveAttempt,
+    AttemptRecord,
+    EventRecord,
+    JobFind,
+    JobRecord,
+    QueuedRow,
+)
 from kran.domain.resources import Resources
 from kran.domain.states import JobState
 
@@ -92,6 +101,49 @@ class JobReads:
             )
         with self.db.connect() as conn:
             return [_job_record(r, []) for r in conn.execute(q).mappings()]
+
+    def page_jobs(self, find: JobFind, visible_to: Principal) -> tuple[list[JobRecord], int]:
+        """One page of jobs by the dashboard's filters and sort, and how many match (counted
+        up to COUNT_CAP: an exact count of a million rows costs more than it tells)."""
+        conds: list[Any] = []
+        if find.states:
+            conds.append(jobs.c.state.in_([s.value for s in find.states]))
+        if find.owner:
+            conds.append(jobs.c.owner == find.owner)
+        if find.app:
+            conds.append(jobs.c.app == find.app)
+        if find.name:
+            escaped = find.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conds.append(jobs.c.name.like(f"%{escaped}%", escape="\\"))
+        if not visible_to.is_admin:
+            conds.append(_visible(visible_to))
+        for k, v in find.labels.items():
+            conds.append(
+                jobs.c.id.in_(select(job_labels.c.job_id).where(job_labels.c.key == k, job_labels.c.value == v))
+            )
+        column = getattr(jobs.c, SORTABLE[find.sort])
+        order = [column.desc() if find.descending else column.asc()]
+        if find.sort != "id":
+            order.append(jobs.c.id.desc())
+        q = select(jobs).where(*conds).order_by(*order).offset(find.offset).limit(find.limit)
+        matching = select(jobs.c.id).where(*conds).limit(COUNT_CAP + 1).subquery()
+        with self.db.connect() as conn:
+            rows = [_job_record(r, []) for r in conn.execute(q).mappings()]
+            total = int(conn.execute(select(func.count()).select_from(matching)).scalar_one())
+        return rows, total
+
+    def events_with_owners(self, after_id: int, limit: int) -> list[tuple[EventRecord, str, str | None]]:
+        """Events after an id with their job's owner and submitter (the web feed's one read)."""
+        q = (
+            select(events, jobs.c.owner, jobs.c.submitted_by)
+            .join(jobs, jobs.c.id == events.c.job_id)
+            .where(events.c.id > after_id)
+            .order_by(events.c.id)
+            .limit(limit)
+        )
+        with self.db.connect() as conn:
+            rows = conn.execute(q).all()
+        return [(EventRecord(*r[:7]), r[7], r[8]) for r in rows]
 
     def queued_by_priority_class(self) -> dict[str, int]:
         cls = case((jobs.c.priority > 0, "high"), (jobs.c.priority < 0, "low"), else_="normal")

@@ -393,3 +393,28 @@ webhooks = Table(
     Column("events", Text, nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+# The web dashboard (issue 22): signed-in browsers, and one-time sign-in links. Only the
+# SHA-256 of a token is stored: a copy of the database signs no one in.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user", String(100), nullable=False),
+    Column("key_id", String(40)),  # the key signed in with (revoking it ends the session); none for a link
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_web_sessions_user", "user"),
+)
+
+web_links = Table(
+    "web_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user", String(100), nullable=False),
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("used_at", Float),
+)

@@ -1,0 +1,97 @@
+"""Live job states for the web dashboard: one reader of the events table, whatever the
+number of browsers, fanning each event out to the subscribers allowed to see its job.
+The reader runs only while someone listens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kran.domain.auth import Principal, can_see
+from kran.domain.records import EventRecord
+
+log = logging.getLogger("kran.live")
+QUEUE_MAX = 2000  # a browser this far behind is told to reload instead
+
+
+class EventSource(Protocol):
+    def last_event_id(self) -> int: ...
+    def events_with_owners(self, after_id: int, limit: int) -> list[tuple[EventRecord, str, str | None]]: ...
+
+
+@dataclass(eq=False)
+class Subscriber:
+    who: Principal
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[EventRecord | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
+    behind: bool = False  # dropped events: the page should reload
+
+    def offer(self, event: EventRecord | None) -> None:  # on the loop's thread
+        if self.behind:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.behind = True
+            self.queue.get_nowait()
+            self.queue.put_nowait(None)
+
+
+class LiveFeed:
+    def __init__(self, source: EventSource, interval_s: float = 0.25) -> None:
+        self.source = source
+        self.interval_s = interval_s
+        self._subs: set[Subscriber] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reads = 0  # how many times the events table was read (one reader, whatever the browsers)
+
+    def subscribe(self, who: Principal) -> Subscriber:
+        sub = Subscriber(who, asyncio.get_running_loop())
+        with self._lock:
+            self._subs.add(sub)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="kran-live", daemon=True)
+                self._thread.start()
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        with self._lock:
+            self._subs.discard(sub)
+
+    def subscribers(self) -> int:
+        with self._lock:
+            return len(self._subs)
+
+    def _run(self) -> None:
+        last = self.source.last_event_id()
+        while True:
+            with self._lock:
+                subs = list(self._subs)
+                if not subs:
+                    self._thread = None
+                    return
+            try:
+                batch = self.source.events_with_owners(last, 1000)
+                self.reads += 1
+            except Exception:  # the store may be busy or closing: try again next round
+                log.exception("reading events for the live feed")
+                batch = []
+            for event, owner, submitted_by in batch:
+                last = event.id
+                for sub in subs:
+                    if can_see(sub.who, owner, submitted_by):
+                        self._deliver(sub, event)
+            if len(batch) < 1000:
+                self._wake.wait(self.interval_s)
+
+    @staticmethod
+    def _deliver(sub: Subscriber, event: Any) -> None:
+        try:
+            sub.loop.call_soon_threadsafe(sub.offer, event)
+        except RuntimeError:  # its loop closed
+            pass

@@ -1,0 +1,1 @@
+"""One module per page group, each an APIRouter of the dashboard."""

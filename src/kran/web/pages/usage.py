@@ -1,0 +1,7 @@
+"""The usage page(s) of the dashboard."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
