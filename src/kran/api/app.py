@@ -30,6 +30,7 @@ from kran.api import (
     system,
     tes,
     usage,
+    web_links,
     workflows,
 )
 from kran.api.deps import OPEN_PATHS, STORING_PATHS, UPLOAD_PATHS, WEB_PREFIX, authenticate, is_web, private_channel
@@ -224,6 +225,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(workflows.router)
     app.include_router(tes.router)
+    app.include_router(web_links.router)
     from kran.web.app import create_web  # the dashboard: its own sign-in (a session cookie)
 
     app.mount(WEB_PREFIX, create_web(services))

@@ -149,6 +149,15 @@ def status(output: str) -> None:
         sys.exit(1)
 
 
+@cli.command("ui-link")
+@click.option("--user", help="for another user (admins only)")
+def ui_link(user: str | None) -> None:
+    """Print a one-time link that signs a browser in to the web dashboard (10 minutes)."""
+    body = Client().post("/api/v1/web/links", json={"user": user} if user else {})
+    click.echo(body["url"])
+    click.echo(f"(for {body['user']}; works once, for {int(body['expires_in_s'] // 60)} minutes)", err=True)
+
+
 @cli.command()
 @click.option("-f", "--follow", is_flag=True, help="stream changes as they happen")
 @click.option("--job", "job_id", type=int, help="only this job")

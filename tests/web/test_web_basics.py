@@ -1,0 +1,156 @@
+"""The dashboard over plain HTTP against a real `kran serve`: sign-in, sessions, CSRF,
+headers, and the API's rules for what a user may see."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ServerProc
+from tests.web.webclient import PRE, WebClient
+
+STATIC = Path(__file__).parents[2] / "src" / "kran" / "web" / "static"
+
+
+def test_signs_in_with_a_key_and_out_again(server: ServerProc) -> None:
+    with httpx.Client(base_url=server.url) as anon:
+        r = anon.get("/ui/jobs")
+        assert r.status_code == 303 and r.headers["location"].startswith("/ui/login?next=")
+    with WebClient(server) as web:
+        page = web.get("/ui/jobs")
+        assert page.status_code == 200 and "Jobs" in page.text
+        cookie = next(c for c in web.http.cookies.jar if c.name == "kran_session")
+        assert cookie.path == "/ui" and cookie.has_nonstandard_attr("HttpOnly")
+        creds = server.credentials
+        assert creds["secret"] not in page.text  # no secret is ever written into a page
+        out = web.post("/ui/logout")
+        assert out.status_code == 303
+        # the old token no longer works, even if the browser kept it
+        again = httpx.get(f"{server.url}/ui/jobs", cookies={"kran_session": cookie.value or ""})
+        assert again.status_code == 303
+
+
+def test_a_wrong_secret_is_refused_with_a_reason(server: ServerProc) -> None:
+    with httpx.Client(base_url=server.url) as anon:
+        pre = PRE.search(anon.get("/ui/login").text)
+        assert pre
+        r = anon.post("/ui/login", data={"key_id": server.credentials["key_id"], "secret": "x" * 40, "pre": pre[1]})
+        assert r.status_code == 401 and "invalid key id or secret" in r.text
+        assert "kran_session" not in r.cookies
+
+
+def test_forms_without_the_csrf_token_change_nothing(server: ServerProc) -> None:
+    with server.api() as api:
+        job_id = api.post("/api/v1/jobs", json={"command": ["sleep", "30"]}).json()["id"]
+    with WebClient(server) as web:
+        r = web.http.post(f"/ui/jobs/{job_id}/kill", data={"csrf": "forged"})
+        assert r.status_code == 403 and "CSRF" in r.text
+        r = web.http.post(f"/ui/jobs/{job_id}/kill", data={"csrf": web.csrf}, headers={"origin": "http://evil.test"})
+        assert r.status_code == 403
+        assert server.wait_state(job_id, {"running", "queued", "starting"})["state"] != "killed"
+        ok = web.post(f"/ui/jobs/{job_id}/kill")
+        assert ok.status_code == 303
+        server.wait_state(job_id, {"killed"})
+
+
+def test_the_sign_in_form_needs_its_own_token(server: ServerProc) -> None:
+    creds = server.credentials
+    r = httpx.post(f"{server.url}/ui/login", data={"key_id": creds["key_id"], "secret": creds["secret"], "pre": "x"})
+    assert r.status_code == 403 and "kran_session" not in r.cookies
+
+
+def test_security_headers_on_every_page(server: ServerProc) -> None:
+    with WebClient(server) as web:
+        for path in ("/ui/login", "/ui/jobs", "/ui/submit", "/ui/static/kran.js"):
+            h = web.get(path).headers
+            assert "script-src 'self'" in h["content-security-policy"], path
+            assert "'unsafe-inline'" not in h["content-security-policy"]
+            assert h["x-frame-options"] == "DENY" and h["x-content-type-options"] == "nosniff"
+        assert web.get("/ui/jobs").headers["cache-control"] == "no-store"
+        html = web.get("/ui/submit").text
+        assert not re.search(r"<script>|<script [^>]*>[^<]", html) and " style=" not in html and "<style" not in html
+
+
+def test_another_users_job_is_not_found(server: ServerProc) -> None:
+    server.add_user("alice")
+    server.add_user("bob")
+    with server.api("alice") as api:
+        job_id = api.post("/api/v1/jobs", json={"command": ["true"], "name": "alices"}).json()["id"]
+    with WebClient(server, "bob") as bob:
+        mine = bob.get(f"/ui/jobs/{job_id}")
+        missing = bob.get("/ui/jobs/999999")
+        assert mine.status_code == missing.status_code == 404
+        said = re.compile(r'role="alert">([^<]*)<')
+        assert said.findall(mine.text) == [f"job {job_id} not found"]
+        assert said.findall(missing.text) == ["job 999999 not found"]
+        assert "alices" not in bob.get("/ui/jobs").text
+        assert bob.get(f"/ui/jobs/{job_id}/log").status_code == 404
+        assert bob.get(f"/ui/submit?from={job_id}").status_code == 404
+        killed = bob.post("/ui/jobs/kill", {"id": str(job_id)})
+        assert killed.status_code == 303 and "killed=0" in killed.headers["location"]
+    with WebClient(server, "alice") as alice:
+        assert "alices" in alice.get("/ui/jobs").text
+
+
+def test_a_one_time_link_signs_in_once(server: ServerProc) -> None:
+    server.add_user("carol")
+    with server.api("carol") as api:
+        link = api.post("/api/v1/web/links", json={}).json()
+    assert link["url"].startswith(server.url + "/ui/link/")
+    path = link["url"][len(server.url) :]
+    with httpx.Client(base_url=server.url) as browser:
+        form = browser.get(path)
+        assert form.status_code == 200
+        pre = PRE.search(form.text)
+        assert pre
+        r = browser.post(path, data={"pre": pre[1]})
+        assert r.status_code == 303
+        assert "carol" in browser.get("/ui/jobs").text
+    with httpx.Client(base_url=server.url) as other:
+        pre = PRE.search(other.get(path).text)
+        assert pre
+        again = other.post(path, data={"pre": pre[1]})
+        assert again.status_code == 401 and "used or expired" in again.text
+
+
+def test_a_link_for_another_user_is_an_admins(server: ServerProc) -> None:
+    server.add_user("dave")
+    server.add_user("erin")
+    with server.api("dave") as api:
+        refused = api.post("/api/v1/web/links", json={"user": "erin"})
+        missing = api.post("/api/v1/web/links", json={"user": "nobody"})
+        assert refused.status_code == missing.status_code == 404
+        assert refused.json()["error"].replace("erin", "X") == missing.json()["error"].replace("nobody", "X")
+    with server.api() as admin:
+        assert admin.post("/api/v1/web/links", json={"user": "erin"}).status_code == 201
+
+
+def test_revoking_the_key_ends_its_sessions(server: ServerProc) -> None:
+    key_id, _ = server.add_user("frank")
+    with WebClient(server, "frank") as web:
+        assert web.get("/ui/jobs").status_code == 200
+        with server.api() as admin:
+            admin.post(f"/api/v1/admin/keys/{key_id}/revoke").raise_for_status()
+        assert web.get("/ui/jobs").status_code == 303
+
+
+def test_downloads_are_attachments_not_pages(server: ServerProc) -> None:
+    with server.api() as api:
+        job_id = api.post("/api/v1/jobs", json={"sh": "echo '<script>alert(1)</script>' > x.html"}).json()["id"]
+    server.wait_state(job_id, {"succeeded"})
+    with WebClient(server) as web:
+        r = web.get(f"/ui/jobs/{job_id}/files/x.html")
+        assert r.status_code == 200 and b"<script>" in r.content
+        assert r.headers["content-type"] == "application/octet-stream"
+        assert r.headers["content-disposition"].startswith("attachment")
+
+
+def test_vendored_libraries_are_the_pinned_ones() -> None:
+    table = (STATIC / "vendor" / "VENDOR.md").read_text()
+    pinned = re.findall(r"^\| (\S+\.js) \| .* \| ([0-9a-f]{64}) \|$", table, re.M)
+    for name, digest in pinned:
+        assert hashlib.sha256((STATIC / "vendor" / name).read_bytes()).hexdigest() == digest, name
+    assert sorted(n for n, _ in pinned) == sorted(p.name for p in (STATIC / "vendor").glob("*.js"))
