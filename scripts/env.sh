@@ -29,6 +29,14 @@ need_debs() {
   fi
 }
 
+need_browser() {  # the dashboard's browser tests: Debian's Chromium and its driver (no downloads)
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    echo "== installing Debian packages: chromium chromium-driver"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+}
+
 need_venv() {
   if [ ! -x "$VENV/bin/python" ]; then
     echo "== creating $VENV"

@@ -3,6 +3,7 @@
 # the Python dependencies if missing, starts dockerd if none runs (and stops it after).
 source "$(dirname "$0")/env.sh"
 need_debs
+need_browser
 need_venv
 need_dockerd
 trap stop_started_dockerd EXIT

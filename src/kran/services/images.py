@@ -199,6 +199,24 @@ class ImageManager:
                 out[node] = self._node_refs(node, fresh)
         return out
 
+    def inventories(self) -> dict[str, list[NodeImage] | None]:
+        """Node -> its images as inventory() gives them (cached a while), None where its
+        Docker API has not answered yet (for the dashboard)."""
+        out: dict[str, list[NodeImage] | None] = {}
+        for node in self.node_images.nodes():
+            found = self.inventory(node)
+            out[node] = found if node in self._st.inventory else None
+        return out
+
+    def registry_answers(self) -> dict[str, ImageInfo]:
+        """What registries said of the references kran looked up, by canonical reference,
+        however old (no registry call)."""
+        return {canonical(ref): info for ref, (_, info) in list(self._st.info.items())}
+
+    def pulls_in_progress(self) -> list[Pull]:
+        """Pulls running now, for jobs and warms alike."""
+        return [p for p in list(self._st.pulls.values()) if p.state == "pulling"]
+
     def refresh_inventory(self) -> None:
         """In the pool, periodically: every node's images."""
         for node in self.node_images.nodes():
