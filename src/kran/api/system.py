@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import Field
+from starlette.concurrency import run_in_threadpool
 
 from kran.api.deps import MAX_ID, Caller, Queries
 from kran.api.responses import Event, Out, Resources, stream
 from kran.api.views import event_json
+from kran.domain.records import EventRecord
+from kran.services.live import BACKLOG, LiveFeed
 
 router = APIRouter(tags=["system"])
 
@@ -80,29 +83,26 @@ def events(
     responses=stream("text/event-stream", "`job` events, each `data` an Event as JSON; a comment every 15 s idle"),
     summary="Job state changes as Server-Sent Events",
 )
-def event_stream(
+async def event_stream(
+    request: Request,
     queries: Queries,
     who: Caller,
     after: int | None = Query(None, ge=0, le=MAX_ID),
     job: int | None = Query(None, ge=1, le=MAX_ID),
 ) -> StreamingResponse:
-    start = queries.last_event_id() if after is None else after
+    """From the server's one reader of the events (services/live.py), after the stored
+    events since `after` (each event once, in order)."""
+    feed: LiveFeed = request.app.state.services.live
+    start = await run_in_threadpool(queries.last_event_id) if after is None else after
 
-    def body() -> Any:
-        last = start
-        idle = 0.0
-        while True:
-            batch = queries.events_after(who, last, 500, job)
-            for e in batch:
-                last = e.id
+    def backlog(last: int) -> list[EventRecord]:
+        return queries.events_after(who, last, BACKLOG, job)
+
+    async def body() -> AsyncIterator[str]:
+        async for e in feed.follow(who, start, backlog):
+            if isinstance(e, str):  # keep proxies from closing a quiet stream
+                yield ": keep-alive\n\n"
+            elif e is not None and (job is None or e.job_id == job):
                 yield f"id: {e.id}\nevent: job\ndata: {json.dumps(event_json(e))}\n\n"
-            if not batch:
-                time.sleep(0.2)
-                idle += 0.2
-                if idle >= 15:  # keep proxies from closing a quiet stream
-                    idle = 0.0
-                    yield ": keep-alive\n\n"
-            else:
-                idle = 0.0
 
     return StreamingResponse(body(), media_type="text/event-stream")

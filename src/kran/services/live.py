@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,6 +16,8 @@ from kran.domain.records import EventRecord
 
 log = logging.getLogger("kran.live")
 QUEUE_MAX = 2000  # a browser this far behind is told to reload instead
+KEEPALIVE = "keep-alive"  # what `follow` yields after a quiet while
+BACKLOG = 500
 
 
 class EventSource(Protocol):
@@ -62,6 +65,48 @@ class LiveFeed:
     def unsubscribe(self, sub: Subscriber) -> None:
         with self._lock:
             self._subs.discard(sub)
+
+    async def follow(
+        self,
+        who: Principal,
+        after: int | None = None,
+        backlog: Callable[[int], list[EventRecord]] | None = None,
+        keepalive_s: float = 15.0,
+    ) -> AsyncIterator[EventRecord | str | None]:
+        """The events `who` may see: with `after`, first those stored after that id (read
+        by `backlog`, BACKLOG at a time), then live, each once and in order. KEEPALIVE after
+        `keepalive_s` of quiet. Far behind: with a backlog reader it catches up from the
+        store; without, it yields None and ends (a page reloads)."""
+        sub = self.subscribe(who)
+        last = after
+        try:
+            while True:
+                if last is not None and backlog is not None:
+                    while True:  # subscribed first: the store's rows and the live ones overlap, none is missed
+                        batch = await asyncio.to_thread(backlog, last)
+                        for event in batch:
+                            last = event.id
+                            yield event
+                        if len(batch) < BACKLOG:
+                            break
+                while True:
+                    try:
+                        item = await asyncio.wait_for(sub.queue.get(), keepalive_s)
+                    except TimeoutError:
+                        yield KEEPALIVE
+                        continue
+                    if item is None:
+                        break
+                    if last is None or item.id > last:
+                        last = item.id
+                        yield item
+                if backlog is None or last is None:
+                    yield None
+                    return
+                self.unsubscribe(sub)  # fell behind: catch up from the store, then live again
+                sub = self.subscribe(who)
+        finally:
+            self.unsubscribe(sub)
 
     def subscribers(self) -> int:
         with self._lock:

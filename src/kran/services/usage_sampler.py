@@ -4,12 +4,14 @@ then every 10 minutes, so a week-long job keeps about 1,300 points."""
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from kran.domain.records import ActiveAttempt
 from kran.domain.states import JobState
 from kran.ports import Clock
 
+log = logging.getLogger("kran.usage")
 SAMPLE_EVERY_S = 5.0
 SERIES_KEEP_S = 30 * 86400.0  # where job files are kept forever: a month of series
 
@@ -63,7 +65,10 @@ class UsageSampler:
             reading = self.cgroups.sample(self.cgroups.relative(self.instance, a.job_id, a.attempt))
             if reading is None:
                 continue
-            self.series.append(a.job_id, a.attempt, now, reading[0], reading[1])
+            try:
+                self.series.append(a.job_id, a.attempt, now, reading[0], reading[1])
+            except OSError as e:  # a full disk: the chart has a gap, the job goes on
+                log.warning("usage sample of job %d not written: %s", a.job_id, e)
             seen[key] = now
         self._last = seen
         if now - self._expired_at > 3600:

@@ -121,10 +121,8 @@ class JobReads:
             conds.append(
                 jobs.c.id.in_(select(job_labels.c.job_id).where(job_labels.c.key == k, job_labels.c.value == v))
             )
-        column = getattr(jobs.c, SORTABLE[find.sort])
-        order = [column.desc() if find.descending else column.asc()]
-        if find.sort != "id":
-            order.append(jobs.c.id.desc())
+        keys = [getattr(jobs.c, SORTABLE[find.sort])] + ([jobs.c.id] if find.sort != "id" else [])
+        order = [k.desc() if find.descending else k.asc() for k in keys]  # one direction: the index's order
         q = select(jobs).where(*conds).order_by(*order).offset(find.offset).limit(find.limit)
         matching = select(jobs.c.id).where(*conds).limit(COUNT_CAP + 1).subquery()
         with self.db.connect() as conn:

@@ -67,6 +67,10 @@ jobs = Table(
     Index("ix_jobs_owner_state", "owner", "state"),
     Index("ux_jobs_array_task", "array_id", "array_index", unique=True),
     Index("ix_jobs_state_array", "state", "array_id"),
+    # the dashboard's table, newest first within a state, a user or a name (migration 0020)
+    Index("ix_jobs_state_id", "state", "id"),
+    Index("ix_jobs_owner_id", "owner", "id"),
+    Index("ix_jobs_name_id", "name", "id"),
 )
 
 attempts = Table(

@@ -3,7 +3,6 @@ attempts, why it waits, live log, files, usage over time), and the live feed."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -186,23 +185,15 @@ async def job_file(request: Request, job_id: JobId, path: str, viewer: Look) -> 
 async def live_events(request: Request, viewer: Look, job: int | None = Query(None, ge=1, le=MAX_ID)) -> Response:
     """Job state changes the viewer may see, as Server-Sent Events, from the one feed."""
     feed = services(request).live
-    sub = feed.subscribe(viewer.who)
 
     async def body() -> AsyncIterator[str]:
-        try:
-            yield "retry: 2000\n\n"
-            while True:
-                try:
-                    event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_S)
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                if event is None:
-                    yield "event: reload\ndata: {}\n\n"
-                    return
-                if job is None or event.job_id == job:
-                    yield f"event: job\ndata: {json.dumps(event_json(event))}\n\n"
-        finally:
-            feed.unsubscribe(sub)
+        yield "retry: 2000\n\n"
+        async for event in feed.follow(viewer.who, keepalive_s=KEEPALIVE_S):
+            if event is None:
+                yield "event: reload\ndata: {}\n\n"
+            elif isinstance(event, str):
+                yield ": keep-alive\n\n"
+            elif job is None or event.job_id == job:
+                yield f"event: job\ndata: {json.dumps(event_json(event))}\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})

@@ -1,4 +1,5 @@
-"""The web dashboard's sessions and one-time sign-in links (issue 22)."""
+"""The web dashboard's sessions and one-time sign-in links, and the indexes its job table
+reads in order (issue 22)."""
 
 import sqlalchemy as sa
 from alembic import op
@@ -28,8 +29,14 @@ def upgrade() -> None:
         sa.Column("used_at", sa.Float),
     )
 
+    op.create_index("ix_jobs_state_id", "jobs", ["state", "id"])
+    op.create_index("ix_jobs_owner_id", "jobs", ["owner", "id"])
+    op.create_index("ix_jobs_name_id", "jobs", ["name", "id"])
+
 
 def downgrade() -> None:
+    for name in ("ix_jobs_name_id", "ix_jobs_owner_id", "ix_jobs_state_id"):
+        op.drop_index(name, "jobs")
     op.drop_table("web_links")
     op.drop_index("ix_web_sessions_user", "web_sessions")
     op.drop_table("web_sessions")
