@@ -154,3 +154,8 @@ def test_vendored_libraries_are_the_pinned_ones() -> None:
     for name, digest in pinned:
         assert hashlib.sha256((STATIC / "vendor" / name).read_bytes()).hexdigest() == digest, name
     assert sorted(n for n, _ in pinned) == sorted(p.name for p in (STATIC / "vendor").glob("*.js"))
+
+
+def test_a_fragment_refresh_after_the_session_ended_sends_the_page_to_sign_in(server: ServerProc) -> None:
+    r = httpx.get(f"{server.url}/ui/nodes/table", headers={"HX-Request": "true"})
+    assert r.status_code == 401 and r.headers["hx-redirect"].startswith("/ui/login")

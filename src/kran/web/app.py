@@ -59,7 +59,9 @@ def create_web(services: Services) -> FastAPI:
     web.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 
     @web.exception_handler(SignInRequired)
-    async def sign_in(_: Request, exc: SignInRequired) -> Response:
+    async def sign_in(request: Request, exc: SignInRequired) -> Response:
+        if request.headers.get("hx-request") == "true":  # a fragment's refresh: the whole page goes
+            return Response(status_code=401, headers={"HX-Redirect": login_url("/ui/jobs")})
         return RedirectResponse(login_url(exc.next_path), status_code=303)
 
     @web.exception_handler(KranError)
