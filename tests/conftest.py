@@ -367,6 +367,19 @@ def make_server(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
+def swarm_server(make_server: Any, swarm: Any, tmp_path: Path) -> ServerProc:
+    """A kran server on the test swarm's manager (jobs on its 3 nodes)."""
+    server: ServerProc = make_server(
+        KRAN_SERVER_ENGINE="swarm",
+        KRAN_LOCAL_DOCKER_HOST=swarm.manager.sock,
+        KRAN_CLUSTER_SHARED_DIR=str(tmp_path),
+        KRAN_CAPACITY_DISK_MB="100000",
+        KRAN_LOCAL_JOB_USER="",
+    )
+    return server
+
+
+@pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A dir jobs may write to: they run as an unprivileged user, who cannot enter pytest's
     private tmp dirs; not in /tmp, which is private to each host job."""

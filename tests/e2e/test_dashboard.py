@@ -125,3 +125,30 @@ def test_phone_width_and_keyboard(server: ServerProc, browser: Any) -> None:
         assert browser.switch_to.active_element.text == "Skip to content"
     finally:
         browser.set_window_size(1280, 900)
+
+
+@pytest.mark.timeout(600)
+def test_drain_a_node(swarm_server: ServerProc, browser: Any) -> None:
+    """On the test swarm (the local engine has no nodes to drain): the admin drains a node
+    and activates it again from the nodes page."""
+    by = _by()
+    server = swarm_server
+    with server.api() as api:
+        node = next(n for n in api.get("/api/v1/nodes").json()["nodes"] if n["hostname"] == "kran-sw2")
+    node_id = node["id"]
+    creds = server.credentials
+    try:
+        sign_in(browser, server.url, creds["key_id"], creds["secret"])
+        browser.get(f"{server.url}/ui/nodes")
+        browser.find_element(by.ID, f"drain-{node_id}").click()
+        state = f'tr[data-node="{node_id}"] [data-node-state]'
+        wait_for(lambda: "drain" in browser.find_element(by.CSS_SELECTOR, state).text, 10, "drained on the page")
+        with server.api() as api:
+            nodes = {n["id"]: n for n in api.get("/api/v1/nodes").json()["nodes"]}
+            assert nodes[node_id]["availability"] == "drain"
+        browser.find_element(by.ID, f"activate-{node_id}").click()
+        wait_for(lambda: browser.find_element(by.CSS_SELECTOR, state).text == "ready", 10, "active again")
+        assert console_errors(browser) == []
+    finally:
+        with server.api() as api:
+            api.post(f"/api/v1/nodes/{node_id}/activate")

@@ -18,18 +18,6 @@ from tests.conftest import ServerProc, cli_for
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture
-def swarm_server(make_server: Any, swarm: Any, tmp_path: Path) -> ServerProc:
-    server: ServerProc = make_server(
-        KRAN_SERVER_ENGINE="swarm",
-        KRAN_LOCAL_DOCKER_HOST=swarm.manager.sock,
-        KRAN_CLUSTER_SHARED_DIR=str(tmp_path),
-        KRAN_CAPACITY_DISK_MB="100000",
-        KRAN_LOCAL_JOB_USER="",
-    )
-    return server
-
-
 def _nodes(c: Any) -> dict[str, dict[str, Any]]:
     return {n["hostname"]: n for n in c.get("/api/v1/nodes").json()["nodes"]}
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -136,17 +135,6 @@ def test_a_user_sees_the_nodes_but_no_drain_and_bad_input_is_a_4xx(server: Serve
         no_token = admin.http.post("/ui/nodes/local/activate", data={"csrf": "forged"})
         assert no_token.status_code == 403 and "CSRF" in no_token.text
     assert _availability(server, "local") == "active"
-
-
-@pytest.fixture
-def swarm_server(make_server: Any, swarm: Any, tmp_path: Path) -> ServerProc:
-    server: ServerProc = make_server(
-        KRAN_SERVER_ENGINE="swarm",
-        KRAN_LOCAL_DOCKER_HOST=swarm.manager.sock,
-        KRAN_CLUSTER_SHARED_DIR=str(tmp_path),
-        KRAN_LOCAL_JOB_USER="",
-    )
-    return server
 
 
 @pytest.mark.timeout(600)
