@@ -34,5 +34,6 @@ cat <<MSG
 kran is running (pid $(cat "$DATA/server.pid" 2>/dev/null || echo '?')). Try:
   export KRAN_URL=$KRAN_URL PATH=$VENV/bin:\$PATH ${KRAN_CLIENT_CONFIG:+KRAN_CLIENT_CONFIG=$KRAN_CLIENT_CONFIG}
   kran submit --sh 'sleep 5; echo done'   kran jobs   kran logs -f ID   kran files ID
+The web dashboard: $KRAN_URL/ui/  (sign in with the link \`kran ui-link\` prints)
 Stop it with: kill \$(cat $DATA/server.pid)
 MSG
