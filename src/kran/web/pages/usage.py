@@ -116,22 +116,32 @@ def csv_text(rows: list[dict[str, Any]], by: str) -> str:
     return out.getvalue()
 
 
-def filled_days(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """By-day rows with the days between them that had no usage, as zero rows (a chart of
-    a period shows its quiet days); left as they are when the span is over a year."""
+def filled_days(
+    rows: list[dict[str, Any]], since: date | None = None, until: date | None = None
+) -> list[dict[str, Any]]:
+    """By-day rows with the days that had no usage as zero rows, from `since` (else the first
+    day with usage) through `until` (else the last): a chart of a period shows its quiet
+    days. Left as they are when that is over a year."""
     if not rows:
         return rows
     have = {r["key"]: r for r in rows}
-    first, last = date.fromisoformat(rows[0]["key"]), date.fromisoformat(rows[-1]["key"])
-    if (last - first).days > MAX_FILLED_DAYS:
+    first = since or date.fromisoformat(rows[0]["key"])
+    last = until or date.fromisoformat(rows[-1]["key"])
+    if not 0 <= (last - first).days <= MAX_FILLED_DAYS:
         return rows
     days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
     return [have.get(d) or {"key": d, "jobs": {}, **dict.fromkeys(METRICS, 0.0)} for d in days]
 
 
-def chart_spec(rows: list[dict[str, Any]], by: str) -> dict[str, Any]:
+def given_day(text: str) -> date | None:
+    """The day a period's bound names, when it is a plain date."""
+    text = text.strip()
+    return date.fromisoformat(text) if DATE_ONLY.fullmatch(text) else None
+
+
+def chart_spec(rows: list[dict[str, Any]], q: UsageQuery) -> dict[str, Any]:
     """A Chart.js bar chart: hours per group on the left axis, jobs on the right."""
-    shown = filled_days(rows) if by == "day" else rows
+    shown = filled_days(rows, given_day(q.since), given_day(q.until)) if q.by == "day" else rows
     datasets: list[dict[str, Any]] = [
         {"label": "CPU hours", "data": [r["cpu_hours"] for r in shown], "yAxisID": "y"},
         {"label": "wall hours", "data": [r["wall_hours"] for r in shown], "yAxisID": "y"},
@@ -139,6 +149,8 @@ def chart_spec(rows: list[dict[str, Any]], by: str) -> dict[str, Any]:
     if any(r["gpu_hours"] for r in shown):
         datasets.append({"label": "GPU hours", "data": [r["gpu_hours"] for r in shown], "yAxisID": "y"})
     datasets.append({"label": "jobs", "data": [sum(r["jobs"].values()) for r in shown], "yAxisID": "jobs"})
+    for d in datasets:
+        d["maxBarThickness"] = 48
     return {
         "type": "bar",
         "data": {"labels": [r["key"] for r in shown], "datasets": datasets},
@@ -193,7 +205,7 @@ async def usage_page(
         states=end_states(rows),
         metrics=METRICS,
         total=totals(rows),
-        chart=chart_spec(rows, q.by) if rows else None,
+        chart=chart_spec(rows, q) if rows else None,
         csv_link="/ui/usage.csv?" + urlencode(q.params()),
         presets=[
             ("Last 7 days", recent(7, q.by)),

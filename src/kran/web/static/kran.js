@@ -98,7 +98,7 @@
     Chart.defaults.color = cssVar("--fg");
     Chart.defaults.borderColor = cssVar("--line");
   }
-  const usage = document.getElementById("usage-chart");
+  const usage = document.getElementById("job-usage-chart");
   if (usage && window.Chart) {
     chartColors();
     const points = JSON.parse(usage.dataset.series);
