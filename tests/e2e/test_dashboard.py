@@ -152,3 +152,29 @@ def test_drain_a_node(swarm_server: ServerProc, browser: Any) -> None:
     finally:
         with server.api() as api:
             api.post(f"/api/v1/nodes/{node_id}/activate")
+
+
+def test_the_usage_chart_is_drawn(server: ServerProc, browser: Any) -> None:
+    by = _by()
+    with server.api() as api:
+        ids = [api.post("/api/v1/jobs", json={"sh": f"sleep 0.{n}", "name": f"u{n}"}).json()["id"] for n in range(3)]
+    for job_id in ids:
+        server.wait_state(job_id, {"succeeded"})
+    creds = server.credentials
+    sign_in(browser, server.url, creds["key_id"], creds["secret"])
+    browser.get(f"{server.url}/ui/usage?by=day")
+    canvas = browser.find_element(by.ID, "usage-chart")
+    drawn = wait_for(
+        lambda: browser.execute_script(
+            """const c = arguments[0], chart = Chart.getChart(c);
+            if (!chart) return 0;
+            const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0; for (let i = 3; i < px.length; i += 4) if (px[i] > 0) n++;
+            return chart.data.datasets.some(d => d.data.some(v => v > 0)) ? n : 0;""",
+            canvas,
+        ),
+        10,
+        "a chart with data drawn",
+    )
+    assert drawn > 1000  # painted pixels: axes, labels and bars
+    assert console_errors(browser) == []
