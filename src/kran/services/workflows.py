@@ -25,6 +25,7 @@ from kran.domain.records import JobRecord
 from kran.domain.states import JobState
 from kran.domain.workflows import CACHE_KEY, EXIT_FAILED, RunResult, RunState, WorkflowRecord, final_state, step_label
 from kran.errors import Forbidden, InvalidInput, KranError, NotFound, StepCancelled
+from kran.jobfs import Missing, OpenFile, Refused, Tree
 from kran.ports import Clock, StepOutcome, Store, WorkflowRunner, Workflows
 from kran.services.datadir import DataDir
 from kran.services.jobs import JobService
@@ -148,6 +149,18 @@ def _in_bundle(bundle: Path, rel: str, what: str) -> str:
 
 def outputs_dir(run: WorkflowRecord) -> Path:
     return Path(run.dir) / "outputs"
+
+
+def open_output(run: WorkflowRecord, rel: str) -> OpenFile:
+    """One file of the run's outputs, opened through the safe walk (steps wrote there);
+    the caller closes it."""
+    try:
+        with Tree(outputs_dir(run)) as tree:
+            return tree.open_file(rel)
+    except Missing:
+        raise NotFound(f"no output file {rel!r} in workflow run {run.id}") from None
+    except Refused as e:
+        raise InvalidInput(str(e), "path") from None
 
 
 class WorkflowService:
