@@ -178,3 +178,33 @@ def test_the_usage_chart_is_drawn(server: ServerProc, browser: Any) -> None:
     )
     assert drawn > 1000  # painted pixels: axes, labels and bars
     assert console_errors(browser) == []
+
+
+def test_open_a_workflow_runs_graph(server: ServerProc, browser: Any, test_image: str) -> None:
+    """A run's step graph: a box per step, each succeeded (states followed live), a step
+    opening its job."""
+    from tests.web.test_schedules_workflows import submit_run
+
+    by = _by()
+    run_id = submit_run(server, None, test_image)  # as the admin
+    creds = server.credentials
+    sign_in(browser, server.url, creds["key_id"], creds["secret"])
+    browser.get(f"{server.url}/ui/workflows")
+    browser.find_element(by.CSS_SELECTOR, f'tr[data-run="{run_id}"] a').click()
+    wait_for(lambda: browser.find_elements(by.CSS_SELECTOR, "[data-dag-live] svg g.node"), 10, "the graph")
+    steps = {"first", "left", "right", "gather"}
+
+    def states() -> dict[str, str]:
+        return {
+            g.get_attribute("data-step"): g.find_element(by.CSS_SELECTOR, "[data-step-state]").text
+            for g in browser.find_elements(by.CSS_SELECTOR, "[data-dag-live] svg g.node")
+        }
+
+    wait_for(lambda: set(states()) == steps, 10, "a box per step")
+    wait_for(lambda: all(s.startswith("succeeded") or "2/2" in s for s in states().values()), 120, "all succeeded")
+    edges = browser.find_elements(by.CSS_SELECTOR, "[data-dag-live] svg path.edge")
+    assert len(edges) == 4
+    browser.find_element(by.CSS_SELECTOR, '[data-dag-live] g.node[data-step="gather"] a').click()
+    wait_for(lambda: "/ui/jobs/" in browser.current_url, 10, "the step's job page")
+    assert browser.find_element(by.ID, "job-state").text == "succeeded"
+    assert console_errors(browser) == []

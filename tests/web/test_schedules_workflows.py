@@ -194,7 +194,7 @@ steps:
 """
 
 
-def submit_run(server: ServerProc, user: str, image: str) -> int:
+def submit_run(server: ServerProc, user: str | None, image: str) -> int:
     files = [
         ("file", ("wf.cwl", DIAMOND.encode())),
         ("file", ("echo.cwl", ECHO.format(image=image).encode())),
