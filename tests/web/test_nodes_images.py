@@ -245,7 +245,13 @@ def test_the_images_page_says_when_docker_does_not_answer(make_server: Any) -> N
         page = web.get("/ui/images")
         assert page.status_code == 200 and 'id="images-unavailable"' in page.text
         assert "No images known" in page.text
-        assert web.get("/ui/nodes").status_code == 200
+        nodes = web.get("/ui/nodes")
+        assert nodes.status_code == 200
+        # engine health, measured: down since when, and why (issue 26's figures, on the page)
+        engine = re.search(r'<dd data-engine="docker">([^<]*)</dd>', nodes.text)
+        assert engine and "unreachable since" in engine[1], nodes.text
+        assert re.search(r'<dd data-engine="process">ok</dd>', nodes.text)
+        assert re.search(r"<dd data-server-state>degraded</dd>", nodes.text)
 
 
 @pytest.mark.timeout(300)

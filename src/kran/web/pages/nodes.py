@@ -68,25 +68,28 @@ def node_row(node: dict[str, Any], held: frozenset[str] | None) -> dict[str, Any
     }
 
 
-def _rows(suite: Services) -> list[dict[str, Any]]:
+def _rows(suite: Services) -> tuple[list[dict[str, Any]], dict[str, object]]:
+    """The nodes, and the server's status (engine health: up, or down since when and why)."""
     views = suite.node_admin.list_nodes()
     held = suite.images.images_by_node()  # the cached inventory: no image listing here
-    return [node_row(node_json(v), held.get(v.info.node_id)) for v in views]
+    return [node_row(node_json(v), held.get(v.info.node_id)) for v in views], suite.queries.server_status()
 
 
 @router.get("/nodes")
 async def nodes_page(request: Request, viewer: Look) -> Response:
-    return page_of(request, viewer, "nodes.html", await run_in_threadpool(_rows, services(request)))
+    return page_of(request, viewer, "nodes.html", *await run_in_threadpool(_rows, services(request)))
 
 
 @router.get("/nodes/table")
 async def nodes_table(request: Request, viewer: Look) -> Response:
     """The table alone, for the page's refresh every 5 s."""
-    return page_of(request, viewer, "_nodes_table.html", await run_in_threadpool(_rows, services(request)))
+    return page_of(request, viewer, "_nodes_table.html", *await run_in_threadpool(_rows, services(request)))
 
 
-def page_of(request: Request, viewer: Viewer, name: str, rows: list[dict[str, Any]]) -> Response:
-    return page(request, name, viewer, nodes=rows, local=any(not r["changeable"] for r in rows))
+def page_of(
+    request: Request, viewer: Viewer, name: str, rows: list[dict[str, Any]], status: dict[str, object]
+) -> Response:
+    return page(request, name, viewer, nodes=rows, local=any(not r["changeable"] for r in rows), server=status)
 
 
 async def _set(request: Request, viewer: Viewer, node: str, availability: str) -> Response:
