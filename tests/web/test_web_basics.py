@@ -110,7 +110,9 @@ def test_a_one_time_link_signs_in_once(server: ServerProc) -> None:
         assert r.status_code == 303
         assert "carol" in browser.get("/ui/jobs").text
     with httpx.Client(base_url=server.url) as other:
-        pre = PRE.search(other.get(path).text)
+        used = other.get(path)
+        assert used.status_code == 401 and "used or expired" in used.text and "Sign in as" not in used.text
+        pre = PRE.search(other.get("/ui/login").text)
         assert pre
         again = other.post(path, data={"pre": pre[1]})
         assert again.status_code == 401 and "used or expired" in again.text

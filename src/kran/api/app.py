@@ -34,6 +34,7 @@ from kran.api import (
     workflows,
 )
 from kran.api.deps import OPEN_PATHS, STORING_PATHS, UPLOAD_PATHS, WEB_PREFIX, authenticate, is_web, private_channel
+from kran.api.logstream import Follows
 from kran.api.responses import ERRORS
 from kran.errors import KranError, Unauthorized, http_status
 from kran.services.auth import Authenticator
@@ -67,6 +68,18 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+WEB_FORM_MB = 1  # a dashboard form (every one but the submit form's files)
+
+
+def body_limit_mb(path: str, content_type: bytes, limit_mb: int, upload_limit_mb: int) -> int:
+    """The largest body a request may send: uploads (multipart) to their paths, the
+    dashboard's other forms 1 MiB, the rest the API's limit."""
+    multipart = content_type.startswith(b"multipart/form-data")
+    if path in UPLOAD_PATHS and (multipart or not is_web(path)):
+        return upload_limit_mb
+    return WEB_FORM_MB if is_web(path) else limit_mb
+
+
 class BodyLimit:
     """413 for bodies over the limit: by Content-Length up front, and while reading a
     chunked body. Plain ASGI (BaseHTTPMiddleware costs a task per request)."""
@@ -81,11 +94,10 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
-        limit_mb = self.upload_limit_mb if scope["path"] in UPLOAD_PATHS else self.limit_mb
+        limit_mb = body_limit_mb(scope["path"], headers.get(b"content-type", b""), self.limit_mb, self.upload_limit_mb)
         limit = limit_mb * 1024 * 1024
-        too_big = _error(413, f"request body larger than {limit_mb} MiB")
         if length is not None and (not length.isdigit() or int(length) > limit):
-            return await too_big(scope, receive, send)
+            return await _error(413, f"request body larger than {limit_mb} MiB")(scope, receive, send)
         seen = 0
 
         async def limited() -> Message:
@@ -183,6 +195,7 @@ def create_app(
         responses=ERRORS,  # in place of FastAPI's own 422 body, which kran never sends
     )
     app.state.services = services
+    app.state.follows = Follows()  # followed logs: the API's and the dashboard's, capped together
     app.state.max_upload_mb = max_upload_mb  # told to clients before they upload (workflows/roots)
     app.add_middleware(BodyLimit, limit_mb=max_body_mb, upload_limit_mb=max_upload_mb)
     app.add_middleware(DiskGate, disk=services.disk)
@@ -228,7 +241,7 @@ def create_app(
     app.include_router(web_links.router)
     from kran.web.app import create_web  # the dashboard: its own sign-in (a session cookie)
 
-    app.mount(WEB_PREFIX, create_web(services))
+    app.mount(WEB_PREFIX, create_web(services, app.state.follows))
 
     @app.get("/", include_in_schema=False)
     async def home() -> Response:

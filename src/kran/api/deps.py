@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import tempfile
@@ -96,6 +97,19 @@ async def authenticate(request: Request) -> None:
         digest,
         private_channel(request.scope),
     )
+
+
+def key_id_of(request: Request) -> str | None:
+    """The API key a request was authenticated with (None: a trusted proxy's)."""
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip().partition(".")[0] or None
+    if auth[:6].lower() == "basic ":
+        try:
+            return base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")[0] or None
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return request.headers.get("x-kran-key") or None
 
 
 def is_web(path: str) -> bool:

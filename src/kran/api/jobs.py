@@ -27,6 +27,7 @@ from kran.api.deps import (
     spooled_body,
 )
 from kran.api.filesend import file_response
+from kran.api.logstream import Follows
 from kran.api.responses import FileEntry, Job, Out, stream
 from kran.api.schemas import BatchSubmit, JobSubmit, spec_for, validated
 from kran.api.views import entry_json, job_json
@@ -198,7 +199,8 @@ def kill_job(job_id: JobId, jobs: Jobs, who: Caller) -> dict[str, Any]:
     responses=stream("application/octet-stream", "the output's bytes"),
     summary="stdout or stderr of the latest attempt",
 )
-def job_logs(
+async def job_logs(
+    request: Request,
     job_id: JobId,
     queries: Queries,
     logs: Logs,
@@ -207,11 +209,11 @@ def job_logs(
     follow: bool = False,
     tail: int | None = Query(None, ge=0, le=1_000_000),
 ) -> Response:
-    queries.visible_job(job_id, who)  # 404 before the stream starts
+    await run_in_threadpool(queries.visible_job, job_id, who)  # 404 before the stream starts
     skip = 0
     head = b""
     if tail is not None:
-        head, skip = logs.tail_lines(job_id, stream, tail)
+        head, skip = await run_in_threadpool(logs.tail_lines, job_id, stream, tail)
         if not follow:
             return Response(head, media_type="application/octet-stream")
 
@@ -220,7 +222,10 @@ def job_logs(
             yield head
         yield from logs.log_chunks(job_id, stream, follow, skip)
 
-    return StreamingResponse(body(), media_type="application/octet-stream")
+    if not follow:
+        return StreamingResponse(body(), media_type="application/octet-stream")
+    follows: Follows = request.app.state.follows  # a thread of its own, not one of the request pool's
+    return StreamingResponse(follows.stream(body(), who.user), media_type="application/octet-stream")
 
 
 @router.get("/{job_id}/files", response_model=FileList, summary="List the job's working dir (or a subdir)")

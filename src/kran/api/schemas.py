@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
@@ -9,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from kran.domain.auth import Principal
 from kran.domain.durations import parse_duration
 from kran.domain.jobs import JOB_FIELDS, JobField, JobSpec, Kind, SpecError, validate_spec
-from kran.domain.resources import ResourceRequest, parse_range
+from kran.domain.resources import Range, ResourceRequest, parse_range
 from kran.errors import InvalidInput
 from kran.services.jobs import JobService
 
@@ -130,10 +131,30 @@ class BatchSubmit(Body):
     jobs: list[JobSubmit] = Field(..., max_length=100_000)
     on_behalf_of: str | None = Field(None, description="services: the end user the jobs are for")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_text(cls, data: Any) -> Any:
+        """The text outside the jobs: each job is a JobSubmit, which checks its own (before
+        its fields), so the batch's text is read once, not twice."""
+        if isinstance(data, dict):
+            problem = text_problem({k: v for k, v in data.items() if k != "jobs"})
+            if problem:
+                raise ValueError(problem)
+        return data
+
 
 # request fields that are not the job's own: the route and spec_for consume them
 NOT_SPEC = frozenset({"app", "on_behalf_of"})
 RESOURCE = {"cpus": "cpus", "mem": "mem_mb", "gpus": "gpus", "disk": "disk_mb"}  # field -> ResourceRequest's
+
+
+# to_spec's plan, made once from JOB_FIELDS (in their order, so the first bad field is
+# reported as before): the resource amounts, the durations, the rest as they are
+_AMOUNTS = tuple((f.name, RESOURCE[f.name]) for f in JOB_FIELDS if f.kind is Kind.AMOUNT)
+_DURATIONS = tuple((f.name, f"{f.name}_s") for f in JOB_FIELDS if f.kind is Kind.DURATION)
+_AS_IS = tuple(
+    f.name for f in JOB_FIELDS if f.name not in NOT_SPEC and f.kind is not Kind.AMOUNT and f.kind is not Kind.DURATION
+)
 
 
 def to_spec(body: JobSubmit, index: int | None = None) -> JobSpec:
@@ -141,24 +162,31 @@ def to_spec(body: JobSubmit, index: int | None = None) -> JobSpec:
     durations in seconds (`timeout` -> `timeout_s`), the rest as they are."""
     where = f"jobs[{index}]." if index is not None else ""
     ranges = {}
-    args: dict[str, Any] = {}
-    for f in JOB_FIELDS:
-        value = getattr(body, f.name)
-        if f.name in NOT_SPEC:
-            continue
-        if f.kind is Kind.AMOUNT:
-            try:
-                ranges[RESOURCE[f.name]] = parse_range(value, RESOURCE[f.name])
-            except ValueError as e:
-                raise InvalidInput(f"{where}{f.name}: {e}", where + f.name) from None
-        elif f.kind is Kind.DURATION:
-            args[f"{f.name}_s"] = _duration(value, where + f.name)
-        else:
-            args[f.name] = value
+    for name, kind in _AMOUNTS:
+        try:
+            ranges[kind] = _range(getattr(body, name), kind)
+        except ValueError as e:
+            raise InvalidInput(f"{where}{name}: {e}", where + name) from None
+    args: dict[str, Any] = {name: getattr(body, name) for name in _AS_IS}
+    for name, seconds in _DURATIONS:
+        args[seconds] = _duration(getattr(body, name), where + name)
     try:
         return validate_spec(request=ResourceRequest(**ranges), **args)
     except SpecError as e:
         raise InvalidInput(f"{where}{e}", where + e.field) from None
+
+
+def _range(value: Amount, kind: str) -> Range:
+    """parse_range, remembered for short values: the jobs of a batch repeat a few amounts
+    ("1", the defaults). A value that does not parse raises and is not remembered."""
+    if isinstance(value, str) and len(value) > 32:
+        return parse_range(value, kind)
+    return _known_range(value, kind)
+
+
+@functools.lru_cache(maxsize=1024, typed=True)  # typed: 1, 1.0 and "1" apart
+def _known_range(value: Amount, kind: str) -> Range:
+    return parse_range(value, kind)
 
 
 def _duration(value: str | float | None, field: str) -> float | None:

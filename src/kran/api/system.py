@@ -98,8 +98,10 @@ async def event_stream(
     def backlog(last: int) -> list[EventRecord]:
         return queries.events_after(who, last, BACKLOG, job)
 
+    events = feed.follow(who, start, backlog)  # 429 over the caps, before the stream starts
+
     async def body() -> AsyncIterator[str]:
-        async for e in feed.follow(who, start, backlog):
+        async for e in events:
             if isinstance(e, str):  # keep proxies from closing a quiet stream
                 yield ": keep-alive\n\n"
             elif e is not None and (job is None or e.job_id == job):

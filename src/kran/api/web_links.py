@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from kran.api.deps import Caller
+from kran.api.deps import Caller, key_id_of
 from kran.api.responses import Out
 from kran.api.schemas import Body
 
@@ -28,6 +28,6 @@ class Link(Out):
 @router.post("/links", status_code=201, response_model=Link, summary="A one-time sign-in link to the dashboard")
 async def make_link(body: LinkAsk, request: Request, who: Caller) -> dict[str, Any]:
     sessions = request.app.state.services.web_sessions
-    token, ttl = await run_in_threadpool(sessions.make_link, who, body.user)
+    token, ttl = await run_in_threadpool(sessions.make_link, who, body.user, key_id_of(request))
     base = str(request.base_url).rstrip("/")
     return {"url": f"{base}/ui/link/{token}", "user": body.user or who.user, "expires_in_s": ttl}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ MAX_COMMAND_BYTES = 128 * 1024
 MAX_RETRIES = 100
 PRIORITY_RANGE = (-1000, 1000)
 MAX_DEPENDENCIES = 1000
+_encode = json.JSONEncoder().encode  # json.dumps's own encoder, without its per-call set-up
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,17 @@ class JobSpec:
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types: every tuple a list, the request {kind: {min, max}}."""
         return {k: plain(getattr(self, k)) for k in self.__dataclass_fields__}
+
+    def charged_to(self, account: str) -> JobSpec:
+        """This spec with its account set (the store sets the owner's default at submit):
+        one copy of the fields, without dataclasses.replace's walk over their definitions."""
+        return JobSpec(**{**self.__dict__, "account": account})
+
+    def json_text(self) -> str:
+        """json.dumps(self.to_json()), the same text, as it is stored: the fields go to the C
+        encoder as they are (it writes a tuple as an array), only the request is made plain."""
+        ranges = self.request.__dict__.items()
+        return _encode({**self.__dict__, "request": {k: {"min": r.min, "max": r.max} for k, r in ranges}})
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> JobSpec:

@@ -30,13 +30,11 @@ class Limits:
 
     def over(self, other: Limits) -> Limits:
         """These values, with `other`'s where these have none."""
-        return Limits(
-            *(v if (v := getattr(self, f.name)) is not None else getattr(other, f.name) for f in fields(self))
-        )
+        return Limits(*(v if (v := getattr(self, n)) is not None else getattr(other, n) for n in LIMIT_NAMES))
 
     @property
     def empty(self) -> bool:
-        return all(getattr(self, f.name) is None for f in fields(self))
+        return all(getattr(self, n) is None for n in LIMIT_NAMES)
 
 
 LIMIT_NAMES = tuple(f.name for f in fields(Limits))
@@ -67,6 +65,8 @@ class LimitSet:
 
     def scopes(self, user: str, account: str, app: str | None) -> list[tuple[Scope, Limits]]:
         """The scopes a job counts in that have some limit, user first."""
+        if not self.set:  # no limit anywhere (the usual case): none of them has one
+            return []
         out = [Scope("user", user), Scope("account", account)]
         if app:
             out.append(Scope("app", app))

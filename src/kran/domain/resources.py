@@ -114,12 +114,14 @@ _SIZE_UNITS = {
     "tb": 1024 * 1024,
 }
 _NUM = r"(\d+(?:\.\d+)?)"
+_CPUS = re.compile(_NUM)
+_SIZE = re.compile(_NUM + r"\s*([a-z]*)")
 
 
 def _parse_amount(text: str, kind: str) -> int:
     text = text.strip().lower()
     if kind == "cpus":
-        if not re.fullmatch(_NUM, text):
+        if not _CPUS.fullmatch(text):
             raise ValueError(f"{text!r} is not a number of cpus")
         millis = round(float(text) * 1000)
         if abs(float(text) * 1000 - millis) > 1e-6:
@@ -129,7 +131,7 @@ def _parse_amount(text: str, kind: str) -> int:
         if not text.isdigit():
             raise ValueError(f"{text!r} is not a whole number of gpus")
         return int(text)
-    m = re.fullmatch(_NUM + r"\s*([a-z]*)", text)
+    m = _SIZE.fullmatch(text)
     if not m or m.group(2) not in _SIZE_UNITS:
         raise ValueError(f"{text!r} is not a size in MiB (e.g. 512, 512M, 2G)")
     return round(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
@@ -147,7 +149,7 @@ def parse_range(value: str | int | float, kind: str) -> Range:
         raise ValueError(f"unknown resource {kind!r}")
     if isinstance(value, bool):
         raise ValueError("expected a number or a range like 1-4")
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         value = repr(value) if isinstance(value, float) else str(value)
     text = value.strip()
     if not text:

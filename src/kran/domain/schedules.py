@@ -64,9 +64,12 @@ def parse_time(text: str, tz: str = "UTC") -> datetime:
         t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"{text!r} is not an ISO 8601 date-time (e.g. 2026-12-01T02:00:00Z)") from None
-    if t.tzinfo is None:
-        t = resolve_wall_time(t, zone(tz))
-    return t.astimezone(UTC)
+    try:
+        if t.tzinfo is None:
+            t = resolve_wall_time(t, zone(tz))
+        return t.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before the year 1 in UTC
+        raise ValueError(f"{text!r} is out of the range of dates") from None
 
 
 def zone(tz: str) -> ZoneInfo:

@@ -9,7 +9,7 @@ from typing import Any
 
 from kran.domain.fairshare import DEFAULT_ACCOUNT
 from kran.domain.jobs import ACCOUNT_NAME, JobSpec
-from kran.domain.limits import LIMIT_NAMES, SCOPES, Limits, priority_refusal
+from kran.domain.limits import LIMIT_NAMES, SCOPES, Limits, LimitSet, Scope, priority_refusal, wall_refusal
 from kran.errors import InvalidInput, NotFound
 from kran.ports import Accounts, Clock
 from kran.services.fairness import Fairness
@@ -118,6 +118,11 @@ class AccountService:
         named must be one of the owner's (or "default" for a user of none); a timeout over
         a max wall time is refused, a missing one becomes the limit."""
         mine: list[str] | None = None
+        first: str | None = None
+        limit_set = self.fairness.limit_set()  # one snapshot for the whole submission
+        # The limits a job counts against depend only on its (account, app): a batch's jobs
+        # share a few, so each is worked out once, not once per job and per rule.
+        scopes: dict[tuple[str, str | None], list[tuple[Scope, Limits]]] = {}
         out = []
         for i, spec in enumerate(specs):
             where = f"jobs[{i}]." if len(specs) > 1 else ""
@@ -128,18 +133,25 @@ class AccountService:
                 if account not in mine and not (account == DEFAULT_ACCOUNT and not mine):
                     # the same words whether the account exists or not
                     raise InvalidInput(f"{where}account {account}: not an account of {owner}", where + "account")
-            charged_to = account or self._first(owner)
-            timeout, refused = self.fairness.timeout_for(owner, charged_to, spec.app, spec.timeout_s)
+                charged_to = account
+            else:
+                if first is None:
+                    first = self._first(owner, limit_set)
+                charged_to = first
+            key = (charged_to, spec.app)
+            if key not in scopes:
+                scopes[key] = limit_set.scopes(owner, charged_to, spec.app)
+            timeout, refused = wall_refusal(scopes[key], spec.timeout_s)
             if refused:
                 raise InvalidInput(f"{where}{refused}", where + "timeout")
-            too_high = priority_refusal(self.fairness.limit_set().scopes(owner, charged_to, spec.app), spec.priority)
+            too_high = priority_refusal(scopes[key], spec.priority)
             if too_high:
                 raise InvalidInput(f"{where}{too_high}", where + "priority")
             out.append(spec if timeout == spec.timeout_s else replace(spec, timeout_s=timeout))
         return out
 
-    def _first(self, owner: str) -> str:
-        if not self.fairness.limit_set().set:
+    def _first(self, owner: str, limit_set: LimitSet) -> str:
+        if not limit_set.set:
             return DEFAULT_ACCOUNT  # no limit reads it: spare the query
         mine = self.accounts.memberships(owner)
         return mine[0] if mine else DEFAULT_ACCOUNT

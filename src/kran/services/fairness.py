@@ -10,7 +10,7 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
 from kran.domain.fairshare import Association, FairShare, RunningCharge, UsagePolicy, standings, usage_now
-from kran.domain.limits import LimitSet, Scope, Tally, budget, first_hold, wall_refusal
+from kran.domain.limits import LimitSet, Scope, Tally, budget, first_hold
 from kran.domain.records import JobRecord, QueuedRow
 from kran.ports import Accounts, Clock, Store
 
@@ -167,12 +167,6 @@ class Fairness:
             f = standing.factor(assoc)
             ahead += n if f > mine else before if f == mine else 0
         return ahead
-
-    def timeout_for(
-        self, owner: str, account: str, app: str | None, timeout_s: float | None
-    ) -> tuple[float | None, str | None]:
-        """The job's timeout under the wall-time limits, or why it is refused."""
-        return wall_refusal(self.limit_set().scopes(owner, account, app), timeout_s)
 
 
 def _account_names(standing: Standing) -> dict[int, str]:

@@ -13,9 +13,12 @@ from typing import Any, Protocol
 
 from kran.domain.auth import Principal, can_see
 from kran.domain.records import EventRecord
+from kran.errors import QueueFull
 
 log = logging.getLogger("kran.live")
 QUEUE_MAX = 2000  # a browser this far behind is told to reload instead
+PER_USER = 32  # live streams of one user (browser tabs, API clients)
+IN_ALL = 5000
 KEEPALIVE = "keep-alive"  # what `follow` yields after a quiet while
 BACKLOG = 500
 
@@ -53,6 +56,14 @@ class LiveFeed:
         self._thread: threading.Thread | None = None
         self.reads = 0  # how many times the events table was read (one reader, whatever the browsers)
 
+    def check_room(self, who: Principal) -> None:
+        """QueueFull (HTTP 429) over PER_USER streams of one user or IN_ALL in all."""
+        with self._lock:
+            if sum(1 for s in self._subs if s.who.user == who.user) >= PER_USER:
+                raise QueueFull(f"at most {PER_USER} live streams per user: close some pages")
+            if len(self._subs) >= IN_ALL:
+                raise QueueFull(f"the server has {IN_ALL} live streams open: try again later")
+
     def subscribe(self, who: Principal) -> Subscriber:
         sub = Subscriber(who, asyncio.get_running_loop())
         with self._lock:
@@ -66,7 +77,7 @@ class LiveFeed:
         with self._lock:
             self._subs.discard(sub)
 
-    async def follow(
+    def follow(
         self,
         who: Principal,
         after: int | None = None,
@@ -76,7 +87,18 @@ class LiveFeed:
         """The events `who` may see: with `after`, first those stored after that id (read
         by `backlog`, BACKLOG at a time), then live, each once and in order. KEEPALIVE after
         `keepalive_s` of quiet. Far behind: with a backlog reader it catches up from the
-        store; without, it yields None and ends (a page reloads)."""
+        store; without, it yields None and ends (a page reloads). The caps are checked
+        here, before a response starts (QueueFull); it subscribes once iterated."""
+        self.check_room(who)
+        return self._follow(who, after, backlog, keepalive_s)
+
+    async def _follow(
+        self,
+        who: Principal,
+        after: int | None,
+        backlog: Callable[[int], list[EventRecord]] | None,
+        keepalive_s: float,
+    ) -> AsyncIterator[EventRecord | str | None]:
         sub = self.subscribe(who)
         last = after
         try:

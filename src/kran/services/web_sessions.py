@@ -21,8 +21,9 @@ class SessionStore(Protocol):
     def open(self, token_hash: str, user: str, key_id: str | None, csrf: str, now: float, expires: float) -> None: ...
     def find(self, token_hash: str, now: float) -> tuple[Principal, str] | None: ...
     def close(self, token_hash: str) -> None: ...
-    def add_link(self, token_hash: str, user: str, by: str, now: float, expires: float) -> None: ...
-    def take_link(self, token_hash: str, now: float) -> str | None: ...
+    def add_link(self, token_hash: str, user: str, by: str, key_id: str | None, now: float, expires: float) -> None: ...
+    def peek_link(self, token_hash: str, now: float) -> str | None: ...
+    def take_link(self, token_hash: str, now: float) -> tuple[str, str | None] | None: ...
     def purge(self, now: float) -> None: ...
 
 
@@ -43,15 +44,19 @@ class WebSessions:
         who = self.auth.verify_key(key_id.strip(), secret.strip())
         return self._open(who.user, key_id.strip())
 
-    def sign_in_with_link(self, token: str) -> tuple[str, str]:
-        user = self.store.take_link(token_hash(token), self.clock.now()) if 20 <= len(token) <= 100 else None
-        if user is None:
-            raise Unauthorized("this sign-in link is unknown, used or expired: ask for a new one (kran ui-link)")
-        return self._open(user, None)
+    def link_user(self, token: str) -> str | None:
+        """Whom a link would sign in (shown before it is used), None if it would not."""
+        return self.store.peek_link(token_hash(token), self.clock.now()) if 20 <= len(token) <= 100 else None
 
-    def make_link(self, who: Principal, user: str | None) -> tuple[str, float]:
+    def sign_in_with_link(self, token: str) -> tuple[str, str]:
+        found = self.store.take_link(token_hash(token), self.clock.now()) if 20 <= len(token) <= 100 else None
+        if found is None:
+            raise Unauthorized("this sign-in link is unknown, used or expired: ask for a new one (kran ui-link)")
+        return self._open(*found)  # revoking the key that made the link ends the session too
+
+    def make_link(self, who: Principal, user: str | None, key_id: str | None) -> tuple[str, float]:
         """A one-time sign-in link's token for `user` (oneself; any user for an admin), and
-        how long it lasts."""
+        how long it lasts. `key_id`: the key the request came with."""
         target = user or who.user
         if target != who.user:
             if not who.is_admin:
@@ -61,7 +66,7 @@ class WebSessions:
                 raise NotFound(f"user {target!r} not found")
         token = secrets.token_urlsafe(32)
         now = self.clock.now()
-        self.store.add_link(token_hash(token), target, who.user, now, now + LINK_TTL_S)
+        self.store.add_link(token_hash(token), target, who.user, key_id, now, now + LINK_TTL_S)
         return token, LINK_TTL_S
 
     def _open(self, user: str, key_id: str | None) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kran.api.logstream import Follows
 from kran.errors import KranError, http_status
 from kran.services.suite import Services
 from kran.web.pages import admin, auth, images, jobs, nodes, schedules, submit, usage, workflows
@@ -52,9 +53,10 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def create_web(services: Services) -> FastAPI:
+def create_web(services: Services, follows: Follows) -> FastAPI:
     web = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     web.state.services = services
+    web.state.follows = follows
     web.add_middleware(SecurityHeaders)
     web.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 

@@ -19,6 +19,9 @@ from kran.services.web_sessions import WebSessions
 COOKIE = "kran_session"
 PRE_COOKIE = "kran_pre"  # the sign-in form's own CSRF token, before there is a session
 PATH = "/ui"
+MAX_FILES = 100  # input files of one submitted job
+MAX_FIELDS = 100
+MAX_PART = 1 << 20  # a text field (a command, an environment) of a form
 
 
 class SignInRequired(Exception):
@@ -54,8 +57,8 @@ async def acting(request: Request) -> Viewer:
     viewer = await current(request)
     same_origin(request)
     given = request.headers.get("x-csrf-token")
-    if given is None:
-        form = await request.form()
+    if given is None:  # parsed once, with the strictest limits any form of the dashboard allows
+        form = await request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS, max_part_size=MAX_PART)
         value = form.get("csrf")
         given = value if isinstance(value, str) else ""
     if not hmac.compare_digest(given.encode(), viewer.csrf.encode()):

@@ -5,7 +5,9 @@ environment of its own making (PATH, LANG and the KRAN_* ids that find the attem
 after a restart); nothing the job chose is in that environment or is interpreted on the
 way. As root:
 
-    /usr/bin/unshare --mount --ipc --propagation private   mount and IPC namespaces
+    /usr/bin/unshare --mount --ipc [--net] --propagation private
+                                                       mount and IPC namespaces; a network
+                                                       one (loopback only) without --network
       /bin/sh -c WRAPPER                               joins the attempt's cgroups, mounts
                                                        a private /dev/shm, /tmp and /proc
         /usr/bin/setpriv --reuid U --regid G --clear-groups --no-new-privs --
@@ -36,17 +38,21 @@ MOUNT = "/bin/mount"
 UMOUNT = "/bin/umount"
 AWK = "/usr/bin/awk"
 SETPRIV = "/usr/bin/setpriv"
+IP = "/sbin/ip"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ENV_FILE = "job.env"
 
 # Run in the attempt dir (every path relative to it: the private /tmp may hide its
-# absolute path). $1 cgroup.procs files to join, $2 /dev/shm size in bytes ("": no private
+# absolute path). $1 cgroup.procs files to join, $2 /dev/shm size in bytes, with "+lo" when
+# the job has a network namespace of its own whose loopback is brought up ("": no private
 # mounts), then the unprivileged command line. A work dir under /tmp is bound again at its
 # own path inside the private /tmp, so $KRAN_WORKDIR and $HOME work. Only builtins after
 # the job (no extra fork); exit_code is read only once the wrapper is gone.
 WRAPPER = (
     'for f in $1; do echo $$ >"$f"; done 2>/dev/null; '
     'if [ -n "$2" ]; then '
+    f'case "$2" in *+lo) {IP} link set lo up || {{ echo "kran: could not bring up the job\'s loopback" >stderr; '
+    "echo 125 >exit_code; exit 125; };; esac; "
     # the copied nsfs mounts would pin other processes' network namespaces (Docker's
     # sandboxes, `ip netns`) for as long as the job lives: the job needs none of them
     f'for m in $({AWK} \'{{for(i=7;i<=NF;i++)if($i=="-"){{if($(i+1)=="nsfs")print $5;break}}}}\' '
@@ -54,7 +60,7 @@ WRAPPER = (
     'case "$KRAN_WORKDIR" in /tmp/*) w="tmp/${KRAN_WORKDIR#/tmp/}"; '
     f'/bin/mkdir -p "$w" && {MOUNT} --bind work "$w" || w=;; *) w=ok;; esac; '
     f'[ -n "$w" ] && {MOUNT} --rbind tmp /tmp '
-    f'&& {MOUNT} -t tmpfs -o nosuid,nodev,mode=1777,size="$2" kran-shm /dev/shm '
+    f'&& {MOUNT} -t tmpfs -o nosuid,nodev,mode=1777,size="${{2%+lo}}" kran-shm /dev/shm '
     f"&& {MOUNT} -t proc -o nosuid,nodev,noexec,hidepid=invisible proc /proc "
     '|| { echo "kran: could not set up the job\'s private /tmp, /dev/shm and /proc" >stderr; '
     "echo 125 >exit_code; exit 125; }; fi; "
@@ -119,13 +125,17 @@ def host_launch(
     shm_bytes: int | None,
     command: list[str],
     env: dict[str, str],
+    network: bool = True,
 ) -> HostLaunch:
-    """The whole argv: private mounts and IPC (through unshare) when `shm_bytes` is given."""
+    """The whole argv: private mounts and IPC (through unshare) when `shm_bytes` is given,
+    and then, without `network`, a network namespace with only its loopback (as a
+    container without --network): the job reaches no other process's sockets on the host,
+    neither the server's nor another user's job's, and listens where no one else can."""
     wrapper = [SH, "-c", WRAPPER, "kran-job", " ".join(str(p) for p in cgroup_procs)]
     if shm_bytes is None:
         return HostLaunch([*wrapper, "", *command], env)
-    unshare = [UNSHARE, "--mount", "--ipc", "--propagation", "private"]
-    return HostLaunch([*unshare, *wrapper, str(shm_bytes), *command], env)
+    unshare = [UNSHARE, "--mount", "--ipc", *([] if network else ["--net"]), "--propagation", "private"]
+    return HostLaunch([*unshare, *wrapper, f"{shm_bytes}{'' if network else '+lo'}", *command], env)
 
 
 def private_mounts_unavailable() -> str | None:

@@ -150,6 +150,7 @@ class ProcessEngine:
             (mem or SHM_DEFAULT) if private else None,
             job_command(spec.argv, run_as),
             wrapper_env(self.instance, spec.job_id, spec.attempt, spec.workdir),
+            network=spec.network,
         )
         try:
             proc = subprocess.Popen(

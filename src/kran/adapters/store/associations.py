@@ -74,7 +74,8 @@ def with_accounts(conn: Connection, groups: Sequence[Submission]) -> list[Submis
             continue
         if g.owner not in owners:
             owners[g.owner] = account_of(conn, g.owner)
-        out.append(replace(g, specs=[s if s.account else replace(s, account=owners[g.owner]) for s in g.specs]))
+        account = owners[g.owner]
+        out.append(replace(g, specs=[s if s.account else s.charged_to(account) for s in g.specs]))
     return out
 
 

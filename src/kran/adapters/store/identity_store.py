@@ -8,11 +8,11 @@ import secrets
 from pathlib import Path
 
 from cryptography.fernet import Fernet
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from kran.adapters.store.sql_store import SqlStore
-from kran.adapters.store.tables import api_keys, users
+from kran.adapters.store.tables import api_keys, users, web_links, web_sessions
 from kran.domain.auth import KeyRecord, Principal, Role, UserRecord
 from kran.errors import Conflict, NotFound
 
@@ -62,6 +62,9 @@ class SqlIdentities:
             conn = uow.conn
             if conn.execute(update(users).where(users.c.name == name).values(disabled=disabled)).rowcount != 1:
                 raise NotFound(f"user {name!r} not found")
+            if disabled:  # their dashboard sessions end for good: enabling them again revives none
+                conn.execute(delete(web_sessions).where(web_sessions.c.user == name))
+                conn.execute(delete(web_links).where(web_links.c.user == name, web_links.c.used_at.is_(None)))
 
     def create_key(self, user: str, now: float) -> tuple[str, str]:
         key_id, secret = "kk_" + secrets.token_hex(10), secrets.token_urlsafe(32)
@@ -95,6 +98,9 @@ class SqlIdentities:
             conn = uow.conn
             if conn.execute(update(api_keys).where(api_keys.c.key_id == key_id).values(revoked=True)).rowcount != 1:
                 raise NotFound(f"key {key_id!r} not found")
+            # dashboard sessions opened with the key, or with a link it made, end with it
+            conn.execute(delete(web_sessions).where(web_sessions.c.key_id == key_id))
+            conn.execute(delete(web_links).where(web_links.c.key_id == key_id, web_links.c.used_at.is_(None)))
 
     def credentials(self, key_id: str) -> tuple[Principal, str] | None:
         """The principal and secret of a usable key; None if unknown, revoked or disabled."""

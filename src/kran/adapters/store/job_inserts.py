@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Connection, delete, insert
+from sqlalchemy import Connection, delete, insert, select
 
 from kran.adapters.store.associations import association_ids, with_accounts
 from kran.adapters.store.job_deps import resolve_blocked
@@ -32,7 +33,7 @@ def insert_rows(conn: Connection, groups: Sequence[Submission], now: float) -> t
             "name": s.name,
             "state": JobState.QUEUED.value,
             "priority": s.priority,
-            "spec": json.dumps(s.to_json()),
+            "spec": s.json_text(),
             "image": s.image,
             "volume": s.volume,
             "assoc": assoc[(s.account or "", group.owner)],
@@ -57,13 +58,7 @@ def insert_rows(conn: Connection, groups: Sequence[Submission], now: float) -> t
         for group in groups
         for s in group.specs
     ]
-    if len(rows) == 1:  # parameters apart from the statement: its compiled form is cached
-        key = conn.execute(insert(jobs), rows[0]).inserted_primary_key
-        assert key is not None
-        ids = [key[0]]
-    else:
-        result = conn.execute(insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows)
-        ids = [r[0] for r in result]
+    ids = _insert_jobs(conn, rows)
     labels = [{"job_id": i, "key": k, "value": v} for i, s in zip(ids, specs, strict=True) for k, v in s.labels.items()]
     if labels:
         conn.execute(insert(job_labels), labels)
@@ -81,13 +76,13 @@ def insert_rows(conn: Connection, groups: Sequence[Submission], now: float) -> t
             for i in ids
         ],
     )
-    deps = [
+    deps: list[dict[str, Any]] = [
         {"job_id": i, "dep_id": d, "kind": kind}
         for i, s in zip(ids, specs, strict=True)
         for kind, dep_ids in ((AFTER_OK, s.after), (AFTER_ANY, s.after_any), (AFTER_NOTOK, s.after_notok))
         for d in dep_ids
     ]
-    on_arrays = [
+    on_arrays: list[dict[str, Any]] = [
         {"job_id": i, "array_id": a, "kind": kind} for i, s in zip(ids, specs, strict=True) for kind, a in s.array_deps
     ]
     failed = 0
@@ -99,6 +94,28 @@ def insert_rows(conn: Connection, groups: Sequence[Submission], now: float) -> t
         failed = resolve_blocked(conn, {d["job_id"] for d in deps} | {d["job_id"] for d in on_arrays}, now)
     _store_keys(conn, groups, [int(i) for i in ids], now)
     return [int(i) for i in ids], failed
+
+
+def _insert_jobs(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert the job rows; their ids in the rows' order."""
+    if len(rows) == 1:  # parameters apart from the statement: its compiled form is cached
+        key = conn.execute(insert(jobs), rows[0]).inserted_primary_key
+        assert key is not None
+        return [key[0]]
+    if conn.dialect.name != "sqlite":  # PostgreSQL: a few INSERT .. RETURNING, sorted by a sentinel
+        result = conn.execute(insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows)
+        return [r[0] for r in result]
+    # SQLite cannot say in which order a multi-row INSERT's RETURNING comes, and SQLAlchemy
+    # then sends one INSERT per row. One prepared statement stepped per row (executemany) is
+    # ordered: each new row's id is one more than the largest in the table, and this
+    # transaction holds SQLite's one write lock from its first insert to its commit, so its
+    # rows are the newest, with consecutive ids.
+    conn.execute(insert(jobs), rows)
+    newest = conn.execute(select(jobs.c.id).order_by(jobs.c.id.desc()).limit(len(rows))).scalars().all()
+    ids = [int(i) for i in reversed(newest)]
+    if ids[-1] - ids[0] != len(rows) - 1:  # only past the largest id SQLite has (random ids): refuse
+        raise RuntimeError("job ids are not consecutive: the jobs table is out of ids")
+    return ids
 
 
 def _store_keys(conn: Connection, groups: Sequence[Submission], ids: list[int], now: float) -> None:

@@ -418,6 +418,7 @@ web_links = Table(
     Column("token_hash", String(64), primary_key=True),
     Column("user", String(100), nullable=False),
     Column("created_by", String(100), nullable=False),
+    Column("key_id", String(40)),  # the key of the request that made it: its session ends with that key
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
     Column("used_at", Float),

@@ -4,6 +4,8 @@ with (if any) is not revoked: all three read in the one query of each request.""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import and_, delete, insert, or_, select, update
 
 from kran.adapters.store.sql_store import SqlStore
@@ -47,30 +49,45 @@ class SqlWebSessions:
         with self._db.unit_of_work() as uow:
             uow.conn.execute(delete(web_sessions).where(web_sessions.c.token_hash == token_hash))
 
-    def add_link(self, token_hash: str, user: str, by: str, now: float, expires: float) -> None:
+    def add_link(self, token_hash: str, user: str, by: str, key_id: str | None, now: float, expires: float) -> None:
         with self._db.unit_of_work() as uow:
             uow.conn.execute(
                 insert(web_links).values(
-                    token_hash=token_hash, user=user, created_by=by, created_at=now, expires_at=expires
+                    token_hash=token_hash, user=user, created_by=by, key_id=key_id, created_at=now, expires_at=expires
                 )
             )
 
-    def take_link(self, token_hash: str, now: float) -> str | None:
-        """The user of an unused, unexpired link, which is used up by this (once only)."""
+    def _usable_link(self, token_hash: str, now: float) -> Any:
+        return (
+            select(web_links.c.user, web_links.c.key_id)
+            .join(users, users.c.name == web_links.c.user)
+            .where(
+                web_links.c.token_hash == token_hash,
+                web_links.c.used_at.is_(None),
+                web_links.c.expires_at > now,
+                users.c.disabled.is_(False),
+            )
+        )
+
+    def peek_link(self, token_hash: str, now: float) -> str | None:
+        """Whom an unused link signs in, without using it."""
+        with self._db.connect() as conn:
+            row = conn.execute(self._usable_link(token_hash, now)).first()
+        return None if row is None else str(row[0])
+
+    def take_link(self, token_hash: str, now: float) -> tuple[str, str | None] | None:
+        """The user (enabled) of an unused, unexpired link and the key that made it; the
+        link is used up by this (once only)."""
         with self._db.unit_of_work() as uow:
-            user = uow.conn.execute(
-                select(web_links.c.user).where(
-                    web_links.c.token_hash == token_hash, web_links.c.used_at.is_(None), web_links.c.expires_at > now
-                )
-            ).scalar()
-            if user is None:
+            row = uow.conn.execute(self._usable_link(token_hash, now)).first()
+            if row is None:
                 return None
             done = uow.conn.execute(
                 update(web_links)
                 .where(web_links.c.token_hash == token_hash, web_links.c.used_at.is_(None))
                 .values(used_at=now)
             )
-            return str(user) if done.rowcount == 1 else None
+            return (str(row[0]), row[1]) if done.rowcount == 1 else None
 
     def purge(self, now: float) -> None:
         with self._db.unit_of_work() as uow:

@@ -22,6 +22,7 @@ from kran.web.session import (
 )
 
 router = APIRouter()
+LINK_GONE = "this sign-in link is unknown, used or expired: ask for a new one (kran ui-link)"
 
 
 def _form(request: Request, name: str, status: int = 200, **ctx: object) -> Response:
@@ -68,7 +69,12 @@ async def login(
 
 @router.get("/link/{token}")
 async def link_form(request: Request, token: str) -> Response:
-    return _form(request, "link.html", token=token)
+    """Says whom the link signs in (someone's own link sent to another would sign them in
+    as its maker), without using it up."""
+    user = await run_in_threadpool(sessions(request).link_user, token)
+    if user is None:
+        return _form(request, "link.html", 401, token=token, error=LINK_GONE)
+    return _form(request, "link.html", token=token, user=user)
 
 
 @router.post("/link/{token}")
@@ -77,8 +83,8 @@ async def link(request: Request, token: str, pre: str = Form("", max_length=200)
         return _form(request, "link.html", 403, token=token, error="the form had expired: try again")
     try:
         session, _ = await run_in_threadpool(sessions(request).sign_in_with_link, token)
-    except Unauthorized as e:
-        return _form(request, "link.html", 401, token=token, error=str(e))
+    except Unauthorized:
+        return _form(request, "link.html", 401, token=token, error=LINK_GONE)
     return _signed_in(request, session, "/ui/jobs")
 
 

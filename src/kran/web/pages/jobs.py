@@ -4,6 +4,7 @@ attempts, why it waits, live log, files, usage over time), and the live feed."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
@@ -20,11 +21,13 @@ from kran.domain.states import JobState, parse_states
 from kran.errors import InvalidInput, KranError
 from kran.services.suite import Services
 from kran.web.render import page
-from kran.web.session import Act, Look
+from kran.web.session import COOKIE, Act, Look
 
 router = APIRouter()
 PAGE = 50
 KEEPALIVE_S = 15.0
+MAX_LISTED = 1000  # entries of a dir shown on a job's page (the rest: the archive)
+RECHECK_S = 5.0  # how often a live stream checks its session is still good
 
 
 def services(request: Request) -> Services:
@@ -131,9 +134,12 @@ async def job_page(request: Request, job_id: JobId, viewer: Look, path: str = Qu
     job = job_json(view.job, view, hostnames)
     entries: list[dict[str, Any]] = []
     files_problem = None
+    unlisted = 0
     if view.job.state != JobState.QUEUED or view.job.spec.inputs:
         try:
-            entries = [entry_json(e) for e in await run_in_threadpool(suite.files.list_files, job_id, path)]
+            listed = await run_in_threadpool(suite.files.list_files, job_id, path)
+            entries = [entry_json(e) for e in listed[:MAX_LISTED]]
+            unlisted = max(0, len(listed) - MAX_LISTED)
         except KranError as e:
             files_problem = str(e)
     return page(
@@ -145,6 +151,7 @@ async def job_page(request: Request, job_id: JobId, viewer: Look, path: str = Qu
         entries=entries,
         path=path.strip("/"),
         files_problem=files_problem,
+        unlisted=unlisted,
         series=await run_in_threadpool(suite.sampler.points, job_id, view.job.attempts) if view.job.attempts else [],
     )
 
@@ -174,26 +181,51 @@ async def job_file(request: Request, job_id: JobId, path: str, viewer: Look) -> 
     await run_in_threadpool(suite.queries.visible_job, job_id, viewer.who)
     opened = await run_in_threadpool(suite.files.open_file, job_id, path)
     response = file_response(opened, request.headers.get("range"))
-    name = path.rsplit("/", 1)[-1].encode("ascii", "replace").decode().replace('"', "_")
+    name = path.rsplit("/", 1)[-1].encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
     # a download, never rendered: a job's HTML must not run as the dashboard's page
     response.headers["content-disposition"] = f'attachment; filename="{name}"'
     response.headers["content-type"] = "application/octet-stream"
     return response
 
 
+@router.get("/jobs/{job_id}/archive")
+async def job_archive(request: Request, job_id: JobId, viewer: Look) -> Response:
+    """The whole working dir as a tar (as `kran get ID --all`)."""
+    suite = services(request)
+    await run_in_threadpool(suite.queries.visible_job, job_id, viewer.who)
+    chunks = await run_in_threadpool(suite.files.tar_chunks, job_id)
+    return StreamingResponse(
+        chunks, media_type="application/x-tar", headers={"content-disposition": f'attachment; filename="job-{job_id}.tar"'}
+    )
+
+
 @router.get("/events")
 async def live_events(request: Request, viewer: Look, job: int | None = Query(None, ge=1, le=MAX_ID)) -> Response:
-    """Job state changes the viewer may see, as Server-Sent Events, from the one feed."""
-    feed = services(request).live
+    """Job state changes the viewer may see, as Server-Sent Events, from the one feed. The
+    session is checked again every few seconds: signing out, a disabled user or a revoked
+    key ends the stream too."""
+    suite = services(request)
+    token = request.cookies.get(COOKIE, "")
+    stream = suite.live.follow(viewer.who, keepalive_s=RECHECK_S)  # refused (429) over the cap
 
     async def body() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
-        async for event in feed.follow(viewer.who, keepalive_s=KEEPALIVE_S):
+        checked = quiet = time.monotonic()
+        async for event in stream:
+            now = time.monotonic()
+            if now - checked >= RECHECK_S:
+                checked = now
+                if await run_in_threadpool(suite.web_sessions.session, token) is None:
+                    yield "event: signed-out\ndata: {}\n\n"
+                    return
             if event is None:
                 yield "event: reload\ndata: {}\n\n"
             elif isinstance(event, str):
-                yield ": keep-alive\n\n"
+                if now - quiet >= KEEPALIVE_S:
+                    quiet = now
+                    yield ": keep-alive\n\n"
             elif job is None or event.job_id == job:
+                quiet = now
                 yield f"event: job\ndata: {json.dumps(event_json(event))}\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})

@@ -20,11 +20,10 @@ from kran.domain.jobs import JobSpec
 from kran.errors import InvalidInput, KranError, http_status
 from kran.web.pages.jobs import services
 from kran.web.render import page
-from kran.web.session import Act, Look
+from kran.web.session import MAX_FIELDS, MAX_FILES, MAX_PART, Act, Look
 
 router = APIRouter()
 TEXT_FIELDS = ("image", "app", "cpus", "mem", "gpus", "disk", "timeout", "name", "account")
-MAX_FORM_TEXT = 100_000
 
 
 def _pairs(text: str, what: str) -> dict[str, str]:
@@ -102,7 +101,7 @@ async def submit_form(
 
 @router.post("/submit")
 async def submit(request: Request, viewer: Act) -> Response:
-    form = await request.form(max_files=100, max_fields=100, max_part_size=MAX_FORM_TEXT)
+    form = await request.form(max_files=MAX_FILES, max_fields=MAX_FIELDS, max_part_size=MAX_PART)  # as `Act` did
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     files = [f for f in form.getlist("input") if isinstance(f, UploadFile) and f.filename]
     suite = services(request)

@@ -57,7 +57,10 @@ def period_bound(text: str, field: str, end: bool = False) -> float | None:
     except ValueError as e:
         raise InvalidInput(f"{field}: {e}", field) from None
     if end and DATE_ONLY.fullmatch(text):
-        t += timedelta(days=1)
+        try:
+            t += timedelta(days=1)
+        except OverflowError:  # 9999-12-31: the last day there is, whole
+            return datetime.max.replace(tzinfo=UTC).timestamp()
     return t.timestamp()
 
 

@@ -31,6 +31,7 @@
     const source = new EventSource(url);
     source.addEventListener("job", (m) => onJob(JSON.parse(m.data)));
     source.addEventListener("reload", () => { source.close(); window.location.reload(); });
+    source.addEventListener("signed-out", () => { source.close(); window.location.reload(); });
     return source;
   }
   const table = document.getElementById("jobs-table");

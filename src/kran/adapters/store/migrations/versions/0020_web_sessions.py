@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("token_hash", sa.String(64), primary_key=True),
         sa.Column("user", sa.String(100), nullable=False),
         sa.Column("created_by", sa.String(100), nullable=False),
+        sa.Column("key_id", sa.String(40)),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("expires_at", sa.Float, nullable=False),
         sa.Column("used_at", sa.Float),

@@ -1,0 +1,93 @@
+"""Followed logs without holding the server's request threads: each follow reads the log
+in a thread of its own, handing chunks to the response over a small queue, and stops at
+the next chunk once the client has gone. Follows are capped per user and in all: a thread
+stays blocked until the job writes or ends, so a client opening and closing follows could
+otherwise pile them up."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+from kran.errors import QueueFull
+
+PER_USER = 8
+IN_ALL = 256
+_DONE = object()
+
+
+class Follows:
+    def __init__(self, per_user: int = PER_USER, in_all: int = IN_ALL) -> None:
+        self.per_user = per_user
+        self.in_all = in_all
+        self._by_user: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _take(self, user: str) -> None:
+        with self._lock:
+            if self._by_user.get(user, 0) >= self.per_user:
+                raise QueueFull(f"at most {self.per_user} logs followed at once per user: close one")
+            if sum(self._by_user.values()) >= self.in_all:
+                raise QueueFull(f"the server follows {self.in_all} logs already: try again later")
+            self._by_user[user] = self._by_user.get(user, 0) + 1
+
+    def _give(self, user: str) -> None:
+        with self._lock:
+            left = self._by_user.get(user, 1) - 1
+            if left:
+                self._by_user[user] = left
+            else:
+                self._by_user.pop(user, None)
+
+    def active(self, user: str) -> int:
+        with self._lock:
+            return self._by_user.get(user, 0)
+
+    def stream(self, chunks: Iterator[bytes], user: str) -> AsyncIterator[bytes]:
+        """The chunks as an async stream (refused with 429 over the caps, before it starts)."""
+        self._take(user)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()  # at most 8 chunks in it: `room`
+        stop = threading.Event()
+        room = threading.Semaphore(8)
+
+        def read() -> None:
+            try:
+                for chunk in chunks:
+                    if stop.is_set():
+                        break
+                    room.acquire()
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
+                    if stop.is_set():
+                        break
+            except Exception as e:  # told to the response, which ends
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+                self._give(user)
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+                except RuntimeError:  # the loop is gone
+                    pass
+
+        threading.Thread(target=read, name="kran-log-follow", daemon=True).start()
+
+        async def out() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    item = await queue.get()
+                    room.release()
+                    if item is _DONE:
+                        return
+                    if isinstance(item, Exception):
+                        raise item
+                    assert isinstance(item, bytes)
+                    yield item
+            finally:
+                stop.set()
+                room.release()  # a reader waiting for room sees the stop
+
+        return out()
