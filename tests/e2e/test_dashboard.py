@@ -134,7 +134,10 @@ def test_drain_a_node(swarm_server: ServerProc, browser: Any) -> None:
     by = _by()
     server = swarm_server
     with server.api() as api:
-        node = next(n for n in api.get("/api/v1/nodes").json()["nodes"] if n["hostname"] == "kran-sw2")
+        # a worker that is up (an earlier swarm test may have left one down: the fixture is shared)
+        node = next(
+            n for n in api.get("/api/v1/nodes").json()["nodes"] if n["role"] == "worker" and n["state"] == "ready"
+        )
     node_id = node["id"]
     creds = server.credentials
     try:

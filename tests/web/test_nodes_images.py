@@ -141,7 +141,10 @@ def test_a_user_sees_the_nodes_but_no_drain_and_bad_input_is_a_4xx(server: Serve
 def test_an_admin_drains_and_activates_a_swarm_node_through_the_page(swarm_server: ServerProc) -> None:
     server = swarm_server
     with server.api() as api:
-        node = next(n for n in api.get("/api/v1/nodes").json()["nodes"] if n["hostname"] == "kran-sw2")
+        # a worker that is up (an earlier swarm test may have left one down: the fixture is shared)
+        node = next(
+            n for n in api.get("/api/v1/nodes").json()["nodes"] if n["role"] == "worker" and n["state"] == "ready"
+        )
     node_id = node["id"]
     server.add_user("vic")
     try:
