@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 import click
+import pytest
 from pydantic import BaseModel, TypeAdapter, create_model
 from sqlalchemy import create_engine, select
 
@@ -24,6 +25,7 @@ from kran.domain.apps import DEFAULTABLE
 from kran.domain.jobs import JOB_FIELDS, JobField, JobSpec, Kind, plain, validate_spec
 from kran.domain.records import Submission
 from kran.domain.resources import Range, ResourceRequest
+from kran.errors import InvalidInput
 
 # fields of a request that to_spec does not read: the route and spec_for consume them
 NOT_SPEC = {"app": "spec_for merges the app and pins it", "on_behalf_of": "the route: whom the job is for"}
@@ -197,3 +199,15 @@ def test_docs_api_names_every_field() -> None:
     assert [f.name for f in JOB_FIELDS if f"`{f.name}`" not in submission] == []
     shown = _section(doc, "## Job fields")
     assert [n for n in Job.model_fields if f"`{n}`" not in shown] == []
+
+
+def test_amounts_are_parsed_as_given_each_time() -> None:
+    """to_spec remembers the amounts it parsed: an int, a float and a string of one number
+    are each their own, and a bad amount is refused every time it comes."""
+    cpus = [to_spec(JobSubmit.model_validate({**BASE, "cpus": v})).request.cpus for v in (2, 2.5, "2", "2-", 2)]
+    assert cpus == [Range(2000, 2000), Range(2500, 2500), Range(2000, 2000), Range(2000, None), Range(2000, 2000)]
+    for _ in range(2):
+        with pytest.raises(InvalidInput, match="cpus"):
+            to_spec(JobSubmit.model_validate({**BASE, "cpus": "0.0001"}))
+    long = "0" * 40 + "3"  # not remembered (long), parsed all the same
+    assert to_spec(JobSubmit.model_validate({**BASE, "mem": long})).request.mem_mb == Range(3, 3)

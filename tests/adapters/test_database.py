@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert
+from sqlalchemy import delete, event, func, insert, select
 
+from kran.adapters.store.accounts_store import SqlAccounts
 from kran.adapters.store.database import Database
 from kran.adapters.store.sql_store import SqlStore
-from kran.adapters.store.tables import meta
+from kran.adapters.store.tables import jobs, meta
 from kran.domain.jobs import JobSpec
 from kran.domain.records import Submission
 from kran.domain.resources import Range, ResourceRequest
@@ -89,3 +91,28 @@ def test_the_queued_number_is_kept_on_sqlite_and_counted_on_postgresql(db: Datab
         assert len(turns) == len(counts) == len(inserts) == 3
         assert all(t < c < i for t, c, i in zip(turns, counts, inserts, strict=True))
     assert store.queued_count() == 4
+
+
+def test_a_batch_gets_its_ids_in_the_order_of_its_jobs(db: Database) -> None:
+    """On SQLite the rows go in by executemany and their ids are read back as the newest
+    rows: the ids must still map to the right jobs, in several groups of one transaction,
+    and after the newest job was deleted (SQLite then hands its id out again)."""
+    store = SqlStore(db)
+    SqlAccounts(store).add_account("acct", 1, "", 0.0)
+    store.insert_job_groups([Submission([JOB] * 3, "alice")], 0.0, 10_000)
+    with db.unit_of_work() as uow:
+        uow.conn.execute(delete(jobs).where(jobs.c.id == select(func.max(jobs.c.id)).scalar_subquery()))
+    groups = [
+        Submission([replace(JOB, name=f"g{g}-{n}", account=None if n % 2 else "acct") for n in range(size)], owner)
+        for g, (size, owner) in enumerate([(40, "alice"), (1, "bob"), (25, "alice")])
+    ]
+    results = store.insert_job_groups(groups, 1.0, 10_000)
+    for g, (group, ids) in enumerate(zip(groups, results, strict=True)):
+        assert isinstance(ids, list) and len(ids) == len(group.specs)
+        for n, job_id in enumerate(ids):
+            stored = store.get_job(job_id)
+            assert stored is not None and stored.owner == group.owner
+            assert stored.name == stored.spec.name == f"g{g}-{n}"
+            assert stored.spec.account == ("acct" if n % 2 == 0 else "default")
+    flat = [i for ids in results if isinstance(ids, list) for i in ids]
+    assert flat == sorted(flat) and len(set(flat)) == 66

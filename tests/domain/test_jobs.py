@@ -1,3 +1,6 @@
+import json
+from dataclasses import replace
+
 import pytest
 
 from kran.domain.jobs import JobSpec, SpecError, job_environment, validate_spec
@@ -51,6 +54,37 @@ def test_validation_names_the_field(kw: dict[str, object], field: str) -> None:
 def test_json_round_trip() -> None:
     s = spec(env={"A": "1"}, labels={"team": "x"}, timeout_s=30.0, image="img:1")
     assert JobSpec.from_json(s.to_json()) == s
+
+
+def test_json_text_is_the_json_of_to_json() -> None:
+    """The stored text, written from the fields as they are, is what json.dumps(to_json())
+    writes, for every kind of field (tuples, nested tuples, dicts, the request, None)."""
+    s = replace(
+        spec(
+            env={"A": "1", "B": 'ü"\\n'},
+            labels={"team": "x"},
+            timeout_s=30.5,
+            after=[3, 4],
+            dependency="afterany:5,afterok:a7,singleton",
+            name="n",
+            files=["https://example.org/a.tar"],
+            notify="https://example.org/hook",
+            notify_on="start,end",
+        ),
+        binds=(("/h", "/c", True),),
+        run_as=(1000, 1000),
+        array=(7, 2, 10),
+        image_size=12,
+    )
+    assert s.json_text() == json.dumps(s.to_json())
+    assert JobSpec.from_json(json.loads(s.json_text())) == s
+    assert spec().json_text() == json.dumps(spec().to_json())
+
+
+def test_charged_to_is_replace_of_the_account() -> None:
+    s = spec(labels={"team": "x"}, timeout_s=30.0)
+    assert s.charged_to("acct") == replace(s, account="acct")
+    assert s.account is None
 
 
 def test_environment_expands_kran_references_only() -> None:

@@ -195,7 +195,9 @@ async def job_archive(request: Request, job_id: JobId, viewer: Look) -> Response
     await run_in_threadpool(suite.queries.visible_job, job_id, viewer.who)
     chunks = await run_in_threadpool(suite.files.tar_chunks, job_id)
     return StreamingResponse(
-        chunks, media_type="application/x-tar", headers={"content-disposition": f'attachment; filename="job-{job_id}.tar"'}
+        chunks,
+        media_type="application/x-tar",
+        headers={"content-disposition": f'attachment; filename="job-{job_id}.tar"'},
     )
 
 
