@@ -106,31 +106,27 @@ def test_disabling_a_user_ends_their_sessions_for_good(server: ServerProc) -> No
     """Sessions came back when a disabled user was enabled again, and a session opened with a
     link outlived the key that made the link."""
     key_id, _ = server.add_user("dan")
-    web = WebClient(server, "dan")
-    with server.api("dan") as api:
-        link = api.post("/api/v1/web/links", json={}).json()["url"].removeprefix(server.url)
-    browser = httpx.Client(base_url=server.url)
-    pre = PRE.search(browser.get(link).text)
-    assert pre and browser.post(link, data={"pre": pre[1]}).status_code == 303
-    assert browser.get("/ui/jobs").status_code == 200
-    with server.api() as admin:
-        admin.post("/api/v1/admin/users/dan/disable").raise_for_status()
-        admin.post("/api/v1/admin/users/dan/enable").raise_for_status()
-    assert web.get("/ui/jobs").status_code == 303
-    assert browser.get("/ui/jobs").status_code == 303
+    with WebClient(server, "dan") as web, httpx.Client(base_url=server.url) as browser:
+        with server.api("dan") as api:
+            link = api.post("/api/v1/web/links", json={}).json()["url"].removeprefix(server.url)
+        pre = PRE.search(browser.get(link).text)
+        assert pre and browser.post(link, data={"pre": pre[1]}).status_code == 303
+        assert browser.get("/ui/jobs").status_code == 200
+        with server.api() as admin:
+            admin.post("/api/v1/admin/users/dan/disable").raise_for_status()
+            admin.post("/api/v1/admin/users/dan/enable").raise_for_status()
+        assert web.get("/ui/jobs").status_code == 303
+        assert browser.get("/ui/jobs").status_code == 303
     # a new link, then its key revoked: the link's session ends too
-    web = WebClient(server, "dan")
-    with server.api("dan") as api:
-        link = api.post("/api/v1/web/links", json={}).json()["url"].removeprefix(server.url)
-    other = httpx.Client(base_url=server.url)
-    pre = PRE.search(other.get(link).text)
-    assert pre and other.post(link, data={"pre": pre[1]}).status_code == 303
-    with server.api() as admin:
-        admin.post(f"/api/v1/admin/keys/{key_id}/revoke").raise_for_status()
-    assert other.get("/ui/jobs").status_code == 303
-    assert web.get("/ui/jobs").status_code == 303
-    for c in (browser, other):
-        c.close()
+    with WebClient(server, "dan") as web, httpx.Client(base_url=server.url) as other:
+        with server.api("dan") as api:
+            link = api.post("/api/v1/web/links", json={}).json()["url"].removeprefix(server.url)
+        pre = PRE.search(other.get(link).text)
+        assert pre and other.post(link, data={"pre": pre[1]}).status_code == 303
+        with server.api() as admin:
+            admin.post(f"/api/v1/admin/keys/{key_id}/revoke").raise_for_status()
+        assert other.get("/ui/jobs").status_code == 303
+        assert web.get("/ui/jobs").status_code == 303
 
 
 def test_a_link_for_a_disabled_user_signs_no_one_in_and_says_whom_it_is_for(server: ServerProc) -> None:
