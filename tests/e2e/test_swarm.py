@@ -174,19 +174,21 @@ def test_kill_9_of_the_server_readopts_jobs_on_every_node(
     assert left == []
 
 
+@pytest.mark.parametrize("network", [False, True], ids=["no-network", "network"])
 def test_a_node_daemon_restart_loses_no_job_and_runs_none_twice(
-    swarm_server: ServerProc, swarm: Any, test_image: str
+    swarm_server: ServerProc, swarm: Any, test_image: str, network: bool
 ) -> None:
     """One node's dockerd stopped (SIGTERM: it stops its tasks' containers) and started again
     5 s later, as a package upgrade does. The other nodes' jobs never notice; every job ends
-    in a true state and none runs to its end twice. What Swarm reports of the node's tasks
-    decides the rest (docs/scheduling.md): a container gone with its daemon is requeued
-    without using a retry; a task reported "non-zero exit (143)" reads exactly like a job
-    that exited 143 by itself, so it is a failure and a retry pays for it (here: every time)."""
+    in a true state and none runs to its end twice. The node's jobs are re-queued without
+    using a retry, whether its agent reported them gone ("No such container") or stopped
+    ("non-zero exit (143)") as it registered again (docs/scheduling.md); jobs without a
+    retry succeed too. A job that exits 143 by itself afterwards still fails as its own (with
+    --network its task writes its node as it starts, which is not taken for a return)."""
     server = swarm_server
     victim = swarm.nodes[2]
     work = 'sleep 20; echo done > "$KRAN_WORKDIR/done"'
-    small = {"cpus": "0.25", "mem": "32"}
+    small = {"cpus": "0.25", "mem": "32", "network": network}  # with a network: "exit (143)" reports more often
     with server.api() as c:
         jobs = [_submit(c, test_image, work, retries=1, **small) for _ in range(6)]
         once = [_submit(c, test_image, work, **small) for _ in range(3)]
@@ -211,9 +213,8 @@ def test_a_node_daemon_restart_loses_no_job_and_runs_none_twice(
         if hosts[job["id"]] != victim.name:
             assert job["state"] == "succeeded" and len(job["attempts"]) == 1, job
             continue
+        # whether Swarm reported "No such container" or "non-zero exit (143)" as the node came
+        # back: lost to the engine, re-queued without using a retry, succeeded on the next
         first = job["attempts"][0]
-        if "re-queued without using a retry" in first["reason"]:
-            assert f"node {victim.name} restarted" in first["reason"] and job["state"] == "succeeded", job
-        else:  # Swarm said "non-zero exit (143)"
-            assert first["state"] == "failed" and first["exit_code"] == 143, first
-            assert job["state"] == ("succeeded" if job["retries"] else "failed"), job
+        assert "re-queued without using a retry" in first["reason"], job["attempts"]
+        assert f"node {victim.name} restarted" in first["reason"] and job["state"] == "succeeded", job

@@ -22,6 +22,7 @@ class NodeInfo:
     labels: dict[str, str] = field(default_factory=dict)
     node_class: str = ""
     total: Resources = field(default_factory=Resources)
+    updated_at: float | None = None  # the manager last wrote the node (a swarm node's agent registering writes it)
 
     @property
     def schedulable(self) -> bool:

@@ -61,3 +61,25 @@ def undecided(
     if finished_at is None or exit_code not in SIGNALLED or oom or killed_by_kran or live_restore:
         return False
     return last_up < finished_at + SHUTDOWN_S
+
+
+REREGISTERED_S = 5.0  # a swarm node's agent reports its tasks' ends this soon after it registers again
+OWN_WRITE_S = 3.0  # a task attaching to an overlay network writes its node as it starts: not a return
+
+
+def reported_on_return(
+    exit_code: int | None, task_updated: float | None, node_updated: float | None, task_created: float | None
+) -> bool:
+    """Whether a swarm task that failed with a signal's exit was reported as its node came
+    back: a node's dockerd that restarts stops its containers (SIGTERM, 143) while its agent
+    is away, and the agent, once it registers again (which writes the node: its UpdatedAt),
+    reports them at once. A task that ends by itself is reported while the agent is there,
+    not in the seconds after the node was written. A task of a job with --network writes its
+    node itself as it starts (its overlay attachment), so a write in a task's first
+    OWN_WRITE_S is not taken for a return; only a write for another reason (another job's
+    task attaching there, a label) just before a job's own SIGTERM exit is misread, and a
+    restart in a task's first seconds is charged as its failure. Times are the manager's
+    (task and node UpdatedAt)."""
+    if exit_code not in SIGNALLED or task_updated is None or node_updated is None or task_created is None:
+        return False
+    return task_created + OWN_WRITE_S < node_updated <= task_updated <= node_updated + REREGISTERED_S

@@ -24,6 +24,7 @@ from kran.adapters.engines.containers import (
     Sandbox,
     create_once,
     docker_client,
+    docker_time,
     explain,
     plan_container,
     seal,
@@ -33,7 +34,7 @@ from kran.adapters.engines.process import read_exit_code, write_exit_code
 from kran.adapters.engines.swarm_nodes import TO_SWARM, node_info
 from kran.domain.accounting import Usage
 from kran.domain.cluster import NodeInfo
-from kran.domain.outages import hms
+from kran.domain.outages import SIGNALLED, hms, reported_on_return
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError, EngineUnavailable, InvalidInput
 from kran.errors import NotFound as KranNotFound
@@ -291,8 +292,10 @@ class SwarmEngine:
         except (DockerException, OSError):
             return {}  # the manager is away: nothing can be said now
         nodes = self.nodes()
+        if any(_signalled(index.get(HANDLES.object_id(r.handle) if r.handle else "")) for r in mine):
+            nodes = self.nodes(fresh=True)  # when each node was last written tells a restart (task_end)
         down = {n.node_id: n for n in nodes if n.state == "down"}
-        hosts = {n.node_id: n.hostname for n in nodes}
+        by_id = {n.node_id: n for n in nodes}
         # drained or down as Swarm said it (not "unknown": a list that failed says nothing)
         closed = {n.node_id: n for n in nodes if n.availability != "active" or n.state == "down"}
         out = {}
@@ -311,7 +314,8 @@ class SwarmEngine:
                 continue
             state = task["Status"]["State"]
             if state in FINAL:
-                out[(ref.job_id, ref.attempt)] = task_end(task["Status"], hosts.get(task.get("NodeID", ""), "?"))
+                node = by_id.get(task.get("NodeID", ""))
+                out[(ref.job_id, ref.attempt)] = task_end(task, node.hostname if node else "?", node)
             elif task.get("NodeID") in down:
                 host = down[task["NodeID"]].hostname
                 out[(ref.job_id, ref.attempt)] = AttemptEnd(
@@ -416,6 +420,12 @@ class SwarmEngine:
         return out
 
 
+def _signalled(task: dict[str, Any] | None) -> bool:
+    """A task that failed with SIGTERM's or SIGKILL's exit code."""
+    status = (task or {}).get("Status") or {}
+    return status.get("State") == "failed" and (status.get("ContainerStatus") or {}).get("ExitCode") in SIGNALLED
+
+
 def _placed_on(service: dict[str, Any]) -> str | None:
     """The node kran placed a service's task on (its `node.id==` constraint)."""
     placement = ((service.get("Spec") or {}).get("TaskTemplate") or {}).get("Placement") or {}
@@ -426,8 +436,10 @@ def _placed_on(service: dict[str, Any]) -> str | None:
     return None
 
 
-def task_end(status: dict[str, Any], host: str) -> AttemptEnd:
-    """How a task that reached a final state ended (its Status, on node `host`)."""
+def task_end(task: dict[str, Any], host: str, node: NodeInfo | None = None) -> AttemptEnd:
+    """How a task that reached a final state ended (on node `host`, as the manager shows
+    `node` now)."""
+    status = task["Status"]
     state = status["State"]
     code = (status.get("ContainerStatus") or {}).get("ExitCode") if state in ("complete", "failed") else None
     err = status.get("Err") if state != "complete" else None
@@ -436,5 +448,13 @@ def task_end(status: dict[str, Any], host: str) -> AttemptEnd:
     if state == "failed" and str(err).startswith("No such container"):
         # the node's daemon went away and took the container: its agent says so when back
         why = f"the docker engine of node {host} restarted (the container went with it)"
+        return AttemptEnd(None, error=why, vanished=True, engine_fault=why)
+    if state == "failed" and reported_on_return(
+        code,
+        docker_time(task.get("UpdatedAt")),
+        node.updated_at if node else None,
+        docker_time(task.get("CreatedAt")),
+    ):
+        why = f"the docker engine of node {host} restarted (exit {code} reported as the node came back)"
         return AttemptEnd(None, error=why, vanished=True, engine_fault=why)
     return AttemptEnd(code, error=err or None)

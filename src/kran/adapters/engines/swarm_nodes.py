@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kran.adapters.engines.containers import docker_time
 from kran.domain.cluster import CLASS_LABEL, NodeInfo
 from kran.domain.resources import Resources as Amounts
 
@@ -34,4 +35,5 @@ def node_info(attrs: dict[str, Any], disk_mb: int) -> NodeInfo:
         labels=labels,
         node_class=labels.get(CLASS_LABEL, ""),
         total=Amounts(int(res.get("NanoCPUs", 0)) // 1_000_000, int(res.get("MemoryBytes", 0)) >> 20, gpus, disk_mb),
+        updated_at=docker_time(attrs.get("UpdatedAt")),
     )
