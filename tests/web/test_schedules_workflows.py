@@ -15,6 +15,7 @@ import pytest
 
 from kran.web.render import when
 from tests.conftest import ServerProc
+from tests.e2e.test_workflows import CAT
 from tests.web.webclient import WebClient
 
 HOURLY = {"every": "PT1H", "start": "2099-01-01T00:00:00Z"}  # fire times known in advance, none soon
@@ -156,16 +157,6 @@ inputs:
   word: {{type: string, inputBinding: {{position: 1}}}}
   after: {{type: "File[]?"}}
 stdout: said.txt
-outputs: {{out: {{type: stdout}}}}
-"""
-
-CAT = """
-cwlVersion: v1.2
-class: CommandLineTool
-requirements: {{DockerRequirement: {{dockerPull: "{image}"}}}}
-baseCommand: cat
-inputs: {{files: {{type: "File[]", inputBinding: {{position: 1}}}}}}
-stdout: all.txt
 outputs: {{out: {{type: stdout}}}}
 """
 

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import re
 import tempfile
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
@@ -97,6 +97,17 @@ async def authenticate(request: Request) -> None:
         digest,
         private_channel(request.scope),
     )
+
+
+def label_filters(items: Iterable[str]) -> dict[str, str]:
+    """`K=V` filters on jobs' labels; InvalidInput names the one that is not."""
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise InvalidInput(f"label filter {item!r} must be K=V", "label")
+        out[k] = v
+    return out
 
 
 def key_id_of(request: Request) -> str | None:

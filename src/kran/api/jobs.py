@@ -23,6 +23,7 @@ from kran.api.deps import (
     Nodes,
     Queries,
     UploadsDep,
+    label_filters,
     parse_multipart,
     spooled_body,
 )
@@ -170,13 +171,7 @@ def list_jobs(
         states = parse_states(state) if state else []
     except ValueError as e:
         raise InvalidInput(str(e), "state") from None
-    labels = {}
-    for item in label:
-        k, sep, v = item.partition("=")
-        if not sep or not k:
-            raise InvalidInput(f"label filter {item!r} must be K=V", "label")
-        labels[k] = v
-    found = queries.list_jobs(who, states, labels, mine, limit, tasks)
+    found = queries.list_jobs(who, states, label_filters(label), mine, limit, tasks)
     hostnames = nodes.hostnames()
     return {"jobs": [job_json(j, hostnames=hostnames) for j in found]}
 

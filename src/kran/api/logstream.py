@@ -40,10 +40,6 @@ class Follows:
             else:
                 self._by_user.pop(user, None)
 
-    def active(self, user: str) -> int:
-        with self._lock:
-            return self._by_user.get(user, 0)
-
     def stream(self, chunks: Iterator[bytes], user: str) -> AsyncIterator[bytes]:
         """The chunks as an async stream (refused with 429 over the caps, before it starts)."""
         self._take(user)

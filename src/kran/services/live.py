@@ -54,7 +54,6 @@ class LiveFeed:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self.reads = 0  # how many times the events table was read (one reader, whatever the browsers)
 
     def check_room(self, who: Principal) -> None:
         """QueueFull (HTTP 429) over PER_USER streams of one user or IN_ALL in all."""
@@ -130,10 +129,6 @@ class LiveFeed:
         finally:
             self.unsubscribe(sub)
 
-    def subscribers(self) -> int:
-        with self._lock:
-            return len(self._subs)
-
     def _run(self) -> None:
         last = self.source.last_event_id()
         while True:
@@ -144,7 +139,6 @@ class LiveFeed:
                     return
             try:
                 batch = self.source.events_with_owners(last, 1000)
-                self.reads += 1
             except Exception:  # the store may be busy or closing: try again next round
                 log.exception("reading events for the live feed")
                 batch = []

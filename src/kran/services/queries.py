@@ -130,26 +130,35 @@ class JobQueries:
         )
         return JobView(job, ahead + 1, why, factors)
 
+    def health(self) -> dict[str, object]:
+        """The engines' and the data dir's health, as measured (no store reads: the
+        dashboard's nodes page shows it every few seconds)."""
+        health = self.engine.health()
+        degraded = [why for why in (self.disk.full(fresh=True), *health.values()) if why]
+        return {
+            "state": "degraded" if degraded else "ok",
+            "degraded": degraded,
+            "engines": {k: (v or "ok") for k, v in health.items()},
+            "warnings": self.engine.warnings(),
+        }
+
     def server_status(self) -> dict[str, object]:
         counts = self.store.counts_by_state()
         nodes = self.nodes.with_load()
-        health = self.engine.health()
         try:
             self.store.ping()
             store_ok: str | None = None
         except Exception as e:  # reported, not raised: this is the readiness probe
             store_ok = f"store unreachable: {e}"
-        degraded = [why for why in (self.disk.full(fresh=True), *health.values()) if why]
+        health = self.health()
         return {
             "version": __version__,
             "instance": self.instance,
             "ready": store_ok is None,
-            "state": "not ready" if store_ok else "degraded" if degraded else "ok",
-            "degraded": degraded,
+            **health,
+            "state": "not ready" if store_ok else health["state"],
             "store": store_ok or "ok",
             "data_dir": self.disk.full(fresh=False) or "ok",
-            "engines": {k: (v or "ok") for k, v in health.items()},
-            "warnings": self.engine.warnings(),
             "queued": counts.get("queued", 0),
             "running": counts.get("running", 0) + counts.get("starting", 0),
             "jobs_by_state": counts,

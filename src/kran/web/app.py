@@ -40,7 +40,7 @@ class SecurityHeaders:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        static = scope["path"].startswith("/static/") or "/static/" in scope.get("path", "")
+        static = "/static/" in scope["path"]  # the path is the whole one, /ui included
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

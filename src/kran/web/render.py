@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,12 +40,6 @@ def when(value: str | float | None) -> str:
     except (ValueError, OverflowError, OSError):
         return str(value)
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def ago(value: float | None) -> str:
-    if value is None:
-        return ""
-    return seconds(time.time() - value) + " ago"
 
 
 def seconds(s: float | None) -> str:
@@ -95,5 +88,5 @@ def pct(used: float | None, total: float | None) -> int:
     return max(0, min(100, round(100 * float(used) / float(total))))
 
 
-templates.env.filters.update(when=when, ago=ago, seconds=seconds, size=size, mib=mib, request=request_text)
+templates.env.filters.update(when=when, seconds=seconds, size=size, mib=mib, request=request_text)
 templates.env.globals.update(pct=pct)

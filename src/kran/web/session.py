@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from kran.domain.auth import Principal
 from kran.errors import Forbidden
+from kran.services.suite import Services
 from kran.services.web_sessions import WebSessions
 
 COOKIE = "kran_session"
@@ -36,9 +37,14 @@ class Viewer:
     csrf: str
 
 
-def sessions(request: Request) -> WebSessions:
-    found: WebSessions = request.app.state.services.web_sessions
+def services(request: Request) -> Services:
+    """The services bundle the pages call (the API's, on the mounted app's state)."""
+    found: Services = request.app.state.services
     return found
+
+
+def sessions(request: Request) -> WebSessions:
+    return services(request).web_sessions
 
 
 async def current(request: Request) -> Viewer:

@@ -22,9 +22,8 @@ from kran.domain.limits import LIMIT_NAMES, SCOPES
 from kran.errors import InvalidInput, KranError, http_status
 from kran.services import auth as auth_service
 from kran.services.suite import Services
-from kran.web.pages.jobs import services
 from kran.web.render import page
-from kran.web.session import Act, Look, Viewer
+from kran.web.session import Act, Look, Viewer, services
 
 router = APIRouter()
 INT_LIMITS = ("max_running_jobs", "max_running_mem_mb", "max_running_gpus", "max_queued_jobs", "max_priority")

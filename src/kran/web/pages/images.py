@@ -17,9 +17,8 @@ from kran.domain.states import JobState
 from kran.errors import Forbidden, InvalidInput, KranError, http_status
 from kran.services.images import Pull
 from kran.services.suite import Services
-from kran.web.pages.jobs import services
 from kran.web.render import page
-from kran.web.session import Act, Look, Viewer
+from kran.web.session import Act, Look, Viewer, services
 
 router = APIRouter()
 MAX_PULLS = 500

@@ -13,38 +13,20 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from kran.api.deps import MAX_ID, JobId
+from kran.api.deps import MAX_ID, JobId, label_filters
 from kran.api.filesend import file_response
 from kran.api.views import entry_json, event_json, job_json
 from kran.domain.records import COUNT_CAP, SORTABLE, JobFind
 from kran.domain.states import JobState, parse_states
 from kran.errors import InvalidInput, KranError
-from kran.services.suite import Services
 from kran.web.render import page
-from kran.web.session import COOKIE, Act, Look
+from kran.web.session import COOKIE, Act, Look, services
 
 router = APIRouter()
 PAGE = 50
 KEEPALIVE_S = 15.0
 MAX_LISTED = 1000  # entries of a dir shown on a job's page (the rest: the archive)
 RECHECK_S = 5.0  # how often a live stream checks its session is still good
-
-
-def services(request: Request) -> Services:
-    found: Services = request.app.state.services
-    return found
-
-
-def _labels(text: str) -> dict[str, str]:
-    out = {}
-    for item in text.split(","):
-        k, sep, v = item.strip().partition("=")
-        if not item.strip():
-            continue
-        if not sep or not k:
-            raise InvalidInput(f"label filter {item.strip()!r} must be K=V", "label")
-        out[k] = v
-    return out
 
 
 @router.get("/jobs")
@@ -72,7 +54,7 @@ async def job_table(
         owner=user or None,
         app=app or None,
         name=name or None,
-        labels=_labels(label),
+        labels=label_filters(i.strip() for i in label.split(",") if i.strip()),
         sort=sort,
         descending=dir == "desc",
         offset=(page_no - 1) * PAGE,

@@ -13,9 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from kran.api.nodes import node_json
 from kran.services.suite import Services
-from kran.web.pages.jobs import services
 from kran.web.render import mib, page
-from kran.web.session import Act, Look, Viewer
+from kran.web.session import Act, Look, Viewer, services
 
 router = APIRouter()
 # node ids (Swarm's) and hostnames: nothing else reaches the cluster
@@ -69,10 +68,10 @@ def node_row(node: dict[str, Any], held: frozenset[str] | None) -> dict[str, Any
 
 
 def _rows(suite: Services) -> tuple[list[dict[str, Any]], dict[str, object]]:
-    """The nodes, and the server's status (engine health: up, or down since when and why)."""
+    """The nodes, and the server's health (each engine up, or down since when and why)."""
     views = suite.node_admin.list_nodes()
     held = suite.images.images_by_node()  # the cached inventory: no image listing here
-    return [node_row(node_json(v), held.get(v.info.node_id)) for v in views], suite.queries.server_status()
+    return [node_row(node_json(v), held.get(v.info.node_id)) for v in views], suite.queries.health()
 
 
 @router.get("/nodes")

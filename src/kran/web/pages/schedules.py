@@ -18,9 +18,8 @@ from kran.domain.auth import Principal
 from kran.domain.records import ScheduleRecord
 from kran.errors import InvalidInput
 from kran.services.schedules import ScheduleService, shown_parent
-from kran.web.pages.jobs import services
 from kran.web.render import page
-from kran.web.session import Act, Look
+from kran.web.session import Act, Look, services
 
 router = APIRouter()
 NEXT_IN_TABLE, RUNS_IN_TABLE = 3, 5

@@ -18,9 +18,8 @@ from kran.api.deps import MAX_ID
 from kran.api.schemas import JobSubmit, spec_for
 from kran.domain.jobs import JobSpec
 from kran.errors import InvalidInput, KranError, http_status
-from kran.web.pages.jobs import services
 from kran.web.render import page
-from kran.web.session import MAX_FIELDS, MAX_FILES, MAX_PART, Act, Look
+from kran.web.session import MAX_FIELDS, MAX_FILES, MAX_PART, Act, Look, services
 
 router = APIRouter()
 TEXT_FIELDS = ("image", "app", "cpus", "mem", "gpus", "disk", "timeout", "name", "account")

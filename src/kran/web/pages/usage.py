@@ -10,19 +10,18 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from kran.domain.accounting import REPORT_BY
 from kran.domain.schedules import parse_time
 from kran.errors import InvalidInput, KranError, http_status
-from kran.web.pages.jobs import services
 from kran.web.render import page
-from kran.web.session import Look, Viewer
+from kran.web.session import Look, Viewer, services
 
 router = APIRouter()
 METRICS = ("cpu_hours", "mem_gb_hours", "gpu_hours", "wall_hours")
@@ -180,17 +179,23 @@ def recent(days: int, by: str) -> str:
     return "/ui/usage?" + urlencode({"by": by, "since": since, "until": today.isoformat()})
 
 
-@router.get("/usage")
-async def usage_page(
-    request: Request,
+async def usage_query(
     viewer: Look,
     by: str = Query("", max_length=20),
     since: str = Query("", max_length=64),
     until: str = Query("", max_length=64),
     user: str = Query("", max_length=100),
     app: str = Query("", max_length=200),
-) -> Response:
-    q = UsageQuery(by or default_by(viewer), since, until, user, app)
+) -> UsageQuery:
+    """The page's and the CSV's query, as the form sends it."""
+    return UsageQuery(by or default_by(viewer), since, until, user, app)
+
+
+Asked = Annotated[UsageQuery, Depends(usage_query)]
+
+
+@router.get("/usage")
+async def usage_page(request: Request, viewer: Look, q: Asked) -> Response:
     status, error, rows = 200, None, []
     try:
         rows = await usage_rows(request, viewer, q)
@@ -219,16 +224,7 @@ async def usage_page(
 
 
 @router.get("/usage.csv")
-async def usage_csv(
-    request: Request,
-    viewer: Look,
-    by: str = Query("", max_length=20),
-    since: str = Query("", max_length=64),
-    until: str = Query("", max_length=64),
-    user: str = Query("", max_length=100),
-    app: str = Query("", max_length=200),
-) -> Response:
-    q = UsageQuery(by or default_by(viewer), since, until, user, app)
+async def usage_csv(request: Request, viewer: Look, q: Asked) -> Response:
     rows = await usage_rows(request, viewer, q)  # a KranError: the error page, with its status
     return Response(
         csv_text(rows, q.by),

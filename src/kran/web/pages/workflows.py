@@ -22,9 +22,8 @@ from kran.services.files import tar_dir
 from kran.services.suite import Services
 from kran.services.workflows import STEP_LABEL, open_output, outputs_dir
 from kran.web.dag import CycleError, Layout, layout
-from kran.web.pages.jobs import services
 from kran.web.render import page
-from kran.web.session import Act, Look
+from kran.web.session import Act, Look, services
 from kran.web.workflow_graph import StepGraph, StepJob, graph_steps, read_cwl, step_graph
 
 router = APIRouter()
