@@ -96,3 +96,18 @@ def test_free_requeues_back_off_and_end() -> None:
     assert (s.job_state, s.free) == (JobState.LOST, False) and "10 attempts lost to the engine" in s.reason
     s = settle_attempt(fault, attempt=11, retries=1, timeout_s=None, backoff_s=5, requeues=10)
     assert (s.job_state, s.free) == (JobState.QUEUED, False) and "retry 1/1" in s.reason  # the job's retry pays
+
+
+def test_a_fault_read_from_timing_alone_requeues_a_job_once() -> None:
+    """A swarm task's signal exit taken for its node's restart by timing alone: re-queued for
+    free only if the job never was before; else its own exit (a misreading runs a job once more)."""
+    guess = AttemptEnd(143, error="task: non-zero exit (143)", engine_fault="node restarted", inferred=True)
+    first = settle_attempt(guess, attempt=1, retries=0, timeout_s=None, backoff_s=5, requeues=0)
+    assert (first.job_state, first.free) == (JobState.QUEUED, True) and "without using a retry" in first.reason
+    again = settle_attempt(guess, attempt=2, retries=0, timeout_s=None, backoff_s=5, requeues=1)
+    assert (again.attempt_state, again.job_state, again.free) == (JobState.FAILED, JobState.FAILED, False)
+    assert again.reason == "exit code 143: task: non-zero exit (143)"
+    # a fault the engine saw (a node down, a container gone) still re-queues up to the cap
+    seen = settle_attempt(AttemptEnd(None, engine_fault="node n1 is down"), attempt=2, retries=0, timeout_s=None,
+                          backoff_s=5, requeues=1)  # fmt: skip
+    assert seen.free

@@ -203,7 +203,11 @@ def test_a_node_daemon_restart_loses_no_job_and_runs_none_twice(
         done = [server.wait_state(j, {"succeeded", "failed", "lost", "killed"}, timeout=120) for j in jobs + once]
         swarm.wait_ready()
         own = server.wait_state(_submit(c, test_image, "kill -TERM $$", **small), {"succeeded", "failed"}, timeout=90)
+        # alone on its node with --network, its end frees the node's attachment (a write of
+        # the node just before the task's last update): still its own exit
+        late = server.wait_state(_submit(c, test_image, "sleep 4; kill -TERM $$", **small), {"succeeded", "failed"})
     assert own["state"] == "failed" and own["exit_code"] == 143 and len(own["attempts"]) == 1, own
+    assert late["state"] == "failed" and late["exit_code"] == 143 and len(late["attempts"]) == 1, late
     for job in done:
         markers = sum(
             (server.data_dir / "jobs" / str(job["id"]) / str(a["number"]) / "work" / "done").exists()

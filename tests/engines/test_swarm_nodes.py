@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from kran.adapters.engines.containers import docker_time
 from kran.adapters.engines.swarm import task_end
-from kran.domain.cluster import NodeInfo
 
 
 def _status(state: str, code: int, err: str | None = None, **times: str) -> dict[str, object]:
     """A task as the manager lists it (`times`: its CreatedAt and UpdatedAt)."""
     return {"Status": {"State": state, "Err": err, "ContainerStatus": {"ExitCode": code}}, **times}
-
-
-def _node(updated: str) -> NodeInfo:
-    return NodeInfo("n1", "kran-sw2", "worker", "active", "ready", "", updated_at=docker_time(updated))
 
 
 def test_a_container_gone_with_its_nodes_daemon_is_the_engines_fault() -> None:
@@ -38,24 +33,50 @@ def test_docker_times_keep_their_fraction_and_the_zero_time_is_none() -> None:
     assert docker_time("yesterday") is None
 
 
+def _t(hms: str) -> float:
+    t = docker_time(f"2026-12-05T{hms}Z")
+    assert t is not None
+    return t
+
+
 def test_a_signal_reported_as_its_node_came_back_is_the_engines_fault() -> None:
     """A node's dockerd that restarts stops its containers (143) while its agent is away;
-    the agent registers again (the manager writes the node) and reports them at once."""
+    the agent registers again (the manager writes the node) and reports them at once. Times
+    as measured on the test swarm (06:57:32.026 registered, .129 attachment freed)."""
     task = _status(
         "failed",
         143,
         "task: non-zero exit (143)",
-        CreatedAt="2026-12-05T05:08:12Z",
-        UpdatedAt="2026-12-05T05:08:29.85Z",
+        CreatedAt="2026-12-05T06:57:09.69Z",
+        UpdatedAt="2026-12-05T06:57:32.33Z",
     )
-    end = task_end(task, "kran-sw2", _node("2026-12-05T05:08:29.548467982Z"))
-    assert end.vanished and end.exit_code is None
+    registered, freed = _t("06:57:32.026"), _t("06:57:32.129")
+    attached = _t("06:57:09.756")  # the node's attachment to the network, as the task started
+    end = task_end(task, "kran-sw2", [attached, registered])
     assert end.engine_fault == "the docker engine of node kran-sw2 restarted (exit 143 reported as the node came back)"
+    assert end.inferred and end.exit_code == 143  # the job's own reading kept: trusted once (retry.settle_attempt)
+    # with --network: the restart writes the node twice (registered, then the attachment freed)
+    assert task_end(task, "kran-sw2", [attached, registered, freed], network=True).engine_fault
+    # the freed attachment may come after the task's last update
+    late = _t("06:57:33.5")
+    assert task_end(task, "kran-sw2", [attached, registered, late], network=True).engine_fault
     # a job's own SIGTERM exit: the node last written long before, before the task, or by the
-    # task itself as it started (a job with --network attaching to an overlay)
-    for node_written in ("2026-12-05T05:08:20Z", "2026-12-05T05:08:10Z", "2026-12-05T05:08:13Z"):
-        own = task_end(task, "kran-sw2", _node(node_written))
-        assert own.exit_code == 143 and not own.engine_fault, node_written
+    # task itself as it started
+    for writes in ([_t("06:57:20")], [_t("06:57:08")], [attached], []):
+        own = task_end(task, "kran-sw2", writes)
+        assert own.exit_code == 143 and not own.engine_fault, writes
+    # ... and a task on a network that was its node's last: its end frees the attachment (one
+    # write just before its last update) - measured 06:57:21.673 for a task updated at .875
+    alone = _status(
+        "failed",
+        143,
+        "task: non-zero exit (143)",
+        CreatedAt="2026-12-05T06:57:15.71Z",
+        UpdatedAt="2026-12-05T06:57:21.875Z",
+    )
+    own = task_end(alone, "kran-sw1", [_t("06:57:15.766"), _t("06:57:21.673")], network=True)
+    assert own.exit_code == 143 and not own.engine_fault
     # other exits are the job's whenever they came
     three = _status("failed", 3, "task: non-zero exit (3)", CreatedAt=task["CreatedAt"], UpdatedAt=task["UpdatedAt"])
-    assert task_end(three, "kran-sw2", _node("2026-12-05T05:08:29.5Z")).exit_code == 3
+    assert task_end(three, "kran-sw2", [attached, registered, freed], network=True).exit_code == 3
+    assert not task_end(three, "kran-sw2", [registered]).engine_fault

@@ -65,21 +65,33 @@ def undecided(
 
 REREGISTERED_S = 5.0  # a swarm node's agent reports its tasks' ends this soon after it registers again
 OWN_WRITE_S = 3.0  # a task attaching to an overlay network writes its node as it starts: not a return
+FREED_S = 2.0  # a node's overlay attachment, freed as its last task on the network ends, is written this soon
 
 
 def reported_on_return(
-    exit_code: int | None, task_updated: float | None, node_updated: float | None, task_created: float | None
+    exit_code: int | None,
+    task_created: float | None,
+    task_updated: float | None,
+    writes: Sequence[float],
+    network: bool,
 ) -> bool:
     """Whether a swarm task that failed with a signal's exit was reported as its node came
-    back: a node's dockerd that restarts stops its containers (SIGTERM, 143) while its agent
-    is away, and the agent, once it registers again (which writes the node: its UpdatedAt),
-    reports them at once. A task that ends by itself is reported while the agent is there,
-    not in the seconds after the node was written. A task of a job with --network writes its
-    node itself as it starts (its overlay attachment), so a write in a task's first
-    OWN_WRITE_S is not taken for a return; only a write for another reason (another job's
-    task attaching there, a label) just before a job's own SIGTERM exit is misread, and a
-    restart in a task's first seconds is charged as its failure. Times are the manager's
-    (task and node UpdatedAt)."""
-    if exit_code not in SIGNALLED or task_updated is None or node_updated is None or task_created is None:
+    back. A node's dockerd that restarts stops its containers (SIGTERM, 143) while its agent
+    is away; the agent, once it registers again (the manager writes the node), reports them
+    at once. `writes` are the times the manager wrote the task's node (its event stream).
+
+    A task that ends by itself is reported while the agent is there, not in the seconds
+    after a write. But a task on an overlay network writes its node too: as it starts (the
+    node's attachment to the network; a write in its first OWN_WRITE_S is not a return) and
+    as it ends when it was the node's last on that network (the attachment freed, just
+    before the task's last update). A restart ends all of them, so it writes the node twice:
+    the agent registering, then the freed attachment; one write near a network task's end is
+    taken for its own. Misread: a job's own signal exit just after another task's attachment
+    on its node (the engine's fault, once: retry.settle_attempt), and a restart while a task
+    started after it keeps the attachment (the job's own). Times are the manager's."""
+    if exit_code not in SIGNALLED or task_created is None or task_updated is None:
         return False
-    return task_created + OWN_WRITE_S < node_updated <= task_updated <= node_updated + REREGISTERED_S
+    near = [w for w in writes if task_created + OWN_WRITE_S < w and task_updated - REREGISTERED_S <= w]
+    if not any(w <= task_updated for w in near):
+        return False
+    return not network or len([w for w in near if w <= task_updated + FREED_S]) >= 2

@@ -20,6 +20,7 @@ class AttemptEnd:
     kill_reason: str | None = None  # "user", "timeout" or "preempt" when kran killed it
     cause: str | None = None  # what the server saw meanwhile that may explain a failure (a full disk)
     engine_fault: str | None = None  # it ended because its engine or node went away, not by itself
+    inferred: bool = False  # engine_fault read from timing alone (exit_code is the job's own reading): trusted once
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,9 @@ def settle_attempt(
     (backoff_s, 2*backoff_s, ... capped at 10 minutes). Kills and timeouts are final. An
     attempt lost to its engine (a daemon restart, a dead node) is re-queued at once without
     using a retry (`requeues` counts those before), unless the job asked for at most one
-    run (`no_requeue`, as Slurm's --no-requeue): then it is lost like any other.
+    run (`no_requeue`, as Slurm's --no-requeue): then it is lost like any other. A fault
+    inferred from timing alone re-queues only a job never re-queued before; otherwise the
+    attempt's own exit counts (a misreading never runs a job over and over).
     """
     if end.kill_reason == "user":
         return Settlement(JobState.KILLED, JobState.KILLED, "killed on request")
@@ -59,6 +62,8 @@ def settle_attempt(
     if end.kill_reason == "timeout":
         limit = f" after {timeout_s:g}s" if timeout_s else ""
         return Settlement(JobState.TIMED_OUT, JobState.TIMED_OUT, f"timed out{limit}")
+    if end.engine_fault and end.inferred and requeues:
+        end = AttemptEnd(end.exit_code, error=end.error, cause=end.cause)
     if end.engine_fault and end.exit_code != 0:
         if no_requeue:
             end = AttemptEnd(None, error=f"{end.engine_fault} (the job asked not to be re-queued)", vanished=True)

@@ -32,9 +32,10 @@ from kran.adapters.engines.containers import (
 )
 from kran.adapters.engines.process import read_exit_code, write_exit_code
 from kran.adapters.engines.swarm_nodes import TO_SWARM, node_info
+from kran.adapters.engines.swarm_writes import NodeWrites
 from kran.domain.accounting import Usage
 from kran.domain.cluster import NodeInfo
-from kran.domain.outages import SIGNALLED, hms, reported_on_return
+from kran.domain.outages import FREED_S, SIGNALLED, hms, reported_on_return
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError, EngineUnavailable, InvalidInput
 from kran.errors import NotFound as KranNotFound
@@ -73,11 +74,14 @@ class SwarmEngine:
         self._nodes: tuple[float, list[NodeInfo]] = (0.0, [])
         self._net: str | None = None
         self._health: tuple[float, str | None] = (0.0, None)
+        self._writes = NodeWrites(lambda: docker_client(self._base_url))
+        self._ended: dict[str, float] = {}  # service -> when its signalled end was first seen
 
     @property
     def client(self) -> Any:
         if self._client is None:
             self._client = docker_client(self._base_url)
+            self._writes.start()  # a node's writes tell a restart (task_end)
         return self._client
 
     # ---- inventory
@@ -88,6 +92,8 @@ class SwarmEngine:
         if fresh or time.monotonic() - checked > NODES_EVERY_S:
             try:
                 nodes = [node_info(n.attrs, self.disk_mb) for n in self.client.nodes.list()]
+                for n in nodes:
+                    self._writes.saw(n.node_id, n.updated_at)
             except (DockerException, OSError):
                 nodes = [NodeInfo(**{**n.__dict__, "state": "unknown"}) for n in nodes]
             self._nodes = (time.monotonic(), nodes)
@@ -288,7 +294,7 @@ class SwarmEngine:
             index = self._task_index()
             if self._tasks[0] == before:
                 return {}  # nothing new since the last look
-            services = {s.id: _placed_on(s.attrs) for s in self._ours()}
+            services = {s.id: s.attrs for s in self._ours()}
         except (DockerException, OSError):
             return {}  # the manager is away: nothing can be said now
         nodes = self.nodes()
@@ -314,14 +320,20 @@ class SwarmEngine:
                 continue
             state = task["Status"]["State"]
             if state in FINAL:
+                network = bool(_template(services[sid]).get("Networks"))
+                first = self._ended.setdefault(sid, time.monotonic())
+                if network and _signalled(task) and time.monotonic() - first < FREED_S:
+                    continue  # the node's attachment is freed just after: wait to see that write too
+                self._ended.pop(sid, None)
                 node = by_id.get(task.get("NodeID", ""))
-                out[(ref.job_id, ref.attempt)] = task_end(task, node.hostname if node else "?", node)
+                writes = self._writes.of(task.get("NodeID", ""))
+                out[(ref.job_id, ref.attempt)] = task_end(task, node.hostname if node else "?", writes, network)
             elif task.get("NodeID") in down:
                 host = down[task["NodeID"]].hostname
                 out[(ref.job_id, ref.attempt)] = AttemptEnd(
                     None, error=f"node {host} is down", vanished=True, engine_fault=f"node {host} is down"
                 )
-            elif state in NOT_STARTED and (node := closed.get(services[sid] or "")) is not None:
+            elif state in NOT_STARTED and (node := closed.get(_placed_on(services[sid]) or "")) is not None:
                 # placed there, then drained (or down) before Swarm gave it the task: it never
                 # started and never will there; back to the queue (the service goes with collect)
                 why = f"node {node.hostname} stopped taking jobs before this one started"
@@ -426,9 +438,13 @@ def _signalled(task: dict[str, Any] | None) -> bool:
     return status.get("State") == "failed" and (status.get("ContainerStatus") or {}).get("ExitCode") in SIGNALLED
 
 
+def _template(service: dict[str, Any]) -> dict[str, Any]:
+    return dict((service.get("Spec") or {}).get("TaskTemplate") or {})
+
+
 def _placed_on(service: dict[str, Any]) -> str | None:
     """The node kran placed a service's task on (its `node.id==` constraint)."""
-    placement = ((service.get("Spec") or {}).get("TaskTemplate") or {}).get("Placement") or {}
+    placement = _template(service).get("Placement") or {}
     for c in placement.get("Constraints") or []:
         key, _, value = c.partition("==")
         if key.strip() == "node.id":
@@ -436,9 +452,9 @@ def _placed_on(service: dict[str, Any]) -> str | None:
     return None
 
 
-def task_end(task: dict[str, Any], host: str, node: NodeInfo | None = None) -> AttemptEnd:
-    """How a task that reached a final state ended (on node `host`, as the manager shows
-    `node` now)."""
+def task_end(task: dict[str, Any], host: str, writes: Sequence[float] = (), network: bool = False) -> AttemptEnd:
+    """How a task that reached a final state ended (on node `host`, which the manager wrote
+    at `writes`; `network`: the task is on an overlay network)."""
     status = task["Status"]
     state = status["State"]
     code = (status.get("ContainerStatus") or {}).get("ExitCode") if state in ("complete", "failed") else None
@@ -450,11 +466,8 @@ def task_end(task: dict[str, Any], host: str, node: NodeInfo | None = None) -> A
         why = f"the docker engine of node {host} restarted (the container went with it)"
         return AttemptEnd(None, error=why, vanished=True, engine_fault=why)
     if state == "failed" and reported_on_return(
-        code,
-        docker_time(task.get("UpdatedAt")),
-        node.updated_at if node else None,
-        docker_time(task.get("CreatedAt")),
+        code, docker_time(task.get("CreatedAt")), docker_time(task.get("UpdatedAt")), writes, network
     ):
         why = f"the docker engine of node {host} restarted (exit {code} reported as the node came back)"
-        return AttemptEnd(None, error=why, vanished=True, engine_fault=why)
+        return AttemptEnd(code, error=err or None, engine_fault=why, inferred=True)
     return AttemptEnd(code, error=err or None)

@@ -1,0 +1,66 @@
+"""When the swarm's manager wrote each node: a swarm node's agent registering again after
+its dockerd restarted writes its node, and so do a node's overlay attachments. The node's
+own UpdatedAt keeps only the last write; the manager's event stream tells each one."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+KEEP_S = 600.0  # writes older than this tell nothing about a task ending now
+PER_NODE = 64
+
+
+class NodeWrites:
+    """Follows the manager's node events in a thread of its own (started by `start`),
+    reconnecting from the last event seen; `saw` adds what a node listing showed (the
+    floor while the stream is away)."""
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._writes: dict[str, deque[float]] = {}
+        self._since: float | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._follow, name="kran-swarm-node-events", daemon=True)
+                self._thread.start()
+
+    def saw(self, node_id: str, written: float | None) -> None:
+        if written is None:
+            return
+        with self._lock:
+            seen = self._writes.setdefault(node_id, deque(maxlen=PER_NODE))
+            if written not in seen:
+                seen.append(written)
+
+    def of(self, node_id: str) -> list[float]:
+        """The node's writes of the last KEEP_S that this server saw, oldest first."""
+        with self._lock:
+            seen = sorted(self._writes.get(node_id, ()))
+        oldest = time.time() - KEEP_S
+        return [w for w in seen if w >= oldest]
+
+    def _follow(self) -> None:
+        while True:
+            client = None
+            try:
+                client = self._connect()
+                since = None if self._since is None else int(self._since)
+                for event in client.events(filters={"type": "node"}, decode=True, since=since):
+                    node, nanos = (event.get("Actor") or {}).get("ID"), event.get("timeNano")
+                    if isinstance(node, str) and isinstance(nanos, int):
+                        self._since = nanos / 1e9
+                        self.saw(node, nanos / 1e9)
+            except Exception:  # the manager away or restarting: follow it again
+                pass
+            finally:
+                if client is not None:
+                    client.close()
+            time.sleep(1.0)
