@@ -1,15 +1,18 @@
 """How a host-process attempt is started: the privileged part never sees the job's values.
 
-The server starts a fixed chain of programs, each by absolute path, with a fixed
-environment of its own making (PATH, LANG and the KRAN_* ids that find the attempt again
-after a restart); nothing the job chose is in that environment or is interpreted on the
-way. As root:
+The server's fork server (spawner.py, a small root process of its own) forks a child for
+each attempt, which joins the attempt's cgroups and, as root, makes its namespaces and
+mounts by system calls; then a fixed chain of programs, each by absolute path, with a fixed
+environment of the server's making (PATH, LANG and the KRAN_* ids that find the attempt
+again after a restart); nothing the job chose is in that environment or is interpreted on
+the way:
 
-    /usr/bin/unshare --mount --ipc [--net] --propagation private
-                                                       mount and IPC namespaces; a network
-                                                       one (loopback only) without --network
-      /bin/sh -c WRAPPER                               joins the attempt's cgroups, mounts
-                                                       a private /dev/shm, /tmp and /proc
+    (spawner child)                                    a mount and an IPC namespace, a
+                                                       network one (loopback only, up)
+                                                       without --network; a private /tmp,
+                                                       /dev/shm and /proc
+      /bin/sh -c WRAPPER                               the root wrapper: runs the rest,
+                                                       writes its exit code
         /usr/bin/setpriv --reuid U --regid G --clear-groups --no-new-privs --
           /bin/sh -c LOADER                            now unprivileged: reads the job's
                                                        variables from job.env, cd work
@@ -29,52 +32,20 @@ import os
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 UNSHARE = "/usr/bin/unshare"
 SH = "/bin/sh"
 MOUNT = "/bin/mount"
-UMOUNT = "/bin/umount"
-AWK = "/usr/bin/awk"
 SETPRIV = "/usr/bin/setpriv"
-IP = "/sbin/ip"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ENV_FILE = "job.env"
 
-# Run in the attempt dir (every path relative to it: the private /tmp may hide its
-# absolute path). $1 cgroup.procs files to join, $2 /dev/shm size in bytes, with "+lo" when
-# the job has a network namespace of its own whose loopback is brought up ("": no private
-# mounts), then the unprivileged command line. A work dir under /tmp is bound again at its
-# own path inside the private /tmp, so $KRAN_WORKDIR and $HOME work. Only builtins after
+# Run in the attempt dir, as root, then the unprivileged command line: only builtins after
 # the job (no extra fork); exit_code is read only once the wrapper is gone.
-WRAPPER = (
-    'for f in $1; do echo $$ >"$f"; done 2>/dev/null; '
-    'if [ -n "$2" ]; then '
-    f'case "$2" in *+lo) {IP} link set lo up || {{ echo "kran: could not bring up the job\'s loopback" >stderr; '
-    "echo 125 >exit_code; exit 125; };; esac; "
-    # the copied nsfs mounts would pin other processes' network namespaces (Docker's
-    # sandboxes, `ip netns`) for as long as the job lives: the job needs none of them
-    f'for m in $({AWK} \'{{for(i=7;i<=NF;i++)if($i=="-"){{if($(i+1)=="nsfs")print $5;break}}}}\' '
-    f'/proc/self/mountinfo); do {UMOUNT} -l "$m"; done 2>/dev/null; '
-    'case "$KRAN_WORKDIR" in /tmp/*) w="tmp/${KRAN_WORKDIR#/tmp/}"; '
-    f'/bin/mkdir -p "$w" && {MOUNT} --bind work "$w" || w=;; *) w=ok;; esac; '
-    f'[ -n "$w" ] && {MOUNT} --rbind tmp /tmp '
-    f'&& {MOUNT} -t tmpfs -o nosuid,nodev,mode=1777,size="${{2%+lo}}" kran-shm /dev/shm '
-    f"&& {MOUNT} -t proc -o nosuid,nodev,noexec,hidepid=invisible proc /proc "
-    '|| { echo "kran: could not set up the job\'s private /tmp, /dev/shm and /proc" >stderr; '
-    "echo 125 >exit_code; exit 125; }; fi; "
-    'shift 2; "$@" >stdout 2>stderr </dev/null; rc=$?; '
-    "echo $rc >exit_code; exit $rc"
-)
+WRAPPER = '"$@" >stdout 2>stderr </dev/null; rc=$?; echo $rc >exit_code; exit $rc'
 # The job user's first step: its own variables, its working dir, its command.
 LOADER = f'. ./{ENV_FILE} && cd work && exec "$@"'
-
-
-@dataclass(frozen=True)
-class HostLaunch:
-    argv: list[str]
-    env: dict[str, str]
 
 
 def wrapper_env(instance: str, job_id: int, attempt: int, workdir: Path) -> dict[str, str]:
@@ -120,22 +91,28 @@ def job_command(argv: Sequence[str], run_as: tuple[int, int] | None) -> list[str
     return [SETPRIV, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", "--", *tail]
 
 
-def host_launch(
+def launch_request(
+    attempt_dir: Path,
     cgroup_procs: Sequence[Path],
     shm_bytes: int | None,
     command: list[str],
     env: dict[str, str],
     network: bool = True,
-) -> HostLaunch:
-    """The whole argv: private mounts and IPC (through unshare) when `shm_bytes` is given,
-    and then, without `network`, a network namespace with only its loopback (as a
+) -> dict[str, object]:
+    """What the fork server is asked for (spawner.py): private mounts and IPC when `shm_bytes`
+    is given and then, without `network`, a network namespace with only its loopback (as a
     container without --network): the job reaches no other process's sockets on the host,
     neither the server's nor another user's job's, and listens where no one else can."""
-    wrapper = [SH, "-c", WRAPPER, "kran-job", " ".join(str(p) for p in cgroup_procs)]
-    if shm_bytes is None:
-        return HostLaunch([*wrapper, "", *command], env)
-    unshare = [UNSHARE, "--mount", "--ipc", *([] if network else ["--net"]), "--propagation", "private"]
-    return HostLaunch([*unshare, *wrapper, f"{shm_bytes}{'' if network else '+lo'}", *command], env)
+    private = None
+    if shm_bytes is not None:
+        private = {"shm": shm_bytes, "network": network, "workdir": env.get("KRAN_WORKDIR", "")}
+    return {
+        "dir": str(attempt_dir),
+        "procs": [str(p) for p in cgroup_procs],
+        "argv": [SH, "-c", WRAPPER, "kran-job", *command],
+        "env": env,
+        "private": private,
+    }
 
 
 def private_mounts_unavailable() -> str | None:

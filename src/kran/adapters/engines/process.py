@@ -1,10 +1,11 @@
 """Process engine: each attempt is a host process group in its own session, cgroup and
 (as root) mount namespace, run as its owner's uid (host_launch.py says how it starts).
 
-A small /bin/sh wrapper runs the job with stdout/stderr redirected into the attempt
-dir and writes the exit code to `exit_code`. Every process of the attempt is in its
-cgroup: a kill, and the attempt's end, reach them all, however they detached. The wrapper keeps running if
-the server dies, so after a restart the attempt is found again (by its environment,
+A small /bin/sh wrapper, started by the server's fork server (spawner.py), runs the job
+with stdout/stderr redirected into the attempt dir and writes the exit code to `exit_code`.
+Every process of the attempt is in its cgroup: a kill, and the attempt's end, reach them
+all, however they detached. The wrapper keeps running if the server (and its fork server)
+dies, so after a restart the attempt is found again (by its environment,
 KRAN_INSTANCE/KRAN_JOB_ID/KRAN_ATTEMPT in /proc) and its exit code read from the file.
 A process is identified by pid *and* start time, so a reused pid is never mistaken
 for the job.
@@ -12,12 +13,11 @@ for the job.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import select
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,13 +28,14 @@ from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.host_launch import (
     BASE_PATH,
     ENV_FILE,
-    host_launch,
     job_command,
+    launch_request,
     private_mounts_unavailable,
     wrapper_env,
     write_env_file,
 )
 from kran.adapters.engines.ownership import effective_user, private_tmp_dir, seal_attempt
+from kran.adapters.engines.spawner_client import Spawner
 from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError
@@ -76,37 +77,6 @@ def write_exit_code(attempt_dir: Path, code: int) -> None:
     tmp.replace(attempt_dir / "exit_code")
 
 
-class ExitWatcher:
-    """Calls `notify` as soon as a watched child exits (pidfd + epoll, Linux >= 5.3), so
-    the monitor reacts to exits instead of finding them at its next poll."""
-
-    def __init__(self, notify: Callable[[], None]) -> None:
-        self._notify = notify
-        self._epoll = select.epoll()
-        self._thread = threading.Thread(target=self._run, name="kran-exits", daemon=True)
-        self._thread.start()
-
-    def watch(self, pid: int) -> None:
-        try:
-            fd = os.pidfd_open(pid)
-        except OSError:  # gone already, or no pidfd here: the monitor's poll finds it
-            self._notify()
-            return
-        self._epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                events = self._epoll.poll()
-            except OSError:
-                return
-            for fd, _ in events:
-                self._epoll.unregister(fd)
-                os.close(fd)
-            if events:
-                self._notify()
-
-
 class ProcessEngine:
     capabilities = EngineCapabilities(host_processes=True, containers=False, volumes=True)
 
@@ -124,13 +94,16 @@ class ProcessEngine:
         self.pids_limit = pids_limit
         self.instance = instance
         self.kill_grace_s = kill_grace_s
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
-        self._lock = threading.Lock()
-        self._watcher = ExitWatcher(on_exit) if on_exit else None
+        self._spawner = Spawner(on_exit, {"PATH": BASE_PATH, "LANG": "C.UTF-8"})
+        self._spawner.start()
         # a mount namespace per job (private /tmp, /dev/shm, /proc) needs root
         self.no_private_mounts = "not running as root" if os.geteuid() != 0 else private_mounts_unavailable()
         if self.no_private_mounts and os.geteuid() == 0:
             log.error("host jobs get no private /tmp, /dev/shm and /proc: %s", self.no_private_mounts)
+
+    def close(self) -> None:
+        """End the fork server (running attempts run on, as after a restart)."""
+        self._spawner.close()
 
     def _rel(self, job_id: int, attempt: int) -> str:
         return self.cgroups.relative(self.instance, job_id, attempt)
@@ -145,7 +118,8 @@ class ProcessEngine:
         env = {"PATH": BASE_PATH, "HOME": str(spec.workdir), "LANG": "C.UTF-8", **spec.env}
         env["KRAN_INSTANCE"] = self.instance
         write_env_file(spec.attempt_dir, env, run_as[1] if run_as else None)
-        how = host_launch(
+        request = launch_request(
+            spec.attempt_dir,
             procs,
             (mem or SHM_DEFAULT) if private else None,
             job_command(spec.argv, run_as),
@@ -153,27 +127,10 @@ class ProcessEngine:
             network=spec.network,
         )
         try:
-            proc = subprocess.Popen(
-                how.argv,
-                env=how.env,
-                cwd=spec.attempt_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                close_fds=True,
-            )
+            pid, start = self._spawner.spawn(request)
         except OSError as e:
             raise EngineError(f"could not start process: {e}") from e
-        if self._watcher:
-            self._watcher.watch(proc.pid)
-        start = _start_time(proc.pid)
-        with self._lock:
-            self._children[proc.pid] = proc
-        if start is None:  # already ended; identify it by the exit file
-            proc.wait()
-            start = "0"
-        return f"{PREFIX}{proc.pid}:{start}"
+        return f"{PREFIX}{pid}:{start}"
 
     def _ended(self, ref: AttemptRef) -> AttemptEnd | None:
         end = self._exit_of(ref)
@@ -185,20 +142,19 @@ class ProcessEngine:
     def _exit_of(self, ref: AttemptRef) -> AttemptEnd | None:
         assert ref.handle is not None
         pid, start = _parse(ref.handle)
-        with self._lock:
-            child = self._children.get(pid)
-        if child is not None:
-            rc = child.poll()
-            if rc is None:
-                return None
-            with self._lock:
-                self._children.pop(pid, None)
+        state, status = self._spawner.outcome(pid, start)
+        if state == "running":
+            return None
+        if state == "ended" and status is not None:
+            self._spawner.forget(pid, start)
             code = read_exit_code(ref.attempt_dir)
             if code is not None:
                 return AttemptEnd(code)
-            if rc < 0:
-                return AttemptEnd(128 - rc, error=f"killed by signal {signal.Signals(-rc).name}")
-            return AttemptEnd(rc)
+            if os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+                return AttemptEnd(128 + sig, error=f"killed by signal {signal.Signals(sig).name}")
+            return AttemptEnd(os.waitstatus_to_exitcode(status))
+        # found after a restart, or its spawner went away: the wrapper's own file tells
         if start != "0" and _start_time(pid) == start:
             return None
         code = read_exit_code(ref.attempt_dir)
@@ -220,10 +176,13 @@ class ProcessEngine:
         forks): a job's processes cannot leave their cgroup."""
         assert ref.handle is not None
         pid, start = _parse(ref.handle)
-        if start == "0" or _start_time(pid) == start:
+        if pid > 1 and start != "0" and _start_time(pid) == start:  # proc:0:0 is no process: never our own group
             try:
                 os.killpg(pid, sig)
-            except (ProcessLookupError, PermissionError):
+            except ProcessLookupError:  # started a moment ago: not yet the leader of its group
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            except PermissionError:
                 pass
         self.cgroups.signal_all(self._rel(ref.job_id, ref.attempt), sig)
 
@@ -237,7 +196,10 @@ class ProcessEngine:
         timer.start()
 
     def cheap_collect(self, ref: AttemptRef) -> bool:
-        return True  # local files and cgroup reads: quicker here than a hand-off to the pool
+        """Local files and cgroup reads: quicker in the loop than a hand-off to the pool,
+        unless the job had private mounts: removing its /tmp waits for the kernel to let go
+        of the mounts of its namespace (milliseconds each, for a work dir under /tmp)."""
+        return self.no_private_mounts is not None
 
     def collect(self, ref: AttemptRef) -> Usage:
         """After the end: what the job left running is killed, its /tmp removed (its

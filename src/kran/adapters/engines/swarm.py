@@ -338,6 +338,7 @@ class SwarmEngine:
                 # started and never will there; back to the queue (the service goes with collect)
                 why = f"node {node.hostname} stopped taking jobs before this one started"
                 out[(ref.job_id, ref.attempt)] = AttemptEnd(None, error=why, vanished=True, engine_fault=why)
+        self._ended = {sid: t for sid, t in self._ended.items() if sid in services}
         return out
 
     def kill(self, ref: AttemptRef) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 KEEP_S = 600.0  # writes older than this tell nothing about a task ending now
 PER_NODE = 64
+SAME_S = 0.001  # Docker's nanoseconds as floats: the same write read twice differs in the last bits
 
 
 class NodeWrites:
@@ -37,7 +38,7 @@ class NodeWrites:
             return
         with self._lock:
             seen = self._writes.setdefault(node_id, deque(maxlen=PER_NODE))
-            if written not in seen:
+            if all(abs(w - written) > SAME_S for w in seen):  # a listing and an event of one write
                 seen.append(written)
 
     def of(self, node_id: str) -> list[float]:
