@@ -17,8 +17,8 @@ import pytest
 from kran.adapters.engines.process import ProcessEngine
 from kran.adapters.engines.spawner import SetupError, _nofollow_dirs, nsfs_mounts
 from kran.domain.resources import Resources
-from kran.domain.retry import AttemptEnd
 from kran.ports import AttemptRef, LaunchSpec
+from tests.engines.test_contract import wait_end
 
 MOUNTINFO = b"""\
 22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
@@ -87,16 +87,6 @@ def _launch(engine: ProcessEngine, tmp_path: Path, job: int, script: str) -> Att
     return AttemptRef(job, 1, engine.launch(spec), attempt_dir)
 
 
-def _end(engine: ProcessEngine, ref: AttemptRef, timeout: float = 30) -> AttemptEnd:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ends = engine.check([ref])
-        if (ref.job_id, ref.attempt) in ends:
-            return ends[(ref.job_id, ref.attempt)]
-        time.sleep(0.05)
-    raise AssertionError("no end")
-
-
 def _wrapper(ref: AttemptRef) -> int:
     assert ref.handle is not None
     return int(ref.handle.split(":")[1])
@@ -107,7 +97,7 @@ def test_a_wrapper_killed_before_its_exit_code_ends_with_the_signal(engine: Proc
     time.sleep(0.3)
     assert engine.check([ref]) == {}
     os.kill(_wrapper(ref), signal.SIGKILL)  # the wrapper alone: no exit code written
-    end = _end(engine, ref)
+    end = wait_end(engine, ref)
     assert (end.exit_code, end.error) == (137, "killed by signal SIGKILL")
     engine.kill(ref)
 
@@ -119,9 +109,9 @@ def test_the_fork_server_going_away_loses_no_attempt(engine: ProcessEngine, tmp_
     first = engine._spawner.pid()
     assert first is not None
     os.kill(first, signal.SIGKILL)
-    assert _end(engine, ref).exit_code == 7
+    assert wait_end(engine, ref).exit_code == 7
     again = _launch(engine, tmp_path, 3, "exit 3")
-    assert _end(engine, again).exit_code == 3
+    assert wait_end(engine, again).exit_code == 3
     assert engine._spawner.pid() not in (None, first)
 
 
@@ -135,7 +125,7 @@ def test_a_job_gets_no_signal_the_server_ignores(tmp_path: Path) -> None:
         signal.signal(signal.SIGHUP, before)
     try:
         ref = _launch(engine, tmp_path, 4, "grep -E '^Sig(Ign|Blk)' /proc/self/status")
-        assert _end(engine, ref).exit_code == 0
+        assert wait_end(engine, ref).exit_code == 0
         assert (ref.attempt_dir / "stdout").read_text().split() == ["SigBlk:", "0" * 16, "SigIgn:", "0" * 16]
     finally:
         engine.close()
