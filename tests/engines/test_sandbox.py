@@ -48,11 +48,15 @@ def root_dir() -> Iterator[Path]:
 def make_engine(kind: str, sandbox: Sandbox, request: pytest.FixtureRequest) -> Any:
     instance = uuid.uuid4().hex
     if kind == "process":
-        return ProcessEngine(instance, kill_grace_s=1, run_as=sandbox.run_as)
+        process = ProcessEngine(instance, kill_grace_s=1, run_as=sandbox.run_as)
+        request.addfinalizer(process.close)  # its fork server
+        return process
     request.getfixturevalue("test_image")
     if kind == "docker":
         return DockerEngine(instance, kill_grace_s=1, sandbox=sandbox)
-    return SwarmEngine(instance, request.getfixturevalue("swarm").manager.sock, kill_grace_s=1, sandbox=sandbox)
+    swarm = SwarmEngine(instance, request.getfixturevalue("swarm").manager.sock, kill_grace_s=1, sandbox=sandbox)
+    request.addfinalizer(swarm.close)  # its event follower
+    return swarm
 
 
 def run_probe(engine: Engine, kind: str, root: Path, test_image: str, run_as: tuple[int, int] | None = None) -> str:

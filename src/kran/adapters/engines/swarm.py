@@ -74,7 +74,8 @@ class SwarmEngine:
         self._nodes: tuple[float, list[NodeInfo]] = (0.0, [])
         self._net: str | None = None
         self._health: tuple[float, str | None] = (0.0, None)
-        self._writes = NodeWrites(lambda: docker_client(self._base_url))
+        unix = base_url[len("unix://") :] if base_url and base_url.startswith("unix://") else None
+        self._writes = NodeWrites(lambda: docker_client(self._base_url), unix)
         self._ended: dict[str, float] = {}  # service -> when its signalled end was first seen
 
     @property
@@ -83,6 +84,10 @@ class SwarmEngine:
             self._client = docker_client(self._base_url)
             self._writes.start()  # a node's writes tell a restart (task_end)
         return self._client
+
+    def close(self) -> None:
+        """Stop following the manager's node events (the server's end does it by exiting)."""
+        self._writes.close()
 
     # ---- inventory
 

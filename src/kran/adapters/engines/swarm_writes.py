@@ -4,6 +4,8 @@ own UpdatedAt keeps only the last write; the manager's event stream tells each o
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -20,8 +22,11 @@ class NodeWrites:
     reconnecting from the last event seen; `saw` adds what a node listing showed (the
     floor while the stream is away)."""
 
-    def __init__(self, connect: Callable[[], Any]) -> None:
+    def __init__(self, connect: Callable[[], Any], unix_path: str | None = None) -> None:
         self._connect = connect
+        self._unix_path = unix_path  # a manager on a unix socket: not asked while the socket is gone
+        self._stopped = threading.Event()
+        self._stream: Any = None
         self._lock = threading.Lock()
         self._writes: dict[str, deque[float]] = {}
         self._since: float | None = None
@@ -48,20 +53,39 @@ class NodeWrites:
         oldest = time.time() - KEEP_S
         return [w for w in seen if w >= oldest]
 
+    def close(self) -> None:
+        """Stop following (the stream is closed under the thread, which then ends)."""
+        self._stopped.set()
+        stream = self._stream
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
+
     def _follow(self) -> None:
-        while True:
-            client = None
-            try:
-                client = self._connect()
-                since = None if self._since is None else int(self._since)
-                for event in client.events(filters={"type": "node"}, decode=True, since=since):
-                    node, nanos = (event.get("Actor") or {}).get("ID"), event.get("timeNano")
-                    if isinstance(node, str) and isinstance(nanos, int):
-                        self._since = nanos / 1e9
-                        self.saw(node, nanos / 1e9)
-            except Exception:  # the manager away or restarting: follow it again
-                pass
-            finally:
-                if client is not None:
-                    client.close()
-            time.sleep(1.0)
+        while not self._stopped.is_set():
+            if self._unix_path is None or os.path.exists(self._unix_path):  # (docker's client leaks a failed socket)
+                self._follow_once()
+            self._stopped.wait(1.0)
+
+    def _follow_once(self) -> None:
+        client = None
+        try:
+            client = self._connect()
+            since = None if self._since is None else int(self._since)
+            self._stream = client.events(filters={"type": "node"}, decode=True, since=since)
+            if self._stopped.is_set():
+                return
+            for event in self._stream:
+                node, nanos = (event.get("Actor") or {}).get("ID"), event.get("timeNano")
+                if isinstance(node, str) and isinstance(nanos, int):
+                    self._since = nanos / 1e9
+                    self.saw(node, nanos / 1e9)
+        except Exception:  # the manager away or restarting: follow it again
+            pass
+        finally:
+            if self._stream is not None:
+                with contextlib.suppress(Exception):
+                    self._stream.close()
+                self._stream = None
+            if client is not None:
+                client.close()
