@@ -42,30 +42,37 @@ def engine(engine_kind: str, request: pytest.FixtureRequest) -> Iterator[Engine]
         eng.close()  # its fork server, its event follower
 
 
+def shell_spec(
+    tmp_path: Path, job: int, script: str, image: str | None, env: dict[str, str] | None = None
+) -> LaunchSpec:
+    """Attempt 1 of job `job`: `sh -c script`, in a fresh attempt dir under tmp_path."""
+    attempt_dir = tmp_path / f"j{job}" / "1"
+    (attempt_dir / "work").mkdir(parents=True)
+    return LaunchSpec(
+        job_id=job,
+        attempt=1,
+        argv=("/bin/sh", "-c", script),
+        image=image,
+        env={
+            "KRAN_JOB_ID": str(job),
+            "KRAN_ATTEMPT": "1",
+            "KRAN_WORKDIR": str(attempt_dir / "work"),
+            **(env or {}),
+        },
+        attempt_dir=attempt_dir,
+        allocation=Resources(500, 128, 0, 0),
+        network=False,
+    )
+
+
 @pytest.fixture
 def launch(engine: Engine, engine_kind: str, tmp_path: Path, test_image: str) -> Any:
     counter = iter(range(1, 1000))
 
     def go(script: str, job_id: int | None = None, env: dict[str, str] | None = None) -> AttemptRef:
         job = job_id if job_id is not None else next(counter)
-        attempt_dir = tmp_path / f"j{job}" / "1"
-        (attempt_dir / "work").mkdir(parents=True)
-        spec = LaunchSpec(
-            job_id=job,
-            attempt=1,
-            argv=("/bin/sh", "-c", script),
-            image=test_image if engine_kind != "process" else None,
-            env={
-                "KRAN_JOB_ID": str(job),
-                "KRAN_ATTEMPT": "1",
-                "KRAN_WORKDIR": str(attempt_dir / "work"),
-                **(env or {}),
-            },
-            attempt_dir=attempt_dir,
-            allocation=Resources(500, 128, 0, 0),
-            network=False,
-        )
-        return AttemptRef(job, 1, engine.launch(spec), attempt_dir)
+        spec = shell_spec(tmp_path, job, script, test_image if engine_kind != "process" else None, env)
+        return AttemptRef(job, 1, engine.launch(spec), spec.attempt_dir)
 
     return go
 

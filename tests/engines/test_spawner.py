@@ -16,9 +16,8 @@ import pytest
 
 from kran.adapters.engines.process import ProcessEngine
 from kran.adapters.engines.spawner import SetupError, _nofollow_dirs, nsfs_mounts
-from kran.domain.resources import Resources
-from kran.ports import AttemptRef, LaunchSpec
-from tests.engines.test_contract import wait_end
+from kran.ports import AttemptRef
+from tests.engines.test_contract import shell_spec, wait_end
 
 MOUNTINFO = b"""\
 22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
@@ -72,19 +71,8 @@ def engine() -> Iterator[ProcessEngine]:
 
 
 def _launch(engine: ProcessEngine, tmp_path: Path, job: int, script: str) -> AttemptRef:
-    attempt_dir = tmp_path / f"j{job}" / "1"
-    (attempt_dir / "work").mkdir(parents=True)
-    spec = LaunchSpec(
-        job_id=job,
-        attempt=1,
-        argv=("/bin/sh", "-c", script),
-        image=None,
-        env={"KRAN_WORKDIR": str(attempt_dir / "work")},
-        attempt_dir=attempt_dir,
-        allocation=Resources(500, 64, 0, 0),
-        network=False,
-    )
-    return AttemptRef(job, 1, engine.launch(spec), attempt_dir)
+    spec = shell_spec(tmp_path, job, script, None)
+    return AttemptRef(job, 1, engine.launch(spec), spec.attempt_dir)
 
 
 def _wrapper(ref: AttemptRef) -> int:

@@ -35,6 +35,7 @@ from kran.adapters.engines.host_launch import (
     write_env_file,
 )
 from kran.adapters.engines.ownership import effective_user, private_tmp_dir, seal_attempt
+from kran.adapters.engines.spawner import proc_start
 from kran.adapters.engines.spawner_client import Spawner
 from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
@@ -49,14 +50,8 @@ log = logging.getLogger("kran.engine")
 
 def _start_time(pid: int) -> str | None:
     """Start time (clock ticks since boot) of a live, non-zombie process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    rest = stat.rsplit(")", 1)[1].split()
-    if rest[0] in ("Z", "X"):
-        return None
-    return rest[19]
+    stat = proc_start(pid)
+    return None if stat is None or stat[0] in ("Z", "X") else stat[1]
 
 
 def _parse(handle: str) -> tuple[int, str]:

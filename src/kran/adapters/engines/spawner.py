@@ -181,10 +181,15 @@ def _fail(message: str, here: bool) -> None:
     os._exit(SETUP_FAILED)
 
 
-def start_time(pid: int) -> str:
-    """A process's start (clock ticks since boot): with the pid, who it is."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        return f.read().rsplit(b")", 1)[1].split()[19].decode()
+def proc_start(pid: int) -> tuple[str, str] | None:
+    """A process's state letter and start (clock ticks since boot: with the pid, who it
+    is); None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            rest = f.read().rsplit(b")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return rest[0].decode(), rest[19].decode()
 
 
 def serve(conn: socket.socket) -> None:
@@ -224,7 +229,7 @@ def serve(conn: socket.socket) -> None:
                         child(req)
                     finally:
                         os._exit(SETUP_FAILED)
-                started[pid] = start_time(pid)  # it is not reaped before this: no other can have the pid
+                started[pid] = (proc_start(pid) or ("", "0"))[1]  # not reaped before this: no other has the pid
                 _send(conn, {"id": req["id"], "pid": pid, "start": started[pid]})
         while True:  # the wrappers that ended: reaped here, their status to the server
             try:

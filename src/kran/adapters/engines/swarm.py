@@ -326,9 +326,10 @@ class SwarmEngine:
             state = task["Status"]["State"]
             if state in FINAL:
                 network = bool(_template(services[sid]).get("Networks"))
-                first = self._ended.setdefault(sid, time.monotonic())
-                if network and _signalled(task) and time.monotonic() - first < FREED_S:
-                    continue  # the node's attachment is freed just after: wait to see that write too
+                if network and _signalled(task):
+                    first = self._ended.setdefault(sid, time.monotonic())
+                    if time.monotonic() - first < FREED_S:
+                        continue  # the node's attachment is freed just after: wait to see that write too
                 self._ended.pop(sid, None)
                 node = by_id.get(task.get("NodeID", ""))
                 writes = self._writes.of(task.get("NodeID", ""))
