@@ -136,7 +136,7 @@ def test_a_snakemake_workflow_runs_on_kran_through_tes(
         [
             VENV / "bin/snakemake", "--executor", "tes", "--jobs", "2",
             "--tes-url", f"{server.url}/ga4gh/tes",
-            "--tes-user", creds["key_id"], "--tes-password", creds["secret"],  # HTTP basic, on loopback
+            f"--tes-user={creds['key_id']}", f"--tes-password={creds['secret']}",  # HTTP basic, on loopback
             "--default-storage-provider", "s3", "--default-storage-prefix", "s3://kranbucket/run",
             "--storage-s3-endpoint-url", s3, "--storage-s3-access-key", KEYS["AWS_ACCESS_KEY_ID"],
             "--storage-s3-secret-key", KEYS["AWS_SECRET_ACCESS_KEY"],

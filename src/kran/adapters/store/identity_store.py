@@ -67,7 +67,8 @@ class SqlIdentities:
                 conn.execute(delete(web_links).where(web_links.c.user == name, web_links.c.used_at.is_(None)))
 
     def create_key(self, user: str, now: float) -> tuple[str, str]:
-        key_id, secret = "kk_" + secrets.token_hex(10), secrets.token_urlsafe(32)
+        # the secret never starts with "-": a tool's option parser would read `--password -x...` as an option
+        key_id, secret = "kk_" + secrets.token_hex(10), "ks_" + secrets.token_urlsafe(32)
         with self._db.unit_of_work() as uow:
             conn = uow.conn
             uid = conn.execute(select(users.c.id).where(users.c.name == user)).scalar_one_or_none()
