@@ -208,21 +208,31 @@ class DockerEngine:
             kwargs["device_requests"] = [DeviceRequest(count=plan.gpus, capabilities=[["gpu"]])]
         return kwargs
 
-    def _ours(self) -> list[Any]:
-        return list(self.client.containers.list(all=True, filters={"label": f"kran.instance={self.instance}"}))
+    def _ours(self, sparse: bool = False) -> list[Any]:
+        """This instance's containers; `sparse`: as the list call gives them (id, status, no
+        details), one request however many there are, where a full one inspects each."""
+        flt = {"label": f"kran.instance={self.instance}"}
+        return list(self.client.containers.list(all=True, filters=flt, sparse=sparse))
 
     def check(self, refs: Sequence[AttemptRef]) -> dict[tuple[int, int], AttemptEnd]:
         mine = [r for r in refs if HANDLES.owns(r.handle)]
         if not mine:
             return {}
         try:
-            by_id = {c.id: c for c in self._ours()}
+            by_id = {c.id: c for c in self._ours(sparse=True)}  # polled often: one request, not one per container
         except (DockerException, OSError):
             return {}  # engine unreachable: nothing is known to have ended
         out = {}
         for ref in mine:
             assert ref.handle is not None
             c = by_id.get(HANDLES.object_id(ref.handle))
+            if c is not None and c.status in FINAL:
+                try:
+                    c.reload()  # only an ended one is inspected: its exit code, end time, OOM
+                except NotFound:
+                    c = None  # removed since the list: as if not listed
+                except (DockerException, OSError):
+                    continue  # asked again at the next pass
             if c is None:
                 code = read_exit_code(ref.attempt_dir)  # collected before a restart
                 out[(ref.job_id, ref.attempt)] = (
