@@ -178,7 +178,7 @@ class EngineContext:
     disk_mb: int | None  # capacity.disk_mb
     instance: str
     cgroups: Cgroups
-    on_exit: Callable[[], None]  # a host process ended: the monitor should look
+    on_exit: Callable[[], None]  # work ended (a host process, a container): the monitor should look
 
 
 def _local(c: EngineContext) -> tuple[Engine, Cluster]:
@@ -186,7 +186,7 @@ def _local(c: EngineContext) -> tuple[Engine, Cluster]:
     s = c.local
     process = ProcessEngine(c.instance, on_exit=c.on_exit, cgroups=c.cgroups, run_as=s.run_as, pids_limit=s.pids_limit)
     sandbox = Sandbox(s.run_as, s.read_only_rootfs, s.pids_limit)
-    docker = DockerEngine(c.instance, s.docker_host, cgroups=c.cgroups, sandbox=sandbox)
+    docker = DockerEngine(c.instance, s.docker_host, cgroups=c.cgroups, sandbox=sandbox, on_exit=c.on_exit)
     return LocalEngine(process, docker), ThisMachine(c.capacity)
 
 

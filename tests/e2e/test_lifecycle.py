@@ -195,3 +195,17 @@ def test_read_only_root_fs(make_server: Any, test_image: str) -> None:
         ).json()["id"]
         server.wait_state(job, {"succeeded"})
         assert c.get(f"/api/v1/jobs/{job}/logs").text.split() == ["refused", "workdir-ok"]
+
+
+def test_an_end_is_seen_at_once_not_at_the_next_poll(make_server: Any, test_image: str) -> None:
+    """A host process's end (the fork server reports it) and a container's (the daemon's
+    `die` event) wake the monitor: with a 30 s poll interval both jobs still end in seconds."""
+    server = make_server(KRAN_QUEUE_POLL_INTERVAL_S="30")
+    started = time.monotonic()
+    ids = [
+        post(server, {"command": ["true"]}).json()["id"],
+        post(server, {"image": test_image, "command": ["true"]}).json()["id"],
+    ]
+    for job_id in ids:
+        assert server.wait_state(job_id, {"succeeded", "failed"}, timeout=60)["state"] == "succeeded"
+    assert time.monotonic() - started < 20

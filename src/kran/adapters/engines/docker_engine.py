@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from kran.adapters.engines.containers import (
     timed_out,
     unreachable,
 )
+from kran.adapters.engines.docker_events import EventFollower, unix_socket
 from kran.adapters.engines.process import read_exit_code, write_exit_code
 from kran.domain.accounting import Usage
 from kran.domain.outages import Outage, ended_with_daemon, hms, undecided
@@ -58,6 +59,7 @@ class DockerEngine:
         kill_grace_s: float = 10.0,
         cgroups: Cgroups | None = None,
         sandbox: Sandbox | None = None,
+        on_exit: Callable[[], None] | None = None,
     ) -> None:
         self.cgroups = cgroups or Cgroups(None, "not configured")
         self.sandbox = sandbox or Sandbox()
@@ -75,6 +77,35 @@ class DockerEngine:
         self._outages: list[Outage] = []
         self._restarted = False  # in the current outage, the daemon refused or was gone (not only slow)
         self._lock = threading.Lock()
+        self._died: set[str] = set()  # containers the daemon said ended, not yet seen so in a listing
+        self._exits: EventFollower | None = None
+        self._on_exit = on_exit or (lambda: None)
+        if on_exit is not None:  # a container's end wakes the monitor: no wait for its next poll
+            flt = {"type": "container", "event": "die", "label": f"kran.instance={instance}"}
+            self._exits = EventFollower(
+                lambda: docker_client(base_url), flt, self._died_event, "kran-docker-exits", unix_socket(base_url)
+            )
+            self._exits.start()
+
+    def _died_event(self, event: dict[str, Any]) -> None:
+        """A `die` event comes before the daemon's listings show the container ended (an
+        inspect waits for it): the next check inspects it."""
+        if isinstance(cid := event.get("id"), str):
+            with self._lock:
+                self._died.add(cid)
+            self._on_exit()
+
+    def _died_lately(self, cid: str) -> bool:
+        with self._lock:
+            if cid in self._died:
+                self._died.discard(cid)
+                return True
+            return False
+
+    def close(self) -> None:
+        """Stop following the daemon's events (containers run on, as after a restart)."""
+        if self._exits is not None:
+            self._exits.close()
 
     @property
     def client(self) -> Any:
@@ -226,7 +257,7 @@ class DockerEngine:
         for ref in mine:
             assert ref.handle is not None
             c = by_id.get(HANDLES.object_id(ref.handle))
-            if c is not None and c.status in FINAL:
+            if c is not None and (c.status in FINAL or self._died_lately(c.id)):
                 try:
                     c.reload()  # only an ended one is inspected: its exit code, end time, OOM
                 except NotFound:

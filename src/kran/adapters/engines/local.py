@@ -41,6 +41,10 @@ class LocalEngine:
     def stream_logs(self, ref: AttemptRef, stream: str, follow: bool) -> Iterator[bytes]:
         return self._for(ref).stream_logs(ref, stream, follow)
 
+    def close(self) -> None:
+        self.process.close()
+        self.docker.close()
+
     def discover(self) -> list[AttemptRef]:
         found = self.process.discover()
         if self.docker.health()["docker"] is None:

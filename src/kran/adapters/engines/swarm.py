@@ -30,6 +30,7 @@ from kran.adapters.engines.containers import (
     seal,
     unreachable,
 )
+from kran.adapters.engines.docker_events import unix_socket
 from kran.adapters.engines.process import read_exit_code, write_exit_code
 from kran.adapters.engines.swarm_nodes import TO_SWARM, node_info
 from kran.adapters.engines.swarm_writes import NodeWrites
@@ -74,8 +75,7 @@ class SwarmEngine:
         self._nodes: tuple[float, list[NodeInfo]] = (0.0, [])
         self._net: str | None = None
         self._health: tuple[float, str | None] = (0.0, None)
-        unix = base_url[len("unix://") :] if base_url and base_url.startswith("unix://") else None
-        self._writes = NodeWrites(lambda: docker_client(self._base_url), unix)
+        self._writes = NodeWrites(lambda: docker_client(self._base_url), unix_socket(base_url))
         self._ended: dict[str, float] = {}  # service -> when its signalled end was first seen
 
     @property
