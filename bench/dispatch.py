@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -67,40 +68,99 @@ def wait_all_final(c: httpx.Client, n: int) -> None:
         time.sleep(0.05)
 
 
-def through_kran(jobs: list[dict[str, object]], cpus: float) -> float:
+def machine_busy_s() -> float:
+    """CPU seconds all cpus spent busy since boot (idle and iowait left out)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> tuple[float, float]:
+    """A process's own CPU seconds, and those of the children it reaped (with theirs)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    hz = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / hz, (int(fields[13]) + int(fields[14])) / hz
+
+
+def fork_server_of(pid: int) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                    if b"spawner.py" in (entry / "cmdline").read_bytes():
+                        return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+@dataclass
+class Cpu:
+    """CPU seconds a run took: the whole machine, the server, and the fork server with the
+    job processes it reaped (wrappers and all they ran)."""
+
+    machine: float = 0.0
+    server: float = 0.0
+    fork_server: float = 0.0
+    jobs: float = 0.0
+
+    @staticmethod
+    def now(server: int | None) -> Cpu:
+        c = Cpu(machine_busy_s())
+        if server is not None:
+            c.server = process_cpu_s(server)[0]
+            spawner = fork_server_of(server)
+            if spawner is not None:
+                c.fork_server, c.jobs = process_cpu_s(spawner)
+        return c
+
+    def __sub__(self, o: Cpu) -> Cpu:
+        return Cpu(
+            self.machine - o.machine, self.server - o.server, self.fork_server - o.fork_server, self.jobs - o.jobs
+        )
+
+
+def through_kran(jobs: list[dict[str, object]], cpus: float) -> tuple[float, Cpu]:
     s = start_server(cpus)
     try:
         with admin_client(s) as c:
+            pid = s.proc.pid if s.proc else None
+            cpu0 = Cpu.now(pid)
             t0 = time.perf_counter()
             c.post("/api/v1/jobs/batch", json={"jobs": jobs}).raise_for_status()
             wait_all_final(c, len(jobs))
             took = time.perf_counter() - t0
+            cpu = Cpu.now(pid) - cpu0
             bad = {k: v for k, v in c.get("/status").json()["jobs_by_state"].items() if k != "succeeded"}
             if bad:
                 raise SystemExit(f"some jobs did not succeed: {bad}")
-            return took
+            return took, cpu
     finally:
         s.stop()
 
 
-def direct(argvs: list[list[str]], concurrency: int) -> float:
+def direct(argvs: list[list[str]], concurrency: int) -> tuple[float, float]:
+    """Seconds, and machine CPU seconds, to run the commands at this concurrency."""
+    busy = machine_busy_s()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         for rc in pool.map(lambda a: subprocess.run(a, stdout=subprocess.DEVNULL).returncode, argvs):
             assert rc == 0
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, machine_busy_s() - busy
 
 
-def bench_process(n: int, concurrency: int) -> tuple[float, float]:
+def bench_process(n: int, concurrency: int) -> tuple[float, float, Cpu, float]:
+    """kran's and the direct rate (jobs/s), kran's CPU and the direct run's machine CPU."""
     cpus = 0.1
-    k = through_kran([{"command": ["true"], "cpus": str(cpus), "mem": "1"}] * n, cpus * concurrency)
-    d = direct([["true"]] * n, concurrency)
-    return n / k, n / d
+    k, cpu = through_kran([{"command": ["true"], "cpus": str(cpus), "mem": "1"}] * n, cpus * concurrency)
+    d, d_cpu = direct([["true"]] * n, concurrency)
+    return n / k, n / d, cpu, d_cpu
 
 
 def bench_docker(n: int, concurrency: int) -> tuple[float, float]:
-    k = through_kran([{"image": IMAGE, "command": ["true"], "cpus": "0.25", "mem": "32"}] * n, 0.25 * concurrency)
-    d = direct(
+    k, _ = through_kran([{"image": IMAGE, "command": ["true"], "cpus": "0.25", "mem": "32"}] * n, 0.25 * concurrency)
+    d, _ = direct(
         [["docker", "run", "--rm", "--network", "none", "--init", "--cpus", "0.25", "-m", "32m", IMAGE, "true"]] * n,
         concurrency,
     )
@@ -203,10 +263,15 @@ def main() -> None:
     a = ap.parse_args()
     print(f"machine: {os.cpu_count()} cpus")
     for conc in a.process_concurrency if a.process_jobs else []:
-        k, d = bench_process(a.process_jobs, conc)
+        k, d, cpu, d_cpu = bench_process(a.process_jobs, conc)
+        n, ms = a.process_jobs, 1000 / a.process_jobs
         print(
-            f"process jobs: {a.process_jobs} x `true`, concurrency {conc}: "
+            f"process jobs: {n} x `true`, concurrency {conc}: "
             f"kran {k:.0f} jobs/s, direct {d:.0f} jobs/s, kran/direct throughput {k / d:.2f}"
+        )
+        print(
+            f"  CPU per job: kran {cpu.machine * ms:.2f} ms (server {cpu.server * ms:.2f}, fork server "
+            f"{cpu.fork_server * ms:.2f}, each job's processes {cpu.jobs * ms:.2f}), direct {d_cpu * ms:.2f} ms"
         )
     if a.docker_jobs:
         k, d = bench_docker(a.docker_jobs, a.docker_concurrency)

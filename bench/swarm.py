@@ -59,7 +59,7 @@ def main() -> None:
              "--cpus", str(args.cpus), "-m", "32m", IMAGE, "true"]
             for i in range(args.jobs)
         ]  # fmt: skip
-        direct_s = direct(argvs, concurrency)
+        direct_s, _ = direct(argvs, concurrency)
         services_s = raw_services(cluster, args.jobs, concurrency, args.cpus)
     finally:
         cluster.down()

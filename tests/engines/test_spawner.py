@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.process import ProcessEngine
 from kran.adapters.engines.spawner import SetupError, _nofollow_dirs, nsfs_mounts
 from kran.ports import AttemptRef
@@ -131,3 +132,19 @@ def test_an_attempt_without_a_process_never_signals_the_servers_group() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, start_new_session=True)
     assert r.stdout.strip() == "alive", (r.returncode, r.stderr[-500:])
+
+
+def test_a_job_that_cannot_join_its_cgroup_never_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside its cgroup a job would escape its memory limit, its kill and its accounting:
+    the attempt fails as a set-up failure (125) instead (it ran unconfined before)."""
+    gone = tmp_path / "removed-cgroup" / "cgroup.procs"
+    monkeypatch.setattr(Cgroups, "create", lambda self, *a, **k: [gone])
+    eng = ProcessEngine(uuid.uuid4().hex, kill_grace_s=1, cgroups=Cgroups(None, "test"))
+    try:
+        ref = _launch(eng, tmp_path, 4, "touch ran")
+        end = wait_end(eng, ref)
+        assert end.exit_code == 125
+        assert "could not put the job into its cgroup" in (ref.attempt_dir / "stderr").read_text()
+        assert not (ref.attempt_dir / "work" / "ran").exists()
+    finally:
+        eng.close()

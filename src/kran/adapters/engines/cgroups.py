@@ -126,7 +126,7 @@ class Cgroups:
         """Signal every process in the attempt's cgroup, frozen meanwhile so none forks
         past the signal; with `wait_s`, wait (that long at most) until they are gone."""
         procs = self._procs_file(rel)
-        if procs is None or not procs.exists():
+        if procs is None or not procs.exists() or not _pids(procs):  # empty: nothing in it can fork
             return
         kill_file = procs.parent / "cgroup.kill"
         if sig == signal.SIGKILL and kill_file.exists():  # v2, Linux >= 5.14

@@ -159,8 +159,8 @@ def child(req: dict[str, Any]) -> None:
             try:
                 with open(procs, "w") as f:
                     f.write(me)
-            except OSError:
-                pass
+            except OSError as e:  # outside its cgroup a job escapes its limits, its kill, its accounting
+                raise SetupError(f"kran: could not put the job into its cgroup ({procs}: {e.strerror})") from None
         os.execve(argv[0], argv, env)
     except SetupError as e:
         _fail(str(e), here)

@@ -6,6 +6,7 @@ array_index) index makes a task a job at most once."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -27,6 +28,7 @@ from kran.errors import QueueFull, StaleState
 
 LIVE = (JobState.QUEUED, JobState.STARTING, JobState.RUNNING)
 PER_PASS = 100
+IDLE_RECHECK_S = 1.0  # with no array active, how often a pass asks again (another server's new array)
 MAX_ACTIVE_PER_USER = 1000
 
 
@@ -36,6 +38,8 @@ class SqlArrays:
         self._queued = store.queued_jobs
         self._queue_max = queue_max
         self._last = 0  # the last array expand looked at: the next pass goes on after it
+        self._idle_until = 0.0  # none active when last asked: passes skip the query until then
+        self._made = 0  # arrays this server stored: one stored while a pass asked ends its skip
 
     def create(self, spec: JobSpec, indices: ArrayIndices, owner: str, submitted_by: str | None, now: float) -> int:
         """The array's one row; its tasks are made by `expand` (the next scheduler pass).
@@ -72,11 +76,16 @@ class SqlArrays:
             }
             key = uow.conn.execute(insert(arrays), row).inserted_primary_key
             assert key is not None
-            return int(key[0])
+        self._made += 1
+        self._idle_until = 0.0
+        return int(key[0])
 
     def expand(self, now: float) -> int:
         """Make the tasks each active array may have now; mark arrays done. Returns how
         many tasks were made. While the queue is full, none is made (they wait, pending)."""
+        if time.monotonic() < self._idle_until:
+            return 0
+        made = self._made
         with self._db.connect() as conn:  # one query finds the arrays with something to do
             live = (
                 select(jobs.c.array_id, func.count().label("n"))
@@ -94,6 +103,8 @@ class SqlArrays:
                 .order_by(arrays.c.id)
             ).all()  # fmt: skip
         if not rows:
+            if made == self._made:
+                self._idle_until = time.monotonic() + IDLE_RECHECK_S
             return 0
         full = self._queued.now() >= self._queue_max
         work = []
