@@ -100,11 +100,7 @@ class QueueSection(Section):
     )
     retry_backoff_s: Float = Field(5.0, ge=0, description="delay before the first retry; doubles each retry")
     dispatch_window: Int = Field(1000, ge=1, description="queued jobs considered per scheduler pass")
-    poll_interval_s: Float = Field(
-        0.05,
-        gt=0,
-        description="how often the monitor checks running jobs (host processes and local containers that end wake it)",
-    )
+    poll_interval_s: Float = Field(0.05, gt=0, description="how often the monitor checks running jobs")
     preemption: Literal["off", "priority", "fairshare"] = Field(
         "off",
         description="stop --preemptible jobs for a waiting job of higher priority (priority), or also of an "

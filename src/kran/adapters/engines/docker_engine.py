@@ -256,8 +256,10 @@ class DockerEngine:
         out = {}
         for ref in mine:
             assert ref.handle is not None
-            c = by_id.get(HANDLES.object_id(ref.handle))
-            if c is not None and (c.status in FINAL or self._died_lately(c.id)):
+            cid = HANDLES.object_id(ref.handle)
+            died = self._died_lately(cid)  # (always asked: the mark goes whether or not the listing caught up)
+            c = by_id.get(cid)
+            if c is not None and (c.status in FINAL or died):
                 try:
                     c.reload()  # only an ended one is inspected: its exit code, end time, OOM
                 except NotFound:
@@ -323,6 +325,7 @@ class DockerEngine:
             write_exit_code(ref.attempt_dir, end.exit_code)
         c.remove(force=True)
         self._killed.discard(c.id)
+        self._died_lately(c.id)  # a die event that came after the check saw the end
 
     def stream_logs(self, ref: AttemptRef, stream: str, follow: bool) -> Iterator[bytes]:
         if not ref.handle:
