@@ -195,6 +195,34 @@ def test_cwl_runner_interface_exit_codes(wf_server: ServerProc, tmp_path: Path) 
     assert r.exit_code == 1
 
 
+def test_a_wait_is_answered_when_the_run_ends(wf_server: ServerProc, tmp_path: Path) -> None:
+    """`GET /workflows/ID?wait_s=S` (what a quiet `kran-cwl-runner` asks) is answered when
+    the run ends, not S later nor before; another user is told it is not found at once."""
+    shared = tmp_path / "shared"
+    (shared / "short.yml").write_text("pause: 2\n")
+    wf_server.add_user("bob")
+    with wf_server.api() as c:
+        r = c.post(
+            "/api/v1/workflows", json={"workflow": str(shared / "chain.cwl"), "job_order": str(shared / "short.yml")}
+        )
+        assert r.status_code == 201, r.text
+        run_id = r.json()["id"]
+        assert c.get(f"/api/v1/workflows/{run_id}", params={"wait_s": 31}).status_code == 422
+        with wf_server.api("bob") as b:
+            t = time.monotonic()
+            assert b.get(f"/api/v1/workflows/{run_id}", params={"wait_s": 30}).status_code == 404
+            assert time.monotonic() - t < 5
+        t = time.monotonic()
+        r = c.get(f"/api/v1/workflows/{run_id}", params={"wait_s": 30}, timeout=60)
+        took = time.monotonic() - t
+    assert r.status_code == 200 and r.json()["state"] == "succeeded", r.text
+    assert 1.5 < took < 25, took  # the second step sleeps 2 s; answered when the run ended
+    with wf_server.api() as c:
+        t = time.monotonic()
+        assert c.get(f"/api/v1/workflows/{run_id}", params={"wait_s": 30}).json()["state"] == "succeeded"
+        assert time.monotonic() - t < 5  # ended: at once
+
+
 def test_cancel_kills_running_steps(wf_server: ServerProc, tmp_path: Path) -> None:
     kran = cli_for(wf_server)
     shared = tmp_path / "shared"

@@ -36,6 +36,16 @@ outputs:
   stolen: {{type: File, outputBinding: {{glob: out.txt, loadContents: true}}}}
 """
 
+DIR_LINK_OUT = """
+cwlVersion: v1.2
+class: CommandLineTool
+requirements: {{DockerRequirement: {{dockerPull: "{image}"}}}}
+baseCommand: [ln, -s, "{target}", d]
+inputs: []
+outputs:
+  stolen: {{type: File, outputBinding: {{glob: d/x, loadContents: true}}}}
+"""
+
 FINE = """
 cwlVersion: v1.2
 class: CommandLineTool
@@ -47,10 +57,25 @@ outputs:
   link: {{type: File, outputBinding: {{glob: link}}}}
 """
 
+STAGED = """
+cwlVersion: v1.2
+class: CommandLineTool
+requirements:
+  DockerRequirement: {{dockerPull: "{image}"}}
+  InitialWorkDirRequirement: {{listing: [{{entry: $(inputs.f), entryname: renamed.txt}}, $(inputs.d)]}}
+baseCommand: ["true"]
+inputs: {{f: File, d: Directory}}
+outputs:
+  renamed: {{type: File, outputBinding: {{glob: renamed.txt, loadContents: true}}}}
+  inner: {{type: File, outputBinding: {{glob: $(inputs.d.basename)/y.txt, loadContents: true}}}}
+"""
 
-def _run(server: ServerProc, document: Path, user: str | None = None) -> dict[str, Any]:
+
+def _run(
+    server: ServerProc, document: Path, user: str | None = None, inputs: dict[str, Any] | None = None
+) -> dict[str, Any]:
     with server.api(user) as c:
-        r = c.post("/api/v1/workflows", json={"workflow": str(document)})
+        r = c.post("/api/v1/workflows", json={"workflow": str(document), **({"inputs": inputs} if inputs else {})})
         assert r.status_code == 201, r.text
         run_id = r.json()["id"]
     run = server.poll(f"/api/v1/workflows/{run_id}", {"succeeded", "failed"}, 90, every=0.2)
@@ -68,9 +93,10 @@ def test_outputs_outside_the_step_dir_fail_the_step(make_server: Any, tmp_path: 
         ups = "../" * 20
         (shared / "glob.cwl").write_text(GLOB_OUT.format(image=test_image, glob=f"{ups}{str(secret / 'x')[1:]}"))
         (shared / "link.cwl").write_text(LINK_OUT.format(image=test_image, target=secret / "x"))
+        (shared / "dirlink.cwl").write_text(DIR_LINK_OUT.format(image=test_image, target=secret))
         (shared / "fine.cwl").write_text(FINE.format(image=test_image))
         server = make_server(KRAN_FILES_FILE_URL_ROOTS=str(shared), KRAN_WORKFLOW_DEFAULT_IMAGE=test_image)
-        for name in ("glob.cwl", "link.cwl"):
+        for name in ("glob.cwl", "link.cwl", "dirlink.cwl"):
             got = _run(server, shared / name)
             assert got["run"]["state"] == "failed", (name, got["run"])
             assert SECRET not in got["archive"] and SECRET.decode() not in json.dumps(got["outputs"]), name
@@ -80,6 +106,28 @@ def test_outputs_outside_the_step_dir_fail_the_step(make_server: Any, tmp_path: 
         tar = tarfile.open(fileobj=io.BytesIO(got["archive"]))
         out = tar.extractfile("out.txt")
         assert out is not None and out.read() == b"fine\n"
+
+
+def test_staged_inputs_are_outputs_where_the_tool_names_them(make_server: Any, tmp_path: Path, test_image: str) -> None:
+    """InitialWorkDir inputs come back to the output dir as links to the inputs (on a shared
+    root): a glob naming them, or a file inside a staged dir, is an output (conformance tests
+    such as rename.cwl and iwd-subdir-wf.cwl failed when the glob's link was resolved first)."""
+    shared = tmp_path / "shared"
+    (shared / "dir").mkdir(parents=True)
+    (shared / "in.txt").write_text("staged\n")
+    (shared / "dir" / "y.txt").write_text("inside\n")
+    (shared / "staged.cwl").write_text(STAGED.format(image=test_image))
+    server = make_server(KRAN_FILES_FILE_URL_ROOTS=str(shared), KRAN_WORKFLOW_DEFAULT_IMAGE=test_image)
+    inputs = {
+        "f": {"class": "File", "location": (shared / "in.txt").as_uri()},
+        "d": {"class": "Directory", "location": (shared / "dir").as_uri()},
+    }
+    got = _run(server, shared / "staged.cwl", inputs=inputs)
+    assert got["run"]["state"] == "succeeded", got["log"][-2000:]
+    tar = tarfile.open(fileobj=io.BytesIO(got["archive"]))
+    for key, want in (("renamed", b"staged\n"), ("inner", b"inside\n")):
+        f = tar.extractfile(got["outputs"]["outputs"][key]["location"])
+        assert f is not None and f.read() == want, key
 
 
 def test_a_run_cannot_name_another_runs_files(make_server: Any, tmp_path: Path, test_image: str) -> None:

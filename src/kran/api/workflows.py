@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from typing import Annotated, Any
@@ -19,7 +21,7 @@ from kran.domain.records import JobRecord
 from kran.domain.workflows import RunState, WorkflowRecord, run_relative, without_run_dir
 from kran.errors import InvalidInput
 from kran.services.files import tar_dir
-from kran.services.workflows import STEP_LABEL, RunRequest, outputs_dir
+from kran.services.workflows import STEP_LABEL, RunRequest, WorkflowService, outputs_dir
 
 router = APIRouter(prefix="/api/v1/workflows", tags=["workflows"])
 RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="a workflow run id")]
@@ -180,9 +182,45 @@ def shared_roots(request: Request, workflows: Workflows, who: Caller) -> dict[st
 @router.get(
     "/{run_id}", response_model=WorkflowRunDetail, summary="One run with its steps (state, job, node, duration)"
 )
-def show_run(run_id: RunId, workflows: Workflows, nodes: Nodes, who: Caller) -> dict[str, Any]:
-    run = workflows.with_steps(workflows.visible_run(run_id, who))
-    return run_json(run, nodes.hostnames(), full=True)
+async def show_run(
+    run_id: RunId,
+    workflows: Workflows,
+    nodes: Nodes,
+    who: Caller,
+    wait_s: Annotated[
+        float,
+        Query(ge=0, le=30, description="wait up to this long for the run to end (answered at once when it has)"),
+    ] = 0,
+) -> dict[str, Any]:
+    run = await run_in_threadpool(workflows.visible_run, run_id, who)
+    if wait_s and not run.state.is_final:
+        await _until_ended(workflows, run_id, wait_s)
+
+    def detail() -> dict[str, Any]:
+        run = workflows.with_steps(workflows.visible_run(run_id, who))
+        return run_json(run, nodes.hostnames(), full=True)
+
+    return await run_in_threadpool(detail)
+
+
+async def _until_ended(workflows: WorkflowService, run_id: int, wait_s: float) -> None:
+    """Until the run executing on this server has ended, or `wait_s`; at once when it is
+    not executing here (the caller sees its stored state)."""
+    loop = asyncio.get_running_loop()
+    ended = asyncio.Event()
+
+    def wake() -> None:  # on the run's thread
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the server is stopping
+            loop.call_soon_threadsafe(ended.set)
+
+    if not workflows.on_end(run_id, wake):
+        return
+    try:
+        await asyncio.wait_for(ended.wait(), wait_s)
+    except TimeoutError:
+        pass
+    finally:
+        workflows.forget_on_end(run_id, wake)
 
 
 @router.post("/{run_id}/cancel", response_model=WorkflowRun, summary="Cancel a run: its running steps are killed")

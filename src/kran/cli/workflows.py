@@ -35,10 +35,17 @@ def submit(
     return post_bundle(client, bundle, shared.get("max_upload_mb"))
 
 
+LONG_POLL_S = 10.0  # quiet waits ask the server to answer when the run ends
+
+
 def wait(client: Client, run_id: int, quiet: bool = True) -> dict[str, Any]:
+    """Until the run ends. Quiet, the server holds each request until the run has ended
+    (up to LONG_POLL_S); showing the steps' progress, or when the server answered at once
+    (the run is not executing on it, or the server is older), it asks every 0.3 s."""
     seen: dict[int, str] = {}
     while True:
-        run = client.get(f"/api/v1/workflows/{run_id}")
+        asked = time.monotonic()
+        run = client.get(f"/api/v1/workflows/{run_id}", params={"wait_s": LONG_POLL_S} if quiet else None)
         if not quiet:
             for s in run["steps"]:
                 if seen.get(s["job"]) != s["state"]:
@@ -46,7 +53,8 @@ def wait(client: Client, run_id: int, quiet: bool = True) -> dict[str, Any]:
                     click.echo(f"  {s['step']:<30} job {s['job']:<8} {s['state']}", err=True)
         if run["state"] in FINAL:
             return dict(run)
-        time.sleep(0.3)
+        if not quiet or time.monotonic() - asked < 0.25:
+            time.sleep(0.3)
 
 
 @workflow.command("run")

@@ -11,6 +11,7 @@ class Wakeups:
     wake: threading.Event = field(default_factory=threading.Event)
     dispatch_needed: threading.Event = field(default_factory=threading.Event)
     monitor_needed: threading.Event = field(default_factory=threading.Event)
+    settled: threading.Event = field(default_factory=threading.Event)  # attempts ended: step waits look
 
     def poke(self) -> None:
         """Something changed that may let a queued job start."""

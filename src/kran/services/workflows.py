@@ -14,7 +14,7 @@ import logging
 import secrets
 import shutil
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -38,10 +38,13 @@ STEP_LABEL = "kran.step"
 
 
 class StepWatch:
-    """One thread follows the job event log and wakes the steps whose job changed state."""
+    """One thread follows the job event log and wakes the steps whose job changed state.
+    It reads the log when this server's monitor has settled attempts (`settled`), and every
+    0.2 s (changes made elsewhere: a kill, another server)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, settled: threading.Event | None = None) -> None:
         self.store = store
+        self.settled = settled or threading.Event()
         self._waiters: dict[int, list[threading.Event]] = {}
         self._lock = threading.Lock()
         self._after = store.last_event_id()
@@ -82,7 +85,8 @@ class StepWatch:
                         for ev in self._waiters.get(e.job_id, ()):
                             ev.set()
             else:
-                time.sleep(0.2)
+                self.settled.wait(0.2)
+                self.settled.clear()
 
 
 class RunLauncher:
@@ -186,13 +190,14 @@ class WorkflowService:
         self.file_roots = file_roots
         self.wakeups = wakeups
         self._threads: dict[int, threading.Thread] = {}
+        self._on_end: dict[int, list[Callable[[], None]]] = {}
         self._lock = threading.Lock()
         self._watch: StepWatch | None = None
 
     def watch(self) -> StepWatch:
         with self._lock:
             if self._watch is None:
-                self._watch = StepWatch(self.store)
+                self._watch = StepWatch(self.store, self.wakeups.settled)
             return self._watch
 
     def roots(self, run_dir: Path) -> tuple[Path, ...]:
@@ -302,6 +307,21 @@ class WorkflowService:
             self._threads[run_id] = t
         t.start()
 
+    def on_end(self, run_id: int, callback: Callable[[], None]) -> bool:
+        """Have `callback` called (on the run's thread) once the run, executing here, has
+        stored its end; False when it is not executing here (ended, or on another server)."""
+        with self._lock:
+            if run_id not in self._threads:
+                return False
+            self._on_end.setdefault(run_id, []).append(callback)
+            return True
+
+    def forget_on_end(self, run_id: int, callback: Callable[[], None]) -> None:
+        with self._lock:
+            waiting = self._on_end.get(run_id, [])
+            if callback in waiting:
+                waiting.remove(callback)
+
     def resume_all(self) -> int:
         """At server start: every run not ended goes on."""
         runs = self.workflows.list(states=(RunState.QUEUED, RunState.RUNNING), limit=100_000)
@@ -356,6 +376,9 @@ class WorkflowService:
         finally:
             with self._lock:
                 self._threads.pop(run_id, None)
+                told = self._on_end.pop(run_id, [])
+            for callback in told:
+                callback()
 
     def visible_run(self, run_id: int, who: Principal) -> WorkflowRecord:
         run = self.workflows.get(run_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import queue
 import sys
 import threading
 import urllib.parse
@@ -14,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cwltool.executors
 import cwltool.main
 from cwltool.argparser import arg_parser
 from cwltool.context import LoadingContext
 from cwltool.executors import MultithreadedJobExecutor
+from cwltool.task_queue import TaskQueue
 from schema_salad.exceptions import ValidationException
 from schema_salad.fetcher import DefaultFetcher
 
@@ -27,6 +30,30 @@ from kran.adapters.cwl.reasons import failure_reason
 from kran.adapters.cwl.steps import StepContext, make_tool_factory
 from kran.domain.workflows import EXIT_FAILED, EXIT_SUCCESS, EXIT_UNSUPPORTED, RunResult
 from kran.ports import StepLauncher
+
+
+class OnDemandTaskQueue(TaskQueue):
+    """cwltool's task queue of a run's steps, its threads started as steps come (up to the
+    same number) rather than all when the run starts: a run's executor has one per step
+    that may wait on kran at a time (`max_parallel`, 64), and making 64 threads for a
+    one-step run cost it about 10 ms of the server's CPU."""
+
+    def __init__(self, lock: threading.Lock, thread_count: int) -> None:
+        super().__init__(lock, 0)  # no threads yet (0 would also make add() run tasks inline)
+        self.thread_count = thread_count
+        self.task_queue = queue.Queue(maxsize=thread_count)
+
+    def add(self, task: Any, unlock: Any = None, check_done: Any = None) -> None:
+        if self.thread_count > 0:
+            with self.lock:  # a thread for every task in flight, this one included
+                if len(self.task_queue_threads) < min(self.in_flight + 1, self.thread_count):
+                    thread = threading.Thread(target=self._task_queue_func, name="kran-cwl-step")
+                    self.task_queue_threads.append(thread)
+                    thread.start()
+        super().add(task, unlock, check_done)
+
+
+cwltool.executors.TaskQueue = OnDemandTaskQueue  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -124,6 +151,11 @@ class CwlRunner:
         return run_cwl(document, job_order, RunPaths(run_dir), launcher, roots, self.default_image, self.max_parallel)
 
 
+def _keep_schemas() -> None:
+    """cwltool's schema set-up: kran never installs custom (extension) schemas, so the
+    standard ones cwltool caches in `cwltool.process.SCHEMA_CACHE` stay valid."""
+
+
 def run_cwl(
     document: str,
     job_order: str | None,
@@ -170,6 +202,10 @@ def run_cwl(
             logger_handler=handler,
             executor=executor,
             loadingContext=loading,  # the run context comes from the arguments
+            # the standard schemas, as without it, but kept between runs: without a callback
+            # cwltool drops its parsed schema at every start, and parsing it again took 70 %
+            # of a short run's CPU in the server (py-spy, issue 23.5)
+            custom_schema_callback=_keep_schemas,
         )
     except SystemExit as e:  # cwltool's argument parser
         return RunResult(EXIT_FAILED, None, f"cwltool: exited with {e.code}")

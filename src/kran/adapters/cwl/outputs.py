@@ -23,6 +23,7 @@ class StepOutputs(StdFsAccess):
     def __init__(self, basedir: str, *, outdir: str, roots: Sequence[Path]) -> None:
         super().__init__(basedir)
         self.outdir = Path(os.path.realpath(outdir))
+        self.given = Path(os.path.normpath(os.path.abspath(outdir)))
         self.allowed = (self.outdir, *(Path(os.path.realpath(r)) for r in roots))
 
     def _abs(self, p: str) -> str:
@@ -34,7 +35,10 @@ class StepOutputs(StdFsAccess):
         return path
 
     def glob(self, pattern: str) -> list[str]:
-        real = Path(os.path.realpath(super()._abs(pattern)))
-        if not real.is_relative_to(self.outdir):
+        """The pattern must name places inside the output dir (no climbing out with `..` or
+        an absolute path). What it matches may be a link to an input (cwltool links staged
+        InitialWorkDir inputs back there) and is checked as it is read (`_abs`)."""
+        where = Path(os.path.normpath(super()._abs(pattern)))
+        if not (where.is_relative_to(self.given) or where.is_relative_to(self.outdir)):
             raise WorkflowException(f"output glob {pattern!r} leads outside the step's output dir (refused)")
         return super().glob(pattern)

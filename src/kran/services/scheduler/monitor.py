@@ -139,6 +139,7 @@ class Monitor:
             if state.is_final:
                 started = started_at.get(job_id)
                 self.metrics.ended(state.value, now - started if started is not None else None)
+        self.wakeups.settled.set()
         self.wakeups.poke()
 
     def _put_back(self, events: list[Event]) -> None:
