@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -221,6 +222,32 @@ def test_a_wait_is_answered_when_the_run_ends(wf_server: ServerProc, tmp_path: P
         t = time.monotonic()
         assert c.get(f"/api/v1/workflows/{run_id}", params={"wait_s": 30}).json()["state"] == "succeeded"
         assert time.monotonic() - t < 5  # ended: at once
+
+
+def test_event_streams_are_capped_and_hold_no_request_thread(wf_server: ServerProc, tmp_path: Path) -> None:
+    """Each open `/events` stream held one of the API's 40 request threads while it slept:
+    a user opening 45 of them stopped the server answering anyone. They now share the
+    followed logs' threads and caps (8 per user): the 9th is refused with 429."""
+    shared = tmp_path / "shared"
+    (shared / "slow.yml").write_text("pause: 60\n")
+    with wf_server.api() as c, contextlib.ExitStack() as streams:
+        r = c.post(
+            "/api/v1/workflows", json={"workflow": str(shared / "chain.cwl"), "job_order": str(shared / "slow.yml")}
+        )
+        run_id = r.json()["id"]
+        codes = []
+        for i in range(45):
+            resp = streams.enter_context(c.stream("GET", f"/api/v1/workflows/{run_id}/events", timeout=10))
+            codes.append(resp.status_code)
+            if i == 0:
+                first = next(resp.iter_lines())
+                assert first == "event: workflow", first
+        assert codes[:8] == [200] * 8 and set(codes[8:]) == {429}, codes
+        t = time.monotonic()
+        with wf_server.api() as other:
+            assert other.get("/api/v1/jobs", timeout=10).status_code == 200
+        assert time.monotonic() - t < 5
+        c.post(f"/api/v1/workflows/{run_id}/cancel")
 
 
 def test_cancel_kills_running_steps(wf_server: ServerProc, tmp_path: Path) -> None:

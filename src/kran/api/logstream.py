@@ -1,8 +1,8 @@
-"""Followed logs without holding the server's request threads: each follow reads the log
-in a thread of its own, handing chunks to the response over a small queue, and stops at
-the next chunk once the client has gone. Follows are capped per user and in all: a thread
-stays blocked until the job writes or ends, so a client opening and closing follows could
-otherwise pile them up."""
+"""Followed logs (and workflow event streams) without holding the server's request
+threads: each follow reads the log in a thread of its own, handing chunks to the response
+over a small queue, and stops at the next chunk once the client has gone. Follows are
+capped per user and in all: a thread stays blocked until the job writes or ends, so a
+client opening and closing follows could otherwise pile them up."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ class Follows:
     def _take(self, user: str) -> None:
         with self._lock:
             if self._by_user.get(user, 0) >= self.per_user:
-                raise QueueFull(f"at most {self.per_user} logs followed at once per user: close one")
+                raise QueueFull(f"at most {self.per_user} followed logs or event streams at once per user: close one")
             if sum(self._by_user.values()) >= self.in_all:
-                raise QueueFull(f"the server follows {self.in_all} logs already: try again later")
+                raise QueueFull(f"the server follows {self.in_all} logs or event streams already: try again later")
             self._by_user[user] = self._by_user.get(user, 0) + 1
 
     def _give(self, user: str) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -14,6 +15,7 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from kran.api.deps import MAX_ID, Caller, Nodes, Workflows, parse_multipart, spooled_body
+from kran.api.logstream import Follows
 from kran.api.responses import NodeRef, Out, stream
 from kran.api.schemas import Body, validated
 from kran.api.views import iso
@@ -26,6 +28,7 @@ from kran.services.workflows import STEP_LABEL, RunRequest, WorkflowService, out
 router = APIRouter(prefix="/api/v1/workflows", tags=["workflows"])
 RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="a workflow run id")]
 
+KEEPALIVE_S = 15.0  # an event stream with no change sends a comment this often
 LABEL_KEY = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$"
 
 
@@ -267,19 +270,28 @@ def run_log(run_id: RunId, workflows: Workflows, who: Caller) -> PlainTextRespon
     responses=stream("text/event-stream", "`workflow` events, each `data` a WorkflowRunDetail as JSON"),
     summary="The run and its steps as Server-Sent Events, on each change, until it ends",
 )
-def run_events(run_id: RunId, workflows: Workflows, nodes: Nodes, who: Caller) -> StreamingResponse:
-    workflows.visible_run(run_id, who)
+async def run_events(
+    request: Request, run_id: RunId, workflows: Workflows, nodes: Nodes, who: Caller
+) -> StreamingResponse:
+    await run_in_threadpool(workflows.visible_run, run_id, who)
 
-    def body() -> Any:
-        last = None
+    def body() -> Iterator[bytes]:
+        last, quiet = None, 0.0
         while True:
             run = workflows.with_steps(workflows.visible_run(run_id, who))
             doc = json.dumps(run_json(run, nodes.hostnames(), full=True))
             if doc != last:
-                last = doc
-                yield f"event: workflow\ndata: {doc}\n\n"
+                last, quiet = doc, 0.0
+                yield f"event: workflow\ndata: {doc}\n\n".encode()
+            elif quiet >= KEEPALIVE_S:  # a comment: a client that has gone is noticed
+                quiet = 0.0
+                yield b": keep-alive\n\n"
             if run.state.is_final:
                 return
             time.sleep(0.5)
+            quiet += 0.5
 
-    return StreamingResponse(body(), media_type="text/event-stream")
+    # a thread of its own, capped with the followed logs: a sleeping generator in the
+    # request pool held one of its threads per open stream (40 streams stopped the API)
+    follows: Follows = request.app.state.follows
+    return StreamingResponse(follows.stream(body(), who.user), media_type="text/event-stream")
