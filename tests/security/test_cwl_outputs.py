@@ -70,6 +70,35 @@ outputs:
   inner: {{type: File, outputBinding: {{glob: $(inputs.d.basename)/y.txt, loadContents: true}}}}
 """
 
+RELINK = """
+cwlVersion: v1.2
+class: CommandLineTool
+requirements:
+  DockerRequirement: {{dockerPull: "{image}"}}
+  InitialWorkDirRequirement: {{listing: [{{entry: $(inputs.f), entryname: sub/x}}]}}
+baseCommand: [sh, -c, "mv sub sub2 && ln -s {target} sub"]
+inputs: {{f: File}}
+outputs: {{}}
+"""
+
+DIR_WITH_LINK = """
+cwlVersion: v1.2
+class: CommandLineTool
+requirements: {{DockerRequirement: {{dockerPull: "{image}"}}}}
+baseCommand: [sh, -c, "mkdir d && echo fine > d/ok && ln -s {target} d/leak"]
+inputs: []
+outputs: {{d: {{type: Directory, outputBinding: {{glob: d}}}}}}
+"""
+
+LOOP = """
+cwlVersion: v1.2
+class: CommandLineTool
+requirements: {{DockerRequirement: {{dockerPull: "{image}"}}}}
+baseCommand: [sh, -c, "mkdir d && echo x > d/f && ln -s . d/a && ln -s . d/b"]
+inputs: []
+outputs: {{d: {{type: Directory, outputBinding: {{glob: d, loadListing: deep_listing}}}}}}
+"""
+
 
 def _run(
     server: ServerProc, document: Path, user: str | None = None, inputs: dict[str, Any] | None = None
@@ -155,3 +184,47 @@ def test_a_run_cannot_name_another_runs_files(make_server: Any, tmp_path: Path, 
             json={"workflow": str(shared / "cat.cwl"), "inputs": {"f": {"class": "File", "location": theirs}}},
         )
     assert r.status_code == 422, r.text
+
+
+def test_a_step_cannot_have_root_remove_or_replace_files_through_its_links(
+    make_server: Any, tmp_path: Path, test_image: str
+) -> None:
+    """cwltool links staged inputs back into the output dir as root, removing what is at
+    each place first. A step that moved the staged dir away and left a link to a host dir
+    (or to a dir on a shared root) in its place had root delete the file there and plant a
+    link (found by review). Now the step fails and the files stay as they were."""
+    shared = tmp_path / "shared"
+    (shared / "victim").mkdir(parents=True)
+    (shared / "in.txt").write_text("input\n")
+    (shared / "victim" / "x").write_bytes(SECRET)
+    (shared / "victim" / "x").chmod(0o600)
+    inputs = {"f": {"class": "File", "location": (shared / "in.txt").as_uri()}}
+    with root_only_secret() as secret:
+        (shared / "host.cwl").write_text(RELINK.format(image=test_image, target=secret))
+        (shared / "onroot.cwl").write_text(RELINK.format(image=test_image, target=shared / "victim"))
+        server = make_server(KRAN_FILES_FILE_URL_ROOTS=str(shared), KRAN_WORKFLOW_DEFAULT_IMAGE=test_image)
+        for name, victim in (("host.cwl", secret / "x"), ("onroot.cwl", shared / "victim" / "x")):
+            got = _run(server, shared / name, inputs=inputs)
+            assert got["run"]["state"] == "failed", (name, got["log"][-2000:])
+            assert "(refused)" in got["log"], (name, got["log"][-2000:])
+            assert not victim.is_symlink() and victim.read_bytes() == SECRET, name
+
+
+def test_links_inside_a_directory_output_are_not_followed_out(
+    make_server: Any, tmp_path: Path, test_image: str
+) -> None:
+    """A Directory output is copied into the run's outputs, and the copy follows the links
+    in it: a link to a root-only file came back as that file's contents (found by review).
+    A link loop in a Directory listed deeply kept a server core busy for ever."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    with root_only_secret() as secret:
+        (shared / "dir.cwl").write_text(DIR_WITH_LINK.format(image=test_image, target=secret / "x"))
+        (shared / "loop.cwl").write_text(LOOP.format(image=test_image))
+        server = make_server(KRAN_FILES_FILE_URL_ROOTS=str(shared), KRAN_WORKFLOW_DEFAULT_IMAGE=test_image)
+        got = _run(server, shared / "dir.cwl")
+        assert got["run"]["state"] == "failed", got["log"][-2000:]
+        assert SECRET not in got["archive"] and "leads outside the step's output dir" in got["log"]
+        got = _run(server, shared / "loop.cwl")  # _run gives up after 90 s
+        assert got["run"]["state"] == "failed", got["log"][-2000:]
+        assert "links to a directory of the step's own output dir" in got["log"], got["log"][-2000:]

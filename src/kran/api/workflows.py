@@ -197,7 +197,7 @@ async def show_run(
 ) -> dict[str, Any]:
     run = await run_in_threadpool(workflows.visible_run, run_id, who)
     if wait_s and not run.state.is_final:
-        await _until_ended(workflows, run_id, wait_s)
+        await _until_ended(workflows, run_id, wait_s, who.user)
 
     def detail() -> dict[str, Any]:
         run = workflows.with_steps(workflows.visible_run(run_id, who))
@@ -206,9 +206,34 @@ async def show_run(
     return await run_in_threadpool(detail)
 
 
-async def _until_ended(workflows: WorkflowService, run_id: int, wait_s: float) -> None:
+class WaitCap:
+    """Long-polls held at once, per user and in all: past them a request is answered at
+    once (its client asks again later), so waits cannot use up the server's sockets."""
+
+    def __init__(self, per_user: int = 32, in_all: int = 512) -> None:
+        self.per_user, self.in_all = per_user, in_all
+        self._by_user: dict[str, int] = {}
+
+    def take(self, user: str) -> bool:  # on the event loop: no lock needed
+        if self._by_user.get(user, 0) >= self.per_user or sum(self._by_user.values()) >= self.in_all:
+            return False
+        self._by_user[user] = self._by_user.get(user, 0) + 1
+        return True
+
+    def give(self, user: str) -> None:
+        left = self._by_user.get(user, 1) - 1
+        if left:
+            self._by_user[user] = left
+        else:
+            self._by_user.pop(user, None)
+
+
+WAITS = WaitCap()
+
+
+async def _until_ended(workflows: WorkflowService, run_id: int, wait_s: float, user: str) -> None:
     """Until the run executing on this server has ended, or `wait_s`; at once when it is
-    not executing here (the caller sees its stored state)."""
+    not executing here (the caller sees its stored state) or the user holds many waits."""
     loop = asyncio.get_running_loop()
     ended = asyncio.Event()
 
@@ -216,14 +241,17 @@ async def _until_ended(workflows: WorkflowService, run_id: int, wait_s: float) -
         with contextlib.suppress(RuntimeError):  # the loop has closed: the server is stopping
             loop.call_soon_threadsafe(ended.set)
 
-    if not workflows.on_end(run_id, wake):
+    if not WAITS.take(user):
         return
     try:
-        await asyncio.wait_for(ended.wait(), wait_s)
-    except TimeoutError:
-        pass
+        if workflows.on_end(run_id, wake):
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ended.wait(), wait_s)
+            finally:
+                workflows.forget_on_end(run_id, wake)
     finally:
-        workflows.forget_on_end(run_id, wake)
+        WAITS.give(user)
 
 
 @router.post("/{run_id}/cancel", response_model=WorkflowRun, summary="Cancel a run: its running steps are killed")

@@ -3,6 +3,7 @@ that reads documents only under the run's dir and the shared roots (never the ne
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -17,10 +18,12 @@ from typing import Any
 
 import cwltool.executors
 import cwltool.main
+import cwltool.process
 from cwltool.argparser import arg_parser
 from cwltool.context import LoadingContext
 from cwltool.executors import MultithreadedJobExecutor
 from cwltool.task_queue import TaskQueue
+from rdflib import Graph
 from schema_salad.exceptions import ValidationException
 from schema_salad.fetcher import DefaultFetcher
 
@@ -54,6 +57,23 @@ class OnDemandTaskQueue(TaskQueue):
 
 
 cwltool.executors.TaskQueue = OnDemandTaskQueue  # type: ignore[attr-defined]
+
+_cwltool_schema = cwltool.process.get_schema
+
+
+def _schema_of_the_run(version: str) -> Any:
+    """cwltool's parsed schema (cached for the process, see `_keep_schemas`), with an RDF
+    graph and a fetch cache of the run's own: a document's `$schemas` ontologies are parsed
+    into them, and shared they would carry one user's ontology into every later run."""
+    loader, names, metaschema, metaloader = _cwltool_schema(version)
+    own = copy.copy(loader)
+    own.graph = Graph()
+    own.graph += loader.graph  # empty: the CWL schema itself loads no ontology
+    own.cache = dict(loader.cache)  # the schema's own documents, as text
+    return own, names, metaschema, metaloader
+
+
+cwltool.process.get_schema = _schema_of_the_run
 
 
 @dataclass(frozen=True)

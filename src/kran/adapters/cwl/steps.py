@@ -34,7 +34,7 @@ from cwltool.loghandler import _logger
 from cwltool.utils import bytes2str_in_dicts
 from cwltool.workflow import default_make_tool
 
-from kran.adapters.cwl.outputs import StepOutputs
+from kran.adapters.cwl.outputs import StepOutputs, link_problem, staged_places_problem
 from kran.domain.jobs import validate_spec
 from kran.domain.resources import Range, ResourceRequest
 from kran.domain.workflows import CACHE_KEY, inputs_digest
@@ -265,6 +265,9 @@ class KranJob(DockerCommandLineJob):
             else:
                 if status != "success":
                     _logger.warning("[job %s] kran job %s exited with status %d", self.name, outcome.job_id, rcode)
+                problem = link_problem(self.outdir, self.kran.roots) or self._staged_places_problem()
+                if problem:
+                    raise WorkflowException(problem)
                 if self.generatemapper is not None:
                     relink_initialworkdir(
                         self.generatemapper, self.outdir, self.builder.outdir, inplace_update=self.inplace_update
@@ -288,6 +291,23 @@ class KranJob(DockerCommandLineJob):
         if self.output_callback:
             with runtimeContext.workflow_eval_lock:
                 self.output_callback(outputs, status)
+
+    def _staged_places_problem(self) -> str | None:
+        """The places in the output dir where relink_initialworkdir will put staged inputs."""
+        if self.generatemapper is None:
+            return None
+        inside = f"{self.builder.outdir}/"
+        targets = [
+            vol.target[len(inside) :]
+            for _, vol in self.generatemapper.items_exclude_children()
+            if vol.staged
+            and vol.target.startswith(inside)
+            and (
+                vol.type in ("File", "Directory")
+                or (self.inplace_update and vol.type in ("WritableFile", "WritableDirectory"))
+            )
+        ]
+        return staged_places_problem(self.outdir, targets)
 
     def _status(self, rcode: int | None) -> str:
         if rcode is None:
