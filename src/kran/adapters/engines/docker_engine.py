@@ -74,6 +74,7 @@ class DockerEngine:
         self._live_restore: bool | None = None
         self._info_at = 0.0  # when live-restore was last read (pings in between are cheaper)
         self._killed: set[str] = set()  # containers kran stopped (until collected)
+        self._inspected: dict[str, Any] = {}  # ended containers as the check inspected them (until collected)
         self._outages: list[Outage] = []
         self._restarted = False  # in the current outage, the daemon refused or was gone (not only slow)
         self._lock = threading.Lock()
@@ -189,14 +190,15 @@ class DockerEngine:
     def launch(self, spec: LaunchSpec) -> str:
         plan = plan_container(spec, self.instance, self.sandbox, self.kill_grace_s)
         seal(plan, spec)
+        api = self.client.api  # the SDK's containers.create would inspect what it made: a request more
         try:  # the image is on the node: the image manager pulled it (services.images.ensure_on_node)
-            container = create_once(
-                lambda: self.client.containers.create(plan.image, **self._create_args(plan, spec)),
-                lambda: self.client.containers.get(plan.name),
+            cid, started = create_once(
+                lambda: (api.create_container(plan.image, **self._create_args(plan, spec, api))["Id"], False),
+                lambda: self._made_before(plan.name),
             )
-            if container.status == "created":
-                container.start()
-            return HANDLES.of(container.id)
+            if not started:
+                api.start(cid)
+            return HANDLES.of(cid)
         except ImageNotFound as e:
             raise EngineError(f"image {plan.image} is not on this node: {e.explanation or e}") from e
         except (APIError, DockerException, EngineError, OSError) as e:
@@ -207,18 +209,17 @@ class DockerEngine:
                 raise EngineUnavailable(why) from e
             raise EngineError(f"docker could not start {plan.image}: {explain(e)}") from e
 
-    def _create_args(self, plan: ContainerPlan, spec: LaunchSpec) -> dict[str, Any]:
-        """The plan, as `containers.create` takes it."""
-        kwargs: dict[str, Any] = {
-            "command": list(plan.args),
-            "name": plan.name,
-            "labels": plan.labels,
-            "environment": list(plan.env),
-            "working_dir": plan.workdir,
+    def _made_before(self, name: str) -> tuple[str, bool]:
+        """The attempt's container, made by an earlier launch: its id, and whether it started."""
+        c = self.client.containers.get(name)
+        return c.id, c.status != "created"
+
+    def _create_args(self, plan: ContainerPlan, spec: LaunchSpec, api: Any) -> dict[str, Any]:
+        """The plan, as the API's `create_container` takes it."""
+        host: dict[str, Any] = {
             "mounts": [Mount(b.target, b.source, type="bind", read_only=b.read_only) for b in plan.binds],
             "network_mode": "bridge" if plan.network else "none",
             "init": plan.init,
-            "detach": True,
             "privileged": False,
             "cap_drop": list(plan.cap_drop),
             "security_opt": ["no-new-privileges"] if plan.no_new_privileges else [],
@@ -226,18 +227,25 @@ class DockerEngine:
             "read_only": plan.read_only,
         }
         if plan.tmpfs_mb:
-            kwargs["tmpfs"] = {t: f"rw,nosuid,nodev,size={mb}m" for t, mb in plan.tmpfs_mb.items()}
-        if plan.user:
-            kwargs["user"] = plan.user
+            host["tmpfs"] = {t: f"rw,nosuid,nodev,size={mb}m" for t, mb in plan.tmpfs_mb.items()}
         if self.cgroups.version is not None:  # the attempt's cgroup holds the container's: counters outlive it
-            kwargs["cgroup_parent"] = "/" + self.cgroups.relative(self.instance, spec.job_id, spec.attempt)
+            host["cgroup_parent"] = "/" + self.cgroups.relative(self.instance, spec.job_id, spec.attempt)
         if plan.millicpus:
-            kwargs["nano_cpus"] = plan.millicpus * 1_000_000
+            host["nano_cpus"] = plan.millicpus * 1_000_000
         if plan.mem_mb:
-            kwargs["mem_limit"] = kwargs["memswap_limit"] = f"{plan.mem_mb}m"
+            host["mem_limit"] = host["memswap_limit"] = f"{plan.mem_mb}m"
         if plan.gpus:
-            kwargs["device_requests"] = [DeviceRequest(count=plan.gpus, capabilities=[["gpu"]])]
-        return kwargs
+            host["device_requests"] = [DeviceRequest(count=plan.gpus, capabilities=[["gpu"]])]
+        return {
+            "command": list(plan.args),
+            "name": plan.name,
+            "labels": plan.labels,
+            "environment": list(plan.env),
+            "working_dir": plan.workdir,
+            "user": plan.user or None,
+            "detach": True,
+            "host_config": api.create_host_config(**host),
+        }
 
     def _ours(self, sparse: bool = False) -> list[Any]:
         """This instance's containers; `sparse`: as the list call gives them (id, status, no
@@ -282,6 +290,7 @@ class DockerEngine:
                 elif undecided(at, end.exit_code, oom, c.id in self._killed, bool(self._live_restore), self._last_up):
                     continue  # asked again until it is clear whether its daemon was stopping
                 out[(ref.job_id, ref.attempt)] = end
+                self._inspected[c.id] = c  # its collect needs not ask again
         return out
 
     def kill(self, ref: AttemptRef) -> None:
@@ -309,12 +318,15 @@ class DockerEngine:
 
     def _store_logs_and_remove(self, ref: AttemptRef) -> None:
         assert ref.handle is not None
-        try:
-            c = self.client.containers.get(HANDLES.object_id(ref.handle))
-        except NotFound:
-            for name in ("stdout", "stderr"):
-                (ref.attempt_dir / name).touch(exist_ok=True)
-            return
+        cid = HANDLES.object_id(ref.handle)
+        c = self._inspected.pop(cid, None)  # as the check that saw it end inspected it
+        if c is None:
+            try:
+                c = self.client.containers.get(cid)
+            except NotFound:
+                for name in ("stdout", "stderr"):
+                    (ref.attempt_dir / name).touch(exist_ok=True)
+                return
         for name in ("stdout", "stderr"):
             data = c.logs(stdout=name == "stdout", stderr=name == "stderr")
             tmp = ref.attempt_dir / f"{name}.tmp"
