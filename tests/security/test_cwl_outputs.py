@@ -99,6 +99,78 @@ inputs: []
 outputs: {{d: {{type: Directory, outputBinding: {{glob: d, loadListing: deep_listing}}}}}}
 """
 
+TMP_ROUTE = r"""
+cwlVersion: v1.2
+class: CommandLineTool
+requirements: {{DockerRequirement: {{dockerPull: "{image}"}}}}
+baseCommand: [sh, -c]
+arguments:
+  - |
+    T=`awk '$5=="/tmp"{{print $4}}' /proc/self/mountinfo`
+    ln -s {target} /tmp/evil
+    mkdir d && echo fine > d/ok && ln -s "$T" d/leak
+inputs: []
+outputs: {{d: {{type: Directory, outputBinding: {{glob: d}}}}}}
+"""
+
+TMP_LOOP = r"""
+cwlVersion: v1.2
+class: CommandLineTool
+requirements: {{DockerRequirement: {{dockerPull: "{image}"}}}}
+baseCommand: [sh, -c]
+arguments:
+  - |
+    T=`awk '$5=="/tmp"{{print $4}}' /proc/self/mountinfo`
+    mkdir -p d && ln -s "$T" d/a && ln -s "$T" /tmp/a && ln -s "$T" /tmp/b
+inputs: []
+outputs: {{d: {{type: Directory, outputBinding: {{glob: d, loadListing: deep_listing}}}}}}
+"""
+
+IN_PLACE = r"""
+cwlVersion: v1.2
+class: Workflow
+requirements: {{InlineJavascriptRequirement: {{}}}}
+inputs: []
+outputs: {{out: {{type: Directory, outputSource: s2/d2}}}}
+steps:
+  s1:
+    in: []
+    out: [d]
+    run:
+      class: CommandLineTool
+      requirements: {{DockerRequirement: {{dockerPull: "{image}"}}}}
+      baseCommand: [sh, -c, "mkdir d && echo ok > d/ok"]
+      inputs: []
+      outputs: {{d: {{type: Directory, outputBinding: {{glob: d}}}}}}
+  s2:
+    in: {{d: s1/d}}
+    out: [d2]
+    run:
+      class: CommandLineTool
+      requirements:
+        DockerRequirement: {{dockerPull: "{image}"}}
+        InplaceUpdateRequirement: {{inplaceUpdate: true}}
+        InitialWorkDirRequirement: {{listing: [{{entry: $(inputs.d), writable: true}}]}}
+      baseCommand: [sh, -c, "ln -s {target} d/leak"]
+      inputs: {{d: Directory}}
+      outputs: {{d2: {{type: Directory, outputBinding: {{glob: $(inputs.d.basename)}}}}}}
+"""
+
+LINKS_OK = r"""
+cwlVersion: v1.2
+class: CommandLineTool
+requirements:
+  DockerRequirement: {{dockerPull: "{image}"}}
+  InitialWorkDirRequirement: {{listing: [$(inputs.f)]}}
+baseCommand: [sh, -c]
+arguments:
+  - ln -s $(inputs.f.basename) l1 && mkdir d && echo a > d/a && ln -s a d/b && ln -s ../$(inputs.f.basename) d/c
+inputs: {{f: File}}
+outputs:
+  l1: {{type: File, outputBinding: {{glob: l1, loadContents: true}}}}
+  d: {{type: Directory, outputBinding: {{glob: d, loadListing: deep_listing}}}}
+"""
+
 
 def _run(
     server: ServerProc, document: Path, user: str | None = None, inputs: dict[str, Any] | None = None
@@ -227,4 +299,25 @@ def test_links_inside_a_directory_output_are_not_followed_out(
         assert SECRET not in got["archive"] and "leads outside the step's output dir" in got["log"]
         got = _run(server, shared / "loop.cwl")  # _run gives up after 90 s
         assert got["run"]["state"] == "failed", got["log"][-2000:]
-        assert "links to a directory of the step's own output dir" in got["log"], got["log"][-2000:]
+        assert "(a loop: refused)" in got["log"], got["log"][-2000:]
+
+
+def test_links_through_the_run_dir_are_followed_and_checked(make_server: Any, tmp_path: Path, test_image: str) -> None:
+    """The run's dir holds places steps write (their tmp dirs; an earlier step's output
+    updated in place by a later one): a link to such a place passed the first check, and
+    what it led to was copied as root, root-only files included, or listed for ever
+    (found by a second review). The walk now follows links into the run's dir."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "in.txt").write_text("input\n")
+    with root_only_secret() as secret:
+        for name, doc in (("tmp.cwl", TMP_ROUTE), ("loop.cwl", TMP_LOOP), ("inplace.cwl", IN_PLACE)):
+            (shared / name).write_text(doc.format(image=test_image, target=secret / "x"))
+        (shared / "ok.cwl").write_text(LINKS_OK.format(image=test_image))
+        server = make_server(KRAN_FILES_FILE_URL_ROOTS=str(shared), KRAN_WORKFLOW_DEFAULT_IMAGE=test_image)
+        for name in ("tmp.cwl", "loop.cwl", "inplace.cwl"):
+            got = _run(server, shared / name)
+            assert got["run"]["state"] == "failed", (name, got["log"][-2000:])
+            assert SECRET not in got["archive"] and "refused)" in got["log"], (name, got["log"][-2000:])
+        got = _run(server, shared / "ok.cwl", inputs={"f": {"class": "File", "location": (shared / "in.txt").as_uri()}})
+        assert got["run"]["state"] == "succeeded", got["log"][-2000:]  # links to inputs and within: as before

@@ -7,9 +7,12 @@ import copy
 import io
 import json
 import logging
+import os
 import queue
+import shutil
 import sys
 import threading
+import types
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -23,12 +26,12 @@ from cwltool.argparser import arg_parser
 from cwltool.context import LoadingContext
 from cwltool.executors import MultithreadedJobExecutor
 from cwltool.task_queue import TaskQueue
-from rdflib import Graph
 from schema_salad.exceptions import ValidationException
 from schema_salad.fetcher import DefaultFetcher
 
 from kran.adapters.cwl import nodejs
 from kran.adapters.cwl.documents import yaml_problem
+from kran.adapters.cwl.outputs import RUN_ROOTS, confined_copytree
 from kran.adapters.cwl.reasons import failure_reason
 from kran.adapters.cwl.steps import StepContext, make_tool_factory
 from kran.domain.workflows import EXIT_FAILED, EXIT_SUCCESS, EXIT_UNSUPPORTED, RunResult
@@ -67,13 +70,17 @@ def _schema_of_the_run(version: str) -> Any:
     into them, and shared they would carry one user's ontology into every later run."""
     loader, names, metaschema, metaloader = _cwltool_schema(version)
     own = copy.copy(loader)
-    own.graph = Graph()
+    own.graph = type(loader.graph)()  # rdflib's Graph (cwltool's dependency)
     own.graph += loader.graph  # empty: the CWL schema itself loads no ontology
     own.cache = dict(loader.cache)  # the schema's own documents, as text
     return own, names, metaschema, metaloader
 
 
 cwltool.process.get_schema = _schema_of_the_run
+_confined_shutil = types.ModuleType("shutil")  # shutil as cwltool's relocation of outputs sees it
+_confined_shutil.__dict__.update(shutil.__dict__)
+_confined_shutil.copytree = confined_copytree  # type: ignore[attr-defined]
+cwltool.process.shutil = _confined_shutil  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -188,7 +195,7 @@ def run_cwl(
     """Run the workflow to its end (blocking); steps go through `launcher`."""
     paths.make()
     handler = _LastError(paths.log)
-    ctx = StepContext(launcher, roots, lambda: handler.threads.add(threading.get_ident()))
+    ctx = StepContext(launcher, roots, lambda: handler.threads.add(threading.get_ident()), paths.dir)
     loading = LoadingContext()
     loading.construct_tool_object = make_tool_factory(ctx)  # type: ignore[assignment]
     loading.fetcher_constructor = restricted_fetcher(ctx.roots)
@@ -206,10 +213,11 @@ def run_cwl(
         args.append(job_order)
     executor = MultithreadedJobExecutor()
     # kran places the steps on its nodes: cwltool's count of this machine's cores, memory
-    # and GPUs must not hold them back. Its cores are its step threads (one per core, made
-    # up front): they bound how many steps of one run wait on kran at a time.
+    # and GPUs must not hold them back. Its cores are its step threads (started as steps
+    # come, see OnDemandTaskQueue): they bound how many steps of one run wait on kran at a time.
     executor.max_cores, executor.max_ram, executor.max_cuda = float(max_parallel), 1 << 50, 1 << 20
     out = io.StringIO()
+    RUN_ROOTS.roots = (paths.dir.resolve(), *(Path(os.path.realpath(r)) for r in roots))
     try:
         parsed = arg_parser().parse_args(args)
         # outdirs of steps the cache does not keep (WorkReuse: false) on the data dir too;
@@ -233,6 +241,7 @@ def run_cwl(
         logging.getLogger("kran.workflows").exception("workflow executor failed")
         return RunResult(EXIT_FAILED, None, failure_reason(f"cwltool: {e}"))
     finally:
+        RUN_ROOTS.roots = None
         handler.close()
         nodejs.reap()  # the run's step threads have ended: their nodejs processes go too
     outputs: dict[str, Any] | None = None

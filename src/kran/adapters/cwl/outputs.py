@@ -12,11 +12,16 @@ paths checked cannot change under it.
 from __future__ import annotations
 
 import os
+import shutil
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cwltool.errors import WorkflowException
 from cwltool.stdfsaccess import StdFsAccess
+
+MAX_LISTED = 100_000
 
 
 class StepOutputs(StdFsAccess):
@@ -25,6 +30,7 @@ class StepOutputs(StdFsAccess):
         self.outdir = Path(os.path.realpath(outdir))
         self.given = Path(os.path.normpath(os.path.abspath(outdir)))
         self.allowed = (self.outdir, *(Path(os.path.realpath(r)) for r in roots))
+        self.listed = 0
 
     def _abs(self, p: str) -> str:
         path = super()._abs(p)
@@ -33,6 +39,12 @@ class StepOutputs(StdFsAccess):
             shown = p.removeprefix("file://")
             raise WorkflowException(f"output {shown!r} leads outside the step's output dir (refused)")
         return path
+
+    def listdir(self, fn: str) -> list[str]:
+        self.listed += 1
+        if self.listed > MAX_LISTED:  # links between dirs can make a finite tree list for ages
+            raise WorkflowException(f"listing the step's outputs went past {MAX_LISTED} directories (refused)")
+        return super().listdir(fn)
 
     def glob(self, pattern: str) -> list[str]:
         """The pattern must name places inside the output dir (no climbing out with `..` or
@@ -44,24 +56,43 @@ class StepOutputs(StdFsAccess):
         return super().glob(pattern)
 
 
-def link_problem(outdir: str, roots: Sequence[Path]) -> str | None:
-    """What the step left in its output dir that the server, collecting it as root, must
-    not follow: a link leading outside the output dir and the run's roots (copying a
-    Directory output follows the links in it), or a link to a directory in the output dir
-    or holding it (a loop that listing it would follow for ever). None when all is well."""
-    real_out = Path(os.path.realpath(outdir))
-    allowed = (real_out, *(Path(os.path.realpath(r)) for r in roots))
-    for top, dirs, files in os.walk(real_out):  # links are listed, not followed
-        for name in (*dirs, *files):
-            path = Path(top, name)
-            if not path.is_symlink():
+def link_problem(outdir: str, run_dir: Path, shared: Sequence[Path]) -> str | None:
+    """What the server, collecting a step's outputs as root, must not follow: from the
+    step's output dir (after cwltool has linked the staged inputs back), through every
+    link into the run's dir (steps write there: their tmp dirs, earlier steps' outputs
+    updated in place), a link leading outside the run's dir and the shared roots (copying
+    a Directory output follows the links in it), or a link to a directory holding one on
+    the way to it (a loop that listing it would follow for ever). The shared roots are
+    trusted as a whole and not walked. None when all is well."""
+    run = Path(os.path.realpath(run_dir))
+    trusted = tuple(Path(os.path.realpath(r)) for r in shared)
+    start = Path(os.path.realpath(outdir))
+    walked = {start}
+    todo: list[tuple[Path, tuple[Path, ...], str]] = [(start, (start,), "")]
+    while todo:
+        here, chain, shown = todo.pop()
+        try:
+            entries = list(os.scandir(here))
+        except OSError as e:
+            return f"output {shown or '.'!r} could not be listed: {e.strerror} (refused)"
+        for entry in entries:
+            name = f"{shown}{entry.name}"
+            if not entry.is_symlink():
+                if entry.is_dir(follow_symlinks=False):
+                    sub = here / entry.name
+                    walked.add(sub)
+                    todo.append((sub, (*chain, sub), f"{name}/"))
                 continue
-            target = Path(os.path.realpath(path))
-            shown = path.relative_to(real_out)
-            if not any(target.is_relative_to(r) for r in allowed):
-                return f"output {str(shown)!r} is a link that leads outside the step's output dir (refused)"
-            if target.is_dir() and (target.is_relative_to(real_out) or real_out.is_relative_to(target)):
-                return f"output {str(shown)!r} links to a directory of the step's own output dir or above it (refused)"
+            target = Path(os.path.realpath(entry.path))
+            if not (target.is_relative_to(run) or any(target.is_relative_to(r) for r in trusted)):
+                return f"output {name!r} is a link that leads outside the step's output dir (refused)"
+            if not target.is_dir():
+                continue
+            if any(c.is_relative_to(target) for c in chain):
+                return f"output {name!r} links to a directory holding it (a loop: refused)"
+            if target not in walked and not any(target.is_relative_to(r) for r in trusted):
+                walked.add(target)
+                todo.append((target, (*chain, target), f"{name}/"))
     return None
 
 
@@ -76,3 +107,40 @@ def staged_places_problem(outdir: str, targets: Sequence[str]) -> str | None:
         if not parent.is_relative_to(real_out) or Path(os.path.realpath(parent)) != parent:
             return f"the place of staged input {rel!r} was moved or replaced by a link (refused)"
     return None
+
+
+class _RunRoots(threading.local):
+    roots: tuple[Path, ...] | None = None  # set on a run's thread while cwltool runs it
+
+
+RUN_ROOTS = _RunRoots()
+
+
+def confined_copytree(src: str, dst: str, *args: Any, **kwargs: Any) -> Any:
+    """cwltool's copy of a Directory output into the run's outputs (its relocation, as
+    root, on the run's thread): every file and dir it reaches, links followed, must be
+    in the run's dir or a shared root, and no dir is reached twice (a loop). Elsewhere
+    (no run on this thread) shutil's own."""
+    roots = RUN_ROOTS.roots
+    if roots is None:
+        return shutil.copytree(src, dst, *args, **kwargs)
+    seen: set[Path] = set()
+
+    def inside(path: str) -> Path:
+        real = Path(os.path.realpath(path))
+        if not any(real.is_relative_to(r) for r in roots):
+            raise WorkflowException(f"output {os.path.basename(path)!r} leads outside the run's dirs (refused)")
+        return real
+
+    def ignore(directory: str, names: list[str]) -> list[str]:
+        real = inside(directory)
+        if real in seen:
+            raise WorkflowException(f"output dir {os.path.basename(directory)!r} is reached twice by links (refused)")
+        seen.add(real)
+        return []
+
+    def copy(s: str, d: str) -> Any:
+        inside(s)
+        return shutil.copy2(s, d)
+
+    return shutil.copytree(src, dst, ignore=ignore, copy_function=copy)

@@ -84,6 +84,7 @@ class StepContext:
     launcher: StepLauncher
     roots: tuple[Path, ...]  # host paths a step may bind: the run's dir and the shared roots
     on_thread: Callable[[], None] = lambda: None  # tells the run's log which threads are its own
+    run_dir: Path | None = None  # the run's own dir (the first root when not given)
 
 
 def make_tool_factory(ctx: StepContext) -> Callable[[Any, LoadingContext], Any]:
@@ -265,13 +266,17 @@ class KranJob(DockerCommandLineJob):
             else:
                 if status != "success":
                     _logger.warning("[job %s] kran job %s exited with status %d", self.name, outcome.job_id, rcode)
-                problem = link_problem(self.outdir, self.kran.roots) or self._staged_places_problem()
+                problem = self._staged_places_problem()
                 if problem:
                     raise WorkflowException(problem)
                 if self.generatemapper is not None:
                     relink_initialworkdir(
                         self.generatemapper, self.outdir, self.builder.outdir, inplace_update=self.inplace_update
                     )
+                run_dir = self.kran.run_dir or self.kran.roots[0]
+                problem = link_problem(self.outdir, run_dir, [r for r in self.kran.roots if r != run_dir])
+                if problem:
+                    raise WorkflowException(problem)
                 self.builder.make_fs_access = partial(StepOutputs, outdir=self.outdir, roots=self.kran.roots)  # type: ignore[assignment]
                 outputs = bytes2str_in_dicts(self.collect_outputs(self.outdir, rcode))  # type: ignore[assignment]
         except UnsupportedRequirement:
