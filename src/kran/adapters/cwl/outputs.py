@@ -63,7 +63,9 @@ def link_problem(outdir: str, run_dir: Path, shared: Sequence[Path]) -> str | No
     updated in place), a link leading outside the run's dir and the shared roots (copying
     a Directory output follows the links in it), or a link to a directory holding one on
     the way to it (a loop that listing it would follow for ever). The shared roots are
-    trusted as a whole and not walked. None when all is well."""
+    trusted as a whole and not walked. A link to nothing (a path in the container) is
+    left: whatever is there when it is read or copied is checked then (`_abs`,
+    `confined_copytree`). None when all is well."""
     run = Path(os.path.realpath(run_dir))
     trusted = tuple(Path(os.path.realpath(r)) for r in shared)
     start = Path(os.path.realpath(outdir))
@@ -83,6 +85,8 @@ def link_problem(outdir: str, run_dir: Path, shared: Sequence[Path]) -> str | No
                     walked.add(sub)
                     todo.append((sub, (*chain, sub), f"{name}/"))
                 continue
+            if not os.path.exists(entry.path):
+                continue  # leads nowhere on this host (a path in the container): nothing to follow
             target = Path(os.path.realpath(entry.path))
             if not (target.is_relative_to(run) or any(target.is_relative_to(r) for r in trusted)):
                 return f"output {name!r} is a link that leads outside the step's output dir (refused)"
