@@ -195,7 +195,7 @@ def run_cwl(
     """Run the workflow to its end (blocking); steps go through `launcher`."""
     paths.make()
     handler = _LastError(paths.log)
-    ctx = StepContext(launcher, roots, lambda: handler.threads.add(threading.get_ident()), paths.dir)
+    ctx = StepContext(launcher, roots, paths.dir, lambda: handler.threads.add(threading.get_ident()))
     loading = LoadingContext()
     loading.construct_tool_object = make_tool_factory(ctx)  # type: ignore[assignment]
     loading.fetcher_constructor = restricted_fetcher(ctx.roots)

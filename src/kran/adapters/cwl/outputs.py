@@ -56,18 +56,19 @@ class StepOutputs(StdFsAccess):
         return super().glob(pattern)
 
 
-def link_problem(outdir: str, run_dir: Path, shared: Sequence[Path]) -> str | None:
+def link_problem(outdir: str, run_dir: Path, roots: Sequence[Path]) -> str | None:
     """What the server, collecting a step's outputs as root, must not follow: from the
     step's output dir (after cwltool has linked the staged inputs back), through every
     link into the run's dir (steps write there: their tmp dirs, earlier steps' outputs
     updated in place), a link leading outside the run's dir and the shared roots (copying
     a Directory output follows the links in it), or a link to a directory holding one on
     the way to it (a loop that listing it would follow for ever). The shared roots are
-    trusted as a whole and not walked. A link to nothing (a path in the container) is
+    trusted as a whole and not walked (`roots`: those and the run's dir, under whatever
+    name: compared by their real paths). A link to nothing (a path in the container) is
     left: whatever is there when it is read or copied is checked then (`_abs`,
     `confined_copytree`). None when all is well."""
     run = Path(os.path.realpath(run_dir))
-    trusted = tuple(Path(os.path.realpath(r)) for r in shared)
+    trusted = tuple(real for r in roots if (real := Path(os.path.realpath(r))) != run)
     start = Path(os.path.realpath(outdir))
     walked = {start}
     todo: list[tuple[Path, tuple[Path, ...], str]] = [(start, (start,), "")]

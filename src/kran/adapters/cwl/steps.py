@@ -83,8 +83,8 @@ class StepContext:
 
     launcher: StepLauncher
     roots: tuple[Path, ...]  # host paths a step may bind: the run's dir and the shared roots
+    run_dir: Path  # the run's own dir (among the roots)
     on_thread: Callable[[], None] = lambda: None  # tells the run's log which threads are its own
-    run_dir: Path | None = None  # the run's own dir (the first root when not given)
 
 
 def make_tool_factory(ctx: StepContext) -> Callable[[Any, LoadingContext], Any]:
@@ -273,8 +273,7 @@ class KranJob(DockerCommandLineJob):
                     relink_initialworkdir(
                         self.generatemapper, self.outdir, self.builder.outdir, inplace_update=self.inplace_update
                     )
-                run_dir = self.kran.run_dir or self.kran.roots[0]
-                problem = link_problem(self.outdir, run_dir, [r for r in self.kran.roots if r != run_dir])
+                problem = link_problem(self.outdir, self.kran.run_dir, self.kran.roots)
                 if problem:
                     raise WorkflowException(problem)
                 self.builder.make_fs_access = partial(StepOutputs, outdir=self.outdir, roots=self.kran.roots)  # type: ignore[assignment]
