@@ -10,6 +10,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
 
+from kran.api.caps import UserCaps
 from kran.errors import QueueFull
 
 PER_USER = 8
@@ -19,26 +20,14 @@ _DONE = object()
 
 class Follows:
     def __init__(self, per_user: int = PER_USER, in_all: int = IN_ALL) -> None:
-        self.per_user = per_user
-        self.in_all = in_all
-        self._by_user: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self.caps = UserCaps(per_user, in_all)
 
     def _take(self, user: str) -> None:
-        with self._lock:
-            if self._by_user.get(user, 0) >= self.per_user:
-                raise QueueFull(f"at most {self.per_user} followed logs or event streams at once per user: close one")
-            if sum(self._by_user.values()) >= self.in_all:
-                raise QueueFull(f"the server follows {self.in_all} logs or event streams already: try again later")
-            self._by_user[user] = self._by_user.get(user, 0) + 1
-
-    def _give(self, user: str) -> None:
-        with self._lock:
-            left = self._by_user.get(user, 1) - 1
-            if left:
-                self._by_user[user] = left
-            else:
-                self._by_user.pop(user, None)
+        full = self.caps.take(user)
+        if full == "user":
+            raise QueueFull(f"at most {self.caps.per_user} followed logs or event streams at once per user: close one")
+        if full == "all":
+            raise QueueFull(f"the server follows {self.caps.in_all} logs or event streams already: try again later")
 
     def stream(self, chunks: Iterator[bytes], user: str) -> AsyncIterator[bytes]:
         """The chunks as an async stream (refused with 429 over the caps, before it starts)."""
@@ -63,7 +52,7 @@ class Follows:
                 close = getattr(chunks, "close", None)
                 if close is not None:
                     close()
-                self._give(user)
+                self.caps.give(user)
                 try:
                     loop.call_soon_threadsafe(queue.put_nowait, _DONE)
                 except RuntimeError:  # the loop is gone

@@ -14,6 +14,7 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
+from kran.api.caps import UserCaps
 from kran.api.deps import MAX_ID, Caller, Nodes, Workflows, parse_multipart, spooled_body
 from kran.api.logstream import Follows
 from kran.api.responses import NodeRef, Out, stream
@@ -195,9 +196,10 @@ async def show_run(
         Query(ge=0, le=30, description="wait up to this long for the run to end (answered at once when it has)"),
     ] = 0,
 ) -> dict[str, Any]:
-    run = await run_in_threadpool(workflows.visible_run, run_id, who)
-    if wait_s and not run.state.is_final:
-        await _until_ended(workflows, run_id, wait_s, who.user)
+    if wait_s:
+        run = await run_in_threadpool(workflows.visible_run, run_id, who)
+        if not run.state.is_final:
+            await _until_ended(workflows, run_id, wait_s, who.user)
 
     def detail() -> dict[str, Any]:
         run = workflows.with_steps(workflows.visible_run(run_id, who))
@@ -206,29 +208,7 @@ async def show_run(
     return await run_in_threadpool(detail)
 
 
-class WaitCap:
-    """Long-polls held at once, per user and in all: past them a request is answered at
-    once (its client asks again later), so waits cannot use up the server's sockets."""
-
-    def __init__(self, per_user: int = 32, in_all: int = 512) -> None:
-        self.per_user, self.in_all = per_user, in_all
-        self._by_user: dict[str, int] = {}
-
-    def take(self, user: str) -> bool:  # on the event loop: no lock needed
-        if self._by_user.get(user, 0) >= self.per_user or sum(self._by_user.values()) >= self.in_all:
-            return False
-        self._by_user[user] = self._by_user.get(user, 0) + 1
-        return True
-
-    def give(self, user: str) -> None:
-        left = self._by_user.get(user, 1) - 1
-        if left:
-            self._by_user[user] = left
-        else:
-            self._by_user.pop(user, None)
-
-
-WAITS = WaitCap()
+WAITS = UserCaps(per_user=32, in_all=512)  # long-polls held at once; past them answered at once
 
 
 async def _until_ended(workflows: WorkflowService, run_id: int, wait_s: float, user: str) -> None:
@@ -241,7 +221,7 @@ async def _until_ended(workflows: WorkflowService, run_id: int, wait_s: float, u
         with contextlib.suppress(RuntimeError):  # the loop has closed: the server is stopping
             loop.call_soon_threadsafe(ended.set)
 
-    if not WAITS.take(user):
+    if WAITS.take(user) is not None:
         return
     try:
         if workflows.on_end(run_id, wake):
