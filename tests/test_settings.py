@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from kran.errors import InvalidInput
-from kran.settings import SECTIONS, describe, env_name, keys, load_settings
+from kran.settings import SECTIONS
+from kran.settings_sources import describe, env_name, keys, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -87,7 +87,7 @@ FLAG_KEYS = {
 
 
 def _load(config_file: str | None, **flags: Any) -> Any:
-    from kran.settings import load_settings
+    from kran.settings_sources import load_settings
 
     return load_settings(config_file, {FLAG_KEYS[name]: value for name, value in flags.items()})
 
@@ -109,7 +109,7 @@ def serve(config_file: str | None, **flags: Any) -> None:
 def config(config_file: str | None, output: str, **flags: Any) -> None:
     """Print the effective configuration and where each value came from."""
     from kran.bootstrap import check_engine
-    from kran.settings import describe
+    from kran.settings_sources import describe
 
     settings, origin = _load(config_file, **flags)
     check_engine(settings)
