@@ -391,6 +391,7 @@ def build_server(settings: Settings) -> Server:
     summary = reconciler.on_start()
     log.info("reconciled with the engine: %s", summary)
     loop = SchedulerLoop(monitor, dispatcher, periodic, wakeups, metrics, pool, queue_.poll_interval_s)
+    live = _live_feed(store)
     services = Services(
         jobs=jobs,
         queries=JobQueries(
@@ -412,10 +413,18 @@ def build_server(settings: Settings) -> Server:
         auth=auth,
         disk=disk,
         web_sessions=WebSessions(SqlWebSessions(store), auth, clock, settings.auth.web_session_ttl_s),
-        live=LiveFeed(store),
+        live=live,
         sampler=sampler,
     )
     return Server(services, loop, metrics, cgroups, batcher, pool, store, instance)
+
+
+def _live_feed(store: SqlStore) -> LiveFeed:
+    """The live feed reads the events as soon as a transaction of this server commits
+    (another server's, on a shared PostgreSQL, within its interval)."""
+    live = LiveFeed(store)
+    store.db.after_commit(lambda _uow: live.poke())
+    return live
 
 
 def serve(settings: Settings) -> None:

@@ -121,6 +121,11 @@ class Engine(Protocol):
         """Whether `collect` is quick enough for the scheduler loop (no I/O beyond local files)."""
         ...
 
+    def cheap_launch(self, image: bool) -> bool:
+        """Whether launching a job of this kind (with an image, or a host process) is quick
+        enough for the scheduler loop (a fork, local files; no daemon round trips)."""
+        ...
+
     def stream_logs(self, ref: AttemptRef, stream: str, follow: bool) -> Iterator[bytes]:
         """The attempt's stdout or stderr while it runs; ends when it ends (follow)."""
         ...

@@ -32,6 +32,7 @@ class FakeEngine:
     down: str | None = None  # why image jobs cannot run now
     ended: dict[tuple[int, int], Any] = field(default_factory=dict)
     killed: list[tuple[int, int]] = field(default_factory=list)
+    quick_launch: bool = False  # launches in the scheduler's pass (else handed to the pool)
 
     def unavailable(self, image: bool) -> str | None:
         return self.down if image else None
@@ -45,6 +46,9 @@ class FakeEngine:
 
     def cheap_collect(self, ref: Any) -> bool:
         return True
+
+    def cheap_launch(self, image: bool) -> bool:
+        return self.quick_launch
 
     def collect(self, ref: Any) -> Any:
         from kran.domain.accounting import Usage

@@ -182,3 +182,32 @@ def test_follow_replays_the_store_then_goes_live_once_each_in_order() -> None:
         assert got == expected
 
     asyncio.run(run())
+
+
+def test_a_commit_of_the_server_is_read_at_once_not_at_the_next_interval(tmp_path: Path) -> None:
+    """bootstrap wires every commit of the store to the feed: with an interval of a minute,
+    a job's events still reach a subscriber as they are stored."""
+    from kran.adapters.store.sql_store import SqlStore
+    from kran.bootstrap import _live_feed
+    from kran.domain.records import Submission
+    from tests.services.fakes import spec
+
+    store = SqlStore.for_data_dir(tmp_path)
+    store.migrate()
+    feed = _live_feed(store)
+    feed.interval_s = 60.0
+
+    async def run() -> None:
+        sub = feed.subscribe(Principal("alice", Role.USER))
+        await asyncio.sleep(0.1)  # the reader waits out its interval
+        (ids,) = store.insert_job_groups([Submission([spec()], "alice")], 1.0, 100)
+        assert isinstance(ids, list)
+        (event,) = await _drain(sub.queue, 1)
+        assert event is not None and event.job_id == ids[0] and event.to_state == "queued"
+        feed.unsubscribe(sub)
+        feed.poke()
+
+    try:
+        asyncio.run(run())
+    finally:
+        store.close()

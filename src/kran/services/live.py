@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,6 +22,7 @@ PER_USER = 32  # live streams of one user (browser tabs, API clients)
 IN_ALL = 5000
 KEEPALIVE = "keep-alive"  # what `follow` yields after a quiet while
 BACKLOG = 500
+MIN_READ_GAP_S = 0.002  # between two reads of the events
 
 
 class EventSource(Protocol):
@@ -129,19 +131,28 @@ class LiveFeed:
         finally:
             self.unsubscribe(sub)
 
+    def poke(self) -> None:
+        """Something was stored: read the events now rather than at the next interval."""
+        self._wake.set()
+
     def _run(self) -> None:
         last = self.source.last_event_id()
+        read_at = 0.0
         while True:
-            with self._lock:
-                subs = list(self._subs)
-                if not subs:
-                    self._thread = None
-                    return
+            # commits in a burst share a read; one after the clear wakes the next
+            time.sleep(max(0.0, read_at + MIN_READ_GAP_S - time.monotonic()))
+            self._wake.clear()
+            read_at = time.monotonic()
             try:
                 batch = self.source.events_with_owners(last, 1000)
             except Exception:  # the store may be busy or closing: try again next round
                 log.exception("reading events for the live feed")
                 batch = []
+            with self._lock:  # after the read: whoever subscribed before it gets what it read
+                subs = list(self._subs)
+                if not subs:
+                    self._thread = None
+                    return
             for event, owner, submitted_by in batch:
                 last = event.id
                 for sub in subs:

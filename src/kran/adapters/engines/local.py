@@ -35,6 +35,9 @@ class LocalEngine:
     def cheap_collect(self, ref: AttemptRef) -> bool:
         return self._for(ref).cheap_collect(ref)
 
+    def cheap_launch(self, image: bool) -> bool:
+        return (self.docker if image else self.process).cheap_launch(image)
+
     def collect(self, ref: AttemptRef) -> Usage:
         return self._for(ref).collect(ref)
 

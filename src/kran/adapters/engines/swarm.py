@@ -367,6 +367,9 @@ class SwarmEngine:
     def cheap_collect(self, ref: AttemptRef) -> bool:
         return False
 
+    def cheap_launch(self, image: bool) -> bool:
+        return False  # a service created over the API
+
     def collect(self, ref: AttemptRef) -> Usage:
         if not ref.handle:
             return Usage()

@@ -24,6 +24,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, create_engine, event, func, select
 from sqlalchemy.engine import Engine as SAEngine
 
+from kran.adapters.store.checkpoint import WalCheckpointer
 from kran.adapters.store.disk_full import DiskFullHook
 
 
@@ -55,6 +56,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint.py's thread does it, not a commit
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
@@ -70,6 +72,7 @@ class Database:
         self._disk_full = DiskFullHook(self.engine)
         self._writer_turn: AbstractContextManager[Any] = threading.RLock() if self.single_server else nullcontext()
         self._committed: list[Callable[[UnitOfWork], None]] = []
+        self._checkpointer = WalCheckpointer(self.engine, self._writer_turn) if self.single_server else None
 
     @staticmethod
     def for_data_dir(data_dir: Path) -> Database:
@@ -90,6 +93,8 @@ class Database:
             with self.engine.begin() as conn:
                 uow = UnitOfWork(conn)
                 yield uow
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
             for listener in self._committed:
                 listener(uow)
 
@@ -111,4 +116,6 @@ class Database:
             conn.execute(select(1))
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self.engine.dispose()

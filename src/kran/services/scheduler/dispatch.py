@@ -25,6 +25,7 @@ from kran.services.wakeups import Wakeups
 log = logging.getLogger("kran.dispatch")
 PAGE = 128
 MAX_READ = 10  # windows of queued jobs a pass may read past held ones
+INLINE_MAX = 2  # quick launches a pass makes itself (more: in parallel in the pool)
 HOLD_TRIES = 6  # launches of one attempt the engine did not take (2, 4, ... 30 s apart) before it fails
 
 
@@ -140,9 +141,22 @@ class Dispatcher:
         if preempting and self.preemptor is not None:
             self.preemptor.after_pass(unplaced, {a.job_id for a in assignments}, nodes, standing)
         started = self.store.start_attempts(assignments, now)
+        # a pass that starts a few quick launches makes them itself (the loop then records
+        # them `running` in the same pass); more, or slow ones, go to the pool in parallel
+        inline = len(started) <= INLINE_MAX and all(self._quick(s) for s in started)
         for s in started:
-            self.pool.submit(self._launch, s)
+            if inline:
+                self._launch(s, inline=True)
+            else:
+                self.pool.submit(self._launch, s)
         return len(started)
+
+    def _quick(self, s: StartedAttempt) -> bool:
+        """Nothing to stage (no inputs, downloads, volume or image) and a quick engine."""
+        spec = s.spec
+        if spec.image or spec.inputs or spec.files or spec.cached_files or spec.volume:
+            return False
+        return self.engine.cheap_launch(False)
 
     def _page(
         self,
@@ -196,8 +210,9 @@ class Dispatcher:
             else:
                 self.state.held.append((s, tries, not_before))
 
-    def _launch(self, s: StartedAttempt, tries: int = 0) -> None:
-        """In the pool: launches proceed in parallel (fork/exec, downloads and pulls release the GIL)."""
+    def _launch(self, s: StartedAttempt, tries: int = 0, inline: bool = False) -> None:
+        """In the pool: launches proceed in parallel (fork/exec, downloads and pulls release
+        the GIL); a few quick ones in the scheduler's pass (tick)."""
         try:
             handle = self.engine.launch(self.stager.stage(s))
         except FetchError as e:
@@ -216,7 +231,8 @@ class Dispatcher:
             if s.spec.volume:
                 self.state.volume_attempts[(s.job_id, s.attempt)] = (s.spec.volume, s.spec.volume_mb)
             self.outbox.put(Launched(s.job_id, s.attempt, handle))
-        self.wakeups.wake.set()
+        if not inline:  # (the loop records an inline launch in the same pass)
+            self.wakeups.wake.set()
 
 
 def image_key(image: str | None) -> str | None:

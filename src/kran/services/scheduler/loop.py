@@ -88,16 +88,20 @@ class SchedulerLoop:
         if need.is_set() or time.monotonic() - self._last_dispatch > DISPATCH_EVERY_S:
             need.clear()
             self._last_dispatch = time.monotonic()
-            self.dispatcher.tick()
+            if self.dispatcher.tick():
+                self.monitor.record_results()  # launches made in the pass: `running` in it too
 
     def _run(self) -> None:
         interval = self.poll_s
         wake, monitor_needed = self.wakeups.wake, self.wakeups.monitor_needed
         last_monitor = 0.0
         while not self._stop.is_set():
-            wake.wait(interval)
-            # a short pause lets a burst of wake-ups (submissions, exits) share one pass
-            time.sleep(MIN_GAP_S)
+            busy = wake.is_set()  # woken during the last pass
+            if wake.wait(interval) and busy:
+                # a short pause lets a burst of wake-ups (submissions, exits) share one pass;
+                # a wake-up that finds the loop waiting is taken at once (latency), and
+                # those that come during its pass share the next
+                time.sleep(MIN_GAP_S)
             wake.clear()
             now = time.monotonic()
             monitor = now - last_monitor >= interval or monitor_needed.is_set()

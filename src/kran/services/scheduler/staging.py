@@ -1,5 +1,6 @@
 """Before an attempt starts: its working dir gets the job's inputs and files, its app
-volume is mounted, and the engine gets the launch. Runs in the engine pool."""
+volume is mounted, and the engine gets the launch. Runs in the engine pool (a quick
+launch: in the scheduler's pass)."""
 
 from __future__ import annotations
 
