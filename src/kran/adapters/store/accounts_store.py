@@ -29,6 +29,31 @@ _QUEUED_OF = (
     .limit(bindparam("n"))
     .offset(bindparam("o"))
 )
+# read by every pass too (fair share's standing), built once like it
+_ASSOCIATIONS = select(associations, accounts.c.shares.label("account_shares")).join(
+    accounts, accounts.c.name == associations.c.account
+)
+_RUNNING = (
+    select(
+        jobs.c.assoc,
+        jobs.c.owner,
+        jobs.c.app,
+        attempts.c.alloc_millicpus,
+        attempts.c.alloc_mem_mb,
+        attempts.c.alloc_gpus,
+        attempts.c.alloc_disk_mb,
+        attempts.c.started_at,
+    )
+    .join(jobs, jobs.c.id == attempts.c.job_id)
+    .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
+)
+_QUEUED_ASSOCIATIONS = text(
+    "WITH RECURSIVE a(id) AS ("
+    " SELECT (SELECT MIN(assoc) FROM jobs WHERE state = :q AND assoc IS NOT NULL)"
+    " UNION ALL"
+    " SELECT (SELECT MIN(assoc) FROM jobs WHERE state = :q AND assoc > a.id) FROM a WHERE a.id IS NOT NULL"
+    ") SELECT id FROM a WHERE id IS NOT NULL"
+)
 
 
 class SqlAccounts:
@@ -96,9 +121,6 @@ class SqlAccounts:
             return [str(r[0]) for r in conn.execute(memberships_of(user))]
 
     def associations(self) -> list[Association]:
-        q = select(associations, accounts.c.shares.label("account_shares")).join(
-            accounts, accounts.c.name == associations.c.account
-        )
         with self._db.connect() as conn:
             return [
                 Association(
@@ -111,40 +133,21 @@ class SqlAccounts:
                     r["usage_at"],
                     bool(r["member"]),
                 )  # fmt: skip
-                for r in conn.execute(q).mappings()
+                for r in conn.execute(_ASSOCIATIONS).mappings()
             ]
 
     def queued_association_ids(self) -> list[int]:
         """Associations with queued jobs, by a skip scan of the fair-share index (a recursive
         query: one index seek per association, whatever the length of the queue)."""
-        sql = text(
-            "WITH RECURSIVE a(id) AS ("
-            " SELECT (SELECT MIN(assoc) FROM jobs WHERE state = :q AND assoc IS NOT NULL)"
-            " UNION ALL"
-            " SELECT (SELECT MIN(assoc) FROM jobs WHERE state = :q AND assoc > a.id) FROM a WHERE a.id IS NOT NULL"
-            ") SELECT id FROM a WHERE id IS NOT NULL"
-        )
         with self._db.connect() as conn:
-            return [int(r[0]) for r in conn.execute(sql, {"q": JobState.QUEUED.value})]
+            return [int(r[0]) for r in conn.execute(_QUEUED_ASSOCIATIONS, {"q": JobState.QUEUED.value})]
 
     def running(self) -> list[RunningCharge]:
         """Active attempts as fair share and limits count them."""
-        q = (
-            select(
-                jobs.c.assoc,
-                jobs.c.owner,
-                jobs.c.app,
-                attempts.c.alloc_millicpus,
-                attempts.c.alloc_mem_mb,
-                attempts.c.alloc_gpus,
-                attempts.c.alloc_disk_mb,
-                attempts.c.started_at,
-            )
-            .join(jobs, jobs.c.id == attempts.c.job_id)
-            .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
-        )
         with self._db.connect() as conn:
-            return [RunningCharge(r[0], r[1], r[2], Resources(r[3], r[4], r[5], r[6]), r[7]) for r in conn.execute(q)]
+            return [
+                RunningCharge(r[0], r[1], r[2], Resources(r[3], r[4], r[5], r[6]), r[7]) for r in conn.execute(_RUNNING)
+            ]
 
     def queued_of(self, assoc: int, limit: int, offset: int) -> list[QueuedRow]:
         """One association's queued jobs in its own order (priority, then submission)."""

@@ -31,6 +31,36 @@ from kran.domain.records import (
 from kran.domain.resources import Resources
 from kran.domain.states import JobState
 
+# Read by every scheduler pass: built once (building a statement cost as much as running it)
+_ALLOCATED = (
+    select(
+        attempts.c.node,
+        func.sum(attempts.c.alloc_millicpus),
+        func.sum(attempts.c.alloc_mem_mb),
+        func.sum(attempts.c.alloc_gpus),
+        func.sum(attempts.c.alloc_disk_mb),
+    )
+    .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
+    .group_by(attempts.c.node)
+)
+_ACTIVE = (
+    select(
+        attempts.c.job_id,
+        attempts.c.number,
+        attempts.c.state,
+        attempts.c.handle,
+        attempts.c.created_at,
+        attempts.c.started_at,
+        jobs.c.timeout_s,
+        jobs.c.kill_reason,
+        jobs.c.retries,
+        attempts.c.queued_at,
+        jobs.c.requeues,
+    )
+    .join(jobs, jobs.c.id == attempts.c.job_id)
+    .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
+)
+
 
 class JobReads:
     db: Database
@@ -252,42 +282,14 @@ class JobReads:
             return [QueuedRow(*r) for r in conn.execute(q)]
 
     def allocated_by_node(self) -> dict[str, Resources]:
-        q = (
-            select(
-                attempts.c.node,
-                func.sum(attempts.c.alloc_millicpus),
-                func.sum(attempts.c.alloc_mem_mb),
-                func.sum(attempts.c.alloc_gpus),
-                func.sum(attempts.c.alloc_disk_mb),
-            )
-            .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
-            .group_by(attempts.c.node)
-        )
         with self.db.connect() as conn:
-            return {r[0]: Resources(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in conn.execute(q)}
+            return {r[0]: Resources(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in conn.execute(_ALLOCATED)}
 
     def active_attempts(self) -> list[ActiveAttempt]:
-        q = (
-            select(
-                attempts.c.job_id,
-                attempts.c.number,
-                attempts.c.state,
-                attempts.c.handle,
-                attempts.c.created_at,
-                attempts.c.started_at,
-                jobs.c.timeout_s,
-                jobs.c.kill_reason,
-                jobs.c.retries,
-                attempts.c.queued_at,
-                jobs.c.requeues,
-            )
-            .join(jobs, jobs.c.id == attempts.c.job_id)
-            .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
-        )
         with self.db.connect() as conn:
             return [
                 ActiveAttempt(r[0], r[1], JobState(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10])
-                for r in conn.execute(q)
+                for r in conn.execute(_ACTIVE)
             ]
 
 

@@ -49,24 +49,64 @@ def _job_at(state: Any, attempt: str) -> tuple[Any, ...]:
     return jobs.c.id == bindparam("b_job"), jobs.c.state == state, jobs.c.attempts == bindparam(attempt)
 
 
+# The statements of a job's way to running, built once (building one cost as much as running it)
+_INSERT_ATTEMPT = insert(attempts)
+_INSERT_EVENT = insert(events)
+_STILL_QUEUED = (
+    select(jobs.c.id, jobs.c.attempts, jobs.c.spec, jobs.c.queued_since, users.c.id)
+    .select_from(jobs.outerjoin(users, users.c.name == jobs.c.owner))
+    .where(jobs.c.id.in_(bindparam("ids", expanding=True)), jobs.c.state == JobState.QUEUED)
+)
+_LAST_PREEMPTED = (
+    select(attempts.c.job_id)
+    .join(jobs, (jobs.c.id == attempts.c.job_id) & (jobs.c.attempts == attempts.c.number))
+    .where(attempts.c.job_id.in_(bindparam("ids", expanding=True)), attempts.c.state == JobState.PREEMPTED)
+)
+_START = (
+    update(jobs)
+    .where(*_job_at(JobState.QUEUED, "b_prev"))
+    .values(
+        state=JobState.STARTING,
+        attempts=bindparam("b_n"),
+        node=bindparam("b_node"),
+        reason=None,
+        pull=None,  # a pull cut short by a server stop is not this attempt's
+        **{k: bindparam(f"b_{k}") for k in ("alloc_millicpus", "alloc_mem_mb", "alloc_gpus", "alloc_disk_mb")},
+    )
+)
+_STARTING = (
+    select(attempts.c.job_id, attempts.c.number, attempts.c.queued_at)
+    .join(jobs, (jobs.c.id == attempts.c.job_id) & (jobs.c.attempts == attempts.c.number))
+    .where(
+        attempts.c.job_id.in_(bindparam("ids", expanding=True)),
+        attempts.c.state == JobState.STARTING,
+        jobs.c.state == JobState.STARTING,
+    )
+)
+_ATTEMPT_RUNNING = (
+    update(attempts)
+    .where(
+        attempts.c.job_id == bindparam("b_job"),
+        attempts.c.number == bindparam("b_n"),
+        attempts.c.state == JobState.STARTING,
+    )
+    .values(state=JobState.RUNNING, handle=bindparam("b_handle"), started_at=bindparam("b_now"))
+)
+_JOB_RUNNING = (
+    update(jobs)
+    .where(*_job_at(JobState.STARTING, "b_n"))
+    .values(state=JobState.RUNNING, started_at=func.coalesce(jobs.c.started_at, bindparam("b_now")))
+)
+
+
 def start(uow: UnitOfWork, assignments: Sequence[Assignment], now: float) -> list[StartedAttempt]:
     """queued -> starting for each assignment whose job is still queued."""
     started: list[StartedAttempt] = []
     conn = uow.conn
     by_id = {a.job_id: a for a in assignments}
-    rows = conn.execute(
-        select(jobs.c.id, jobs.c.attempts, jobs.c.spec, jobs.c.queued_since, users.c.id)
-        .select_from(jobs.outerjoin(users, users.c.name == jobs.c.owner))
-        .where(jobs.c.id.in_(list(by_id)), jobs.c.state == JobState.QUEUED)
-    ).all()
-    preempted = {  # jobs whose last attempt was preempted: the next one is told (KRAN_PREEMPTED)
-        r[0]
-        for r in conn.execute(
-            select(attempts.c.job_id)
-            .join(jobs, (jobs.c.id == attempts.c.job_id) & (jobs.c.attempts == attempts.c.number))
-            .where(attempts.c.job_id.in_(list(by_id)), attempts.c.state == JobState.PREEMPTED)
-        )
-    }
+    rows = conn.execute(_STILL_QUEUED, {"ids": list(by_id)}).all()
+    # jobs whose last attempt was preempted: the next one is told (KRAN_PREEMPTED)
+    preempted = {r[0] for r in conn.execute(_LAST_PREEMPTED, {"ids": list(by_id)})}
     job_rows, att_rows, ev_rows = [], [], []
     for job_id, n, spec_json, queued_since, owner_id in rows:
         a = by_id[job_id]
@@ -112,23 +152,9 @@ def start(uow: UnitOfWork, assignments: Sequence[Assignment], now: float) -> lis
         spec = JobSpec.from_json(json.loads(spec_json))
         started.append(StartedAttempt(job_id, number, a.node_id, alloc, spec, owner_id, job_id in preempted))
     if job_rows:
-        compare_and_set(
-            conn,
-            update(jobs)
-            .where(*_job_at(JobState.QUEUED, "b_prev"))
-            .values(
-                state=JobState.STARTING,
-                attempts=bindparam("b_n"),
-                node=bindparam("b_node"),
-                reason=None,
-                pull=None,  # a pull cut short by a server stop is not this attempt's
-                **{k: bindparam(f"b_{k}") for k in ("alloc_millicpus", "alloc_mem_mb", "alloc_gpus", "alloc_disk_mb")},
-            ),
-            job_rows,
-            "start",
-        )
-        conn.execute(insert(attempts), att_rows)
-        conn.execute(insert(events), ev_rows)
+        compare_and_set(conn, _START, job_rows, "start")
+        conn.execute(_INSERT_ATTEMPT, att_rows)
+        conn.execute(_INSERT_EVENT, ev_rows)
     uow.queued = -len(job_rows)
     return started
 
@@ -143,43 +169,16 @@ def mark_running(uow: UnitOfWork, items: Sequence[tuple[int, int, str]], now: fl
         return []
     conn = uow.conn
     keys = {(j, n) for j, n, _ in items}
-    current = {
-        (r[0], r[1]): r[2]
-        for r in conn.execute(
-            select(attempts.c.job_id, attempts.c.number, attempts.c.queued_at)
-            .join(jobs, (jobs.c.id == attempts.c.job_id) & (jobs.c.attempts == attempts.c.number))
-            .where(
-                attempts.c.job_id.in_([j for j, _ in keys]),
-                attempts.c.state == JobState.STARTING,
-                jobs.c.state == JobState.STARTING,
-            )
-        )
-    }
+    current = {(r[0], r[1]): r[2] for r in conn.execute(_STARTING, {"ids": [j for j, _ in keys]})}
     rows = [(j, n, h) for j, n, h in items if (j, n) in current]
     if not rows:
         return []
     compare_and_set(
-        conn,
-        update(attempts)
-        .where(
-            attempts.c.job_id == bindparam("b_job"),
-            attempts.c.number == bindparam("b_n"),
-            attempts.c.state == JobState.STARTING,
-        )
-        .values(state=JobState.RUNNING, handle=bindparam("b_handle"), started_at=now),
-        [{"b_job": j, "b_n": n, "b_handle": h} for j, n, h in rows],
-        "running",
+        conn, _ATTEMPT_RUNNING, [{"b_job": j, "b_n": n, "b_handle": h, "b_now": now} for j, n, h in rows], "running"
     )
-    compare_and_set(
-        conn,
-        update(jobs)
-        .where(*_job_at(JobState.STARTING, "b_n"))
-        .values(state=JobState.RUNNING, started_at=func.coalesce(jobs.c.started_at, now)),
-        [{"b_job": j, "b_n": n} for j, n, _ in rows],
-        "running",
-    )
+    compare_and_set(conn, _JOB_RUNNING, [{"b_job": j, "b_n": n, "b_now": now} for j, n, _ in rows], "running")
     conn.execute(
-        insert(events),
+        _INSERT_EVENT,
         [
             {
                 "job_id": j,
