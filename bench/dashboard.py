@@ -28,6 +28,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.dispatch import admin_client, start_server, wait_all_final  # noqa: E402
 from bench.scale import cpu_s, fill, rss_mb, timed  # noqa: E402
+from kran.services.live import PER_USER  # noqa: E402
 
 
 def signed_in(url: str, key_id: str, secret: str) -> httpx.Client:
@@ -97,12 +98,16 @@ def live_run(jobs: int, browsers: int, kind: str) -> dict[str, float]:
         creds = server.credentials
         with admin_client(server) as api:
             if kind != "none":
-                web = signed_in(server.url, creds["key_id"], creds["secret"])
+                # a user may hold PER_USER live streams: the followers are admins enough to hold them all
+                keys = [(creds["key_id"], creds["secret"])]
+                keys += [server.add_user(f"watcher{k}", "admin") for k in range(1, -(-browsers // PER_USER))]
+                webs = [signed_in(server.url, *key) for key in keys]
                 for i in range(browsers):
+                    key_id, secret = keys[i // PER_USER]
                     if kind == "ui":
-                        args = ("/ui/events", {}, web.cookies)
+                        args = ("/ui/events", {}, webs[i // PER_USER].cookies)
                     else:
-                        args = ("/api/v1/events/stream", dict(api.headers), None)
+                        args = ("/api/v1/events/stream", {"Authorization": f"Bearer {key_id}.{secret}"}, None)
                     t = threading.Thread(target=follower, args=(server.url, *args, counts, i, stop), daemon=True)
                     t.start()
                     threads.append(t)

@@ -141,9 +141,11 @@ class Dispatcher:
         if preempting and self.preemptor is not None:
             self.preemptor.after_pass(unplaced, {a.job_id for a in assignments}, nodes, standing)
         started = self.store.start_attempts(assignments, now)
-        # a pass that starts a few quick launches makes them itself (the loop then records
-        # them `running` in the same pass); more, or slow ones, go to the pool in parallel
-        inline = len(started) <= INLINE_MAX and all(self._quick(s) for s in started)
+        # on a quiet server a pass that starts a few quick launches makes them itself (the
+        # loop then records them `running` in the same pass: latency); else they go to the
+        # pool, in parallel with each other and with the next pass (throughput)
+        quiet = not self.wakeups.wake.is_set() and self.outbox.empty()
+        inline = quiet and len(started) <= INLINE_MAX and all(self._quick(s) for s in started)
         for s in started:
             if inline:
                 self._launch(s, inline=True)
