@@ -129,11 +129,12 @@ def test_sqlite_commits_leave_the_checkpoint_to_a_background_thread(tmp_path: Pa
         with d.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
         big = replace(JOB, env={"PAD": "x" * 50_000})
-        for _ in range(80):  # ~40 MB of log in all, in a steady stream over >= 1.6 s
+        for _ in range(120):  # ~60 MB of log in all, in a steady stream over >= 2.4 s
             store.insert_job_groups([Submission([big] * 10, "alice")], 0.0, 1_000_000)
             time.sleep(0.02)
-        # started again from its beginning past MAX_FRAMES (4000 pages, 16 MiB); never: ~40 MB
-        assert (tmp_path / "kran.db-wal").stat().st_size < 28 * 1024 * 1024
-        assert store.queued_jobs.now() == 800
+        # started again from its beginning past MAX_FRAMES (4000 pages, 16 MiB): the file
+        # (its largest size) stays well under what was written (never started again: ~70 MB)
+        assert (tmp_path / "kran.db-wal").stat().st_size < 40 * 1024 * 1024
+        assert store.queued_jobs.now() == 1200
     finally:
         d.close()

@@ -72,8 +72,9 @@ class LiveFeed:
         sub = Subscriber(who, asyncio.get_running_loop())
         with self._lock:
             self._subs.add(sub)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="kran-live", daemon=True)
+            if self._thread is None:  # from the last event now: none stored after this subscribe is missed
+                last = self.source.last_event_id()
+                self._thread = threading.Thread(target=self._run, args=(last,), name="kran-live", daemon=True)
                 self._thread.start()
         return sub
 
@@ -138,8 +139,7 @@ class LiveFeed:
         """Something was stored: read the events now rather than at the next interval."""
         self._wake.set()
 
-    def _run(self) -> None:
-        last = self.source.last_event_id()
+    def _run(self, last: int) -> None:
         tokens, at = float(READ_BURST), time.monotonic()
         while True:
             now = time.monotonic()

@@ -191,8 +191,10 @@ class ProcessEngine:
         timer.start()
 
     def cheap_launch(self, image: bool) -> bool:
-        """A few cgroup dirs, the attempt's files and one request to the fork server."""
-        return True
+        """A few cgroup dirs, the attempt's files and one request to the fork server, while
+        it is up and idle (one that went away is started again, one that hangs is waited
+        for up to 30 s: not in the scheduler's pass)."""
+        return self._spawner.ready()
 
     def cheap_collect(self, ref: AttemptRef) -> bool:
         """Local files and cgroup reads: quicker in the loop than a hand-off to the pool,

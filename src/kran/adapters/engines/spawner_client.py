@@ -136,6 +136,16 @@ class Spawner:
         """Start it now (the first launch would otherwise wait for it)."""
         self._live()
 
+    def ready(self) -> bool:
+        """Running and answering no other request: a launch now gets its answer at once
+        (not after starting another fork server, nor behind one that may hang)."""
+        with self._lock:
+            gen = self._gen
+        if gen is None:
+            return False
+        with gen.lock:
+            return gen.alive and not gen.answers
+
     def spawn(self, request: dict[str, Any]) -> tuple[int, str]:
         """Start a wrapper: its pid and start time. OSError when it could not be started."""
         answer = self._live().ask(request)

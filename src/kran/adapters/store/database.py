@@ -93,10 +93,10 @@ class Database:
             with self.engine.begin() as conn:
                 uow = UnitOfWork(conn)
                 yield uow
-            if self._checkpointer is not None:
-                self._checkpointer.committed()
             for listener in self._committed:
                 listener(uow)
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
