@@ -427,6 +427,9 @@ def _live_feed(store: SqlStore) -> LiveFeed:
     return live
 
 
+STOP_GRACE_S = 5.0  # at a stop, requests still open after this are cut off
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
@@ -455,6 +458,17 @@ def serve(settings: Settings) -> None:
         http = https_only(AutoHTTPProtocol, context)
         loop = "asyncio"  # uvloop's start_tls stalled the handshake of a connection peeked at
     try:
-        uvicorn.run(app, host=web.host, port=web.port, log_level="warning", access_log=False, http=http, loop=loop)
+        uvicorn.run(
+            app,
+            host=web.host,
+            port=web.port,
+            log_level="warning",
+            access_log=False,
+            http=http,
+            loop=loop,
+            # open event streams and followed logs never end by themselves: a stop waited for
+            # them for ever (then a SIGKILL skipped the clean-up below)
+            timeout_graceful_shutdown=STOP_GRACE_S,
+        )
     finally:
         server.stop()

@@ -139,6 +139,32 @@ def test_one_server_per_data_dir(server: ServerProc) -> None:
     assert r.returncode == 1 and "another kran server is using" in r.stderr
 
 
+def test_a_stop_does_not_wait_for_open_event_streams(make_server: Any) -> None:
+    """SIGTERM with a client on the event stream: the server ends within its grace, cleanly
+    (it waited for the stream for ever, until the SIGKILL that skips the clean-up)."""
+    import threading
+
+    s: ServerProc = make_server()
+    opened = threading.Event()
+
+    def follow() -> None:
+        with s.api() as c, c.stream("GET", "/api/v1/events/stream", timeout=None) as r:
+            opened.set()
+            try:
+                for _ in r.iter_lines():
+                    pass
+            except Exception:  # noqa: BLE001 - the server going away ends it
+                pass
+
+    threading.Thread(target=follow, daemon=True).start()
+    assert opened.wait(10)
+    assert s.proc is not None
+    t0 = time.monotonic()
+    s.proc.terminate()
+    assert s.proc.wait(20) == 0
+    assert time.monotonic() - t0 < 10  # its grace is 5 s; ServerProc.stop's SIGKILL comes at 10
+
+
 def test_openapi_and_unknown_routes(server: ServerProc) -> None:
     with server.api() as c:
         schema = c.get("/api/v1/openapi.json").json()
