@@ -427,7 +427,7 @@ def _live_feed(store: SqlStore) -> LiveFeed:
     return live
 
 
-STOP_GRACE_S = 5.0  # at a stop, requests still open after this are cut off
+STOP_GRACE_S = 5  # seconds: at a stop, requests still open after this are cut off
 
 
 def serve(settings: Settings) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, case, delete, func, insert, select, text, upda
 from sqlalchemy.exc import IntegrityError
 
 from kran.adapters.store.associations import association_ids, memberships_of
-from kran.adapters.store.reads import QUEUED_COLUMNS
+from kran.adapters.store.reads import QUEUED_COLUMNS, of_active_attempts
 from kran.adapters.store.sql_store import SqlStore
 from kran.adapters.store.tables import accounts, associations, attempts, jobs, limits
 from kran.domain.fairshare import Association, RunningCharge
@@ -33,19 +33,15 @@ _QUEUED_OF = (
 _ASSOCIATIONS = select(associations, accounts.c.shares.label("account_shares")).join(
     accounts, accounts.c.name == associations.c.account
 )
-_RUNNING = (
-    select(
-        jobs.c.assoc,
-        jobs.c.owner,
-        jobs.c.app,
-        attempts.c.alloc_millicpus,
-        attempts.c.alloc_mem_mb,
-        attempts.c.alloc_gpus,
-        attempts.c.alloc_disk_mb,
-        attempts.c.started_at,
-    )
-    .join(jobs, jobs.c.id == attempts.c.job_id)
-    .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
+_RUNNING = of_active_attempts(
+    jobs.c.assoc,
+    jobs.c.owner,
+    jobs.c.app,
+    attempts.c.alloc_millicpus,
+    attempts.c.alloc_mem_mb,
+    attempts.c.alloc_gpus,
+    attempts.c.alloc_disk_mb,
+    attempts.c.started_at,
 )
 _QUEUED_ASSOCIATIONS = text(
     "WITH RECURSIVE a(id) AS ("

@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Select, case, func, select
 
 from kran.adapters.store.database import Database
 from kran.adapters.store.tables import array_deps, arrays, associations, attempts, events, job_deps, job_labels, jobs
@@ -31,6 +31,16 @@ from kran.domain.records import (
 from kran.domain.resources import Resources
 from kran.domain.states import JobState
 
+
+def of_active_attempts(*columns: Any) -> Select[Any]:
+    """Columns of the active (starting, running) attempts and their jobs."""
+    return (
+        select(*columns)
+        .join(jobs, jobs.c.id == attempts.c.job_id)
+        .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
+    )
+
+
 # Read by every scheduler pass: built once (building a statement cost as much as running it)
 _ALLOCATED = (
     select(
@@ -43,22 +53,18 @@ _ALLOCATED = (
     .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
     .group_by(attempts.c.node)
 )
-_ACTIVE = (
-    select(
-        attempts.c.job_id,
-        attempts.c.number,
-        attempts.c.state,
-        attempts.c.handle,
-        attempts.c.created_at,
-        attempts.c.started_at,
-        jobs.c.timeout_s,
-        jobs.c.kill_reason,
-        jobs.c.retries,
-        attempts.c.queued_at,
-        jobs.c.requeues,
-    )
-    .join(jobs, jobs.c.id == attempts.c.job_id)
-    .where(attempts.c.state.in_([JobState.STARTING, JobState.RUNNING]))
+_ACTIVE = of_active_attempts(
+    attempts.c.job_id,
+    attempts.c.number,
+    attempts.c.state,
+    attempts.c.handle,
+    attempts.c.created_at,
+    attempts.c.started_at,
+    jobs.c.timeout_s,
+    jobs.c.kill_reason,
+    jobs.c.retries,
+    attempts.c.queued_at,
+    jobs.c.requeues,
 )
 
 
