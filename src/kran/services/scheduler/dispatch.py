@@ -154,11 +154,7 @@ class Dispatcher:
         return len(started)
 
     def _quick(self, s: StartedAttempt) -> bool:
-        """Nothing to stage (no inputs, downloads, volume or image) and a quick engine."""
-        spec = s.spec
-        if spec.image or spec.inputs or spec.files or spec.cached_files or spec.volume:
-            return False
-        return self.engine.cheap_launch(False)
+        return self.stager.nothing_to_stage(s.spec) and self.engine.cheap_launch(False)
 
     def _page(
         self,

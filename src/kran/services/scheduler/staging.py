@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Callable
 
 from kran.domain.datafiles import parse_source
-from kran.domain.jobs import job_environment
+from kran.domain.jobs import JobSpec, job_environment
 from kran.domain.records import StartedAttempt
 from kran.errors import EngineError, FetchError
 from kran.ports import Fetcher, LaunchSpec, Volumes
@@ -27,6 +27,11 @@ class Stager:
         self.volumes = volumes
         self.images = images
         self.identity = identity  # the uid:gid a user's jobs run as (None: the server's own)
+
+    @staticmethod
+    def nothing_to_stage(spec: JobSpec) -> bool:
+        """No inputs, downloads, image or volume: `stage` only makes the dirs (quick)."""
+        return not (spec.image or spec.inputs or spec.files or spec.cached_files or spec.volume)
 
     def stage(self, s: StartedAttempt) -> LaunchSpec:
         """Make the attempt's working dir and mounts ready; raises EngineError with the reason."""
