@@ -90,6 +90,30 @@ def test_followed_logs_take_none_of_the_servers_request_threads(server: ServerPr
         assert time.monotonic() - t < 3
 
 
+def test_a_live_stream_from_the_start_shows_no_one_elses_jobs(server: ServerProc) -> None:
+    """`after` replays stored events into a dashboard stream: only the viewer's, also when
+    asked for another user's job by id."""
+    server.add_user("erin")
+    server.add_user("fay")
+    with server.api("erin") as erin, server.api("fay") as fay:
+        hers = erin.post("/api/v1/jobs", json={"command": ["true"], "name": "erins"}).json()["id"]
+        mine = fay.post("/api/v1/jobs", json={"command": ["true"]}).json()["id"]
+    server.wait_state(hers, {"succeeded"})
+    server.wait_state(mine, {"succeeded"})
+    with WebClient(server, "fay") as web:
+        for url in ("/ui/events?after=0", f"/ui/events?after=0&job={hers}"):
+            text = ""
+            with web.http.stream("GET", url, headers={"Last-Event-ID": "0"}, timeout=3) as stream:
+                try:
+                    for chunk in stream.iter_text():
+                        text += chunk
+                except httpx.ReadTimeout:
+                    pass
+            assert f'"job_id": {hers},' not in text and "erins" not in text
+            if "job=" not in url:
+                assert f'"job_id": {mine},' in text  # the replay works: the viewer's own are there
+
+
 def test_live_streams_end_with_the_session(server: ServerProc) -> None:
     """An open /ui/events went on after sign-out, a revoked key and a disabled user."""
     key_id, _ = server.add_user("carol", "admin")

@@ -161,3 +161,49 @@ def test_vendored_libraries_are_the_pinned_ones() -> None:
 def test_a_fragment_refresh_after_the_session_ended_sends_the_page_to_sign_in(server: ServerProc) -> None:
     r = httpx.get(f"{server.url}/ui/nodes/table", headers={"HX-Request": "true"})
     assert r.status_code == 401 and r.headers["hx-redirect"].startswith("/ui/login")
+
+
+def _job_events(web: WebClient, url: str, headers: dict[str, str] | None = None, until: str = "") -> list[str]:
+    """The `id: N` + `job` event blocks of a live stream, read until one contains `until`
+    (or 10 s of it)."""
+    got: list[str] = []
+    with web.http.stream("GET", url, headers=headers or {}, timeout=10) as stream:
+        buf = ""
+        try:
+            for text in stream.iter_text():
+                buf += text
+                while "\n\n" in buf:
+                    block, buf = buf.split("\n\n", 1)
+                    if "event: job" in block:
+                        got.append(block)
+                        if until and until in block:
+                            return got
+        except httpx.ReadTimeout:
+            pass
+    return got
+
+
+def test_a_pages_live_state_misses_no_change_made_before_its_stream_opened(server: ServerProc) -> None:
+    """The job page's stream began at the event read when it opened: a job killed between
+    the page and its stream (a kill from the page is quick) stayed `running` on the page."""
+    with server.api() as api:
+        job = api.post("/api/v1/jobs", json={"command": ["sleep", "60"]}).json()["id"]
+    server.wait_state(job, {"running"})
+    with WebClient(server) as web:
+        html = web.get(f"/ui/jobs/{job}").text
+        found = re.search(r'data-job-live="\d+" data-after="(\d+)"', html)
+        assert found, html
+        after = int(found[1])
+        with server.api() as api:
+            api.post(f"/api/v1/jobs/{job}/kill").raise_for_status()
+        server.wait_state(job, {"killed"})
+        got = _job_events(web, f"/ui/events?job={job}&after={after}", until='"to": "killed"')
+        assert got and '"to": "killed"' in got[-1]
+        # a browser reconnecting sends the last id it saw: the stream goes on after it
+        first = int(got[0].split("\n")[0].removeprefix("id: "))
+        again = _job_events(web, f"/ui/events?job={job}&after={after}", {"Last-Event-ID": str(first)}, '"killed"')
+        assert [int(b.split("\n")[0].removeprefix("id: ")) for b in again] == [
+            int(b.split("\n")[0].removeprefix("id: ")) for b in got[1:]
+        ]
+        table = web.get("/ui/jobs").text
+        assert re.search(r'id="jobs-table" data-live="/ui/events" data-after="\d+"', table)

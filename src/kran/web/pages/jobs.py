@@ -16,9 +16,10 @@ from starlette.concurrency import run_in_threadpool
 from kran.api.deps import MAX_ID, JobId, label_filters
 from kran.api.filesend import file_response
 from kran.api.views import entry_json, event_json, job_json
-from kran.domain.records import COUNT_CAP, SORTABLE, JobFind
+from kran.domain.records import COUNT_CAP, SORTABLE, EventRecord, JobFind
 from kran.domain.states import JobState, parse_states
 from kran.errors import InvalidInput, KranError
+from kran.services.live import BACKLOG
 from kran.web.render import page
 from kran.web.session import COOKIE, Act, Look, services
 
@@ -61,6 +62,7 @@ async def job_table(
         limit=PAGE,
     )
     suite = services(request)
+    after = await run_in_threadpool(suite.queries.last_event_id)  # before the read: the page's live feed starts here
     found, total = await run_in_threadpool(suite.queries.page, viewer.who, find)
     hostnames = await run_in_threadpool(suite.nodes.hostnames)
     filters = {"state": state, "user": user, "label": label, "app": app, "name": name}
@@ -87,6 +89,7 @@ async def job_table(
         final=[s.value for s in JobState if s.is_final],
         sortable=list(SORTABLE),
         killed=killed,
+        live_after=after,
     )
 
 
@@ -111,6 +114,7 @@ async def kill_several(request: Request, viewer: Act) -> Response:
 @router.get("/jobs/{job_id}")
 async def job_page(request: Request, job_id: JobId, viewer: Look, path: str = Query("", max_length=4096)) -> Response:
     suite = services(request)
+    after = await run_in_threadpool(suite.queries.last_event_id)  # before the read (see job_table)
     view = await run_in_threadpool(suite.queries.get_job, job_id, viewer.who)
     hostnames = await run_in_threadpool(suite.nodes.hostnames)
     job = job_json(view.job, view, hostnames)
@@ -135,6 +139,7 @@ async def job_page(request: Request, job_id: JobId, viewer: Look, path: str = Qu
         files_problem=files_problem,
         unlisted=unlisted,
         series=await run_in_threadpool(suite.sampler.points, job_id, view.job.attempts) if view.job.attempts else [],
+        live_after=after,
     )
 
 
@@ -184,13 +189,28 @@ async def job_archive(request: Request, job_id: JobId, viewer: Look) -> Response
 
 
 @router.get("/events")
-async def live_events(request: Request, viewer: Look, job: int | None = Query(None, ge=1, le=MAX_ID)) -> Response:
-    """Job state changes the viewer may see, as Server-Sent Events, from the one feed. The
-    session is checked again every few seconds: signing out, a disabled user or a revoked
-    key ends the stream too."""
+async def live_events(
+    request: Request,
+    viewer: Look,
+    job: int | None = Query(None, ge=1, le=MAX_ID),
+    after: int | None = Query(None, ge=0, le=MAX_ID),
+) -> Response:
+    """Job state changes the viewer may see, as Server-Sent Events, from the one feed: those
+    stored after `after` (the last event id when the page was read, so a change between the
+    page and the stream is not missed) or after the browser's Last-Event-ID when it
+    reconnects, then live. The session is checked again every few seconds: signing out, a
+    disabled user or a revoked key ends the stream too."""
     suite = services(request)
     token = request.cookies.get(COOKIE, "")
-    stream = suite.live.follow(viewer.who, keepalive_s=RECHECK_S)  # refused (429) over the cap
+    resumed = request.headers.get("last-event-id", "")
+    if resumed.isdigit() and int(resumed) <= MAX_ID:
+        after = max(after or 0, int(resumed))
+
+    def backlog(last: int) -> list[EventRecord]:
+        return suite.queries.events_after(viewer.who, last, BACKLOG, job)
+
+    # refused (429) over the cap
+    stream = suite.live.follow(viewer.who, after, backlog if after is not None else None, keepalive_s=RECHECK_S)
 
     async def body() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
@@ -210,6 +230,6 @@ async def live_events(request: Request, viewer: Look, job: int | None = Query(No
                     yield ": keep-alive\n\n"
             elif job is None or event.job_id == job:
                 quiet = now
-                yield f"event: job\ndata: {json.dumps(event_json(event))}\n\n"
+                yield f"id: {event.id}\nevent: job\ndata: {json.dumps(event_json(event))}\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})

@@ -138,8 +138,9 @@ async def run_page(request: Request, run_id: RunId, viewer: Look) -> Response:
     suite = services(request)
 
     def load() -> dict[str, Any]:
+        after = suite.queries.last_event_id()  # before the read: the graph's live feed starts here
         run = suite.workflows.visible_run(run_id, viewer.who)
-        return {**run_view(suite, run), "inputs": inputs_text(suite, run)}
+        return {**run_view(suite, run), "inputs": inputs_text(suite, run), "live_after": after}
 
     return page(request, "workflow.html", viewer, **await run_in_threadpool(load))
 

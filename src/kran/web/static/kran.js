@@ -26,9 +26,10 @@
     el.className = el.className.replace(/\bstate-\S+/g, "") + " state-" + state;
   }
 
-  // live states: one EventSource per page, fed by the server's one reader
-  function follow(url, onJob) {
-    const source = new EventSource(url);
+  // live states: one EventSource per page, fed by the server's one reader, from the last
+  // event stored when the page was read (`after`: a change meanwhile is not missed)
+  function follow(url, after, onJob) {
+    const source = new EventSource(after ? `${url}${url.includes("?") ? "&" : "?"}after=${after}` : url);
     source.addEventListener("job", (m) => onJob(JSON.parse(m.data)));
     source.addEventListener("reload", () => { source.close(); window.location.reload(); });
     source.addEventListener("signed-out", () => { source.close(); window.location.reload(); });
@@ -36,7 +37,7 @@
   }
   const table = document.getElementById("jobs-table");
   if (table) {
-    follow(table.dataset.live, (ev) => {
+    follow(table.dataset.live, table.dataset.after, (ev) => {
       const row = table.querySelector(`tr[data-job="${ev.job_id}"]`);
       if (row) {
         setState(row.querySelector("[data-state]"), ev.to);
@@ -51,7 +52,7 @@
   if (jobState) {
     const id = jobState.dataset.jobLive;
     let reloadSoon = null;
-    follow(`/ui/events?job=${id}`, (ev) => {
+    follow(`/ui/events?job=${id}`, jobState.dataset.after, (ev) => {
       setState(jobState, ev.to);
       // attempts, allocation and files change with the state: fetch the page again, quietly
       if (reloadSoon) clearTimeout(reloadSoon);
@@ -126,7 +127,7 @@
   // a workflow run's graph: step states follow its jobs
   const dag = document.querySelector("[data-dag-live]");
   if (dag) {
-    follow("/ui/events", (ev) => {
+    follow("/ui/events", dag.dataset.after, (ev) => {
       dag.querySelectorAll(`[data-job="${ev.job_id}"]`).forEach((g) => {
         g.setAttribute("class", "node " + ev.to);
         const label = g.querySelector("[data-step-state]");
