@@ -112,6 +112,10 @@ def test_a_live_stream_from_the_start_shows_no_one_elses_jobs(server: ServerProc
             assert f'"job_id": {hers},' not in text and "erins" not in text
             if "job=" not in url:
                 assert f'"job_id": {mine},' in text  # the replay works: the viewer's own are there
+        # a reconnect's Last-Event-ID is a client's value: what is not a plain id is ignored (was a 500)
+        for bad in (b"\xb2", b"\xb9", "\u0661".encode(), b"1" * 5000, b"-1", b"x", b"99999999999999999999"):
+            with web.http.stream("GET", "/ui/events", headers={"Last-Event-ID": bad}, timeout=3) as stream:
+                assert stream.status_code == 200, bad
 
 
 def test_live_streams_end_with_the_session(server: ServerProc) -> None:

@@ -203,7 +203,7 @@ async def live_events(
     suite = services(request)
     token = request.cookies.get(COOKIE, "")
     resumed = request.headers.get("last-event-id", "")
-    if resumed.isdigit() and int(resumed) <= MAX_ID:
+    if resumed.isascii() and resumed.isdigit() and len(resumed) <= 19 and int(resumed) <= MAX_ID:  # else ignored
         after = max(after or 0, int(resumed))
 
     def backlog(last: int) -> list[EventRecord]:
