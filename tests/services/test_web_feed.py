@@ -91,6 +91,35 @@ def test_a_subscriber_far_behind_is_told_to_reload() -> None:
     asyncio.run(run())
 
 
+def test_a_follower_far_behind_catches_up_from_the_store_missing_none() -> None:
+    """The queue's overflow dropped its oldest event, never sent: the catch-up started
+    after the newest sent, so that one change was missed."""
+
+    async def run() -> None:
+        events = Events()
+        feed = LiveFeed(events, interval_s=0.01)
+        admin = Principal("root", Role.ADMIN)
+
+        def backlog(last: int) -> list[EventRecord]:
+            return [e for e, _, _ in events.events_with_owners(last, 500)]
+
+        stream = feed.follow(admin, 0, backlog, keepalive_s=10)
+        first = asyncio.create_task(anext(stream))
+        await asyncio.sleep(0.05)
+        for i in range(2500):  # more than a queue holds, while nobody reads it
+            events.add(i + 1, "x", "queued")
+        await asyncio.sleep(0.5)
+        got = [(await first).id]  # type: ignore[union-attr]
+        while len(got) < 2500:
+            e = await asyncio.wait_for(anext(stream), 5)
+            if isinstance(e, EventRecord):
+                got.append(e.id)
+        assert got == list(range(1, 2501))
+        await stream.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(run())
+
+
 class Cgroups:
     def __init__(self) -> None:
         self.cpu = 0.0

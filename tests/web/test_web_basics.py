@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -207,3 +209,22 @@ def test_a_pages_live_state_misses_no_change_made_before_its_stream_opened(serve
         ]
         table = web.get("/ui/jobs").text
         assert re.search(r'id="jobs-table" data-live="/ui/events" data-after="\d+"', table)
+
+
+def test_a_stream_asked_to_start_past_the_last_event_still_goes_live(server: ServerProc) -> None:
+    """An `after` (or a reconnect's Last-Event-ID, after a restore) beyond the stored events
+    dropped every live event as already seen."""
+    with server.api() as api:
+        job = api.post("/api/v1/jobs", json={"command": ["sleep", "60"]}).json()["id"]
+    server.wait_state(job, {"running"})
+    with WebClient(server) as web:
+        got: list[str] = []
+        reader = threading.Thread(
+            target=lambda: got.extend(_job_events(web, f"/ui/events?job={job}&after=1000000000000", until='"killed"'))
+        )
+        reader.start()
+        time.sleep(1)
+        with server.api() as api:
+            api.post(f"/api/v1/jobs/{job}/kill").raise_for_status()
+        reader.join(20)
+        assert got and '"to": "killed"' in got[-1]

@@ -45,9 +45,10 @@ class Subscriber:
             return
         try:
             self.queue.put_nowait(event)
-        except asyncio.QueueFull:
+        except asyncio.QueueFull:  # what is queued goes too: a catch-up from the store starts after the last sent
             self.behind = True
-            self.queue.get_nowait()
+            while not self.queue.empty():
+                self.queue.get_nowait()
             self.queue.put_nowait(None)
 
 
