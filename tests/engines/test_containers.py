@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kran.adapters.engines.containers import Bind, Handles, Sandbox, plan_container
+from kran.adapters.engines.containers import Bind, Handles, Sandbox, log_frames, plan_container
 from kran.domain.resources import Resources
 from kran.errors import EngineError
 from kran.ports import LaunchSpec
@@ -84,3 +84,30 @@ def test_handles() -> None:
     h = Handles("docker:")
     assert h.of("abc") == "docker:abc" and h.object_id("docker:abc") == "abc"
     assert h.owns("docker:abc") and not h.owns("swarm:abc") and not h.owns(None) and not h.owns("")
+
+
+class Trickle:
+    """A response body that gives at most `step` bytes a read, as a socket may."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step = data, step
+
+    def read(self, n: int) -> bytes:
+        got, self.data = self.data[: min(n, self.step)], self.data[min(n, self.step) :]
+        return got
+
+
+def _frame(kind: int, data: bytes) -> bytes:
+    return bytes([kind, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+
+
+def test_log_frames_split_the_streams_however_the_bytes_arrive() -> None:
+    body = _frame(1, b"out\n") + _frame(2, b"err\n") + _frame(1, b"\x00\xff" * 3000) + _frame(2, b"")
+    for step in (1, 3, 7, 4096, 1 << 20):
+        got: dict[int, bytes] = {1: b"", 2: b""}
+        for kind, data in log_frames(Trickle(body, step)):
+            got[kind] += data
+        assert got == {1: b"out\n" + b"\x00\xff" * 3000, 2: b"err\n"}
+    # cut short (the daemon went away): what came is kept, no error, no endless loop
+    cut = list(log_frames(Trickle(body[:30], 5)))
+    assert b"".join(d for _, d in cut) == b"out\nerr\n\x00\xff"[: sum(len(d) for _, d in cut)]

@@ -98,6 +98,20 @@ def test_exit_code_logs_env_and_workdir(engine: Engine, launch: Any) -> None:
     engine.collect(ref)  # idempotent
 
 
+def test_logs_come_back_whole_and_each_to_its_own_file(engine: Engine, launch: Any) -> None:
+    """Interleaved streams and a 300 kB line without a newline (the daemon splits it in
+    16 kB pieces): each byte in its own file, in order."""
+    ref = launch(
+        'i=0; while [ $i -lt 2000 ]; do echo "o$i"; echo "e$i" >&2; i=$((i+1)); done;'
+        " head -c 300000 /dev/zero | tr '\\0' x"
+    )
+    assert wait_end(engine, ref).exit_code == 0
+    engine.collect(ref)
+    out = (ref.attempt_dir / "stdout").read_text()
+    assert out == "".join(f"o{i}\n" for i in range(2000)) + "x" * 300000
+    assert (ref.attempt_dir / "stderr").read_text() == "".join(f"e{i}\n" for i in range(2000))
+
+
 def test_success_and_running_attempts_are_left_out(engine: Engine, launch: Any) -> None:
     slow = launch("sleep 2")
     fast = launch("true")

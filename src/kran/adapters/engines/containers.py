@@ -9,10 +9,10 @@ from a URL, the explanation of an API error and Docker's times.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import docker
 from docker.errors import APIError, DockerException
@@ -172,6 +172,37 @@ def timed_out(e: BaseException) -> bool:
 def explain(e: Exception) -> str:
     """An API error's own words (its explanation), short."""
     return str(getattr(e, "explanation", None) or e)[:500]
+
+
+STDERR = 2  # a log frame's stream: 1 stdout (0, stdin, is written there too), 2 stderr
+
+
+class Readable(Protocol):
+    def read(self, n: int) -> bytes: ...
+
+
+def log_frames(raw: Readable) -> Iterator[tuple[int, bytes]]:
+    """The (stream, data) frames of a container's logs as the Engine API sends them without
+    a TTY: an 8-byte header (the stream, three zero bytes, the size, big-endian) before each
+    frame's data. Read in pieces of at most 1 MiB, whatever size a frame says."""
+
+    def exactly(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            got = raw.read(n - len(buf))
+            if not got:
+                break
+            buf += got
+        return buf
+
+    while len(head := exactly(8)) == 8:
+        kind, left = head[0], int.from_bytes(head[4:8], "big")
+        while left:
+            data = raw.read(min(left, 1 << 20))
+            if not data:
+                return
+            left -= len(data)
+            yield kind, data
 
 
 def docker_time(text: str | None) -> float | None:

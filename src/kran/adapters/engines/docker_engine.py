@@ -19,6 +19,7 @@ from docker.types import DeviceRequest, Mount
 
 from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.containers import (
+    STDERR,
     ContainerPlan,
     Handles,
     Sandbox,
@@ -26,6 +27,7 @@ from kran.adapters.engines.containers import (
     docker_client,
     docker_time,
     explain,
+    log_frames,
     plan_container,
     seal,
     timed_out,
@@ -330,17 +332,29 @@ class DockerEngine:
                 for name in ("stdout", "stderr"):
                     (ref.attempt_dir / name).touch(exist_ok=True)
                 return
-        for name in ("stdout", "stderr"):
-            data = c.logs(stdout=name == "stdout", stderr=name == "stderr")
-            tmp = ref.attempt_dir / f"{name}.tmp"
-            tmp.write_bytes(data)
-            tmp.replace(ref.attempt_dir / name)
+        self._copy_logs(c.id, ref.attempt_dir)
         end = _end_of(c)
         if end.exit_code is not None:
             write_exit_code(ref.attempt_dir, end.exit_code)
         c.remove(force=True)
         self._killed.discard(c.id)
         self._died_lately(c.id)  # a die event that came after the check saw the end
+
+    def _copy_logs(self, cid: str, attempt_dir: Path) -> None:
+        """The container's stdout and stderr into the attempt's files, from one request (the
+        SDK's `logs` takes one stream a request and inspects the container before each:
+        four requests to the daemon where this makes one), written as they come."""
+        api = self.client.api
+        url = f"{api.base_url}/v{api.api_version}/containers/{cid}/logs"
+        tmps = [attempt_dir / "stdout.tmp", attempt_dir / "stderr.tmp"]
+        with api.get(url, params={"stdout": 1, "stderr": 1}, stream=True, timeout=api.timeout) as r:
+            if not r.ok:  # (NotFound: removed meanwhile, as the SDK's logs would say)
+                raise (NotFound if r.status_code == 404 else APIError)(f"logs of {cid}: {r.text[:500]}", response=r)
+            with open(tmps[0], "wb") as out, open(tmps[1], "wb") as err:
+                for kind, data in log_frames(r.raw):
+                    (err if kind == STDERR else out).write(data)
+        for tmp in tmps:
+            tmp.replace(attempt_dir / tmp.stem)
 
     def stream_logs(self, ref: AttemptRef, stream: str, follow: bool) -> Iterator[bytes]:
         if not ref.handle:
