@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kran.adapters.engines.docker_engine import DockerEngine
-from kran.adapters.engines.process import ProcessEngine
+from kran.adapters.engines.process import ProcessEngine, read_exit_code
 from kran.adapters.engines.swarm import SwarmEngine
 from kran.domain.resources import Resources
 from kran.domain.retry import AttemptEnd
@@ -173,6 +173,23 @@ def test_vanished_work_is_reported(
         request.getfixturevalue("swarm").manager.docker("service", "rm", ref.handle.split(":", 1)[1])
     end = wait_end(engine, ref)
     assert end.vanished or end.exit_code == 137
+
+
+def test_a_container_removed_after_its_end_was_seen_is_collected(
+    engine_kind: str, engine: Engine, launch: Any
+) -> None:
+    """Its end inspected, then removed by someone else before the collect: the exit code
+    the check read is kept, the logs are empty, the collect does not fail."""
+    if engine_kind != "docker":
+        pytest.skip("the local docker engine's collect")
+    import docker
+
+    ref = launch("echo gone; exit 3")
+    assert wait_end(engine, ref).exit_code == 3
+    docker.from_env().containers.get(ref.handle.split(":", 1)[1]).remove(force=True)
+    engine.collect(ref)
+    assert (ref.attempt_dir / "stdout").read_bytes() == b"" and (ref.attempt_dir / "stderr").exists()
+    assert read_exit_code(ref.attempt_dir) == 3
 
 
 def test_bad_command_fails_cleanly(engine: Engine, launch: Any) -> None:

@@ -7,6 +7,7 @@ with instance, job and attempt, which is how they are found again after a restar
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -332,24 +333,29 @@ class DockerEngine:
                 for name in ("stdout", "stderr"):
                     (ref.attempt_dir / name).touch(exist_ok=True)
                 return
-        self._copy_logs(c.id, ref.attempt_dir)
         end = _end_of(c)
+        try:
+            self._copy_logs(c.id, ref.attempt_dir)
+        except NotFound:  # removed since the check inspected it (by hand): as if gone before
+            for name in ("stdout", "stderr"):
+                (ref.attempt_dir / name).touch(exist_ok=True)
         if end.exit_code is not None:
             write_exit_code(ref.attempt_dir, end.exit_code)
-        c.remove(force=True)
+        with contextlib.suppress(NotFound):
+            c.remove(force=True)
         self._killed.discard(c.id)
         self._died_lately(c.id)  # a die event that came after the check saw the end
 
     def _copy_logs(self, cid: str, attempt_dir: Path) -> None:
         """The container's stdout and stderr into the attempt's files, from one request (the
         SDK's `logs` takes one stream a request and inspects the container before each:
-        four requests to the daemon where this makes one), written as they come."""
+        four requests to the daemon where this makes one), written as they come. The
+        request and its errors are the SDK's own (its `_get` and `_raise_for_status`, as its
+        `logs` makes them: headers, timeout, NotFound or APIError with the daemon's words)."""
         api = self.client.api
-        url = f"{api.base_url}/v{api.api_version}/containers/{cid}/logs"
         tmps = [attempt_dir / "stdout.tmp", attempt_dir / "stderr.tmp"]
-        with api.get(url, params={"stdout": 1, "stderr": 1}, stream=True, timeout=api.timeout) as r:
-            if not r.ok:  # (NotFound: removed meanwhile, as the SDK's logs would say)
-                raise (NotFound if r.status_code == 404 else APIError)(f"logs of {cid}: {r.text[:500]}", response=r)
+        with api._get(api._url("/containers/{0}/logs", cid), params={"stdout": 1, "stderr": 1}, stream=True) as r:
+            api._raise_for_status(r)
             with open(tmps[0], "wb") as out, open(tmps[1], "wb") as err:
                 for kind, data in log_frames(r.raw):
                     (err if kind == STDERR else out).write(data)
