@@ -349,13 +349,19 @@ class DockerEngine:
     def _copy_logs(self, cid: str, attempt_dir: Path) -> None:
         """The container's stdout and stderr into the attempt's files, from one request (the
         SDK's `logs` takes one stream a request and inspects the container before each:
-        four requests to the daemon where this makes one), written as they come. The
-        request and its errors are the SDK's own (its `_get` and `_raise_for_status`, as its
-        `logs` makes them: headers, timeout, NotFound or APIError with the daemon's words)."""
-        api = self.client.api
+        four requests to the daemon where this makes one), written as they come. Errors as
+        the SDK's would be: NotFound or APIError with the daemon's words."""
+        api = self.client.api  # (a requests session: its base URL and API version are the SDK's)
+        url = f"{api.base_url}/v{api.api_version}/containers/{cid}/logs"
         tmps = [attempt_dir / "stdout.tmp", attempt_dir / "stderr.tmp"]
-        with api._get(api._url("/containers/{0}/logs", cid), params={"stdout": 1, "stderr": 1}, stream=True) as r:
-            api._raise_for_status(r)
+        with api.get(url, params={"stdout": 1, "stderr": 1}, stream=True, timeout=api.timeout) as r:
+            if not r.ok:
+                try:
+                    why = str(r.json().get("message", ""))
+                except ValueError:
+                    why = r.text
+                kind = NotFound if r.status_code == 404 else APIError
+                raise kind(f"logs of container {cid}", response=r, explanation=why[:500])
             with open(tmps[0], "wb") as out, open(tmps[1], "wb") as err:
                 for kind, data in log_frames(r.raw):
                     (err if kind == STDERR else out).write(data)
