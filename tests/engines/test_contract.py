@@ -175,9 +175,7 @@ def test_vanished_work_is_reported(
     assert end.vanished or end.exit_code == 137
 
 
-def test_a_container_removed_after_its_end_was_seen_is_collected(
-    engine_kind: str, engine: Engine, launch: Any
-) -> None:
+def test_a_container_removed_after_its_end_was_seen_is_collected(engine_kind: str, engine: Engine, launch: Any) -> None:
     """Its end inspected, then removed by someone else before the collect: the exit code
     the check read is kept, the logs are empty, the collect does not fail."""
     if engine_kind != "docker":

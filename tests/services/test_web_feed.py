@@ -120,6 +120,29 @@ def test_a_follower_far_behind_catches_up_from_the_store_missing_none() -> None:
     asyncio.run(run())
 
 
+def test_a_follow_from_past_the_last_event_still_goes_live() -> None:
+    """An `after` beyond the stored events (a client's value, a Last-Event-ID from before a
+    restore) dropped every live event as already seen, on the API's stream as on the pages'."""
+
+    async def run() -> None:
+        events = Events()
+        events.add(1, "x", "queued")
+        feed = LiveFeed(events, interval_s=0.01)
+
+        def backlog(last: int) -> list[EventRecord]:
+            return [e for e, _, _ in events.events_with_owners(last, 500)]
+
+        stream = feed.follow(Principal("root", Role.ADMIN), 10**12, backlog, keepalive_s=10)
+        first = asyncio.create_task(anext(stream))
+        await asyncio.sleep(0.05)
+        events.add(2, "x", "running")
+        got = await asyncio.wait_for(first, 5)
+        assert isinstance(got, EventRecord) and got.id == 2
+        await stream.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(run())
+
+
 class Cgroups:
     def __init__(self) -> None:
         self.cpu = 0.0

@@ -105,8 +105,10 @@ class LiveFeed:
         backlog: Callable[[int], list[EventRecord]] | None,
         keepalive_s: float,
     ) -> AsyncIterator[EventRecord | str | None]:
-        sub = self.subscribe(who)
         last = after
+        if last is not None:  # never past the last event (a client's value): every live one would be dropped as seen
+            last = min(last, await asyncio.to_thread(self.source.last_event_id))
+        sub = self.subscribe(who)  # (after that read: what is stored meanwhile comes from the backlog)
         try:
             while True:
                 if last is not None and backlog is not None:

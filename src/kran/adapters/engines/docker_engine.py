@@ -330,15 +330,13 @@ class DockerEngine:
             try:
                 c = self.client.containers.get(cid)
             except NotFound:
-                for name in ("stdout", "stderr"):
-                    (ref.attempt_dir / name).touch(exist_ok=True)
+                _no_logs(ref.attempt_dir)
                 return
         end = _end_of(c)
         try:
             self._copy_logs(c.id, ref.attempt_dir)
         except NotFound:  # removed since the check inspected it (by hand): as if gone before
-            for name in ("stdout", "stderr"):
-                (ref.attempt_dir / name).touch(exist_ok=True)
+            _no_logs(ref.attempt_dir)
         if end.exit_code is not None:
             write_exit_code(ref.attempt_dir, end.exit_code)
         with contextlib.suppress(NotFound):
@@ -392,6 +390,12 @@ class DockerEngine:
                 )
             )
         return out
+
+
+def _no_logs(attempt_dir: Path) -> None:
+    """A container gone before its logs were copied: empty ones (what was copied stays)."""
+    for name in ("stdout", "stderr"):
+        (attempt_dir / name).touch(exist_ok=True)
 
 
 def _end_of(c: Any) -> AttemptEnd:
