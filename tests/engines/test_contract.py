@@ -31,15 +31,14 @@ def engine(engine_kind: str, request: pytest.FixtureRequest) -> Iterator[Engine]
         eng: Any = ProcessEngine(instance, kill_grace_s=1)
     elif engine_kind == "docker":
         request.getfixturevalue("test_image")
-        eng = DockerEngine(instance, kill_grace_s=1)
+        eng = DockerEngine(instance, kill_grace_s=1, on_exit=lambda: None)  # the server's: ends told by events
     else:
         eng = SwarmEngine(instance, request.getfixturevalue("swarm").manager.sock, kill_grace_s=1)
     yield eng
     for ref in eng.discover():
         eng.kill(ref)
         eng.collect(ref)
-    if engine_kind != "docker":
-        eng.close()  # its fork server, its event follower
+    eng.close()  # its fork server, its event followers
 
 
 def shell_spec(

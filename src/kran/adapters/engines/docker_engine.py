@@ -50,6 +50,7 @@ FINAL = ("exited", "dead")
 OUTAGES_KEPT = 20  # the windows an end is compared with
 PROBE_TIMEOUT_S = 5
 INFO_EVERY_S = 10.0
+LIST_EVERY_S = 1.0  # while the daemon's `die` events are followed: a listing's the safety net
 
 
 class DockerEngine:
@@ -82,6 +83,7 @@ class DockerEngine:
         self._restarted = False  # in the current outage, the daemon refused or was gone (not only slow)
         self._lock = threading.Lock()
         self._died: set[str] = set()  # containers the daemon said ended, not yet seen so in a listing
+        self._listed_at = float("-inf")  # when the last listing was asked for (monotonic)
         self._exits: EventFollower | None = None
         self._on_exit = on_exit or (lambda: None)
         if on_exit is not None:  # a container's end wakes the monitor: no wait for its next poll
@@ -95,9 +97,12 @@ class DockerEngine:
         """A `die` event comes before the daemon's listings show the container ended (an
         inspect waits for it): the next check inspects it."""
         if isinstance(cid := event.get("id"), str):
-            with self._lock:
-                self._died.add(cid)
+            self._mark_died(cid)
             self._on_exit()
+
+    def _mark_died(self, cid: str) -> None:
+        with self._lock:
+            self._died.add(cid)
 
     def _died_lately(self, cid: str) -> bool:
         with self._lock:
@@ -256,26 +261,42 @@ class DockerEngine:
         flt = {"label": f"kran.instance={self.instance}"}
         return list(self.client.containers.list(all=True, filters=flt, sparse=sparse))
 
+    def _listing_due(self) -> bool:
+        """Whether this check lists the instance's containers. While the `die` events are
+        followed, each end is told as it comes and only the containers it names are
+        inspected; a listing then is the safety net, once every LIST_EVERY_S and whenever
+        the stream was (re)opened after the last one (an end in between was not told)."""
+        live = self._exits.live_since() if self._exits is not None else None
+        return live is None or self._listed_at < live or time.monotonic() - self._listed_at >= LIST_EVERY_S
+
     def check(self, refs: Sequence[AttemptRef]) -> dict[tuple[int, int], AttemptEnd]:
         mine = [r for r in refs if HANDLES.owns(r.handle)]
         if not mine:
             return {}
-        try:
-            by_id = {c.id: c for c in self._ours(sparse=True)}  # polled often: one request, not one per container
-        except (DockerException, OSError):
-            return {}  # engine unreachable: nothing is known to have ended
+        by_id: dict[str, Any] | None = None  # None: between listings, only told ends are asked
+        if self._listing_due():
+            started = time.monotonic()
+            try:
+                by_id = {c.id: c for c in self._ours(sparse=True)}  # one request, not one per container
+            except (DockerException, OSError):
+                return {}  # engine unreachable: nothing is known to have ended
+            self._listed_at = started
         out = {}
         for ref in mine:
             assert ref.handle is not None
             cid = HANDLES.object_id(ref.handle)
             died = self._died_lately(cid)  # (always asked: the mark goes whether or not the listing caught up)
-            c = by_id.get(cid)
-            if c is not None and (c.status in FINAL or died):
+            if by_id is None and not died:
+                continue
+            c = by_id.get(cid) if by_id is not None else self.client.containers.prepare_model({"Id": cid})
+            if c is not None and (died or c.status in FINAL):
                 try:
                     c.reload()  # only an ended one is inspected: its exit code, end time, OOM
                 except NotFound:
                     c = None  # removed since the list: as if not listed
                 except (DockerException, OSError):
+                    if died:
+                        self._mark_died(cid)
                     continue  # asked again at the next pass
             if c is None:
                 code = read_exit_code(ref.attempt_dir)  # collected before a restart
@@ -291,6 +312,7 @@ class DockerEngine:
                 if fault := ended_with_daemon(at, end.exit_code, oom, self._outages_now(), time.time()):
                     end = replace(end, engine_fault=fault)
                 elif undecided(at, end.exit_code, oom, c.id in self._killed, bool(self._live_restore), self._last_up):
+                    self._mark_died(c.id)
                     continue  # asked again until it is clear whether its daemon was stopping
                 out[(ref.job_id, ref.attempt)] = end
                 self._inspected[c.id] = c  # its collect needs not ask again

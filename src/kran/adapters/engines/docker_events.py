@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,7 @@ class EventFollower:
         self._since = since
         self._stopped = threading.Event()
         self._stream: Any = None
+        self._live_at: float | None = None  # when the open stream answered (monotonic); None: none open
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -52,6 +54,11 @@ class EventFollower:
             with contextlib.suppress(Exception):
                 stream.close()
 
+    def live_since(self) -> float | None:
+        """When the stream now open was answered (time.monotonic()): every event since
+        then reaches `on_event`. None while there is none (connecting, or the daemon away)."""
+        return self._live_at
+
     def _follow(self) -> None:
         while not self._stopped.is_set():
             if self._unix_path is None or os.path.exists(self._unix_path):  # (docker's client leaks a failed socket)
@@ -65,12 +72,14 @@ class EventFollower:
             self._stream = client.events(filters=self._filters, decode=True, since=self._since())
             if self._stopped.is_set():
                 return
+            self._live_at = time.monotonic()
             for event in self._stream:
                 if isinstance(event, dict):
                     self._on_event(event)
         except Exception:  # the daemon away or restarting: follow it again
             pass
         finally:
+            self._live_at = None
             if self._stream is not None:
                 with contextlib.suppress(Exception):
                     self._stream.close()
