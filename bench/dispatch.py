@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
 import shutil
 import statistics
@@ -35,10 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import ServerProc, free_port  # noqa: E402
 
 IMAGE = "kran-test/busybox:latest"
+# where the servers keep their data: not under /tmp, as the default data dir
+# (~/.local/share/kran) is not; a host job's work dir under /tmp is bound into its private
+# /tmp, a mount more to make and to let go of for each job, which users do not pay
+DATA_PARENT = "/var/tmp"
 
 
 def start_server(cpus: float, **env: str) -> ServerProc:
-    data = Path(tempfile.mkdtemp(prefix="kran-bench-"))
+    data = Path(tempfile.mkdtemp(prefix="kran-bench-", dir=DATA_PARENT))
+    atexit.register(shutil.rmtree, data, True)
     (data / "home").mkdir()
     full = {
         **os.environ,

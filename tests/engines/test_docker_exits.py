@@ -78,20 +78,52 @@ def _poll_until_ended(
     raise AssertionError("the end was never seen")
 
 
-def test_while_ends_are_told_a_check_lists_containers_only_as_a_safety_net(
-    told: tuple[DockerEngine, threading.Event], lists: list[float], tmp_path: Path, test_image: str
+def test_while_ends_are_told_a_check_inspects_only_what_ended(
+    told: tuple[DockerEngine, threading.Event],
+    lists: list[float],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    test_image: str,
 ) -> None:
+    monkeypatch.setattr(docker_engine, "LIST_EVERY_S", 600.0)  # no safety listing during the test
     eng, woken = told
-    ref = _launch(eng, tmp_path, 1, "sleep 2.5; exit 3", test_image)
+    ref = _launch(eng, tmp_path, 1, "sleep 1.5; exit 3", test_image)
     started = time.monotonic()
-    checks, seen = _poll_until_ended(eng, ref)
+    checks, seen = _poll_until_ended(eng, ref, limit_s=10)
     assert woken.is_set()  # the die event woke the monitor
-    assert checks >= 30  # ~50 checks over the job's 2.5 s
-    # one listing a second at most (each was one request for every container), where every
-    # check listed before
-    assert 1 <= len(lists) <= (seen - started) / docker_engine.LIST_EVERY_S + 2, (len(lists), checks)
+    assert checks >= 20  # ~30 checks over the job's 1.5 s
+    assert len(lists) == 1, (len(lists), checks)  # the first since the stream opened; before: one a check
+    assert seen - started < 1.5 + 1.0  # seen from its die event (no listing came after the first)
     eng.collect(ref)
     assert (ref.attempt_dir / "exit_code").read_text().strip() == "3"
+
+
+def test_a_reopened_event_stream_is_followed_by_a_listing(
+    told: tuple[DockerEngine, threading.Event],
+    lists: list[float],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    test_image: str,
+) -> None:
+    """An end while the stream was away was never told: the first check after it opened
+    again lists (else it would wait for the next safety listing)."""
+    monkeypatch.setattr(docker_engine, "LIST_EVERY_S", 600.0)
+    eng, _ = told
+    assert eng._exits is not None
+    ref = _launch(eng, tmp_path, 4, "sleep 60", test_image)
+    eng.check([ref])
+    eng.check([ref])
+    assert len(lists) == 1
+    opened = eng._exits.live_since()
+    eng._exits._stream.close()  # the stream breaks (as when the daemon restarts); it opens again
+    deadline = time.monotonic() + 10
+    while eng._exits.live_since() in (None, opened):
+        assert time.monotonic() < deadline, "the event stream did not open again"
+        time.sleep(0.02)
+    eng.check([ref])
+    eng.check([ref])
+    assert len(lists) == 2
+    eng.kill(ref)
 
 
 def test_an_end_the_event_stream_missed_is_found_by_the_next_listing(
@@ -107,7 +139,7 @@ def test_an_end_the_event_stream_missed_is_found_by_the_next_listing(
     time.sleep(0.1)
     eng.check([ref])  # running: listed (the first listing since the stream opened)
     # found by a listing, at the latest LIST_EVERY_S after the last (the job ran 0.5 s)
-    _poll_until_ended(eng, ref, limit_s=0.5 + docker_engine.LIST_EVERY_S + 2)
+    _poll_until_ended(eng, ref, limit_s=0.5 + docker_engine.LIST_EVERY_S + 1.5)
     eng.collect(ref)
     assert (ref.attempt_dir / "exit_code").read_text().strip() == "0"
 
@@ -120,3 +152,35 @@ def test_without_the_event_stream_every_check_lists(
     checks, _ = _poll_until_ended(eng, ref)
     assert len(lists) == checks
     eng.collect(ref)
+
+
+def test_a_daemon_that_stops_answering_costs_one_inspect_a_check_and_no_end(
+    told: tuple[DockerEngine, threading.Event],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    test_image: str,
+) -> None:
+    eng, _ = told
+    refs = [_launch(eng, tmp_path, job, "true", test_image) for job in (5, 6, 7)]
+    deadline = time.monotonic() + 20
+    while any(
+        c.status not in docker_engine.FINAL
+        for c in eng.client.containers.list(all=True, filters={"label": f"kran.instance={eng.instance}"})
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    asked = []
+
+    def hangs(self: ContainerCollection, cid: str) -> Any:
+        asked.append(cid)
+        raise ConnectionError("read timed out")  # as a hung daemon's (the SDK raises an OSError), after its timeout
+
+    real = ContainerCollection.get
+    monkeypatch.setattr(ContainerCollection, "get", hangs)
+    assert eng.check(refs) == {}
+    assert len(asked) == 1  # each would have waited its timeout: the rest at the next pass
+    monkeypatch.setattr(ContainerCollection, "get", real)
+    ends = eng.check(refs)
+    assert sorted(ends) == [(5, 1), (6, 1), (7, 1)] and all(e.exit_code == 0 for e in ends.values())
+    for ref in refs:
+        eng.collect(ref)

@@ -294,9 +294,11 @@ class DockerEngine:
                     c.reload()  # only an ended one is inspected: its exit code, end time, OOM
                 except NotFound:
                     c = None  # removed since the list: as if not listed
-                except (DockerException, OSError):
+                except (DockerException, OSError) as e:
                     if died:
                         self._mark_died(cid)
+                    if unreachable(e):
+                        break  # (each inspect could wait its timeout): the rest at the next pass
                     continue  # asked again at the next pass
             if c is None:
                 code = read_exit_code(ref.attempt_dir)  # collected before a restart

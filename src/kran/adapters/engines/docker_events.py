@@ -55,8 +55,10 @@ class EventFollower:
                 stream.close()
 
     def live_since(self) -> float | None:
-        """When the stream now open was answered (time.monotonic()): every event since
-        then reaches `on_event`. None while there is none (connecting, or the daemon away)."""
+        """When the stream now open was answered (time.monotonic()); None while there is
+        none (connecting, or the daemon away). Nearly every event since then reaches
+        `on_event`: the daemon answers a moment before it subscribes, and drops events for
+        a subscriber that falls far behind, so callers keep a safety net."""
         return self._live_at
 
     def _follow(self) -> None:
