@@ -184,3 +184,22 @@ def test_a_daemon_that_stops_answering_costs_one_inspect_a_check_and_no_end(
     assert sorted(ends) == [(5, 1), (6, 1), (7, 1)] and all(e.exit_code == 0 for e in ends.values())
     for ref in refs:
         eng.collect(ref)
+
+
+def test_a_die_told_after_the_collect_is_not_kept(
+    told: tuple[DockerEngine, threading.Event], tmp_path: Path, test_image: str
+) -> None:
+    """An end the listing saw first, its event arriving after the collect removed the
+    container: the mark goes with the next listing (a server running for months would
+    otherwise keep one for each)."""
+    eng, _ = told
+    ref = _launch(eng, tmp_path, 8, "true", test_image)
+    _poll_until_ended(eng, ref)
+    eng.collect(ref)
+    assert ref.handle is not None
+    eng._died_event({"id": docker_engine.HANDLES.object_id(ref.handle)})  # late
+    other = _launch(eng, tmp_path, 9, "sleep 30", test_image)
+    eng._listed_at = float("-inf")  # the next check lists
+    assert eng.check([other]) == {}
+    assert eng._died == set()
+    eng.kill(other)

@@ -281,6 +281,8 @@ class DockerEngine:
             except (DockerException, OSError):
                 return {}  # engine unreachable: nothing is known to have ended
             self._listed_at = started
+            with self._lock:  # marks of containers gone (told after their collect) go too
+                self._died &= by_id.keys()
         out = {}
         for ref in mine:
             assert ref.handle is not None
