@@ -7,9 +7,17 @@ import os
 import secrets
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from kran.adapters.engines import cgroups
+from kran.adapters.engines.cgroups import Cgroups
+from kran.adapters.engines.process import ProcessEngine
+from kran.errors import EngineError
+from tests.engines.test_contract import shell_spec
 from tests.security.conftest import logs, wait_job, wait_running
 
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -254,3 +262,29 @@ def test_forged_wrapper_processes_are_not_trusted(open_server: Any) -> None:
         c.post(f"/api/v1/jobs/{job}/kill").raise_for_status()
     assert wait_job(server, job, "mallory")["state"] == "killed"
     assert _gone("sleep 40")
+
+
+def test_a_job_whose_cgroup_cannot_be_made_never_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cgroup the kernel refuses (a cgroup v1 machine whose memory cgroup ids ran out,
+    ENOSPC) ran the job with no cgroup at all: no memory or pids limit, no kill of what it
+    left, no accounting. The launch fails instead, and no part of the cgroup is left. Here
+    the refusal is a real filesystem's, under a stand-in cgroup root: one hierarchy's
+    `kran` is a file."""
+    root = tmp_path / "cgroup"
+    for h in ("memory", "cpuacct", "blkio", "pids", "freezer"):
+        (root / h).mkdir(parents=True)
+    (root / "pids" / "kran").write_text("")
+    monkeypatch.setattr(cgroups, "ROOT", root)
+    eng = ProcessEngine(uuid.uuid4().hex, kill_grace_s=1, cgroups=Cgroups(1))
+    try:
+        with pytest.raises(EngineError, match="could not make the job's cgroup"):
+            eng.launch(shell_spec(tmp_path, 5, "touch ran", None))
+        assert not (tmp_path / "j5" / "1" / "work" / "ran").exists()
+        assert not list((root / "memory").rglob("5.1"))  # what was made of it went
+    finally:
+        eng.close()
+    # a cgroup root where none can be made (read-only, say): no cgroups, said at the start
+    (root / "memory" / "kran").rename(root / "memory" / "made")
+    (root / "memory" / "kran").write_text("")
+    found = Cgroups.detect(root)
+    assert found.version is None and "cannot make cgroups" in str(found.unavailable)

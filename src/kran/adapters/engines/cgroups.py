@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kran.domain.accounting import Usage
+from kran.errors import EngineError
 
 ROOT = Path("/sys/fs/cgroup")
 V1 = ("memory", "cpuacct", "blkio", "pids", "freezer")
@@ -35,10 +36,16 @@ class Cgroups:
         if os.geteuid() != 0:
             return Cgroups(None, "not running as root")
         if (root / "cgroup.controllers").exists():
-            return Cgroups(2)
-        if all((root / c).is_dir() for c in V1[:3]):
-            return Cgroups(1)
-        return Cgroups(None, "no cgroup hierarchy found")
+            found = Cgroups(2)
+        elif all((root / c).is_dir() for c in V1[:3]):
+            found = Cgroups(1)
+        else:
+            return Cgroups(None, "no cgroup hierarchy found")
+        try:  # (a read-only cgroupfs: no cgroups, said at start, rather than every host job failing)
+            (root / ("memory" if found.version == 1 else "") / "kran").mkdir(exist_ok=True)
+        except OSError as e:
+            return Cgroups(None, f"cannot make cgroups ({e.strerror or e})")
+        return found
 
     def relative(self, instance: str, job_id: int, attempt: int) -> str:
         return f"kran/{instance[:12]}/{job_id}.{attempt}"
@@ -58,7 +65,8 @@ class Cgroups:
         return self.dirs(rel)
 
     def create(self, rel: str, mem_limit_bytes: int | None = None, pids_limit: int | None = None) -> list[Path]:
-        """Make the attempt's cgroup; returns the cgroup.procs files a process joins by."""
+        """Make the attempt's cgroup; returns the cgroup.procs files a process joins by.
+        EngineError when it cannot be made."""
         if self.version is None:
             return []
         try:
@@ -73,8 +81,9 @@ class Cgroups:
             pids = ROOT / ("pids" if self.version == 1 else "") / rel / "pids.max"
             if pids_limit and pids.parent.is_dir():
                 pids.write_text(str(pids_limit))
-        except OSError:
-            return []
+        except OSError as e:  # (memory cgroups the kernel still keeps can use up its 65,535 ids)
+            self.remove(rel)  # never a job outside its limits, its kill, its accounting
+            raise EngineError(f"could not make the job's cgroup ({e.strerror or e})") from None
         return [d / "cgroup.procs" for d in self.dirs(rel)]
 
     def _enable_v2_controllers(self, rel: str) -> None:
