@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kran.domain.accounting import Usage
-from kran.errors import EngineError
+from kran.errors import EngineUnavailable
 
 ROOT = Path("/sys/fs/cgroup")
 V1 = ("memory", "cpuacct", "blkio", "pids", "freezer")
@@ -66,7 +66,7 @@ class Cgroups:
 
     def create(self, rel: str, mem_limit_bytes: int | None = None, pids_limit: int | None = None) -> list[Path]:
         """Make the attempt's cgroup; returns the cgroup.procs files a process joins by.
-        EngineError when it cannot be made."""
+        EngineUnavailable when it cannot be made now (the job is held and launched again)."""
         if self.version is None:
             return []
         try:
@@ -83,7 +83,7 @@ class Cgroups:
                 pids.write_text(str(pids_limit))
         except OSError as e:  # (memory cgroups the kernel still keeps can use up its 65,535 ids)
             self.remove(rel)  # never a job outside its limits, its kill, its accounting
-            raise EngineError(f"could not make the job's cgroup ({e.strerror or e})") from None
+            raise EngineUnavailable(f"could not make the job's cgroup ({e.strerror or e})") from None
         return [d / "cgroup.procs" for d in self.dirs(rel)]
 
     def _enable_v2_controllers(self, rel: str) -> None:
