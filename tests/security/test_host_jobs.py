@@ -16,7 +16,7 @@ import pytest
 from kran.adapters.engines import cgroups
 from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.process import ProcessEngine
-from kran.errors import EngineError
+from kran.errors import EngineUnavailable
 from tests.engines.test_contract import shell_spec
 from tests.security.conftest import logs, wait_job, wait_running
 
@@ -267,9 +267,9 @@ def test_forged_wrapper_processes_are_not_trusted(open_server: Any) -> None:
 def test_a_job_whose_cgroup_cannot_be_made_never_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cgroup the kernel refuses (a cgroup v1 machine whose memory cgroup ids ran out,
     ENOSPC) ran the job with no cgroup at all: no memory or pids limit, no kill of what it
-    left, no accounting. The launch fails instead, and no part of the cgroup is left. Here
-    the refusal is a real filesystem's, under a stand-in cgroup root: one hierarchy's
-    `kran` is a file."""
+    left, no accounting. The launch is held instead (EngineUnavailable: tried again later),
+    and no part of the cgroup is left. Here the refusal is a real filesystem's, under a
+    stand-in cgroup root: one hierarchy's `kran` is a file."""
     root = tmp_path / "cgroup"
     for h in ("memory", "cpuacct", "blkio", "pids", "freezer"):
         (root / h).mkdir(parents=True)
@@ -277,14 +277,64 @@ def test_a_job_whose_cgroup_cannot_be_made_never_runs(tmp_path: Path, monkeypatc
     monkeypatch.setattr(cgroups, "ROOT", root)
     eng = ProcessEngine(uuid.uuid4().hex, kill_grace_s=1, cgroups=Cgroups(1))
     try:
-        with pytest.raises(EngineError, match="could not make the job's cgroup"):
+        with pytest.raises(EngineUnavailable, match="could not make the job's cgroup"):
             eng.launch(shell_spec(tmp_path, 5, "touch ran", None))
         assert not (tmp_path / "j5" / "1" / "work" / "ran").exists()
         assert not list((root / "memory").rglob("5.1"))  # what was made of it went
     finally:
         eng.close()
-    # a cgroup root where none can be made (read-only, say): no cgroups, said at the start
-    (root / "memory" / "kran").rename(root / "memory" / "made")
-    (root / "memory" / "kran").write_text("")
-    found = Cgroups.detect(root)
-    assert found.version is None and "cannot make cgroups" in str(found.unavailable)
+
+
+def test_a_launch_that_fails_after_its_cgroup_was_made_leaves_none(tmp_path: Path) -> None:
+    """Each left would keep one of the kernel's memory cgroup ids."""
+    found = Cgroups.detect()
+    if found.version is None:
+        pytest.skip(f"no cgroups here: {found.unavailable}")
+    instance = uuid.uuid4().hex
+    eng = ProcessEngine(instance, kill_grace_s=1, cgroups=found, run_as=(65534, 65534))
+    try:
+        spec = shell_spec(tmp_path, 6, "true", None)
+        for name in ("work", ""):  # its attempt dir gone: sealing it fails after the cgroup was made
+            (spec.attempt_dir / name).rmdir()
+        with pytest.raises(OSError):
+            eng.launch(spec)
+        assert not [d for d in found.all_dirs(found.relative(instance, 6, 1)) if d.exists()]
+    finally:
+        eng.close()
+        found.remove_instance(instance)
+
+
+def _mounted(target: Path, options: str) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "kran-test", str(target)], check=True)
+
+
+def test_where_no_cgroup_can_ever_be_made_the_server_says_so_at_start(tmp_path: Path) -> None:
+    """A read-only cgroupfs (real EROFS, a `kran` dir already there or not), a cgroup v2
+    tree without the memory and pids controllers: no cgroups, said at the start (host jobs
+    then run without, as where there are none), rather than every job failing. A refusal
+    of another kind (no memory cgroup ids left: a real ENOSPC, a tmpfs out of inodes) is
+    not taken for that: the launches wait for it."""
+    root = tmp_path / "cgroup"
+    for h in ("cpuacct", "blkio"):
+        (root / h).mkdir(parents=True)
+    memory = root / "memory"
+    _mounted(memory, "size=1m")
+    try:
+        (memory / "kran").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(memory)], check=True)
+        found = Cgroups.detect(root)
+        assert found.version is None and "Read-only" in str(found.unavailable)
+        subprocess.run(["umount", str(memory)], check=True)
+        _mounted(memory, "size=1m,nr_inodes=3")  # the root dir and two more
+        (memory / "a").mkdir()
+        (memory / "b").mkdir()
+        assert Cgroups.detect(root).version == 1
+        assert sorted(p.name for p in memory.iterdir()) == ["a", "b"]  # nothing left behind
+    finally:
+        subprocess.run(["umount", str(memory)], check=False)
+    v2 = tmp_path / "unified"
+    v2.mkdir()
+    (v2 / "cgroup.controllers").write_text("cpu io hugetlb\n")
+    found = Cgroups.detect(v2)
+    assert found.version is None and "memory and pids" in str(found.unavailable)

@@ -11,6 +11,7 @@ signalling the cgroup reaches all of them.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -22,6 +23,7 @@ from kran.errors import EngineUnavailable
 
 ROOT = Path("/sys/fs/cgroup")
 V1 = ("memory", "cpuacct", "blkio", "pids", "freezer")
+V2_NEEDED = ("memory", "pids")  # the limits; cpu and io only count
 
 
 @dataclass(frozen=True)
@@ -36,15 +38,22 @@ class Cgroups:
         if os.geteuid() != 0:
             return Cgroups(None, "not running as root")
         if (root / "cgroup.controllers").exists():
-            found = Cgroups(2)
+            missing = set(V2_NEEDED) - set((root / "cgroup.controllers").read_text().split())
+            if missing:  # (a v1 machine's `unified` mount, a container's delegated tree)
+                return Cgroups(None, f"cgroup v2 without the {' and '.join(sorted(missing))} controller")
+            found, where = Cgroups(2), root
         elif all((root / c).is_dir() for c in V1[:3]):
-            found = Cgroups(1)
+            found, where = Cgroups(1), root / "memory"
         else:
             return Cgroups(None, "no cgroup hierarchy found")
-        try:  # (a read-only cgroupfs: no cgroups, said at start, rather than every host job failing)
-            (root / ("memory" if found.version == 1 else "") / "kran").mkdir(exist_ok=True)
+        probe = where / f"kran-probe-{os.getpid()}"
+        try:
+            probe.mkdir()
+            probe.rmdir()
         except OSError as e:
-            return Cgroups(None, f"cannot make cgroups ({e.strerror or e})")
+            if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):  # never: said at start, jobs run without
+                return Cgroups(None, f"cannot make cgroups ({e.strerror})")
+            # not now (no memory cgroup ids left, say): each launch waits for it (create)
         return found
 
     def relative(self, instance: str, job_id: int, attempt: int) -> str:
@@ -87,14 +96,17 @@ class Cgroups:
         return [d / "cgroup.procs" for d in self.dirs(rel)]
 
     def _enable_v2_controllers(self, rel: str) -> None:
+        """Each controller by a write of its own: one the kernel refuses (cpu, with
+        real-time threads about) must not cost the others (memory and pids: the limits)."""
         path = ROOT
-        for part in Path(rel).parts[:-1]:
+        for part in ("", *Path(rel).parts[:-1]):
             path = path / part
             path.mkdir(exist_ok=True)
-            try:
-                (path / "cgroup.subtree_control").write_text("+memory +cpu +io +pids")
-            except OSError:
-                pass
+            for controller in (*V2_NEEDED, "cpu", "io"):
+                try:
+                    (path / "cgroup.subtree_control").write_text(f"+{controller}")
+                except OSError:
+                    pass  # a missing limit file fails the create below
 
     def usage(self, rel: str) -> Usage:
         """CPU seconds, peak memory and I/O bytes of the attempt's cgroup (None if unknown)."""

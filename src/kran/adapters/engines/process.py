@@ -105,7 +105,15 @@ class ProcessEngine:
 
     def launch(self, spec: LaunchSpec) -> str:
         mem = spec.allocation.mem_mb * 1024 * 1024 if spec.allocation.mem_mb else None
-        procs = self.cgroups.create(self._rel(spec.job_id, spec.attempt), mem, self.pids_limit)
+        rel = self._rel(spec.job_id, spec.attempt)
+        procs = self.cgroups.create(rel, mem, self.pids_limit)
+        try:
+            return self._start(spec, procs, mem)
+        except BaseException:
+            self.cgroups.remove(rel)  # (one a process joined stays: a cgroup in use is not removed)
+            raise
+
+    def _start(self, spec: LaunchSpec, procs: list[Path], mem: int | None) -> str:
         run_as = effective_user(spec, self.run_as)
         private = run_as is not None and self.no_private_mounts is None
         if run_as:  # the wrapper stays root (cgroup, mounts, exit code); the job does not
