@@ -98,17 +98,18 @@ def test_while_ends_are_told_a_check_inspects_only_what_ended(
     assert (ref.attempt_dir / "exit_code").read_text().strip() == "3"
 
 
+@pytest.fixture
+def no_safety_listing(told: tuple[DockerEngine, threading.Event], monkeypatch: pytest.MonkeyPatch) -> DockerEngine:
+    monkeypatch.setattr(docker_engine, "LIST_EVERY_S", 600.0)
+    return told[0]
+
+
 def test_a_reopened_event_stream_is_followed_by_a_listing(
-    told: tuple[DockerEngine, threading.Event],
-    lists: list[float],
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    test_image: str,
+    no_safety_listing: DockerEngine, lists: list[float], tmp_path: Path, test_image: str
 ) -> None:
     """An end while the stream was away was never told: the first check after it opened
     again lists (else it would wait for the next safety listing)."""
-    monkeypatch.setattr(docker_engine, "LIST_EVERY_S", 600.0)
-    eng, _ = told
+    eng = no_safety_listing
     assert eng._exits is not None
     ref = _launch(eng, tmp_path, 4, "sleep 60", test_image)
     eng.check([ref])
