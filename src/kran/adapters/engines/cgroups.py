@@ -97,7 +97,13 @@ class Cgroups:
 
     def _enable_v2_controllers(self, rel: str) -> None:
         """Each controller by a write of its own: one the kernel refuses (cpu, with
-        real-time threads about) must not cost the others (memory and pids: the limits)."""
+        real-time threads about) must not cost the others (memory and pids: the limits).
+        Once per instance: its parent passing the limits on says the ones above do too."""
+        try:
+            if set(V2_NEEDED) <= set((ROOT / rel).parent.joinpath("cgroup.subtree_control").read_text().split()):
+                return
+        except OSError:
+            pass  # not made yet
         path = ROOT
         for part in ("", *Path(rel).parts[:-1]):
             path = path / part
