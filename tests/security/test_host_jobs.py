@@ -204,6 +204,24 @@ def test_host_jobs_have_a_pids_limit(open_server: Any) -> None:
     assert 5 < int(logs(small, job).strip()) <= 30
 
 
+def test_a_host_job_gets_no_swap_past_its_memory_limit(open_server: Any) -> None:
+    """Its memory limit without one on swap let a host job swap past it (docker jobs never
+    could: memswap_limit = mem_limit). Where the kernel accounts swap."""
+    v1 = Path("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+    v2 = Path("/sys/fs/cgroup/memory.swap.max")
+    if not v1.exists() and not v2.exists():
+        pytest.skip("this kernel does not account swap")
+    server = open_server()
+    where = (
+        'p=$(awk -F: \'$2=="memory"{print "/sys/fs/cgroup/memory"$3}\' /proc/self/cgroup); '
+        '[ -n "$p" ] && cat "$p/memory.memsw.limit_in_bytes" || '
+        'cat "/sys/fs/cgroup$(awk -F: \'$1=="0"{print $3}\' /proc/self/cgroup)/memory.swap.max"'
+    )
+    job = _submit(server, None, sh=where, mem="64")
+    assert wait_job(server, job)["state"] == "succeeded", logs(server, job)
+    assert logs(server, job).strip() == (str(64 << 20) if v1.exists() else "0")
+
+
 def test_tmp_and_shm_are_private_and_freed(open_server: Any) -> None:
     """Issue 17.8: 64 MiB stayed in the host's /dev/shm after the job; /tmp was shared."""
     server = open_server()

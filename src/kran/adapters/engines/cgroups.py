@@ -83,10 +83,16 @@ class Cgroups:
                 self._enable_v2_controllers(rel)
             for d in self.dirs(rel):
                 d.mkdir(parents=True, exist_ok=True)
-            if mem_limit_bytes:
+            if mem_limit_bytes:  # and no swap past it (as kran's docker jobs: memswap_limit = mem_limit)
                 limit = ROOT / ("memory" if self.version == 1 else "") / rel
-                name = "memory.limit_in_bytes" if self.version == 1 else "memory.max"
-                (limit / name).write_text(str(mem_limit_bytes))
+                if self.version == 1:
+                    (limit / "memory.limit_in_bytes").write_text(str(mem_limit_bytes))
+                    swap, value = limit / "memory.memsw.limit_in_bytes", str(mem_limit_bytes)
+                else:
+                    (limit / "memory.max").write_text(str(mem_limit_bytes))
+                    swap, value = limit / "memory.swap.max", "0"
+                if swap.exists():  # (only where the kernel accounts swap)
+                    swap.write_text(value)
             pids = ROOT / ("pids" if self.version == 1 else "") / rel / "pids.max"
             if pids_limit and pids.parent.is_dir():
                 pids.write_text(str(pids_limit))
