@@ -213,9 +213,7 @@ def _cleanup_engine_leftovers(instance_dir: Path) -> None:
     if inst:
         from kran.adapters.engines.cgroups import Cgroups
 
-        time.sleep(0.2)  # the killed jobs leave their cgroups
-        Cgroups.detect().remove_instance(inst[0], with_attempts=True)  # after a kill -9 nobody else does
-        try:
+        try:  # first: a container's own cgroup, inside its attempt's, keeps that from going
             import docker
 
             client = docker.from_env()
@@ -223,6 +221,8 @@ def _cleanup_engine_leftovers(instance_dir: Path) -> None:
                 c.remove(force=True)
         except Exception:
             pass
+        time.sleep(0.2)  # the killed jobs leave their cgroups
+        Cgroups.detect().remove_instance(inst[0], with_attempts=True)  # after a kill -9 nobody else does
 
 
 @pytest.fixture(scope="session")
