@@ -148,3 +148,23 @@ def test_a_job_that_cannot_join_its_cgroup_never_runs(tmp_path: Path, monkeypatc
         assert not (ref.attempt_dir / "work" / "ran").exists()
     finally:
         eng.close()
+
+
+def test_a_set_up_failure_says_why_where_the_attempt_dir_takes_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full disk the fork server's child could write neither its reason nor its exit
+    code: the job failed as a bare 'exit code 125'. The reason now also comes through the
+    fork server. Here `stderr` is a dir, so no file takes it."""
+    gone = tmp_path / "removed-cgroup" / "cgroup.procs"
+    monkeypatch.setattr(Cgroups, "create", lambda self, *a, **k: [gone])
+    eng = ProcessEngine(uuid.uuid4().hex, kill_grace_s=1, cgroups=Cgroups(None, "test"))
+    try:
+        spec = shell_spec(tmp_path, 7, "touch ran", None)
+        (spec.attempt_dir / "stderr").mkdir()
+        ref = AttemptRef(7, 1, eng.launch(spec), spec.attempt_dir)
+        end = wait_end(eng, ref)
+        assert end.exit_code == 125 and "could not put the job into its cgroup" in str(end.error), end
+        assert not (ref.attempt_dir / "work" / "ran").exists()
+    finally:
+        eng.close()

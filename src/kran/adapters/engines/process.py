@@ -35,7 +35,7 @@ from kran.adapters.engines.host_launch import (
     write_env_file,
 )
 from kran.adapters.engines.ownership import effective_user, private_tmp_dir, seal_attempt
-from kran.adapters.engines.spawner import proc_start
+from kran.adapters.engines.spawner import SETUP_FAILED, proc_start
 from kran.adapters.engines.spawner_client import Spawner
 from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
@@ -145,12 +145,14 @@ class ProcessEngine:
     def _exit_of(self, ref: AttemptRef) -> AttemptEnd | None:
         assert ref.handle is not None
         pid, start = _parse(ref.handle)
-        state, status = self._spawner.outcome(pid, start)
+        state, status, why = self._spawner.outcome(pid, start)
         if state == "running":
             return None
         if state == "ended" and status is not None:
             self._spawner.forget(pid, start)
             code = read_exit_code(ref.attempt_dir)
+            if why is not None:  # the job never started (the files may not say: a full disk)
+                return AttemptEnd(SETUP_FAILED, error=why)
             if code is not None:
                 return AttemptEnd(code)
             if os.WIFSIGNALED(status):

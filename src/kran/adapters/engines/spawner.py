@@ -10,9 +10,11 @@ own drop to its user (host_launch.py says what each part sees).
 Each request is one JSON line: the attempt dir (the child's working dir: every path below
 is relative to it), the cgroup.procs files to join, the wrapper's argv and environment
 (server values only) and, for a job with private mounts, their sizes. The answer is the
-wrapper's pid; when a wrapper ends, {"ended": pid, "status": wait status} follows. The
-server's end of the socket closing ends this process; its wrappers run on (reparented,
-as they would be if the server itself had started them), each writing its exit code.
+wrapper's pid; when a wrapper ends, {"ended": pid, "status": wait status} follows, with
+"error": why, when the child could not start it (told through a close-on-exec pipe, so the
+reason comes even where the attempt dir cannot be written: a full disk). The server's end
+of the socket closing ends this process; its wrappers run on (reparented, as they would be
+if the server itself had started them), each writing its exit code.
 """
 
 from __future__ import annotations
@@ -127,8 +129,9 @@ def _private(req: dict[str, Any]) -> None:
         raise SetupError(f"kran: could not set up the job's private /tmp, /dev/shm and /proc ({e})") from None
 
 
-def child(req: dict[str, Any]) -> None:
-    """In the forked child (as the server's user): never returns."""
+def child(req: dict[str, Any], why_fd: int) -> None:
+    """In the forked child (as the server's user): never returns. A failure's reason goes
+    to `why_fd` (closed by the exec when all went well) and to the attempt's files."""
     here = False  # in the attempt dir: only then are its files written
     try:
         for sig in signal.valid_signals():  # every signal as a fresh process has it
@@ -145,7 +148,7 @@ def child(req: dict[str, Any]) -> None:
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        for fd in [int(n) for n in os.listdir("/proc/self/fd") if int(n) > 2]:  # few: the rest are close-on-exec
+        for fd in [int(n) for n in os.listdir("/proc/self/fd") if int(n) > 2 and int(n) != why_fd]:  # few
             try:
                 os.close(fd)
             except OSError:
@@ -163,13 +166,17 @@ def child(req: dict[str, Any]) -> None:
                 raise SetupError(f"kran: could not put the job into its cgroup ({procs}: {e.strerror})") from None
         os.execve(argv[0], argv, env)
     except SetupError as e:
-        _fail(str(e), here)
+        _fail(str(e), here, why_fd)
     except BaseException as e:  # noqa: BLE001 - whatever it was, the attempt says so and ends
-        _fail(f"kran: could not start the job ({e})", here)
+        _fail(f"kran: could not start the job ({e})", here, why_fd)
     os._exit(SETUP_FAILED)
 
 
-def _fail(message: str, here: bool) -> None:
+def _fail(message: str, here: bool, why_fd: int) -> None:
+    try:
+        os.write(why_fd, message.encode(errors="replace")[:4000])
+    except OSError:
+        pass
     if here:
         try:
             with open("stderr", "w") as f:
@@ -202,8 +209,12 @@ def serve(conn: socket.socket) -> None:
     sel.register(wake_r, selectors.EVENT_READ)
     buf = b""
     started: dict[int, str] = {}
+    why: dict[int, bytes] = {}  # a child's failure, as it told it before ending
     while True:
         for key, _ in sel.select():
+            if key.data is not None:  # a child's pipe: its failure, or closed by its exec
+                _read_why(sel, key.fileobj, key.data, why)  # type: ignore[arg-type]
+                continue
             if key.fileobj is wake_r:
                 while True:
                     try:
@@ -220,15 +231,27 @@ def serve(conn: socket.socket) -> None:
             for line in lines:
                 req = json.loads(line)
                 try:
+                    why_r, why_w = os.pipe2(os.O_CLOEXEC)
+                except OSError as e:
+                    _send(conn, {"id": req["id"], "error": str(e)})
+                    continue
+                try:
                     pid = os.fork()
                 except OSError as e:
+                    os.close(why_r)
+                    os.close(why_w)
                     _send(conn, {"id": req["id"], "error": str(e)})
                     continue
                 if pid == 0:
                     try:
-                        child(req)
+                        os.close(why_r)
+                        child(req, why_w)
                     finally:
                         os._exit(SETUP_FAILED)
+                os.close(why_w)
+                os.set_blocking(why_r, False)
+                why[pid] = b""
+                sel.register(why_r, selectors.EVENT_READ, pid)
                 started[pid] = (proc_start(pid) or ("", "0"))[1]  # not reaped before this: no other has the pid
                 _send(conn, {"id": req["id"], "pid": pid, "start": started[pid]})
         while True:  # the wrappers that ended: reaped here, their status to the server
@@ -238,7 +261,27 @@ def serve(conn: socket.socket) -> None:
                 break
             if pid == 0:
                 break
-            _send(conn, {"ended": pid, "start": started.pop(pid, "0"), "status": status})
+            for key in [k for k in sel.get_map().values() if k.data == pid]:  # what it wrote before it ended
+                _read_why(sel, key.fileobj, pid, why)  # type: ignore[arg-type]
+            ended = {"ended": pid, "start": started.pop(pid, "0"), "status": status}
+            message = why.pop(pid, b"")
+            _send(conn, {**ended, "error": message.decode(errors="replace")} if message else ended)
+
+
+def _read_why(sel: selectors.BaseSelector, fd: int, pid: int, why: dict[int, bytes]) -> None:
+    """Read a child's pipe to its end (the child ended or exec'd), or what is there now."""
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            sel.unregister(fd)
+            os.close(fd)
+            return
+        why[pid] = why.get(pid, b"") + data
 
 
 def _send(conn: socket.socket, msg: dict[str, Any]) -> None:

@@ -44,7 +44,7 @@ class _Generation:
         self.send_lock = threading.Lock()
         self.answers: dict[int, tuple[threading.Event, list[dict[str, Any]]]] = {}
         self.owned: set[tuple[int, str]] = set()
-        self.ended: dict[tuple[int, str], int] = {}
+        self.ended: dict[tuple[int, str], tuple[int, str | None]] = {}  # wait status, why setup failed
         self.next_id = 0
         threading.Thread(target=self._read, name="kran-spawner", daemon=True).start()
 
@@ -86,7 +86,8 @@ class _Generation:
     def _take(self, msg: dict[str, Any]) -> None:
         if "ended" in msg:
             with self.lock:
-                self.ended[(int(msg["ended"]), str(msg["start"]))] = int(msg["status"])
+                why = msg.get("error")
+                self.ended[(int(msg["ended"]), str(msg["start"]))] = (int(msg["status"]), str(why) if why else None)
             if self.on_exit:
                 self.on_exit()
             return
@@ -157,17 +158,17 @@ class Spawner:
         with self._lock:
             return [g for g in (self._gen, *self._old) if g is not None]
 
-    def outcome(self, pid: int, start: str) -> tuple[str, int | None]:
-        """("ended", wait status), ("running", None) while a live fork server of ours has
-        it, or ("unknown", None): not started by this server, or its fork server went away
-        (then the wrapper's exit code file tells)."""
+    def outcome(self, pid: int, start: str) -> tuple[str, int | None, str | None]:
+        """("ended", wait status, why its set-up failed or None), ("running", None, None)
+        while a live fork server of ours has it, or ("unknown", None, None): not started by
+        this server, or its fork server went away (then the wrapper's exit code file tells)."""
         for g in self._gens():
             with g.lock:
                 if (pid, start) in g.ended:
-                    return "ended", g.ended[(pid, start)]
+                    return "ended", *g.ended[(pid, start)]
                 if (pid, start) in g.owned and g.alive:
-                    return "running", None
-        return "unknown", None
+                    return "running", None, None
+        return "unknown", None, None
 
     def forget(self, pid: int, start: str) -> None:
         for g in self._gens():
