@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from kran.adapters.cwl.execute import CwlRunner
+from kran.adapters.cwl.runner import CwlRunner
 from kran.adapters.engines.capacity import detect_capacity
 from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.containers import Sandbox

@@ -4,6 +4,7 @@ that reads documents only under the run's dir and the shared roots (never the ne
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 import logging
@@ -164,18 +165,23 @@ class _LastError(logging.Handler):
         super().close()
 
 
-class CwlRunner:
-    """The workflow engine port, with cwltool."""
+def run_in(
+    run_dir: Path,
+    document: str,
+    job_order: str | None,
+    launcher: StepLauncher,
+    roots: tuple[Path, ...],
+    default_image: str,
+    max_parallel: int,
+) -> RunResult:
+    """runner.CwlRunner's run: the first one installs the JavaScript engine."""
+    _install_nodejs()
+    return run_cwl(document, job_order, RunPaths(run_dir), launcher, roots, default_image, max_parallel)
 
-    def __init__(self, default_image: str, max_parallel: int) -> None:
-        nodejs.install()
-        self.default_image = default_image
-        self.max_parallel = max_parallel
 
-    def run(
-        self, document: str, job_order: str | None, run_dir: Path, launcher: StepLauncher, roots: tuple[Path, ...]
-    ) -> RunResult:
-        return run_cwl(document, job_order, RunPaths(run_dir), launcher, roots, self.default_image, self.max_parallel)
+@functools.cache
+def _install_nodejs() -> None:
+    nodejs.install()
 
 
 def _keep_schemas() -> None:
