@@ -366,6 +366,16 @@ def make_server(tmp_path: Path) -> Iterator[Any]:
         _cleanup_engine_leftovers(s.data_dir)
 
 
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    """One server for a module's parametrized refusals (a server start is ~3 s): each case
+    leaves the store as it found it, and checks that it did, so the cases share one."""
+    s = start_test_server(tmp_path_factory.mktemp("module-server"), 0)
+    yield s
+    s.stop()
+    _cleanup_engine_leftovers(s.data_dir)
+
+
 @pytest.fixture
 def swarm_server(make_server: Any, swarm: Any, tmp_path: Path) -> ServerProc:
     """A kran server on the test swarm's manager (jobs on its 3 nodes)."""

@@ -31,8 +31,8 @@ from tests.conftest import ServerProc
         ({"command": ["true"], "cpus": "64"}, 422, "more than the largest node"),
     ],
 )
-def test_bad_job_fields(server: ServerProc, body: dict[str, Any], status: int, fragment: str) -> None:
-    with server.api() as c:
+def test_bad_job_fields(module_server: ServerProc, body: dict[str, Any], status: int, fragment: str) -> None:
+    with module_server.api() as c:
         r = c.post("/api/v1/jobs", json=body)
         assert r.status_code == status, r.text
         assert fragment in r.json()["error"]

@@ -11,13 +11,23 @@ import pytest
 from tests.conftest import ServerProc
 from tests.security.conftest import logs, wait_job
 
+USERS = (("alice", "user"), ("bob", "user"), ("svc", "service"), ("svc2", "service"), ("root2", "admin"))
+
 
 @pytest.fixture
 def world(make_server: Any) -> ServerProc:
     server: ServerProc = make_server()
-    for name, role in (("alice", "user"), ("bob", "user"), ("svc", "service"), ("svc2", "service"), ("root2", "admin")):
+    for name, role in USERS:
         server.add_user(name, role)
     return server
+
+
+@pytest.fixture(scope="module")
+def one_world(module_server: ServerProc) -> ServerProc:
+    """The same users, one server for the parametrized cases (each its own job or app)."""
+    for name, role in USERS:
+        module_server.add_user(name, role)
+    return module_server
 
 
 # caller -> on_behalf_of -> expected status of the submit
@@ -34,12 +44,12 @@ ON_BEHALF = [
 
 
 @pytest.mark.parametrize(("caller", "target", "status"), ON_BEHALF)
-def test_who_may_act_for_whom(world: ServerProc, caller: str | None, target: str, status: int) -> None:
-    with world.api(caller) as c:
+def test_who_may_act_for_whom(one_world: ServerProc, caller: str | None, target: str, status: int) -> None:
+    with one_world.api(caller) as c:
         r = c.post("/api/v1/jobs", json={"command": ["true"], "on_behalf_of": target})
     assert r.status_code == status, r.text
     if status == 201:
-        with world.api() as c:
+        with one_world.api() as c:
             assert c.get(f"/api/v1/jobs/{r.json()['id']}").json()["owner"] == target
 
 
@@ -55,9 +65,9 @@ APP_USERS = [
 
 
 @pytest.mark.parametrize(("caller", "user", "status"), APP_USERS)
-def test_only_admins_give_apps_a_user(world: ServerProc, caller: str | None, user: str, status: int) -> None:
-    with world.api(caller) as c:
-        r = c.post("/api/v1/apps/tool", json={"user": user})
+def test_only_admins_give_apps_a_user(one_world: ServerProc, caller: str | None, user: str, status: int) -> None:
+    with one_world.api(caller) as c:
+        r = c.post(f"/api/v1/apps/tool-{user.replace(':', '-')}", json={"user": user})  # a new app each case
     assert r.status_code == status, r.text
 
 

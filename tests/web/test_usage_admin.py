@@ -157,8 +157,8 @@ def test_a_user_sees_only_their_own_usage(server: ServerProc) -> None:
         ({"by": "planet"}, "by must be one of user, account, app, day, image, array"),
     ],
 )
-def test_bad_periods_are_refused_with_a_reason(server: ServerProc, params: dict[str, str], reason: str) -> None:
-    with WebClient(server) as web:
+def test_bad_periods_are_refused_with_a_reason(module_server: ServerProc, params: dict[str, str], reason: str) -> None:
+    with WebClient(module_server) as web:
         r = web.get("/ui/usage", params=params)
         assert r.status_code == 422 and html.unescape(ALERT.findall(r.text)[0]).startswith(reason)
         assert 'id="usage-form"' in r.text  # the form again, to mend
@@ -401,8 +401,9 @@ def test_a_forged_csrf_token_changes_nothing(server: ServerProc) -> None:
     ],
 )
 def test_bad_input_is_a_4xx_with_a_reason(
-    server: ServerProc, path: str, data: dict[str, str], status: int, reason: str
+    module_server: ServerProc, path: str, data: dict[str, str], status: int, reason: str
 ) -> None:
+    server = module_server  # every case a refusal: the limits and accounts stay as they were
     with WebClient(server) as web:
         r = web.post(path, data)
         assert r.status_code == status, r.text
