@@ -168,3 +168,18 @@ def test_a_set_up_failure_says_why_where_the_attempt_dir_takes_no_file(
         assert not (ref.attempt_dir / "work" / "ran").exists()
     finally:
         eng.close()
+
+
+def test_the_start_time_the_fork_server_tells_is_the_one_proc_shows(tmp_path: Path) -> None:
+    """It is what a wrapper is known by (with its pid) for as long as it runs, and after a
+    restart: the fork server takes it from the clock when it can, and it must be /proc's."""
+    from kran.adapters.engines.spawner import proc_start
+
+    eng = ProcessEngine(uuid.uuid4().hex, kill_grace_s=1, cgroups=Cgroups(None, "test"))
+    try:
+        for job in range(1, 41):
+            ref = _launch(eng, tmp_path, job, "sleep 2")
+            pid, start = ref.handle.split(":")[1:] if ref.handle else ("0", "")
+            assert (proc_start(int(pid)) or ("", ""))[1] == start, (job, ref.handle)
+    finally:
+        eng.close()

@@ -16,6 +16,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from kran.domain.accounting import Usage
@@ -59,19 +60,26 @@ class Cgroups:
     def relative(self, instance: str, job_id: int, attempt: int) -> str:
         return f"kran/{instance[:12]}/{job_id}.{attempt}"
 
-    def dirs(self, rel: str) -> list[Path]:
+    @cached_property
+    def _roots(self) -> list[Path]:
+        """The hierarchies an attempt's cgroup is made in (looked up once, not per launch)."""
         if self.version == 1:
-            return [ROOT / c / rel for c in V1 if (ROOT / c).is_dir()]
-        if self.version == 2:
-            return [ROOT / rel]
-        return []
+            return [ROOT / c for c in V1 if (ROOT / c).is_dir()]
+        return [ROOT] if self.version == 2 else []
+
+    @cached_property
+    def _all_roots(self) -> list[Path]:
+        if self.version == 1:
+            return sorted(h for h in ROOT.iterdir() if h.is_dir())
+        return self._roots
+
+    def dirs(self, rel: str) -> list[Path]:
+        return [r / rel for r in self._roots]
 
     def all_dirs(self, rel: str) -> list[Path]:
         """Every hierarchy's dir for `rel`: Docker creates a container's cgroup parent in all
         of them (cpu, pids, devices, ...), and leaves it behind when the container goes."""
-        if self.version == 1:
-            return [h / rel for h in sorted(ROOT.iterdir()) if (h / rel).is_dir()]
-        return self.dirs(rel)
+        return [d for d in (r / rel for r in self._all_roots) if d.is_dir()]
 
     def create(self, rel: str, mem_limit_bytes: int | None = None, pids_limit: int | None = None) -> list[Path]:
         """Make the attempt's cgroup; returns the cgroup.procs files a process joins by.
@@ -81,25 +89,31 @@ class Cgroups:
         try:
             if self.version == 2:
                 self._enable_v2_controllers(rel)
-            for d in self.dirs(rel):
-                d.mkdir(parents=True, exist_ok=True)
+            made = self.dirs(rel)
+            for d in made:
+                try:
+                    os.mkdir(d)
+                except FileExistsError:
+                    pass
+                except FileNotFoundError:  # the first of this instance
+                    d.mkdir(parents=True, exist_ok=True)
             if mem_limit_bytes:  # and no swap past it (as kran's docker jobs: memswap_limit = mem_limit)
                 limit = ROOT / ("memory" if self.version == 1 else "") / rel
                 if self.version == 1:
-                    (limit / "memory.limit_in_bytes").write_text(str(mem_limit_bytes))
+                    _put(limit / "memory.limit_in_bytes", str(mem_limit_bytes))
                     swap, value = limit / "memory.memsw.limit_in_bytes", str(mem_limit_bytes)
                 else:
-                    (limit / "memory.max").write_text(str(mem_limit_bytes))
+                    _put(limit / "memory.max", str(mem_limit_bytes))
                     swap, value = limit / "memory.swap.max", "0"
                 if swap.exists():  # (only where the kernel accounts swap)
-                    swap.write_text(value)
-            pids = ROOT / ("pids" if self.version == 1 else "") / rel / "pids.max"
-            if pids_limit and pids.parent.is_dir():
-                pids.write_text(str(pids_limit))
+                    _put(swap, value)
+            pids = ROOT / "pids" if self.version == 1 else ROOT
+            if pids_limit and pids in self._roots:
+                _put(pids / rel / "pids.max", str(pids_limit))
         except OSError as e:  # (memory cgroups the kernel still keeps can use up its 65,535 ids)
             self.remove(rel)  # never a job outside its limits, its kill, its accounting
             raise EngineUnavailable(f"could not make the job's cgroup ({e.strerror or e})") from None
-        return [d / "cgroup.procs" for d in self.dirs(rel)]
+        return [d / "cgroup.procs" for d in made]
 
     def _enable_v2_controllers(self, rel: str) -> None:
         """Each controller by a write of its own: one the kernel refuses (cpu, with
@@ -218,10 +232,10 @@ class Cgroups:
 
     def remove(self, rel: str) -> None:
         """Remove the attempt's cgroup (the instance's parent stays for the next attempts)."""
-        for d in self.all_dirs(rel):
+        for r in self._all_roots:
             try:
-                d.rmdir()
-            except OSError:
+                os.rmdir(r / rel)
+            except OSError:  # not in this hierarchy, or still in use
                 pass
 
     def remove_instance(self, instance: str, with_attempts: bool = False) -> None:
@@ -246,6 +260,15 @@ class Cgroups:
 
 def _read(path: Path) -> str:
     return path.read_text().strip()
+
+
+def _put(path: Path, text: str) -> None:
+    """One write, OSError as it comes (a limit the kernel refuses fails the create)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def _write(path: Path, text: str) -> None:

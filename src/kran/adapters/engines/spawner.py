@@ -29,6 +29,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 from typing import Any
 
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET = 0x00020000, 0x08000000, 0x40000000
@@ -36,6 +37,7 @@ MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x1
 MNT_DETACH = 0x2
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 SETUP_FAILED = 125  # as the shell wrapper reported it: the job never started
+TICK_NS = 10**9 // os.sysconf("SC_CLK_TCK")  # /proc's start times count these
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -236,6 +238,7 @@ def serve(conn: socket.socket) -> None:
                     _send(conn, {"id": req["id"], "error": str(e)})
                     continue
                 try:
+                    before = _boot_tick()
                     pid = os.fork()
                 except OSError as e:
                     os.close(why_r)
@@ -252,7 +255,7 @@ def serve(conn: socket.socket) -> None:
                 os.set_blocking(why_r, False)
                 why[pid] = b""
                 sel.register(why_r, selectors.EVENT_READ, pid)
-                started[pid] = (proc_start(pid) or ("", "0"))[1]  # not reaped before this: no other has the pid
+                started[pid] = _start_of(pid, before)
                 _send(conn, {"id": req["id"], "pid": pid, "start": started[pid]})
         while True:  # the wrappers that ended: reaped here, their status to the server
             try:
@@ -266,6 +269,20 @@ def serve(conn: socket.socket) -> None:
             ended = {"ended": pid, "start": started.pop(pid, "0"), "status": status}
             message = why.pop(pid, b"")
             _send(conn, {**ended, "error": message.decode(errors="replace")} if message else ended)
+
+
+def _boot_tick() -> int:
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // TICK_NS
+
+
+def _start_of(pid: int, before: int) -> str:
+    """The start time /proc gives the child just forked (not reaped yet: no other has the
+    pid). The kernel stamps it during the fork, in boot-time ticks: when the clock read
+    before the fork and the one after are the same tick, that is it, without reading /proc
+    (0.4 ms for a child this new, on the launch's path); else /proc says."""
+    if _boot_tick() == before:
+        return str(before)
+    return (proc_start(pid) or ("", "0"))[1]
 
 
 def _read_why(sel: selectors.BaseSelector, fd: int, pid: int, why: dict[int, bytes]) -> None:
