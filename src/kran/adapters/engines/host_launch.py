@@ -42,13 +42,8 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ENV_FILE = "job.env"
 
 # Run in the attempt dir, as root, then the unprivileged command line: only builtins after
-# the job (no extra fork); exit_code is read only once the wrapper is gone. A kill's SIGTERM
-# to the job's process group waits in the wrapper until the job has ended (a trap runs only
-# after the foreground command; a caught signal is the default again in the job): the
-# attempt ends when the job does, and the SIGKILL after the grace still finds the group by
-# the wrapper, also where there are no cgroups. (It ended the wrapper at once, and a job
-# ignoring SIGTERM ran on, unseen, with no cgroup to find it by.)
-WRAPPER = 'trap : TERM; "$@" >stdout 2>stderr </dev/null; rc=$?; echo $rc >exit_code; exit $rc'
+# the job (no extra fork); exit_code is read only once the wrapper is gone.
+WRAPPER = '"$@" >stdout 2>stderr </dev/null; rc=$?; echo $rc >exit_code; exit $rc'
 # The job user's first step: its own variables, its working dir, its command.
 LOADER = f'. ./{ENV_FILE} && cd work && exec "$@"'
 
