@@ -16,7 +16,7 @@ import pytest
 
 from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.process import ProcessEngine
-from kran.adapters.engines.spawner import SetupError, _nofollow_dirs, nsfs_mounts
+from kran.adapters.engines.spawner import SetupError, _nofollow_dirs, nsfs_mounts, proc_start
 from kran.ports import AttemptRef
 from tests.engines.test_contract import shell_spec, wait_end
 
@@ -173,8 +173,6 @@ def test_a_set_up_failure_says_why_where_the_attempt_dir_takes_no_file(
 def test_the_start_time_the_fork_server_tells_is_the_one_proc_shows(tmp_path: Path) -> None:
     """It is what a wrapper is known by (with its pid) for as long as it runs, and after a
     restart: the fork server takes it from the clock when it can, and it must be /proc's."""
-    from kran.adapters.engines.spawner import proc_start
-
     eng = ProcessEngine(uuid.uuid4().hex, kill_grace_s=1, cgroups=Cgroups(None, "test"))
     try:
         for job in range(1, 41):

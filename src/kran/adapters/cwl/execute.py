@@ -165,22 +165,9 @@ class _LastError(logging.Handler):
         super().close()
 
 
-def run_in(
-    run_dir: Path,
-    document: str,
-    job_order: str | None,
-    launcher: StepLauncher,
-    roots: tuple[Path, ...],
-    default_image: str,
-    max_parallel: int,
-) -> RunResult:
-    """runner.CwlRunner's run: the first one installs the JavaScript engine."""
-    _install_nodejs()
-    return run_cwl(document, job_order, RunPaths(run_dir), launcher, roots, default_image, max_parallel)
-
-
 @functools.cache
-def _install_nodejs() -> None:
+def install_nodejs() -> None:
+    """The JavaScript engine, once (by the first run)."""
     nodejs.install()
 
 

@@ -21,4 +21,6 @@ class CwlRunner:
     ) -> RunResult:
         from kran.adapters.cwl import execute  # noqa: PLC0415 - cwltool on first use
 
-        return execute.run_in(run_dir, document, job_order, launcher, roots, self.default_image, self.max_parallel)
+        execute.install_nodejs()
+        paths = execute.RunPaths(run_dir)
+        return execute.run_cwl(document, job_order, paths, launcher, roots, self.default_image, self.max_parallel)
