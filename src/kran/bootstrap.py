@@ -434,8 +434,9 @@ def serve(settings: Settings) -> None:
     import uvicorn
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-    from kran.api.app import create_app
+    from kran.api.app import create_app, end_streams
     from kran.api.https_port import https_only
+    from kran.api.stopping import StoppingServer
 
     web: ServerSection = settings.server
     server = build_server(settings)
@@ -457,18 +458,24 @@ def serve(settings: Settings) -> None:
         context.load_cert_chain(web.tls_cert, web.tls_key)
         http = https_only(AutoHTTPProtocol, context)
         loop = "asyncio"  # uvloop's start_tls stalled the handshake of a connection peeked at
+    config = uvicorn.Config(
+        app,
+        host=web.host,
+        port=web.port,
+        log_level="warning",
+        access_log=False,
+        http=http,
+        loop=loop,
+        # what is still open after this is cut off (a stop waited for ever, then a SIGKILL
+        # skipped the clean-up below)
+        timeout_graceful_shutdown=STOP_GRACE_S,
+    )
+    web_server = StoppingServer(config, lambda: end_streams(app))
     try:
-        uvicorn.run(
-            app,
-            host=web.host,
-            port=web.port,
-            log_level="warning",
-            access_log=False,
-            http=http,
-            loop=loop,
-            # open event streams and followed logs never end by themselves: a stop waited for
-            # them for ever (then a SIGKILL skipped the clean-up below)
-            timeout_graceful_shutdown=STOP_GRACE_S,
-        )
+        web_server.run()
+    except KeyboardInterrupt:  # (uvicorn raises a SIGINT again once it has stopped)
+        pass
     finally:
         server.stop()
+    if not web_server.started:  # the port taken, or the like: uvicorn said why
+        sys.exit(3)

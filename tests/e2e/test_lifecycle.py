@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -139,30 +141,51 @@ def test_one_server_per_data_dir(server: ServerProc) -> None:
     assert r.returncode == 1 and "another kran server is using" in r.stderr
 
 
-def test_a_stop_does_not_wait_for_open_event_streams(make_server: Any) -> None:
-    """SIGTERM with a client on the event stream: the server ends within its grace, cleanly
-    (it waited for the stream for ever, until the SIGKILL that skips the clean-up)."""
+def test_a_stop_ends_open_streams_itself(make_server: Any) -> None:
+    """SIGTERM with clients on the event stream and on a followed log: the server ends them
+    (complete responses) and exits cleanly. It waited for them for ever, until the SIGKILL
+    that skips the clean-up; then uvicorn cut them off after its grace, with an error in
+    the log. `kran logs -f` does not take the stream's end for the job's."""
     import threading
 
     s: ServerProc = make_server()
-    opened = threading.Event()
+    with s.api() as c:
+        job = c.post("/api/v1/jobs", json={"sh": "echo started; sleep 60"}).json()["id"]
+    s.wait_state(job, {"running"})
+    ends: dict[str, str] = {}
+    opened = threading.Barrier(3)
 
-    def follow() -> None:
-        with s.api() as c, c.stream("GET", "/api/v1/events/stream", timeout=None) as r:
-            opened.set()
-            try:
-                for _ in r.iter_lines():
+    def follow(name: str, path: str) -> None:
+        try:
+            with s.api() as c, c.stream("GET", path, timeout=None) as r:
+                opened.wait(10)
+                for _ in r.iter_bytes():
                     pass
-            except Exception:  # noqa: BLE001 - the server going away ends it
-                pass
+            ends[name] = "complete"
+        except Exception as e:  # noqa: BLE001 - cut off
+            ends[name] = repr(e)
 
-    threading.Thread(target=follow, daemon=True).start()
-    assert opened.wait(10)
+    threads = [
+        threading.Thread(target=follow, args=("events", "/api/v1/events/stream"), daemon=True),
+        threading.Thread(target=follow, args=("log", f"/api/v1/jobs/{job}/logs?follow=true"), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    opened.wait(10)
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "kran.cli.main", "logs", "-f", str(job)],
+        env=s.client_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(1.0)  # (it has the first line)
     assert s.proc is not None
-    t0 = time.monotonic()
     s.proc.terminate()
     assert s.proc.wait(20) == 0
-    assert time.monotonic() - t0 < 10  # its grace is 5 s; ServerProc.stop's SIGKILL comes at 10
+    for t in threads:
+        t.join(10)
+    assert ends == {"events": "complete", "log": "complete"}
+    assert "timeout graceful shutdown exceeded" not in s.log.read_text()
+    out, err = cli.communicate(timeout=30)
+    assert out == "started\n" and cli.returncode != 0 and err.strip(), (cli.returncode, out, err)
 
 
 def test_openapi_and_unknown_routes(server: ServerProc) -> None:

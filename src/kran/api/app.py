@@ -174,6 +174,12 @@ class RequestMetrics:
         await self.app(scope, receive, send_status)
 
 
+def end_streams(app: FastAPI) -> None:
+    """The server stops: its event streams and followed logs end now (on the loop's thread)."""
+    app.state.services.live.close()
+    app.state.follows.close()
+
+
 def create_app(
     services: Services, metrics: PrometheusMetrics | None = None, max_body_mb: int = 64, max_upload_mb: int = 1024
 ) -> FastAPI:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from kran.api.caps import UserCaps
 from kran.errors import QueueFull
@@ -21,6 +21,16 @@ _DONE = object()
 class Follows:
     def __init__(self, per_user: int = PER_USER, in_all: int = IN_ALL) -> None:
         self.caps = UserCaps(per_user, in_all)
+        self._open: dict[object, Callable[[], None]] = {}  # each follow's end, for a stop
+        self._closed = False
+
+    def close(self) -> None:
+        """The server stops (on the loop's thread): every follow ends now, and one opened
+        after ends at once, so the stop need not wait for them and cut them off. A client
+        tells it from the job's end by the job's state (`kran logs -f` does)."""
+        self._closed = True
+        for end in list(self._open.values()):
+            end()
 
     def _take(self, user: str) -> None:
         full = self.caps.take(user)
@@ -55,10 +65,19 @@ class Follows:
                 self.caps.give(user)
                 try:
                     loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+                    loop.call_soon_threadsafe(self._open.pop, key, None)
                 except RuntimeError:  # the loop is gone
                     pass
 
+        def end() -> None:
+            stop.set()
+            queue.put_nowait(_DONE)
+
+        key = object()
+        self._open[key] = end
         threading.Thread(target=read, name="kran-log-follow", daemon=True).start()
+        if self._closed:
+            end()
 
         async def out() -> AsyncIterator[bytes]:
             try:
@@ -72,6 +91,7 @@ class Follows:
                     assert isinstance(item, bytes)
                     yield item
             finally:
+                self._open.pop(key, None)
                 stop.set()
                 room.release()  # a reader waiting for room sees the stop
 

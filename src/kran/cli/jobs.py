@@ -202,7 +202,7 @@ def run_cmd(**o: Any) -> None:
         sys.exit(130)
     if errors:
         raise ClientError(str(errors[0]))
-    job = client.get(f"/api/v1/jobs/{job_id}")
+    job = ended_job(client, job_id, "its output")
     if job["state"] == "succeeded":
         sys.exit(0)
     click.echo(f"kran: job {job_id} {job['state']}: {job.get('reason') or ''}", err=True)
@@ -271,10 +271,25 @@ def logs_cmd(job_id: int, follow: bool, stderr: bool, tail: int | None) -> None:
     params: dict[str, Any] = {"stream": "stderr" if stderr else "stdout", "follow": follow}
     if tail is not None:
         params["tail"] = tail
-    with Client().stream(f"/api/v1/jobs/{job_id}/logs", params) as r:
+    client = Client()
+    with client.stream(f"/api/v1/jobs/{job_id}/logs", params) as r:
         for chunk in r.iter_bytes():
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
+    if follow:
+        ended_job(client, job_id, "the log")
+
+
+def ended_job(client: Client, job_id: int, what: str) -> dict[str, Any]:
+    """The job, once a stream that follows it to its end has ended: a server that stops
+    ends its streams too, and that is no end of the job."""
+    job: dict[str, Any] = client.get(f"/api/v1/jobs/{job_id}")
+    if job["finished_at"] is None:
+        raise ClientError(
+            f"the server ended the stream of {what} before job {job_id} ended (it is {job['state']}; "
+            "the server may be stopping): follow it again"
+        )
+    return job
 
 
 @click.command("files")

@@ -185,6 +185,7 @@ def events(follow: bool, job_id: int | None, limit: int, output: str) -> None:
         for line in r.iter_lines():
             if line.startswith("data: "):
                 show(json.loads(line[6:]))
+    raise ClientError("the server ended the event stream (it may be stopping)")
 
 
 @cli.command()

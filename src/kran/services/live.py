@@ -39,6 +39,7 @@ class Subscriber:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[EventRecord | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
     behind: bool = False  # dropped events: the page should reload
+    ended: bool = False  # the server stops: the stream ends (a browser's EventSource connects again)
 
     def offer(self, event: EventRecord | None) -> None:  # on the loop's thread
         if self.behind:
@@ -51,6 +52,12 @@ class Subscriber:
                 self.queue.get_nowait()
             self.queue.put_nowait(None)
 
+    def end(self) -> None:  # on the loop's thread
+        self.ended = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
 
 class LiveFeed:
     def __init__(self, source: EventSource, interval_s: float = 0.25) -> None:
@@ -60,6 +67,7 @@ class LiveFeed:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     def check_room(self, who: Principal) -> None:
         """QueueFull (HTTP 429) over PER_USER streams of one user or IN_ALL in all."""
@@ -72,12 +80,27 @@ class LiveFeed:
     def subscribe(self, who: Principal) -> Subscriber:
         sub = Subscriber(who, asyncio.get_running_loop())
         with self._lock:
+            if self._closed:
+                sub.end()
+                return sub
             self._subs.add(sub)
             if self._thread is None:  # from the last event now: none stored after this subscribe is missed
                 last = self.source.last_event_id()
                 self._thread = threading.Thread(target=self._run, args=(last,), name="kran-live", daemon=True)
                 self._thread.start()
         return sub
+
+    def close(self) -> None:
+        """The server stops: every stream ends now, and one opened after ends at once
+        (uvicorn would wait for them, then cut them off)."""
+        with self._lock:
+            self._closed = True
+            subs = list(self._subs)
+        for sub in subs:
+            try:
+                sub.loop.call_soon_threadsafe(sub.end)
+            except RuntimeError:  # its loop closed
+                pass
 
     def unsubscribe(self, sub: Subscriber) -> None:
         with self._lock:
@@ -126,6 +149,8 @@ class LiveFeed:
                         yield KEEPALIVE
                         continue
                     if item is None:
+                        if sub.ended:
+                            return
                         break
                     if last is None or item.id > last:
                         last = item.id
