@@ -55,3 +55,7 @@ def test_a_preempted_attempt_is_requeued_for_free_unless_it_had_finished() -> No
     assert (s.attempt_state, s.job_state, s.free) == (JobState.PREEMPTED, JobState.QUEUED, True)
     done = settle_attempt(AttemptEnd(0, kill_reason="preempt"), attempt=1, retries=0, timeout_s=None, backoff_s=5)
     assert done.job_state == JobState.SUCCEEDED
+    # a container that ends on the stop's SIGTERM with its own exit 0 (a checkpoint) was stopped, not done
+    saved = AttemptEnd(0, kill_reason="preempt", stopped=True)
+    s = settle_attempt(saved, attempt=1, retries=0, timeout_s=None, backoff_s=5)
+    assert (s.attempt_state, s.job_state, s.free) == (JobState.PREEMPTED, JobState.QUEUED, True)

@@ -57,3 +57,26 @@ def test_off_by_default_a_high_priority_job_waits(server: ServerProc, shared_dir
     server.wait_state(high, {"succeeded"}, timeout=30)
     for i in lows:
         assert len(server.wait_state(i, {"succeeded"}, timeout=30)["attempts"]) == 1
+
+
+def test_a_preempted_container_that_exits_0_on_sigterm_runs_again(make_server: Any, test_image: str) -> None:
+    """A docker job that saves its work on SIGTERM and exits 0 was stopped, not done: it is
+    re-queued like any preempted job. (Its exit code is the job's own, where a host job's is
+    the root wrapper's 143: it counted as succeeded, and never ran again.)"""
+    server: ServerProc = make_server(KRAN_QUEUE_PREEMPTION="priority")
+    sh = "trap 'echo saved; exit 0' TERM; echo started; sleep 4 & wait"
+    job = {"image": test_image, "sh": sh, "cpus": "1", "mem": "32", "preemptible": True}
+    with server.api() as c:
+        lows: list[int] = c.post("/api/v1/jobs/batch", json={"jobs": [job] * 4}).json()["ids"]
+        for i in lows:
+            server.wait_state(i, {"running"}, timeout=60)
+        time.sleep(1.0)  # (each has its trap set)
+        high = c.post("/api/v1/jobs", json={"command": ["true"], "cpus": "1", "priority": 10}).json()["id"]
+        server.wait_state(high, {"succeeded"}, timeout=60)
+        views = [server.wait_state(i, {"succeeded", "failed", "killed"}, timeout=90) for i in lows]
+        assert all(v["state"] == "succeeded" for v in views), views
+        preempted = [v for v in views if len(v["attempts"]) == 2]
+        assert len(preempted) == 1, [v["attempts"] for v in views]
+        first, second = preempted[0]["attempts"]
+        assert first["state"] == "preempted" and second["state"] == "succeeded", preempted[0]["attempts"]
+        assert c.get(f"/api/v1/jobs/{preempted[0]['id']}/logs").text == "started\n"  # the second attempt's

@@ -21,6 +21,7 @@ class AttemptEnd:
     cause: str | None = None  # what the server saw meanwhile that may explain a failure (a full disk)
     engine_fault: str | None = None  # it ended because its engine or node went away, not by itself
     inferred: bool = False  # engine_fault read from timing alone (exit_code is the job's own reading): trusted once
+    stopped: bool = False  # it ended after kran's stop was sent (a container's exit code is its own, 0 too)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def settle_attempt(
     if end.kill_reason == "user":
         return Settlement(JobState.KILLED, JobState.KILLED, "killed on request")
     if end.kill_reason == "preempt":
-        if end.exit_code == 0 and not end.error:  # it finished before the signal took
+        if end.exit_code == 0 and not end.error and not end.stopped:  # it finished before the signal took
             return Settlement(JobState.SUCCEEDED, JobState.SUCCEEDED, "exit code 0")
         why = f"attempt {attempt} preempted for a job of higher priority; re-queued without using a retry"
         return Settlement(JobState.PREEMPTED, JobState.QUEUED, why, 0.0, free=True)

@@ -8,6 +8,7 @@ with instance, job and attempt, which is how they are found again after a restar
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -77,7 +78,7 @@ class DockerEngine:
         self._last_up = time.time()
         self._live_restore: bool | None = None
         self._info_at = 0.0  # when live-restore was last read (pings in between are cheaper)
-        self._killed: set[str] = set()  # containers kran stopped (until collected)
+        self._stopped_at: dict[str, float] = {}  # containers kran stopped: when (until collected)
         self._inspected: dict[str, Any] = {}  # ended containers as the check inspected them (until collected)
         self._outages: list[Outage] = []
         self._restarted = False  # in the current outage, the daemon refused or was gone (not only slow)
@@ -315,9 +316,13 @@ class DockerEngine:
                 oom = end.error is not None
                 if fault := ended_with_daemon(at, end.exit_code, oom, self._outages_now(), time.time()):
                     end = replace(end, engine_fault=fault)
-                elif undecided(at, end.exit_code, oom, c.id in self._killed, bool(self._live_restore), self._last_up):
+                elif undecided(
+                    at, end.exit_code, oom, c.id in self._stopped_at, bool(self._live_restore), self._last_up
+                ):
                     self._mark_died(c.id)
                     continue  # asked again until it is clear whether its daemon was stopping
+                if at is not None and at >= self._stopped_at.get(c.id, math.inf):
+                    end = replace(end, stopped=True)  # (a preempted job that exits 0 on SIGTERM is not done)
                 out[(ref.job_id, ref.attempt)] = end
                 self._inspected[c.id] = c  # its collect needs not ask again
         return out
@@ -327,7 +332,7 @@ class DockerEngine:
             return
         try:
             c = self.client.containers.get(HANDLES.object_id(ref.handle))
-            self._killed.add(c.id)  # its signal is kran's, not a stopping daemon's
+            self._stopped_at.setdefault(c.id, time.time())  # its signal is kran's, not a stopping daemon's
             c.stop(timeout=int(self.kill_grace_s if ref.grace_s is None else ref.grace_s))
         except NotFound:
             pass
@@ -367,7 +372,7 @@ class DockerEngine:
             write_exit_code(ref.attempt_dir, end.exit_code)
         with contextlib.suppress(NotFound):
             c.remove(force=True)
-        self._killed.discard(c.id)
+        self._stopped_at.pop(c.id, None)
         self._died_lately(c.id)  # a die event that came after the check saw the end
 
     def _copy_logs(self, cid: str, attempt_dir: Path) -> None:
