@@ -181,7 +181,8 @@ class ProcessEngine:
         forks): a job's processes cannot leave their cgroup."""
         assert ref.handle is not None
         pid, start = _parse(ref.handle)
-        if pid > 1 and start != "0" and _start_time(pid) == start:  # proc:0:0 is no process: never our own group
+        alive = _start_time(pid) if pid > 1 and start != "0" else ""  # proc:0:0 is no process: never our own group
+        if alive == start:
             try:
                 os.killpg(pid, sig)
             except ProcessLookupError:  # started a moment ago: not yet the leader of its group
@@ -189,7 +190,31 @@ class ProcessEngine:
                     os.kill(pid, sig)
             except PermissionError:
                 pass
+        elif alive is None and self._group_left(pid, ref.job_id, ref.attempt):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)  # the SIGKILL after the grace, for a job that outlived its wrapper
         self.cgroups.signal_all(self._rel(ref.job_id, ref.attempt), sig)
+
+    def _group_left(self, pgid: int, job_id: int, attempt: int) -> bool:
+        """The wrapper `pgid` has ended (a SIGTERM ends it): do processes of its attempt
+        remain in its group, a job that ignored the signal? Without cgroups (a server not
+        run as root) nothing else finds them. No other group can take the id while they
+        are in it; the attempt's ids in their environment tell them from a group that took
+        it after they had all gone."""
+        want = {f"KRAN_INSTANCE={self.instance}", f"KRAN_JOB_ID={job_id}", f"KRAN_ATTEMPT={attempt}"}
+        wanted = {w.encode() for w in want}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                if os.getpgid(int(name)) != pgid:
+                    continue
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    if wanted <= set(f.read().split(b"\0")):
+                        return True
+            except OSError:
+                continue
+        return False
 
     def kill(self, ref: AttemptRef) -> None:
         if not ref.handle:
