@@ -80,3 +80,37 @@ def test_a_preempted_container_that_exits_0_on_sigterm_runs_again(make_server: A
         first, second = preempted[0]["attempts"]
         assert first["state"] == "preempted" and second["state"] == "succeeded", preempted[0]["attempts"]
         assert c.get(f"/api/v1/jobs/{preempted[0]['id']}/logs").text == "started\n"  # the second attempt's
+
+
+def test_a_container_stopped_for_a_preemption_is_known_stopped_after_a_restart(
+    make_server: Any, test_image: str
+) -> None:
+    """The server dies while a victim saves its work (after the stop's SIGTERM, within its
+    grace), and the victim ends before it is back: the server started again still knows
+    kran stopped it (the attempt dir keeps when), so its exit 0 does not count as done. And
+    while it saves, no other job is stopped: one preemption at a time (every pass stopped
+    one more, before)."""
+    server: ServerProc = make_server(KRAN_QUEUE_PREEMPTION="priority")
+    sh = (
+        'if [ -n "$KRAN_PREEMPTED" ]; then echo resumed; exit 0; fi; '
+        "trap 'touch term; sleep 1; echo saved; exit 0' TERM; echo started; sleep 10 & wait"
+    )
+    job = {"image": test_image, "sh": sh, "cpus": "1", "mem": "32", "preemptible": True}
+    with server.api() as c:
+        lows: list[int] = c.post("/api/v1/jobs/batch", json={"jobs": [job] * 4}).json()["ids"]
+        for i in lows:
+            server.wait_state(i, {"running"}, timeout=60)
+        time.sleep(1.0)  # (each has its trap set)
+        c.post("/api/v1/jobs", json={"command": ["true"], "cpus": "1", "priority": 10})
+        deadline = time.monotonic() + 30
+        while not any((server.data_dir / "jobs" / str(i) / "1" / "work" / "term").exists() for i in lows):
+            assert time.monotonic() < deadline, "no victim got its SIGTERM"
+            time.sleep(0.05)
+    server.kill9()  # while the victim saves its work, which it ends while no server runs
+    time.sleep(2)
+    server.start()
+    views = [server.wait_state(i, {"succeeded", "failed", "killed"}, timeout=90) for i in lows]
+    preempted = [v for v in views if v["attempts"][0]["state"] == "preempted"]
+    assert len(preempted) == 1 and len(preempted[0]["attempts"]) == 2, [v["attempts"] for v in views]
+    with server.api() as c:
+        assert c.get(f"/api/v1/jobs/{preempted[0]['id']}/logs").text == "resumed\n"

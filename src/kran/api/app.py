@@ -175,9 +175,11 @@ class RequestMetrics:
 
 
 def end_streams(app: FastAPI) -> None:
-    """The server stops: its event streams and followed logs end now (on the loop's thread)."""
+    """The server stops: its event streams and followed logs end now, its long-polls are
+    answered (on the loop's thread)."""
     app.state.services.live.close()
     app.state.follows.close()
+    workflows.answer_waits()
 
 
 def create_app(

@@ -39,8 +39,9 @@ class Follows:
         if full == "all":
             raise QueueFull(f"the server follows {self.caps.in_all} logs or event streams already: try again later")
 
-    def stream(self, chunks: Iterator[bytes], user: str) -> AsyncIterator[bytes]:
-        """The chunks as an async stream (refused with 429 over the caps, before it starts)."""
+    def stream(self, chunks: Iterator[bytes], user: str, farewell: bytes = b"") -> AsyncIterator[bytes]:
+        """The chunks as an async stream (refused with 429 over the caps, before it starts);
+        `farewell` ends it when the server stops (text for a person: the dashboard's log)."""
         self._take(user)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()  # at most 8 chunks in it: `room`
@@ -71,6 +72,8 @@ class Follows:
 
         def end() -> None:
             stop.set()
+            if farewell:
+                queue.put_nowait(farewell)
             queue.put_nowait(_DONE)
 
         key = object()

@@ -209,6 +209,13 @@ async def show_run(
 
 
 WAITS = UserCaps(per_user=32, in_all=512)  # long-polls held at once; past them answered at once
+_WAITING: set[asyncio.Event] = set()  # (on the loop's thread) the long-polls now held: a stop answers them
+
+
+def answer_waits() -> None:
+    """The server stops: every long-poll is answered now, with the run as it is."""
+    for ended in _WAITING:
+        ended.set()
 
 
 async def _until_ended(workflows: WorkflowService, run_id: int, wait_s: float, user: str) -> None:
@@ -225,10 +232,12 @@ async def _until_ended(workflows: WorkflowService, run_id: int, wait_s: float, u
         return
     try:
         if workflows.on_end(run_id, wake):
+            _WAITING.add(ended)
             try:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ended.wait(), wait_s)
             finally:
+                _WAITING.discard(ended)
                 workflows.forget_on_end(run_id, wake)
     finally:
         WAITS.give(user)

@@ -283,7 +283,10 @@ def logs_cmd(job_id: int, follow: bool, stderr: bool, tail: int | None) -> None:
 def ended_job(client: Client, job_id: int, what: str) -> dict[str, Any]:
     """The job, once a stream that follows it to its end has ended: a server that stops
     ends its streams too, and that is no end of the job."""
-    job: dict[str, Any] = client.get(f"/api/v1/jobs/{job_id}")
+    try:
+        job: dict[str, Any] = client.get(f"/api/v1/jobs/{job_id}")
+    except ClientError as e:  # (a stopping server closes its port right after its streams)
+        raise ClientError(f"the server ended the stream of {what} before job {job_id} was seen to end ({e})") from None
     if job["finished_at"] is None:
         raise ClientError(
             f"the server ended the stream of {what} before job {job_id} ended (it is {job['state']}; "

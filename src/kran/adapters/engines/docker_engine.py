@@ -8,7 +8,6 @@ with instance, job and attempt, which is how they are found again after a restar
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -314,30 +313,47 @@ class DockerEngine:
                 end = _end_of(c)
                 at = docker_time(c.attrs["State"].get("FinishedAt"))
                 oom = end.error is not None
+                stopped_at = self._stop_sent(c.id, ref.attempt_dir)
                 if fault := ended_with_daemon(at, end.exit_code, oom, self._outages_now(), time.time()):
                     end = replace(end, engine_fault=fault)
-                elif undecided(
-                    at, end.exit_code, oom, c.id in self._stopped_at, bool(self._live_restore), self._last_up
-                ):
+                elif undecided(at, end.exit_code, oom, stopped_at is not None, bool(self._live_restore), self._last_up):
                     self._mark_died(c.id)
                     continue  # asked again until it is clear whether its daemon was stopping
-                if at is not None and at >= self._stopped_at.get(c.id, math.inf):
+                if at is not None and stopped_at is not None and at >= stopped_at:
                     end = replace(end, stopped=True)  # (a preempted job that exits 0 on SIGTERM is not done)
                 out[(ref.job_id, ref.attempt)] = end
                 self._inspected[c.id] = c  # its collect needs not ask again
         return out
 
     def kill(self, ref: AttemptRef) -> None:
+        """Stop the container: SIGTERM, SIGKILL after the grace. When kran first sent it is
+        kept (in the attempt dir: a restart during the grace keeps it too) until collected:
+        its signal is kran's, not a stopping daemon's, and an end after it was a stop."""
         if not ref.handle:
             return
+        first = None
         try:
             c = self.client.containers.get(HANDLES.object_id(ref.handle))
-            self._stopped_at.setdefault(c.id, time.time())  # its signal is kran's, not a stopping daemon's
+            if self._stop_sent(c.id, ref.attempt_dir) is None:
+                first = self._stopped_at[c.id] = time.time()
+                _mark_stop(ref.attempt_dir, first)
             c.stop(timeout=int(self.kill_grace_s if ref.grace_s is None else ref.grace_s))
         except NotFound:
             pass
         except (DockerException, OSError) as e:
+            if first is not None:  # not sent: an end before it is sent again is no stop
+                self._stopped_at.pop(c.id, None)
+                with contextlib.suppress(OSError):
+                    (ref.attempt_dir / STOP_SENT).unlink()
             raise EngineError(f"could not stop container: {explain(e)}") from e
+
+    def _stop_sent(self, cid: str, attempt_dir: Path) -> float | None:
+        if cid not in self._stopped_at:
+            try:
+                self._stopped_at[cid] = float((attempt_dir / STOP_SENT).read_text())
+            except (OSError, ValueError):
+                return None
+        return self._stopped_at[cid]
 
     def cheap_collect(self, ref: AttemptRef) -> bool:
         return False  # copies logs over the API and removes the container
@@ -427,6 +443,14 @@ def _no_logs(attempt_dir: Path) -> None:
     """A container gone before its logs were copied: empty ones (what was copied stays)."""
     for name in ("stdout", "stderr"):
         (attempt_dir / name).touch(exist_ok=True)
+
+
+STOP_SENT = "stop_sent"  # in the attempt dir: when kran first sent the container its stop (epoch seconds)
+
+
+def _mark_stop(attempt_dir: Path, at: float) -> None:
+    with contextlib.suppress(OSError):  # (a full disk) kept in memory only
+        (attempt_dir / STOP_SENT).write_text(f"{at!r}\n")
 
 
 def _end_of(c: Any) -> AttemptEnd:

@@ -182,6 +182,16 @@ class SqlAccounts:
                 for r in conn.execute(q)
             ]
 
+    def stopping_for_preemption(self) -> bool:
+        """Is a job still running that a preemption is stopping?"""
+        q = (
+            select(jobs.c.id)
+            .where(jobs.c.state.in_([JobState.STARTING, JobState.RUNNING]), jobs.c.kill_reason == "preempt")
+            .limit(1)
+        )
+        with self._db.connect() as conn:
+            return conn.execute(q).first() is not None
+
     def active_names(self) -> list[tuple[str, str]]:
         """(owner, name) of starting or running jobs that have a name (singleton locks)."""
         q = select(jobs.c.owner, jobs.c.name).where(

@@ -43,11 +43,13 @@ class Preemptor:
         for job_id in list(self.waiting_for):
             if job_id in started:
                 del self.waiting_for[job_id]
-        running = self.accounts.preemptible()
-        alive = {r[0] for r in running}
-        if any(victims & alive for victims in self.waiting_for.values()):
-            return  # those stopping have not stopped yet
+        # those stopping have not stopped yet: from the store (victims being killed are no
+        # longer `preemptible`, so that list never showed them: every pass while a victim
+        # saved its work stopped one more; and a restart forgets nothing)
+        if self.accounts.stopping_for_preemption():
+            return
         self.waiting_for.clear()
+        running = self.accounts.preemptible()
         if not unplaced or not running:
             return
         candidates = [

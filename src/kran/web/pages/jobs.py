@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kran.api.deps import MAX_ID, JobId, label_filters
 from kran.api.filesend import file_response
+from kran.api.logstream import Follows
 from kran.api.views import entry_json, event_json, job_json
 from kran.domain.records import COUNT_CAP, SORTABLE, EventRecord, JobFind
 from kran.domain.states import JobState, parse_states
@@ -28,6 +29,7 @@ PAGE = 50
 KEEPALIVE_S = 15.0
 MAX_LISTED = 1000  # entries of a dir shown on a job's page (the rest: the archive)
 RECHECK_S = 5.0  # how often a live stream checks its session is still good
+STOPPED = b"\n(kran: the server is stopping: reload the page to follow the log again)\n"
 
 
 @router.get("/jobs")
@@ -159,7 +161,13 @@ async def job_log(
 ) -> Response:
     suite = services(request)
     await run_in_threadpool(suite.queries.visible_job, job_id, viewer.who)  # 404 before the stream
-    return StreamingResponse(suite.logs.log_chunks(job_id, stream, follow), media_type="text/plain; charset=utf-8")
+    chunks = suite.logs.log_chunks(job_id, stream, follow)
+    if not follow:
+        return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
+    # a thread of its own (it held one of the request threads), capped with the API's
+    # follows, and ended by a stop, with a line that says so (it held the stop)
+    follows: Follows = request.app.state.follows
+    return StreamingResponse(follows.stream(chunks, viewer.who.user, STOPPED), media_type="text/plain; charset=utf-8")
 
 
 @router.get("/jobs/{job_id}/files/{path:path}")
