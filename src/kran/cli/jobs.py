@@ -20,6 +20,7 @@ from kran.domain.jobs import JOB_FIELDS, JobField, Kind
 
 # exit codes of `kran run` for jobs that did not exit by themselves
 RUN_EXIT = {"timed_out": 124, "killed": 137, "lost": 1}
+KRAN_FAILED = 125  # `kran run`: kran itself failed, not the job (docker run's code for the same)
 
 
 def pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
@@ -172,7 +173,16 @@ def submit_one(client: Client, o: dict[str, Any]) -> int:
 @click.command("run")
 @job_options
 def run_cmd(**o: Any) -> None:
-    """Submit a job, stream its output live and exit with its exit code."""
+    """Submit a job, stream its output live and exit with its exit code (125 when kran
+    itself failed: refused, unreachable; as `docker run`)."""
+    try:
+        _run(o)
+    except ClientError as e:  # not the job's exit 1
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(KRAN_FAILED)
+
+
+def _run(o: dict[str, Any]) -> None:
     client = Client()
     job_id = submit_one(client, o)
     errors: list[Exception] = []
