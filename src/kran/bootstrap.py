@@ -337,7 +337,19 @@ def build_server(settings: Settings) -> Server:
         Preemptor(queue_.preemption, fairness.accounts, store, clock),
     )
     monitor = Monitor(
-        store, engine, volumes, metrics, disk, clock, dirs, state, outbox, wakeups, pool, queue_.retry_backoff_s
+        store,
+        engine,
+        volumes,
+        metrics,
+        disk,
+        clock,
+        dirs,
+        state,
+        outbox,
+        wakeups,
+        pool,
+        queue_.retry_backoff_s,
+        queue_.preemption_grace_s,
     )
     reconciler = Reconciler(store, engine, clock, dirs, state)
     logs = JobLogs(store, dirs, engine)

@@ -99,6 +99,12 @@ class QueueSection(Section):
         description="stop --preemptible jobs for a waiting job of higher priority (priority), or also of an "
         "account under its share over one above it (fairshare); off: never",
     )
+    preemption_grace_s: Float = Field(
+        300.0,
+        ge=0,
+        description="the most a preempted job gets between SIGTERM and SIGKILL (its own --grace if shorter): "
+        "the waiting job counts on its room",
+    )
 
 
 class CapacitySection(Section):

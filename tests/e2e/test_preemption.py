@@ -114,3 +114,36 @@ def test_a_container_stopped_for_a_preemption_is_known_stopped_after_a_restart(
     assert len(preempted) == 1 and len(preempted[0]["attempts"]) == 2, [v["attempts"] for v in views]
     with server.api() as c:
         assert c.get(f"/api/v1/jobs/{preempted[0]['id']}/logs").text == "resumed\n"
+
+
+def test_a_victim_that_ignores_sigterm_holds_only_its_own_room(make_server: Any, test_image: str) -> None:
+    """A container that ignores SIGTERM with a grace of an hour, chosen first (the lowest
+    priority): the job it was stopped for waits for its room at most
+    queue.preemption_grace_s (2 s here; 300 by default), and a second waiting job has
+    another job stopped meanwhile (one such victim held every preemption, for its grace)."""
+    server: ServerProc = make_server(KRAN_QUEUE_PREEMPTION="priority", KRAN_QUEUE_PREEMPTION_GRACE_S="2")
+    stubborn = {
+        "image": test_image, "sh": "trap '' TERM; sleep 600", "cpus": "1", "mem": "32",
+        "preemptible": True, "priority": -1000, "grace": "1h",
+    }  # fmt: skip
+    with server.api() as c:
+        first = c.post("/api/v1/jobs", json=stubborn).json()["id"]
+        server.wait_state(first, {"running"}, timeout=60)
+    with server.api() as c:
+        low = {"sh": "sleep 60", "cpus": "1", "preemptible": True}
+        others: list[int] = c.post("/api/v1/jobs/batch", json={"jobs": [low] * 3}).json()["ids"]
+        for i in others:
+            server.wait_state(i, {"running"}, timeout=30)
+        highs = [
+            c.post("/api/v1/jobs", json={"command": ["true"], "cpus": "1", "priority": 10}).json()["id"]
+            for _ in range(2)
+        ]
+        for h in highs:
+            assert server.wait_state(h, {"succeeded"}, timeout=30)["state"] == "succeeded"
+        deadline = time.monotonic() + 30  # (the highs may have taken other rooms first)
+        while c.get(f"/api/v1/jobs/{first}").json()["attempts"][0]["state"] != "preempted":
+            assert time.monotonic() < deadline, c.get(f"/api/v1/jobs/{first}").json()["attempts"]
+            time.sleep(0.2)
+        assert sum(c.get(f"/api/v1/jobs/{i}").json()["attempts"][0]["state"] == "preempted" for i in others) == 1
+        for i in [first, *others]:
+            c.post(f"/api/v1/jobs/{i}/kill")

@@ -341,7 +341,7 @@ class DockerEngine:
         except NotFound:
             pass
         except (DockerException, OSError) as e:
-            if first is not None:  # not sent: an end before it is sent again is no stop
+            if first is not None and not timed_out(e):  # not sent: an end before it is sent again is no stop
                 self._stopped_at.pop(c.id, None)
                 with contextlib.suppress(OSError):
                     (ref.attempt_dir / STOP_SENT).unlink()

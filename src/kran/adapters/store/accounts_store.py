@@ -182,15 +182,14 @@ class SqlAccounts:
                 for r in conn.execute(q)
             ]
 
-    def stopping_for_preemption(self) -> bool:
-        """Is a job still running that a preemption is stopping?"""
+    def stopping_for_preemption(self) -> list[tuple[str, Resources]]:
+        """(node, allocation) of the jobs a preemption is stopping that still run."""
         q = (
-            select(jobs.c.id)
+            select(jobs.c.node, jobs.c.alloc_millicpus, jobs.c.alloc_mem_mb, jobs.c.alloc_gpus, jobs.c.alloc_disk_mb)
             .where(jobs.c.state.in_([JobState.STARTING, JobState.RUNNING]), jobs.c.kill_reason == "preempt")
-            .limit(1)
-        )
+        )  # fmt: skip
         with self._db.connect() as conn:
-            return conn.execute(q).first() is not None
+            return [(r[0], Resources(r[1] or 0, r[2] or 0, r[3] or 0, r[4] or 0)) for r in conn.execute(q)]
 
     def active_names(self) -> list[tuple[str, str]]:
         """(owner, name) of starting or running jobs that have a name (singleton locks)."""

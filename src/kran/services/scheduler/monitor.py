@@ -37,6 +37,7 @@ class Monitor:
         wakeups: Wakeups,
         pool: Executor,
         backoff_s: float,
+        preemption_grace_s: float = 300.0,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -50,6 +51,7 @@ class Monitor:
         self.wakeups = wakeups
         self.pool = pool
         self.backoff_s = backoff_s  # between a failed attempt and its retry
+        self.preemption_grace_s = preemption_grace_s  # the most a preempted job's own --grace gives it
 
     def tick(self) -> None:
         now = self.clock.now()
@@ -70,6 +72,8 @@ class Monitor:
                 st.kills_sent.add(key)
                 job = self.store.get_job(a.job_id)
                 grace = job.spec.grace_s if job else None
+                if a.kill_reason == "preempt" and grace is not None:  # (a waiting job counts on its room)
+                    grace = min(grace, self.preemption_grace_s)
                 self.pool.submit(self._kill, self.dirs.ref(a.job_id, a.attempt, a.handle, grace))
         refs = [self.dirs.ref(a.job_id, a.attempt, a.handle) for a in active.values() if a.handle]
         for key, end in self.engine.check(refs).items():

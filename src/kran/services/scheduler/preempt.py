@@ -6,9 +6,11 @@ kept for it (a reservation) until it starts."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from kran.domain.placement import Candidate, NodeCapacity
 from kran.domain.preemption import Running, Waiting, choose_victims
+from kran.domain.resources import Resources
 from kran.ports import Accounts, Clock, Store
 from kran.services.fairness import Standing
 
@@ -43,12 +45,16 @@ class Preemptor:
         for job_id in list(self.waiting_for):
             if job_id in started:
                 del self.waiting_for[job_id]
-        # those stopping have not stopped yet: from the store (victims being killed are no
-        # longer `preemptible`, so that list never showed them: every pass while a victim
-        # saved its work stopped one more; and a restart forgets nothing)
-        if self.accounts.stopping_for_preemption():
-            return
-        self.waiting_for.clear()
+        # the room of those still stopping (from the store: victims being killed are no
+        # longer `preemptible`, and a restart forgets nothing) counts as free: a job that
+        # fits there waits for it, no one more is stopped for it (every pass while a victim
+        # saved its work stopped one more, before); others may still have jobs stopped
+        coming: dict[str, Resources] = {}
+        for node_id, alloc in self.accounts.stopping_for_preemption():
+            coming[node_id] = coming.get(node_id, Resources()) + alloc
+        after = [replace(n, allocated=n.allocated - coming[n.node_id]) if n.node_id in coming else n for n in nodes]
+        if not coming:
+            self.waiting_for.clear()
         running = self.accounts.preemptible()
         if not unplaced or not running:
             return
@@ -59,10 +65,23 @@ class Preemptor:
         for cand, priority, assoc in unplaced:
             factor = standing.factor(assoc) if standing is not None else 1.0
             w = Waiting(cand.job_id, cand.request, priority, cand.node_class, factor)
-            chosen = choose_victims(self.mode, w, nodes, candidates)
+            if _takes_room(w, after):
+                continue
+            chosen = choose_victims(self.mode, w, after, candidates)
             if chosen is not None:
                 node, victims = chosen
                 log.info("preempting jobs %s on %s for job %s", victims, node, cand.job_id)
                 self.store.request_kill(victims, "preempt", self.clock.now())
                 self.waiting_for[cand.job_id] = set(victims)
                 return
+
+
+def _takes_room(w: Waiting, nodes: list[NodeCapacity]) -> bool:
+    """Does `w` fit on a node as it will be once those stopping have stopped? It takes that
+    room (so the next waiting job does not count on it too)."""
+    need = w.request.minimum
+    for i, n in enumerate(nodes):
+        if n.schedulable and (w.node_class is None or n.node_class == w.node_class) and n.free.covers(need):
+            nodes[i] = replace(n, allocated=n.allocated + need)
+            return True
+    return False
