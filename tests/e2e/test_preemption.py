@@ -59,18 +59,24 @@ def test_off_by_default_a_high_priority_job_waits(server: ServerProc, shared_dir
         assert len(server.wait_state(i, {"succeeded"}, timeout=30)["attempts"]) == 1
 
 
+def _fill_containers(server: ServerProc, image: str, sh: str) -> list[int]:
+    """The 4 cpus taken by preemptible containers running `sh`, each with its trap set."""
+    job = {"image": image, "sh": sh, "cpus": "1", "mem": "32", "preemptible": True}
+    with server.api() as c:
+        ids: list[int] = c.post("/api/v1/jobs/batch", json={"jobs": [job] * 4}).json()["ids"]
+    for i in ids:
+        server.wait_state(i, {"running"}, timeout=60)
+    time.sleep(1.0)  # (a shell sets its trap a moment after it starts)
+    return ids
+
+
 def test_a_preempted_container_that_exits_0_on_sigterm_runs_again(make_server: Any, test_image: str) -> None:
     """A docker job that saves its work on SIGTERM and exits 0 was stopped, not done: it is
     re-queued like any preempted job. (Its exit code is the job's own, where a host job's is
     the root wrapper's 143: it counted as succeeded, and never ran again.)"""
     server: ServerProc = make_server(KRAN_QUEUE_PREEMPTION="priority")
-    sh = "trap 'echo saved; exit 0' TERM; echo started; sleep 4 & wait"
-    job = {"image": test_image, "sh": sh, "cpus": "1", "mem": "32", "preemptible": True}
+    lows = _fill_containers(server, test_image, "trap 'echo saved; exit 0' TERM; echo started; sleep 4 & wait")
     with server.api() as c:
-        lows: list[int] = c.post("/api/v1/jobs/batch", json={"jobs": [job] * 4}).json()["ids"]
-        for i in lows:
-            server.wait_state(i, {"running"}, timeout=60)
-        time.sleep(1.0)  # (each has its trap set)
         high = c.post("/api/v1/jobs", json={"command": ["true"], "cpus": "1", "priority": 10}).json()["id"]
         server.wait_state(high, {"succeeded"}, timeout=60)
         views = [server.wait_state(i, {"succeeded", "failed", "killed"}, timeout=90) for i in lows]
@@ -95,12 +101,8 @@ def test_a_container_stopped_for_a_preemption_is_known_stopped_after_a_restart(
         'if [ -n "$KRAN_PREEMPTED" ]; then echo resumed; exit 0; fi; '
         "trap 'touch term; sleep 1; echo saved; exit 0' TERM; echo started; sleep 10 & wait"
     )
-    job = {"image": test_image, "sh": sh, "cpus": "1", "mem": "32", "preemptible": True}
+    lows = _fill_containers(server, test_image, sh)
     with server.api() as c:
-        lows: list[int] = c.post("/api/v1/jobs/batch", json={"jobs": [job] * 4}).json()["ids"]
-        for i in lows:
-            server.wait_state(i, {"running"}, timeout=60)
-        time.sleep(1.0)  # (each has its trap set)
         c.post("/api/v1/jobs", json={"command": ["true"], "cpus": "1", "priority": 10})
         deadline = time.monotonic() + 30
         while not any((server.data_dir / "jobs" / str(i) / "1" / "work" / "term").exists() for i in lows):
