@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kran.domain.placement import NodeCapacity
-from kran.domain.preemption import Running, Waiting, choose_victims, may_preempt
+from kran.domain.preemption import Running, Waiting, after_stopping, choose_victims, may_preempt, take_room
 from kran.domain.resources import Range, ResourceRequest, Resources
 from kran.domain.retry import AttemptEnd, settle_attempt
 from kran.domain.states import JobState
@@ -59,3 +59,12 @@ def test_a_preempted_attempt_is_requeued_for_free_unless_it_had_finished() -> No
     saved = AttemptEnd(0, kill_reason="preempt", stopped=True)
     s = settle_attempt(saved, attempt=1, retries=0, timeout_s=None, backoff_s=5)
     assert (s.attempt_state, s.job_state, s.free) == (JobState.PREEMPTED, JobState.QUEUED, True)
+
+
+def test_the_room_of_jobs_being_stopped_is_taken_once() -> None:
+    """A victim still stopping frees its room for one waiting job, not for every one."""
+    nodes = after_stopping([_node("a", 4, 4), _node("b", 4, 4)], [("a", Resources(2000, 128, 0, 0))])
+    assert [n.free.millicpus for n in nodes] == [2000, 0]
+    assert take_room(Waiting(1, _req(2), 10), nodes)
+    assert not take_room(Waiting(2, _req(2), 10), nodes)  # that room is the first one's
+    assert not take_room(Waiting(3, _req(1), 10, node_class="gpu"), after_stopping([_node("a", 4, 0)], []))

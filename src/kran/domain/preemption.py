@@ -10,7 +10,7 @@ lost), until the waiting job fits; the node needing the fewest victims wins.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kran.domain.placement import NodeCapacity
 from kran.domain.resources import ResourceRequest, Resources
@@ -52,7 +52,7 @@ def choose_victims(
     need = waiting.request.minimum
     best: tuple[tuple[int, int], str, list[int]] | None = None
     for node in nodes:
-        if not node.schedulable or (waiting.node_class is not None and node.node_class != waiting.node_class):
+        if not _serves(node, waiting):
             continue
         if not node.total.covers(need):
             continue
@@ -73,3 +73,27 @@ def choose_victims(
                     best = (key, node.node_id, [c.job_id for c in chosen])
                 break
     return None if best is None else (best[1], best[2])
+
+
+def after_stopping(nodes: list[NodeCapacity], stopping: list[tuple[str, Resources]]) -> list[NodeCapacity]:
+    """The nodes as they will be once the jobs being stopped, (node, allocation), have
+    stopped: their room counts as free."""
+    coming: dict[str, Resources] = {}
+    for node_id, alloc in stopping:
+        coming[node_id] = coming.get(node_id, Resources()) + alloc
+    return [replace(n, allocated=n.allocated - coming[n.node_id]) if n.node_id in coming else n for n in nodes]
+
+
+def take_room(waiting: Waiting, nodes: list[NodeCapacity]) -> bool:
+    """Does `waiting` fit on one of `nodes` without stopping anything? It then takes that
+    room in the list, so the next waiting job does not count on it too."""
+    need = waiting.request.minimum
+    for i, n in enumerate(nodes):
+        if _serves(n, waiting) and n.free.covers(need):
+            nodes[i] = replace(n, allocated=n.allocated + need)
+            return True
+    return False
+
+
+def _serves(node: NodeCapacity, waiting: Waiting) -> bool:
+    return node.schedulable and (waiting.node_class is None or node.node_class == waiting.node_class)

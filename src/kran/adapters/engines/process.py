@@ -201,8 +201,11 @@ class ProcessEngine:
         run as root) nothing else finds them. No other group can take the id while they
         are in it; the attempt's ids in their environment tell them from a group that took
         it after they had all gone."""
-        want = {f"KRAN_INSTANCE={self.instance}", f"KRAN_JOB_ID={job_id}", f"KRAN_ATTEMPT={attempt}"}
-        wanted = {w.encode() for w in want}
+        wanted = {
+            f"KRAN_INSTANCE={self.instance}".encode(),
+            f"KRAN_JOB_ID={job_id}".encode(),
+            f"KRAN_ATTEMPT={attempt}".encode(),
+        }
         for name in os.listdir("/proc"):
             if not name.isdigit():
                 continue

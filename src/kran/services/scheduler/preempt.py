@@ -6,11 +6,9 @@ kept for it (a reservation) until it starts."""
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 from kran.domain.placement import Candidate, NodeCapacity
-from kran.domain.preemption import Running, Waiting, choose_victims
-from kran.domain.resources import Resources
+from kran.domain.preemption import Running, Waiting, after_stopping, choose_victims, take_room
 from kran.ports import Accounts, Clock, Store
 from kran.services.fairness import Standing
 
@@ -49,11 +47,9 @@ class Preemptor:
         # longer `preemptible`, and a restart forgets nothing) counts as free: a job that
         # fits there waits for it, no one more is stopped for it (every pass while a victim
         # saved its work stopped one more, before); others may still have jobs stopped
-        coming: dict[str, Resources] = {}
-        for node_id, alloc in self.accounts.stopping_for_preemption():
-            coming[node_id] = coming.get(node_id, Resources()) + alloc
-        after = [replace(n, allocated=n.allocated - coming[n.node_id]) if n.node_id in coming else n for n in nodes]
-        if not coming:
+        stopping = self.accounts.stopping_for_preemption()
+        after = after_stopping(nodes, stopping)
+        if not stopping:
             self.waiting_for.clear()
         running = self.accounts.preemptible()
         if not unplaced or not running:
@@ -65,7 +61,7 @@ class Preemptor:
         for cand, priority, assoc in unplaced:
             factor = standing.factor(assoc) if standing is not None else 1.0
             w = Waiting(cand.job_id, cand.request, priority, cand.node_class, factor)
-            if _takes_room(w, after):
+            if take_room(w, after):
                 continue
             chosen = choose_victims(self.mode, w, after, candidates)
             if chosen is not None:
@@ -74,14 +70,3 @@ class Preemptor:
                 self.store.request_kill(victims, "preempt", self.clock.now())
                 self.waiting_for[cand.job_id] = set(victims)
                 return
-
-
-def _takes_room(w: Waiting, nodes: list[NodeCapacity]) -> bool:
-    """Does `w` fit on a node as it will be once those stopping have stopped? It takes that
-    room (so the next waiting job does not count on it too)."""
-    need = w.request.minimum
-    for i, n in enumerate(nodes):
-        if n.schedulable and (w.node_class is None or n.node_class == w.node_class) and n.free.covers(need):
-            nodes[i] = replace(n, allocated=n.allocated + need)
-            return True
-    return False
