@@ -210,10 +210,12 @@ async def show_run(
 
 WAITS = UserCaps(per_user=32, in_all=512)  # long-polls held at once; past them answered at once
 _WAITING: set[asyncio.Event] = set()  # (on the loop's thread) the long-polls now held: a stop answers them
+_STOPPING = asyncio.Event()  # set at a stop: later long-polls are answered at once too
 
 
 def answer_waits() -> None:
     """The server stops: every long-poll is answered now, with the run as it is."""
+    _STOPPING.set()
     for ended in _WAITING:
         ended.set()
 
@@ -228,7 +230,7 @@ async def _until_ended(workflows: WorkflowService, run_id: int, wait_s: float, u
         with contextlib.suppress(RuntimeError):  # the loop has closed: the server is stopping
             loop.call_soon_threadsafe(ended.set)
 
-    if WAITS.take(user) is not None:
+    if _STOPPING.is_set() or WAITS.take(user) is not None:
         return
     try:
         if workflows.on_end(run_id, wake):
