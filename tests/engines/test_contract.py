@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +155,38 @@ def test_kill_escalates_when_sigterm_is_ignored(engine: Engine, launch: Any, eng
                 time.sleep(0.1)
             assert not left(), "the job outlived its kill"
     finally:  # (a swarm task's container may take a while to go)
+        for pid in left():
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def test_kill_does_not_wait_out_the_grace(engine: Engine, launch: Any, engine_kind: str) -> None:
+    """A kill sends its signal and returns: the SIGKILL follows after the grace without a
+    thread waiting for it (a docker kill held one of the server's 16 engine threads for the
+    job's grace: a user's jobs that ignore SIGTERM with `--grace 1h` stalled every launch
+    and collect for an hour). A second kill keeps the first one's time: its SIGKILL comes
+    at the first's time plus its own grace."""
+    marker = f"kran-ignores-term-{uuid.uuid4().hex[:8]}"
+    ref = launch(f"trap '' TERM; while true; do sleep 0.1; done # {marker}")
+    time.sleep(0.3)
+
+    def left() -> list[str]:  # (a container's processes are seen from the host too)
+        return subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+
+    killer = threading.Thread(target=engine.kill, args=(replace(ref, grace_s=600),), daemon=True)
+    killer.start()
+    killer.join(20)
+    try:
+        assert not killer.is_alive(), "the kill waited for the job's grace"
+        if engine_kind != "swarm":  # (swarm's grace is the daemon's: the service is removed, its task goes later)
+            time.sleep(1.5)
+            assert left(), "it ignores SIGTERM: it runs on during its grace"
+            engine.kill(replace(ref, grace_s=1))
+            deadline = time.monotonic() + 15
+            while left() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not left(), "no SIGKILL after the grace"
+        assert wait_end(engine, ref, timeout=15).exit_code != 0
+    finally:
         for pid in left():
             os.kill(int(pid), signal.SIGKILL)
 

@@ -8,6 +8,7 @@ with instance, job and attempt, which is how they are found again after a restar
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,12 +36,15 @@ from kran.adapters.engines.containers import (
     unreachable,
 )
 from kran.adapters.engines.docker_events import EventFollower, unix_socket
+from kran.adapters.engines.later import Later
 from kran.adapters.engines.process import read_exit_code, write_exit_code
 from kran.domain.accounting import Usage
 from kran.domain.outages import Outage, ended_with_daemon, hms, undecided
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError, EngineUnavailable
 from kran.ports import AttemptRef, EngineCapabilities, LaunchSpec
+
+log = logging.getLogger(__name__)
 
 PREFIX = "docker:"
 HANDLES = Handles(PREFIX)
@@ -50,6 +54,7 @@ FINAL = ("exited", "dead")
 OUTAGES_KEPT = 20  # the windows an end is compared with
 PROBE_TIMEOUT_S = 5
 INFO_EVERY_S = 10.0
+KILL_AGAIN_S = 5.0  # a SIGKILL the daemon did not take
 LIST_EVERY_S = 1.0  # while the daemon's `die` events are followed: a listing's the safety net
 
 
@@ -78,6 +83,7 @@ class DockerEngine:
         self._live_restore: bool | None = None
         self._info_at = 0.0  # when live-restore was last read (pings in between are cheaper)
         self._stopped_at: dict[str, float] = {}  # containers kran stopped: when (until collected)
+        self.later = Later("kran-docker-kills")  # their SIGKILLs after the grace
         self._inspected: dict[str, Any] = {}  # ended containers as the check inspected them (until collected)
         self._outages: list[Outage] = []
         self._restarted = False  # in the current outage, the daemon refused or was gone (not only slow)
@@ -326,26 +332,49 @@ class DockerEngine:
         return out
 
     def kill(self, ref: AttemptRef) -> None:
-        """Stop the container: SIGTERM, SIGKILL after the grace. When kran first sent it is
-        kept (in the attempt dir: a restart during the grace keeps it too) until collected:
-        its signal is kran's, not a stopping daemon's, and an end after it was a stop."""
+        """Send the container its stop signal (the image's, SIGTERM by default) and return;
+        its SIGKILL follows from `later` once the grace since the first stop has passed (a
+        restart keeps that time, in the attempt dir). No thread waits out the grace: a
+        user's jobs that ignore their signal with a long grace held the engine pool's
+        threads, and every launch and collect waited. The first stop's time is kept until
+        collected: its signal is kran's, not a stopping daemon's, and an end after it was a
+        stop."""
         if not ref.handle:
             return
         first = None
         try:
             c = self.client.containers.get(HANDLES.object_id(ref.handle))
-            if self._stop_sent(c.id, ref.attempt_dir) is None:
-                first = self._stopped_at[c.id] = time.time()
+            sent = self._stop_sent(c.id, ref.attempt_dir)
+            if sent is None:
+                sent = first = self._stopped_at[c.id] = time.time()
                 _mark_stop(ref.attempt_dir, first)
-            c.stop(timeout=int(self.kill_grace_s if ref.grace_s is None else ref.grace_s))
+            grace = self.kill_grace_s if ref.grace_s is None else ref.grace_s
+            self.later.call(sent + grace - time.time(), self._kill_now, c.id)
+            self.client.api.kill(c.id, c.attrs.get("Config", {}).get("StopSignal") or "SIGTERM")
         except NotFound:
             pass
         except (DockerException, OSError) as e:
+            if _not_running(e):
+                return  # ended already: as `docker stop` does
             if first is not None and not timed_out(e):  # not sent: an end before it is sent again is no stop
                 self._stopped_at.pop(c.id, None)
                 with contextlib.suppress(OSError):
                     (ref.attempt_dir / STOP_SENT).unlink()
             raise EngineError(f"could not stop container: {explain(e)}") from e
+
+    def _kill_now(self, cid: str) -> None:
+        """The SIGKILL after the grace, while the container is not collected yet; tried
+        again a little later while the daemon does not take it."""
+        if cid not in self._stopped_at:
+            return  # collected (or its stop never sent)
+        try:
+            self.client.api.kill(cid, "SIGKILL")
+        except NotFound:
+            pass
+        except (DockerException, OSError) as e:
+            if not _not_running(e):
+                log.warning("could not kill container %s: %s (again in %s s)", cid[:12], explain(e), KILL_AGAIN_S)
+                self.later.call(KILL_AGAIN_S, self._kill_now, cid)
 
     def _stop_sent(self, cid: str, attempt_dir: Path) -> float | None:
         if cid not in self._stopped_at:
@@ -451,6 +480,11 @@ STOP_SENT = "stop_sent"  # in the attempt dir: when kran first sent the containe
 def _mark_stop(attempt_dir: Path, at: float) -> None:
     with contextlib.suppress(OSError):  # (a full disk) kept in memory only
         (attempt_dir / STOP_SENT).write_text(f"{at!r}\n")
+
+
+def _not_running(e: Exception) -> bool:
+    """The daemon's answer to a signal for a container that has ended (409)."""
+    return isinstance(e, APIError) and e.status_code == 409 and "is not running" in str(e)
 
 
 def _end_of(c: Any) -> AttemptEnd:

@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -34,6 +33,7 @@ from kran.adapters.engines.host_launch import (
     wrapper_env,
     write_env_file,
 )
+from kran.adapters.engines.later import Later
 from kran.adapters.engines.ownership import effective_user, private_tmp_dir, seal_attempt
 from kran.adapters.engines.spawner import SETUP_FAILED, proc_start
 from kran.adapters.engines.spawner_client import Spawner
@@ -90,6 +90,7 @@ class ProcessEngine:
         self.instance = instance
         self.kill_grace_s = kill_grace_s
         self._spawner = Spawner(on_exit, {"PATH": BASE_PATH, "LANG": "C.UTF-8"})
+        self.later = Later("kran-process-kills")  # their SIGKILLs after the grace
         self._spawner.start()
         # a mount namespace per job (private /tmp, /dev/shm, /proc) needs root
         self.no_private_mounts = "not running as root" if os.geteuid() != 0 else private_mounts_unavailable()
@@ -224,9 +225,7 @@ class ProcessEngine:
             return
         self._signal(ref, signal.SIGTERM)
         grace = self.kill_grace_s if ref.grace_s is None else ref.grace_s
-        timer = threading.Timer(grace, self._signal, (ref, signal.SIGKILL))
-        timer.daemon = True
-        timer.start()
+        self.later.call(grace, self._signal, ref, signal.SIGKILL)
 
     def cheap_launch(self, image: bool) -> bool:
         """A few cgroup dirs, the attempt's files and one request to the fork server, while
