@@ -126,3 +126,45 @@ def test_files_that_grow_or_vanish_while_served(open_server: Any) -> None:
         assert ranged.count(206) >= 30, ranged
         c.post(f"/api/v1/jobs/{job}/kill")
         wait_job(server, job)
+
+
+DEEP = (
+    "python3 -c \"import os\n"
+    "for top in ('.', '/tmp'):\n"
+    "    os.chdir(top)\n"
+    "    for i in range(3000):\n"
+    "        os.mkdir('d'); os.chdir('d'); open('f', 'w').write('x')\n"
+    "print('deep')\"; sleep 2"
+)
+
+
+def test_a_tree_thousands_of_levels_deep_breaks_nothing(open_server: Any) -> None:
+    """A job leaves 3,000 nested dirs in its working dir and its /tmp. The safe walk and
+    Python's rmtree recursed once a level: RecursionError (with `ignore_errors` too). Its
+    archive broke off mid-stream; its /tmp stayed after it ended (its collect failed,
+    its cgroup left); and retention failed at every check on this one job, so no one's
+    files expired any more. Now the listing answers (dirs past 128 levels are not
+    entered), the /tmp goes at the end, and retention removes everyone's files."""
+    server = open_server(KRAN_FILES_RETENTION="3s", KRAN_FILES_RETENTION_CHECK_S="0.2")
+    server.add_user("mallory")
+    server.add_user("alice")
+    with server.api("mallory") as c, server.api("alice") as a:
+        deep = _job(c, DEEP)
+        wait_running(server, deep, marker="deep", user="mallory")
+        r = c.get(f"/api/v1/jobs/{deep}/archive")
+        assert r.status_code == 200, r.text
+        names = tarfile.open(fileobj=io.BytesIO(r.content)).getnames()  # (a broken stream raises)
+        assert "d/" * 127 + "d" in names and len(names) == 2 * 128 + 1, len(names)
+        assert wait_job(server, deep, "mallory")["state"] == "succeeded"
+        attempt = server.data_dir / "jobs" / str(deep) / "1"
+        assert not (attempt / "tmp").exists(), "the job's /tmp was not removed"
+        theirs = _job(a, "echo mine > out")
+        assert wait_job(server, theirs, "alice")["state"] == "succeeded"
+        deadline = time.monotonic() + 30
+        while not (
+            a.get(f"/api/v1/jobs/{theirs}").json()["files_expired"]
+            and c.get(f"/api/v1/jobs/{deep}").json()["files_expired"]
+        ):
+            assert time.monotonic() < deadline, "retention stopped at the deep tree"
+            time.sleep(0.2)
+        assert not attempt.exists() and not (server.data_dir / "jobs" / str(theirs)).exists()

@@ -33,6 +33,7 @@ from kran.domain.jobs import JobSpec
 from kran.domain.records import JobRecord
 from kran.domain.states import JobState
 from kran.errors import FetchError, InvalidInput, KranError, NotFound
+from kran.jobfs import remove_tree
 from kran.ports import Clock, Fetcher, Store
 from kran.services.apps import pin_app
 from kran.services.datadir import DataDir
@@ -404,7 +405,7 @@ class TesService:
             rec = self.store.get(entry.name) if len(entry.name) <= 40 else None
             ended = rec is None or (rec.phase in tes.FINAL and (rec.ended_at or 0) < now - self.retention_s)
             if ended and entry.name not in self._busy:
-                shutil.rmtree(entry, ignore_errors=True)  # no job of it runs: nothing writes there now
+                remove_tree(entry)  # no job of it runs: nothing writes there now
                 gone.append(entry.name)
         return gone
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 from kran.errors import InvalidInput, StorageFull
+from kran.jobfs import remove_tree
 from kran.services.datadir import DataDir
 from kran.services.files import safe_path
 
@@ -78,4 +79,4 @@ class Uploads:
         return upload_id
 
     def discard(self, upload_id: str) -> None:
-        shutil.rmtree(self.dirs.upload_dir(upload_id), ignore_errors=True)
+        remove_tree(self.dirs.upload_dir(upload_id))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +39,7 @@ from kran.adapters.engines.spawner_client import Spawner
 from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError
+from kran.jobfs import remove_tree
 from kran.ports import AttemptRef, EngineCapabilities, LaunchSpec
 
 PREFIX = "proc:"
@@ -246,7 +246,7 @@ class ProcessEngine:
             (ref.attempt_dir / name).touch(exist_ok=True)
         rel = self._rel(ref.job_id, ref.attempt)
         self.cgroups.signal_all(rel, signal.SIGKILL, wait_s=5.0)
-        shutil.rmtree(private_tmp_dir(ref.attempt_dir), ignore_errors=True)  # never follows links
+        remove_tree(private_tmp_dir(ref.attempt_dir))  # never follows links, to any depth
         (ref.attempt_dir / ENV_FILE).unlink(missing_ok=True)  # the job's variables: in the store already
         usage = self.cgroups.usage(rel)
         self.cgroups.remove(rel)

@@ -4,11 +4,10 @@ grows past its threshold. The job records stay, marked `files_expired`."""
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from kran.domain.datafiles import StoredFiles, files_to_expire
-from kran.jobfs import Refused, Tree
+from kran.jobfs import Refused, Tree, remove_tree
 from kran.ports import Apps, Clock, Store
 from kran.services.datadir import DataDir
 
@@ -42,9 +41,9 @@ class Retention:
         expired = files_to_expire(stored, self.clock.now(), max_age, max_total, other)
         for job_id, reason in expired:
             job = self.store.get_job(job_id)
-            shutil.rmtree(self.dirs.job_dir(job_id), ignore_errors=True)
+            remove_tree(self.dirs.job_dir(job_id))
             if job is not None and job.spec.inputs:
-                shutil.rmtree(self.dirs.upload_dir(job.spec.inputs), ignore_errors=True)
+                remove_tree(self.dirs.upload_dir(job.spec.inputs))
             log.info("removed the files of job %s: %s", job_id, reason)
         self.apps.mark_files_expired([j for j, _ in expired])
         return [j for j, _ in expired]
