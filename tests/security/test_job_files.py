@@ -129,7 +129,7 @@ def test_files_that_grow_or_vanish_while_served(open_server: Any) -> None:
 
 
 DEEP = (
-    "python3 -c \"import os\n"
+    'python3 -c "import os\n'
     "for top in ('.', '/tmp'):\n"
     "    os.chdir(top)\n"
     "    for i in range(3000):\n"
