@@ -59,6 +59,26 @@ def test_a_root_file_hard_linked_in_stays_roots(tree: tuple[Path, Path]) -> None
     assert (top / "D" / "a").stat().st_uid == USER[0] and top.stat().st_uid == USER[0]
 
 
+def test_a_tree_thousands_of_levels_deep_is_handed_over(tmp_path: Path) -> None:
+    """A job leaves 3,000 nested dirs in an app's volume: the walk recursed once a level
+    (RecursionError, so every later launch of the app failed). Now the first MAX_DEPTH
+    levels become the next job's user's, deeper ones stay as they are, and no fd is left."""
+    top = tmp_path / "volume"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY)
+    for _ in range(3000):
+        os.mkdir("d", dir_fd=fd)
+        sub = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = sub
+    os.close(fd)
+    before = len(os.listdir("/proc/self/fd"))
+    ownership._chown_tree(top, USER)
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert top.stat().st_uid == USER[0]
+    assert (top / "/".join(["d"] * ownership.MAX_DEPTH)).stat().st_uid == USER[0]
+
+
 class _Listing:
     """What os.scandir returns: an iterator and a context manager."""
 

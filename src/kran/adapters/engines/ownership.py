@@ -12,6 +12,7 @@ import os
 import stat
 from pathlib import Path
 
+from kran.jobfs import MAX_DEPTH
 from kran.ports import LaunchSpec
 
 
@@ -92,34 +93,56 @@ def _chown_tree(top: Path, run_as: tuple[int, int]) -> None:
         os.close(fd)
 
 
-def _chown_below(dfd: int, run_as: tuple[int, int]) -> None:
-    with os.scandir(dfd) as it:
-        names = [e.name for e in it]
-    for name in names:
-        try:
-            fd = os.open(name, _PATH, dir_fd=dfd)
-        except OSError:
-            continue  # gone meanwhile
-        try:
-            st = os.fstat(fd)
-            if stat.S_ISDIR(st.st_mode):
-                try:
-                    sub = os.open(name, _DIR, dir_fd=dfd)
-                except OSError:
-                    continue  # swapped meanwhile: not followed
-                try:
-                    if (os.fstat(sub).st_dev, os.fstat(sub).st_ino) == (st.st_dev, st.st_ino):
+def _chown_below(top: int, run_as: tuple[int, int]) -> None:
+    """Everything below the dir `top`, depth first, without recursion and with at most
+    MAX_DEPTH dirs open: dirs deeper are left as they are (a job's tree thousands of
+    levels deep raised RecursionError, and failed every launch of the app)."""
+    stack: list[tuple[int, list[str]]] = [(top, _names(top))]
+    try:
+        while stack:
+            dfd, names = stack[-1]
+            if not names:
+                stack.pop()
+                if stack:
+                    os.close(dfd)
+                continue
+            name = names.pop()
+            try:
+                fd = os.open(name, _PATH, dir_fd=dfd)
+            except OSError:
+                continue  # gone meanwhile
+            try:
+                st = os.fstat(fd)
+                if stat.S_ISDIR(st.st_mode):
+                    try:
+                        sub = os.open(name, _DIR, dir_fd=dfd)
+                    except OSError:
+                        continue  # swapped meanwhile: not followed
+                    if (os.fstat(sub).st_dev, os.fstat(sub).st_ino) != (st.st_dev, st.st_ino):
+                        os.close(sub)
+                        continue
+                    try:
                         os.fchown(sub, *run_as)
                         os.fchmod(sub, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
-                        _chown_below(sub, run_as)
-                finally:
-                    os.close(sub)
-            elif stat.S_ISLNK(st.st_mode):
-                os.chown(name, *run_as, dir_fd=dfd, follow_symlinks=False)
-            else:
-                _give_inode(fd, st, run_as)
-        finally:
-            os.close(fd)
+                        below = _names(sub) if len(stack) <= MAX_DEPTH else []
+                    except BaseException:
+                        os.close(sub)
+                        raise
+                    stack.append((sub, below))
+                elif stat.S_ISLNK(st.st_mode):
+                    os.chown(name, *run_as, dir_fd=dfd, follow_symlinks=False)
+                else:
+                    _give_inode(fd, st, run_as)
+            finally:
+                os.close(fd)
+    finally:
+        for dfd, _ in stack[1:]:
+            os.close(dfd)
+
+
+def _names(dfd: int) -> list[str]:
+    with os.scandir(dfd) as it:
+        return [e.name for e in it]
 
 
 def _give_inode(path_fd: int, st: os.stat_result, run_as: tuple[int, int]) -> None:
