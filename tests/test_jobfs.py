@@ -60,13 +60,16 @@ def test_the_walk_stops_entering_at_its_depth_without_recursion(tmp_path: Path) 
     top.mkdir()
     _deep(top, 3 * MAX_DEPTH, outside)
     before = _fds()
-    with Tree(top) as tree:
-        items = list(tree.walk())
-        deepest = max(item.rel.count("/") for item in items)
-        walk = tree.walk()
-        next(walk)
-        next(walk)
-        walk.close()  # (a walk left half way closes what it opened)
+    try:
+        with Tree(top) as tree:
+            items = list(tree.walk())
+            deepest = max(item.rel.count("/") for item in items)
+            walk = tree.walk()
+            next(walk)
+            next(walk)
+            walk.close()  # (a walk left half way closes what it opened)
+    finally:
+        remove_tree(top)  # (pytest's own clean-up of old tmp dirs recurses: RecursionError)
     assert deepest == MAX_DEPTH
     assert len(items) == 4 * (MAX_DEPTH + 1)
     assert not any(item.rel.startswith("l/") for item in items)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from kran.adapters.engines import ownership
+from kran.jobfs import remove_tree
 
 USER = (1_100_000_042, 1_100_000_042)
 
@@ -73,10 +74,13 @@ def test_a_tree_thousands_of_levels_deep_is_handed_over(tmp_path: Path) -> None:
         fd = sub
     os.close(fd)
     before = len(os.listdir("/proc/self/fd"))
-    ownership._chown_tree(top, USER)
-    assert len(os.listdir("/proc/self/fd")) == before
-    assert top.stat().st_uid == USER[0]
-    assert (top / "/".join(["d"] * ownership.MAX_DEPTH)).stat().st_uid == USER[0]
+    try:
+        ownership._chown_tree(top, USER)
+        assert len(os.listdir("/proc/self/fd")) == before
+        assert top.stat().st_uid == USER[0]
+        assert (top / "/".join(["d"] * ownership.MAX_DEPTH)).stat().st_uid == USER[0]
+    finally:
+        remove_tree(top)  # (pytest's own clean-up of old tmp dirs recurses: RecursionError)
 
 
 class _Listing:

@@ -7,9 +7,14 @@ WWW-Authenticate challenge); Docker v2 and OCI manifests, manifest lists and OCI
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -22,6 +27,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 ACCEPT = ", ".join((MANIFEST, MANIFEST_LIST, OCI_MANIFEST, OCI_INDEX))
 INDEXES = (MANIFEST_LIST, OCI_INDEX)
+MAX_BODY = 4 << 20  # a manifest or token answer (real ones are a few KiB); a registry names itself in an image
 
 
 class RegistryClient:
@@ -52,8 +58,11 @@ class RegistryClient:
                 except ValueError as e:
                     raise RegistryError(f"{ref}: {e}") from None
                 manifest, media, digest = self._manifest(auth, ref, str(entry["digest"]))
-            layers = tuple((str(lay["digest"]), int(lay["size"])) for lay in manifest.get("layers", []))
-            config = int(manifest.get("config", {}).get("size", 0))
+            try:
+                layers = tuple((str(lay["digest"]), int(lay["size"])) for lay in manifest.get("layers", []))
+                config = int(manifest.get("config", {}).get("size", 0))
+            except (AttributeError, KeyError, TypeError, ValueError):
+                raise RegistryError(f"{ref}: {ref.registry} sent a malformed manifest") from None
             return ImageInfo(str(ref), digest, config + sum(s for _, s in layers), layers, media, index_digest)
 
     def check_login(self, registry: str, creds: tuple[str, str] | None = None) -> None:
@@ -67,7 +76,7 @@ class RegistryClient:
             if r.status_code >= 400:
                 raise RegistryError(f"{registry}: HTTP {r.status_code} on /v2/")
 
-    def _manifest(self, auth: _Auth, ref: ImageRef, reference: str) -> tuple[dict[str, Any], str, str]:
+    def _manifest(self, auth: _Auth, ref: ImageRef, reference: str) -> tuple[Any, str, str]:
         r = auth.get(f"/v2/{ref.repository}/manifests/{reference}", {"Accept": ACCEPT})
         if r.status_code == 401:
             raise RegistryError(f"{ref}: unauthorized by {ref.registry} (wrong or missing credentials)")
@@ -80,6 +89,8 @@ class RegistryClient:
             body = r.json()
         except ValueError:
             raise RegistryError(f"{ref}: {ref.registry} sent a manifest that is not JSON") from None
+        if not isinstance(body, dict):
+            raise RegistryError(f"{ref}: {ref.registry} sent a malformed manifest")
         media = body.get("mediaType") or media
         digest = r.headers.get("docker-content-digest") or reference
         return body, media, digest
@@ -92,7 +103,7 @@ class _Auth:
         self.http, self.ref, self.creds = http, ref, creds
         self.header: str | None = None
 
-    def get(self, path: str, headers: dict[str, str]) -> httpx.Response:
+    def get(self, path: str, headers: dict[str, str]) -> _Answer:
         try:
             r = self._get(path, headers)
             if r.status_code == 401 and self.header is None:
@@ -103,11 +114,11 @@ class _Auth:
         except httpx.HTTPError as e:
             raise RegistryError(f"{self.ref}: cannot reach {self.ref.registry}: {e}", answered=False) from None
 
-    def _get(self, path: str, headers: dict[str, str]) -> httpx.Response:
+    def _get(self, path: str, headers: dict[str, str]) -> _Answer:
         h = dict(headers)
         if self.header:
             h["Authorization"] = self.header
-        return self.http.get(path, headers=h)
+        return _read(self.ref, self.http.stream("GET", path, headers=h), self.http.timeout.read)
 
     def _challenge(self, header: str) -> str | None:
         scheme, _, params = header.partition(" ")
@@ -118,19 +129,61 @@ class _Auth:
         fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
         if "realm" not in fields:
             return None
+        realm = urlsplit(fields["realm"])
+        if not (realm.scheme == "https" or (realm.scheme == "http" and realm.hostname == self.http.base_url.host)):
+            raise RegistryError(
+                f"{self.ref}: {self.ref.registry} named a token service that is neither https nor on its own host"
+            )  # (an image names its registry: a plain-http realm elsewhere would be a request to any internal address)
         query = {"service": fields.get("service", ""), "scope": f"repository:{self.ref.repository}:pull"}
         auth = httpx.BasicAuth(*self.creds) if self.creds else None
-        r = httpx.get(fields["realm"], params=query, auth=auth, timeout=self.http.timeout)
+        with httpx.Client(timeout=self.http.timeout, auth=auth) as client:
+            r = _read(self.ref, client.stream("GET", fields["realm"], params=query), self.http.timeout.read)
         if r.status_code >= 400:
             raise RegistryError(f"{self.ref}: the token service refused (HTTP {r.status_code})")
-        body = r.json()
-        token = body.get("token") or body.get("access_token")
-        return f"Bearer {token}" if token else None
+        try:
+            body = r.json()
+            token = body.get("token") or body.get("access_token")
+        except (AttributeError, ValueError):
+            raise RegistryError(f"{self.ref}: the token service's answer is not a token") from None
+        return f"Bearer {token}" if isinstance(token, str) and token else None
 
 
-def _errors(r: httpx.Response) -> str:
+@dataclass(frozen=True)
+class _Answer:
+    """A registry's answer, read whole but capped (MAX_BODY, and the timeout for it all)."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def reason_phrase(self) -> str:
+        return httpx.codes.get_reason_phrase(self.status_code)
+
+
+def _read(ref: ImageRef, request: AbstractContextManager[httpx.Response], timeout_s: float | None) -> _Answer:
+    """The answer to `request`, refused past MAX_BODY bytes or `timeout_s` in all (httpx's
+    timeout is per read: a registry sending a byte now and then held a thread for ever, and
+    one sending gigabytes filled the server's memory)."""
+    deadline = time.monotonic() + (timeout_s or 30.0)
+    with request as r:
+        chunks, size = [], 0
+        for chunk in r.iter_bytes():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise RegistryError(f"{ref}: {ref.registry} sent over {MAX_BODY >> 20} MiB for a manifest or token")
+            if time.monotonic() > deadline:
+                raise RegistryError(f"{ref}: {ref.registry} took more than {timeout_s} s to answer", answered=False)
+            chunks.append(chunk)
+        return _Answer(r.status_code, r.headers, b"".join(chunks))
+
+
+def _errors(r: _Answer) -> str:
     try:
         errs = r.json().get("errors") or []
-        return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errs) or r.reason_phrase
-    except ValueError:
+        return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errs)[:500] or r.reason_phrase
+    except (AttributeError, TypeError, ValueError):
         return r.reason_phrase

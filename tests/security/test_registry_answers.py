@@ -1,0 +1,98 @@
+"""A job names its image, and so the registry the server asks for the image's size: any
+host. A hostile registry's answers (an endless manifest, a token service elsewhere on
+plain http, answers that are not JSON) are refused with a reason; they filled the server's
+memory (3 GiB manifest: 6.1 GB RSS), made it fetch internal URLs and pass on what came
+back, and ended in a 500 (an outside attack's high finding)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from kran.adapters.registry import MAX_BODY, RegistryClient
+from kran.domain.images import parse_ref
+from kran.errors import RegistryError
+
+HITS: list[str] = []
+
+
+class Hostile(BaseHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        HITS.append(self.path)
+        repo = self.path.split("/")[2] if self.path.startswith("/v2/") else ""
+        port = self.server.server_address[1]
+        if self.path.startswith("/internal"):
+            self._send(200, b'{"token": "INTERNAL-SECRET"}')
+        elif repo == "huge":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            self.end_headers()
+            chunk = b" " * (1 << 20)
+            try:
+                for _ in range(64):  # 64 MiB, far past the cap
+                    self.wfile.write(chunk)
+            except OSError:
+                pass  # the client stopped reading
+        elif repo == "elsewhere" and "Authorization" not in self.headers:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Bearer realm="http://localhost:{port}/internal",service="x"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif repo == "garbage-token" and "Authorization" not in self.headers:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Bearer realm="http://127.0.0.1:{port}/notjson",service="x"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path.startswith("/notjson"):
+            self._send(200, b"<html>not json</html>")
+        elif repo == "list":
+            self._send(200, b'["not", "a", "manifest"]')
+        else:
+            self._send(200, b'{"schemaVersion": 2, "layers": [{"digest": 1}]}')
+
+    def _send(self, code: int, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def hostile() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    HITS.clear()
+    yield f"127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_hostile_registrys_answers_are_refused_with_a_reason(hostile: str) -> None:
+    client = RegistryClient(timeout_s=10)
+    reasons = {}
+    for repo in ("huge", "elsewhere", "garbage-token", "list", "malformed"):
+        with pytest.raises(RegistryError) as e:
+            client.resolve(parse_ref(f"{hostile}/{repo}:1"))
+        assert e.value.answered
+        reasons[repo] = str(e.value)
+    assert f"over {MAX_BODY >> 20} MiB" in reasons["huge"]
+    assert "neither https nor on its own host" in reasons["elsewhere"]
+    assert not any(p.startswith("/internal") for p in HITS), "the server fetched the realm elsewhere"
+    assert "not a token" in reasons["garbage-token"]
+    assert "malformed manifest" in reasons["list"] and "malformed manifest" in reasons["malformed"]
+
+
+def test_a_job_naming_a_hostile_registry_gets_a_4xx(hostile: str, open_server: Any) -> None:
+    server = open_server()
+    with server.api() as c:
+        for repo in ("huge", "garbage-token"):
+            r = c.post("/api/v1/jobs", json={"image": f"{hostile}/{repo}:1", "command": ["true"]})
+            assert r.status_code == 422 and "image" in r.text, r.text
