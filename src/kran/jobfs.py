@@ -15,11 +15,12 @@ services and adapters (both read job trees) and does I/O, so not in domain.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import itertools
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,15 +91,26 @@ class Tree:
     owner): a file with other hard links that this uid could not read itself is refused,
     since a job could have linked it in where the kernel lets it (protected_hardlinks=0)."""
 
-    def __init__(self, root: Path) -> None:
-        try:
-            self._fd = os.open(root, _DIR)
-        except FileNotFoundError:
-            raise Missing(f"{root.name} does not exist") from None
-        except OSError as e:
-            raise Refused(_why(e, root.name)) from None
+    def __init__(self, root: Path, fd: int | None = None) -> None:
+        if fd is None:
+            try:
+                fd = os.open(root, _DIR)
+            except FileNotFoundError:
+                raise Missing(f"{root.name} does not exist") from None
+            except OSError as e:
+                raise Refused(_why(e, root.name)) from None
+        self._fd = fd
         st = os.fstat(self._fd)
         self.owner, self.group = st.st_uid, st.st_gid
+
+    @classmethod
+    def beneath(cls, top: Path, rel: str) -> Tree:
+        """The tree at `rel` below the dir `top`, reached as `open_beneath` does."""
+        fd = open_beneath(top, rel, _DIR & ~os.O_NOFOLLOW)
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise Refused(f"{rel!r} is not a dir")
+        return cls(top / rel, fd)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -233,6 +245,66 @@ class Tree:
     def disk_bytes(self) -> int:
         """Bytes allocated under the root (sparse files count what they use)."""
         return sum(item.st.st_blocks * 512 for item in self.walk())
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+_SYS_OPENAT2 = 437  # (one number on every Linux architecture since 5.6)
+_RESOLVE_NO_MAGICLINKS, _RESOLVE_BENEATH = 0x02, 0x08
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def open_beneath(top: Path, rel: str, flags: int = os.O_PATH | os.O_CLOEXEC) -> int:
+    """An fd of `rel` below the dir `top` (a dir an admin allowed, that users may write
+    into), resolved by the kernel without ever leaving `top`: a link that stays below it is
+    followed, `..` or a link out is refused, and nothing can be swapped between a check
+    and the open (openat2 RESOLVE_BENEATH). O_PATH by default: the open has no side
+    effect, even for a FIFO or a device. Refused (or Missing) with the reason."""
+    try:
+        top_fd = os.open(top, _DIR & ~os.O_NOFOLLOW)
+    except OSError as e:
+        raise _refusal(e, str(top)) from None
+    try:
+        how = _OpenHow(flags, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
+        fd = _libc.syscall(
+            _SYS_OPENAT2, ctypes.c_int(top_fd), os.fsencode(rel or "."), ctypes.byref(how), ctypes.sizeof(how)
+        )
+        if fd < 0:
+            err = ctypes.get_errno()
+            if err == errno.EXDEV:  # (a link or `..` leading out)
+                raise Refused(f"{rel!r} leads out of {top}")
+            raise _refusal(OSError(err, os.strerror(err)), rel)
+        return int(fd)
+    finally:
+        os.close(top_fd)
+
+
+def under_root(path: str, roots: Sequence[Path]) -> tuple[Path, str] | None:
+    """(the root, the path below it) for an absolute `path` that resolves under one of
+    `roots` (resolved dirs), else None. A check only: open it with `open_beneath`, which
+    holds whatever is swapped in after it."""
+    resolved = Path(path).resolve()
+    for root in roots:
+        if resolved == root or root in resolved.parents:
+            return root, str(resolved.relative_to(root))
+    return None
+
+
+def open_regular_beneath(top: Path, rel: str) -> OpenFile:
+    """The regular file at `rel` below `top` (as `open_beneath`), opened for reading."""
+    pfd = open_beneath(top, rel)
+    try:
+        st = os.fstat(pfd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused(f"{rel!r} is not a regular file")
+        fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    finally:
+        os.close(pfd)
+    st2 = os.fstat(fd)
+    return OpenFile(fd, st2.st_size, st2.st_mtime)
 
 
 def remove_tree(path: Path) -> None:

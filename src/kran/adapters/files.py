@@ -24,6 +24,7 @@ import httpx
 
 from kran.domain.datafiles import CacheEntry, FileSource, cache_evictions, host_allowed
 from kran.errors import FetchError
+from kran.jobfs import Refused, open_regular_beneath, under_root
 
 CHUNK = 1 << 20
 MAX_REDIRECTS = 10
@@ -114,16 +115,24 @@ class HttpFetcher:
             raise FetchError(f"{source.url}: {type(e).__name__}: {e}") from None
 
     def _file_chunks(self, source: FileSource) -> Iterator[bytes]:
-        path = Path(unquote(urlsplit(source.url).path)).resolve()
-        if not any(path == r or r in path.parents for r in self.file_roots):
+        """Read as root, below a root users may write into: opened beneath it (a link
+        swapped in after the check read a root-only file before), a regular file only (a
+        FIFO held an engine thread for ever)."""
+        found = under_root(unquote(urlsplit(source.url).path), self.file_roots)
+        if found is None:
             allowed = ", ".join(str(r) for r in self.file_roots) or "none configured (files.file_url_roots)"
             raise FetchError(f"{source.url}: file:// URLs may only read under: {allowed}")
         try:
-            with open(path, "rb") as f:
-                while chunk := f.read(CHUNK):
-                    yield chunk
+            f = open_regular_beneath(*found)
+        except Refused as e:
+            raise FetchError(f"{source.url}: {e}") from None
+        try:
+            while chunk := os.read(f.fd, CHUNK):
+                yield chunk
         except OSError as e:
             raise FetchError(f"{source.url}: {e.strerror}") from None
+        finally:
+            os.close(f.fd)
 
     # ---- the cache
 

@@ -38,23 +38,25 @@ def source_url(inp: tes.Input, field: str) -> str:
     return url
 
 
-def file_url_path(url: str, roots: Sequence[Path]) -> Path:
-    """The local path of a file:// URL (as the fetcher reads them: percent-escapes decoded,
-    the host empty or localhost), resolved; FetchError unless under one of `roots`."""
+def file_url_path(url: str, roots: Sequence[Path]) -> tuple[Path, str]:
+    """Where a file:// URL reads (as the fetcher reads them: percent-escapes decoded, the
+    host empty or localhost): the root it resolves under and the path below it (opened
+    beneath that root, `jobfs.open_beneath`); FetchError unless under one of `roots`."""
     parts = urlsplit(url)
     if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
         raise FetchError(f"{url}: not a file:// URL of this machine")
-    path = Path(unquote(parts.path)).resolve()
-    if not any(path == r or r in path.parents for r in roots):
+    found = jobfs.under_root(unquote(parts.path), roots)
+    if found is None:
         raise FetchError(f"{url}: file:// URLs may only read under the roots the admin allowed (files.file_url_roots)")
-    return path
+    return found
 
 
-def copy_tree(src: Path, dest: Path) -> None:
+def copy_tree(src: tuple[Path, str], dest: Path) -> None:
     """A directory's regular files and dirs, read through the safe walk (links, FIFOs and
-    devices left out: a link could point anywhere on the server)."""
+    devices left out: a link could point anywhere on the server); the directory itself
+    reached beneath its root (a link swapped in after the check is not followed out)."""
     dest.mkdir(exist_ok=True)
-    with jobfs.Tree(src) as tree:
+    with jobfs.Tree.beneath(*src) as tree:
         for item in tree.walk():
             target = dest / item.rel
             if item.kind == "dir":
