@@ -23,6 +23,9 @@ def test_urls_under_the_prefixes_only() -> None:
         "ftp://hooks.example.org/kran/",
         "https://hooks.example.org:99999/kran/",
         "not a url",
+        "https://hooks.example.org/kran/../admin/delete",  # the client goes to /admin/delete (an attack got there)
+        "https://hooks.example.org/kran/%2e%2E/admin",
+        "https://hooks.example.org/kran/./x",
     ):
         assert not url_allowed(bad, p), bad
     assert not url_allowed("https://hooks.example.org/kran/", ())

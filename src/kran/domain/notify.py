@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from kran.domain.states import JobState
 
@@ -60,6 +60,10 @@ def url_allowed(url: str, prefixes: tuple[str, ...]) -> bool:
         return False
     if u.scheme not in ("http", "https") or not u.hostname or u.username or u.password or len(url) > MAX_URL:
         return False
+    if any(unquote(seg) in (".", "..") for seg in u.path.split("/")):
+        return (
+            False  # (the client normalises `/hooks/../admin` to `/admin`, out of the prefix; a receiver may decode %2e)
+        )
     for prefix in prefixes:
         try:
             p = urlsplit(prefix)
