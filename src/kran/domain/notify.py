@@ -61,9 +61,7 @@ def url_allowed(url: str, prefixes: tuple[str, ...]) -> bool:
     if u.scheme not in ("http", "https") or not u.hostname or u.username or u.password or len(url) > MAX_URL:
         return False
     if any(unquote(seg) in (".", "..") for seg in u.path.split("/")):
-        return (
-            False  # (the client normalises `/hooks/../admin` to `/admin`, out of the prefix; a receiver may decode %2e)
-        )
+        return False  # (httpx makes `/hooks/../admin` `/admin`, out of the prefix; a receiver may decode %2e)
     for prefix in prefixes:
         try:
             p = urlsplit(prefix)
