@@ -162,3 +162,32 @@ def test_inputs_reach_only_the_hosts_the_admin_allows(open_server: Any, test_ima
             r = h.post(f"{TES}/tasks", json={"executors": [ex], "inputs": [{"path": "/d/x", "url": url}]})
             assert r.status_code == 400 and r.json()["field"] == "inputs[0].url", r.text
         assert h.get(f"{TES}/tasks").json()["tasks"] == []
+
+
+def test_an_output_name_that_is_not_utf8_breaks_no_listing(open_server: Any, test_image: str) -> None:
+    """A task's output file named with a byte that is not UTF-8 was stored as a lone
+    surrogate: its task, its owner's list and every admin's list answered 500 for good (an
+    outside attack's finding). It is left out now, with a note in the task's system logs."""
+    server = open_server()
+    server.add_user("alice")
+    task = {
+        "executors": [
+            {"image": test_image, "command": ["sh", "-c", 'echo x > "/data/$(printf "\\377")"; echo y > /data/ok']}
+        ],
+        "outputs": [{"path": "/data/*", "path_prefix": "/data", "url": "s3://bucket/out/"}],
+    }
+    with server.api("alice") as h, server.api() as admin:
+        done = _wait(h, h.post(f"{TES}/tasks", json=task).json()["id"])
+        assert done["state"] == "COMPLETE", done
+        assert [o["path"] for o in done["logs"][0]["outputs"]] == ["/data/ok"]
+        assert "not UTF-8" in " ".join(done["logs"][0]["system_logs"])
+        for who in (h, admin):
+            for view in ("BASIC", "FULL"):
+                r = who.get(f"{TES}/tasks", params={"view": view})
+                assert r.status_code == 200 and r.json()["tasks"], r.text
+
+
+def test_an_output_stored_before_with_such_a_name_is_shown_escaped() -> None:
+    from kran.api.tes import _escaped
+
+    assert _escaped({"path": "/data/\udcff", "size_bytes": "2"}) == {"path": "/data/\\xff", "size_bytes": "2"}

@@ -261,6 +261,13 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
+def _escaped(out: dict[str, Any]) -> dict[str, Any]:
+    """An output stored before names that are not UTF-8 were left out: shown escaped
+    (`\\xff`), not a 500 for its owner and every admin listing."""
+    return {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") if isinstance(v, str) else v
+            for k, v in out.items()}  # fmt: skip
+
+
 def task_json(svc: TesService, rec: tes.TaskRecord, view: str, base: str) -> dict[str, Any]:
     """The task in a view: MINIMAL id and state; BASIC all but the executors' stdout and
     stderr, inline inputs' content and system_logs; FULL everything. The outputs kran
@@ -300,7 +307,7 @@ def task_json(svc: TesService, rec: tes.TaskRecord, view: str, base: str) -> dic
         "metadata": {"kran_jobs": ",".join(str(j) for j in rec.jobs)} if rec.jobs else None,
         "start_time": iso(min(started)) if started else None,
         "end_time": iso(rec.ended_at),
-        "outputs": [{**o, "url": base + o["url"]} if o["url"].startswith(PREFIX) else o for o in rec.outputs],
+        "outputs": [_escaped({**o, "url": base + o["url"]} if o["url"].startswith(PREFIX) else o) for o in rec.outputs],
     }
     if full:
         log["system_logs"] = system_logs

@@ -358,7 +358,14 @@ class TesService:
         notes: list[str] = []
         try:
             with jobfs.Tree(fs) as tree:
-                files = {"/" + item.rel: item.st.st_size for item in tree.walk() if item.kind == "file"}
+                files, odd = {}, 0
+                for item in tree.walk():
+                    if item.kind == "file" and _utf8(item.rel):
+                        files["/" + item.rel] = item.st.st_size
+                    elif item.kind == "file":
+                        odd += 1  # (no TES path or URL can name it, and it made every listing a 500)
+                if odd:
+                    notes.append(f"{odd} output file(s) left out: their names are not UTF-8")
                 user = self._user_of(rec.owner)
                 for out in task.outputs:
                     found = tes.output_files(out, files, f"{self.url_prefix}/tasks/{task_id}/outputs")
@@ -370,7 +377,7 @@ class TesService:
                         dest = tes.output_destination(out, path, self.output_roots, rec.owner)
                         if dest is not None:
                             write_as_user(tree, path, dest, user)
-                        elif out.url.startswith("file:") and not notes:
+                        elif out.url.startswith("file:") and not any(n.startswith("file://") for n in notes):
                             notes.append(f"file:// outputs outside tes.output_roots are kept by kran ({out.url})")
                         logs.append(
                             {"url": "file://" + dest if dest else kept_at, "path": path, "size_bytes": str(files[path])}
@@ -449,3 +456,11 @@ def task_from_document(doc: dict[str, Any]) -> tes.Task:
         volumes=tuple(v.rstrip("/") or "/" for v in doc.get("volumes") or []),
         tags=dict(doc.get("tags") or {}),
     )
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # (a name's bytes that are not UTF-8 come as lone surrogates)
+        return False
+    return True
