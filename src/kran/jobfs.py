@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import heapq
 import itertools
 import os
 import stat
@@ -155,10 +156,28 @@ class Tree:
             except OSError as e:
                 raise _refusal(e, rel) from None
 
-    def listdir(self, rel: str) -> list[Item]:
-        """The entries of the dir at `rel`, sorted by name."""
+    def listdir(self, rel: str, after: str | None = None, limit: int | None = None) -> list[Item]:
+        """The entries of the dir at `rel`, sorted by name: with `limit`, at most that many
+        of those named after `after`, picked from the names as they stream (a dir of a
+        million files took a GiB to list whole); only those are looked at."""
         with self._dir(split_relative(rel)) as fd:
-            return sorted(self._entries(fd, rel), key=lambda i: i.name)
+            if limit is None:
+                return sorted(self._entries(fd, rel), key=lambda i: i.name)
+            with os.scandir(fd) as it:
+                names = heapq.nsmallest(limit, (e.name for e in it if after is None or e.name > after))
+            out = []
+            for name in names:
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    continue  # removed while we looked
+                out.append(Item(f"{rel}/{name}" if rel else name, name, st, fd))
+            return out
+
+    def count(self, rel: str) -> int:
+        """How many entries the dir at `rel` has (counted as they stream)."""
+        with self._dir(split_relative(rel)) as fd, os.scandir(fd) as it:
+            return sum(1 for _ in it)
 
     def _entries(self, fd: int, rel: str) -> Iterator[Item]:
         with os.scandir(fd) as it:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -36,6 +38,7 @@ from kran.domain.jobs import JobSpec
 from kran.domain.states import parse_states
 from kran.errors import InvalidInput
 from kran.services.auth import on_behalf
+from kran.services.files import LIST_MAX
 from kran.services.jobs import JobService
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -66,6 +69,7 @@ class JobKilled(Out):
 class FileList(Out):
     path: str
     entries: list[FileEntry]
+    next_cursor: str | None = Field(description="more entries: pass it as `cursor` for the next page")
 
 
 # Submissions are async: checking is cheap and storing is a group commit awaited without
@@ -224,9 +228,28 @@ async def job_logs(
 
 
 @router.get("/{job_id}/files", response_model=FileList, summary="List the job's working dir (or a subdir)")
-def list_files(job_id: JobId, queries: Queries, files: Files, who: Caller, path: str = "") -> dict[str, Any]:
+def list_files(
+    job_id: JobId,
+    queries: Queries,
+    files: Files,
+    who: Caller,
+    path: str = "",
+    limit: int = Query(LIST_MAX, ge=1, le=LIST_MAX, description="entries in one page, by name"),
+    cursor: str | None = Query(None, max_length=1024, description="the `next_cursor` of the page before"),
+) -> dict[str, Any]:
     queries.visible_job(job_id, who)
-    return {"path": path, "entries": [entry_json(e) for e in files.list_files(job_id, path)]}
+    after = None
+    if cursor is not None:
+        try:
+            after = os.fsdecode(base64.b64decode(cursor.encode("ascii"), altchars=b"-_", validate=True))
+        except (ValueError, UnicodeError):
+            raise InvalidInput("not a cursor this listing gave", "cursor") from None
+    listed = files.list_files(job_id, path, after, limit + 1)
+    more = len(listed) > limit
+    listed = listed[:limit]
+    # the next page's cursor names the last entry by its bytes (a name need not be UTF-8)
+    nxt = base64.urlsafe_b64encode(os.fsencode(listed[-1].name)).decode() if more else None
+    return {"path": path, "entries": [entry_json(e) for e in listed], "next_cursor": nxt}
 
 
 @router.get(

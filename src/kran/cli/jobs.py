@@ -311,7 +311,11 @@ def ended_job(client: Client, job_id: int, what: str) -> dict[str, Any]:
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def files_cmd(job_id: int, path: str, output: str) -> None:
     """List the job's working dir (or a path in it)."""
-    r = Client().get(f"/api/v1/jobs/{job_id}/files", params={"path": path})
+    client = Client()
+    r = client.get(f"/api/v1/jobs/{job_id}/files", params={"path": path})
+    while r.get("next_cursor"):  # (the server lists a dir a page at a time)
+        more = client.get(f"/api/v1/jobs/{job_id}/files", params={"path": path, "cursor": r["next_cursor"]})
+        r = {**more, "entries": r["entries"] + more["entries"]}
     print_json(r) if output == "json" else kv_table(r["entries"], ["name", "type", "size", "mtime"])
 
 

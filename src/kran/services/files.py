@@ -102,6 +102,9 @@ def tar_tree(tree: Tree) -> Iterator[bytes]:
         yield b"\0" * (2 * BLOCK)
 
 
+LIST_MAX = 10_000  # entries of a dir in one listing (a page)
+
+
 class JobFiles:
     """A job's working dir, read through the safe walk."""
 
@@ -119,17 +122,26 @@ class JobFiles:
             raise NotFound(f"job {job_id} has not started yet: no files")
         return self.dirs.attempt_dir(job_id, job.attempts) / "work"
 
-    def list_files(self, job_id: int, rel: str = "") -> list[Entry]:
+    def list_files(self, job_id: int, rel: str = "", after: str | None = None, limit: int = LIST_MAX) -> list[Entry]:
+        """At most `limit` entries of the dir, by name, those after `after` (a page)."""
         with _tree(self.workdir_of(job_id), job_id) as tree:
             try:
                 st = tree.stat(rel)
                 if kind_of(st) != "dir":
-                    return [Entry(Path(rel).name, kind_of(st), st.st_size, st.st_mtime)]
-                return [Entry(i.name, i.kind, i.st.st_size, i.st.st_mtime) for i in tree.listdir(rel)]
+                    return [Entry(Path(rel).name, kind_of(st), st.st_size, st.st_mtime)][: 1 if after is None else 0]
+                return [Entry(i.name, i.kind, i.st.st_size, i.st.st_mtime) for i in tree.listdir(rel, after, limit)]
             except Missing:
                 raise NotFound(f"no {rel or '/'} in job {job_id}'s dir") from None
             except Refused as e:
                 raise InvalidInput(str(e), "path") from None
+
+    def count(self, job_id: int, rel: str = "") -> int:
+        """How many entries the dir has (0 for what is not a dir)."""
+        with _tree(self.workdir_of(job_id), job_id) as tree:
+            try:
+                return tree.count(rel) if kind_of(tree.stat(rel)) == "dir" else 0
+            except Refused:
+                return 0
 
     def open_file(self, job_id: int, rel: str) -> OpenFile:
         """The job's file opened for reading (the caller closes it)."""

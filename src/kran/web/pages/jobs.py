@@ -125,9 +125,10 @@ async def job_page(request: Request, job_id: JobId, viewer: Look, path: str = Qu
     unlisted = 0
     if view.job.state != JobState.QUEUED or view.job.spec.inputs:
         try:
-            listed = await run_in_threadpool(suite.files.list_files, job_id, path)
-            entries = [entry_json(e) for e in listed[:MAX_LISTED]]
-            unlisted = max(0, len(listed) - MAX_LISTED)
+            listed = await run_in_threadpool(suite.files.list_files, job_id, path, None, MAX_LISTED)
+            entries = [entry_json(e) for e in listed]
+            if len(listed) == MAX_LISTED:  # (counted as the names stream: none is kept)
+                unlisted = max(0, await run_in_threadpool(suite.files.count, job_id, path) - MAX_LISTED)
         except KranError as e:
             files_problem = str(e)
     return page(
