@@ -211,7 +211,8 @@ class FilesSection(Section):
     fetch_hosts: str = Field(
         "",
         description="comma-separated hosts http(s) downloads may reach, * as a wildcard (*.ebi.ac.uk); each "
-        "redirect is checked too (empty: any host)",
+        "redirect is checked too (empty: any public host); a non-public address (loopback, private, link-local) "
+        "only where named here",
     )
     retention: str = Field("7d", description="how long finished jobs keep their files, e.g. 7d; 0: forever")
     max_data_mb: Int = Field(

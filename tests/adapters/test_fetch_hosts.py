@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kran.adapters.files import HttpFetcher
-from kran.domain.datafiles import host_allowed, parse_source
+from kran.domain.datafiles import address_refused, host_allowed, parse_source
 from kran.errors import FetchError
 
 
@@ -60,7 +60,24 @@ def test_downloads_and_their_redirects_reach_only_allowed_hosts(site: str, tmp_p
         HttpFetcher(tmp_path / "c", 1 << 20, 10, (), ("*.example.org",)).fetch_to(
             parse_source(f"http://{site}/data.txt"), tmp_path / "x"
         )
-    anywhere = HttpFetcher(tmp_path / "c", 1 << 20, 10, ())
-    anywhere.fetch_to(parse_source(f"http://{site}/away"), tmp_path / "followed")  # the default: any host
+    both = HttpFetcher(tmp_path / "c", 1 << 20, 10, (), ("127.0.0.1", "localhost"))
+    both.fetch_to(parse_source(f"http://{site}/away"), tmp_path / "followed")
     assert (tmp_path / "followed").read_bytes() == b"data\n"
     assert not (tmp_path / "redirected").exists() and not (tmp_path / "x").exists()
+
+
+def test_by_default_no_download_reaches_a_non_public_address(site: str, tmp_path: Path) -> None:
+    """files.fetch_hosts empty (the default): any public host, but no loopback, private or
+    link-local address unless named there. The server fetches from inside the operator's
+    network what a user names (an attack read a loopback-only service through a job)."""
+    default = HttpFetcher(tmp_path / "c", 1 << 20, 10, ())
+    port = site.rsplit(":", 1)[1]
+    for url in (f"http://{site}/data.txt", f"http://localhost:{port}/data.txt", f"http://[::ffff:127.0.0.1]:{port}/x"):
+        with pytest.raises(FetchError, match="loopback address"):
+            default.fetch_to(parse_source(url), tmp_path / "got")
+    assert not (tmp_path / "got").exists()
+    for host, address in (("h", "10.1.2.3"), ("h", "169.254.169.254"), ("h", "fd00::1"), ("h", "192.168.0.1")):
+        assert address_refused(host, address, ()), address
+    assert address_refused("h", "93.184.216.34", ()) is None  # public
+    assert address_refused("data.internal", "10.1.2.3", ("*.internal",)) is None  # named: the admin's choice
+    assert address_refused("other", "10.1.2.3", ("*.internal",))

@@ -13,7 +13,17 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import FileServer, ServerProc
+
+LOOPBACK = "127.0.0.1"  # the test's file server: a loopback address is refused unless named (test_fetch_hosts.py)
+
+
+@pytest.fixture
+def server(make_server: Any) -> ServerProc:
+    s: ServerProc = make_server(KRAN_FILES_FETCH_HOSTS=LOOPBACK)
+    return s
 
 
 def _sha(p: Path) -> str:
@@ -49,7 +59,7 @@ def test_files_are_fetched_checked_and_extracted(kran: Any, server: ServerProc, 
 
 
 def test_fetch_failures_name_the_url_and_reason(make_server: Any, file_server: FileServer) -> None:
-    server = make_server(KRAN_FILES_FETCH_TIMEOUT_S="1")
+    server = make_server(KRAN_FILES_FETCH_TIMEOUT_S="1", KRAN_FILES_FETCH_HOSTS=LOOPBACK)
     (file_server.root / "data.txt").write_text("plain data\n")
     u = file_server.url
     cases = {
@@ -76,7 +86,9 @@ def test_fetch_failures_name_the_url_and_reason(make_server: Any, file_server: F
 def test_cached_files_are_fetched_once_and_evicted_lru(
     make_server: Any, file_server: FileServer, tmp_path: Path
 ) -> None:
-    server = make_server(KRAN_FILES_CACHE_MAX_MB="1", KRAN_FILES_FILE_URL_ROOTS=str(tmp_path / "local"))
+    server = make_server(
+        KRAN_FILES_CACHE_MAX_MB="1", KRAN_FILES_FILE_URL_ROOTS=str(tmp_path / "local"), KRAN_FILES_FETCH_HOSTS=LOOPBACK
+    )
     for name in ("a.bin", "b.bin"):
         (file_server.root / name).write_bytes(os.urandom(700_000))
     (tmp_path / "local").mkdir()

@@ -314,8 +314,9 @@ def test_ended_tasks_dirs_go_with_files_retention(make_server: Any, test_image: 
 
 
 def test_http_inputs_through_kran_fetcher_and_tags_as_job_labels(
-    server: ServerProc, file_server: Any, test_image: str
+    make_server: Any, file_server: Any, test_image: str
 ) -> None:
+    server = make_server(KRAN_FILES_FETCH_HOSTS="127.0.0.1")  # (loopback: refused unless named)
     data = b"ref\n" * 1000
     (file_server.root / "ref.txt").write_bytes(data)
     digest = hashlib.sha256(data).hexdigest()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import tarfile
 import threading
 import time
@@ -18,11 +19,12 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from kran.domain.datafiles import CacheEntry, FileSource, cache_evictions, host_allowed
+from kran.domain.datafiles import CacheEntry, FileSource, address_refused, cache_evictions, host_allowed
 from kran.errors import FetchError
 from kran.jobfs import Refused, open_regular_beneath, under_root
 
@@ -100,9 +102,10 @@ class HttpFetcher:
                 if not host_allowed(url, self.host_patterns):
                     host = httpx.URL(url).host
                     raise FetchError(f"{source.url}: {host} is not a host downloads may reach (files.fetch_hosts)")
-                with httpx.stream("GET", url, timeout=timeout, follow_redirects=False) as r:
+                target, extra = self._pinned(source, url)
+                with httpx.Client(timeout=timeout) as http, http.stream("GET", target, **extra) as r:
                     if r.is_redirect and "location" in r.headers:
-                        url = str(r.url.join(r.headers["location"]))
+                        url = str(httpx.URL(url).join(r.headers["location"]))
                         continue
                     if r.status_code != 200:
                         raise FetchError(f"{source.url}: HTTP {r.status_code} {r.reason_phrase}")
@@ -113,6 +116,27 @@ class HttpFetcher:
             raise FetchError(f"{source.url}: timed out (no data for {timeout.read:g}s)") from None
         except httpx.HTTPError as e:
             raise FetchError(f"{source.url}: {type(e).__name__}: {e}") from None
+
+    def _pinned(self, source: FileSource, url: str) -> tuple[httpx.URL, dict[str, Any]]:
+        """The URL with its host resolved once and checked (`address_refused`), and what
+        makes the request reach that address as the host: its Host header, and the name
+        TLS checks the certificate for. (A name resolved again at the connect could point
+        elsewhere by then.)"""
+        u = httpx.URL(url)
+        port = u.port or (443 if u.scheme == "https" else 80)
+        try:
+            infos = socket.getaddrinfo(u.host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as e:
+            raise FetchError(f"{source.url}: cannot resolve {u.host}: {e}") from None
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        for address in addresses:  # every one (a name can give a public and a private one)
+            if why := address_refused(u.host, address, self.host_patterns):
+                raise FetchError(f"{source.url}: {why}")
+        host_header = u.netloc.decode("ascii").rpartition("@")[2]
+        extra: dict[str, Any] = {"headers": {"Host": host_header}}
+        if u.scheme == "https":
+            extra["extensions"] = {"sni_hostname": u.host}
+        return u.copy_with(host=addresses[0]), extra
 
     def _file_chunks(self, source: FileSource) -> Iterator[bytes]:
         """Read as root, below a root users may write into: opened beneath it (a link

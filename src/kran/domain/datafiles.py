@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import posixpath
 import re
 from collections.abc import Sequence
@@ -60,6 +61,25 @@ def host_allowed(url: str, patterns: Sequence[str]) -> bool:
         return True
     host = (parts.hostname or "").lower()
     return any(fnmatchcase(host, p) for p in patterns)
+
+
+def address_refused(host: str, address: str, patterns: Sequence[str]) -> str | None:
+    """Why a download may not connect to `address` (what `host` resolved to), or None.
+    An address that is not on the public internet (loopback, private, link-local, cloud
+    metadata, unique-local, ...) is reached only where files.fetch_hosts names the host:
+    the server fetches as itself, from inside the operator's network, what a user names."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return f"{address} is not an address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_global and not ip.is_multicast:
+        return None
+    if patterns and any(fnmatchcase(host.lower(), p) for p in patterns):
+        return None
+    kind = "a loopback" if ip.is_loopback else "a link-local" if ip.is_link_local else "a non-public"
+    return f"{host} is {kind} address ({ip}): downloads reach it only where files.fetch_hosts names it"
 
 
 def parse_sources(texts: Sequence[str]) -> tuple[str, ...]:
