@@ -4,6 +4,8 @@ the instance's containers as the safety net; from a listing at every check other
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 import uuid
@@ -204,3 +206,39 @@ def test_a_die_told_after_the_collect_is_not_kept(
     assert eng.check([other]) == {}
     assert eng._died == set()
     eng.kill(other)
+
+
+@pytest.fixture
+def bad_stop_signal_image(test_image: str, tmp_path: Path) -> Iterator[str]:
+    """The test image with STOPSIGNAL SIGFOO in its config (a registry may serve such an
+    image; the daemon runs it; `docker build` would refuse the Dockerfile)."""
+    tag = f"kran-test/bad-stop-signal:{uuid.uuid4().hex[:8]}"
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    subprocess.run(["docker", "save", "-o", str(tmp_path / "img.tar"), test_image], check=True)
+    subprocess.run(["tar", "-xf", str(tmp_path / "img.tar"), "-C", str(saved)], check=True)
+    manifest = json.loads((saved / "manifest.json").read_text())
+    config_path = saved / manifest[0]["Config"]
+    config = json.loads(config_path.read_text())
+    config["config"]["StopSignal"] = "SIGFOO"
+    config_path.write_text(json.dumps(config))
+    manifest[0]["RepoTags"] = [tag]
+    (saved / "manifest.json").write_text(json.dumps(manifest))
+    (saved / "repositories").unlink(missing_ok=True)
+    subprocess.run(["tar", "-cf", str(tmp_path / "bad.tar"), "-C", str(saved), "."], check=True)
+    subprocess.run(["docker", "load", "-q", "-i", str(tmp_path / "bad.tar")], check=True, capture_output=True)
+    yield tag
+    subprocess.run(["docker", "rmi", "-f", tag], check=False, capture_output=True)
+
+
+def test_an_image_whose_stop_signal_the_daemon_refuses_is_still_killed(
+    request: pytest.FixtureRequest, tmp_path: Path, bad_stop_signal_image: str
+) -> None:
+    """The kill sent the image's STOPSIGNAL itself: SIGFOO was refused (HTTP 400) at every
+    try, and the job could not be killed (a reviewer's finding). The daemon then refuses
+    every signal but SIGKILL for that container: it gets SIGKILL at once."""
+    eng = _engine(request, lambda: None)
+    ref = _launch(eng, tmp_path, 11, "sleep 1000", bad_stop_signal_image)
+    time.sleep(0.3)
+    eng.kill(ref)
+    _poll_until_ended(eng, ref, limit_s=15)

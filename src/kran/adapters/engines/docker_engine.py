@@ -350,7 +350,15 @@ class DockerEngine:
                 _mark_stop(ref.attempt_dir, first)
             grace = self.kill_grace_s if ref.grace_s is None else ref.grace_s
             self.later.call(sent + grace - time.time(), self._kill_now, c.id)
-            self.client.api.kill(c.id, c.attrs.get("Config", {}).get("StopSignal") or "SIGTERM")
+            try:
+                self.client.api.kill(c.id, c.attrs.get("Config", {}).get("StopSignal") or "SIGTERM")
+            except APIError as e:
+                if "invalid signal" not in str(e).lower():
+                    raise
+                # an image's stop signal the daemon refuses (then it refuses every signal but
+                # SIGKILL for the container): no grace, or the job could never be killed
+                log.warning("container %s: its image's stop signal is refused: SIGKILL now", c.id[:12])
+                self.client.api.kill(c.id, "SIGKILL")
         except NotFound:
             pass
         except (DockerException, OSError) as e:
