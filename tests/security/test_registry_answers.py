@@ -7,13 +7,14 @@ back, and ended in a 500 (an outside attack's high finding)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from kran.adapters.registry import MAX_BODY, RegistryClient
+from kran.adapters.registry import IN_FLIGHT, MAX_BODY, RegistryClient
 from kran.domain.images import parse_ref
 from kran.errors import RegistryError
 
@@ -50,6 +51,16 @@ class Hostile(BaseHTTPRequestHandler):
             self.send_header("WWW-Authenticate", f'Bearer realm="http://127.0.0.1:{port}/notjson",service="x"')
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif repo == "https-inside" and "Authorization" not in self.headers:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Bearer realm="https://localhost:{port}/internal",service="x"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif repo == "nested":
+            self._send(200, b"[" * 100_000 + b"]" * 100_000)
+        elif repo == "slow":
+            time.sleep(3)
+            self._send(200, b"{}")
         elif self.path.startswith("/notjson"):
             self._send(200, b"<html>not json</html>")
         elif repo == "list":
@@ -78,7 +89,7 @@ def hostile() -> Iterator[str]:
 def test_a_hostile_registrys_answers_are_refused_with_a_reason(hostile: str) -> None:
     client = RegistryClient(timeout_s=10)
     reasons = {}
-    for repo in ("huge", "elsewhere", "garbage-token", "list", "malformed"):
+    for repo in ("huge", "elsewhere", "garbage-token", "list", "malformed", "nested", "https-inside"):
         with pytest.raises(RegistryError) as e:
             client.resolve(parse_ref(f"{hostile}/{repo}:1"))
         assert e.value.answered
@@ -88,6 +99,29 @@ def test_a_hostile_registrys_answers_are_refused_with_a_reason(hostile: str) -> 
     assert not any(p.startswith("/internal") for p in HITS), "the server fetched the realm elsewhere"
     assert "not a token" in reasons["garbage-token"]
     assert "malformed manifest" in reasons["list"] and "malformed manifest" in reasons["malformed"]
+    assert "not JSON" in reasons["nested"]  # (json.loads: RecursionError, a 500, before)
+    assert "non-public address" in reasons["https-inside"]
+
+
+def test_lookups_at_once_are_capped(hostile: str) -> None:
+    """A slow registry holds the thread of each submit that names it: at most IN_FLIGHT at
+    once; past that the size stays unknown (the job is not refused)."""
+    client = RegistryClient(timeout_s=10)
+    errors: list[RegistryError] = []
+
+    def look() -> None:
+        try:
+            client.resolve(parse_ref(f"{hostile}/slow:1"))
+        except RegistryError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=look) for _ in range(IN_FLIGHT + 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    skipped = [e for e in errors if "lookups under way" in str(e)]
+    assert len(skipped) == 4 and not any(e.answered for e in skipped), errors
 
 
 def test_a_job_naming_a_hostile_registry_gets_a_4xx(hostile: str, open_server: Any) -> None:

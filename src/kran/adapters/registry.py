@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -18,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from kran.domain.datafiles import address_refused
 from kran.domain.images import ImageInfo, ImageRef, pick_platform
 from kran.errors import RegistryError
 
@@ -27,6 +30,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 ACCEPT = ", ".join((MANIFEST, MANIFEST_LIST, OCI_MANIFEST, OCI_INDEX))
 INDEXES = (MANIFEST_LIST, OCI_INDEX)
+IN_FLIGHT = 8  # registry lookups at once (a slow registry holds a thread for each)
 MAX_BODY = 4 << 20  # a manifest or token answer (real ones are a few KiB); a registry names itself in an image
 
 
@@ -40,6 +44,7 @@ class RegistryClient:
         self.credentials = credentials
         self.insecure = insecure
         self.timeout_s = timeout_s
+        self._in_flight = threading.BoundedSemaphore(IN_FLIGHT)
 
     def _base(self, registry: str) -> str:
         host = registry.split(":")[0]
@@ -47,6 +52,17 @@ class RegistryClient:
         return f"{'http' if plain else 'https'}://{registry}"
 
     def resolve(self, ref: ImageRef, arch: str = "amd64") -> ImageInfo:
+        """The image's digest and size. At most IN_FLIGHT lookups at once (each holds the
+        thread of a submit while a registry, which an image names, takes its time): past
+        that the size stays unknown, as for a registry that cannot be reached."""
+        if not self._in_flight.acquire(blocking=False):
+            raise RegistryError(f"{ref}: {IN_FLIGHT} registry lookups under way: size not looked up", answered=False)
+        try:
+            return self._resolve(ref, arch)
+        finally:
+            self._in_flight.release()
+
+    def _resolve(self, ref: ImageRef, arch: str) -> ImageInfo:
         with httpx.Client(base_url=self._base(ref.registry), timeout=self.timeout_s) as http:
             auth = _Auth(http, ref, self.credentials().get(ref.registry))
             manifest, media, digest = self._manifest(auth, ref, ref.reference)
@@ -130,10 +146,8 @@ class _Auth:
         if "realm" not in fields:
             return None
         realm = urlsplit(fields["realm"])
-        if not (realm.scheme == "https" or (realm.scheme == "http" and realm.hostname == self.http.base_url.host)):
-            raise RegistryError(
-                f"{self.ref}: {self.ref.registry} named a token service that is neither https nor on its own host"
-            )  # (an image names its registry: a plain-http realm elsewhere would be a request to any internal address)
+        if why := _realm_refused(realm.scheme, realm.hostname or "", self.http.base_url.host):
+            raise RegistryError(f"{self.ref}: {self.ref.registry} named a token service {why}")
         query = {"service": fields.get("service", ""), "scope": f"repository:{self.ref.repository}:pull"}
         auth = httpx.BasicAuth(*self.creds) if self.creds else None
         with httpx.Client(timeout=self.http.timeout, auth=auth) as client:
@@ -148,6 +162,27 @@ class _Auth:
         return f"Bearer {token}" if isinstance(token, str) and token else None
 
 
+def _realm_refused(scheme: str, host: str, registry_host: str) -> str | None:
+    """Why the token service a registry names may not be asked, or None. An image names
+    its registry, so a registry may be anyone's: its token service is asked only on the
+    registry's own host, or over https at a public address (else a request to any internal
+    address, its answer passed on to the registry as the token)."""
+    if scheme not in ("http", "https"):
+        return f"by a {scheme!r} URL"
+    if host == registry_host:
+        return None
+    if scheme != "https":
+        return "neither https nor on its own host"
+    try:
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)}
+    except (OSError, UnicodeError) as e:
+        return f"that cannot be resolved ({e})"
+    for address in sorted(addresses):
+        if address_refused(host, address, ()):
+            return f"at a non-public address ({address})"
+    return None
+
+
 @dataclass(frozen=True)
 class _Answer:
     """A registry's answer, read whole but capped (MAX_BODY, and the timeout for it all)."""
@@ -157,7 +192,10 @@ class _Answer:
     content: bytes
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        try:
+            return json.loads(self.content)
+        except RecursionError:  # ([[[[... nested past Python's limit, within the size cap)
+            raise ValueError("nested too deep") from None
 
     @property
     def reason_phrase(self) -> str:
