@@ -76,8 +76,11 @@ def test_by_default_no_download_reaches_a_non_public_address(site: str, tmp_path
         with pytest.raises(FetchError, match="loopback address"):
             default.fetch_to(parse_source(url), tmp_path / "got")
     assert not (tmp_path / "got").exists()
-    for host, address in (("h", "10.1.2.3"), ("h", "169.254.169.254"), ("h", "fd00::1"), ("h", "192.168.0.1")):
+    inside = ("10.1.2.3", "169.254.169.254", "fd00::1", "192.168.0.1", "fec0::1", "0.0.0.0", "::")
+    wrapped = ("64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "2002:7f00:1::", "::ffff:10.0.0.1")  # NAT64, 6to4, mapped
+    for host, address in [("h", a) for a in inside + wrapped]:
         assert address_refused(host, address, ()), address
     assert address_refused("h", "93.184.216.34", ()) is None  # public
+    assert address_refused("h", "64:ff9b::5db8:d822", ()) is None  # NAT64 of a public one
     assert address_refused("data.internal", "10.1.2.3", ("*.internal",)) is None  # named: the admin's choice
     assert address_refused("other", "10.1.2.3", ("*.internal",))

@@ -26,6 +26,11 @@ def test_urls_under_the_prefixes_only() -> None:
         "https://hooks.example.org/kran/../admin/delete",  # the client goes to /admin/delete (an attack got there)
         "https://hooks.example.org/kran/%2e%2E/admin",
         "https://hooks.example.org/kran/./x",
+        "https://hooks.example.org/kran/%2e%2e%2fadmin",  # a receiver decoding %2f (a reviewer's finding)
+        "https://hooks.example.org/kran/x/%2e%2e%2f%2e%2e/admin",
+        "https://hooks.example.org/kran/..%5cadmin",
+        "https://hooks.example.org/kran/..;/admin",
+        "https://hooks.example.org/kran/%252e%252e/admin",
     ):
         assert not url_allowed(bad, p), bad
     assert not url_allowed("https://hooks.example.org/kran/", ())

@@ -41,3 +41,15 @@ def test_its_thread_ends_while_nothing_is_due_and_comes_back() -> None:
     _wait(lambda: len(made) == 2)
     assert made == [1, 2]
     assert later.pending() == 0
+
+
+def test_a_slow_call_delays_no_other() -> None:
+    """One SIGKILL waiting on a slow daemon held up every other's (a reviewer's note)."""
+    later = Later("test-later-slow")
+    made: list[str] = []
+    release = threading.Event()
+    later.call(0, release.wait, 10)
+    later.call(0.05, made.append, "next")
+    _wait(lambda: made == ["next"], 5)
+    assert made == ["next"] and not release.is_set()
+    release.set()

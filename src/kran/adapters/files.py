@@ -114,7 +114,7 @@ class HttpFetcher:
             raise FetchError(f"{source.url}: more than {MAX_REDIRECTS} redirects")
         except httpx.TimeoutException:
             raise FetchError(f"{source.url}: timed out (no data for {timeout.read:g}s)") from None
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.InvalidURL) as e:  # (InvalidURL: `http://0177.0.0.1/`, not an HTTPError)
             raise FetchError(f"{source.url}: {type(e).__name__}: {e}") from None
 
     def _pinned(self, source: FileSource, url: str) -> tuple[httpx.URL, dict[str, Any]]:

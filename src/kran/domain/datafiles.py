@@ -63,6 +63,9 @@ def host_allowed(url: str, patterns: Sequence[str]) -> bool:
     return any(fnmatchcase(host, p) for p in patterns)
 
 
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
 def address_refused(host: str, address: str, patterns: Sequence[str]) -> str | None:
     """Why a download may not connect to `address` (what `host` resolved to), or None.
     An address that is not on the public internet (loopback, private, link-local, cloud
@@ -72,9 +75,13 @@ def address_refused(host: str, address: str, patterns: Sequence[str]) -> str | N
         ip = ipaddress.ip_address(address.split("%")[0])
     except ValueError:
         return f"{address} is not an address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_global and not ip.is_multicast:
+    if isinstance(ip, ipaddress.IPv6Address):  # an IPv4 address inside (mapped, 6to4, NAT64): that one counts
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and any(ip in net for net in _NAT64):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            ip = embedded
+    if ip.is_global and not ip.is_multicast and not (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local):
         return None
     if patterns and any(fnmatchcase(host.lower(), p) for p in patterns):
         return None

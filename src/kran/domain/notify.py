@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from urllib.parse import unquote, urlsplit
 
 from kran.domain.states import JobState
@@ -60,8 +61,8 @@ def url_allowed(url: str, prefixes: tuple[str, ...]) -> bool:
         return False
     if u.scheme not in ("http", "https") or not u.hostname or u.username or u.password or len(url) > MAX_URL:
         return False
-    if any(unquote(seg) in (".", "..") for seg in u.path.split("/")):
-        return False  # (httpx makes `/hooks/../admin` `/admin`, out of the prefix; a receiver may decode %2e)
+    if _leaves_by_dots(u.path):
+        return False
     for prefix in prefixes:
         try:
             p = urlsplit(prefix)
@@ -78,6 +79,16 @@ def url_allowed(url: str, prefixes: tuple[str, ...]) -> bool:
         ):
             return True
     return False
+
+
+def _leaves_by_dots(path: str) -> bool:
+    """Could the path leave its prefix through dot segments, as the client or a receiver
+    reads it? httpx makes `/hooks/../admin` `/admin`; a receiver may decode `%2e`, `%2f`
+    (also twice: `%252e`), take `\\` or `;` as a separator."""
+    decoded = path
+    for _ in range(3):
+        decoded = unquote(decoded)
+    return any(seg in (".", "..") for seg in re.split(r"[/\\;]", decoded))
 
 
 def _default_port(scheme: str) -> int:

@@ -1,6 +1,7 @@
-"""Calls due later, made one after another by one thread: a kill's SIGKILL after its grace.
-A kill sends its SIGTERM and returns; no thread waits out a job's grace (an hour's grace
-held one of the engine pool's threads, or a thread of its own, for the hour)."""
+"""Calls due later: a kill's SIGKILL after its grace. A kill sends its SIGTERM and
+returns; no thread waits out a job's grace (an hour's grace held one of the engine pool's
+threads, or a thread of its own, for the hour). One thread waits for what is due and hands
+it to a few workers, so one slow call (a daemon taking its time) delays no other."""
 
 from __future__ import annotations
 
@@ -10,14 +11,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
+WORKERS = 4
+
+
 class Later:
     def __init__(self, name: str) -> None:
         self._name = name
+        self._workers = ThreadPoolExecutor(WORKERS, thread_name_prefix=f"{name}-call")
         self._due: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._order = itertools.count()  # (ties in time go first come, first served)
         self._cond = threading.Condition()
@@ -45,6 +51,12 @@ class Later:
                     return
                 _, _, fn, args = heapq.heappop(self._due)
             try:
-                fn(*args)
-            except Exception:
-                log.exception("%s: a call due later failed", self._name)
+                self._workers.submit(self._make, fn, args)
+            except RuntimeError:  # the interpreter is exiting
+                return
+
+    def _make(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("%s: a call due later failed", self._name)
