@@ -196,6 +196,27 @@ def test_cwl_runner_interface_exit_codes(wf_server: ServerProc, tmp_path: Path) 
     assert r.exit_code == 1
 
 
+def test_inputs_in_a_dir_users_may_change_are_not_bound(wf_server: ServerProc, tmp_path: Path) -> None:
+    """kran checked an input's real path under the shared roots, then the daemon bound the
+    path as root, following links: a user who may write in a dir on the way could swap in a
+    link meanwhile and get any host path into their container (the race an outside attack
+    won for file:// fetches). Such an input is refused, with the reason; a dir only root can
+    change (pytest's tmp) is bound as before (the other tests)."""
+    kran = cli_for(wf_server)
+    shared = tmp_path / "shared"
+    (shared / "open").mkdir()
+    (shared / "open").chmod(0o777)
+    (shared / "open" / "extra.txt").write_text("extra\n")
+    (shared / "open.yml").write_text("words: [a]\nextra: {class: File, location: open/extra.txt}\n")
+    r = kran("workflow", "run", str(shared / "scatter.cwl"), str(shared / "open.yml"), "--wait")
+    assert r.exit_code != 0, r.output
+    run_id = int(r.output.split()[0])
+    with wf_server.api() as c:
+        assert c.get(f"/api/v1/workflows/{run_id}").json()["state"] == "failed"
+        log = c.get(f"/api/v1/workflows/{run_id}/log").text
+    assert f"{shared / 'open'} may be changed by users" in log, log
+
+
 def test_a_wait_is_answered_when_the_run_ends(wf_server: ServerProc, tmp_path: Path) -> None:
     """`GET /workflows/ID?wait_s=S` (what a quiet `kran-cwl-runner` asks) is answered when
     the run ends, not S later nor before; another user is told it is not found at once."""

@@ -15,6 +15,7 @@ import fcntl
 import math
 import os
 import shlex
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -171,6 +172,22 @@ def wrap_stdio(argv: list[str], stdin: str | None, stdout: str | None, stderr: s
     return ["/bin/sh", "-c", f'exec "$@"{redirs}', "sh", *argv]
 
 
+def user_changeable(path: Path) -> Path | None:
+    """The first dir on the way to `path` (from /) where someone but root may swap the next
+    step for a link between kran's check and the daemon's bind mount (the daemon follows
+    links as root): a dir not root's, or writable by others (sticky, as /tmp, holds only
+    for what root owns in it). None when only root can change the way."""
+    chain = [*reversed(path.parents), path]
+    for parent, child in zip(chain, chain[1:], strict=False):
+        try:
+            st, child_uid = os.lstat(parent), os.lstat(child).st_uid
+        except OSError:
+            return parent
+        if st.st_uid != 0 or (st.st_mode & 0o022 and not (st.st_mode & stat.S_ISVTX and child_uid == 0)):
+            return parent
+    return None
+
+
 class KranJob(DockerCommandLineJob):
     kran: StepContext
 
@@ -212,6 +229,12 @@ class KranJob(DockerCommandLineJob):
         for host, _, _ in self._binds:
             if not any(Path(host).is_relative_to(r) for r in self.kran.roots):
                 raise WorkflowException(f"{host} is outside the places this server shares with jobs")
+            if not Path(host).is_relative_to(self.kran.run_dir) and (dir_ := user_changeable(Path(host))):
+                raise WorkflowException(
+                    f"{host}: {dir_} may be changed by users (not root's, or writable by others), so what the"
+                    " daemon binds could differ from what kran checked: inputs are bound only from dirs only"
+                    " root can change (send the file with the run, or ask the admin to move it)"
+                )
 
     def _spec(self, runtimeContext: RuntimeContext) -> Any:
         argv = [str(a) for a in self.command_line]
