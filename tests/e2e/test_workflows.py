@@ -215,6 +215,9 @@ def test_inputs_in_a_dir_users_may_change_are_not_bound(wf_server: ServerProc, t
         assert c.get(f"/api/v1/workflows/{run_id}").json()["state"] == "failed"
         log = c.get(f"/api/v1/workflows/{run_id}/log").text
     assert f"{shared / 'open'} may be changed by users" in log, log
+    (shared / "open" / "scatter.cwl").write_text((shared / "scatter.cwl").read_text())  # a document there too
+    r = kran("workflow", "run", str(shared / "open" / "scatter.cwl"), str(shared / "job.yml"), "--wait")
+    assert r.exit_code != 0 and "may be changed by users" in r.output + r.stderr, r.output
 
 
 def test_a_wait_is_answered_when_the_run_ends(wf_server: ServerProc, tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from kran.adapters.cwl import nodejs
 from kran.adapters.cwl.documents import yaml_problem
 from kran.adapters.cwl.outputs import RUN_ROOTS, confined_copytree
 from kran.adapters.cwl.reasons import failure_reason
-from kran.adapters.cwl.steps import StepContext, make_tool_factory
+from kran.adapters.cwl.steps import StepContext, make_tool_factory, user_changeable
 from kran.domain.workflows import EXIT_FAILED, EXIT_SUCCESS, EXIT_UNSUPPORTED, RunResult
 from kran.ports import StepLauncher
 
@@ -111,7 +111,7 @@ class RunPaths:
             d.mkdir(parents=True, exist_ok=True)
 
 
-def restricted_fetcher(roots: tuple[Path, ...]) -> Any:
+def restricted_fetcher(roots: tuple[Path, ...], run_dir: Path) -> Any:
     class RootsFetcher(DefaultFetcher):
         def _allowed(self, url: str) -> None:
             split = urllib.parse.urlsplit(url)
@@ -120,6 +120,11 @@ def restricted_fetcher(roots: tuple[Path, ...]) -> Any:
             path = Path(urllib.request.url2pathname(split.path)).resolve()
             if not any(path.is_relative_to(r) for r in roots):
                 raise ValidationException(f"{path} is outside the places this server shares with workflows")
+            if not path.is_relative_to(run_dir.resolve()) and (dir_ := user_changeable(path)):
+                raise ValidationException(
+                    f"{path}: {dir_} may be changed by users, so what is read could differ from what was"
+                    " checked: documents are read by path only from dirs only root can change (send it with the run)"
+                )
 
         def fetch_text(self, url: str, content_types: list[str] | None = None) -> str:
             if isinstance(self.cache.get(url), str):
@@ -191,7 +196,7 @@ def run_cwl(
     ctx = StepContext(launcher, roots, paths.dir, lambda: handler.threads.add(threading.get_ident()))
     loading = LoadingContext()
     loading.construct_tool_object = make_tool_factory(ctx)  # type: ignore[assignment]
-    loading.fetcher_constructor = restricted_fetcher(ctx.roots)
+    loading.fetcher_constructor = restricted_fetcher(ctx.roots, ctx.run_dir)
     loading.relax_path_checks = True  # any file name: inputs are bound into containers, never shell-expanded
     args = [
         "--outdir", str(paths.outputs),
