@@ -32,6 +32,11 @@ CHUNK = 1 << 20
 MAX_REDIRECTS = 10
 
 
+def addresses_of(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to, once each, in the resolver's order (OSError if none)."""
+    return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+
+
 class HttpFetcher:
     def __init__(
         self,
@@ -125,10 +130,9 @@ class HttpFetcher:
         u = httpx.URL(url)
         port = u.port or (443 if u.scheme == "https" else 80)
         try:
-            infos = socket.getaddrinfo(u.host, port, type=socket.SOCK_STREAM)
+            addresses = addresses_of(u.host, port)
         except (OSError, UnicodeError) as e:
             raise FetchError(f"{source.url}: cannot resolve {u.host}: {e}") from None
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         for address in addresses:  # every one (a name can give a public and a private one)
             if why := address_refused(u.host, address, self.host_patterns):
                 raise FetchError(f"{source.url}: {why}")

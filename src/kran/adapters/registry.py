@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from kran.adapters.files import addresses_of
 from kran.domain.datafiles import address_refused
 from kran.domain.images import ImageInfo, ImageRef, pick_platform
 from kran.errors import RegistryError
@@ -174,10 +174,10 @@ def _realm_refused(scheme: str, host: str, registry_host: str) -> str | None:
     if scheme != "https":
         return "neither https nor on its own host"
     try:
-        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)}
+        addresses = addresses_of(host, 443)
     except (OSError, UnicodeError) as e:
         return f"that cannot be resolved ({e})"
-    for address in sorted(addresses):
+    for address in addresses:
         if address_refused(host, address, ()):
             return f"at a non-public address ({address})"
     return None

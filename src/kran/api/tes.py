@@ -18,7 +18,7 @@ from kran import __version__
 from kran.api.deps import Caller
 from kran.api.filesend import file_response
 from kran.api.schemas import StorableText
-from kran.api.views import iso
+from kran.api.views import iso, shown_name
 from kran.domain import tes
 from kran.errors import InvalidInput
 from kran.services.tes import TesService, task_from_document
@@ -264,8 +264,7 @@ def _base(request: Request) -> str:
 def _escaped(out: dict[str, Any]) -> dict[str, Any]:
     """An output stored before names that are not UTF-8 were left out: shown escaped
     (`\\xff`), not a 500 for its owner and every admin listing."""
-    return {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") if isinstance(v, str) else v
-            for k, v in out.items()}  # fmt: skip
+    return {k: shown_name(v) if isinstance(v, str) else v for k, v in out.items()}
 
 
 def task_json(svc: TesService, rec: tes.TaskRecord, view: str, base: str) -> dict[str, Any]:

@@ -120,10 +120,14 @@ def event_json(e: EventRecord) -> dict[str, Any]:
     }
 
 
+def shown_name(name: str) -> str:
+    """A file name that is not UTF-8 (a job's bytes, read as lone surrogates) with its odd
+    bytes as \\xNN escapes: JSON can carry it."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def entry_json(e: Entry) -> dict[str, Any]:
-    # a name that is not UTF-8 (a job's bytes) shows its odd bytes as \xNN escapes
-    name = e.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return {"name": name, "type": e.type, "size": e.size, "mtime": iso(e.mtime)}
+    return {"name": shown_name(e.name), "type": e.type, "size": e.size, "mtime": iso(e.mtime)}
 
 
 def _utc(ts: float) -> datetime:

@@ -36,7 +36,7 @@ from kran.adapters.engines.containers import (
     unreachable,
 )
 from kran.adapters.engines.docker_events import EventFollower, unix_socket
-from kran.adapters.engines.later import Later
+from kran.adapters.engines.docker_stops import ContainerStops
 from kran.adapters.engines.process import read_exit_code, write_exit_code
 from kran.domain.accounting import Usage
 from kran.domain.outages import Outage, ended_with_daemon, hms, undecided
@@ -54,7 +54,6 @@ FINAL = ("exited", "dead")
 OUTAGES_KEPT = 20  # the windows an end is compared with
 PROBE_TIMEOUT_S = 5
 INFO_EVERY_S = 10.0
-KILL_AGAIN_S = 5.0  # a SIGKILL the daemon did not take
 LIST_EVERY_S = 1.0  # while the daemon's `die` events are followed: a listing's the safety net
 
 
@@ -82,8 +81,7 @@ class DockerEngine:
         self._last_up = time.time()
         self._live_restore: bool | None = None
         self._info_at = 0.0  # when live-restore was last read (pings in between are cheaper)
-        self._stopped_at: dict[str, float] = {}  # containers kran stopped: when (until collected)
-        self.later = Later("kran-docker-kills")  # their SIGKILLs after the grace
+        self.stops = ContainerStops(lambda: self.client)  # the stops kran sent, until collected
         self._inspected: dict[str, Any] = {}  # ended containers as the check inspected them (until collected)
         self._outages: list[Outage] = []
         self._restarted = False  # in the current outage, the daemon refused or was gone (not only slow)
@@ -319,7 +317,7 @@ class DockerEngine:
                 end = _end_of(c)
                 at = docker_time(c.attrs["State"].get("FinishedAt"))
                 oom = end.error is not None
-                stopped_at = self._stop_sent(c.id, ref.attempt_dir)
+                stopped_at = self.stops.sent(c.id, ref.attempt_dir)
                 if fault := ended_with_daemon(at, end.exit_code, oom, self._outages_now(), time.time()):
                     end = replace(end, engine_fault=fault)
                 elif undecided(at, end.exit_code, oom, stopped_at is not None, bool(self._live_restore), self._last_up):
@@ -332,65 +330,16 @@ class DockerEngine:
         return out
 
     def kill(self, ref: AttemptRef) -> None:
-        """Send the container its stop signal (the image's, SIGTERM by default) and return;
-        its SIGKILL follows from `later` once the grace since the first stop has passed (a
-        restart keeps that time, in the attempt dir). No thread waits out the grace: a
-        user's jobs that ignore their signal with a long grace held the engine pool's
-        threads, and every launch and collect waited. The first stop's time is kept until
-        collected: its signal is kran's, not a stopping daemon's, and an end after it was a
-        stop."""
+        """Stop the container: its stop signal now, SIGKILL after the grace (`ContainerStops`)."""
         if not ref.handle:
             return
-        first = None
         try:
             c = self.client.containers.get(HANDLES.object_id(ref.handle))
-            sent = self._stop_sent(c.id, ref.attempt_dir)
-            if sent is None:
-                sent = first = self._stopped_at[c.id] = time.time()
-                _mark_stop(ref.attempt_dir, first)
-            grace = self.kill_grace_s if ref.grace_s is None else ref.grace_s
-            self.later.call(sent + grace - time.time(), self._kill_now, c.id)
-            try:
-                self.client.api.kill(c.id, c.attrs.get("Config", {}).get("StopSignal") or "SIGTERM")
-            except APIError as e:
-                if "invalid signal" not in str(e).lower():
-                    raise
-                # an image's stop signal the daemon refuses (then it refuses every signal but
-                # SIGKILL for the container): no grace, or the job could never be killed
-                log.warning("container %s: its image's stop signal is refused: SIGKILL now", c.id[:12])
-                self.client.api.kill(c.id, "SIGKILL")
         except NotFound:
-            pass
+            return
         except (DockerException, OSError) as e:
-            if _not_running(e):
-                return  # ended already: as `docker stop` does
-            if first is not None and not timed_out(e):  # not sent: an end before it is sent again is no stop
-                self._stopped_at.pop(c.id, None)
-                with contextlib.suppress(OSError):
-                    (ref.attempt_dir / STOP_SENT).unlink()
             raise EngineError(f"could not stop container: {explain(e)}") from e
-
-    def _kill_now(self, cid: str) -> None:
-        """The SIGKILL after the grace, while the container is not collected yet; tried
-        again a little later while the daemon does not take it."""
-        if cid not in self._stopped_at:
-            return  # collected (or its stop never sent)
-        try:
-            self.client.api.kill(cid, "SIGKILL")
-        except NotFound:
-            pass
-        except (DockerException, OSError) as e:
-            if not _not_running(e):
-                log.warning("could not kill container %s: %s (again in %s s)", cid[:12], explain(e), KILL_AGAIN_S)
-                self.later.call(KILL_AGAIN_S, self._kill_now, cid)
-
-    def _stop_sent(self, cid: str, attempt_dir: Path) -> float | None:
-        if cid not in self._stopped_at:
-            try:
-                self._stopped_at[cid] = float((attempt_dir / STOP_SENT).read_text())
-            except (OSError, ValueError):
-                return None
-        return self._stopped_at[cid]
+        self.stops.stop(c, ref.attempt_dir, self.kill_grace_s if ref.grace_s is None else ref.grace_s)
 
     def cheap_collect(self, ref: AttemptRef) -> bool:
         return False  # copies logs over the API and removes the container
@@ -425,7 +374,7 @@ class DockerEngine:
             write_exit_code(ref.attempt_dir, end.exit_code)
         with contextlib.suppress(NotFound):
             c.remove(force=True)
-        self._stopped_at.pop(c.id, None)
+        self.stops.forget(c.id)
         self._died_lately(c.id)  # a die event that came after the check saw the end
 
     def _copy_logs(self, cid: str, attempt_dir: Path) -> None:
@@ -480,19 +429,6 @@ def _no_logs(attempt_dir: Path) -> None:
     """A container gone before its logs were copied: empty ones (what was copied stays)."""
     for name in ("stdout", "stderr"):
         (attempt_dir / name).touch(exist_ok=True)
-
-
-STOP_SENT = "stop_sent"  # in the attempt dir: when kran first sent the container its stop (epoch seconds)
-
-
-def _mark_stop(attempt_dir: Path, at: float) -> None:
-    with contextlib.suppress(OSError):  # (a full disk) kept in memory only
-        (attempt_dir / STOP_SENT).write_text(f"{at!r}\n")
-
-
-def _not_running(e: Exception) -> bool:
-    """The daemon's answer to a signal for a container that has ended (409)."""
-    return isinstance(e, APIError) and e.status_code == 409 and "is not running" in str(e)
 
 
 def _end_of(c: Any) -> AttemptEnd:
