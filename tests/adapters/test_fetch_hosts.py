@@ -79,7 +79,7 @@ def test_by_default_no_download_reaches_a_non_public_address(site: str, tmp_path
     with pytest.raises(FetchError, match="InvalidURL"):  # (not an HTTPError: an engine error, before)
         default.fetch_to(parse_source("http://0177.0.0.1/x"), tmp_path / "got")
     inside = ("10.1.2.3", "169.254.169.254", "fd00::1", "192.168.0.1", "fec0::1", "0.0.0.0", "::")
-    wrapped = ("64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "2002:7f00:1::", "::ffff:10.0.0.1")  # NAT64, 6to4, mapped
+    wrapped = ("64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "2002:7f00:1::", "::ffff:10.0.0.1", "64:ff9b:1:7f00:1::808:808")
     for host, address in [("h", a) for a in inside + wrapped]:
         assert address_refused(host, address, ()), address
     assert address_refused("h", "93.184.216.34", ()) is None  # public

@@ -63,7 +63,8 @@ def host_allowed(url: str, patterns: Sequence[str]) -> bool:
     return any(fnmatchcase(host, p) for p in patterns)
 
 
-_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the IPv4 address in its last 32 bits
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # local use, its own layout: refused whole (RFC 8215)
 
 
 def address_refused(host: str, address: str, patterns: Sequence[str]) -> str | None:
@@ -77,11 +78,12 @@ def address_refused(host: str, address: str, patterns: Sequence[str]) -> str | N
         return f"{address} is not an address"
     if isinstance(ip, ipaddress.IPv6Address):  # an IPv4 address inside (mapped, 6to4, NAT64): that one counts
         embedded = ip.ipv4_mapped or ip.sixtofour
-        if embedded is None and any(ip in net for net in _NAT64):
+        if embedded is None and ip in _NAT64:
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             ip = embedded
-    if ip.is_global and not ip.is_multicast and not (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local):
+    inside_v6 = isinstance(ip, ipaddress.IPv6Address) and (ip.is_site_local or ip in _NAT64_LOCAL)
+    if ip.is_global and not ip.is_multicast and not inside_v6:
         return None
     if patterns and any(fnmatchcase(host.lower(), p) for p in patterns):
         return None

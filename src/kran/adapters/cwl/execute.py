@@ -117,10 +117,12 @@ def restricted_fetcher(roots: tuple[Path, ...], run_dir: Path) -> Any:
             split = urllib.parse.urlsplit(url)
             if split.scheme != "file":
                 raise ValidationException(f"{url}: kran reads workflow documents from files only")
-            path = Path(urllib.request.url2pathname(split.path)).resolve()
+            given = Path(os.path.abspath(urllib.request.url2pathname(split.path)))
+            path = given.resolve()
             if not any(path.is_relative_to(r) for r in roots):
                 raise ValidationException(f"{path} is outside the places this server shares with workflows")
-            if not path.is_relative_to(run_dir.resolve()) and (dir_ := user_changeable(path)):
+            # both ways: the one checked, and the one cwltool opens (a link on it could be re-pointed)
+            if not path.is_relative_to(run_dir.resolve()) and (dir_ := user_changeable(path) or user_changeable(given)):
                 raise ValidationException(
                     f"{path}: {dir_} may be changed by users, so what is read could differ from what was"
                     " checked: documents are read by path only from dirs only root can change (send it with the run)"

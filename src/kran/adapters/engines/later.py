@@ -53,6 +53,8 @@ class Later:
             try:
                 self._workers.submit(self._make, fn, args)
             except RuntimeError:  # the interpreter is exiting
+                with self._cond:
+                    self._running = False
                 return
 
     def _make(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
