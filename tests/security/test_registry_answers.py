@@ -130,3 +130,68 @@ def test_a_job_naming_a_hostile_registry_gets_a_4xx(hostile: str, open_server: A
         for repo in ("huge", "garbage-token"):
             r = c.post("/api/v1/jobs", json={"image": f"{hostile}/{repo}:1", "command": ["true"]})
             assert r.status_code == 422 and "image" in r.text, r.text
+
+
+def test_the_token_service_is_asked_at_the_address_that_was_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the realm's name resolves to a "public" address for the check, then to
+    an internal one. The token request goes to the address checked, never resolving again
+    (before: httpx resolved the name anew at the connect and reached the internal one).
+    Here 127.0.0.2 stands for a public address and 127.0.0.1 for an internal one."""
+    import socket
+
+    import kran.adapters.registry as registry
+
+    listeners, hits = {}, {"127.0.0.1": 0, "127.0.0.2": 0}
+    for address in hits:
+        s = socket.socket()
+        s.bind((address, 0 if not listeners else next(iter(listeners.values())).getsockname()[1]))
+        s.listen(8)
+        listeners[address] = s
+    port = listeners["127.0.0.1"].getsockname()[1]
+
+    def accept(address: str, s: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = s.accept()
+            except OSError:
+                return
+            hits[address] += 1
+            conn.close()
+
+    for address, s in listeners.items():
+        threading.Thread(target=accept, args=(address, s), daemon=True).start()
+    answers = iter(["127.0.0.2"])
+    real = socket.getaddrinfo
+
+    def rebinding(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "tokens.test":
+            address = next(answers, "127.0.0.1")  # the first answer "public", the rest internal
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(
+        registry, "address_refused", lambda host, address, patterns: "internal" if address == "127.0.0.1" else None
+    )
+
+    class Challenging(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Bearer realm="https://tokens.test:{port}/token",service="x"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Challenging)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(RegistryError):  # (the "public" one speaks no TLS)
+            RegistryClient(timeout_s=5).resolve(parse_ref(f"127.0.0.1:{httpd.server_address[1]}/x:1"))
+        assert hits == {"127.0.0.1": 0, "127.0.0.2": 1}, hits
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        for s in listeners.values():
+            s.close()

@@ -37,6 +37,17 @@ def addresses_of(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
 
 
+def pinned(u: httpx.URL, address: str) -> tuple[httpx.URL, dict[str, Any]]:
+    """`u` sent to `address`, as resolved and checked, and what makes the request reach it as
+    `u`'s host: its Host header, and the name TLS checks the certificate for (a name
+    resolved again at the connect could point elsewhere by then)."""
+    host_header = u.netloc.decode("ascii").rpartition("@")[2]
+    extra: dict[str, Any] = {"headers": {"Host": host_header}}
+    if u.scheme == "https":
+        extra["extensions"] = {"sni_hostname": u.host}
+    return u.copy_with(host=address), extra
+
+
 class HttpFetcher:
     def __init__(
         self,
@@ -123,10 +134,7 @@ class HttpFetcher:
             raise FetchError(f"{source.url}: {type(e).__name__}: {e}") from None
 
     def _pinned(self, source: FileSource, url: str) -> tuple[httpx.URL, dict[str, Any]]:
-        """The URL with its host resolved once and checked (`address_refused`), and what
-        makes the request reach that address as the host: its Host header, and the name
-        TLS checks the certificate for. (A name resolved again at the connect could point
-        elsewhere by then.)"""
+        """The URL with its host resolved once and checked (`address_refused`): `pinned`."""
         u = httpx.URL(url)
         port = u.port or (443 if u.scheme == "https" else 80)
         try:
@@ -136,11 +144,7 @@ class HttpFetcher:
         for address in addresses:  # every one (a name can give a public and a private one)
             if why := address_refused(u.host, address, self.host_patterns):
                 raise FetchError(f"{source.url}: {why}")
-        host_header = u.netloc.decode("ascii").rpartition("@")[2]
-        extra: dict[str, Any] = {"headers": {"Host": host_header}}
-        if u.scheme == "https":
-            extra["extensions"] = {"sni_hostname": u.host}
-        return u.copy_with(host=addresses[0]), extra
+        return pinned(u, addresses[0])
 
     def _file_chunks(self, source: FileSource) -> Iterator[bytes]:
         """Read as root, below a root users may write into: opened beneath it (a link

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from kran.adapters.files import addresses_of
+from kran.adapters.files import addresses_of, pinned
 from kran.domain.datafiles import address_refused
 from kran.domain.images import ImageInfo, ImageRef, pick_platform
 from kran.errors import RegistryError
@@ -146,12 +146,16 @@ class _Auth:
         if "realm" not in fields:
             return None
         realm = urlsplit(fields["realm"])
-        if why := _realm_refused(realm.scheme, realm.hostname or "", self.http.base_url.host):
+        why, address = _realm_refused(realm.scheme, realm.hostname or "", self.http.base_url.host)
+        if why:
             raise RegistryError(f"{self.ref}: {self.ref.registry} named a token service {why}")
+        url, extra = httpx.URL(fields["realm"]), dict[str, Any]()
+        if address is not None:  # (elsewhere: asked at the address that was checked)
+            url, extra = pinned(url, address)
         query = {"service": fields.get("service", ""), "scope": f"repository:{self.ref.repository}:pull"}
         auth = httpx.BasicAuth(*self.creds) if self.creds else None
         with httpx.Client(timeout=self.http.timeout, auth=auth) as client:
-            r = _read(self.ref, client.stream("GET", fields["realm"], params=query), self.http.timeout.read)
+            r = _read(self.ref, client.stream("GET", url, params=query, **extra), self.http.timeout.read)
         if r.status_code >= 400:
             raise RegistryError(f"{self.ref}: the token service refused (HTTP {r.status_code})")
         try:
@@ -162,25 +166,27 @@ class _Auth:
         return f"Bearer {token}" if isinstance(token, str) and token else None
 
 
-def _realm_refused(scheme: str, host: str, registry_host: str) -> str | None:
-    """Why the token service a registry names may not be asked, or None. An image names
-    its registry, so a registry may be anyone's: its token service is asked only on the
-    registry's own host, or over https at a public address (else a request to any internal
-    address, its answer passed on to the registry as the token)."""
+def _realm_refused(scheme: str, host: str, registry_host: str) -> tuple[str | None, str | None]:
+    """Why the token service a registry names may not be asked (or None), and the address to
+    ask it at when it is elsewhere. An image names its registry, so a registry may be
+    anyone's: its token service is asked only on the registry's own host, or over https at a
+    public address, the one checked (else a request to any internal address, its answer
+    passed on to the registry as the token; a name that resolves to a public address for
+    the check and to an internal one for the connect did that too)."""
     if scheme not in ("http", "https"):
-        return f"by a {scheme!r} URL"
+        return f"by a {scheme!r} URL", None
     if host == registry_host:
-        return None
+        return None, None
     if scheme != "https":
-        return "neither https nor on its own host"
+        return "neither https nor on its own host", None
     try:
         addresses = addresses_of(host, 443)
     except (OSError, UnicodeError) as e:
-        return f"that cannot be resolved ({e})"
+        return f"that cannot be resolved ({e})", None
     for address in addresses:
         if address_refused(host, address, ()):
-            return f"at a non-public address ({address})"
-    return None
+            return f"at a non-public address ({address})", None
+    return None, addresses[0]
 
 
 @dataclass(frozen=True)
