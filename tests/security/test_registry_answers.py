@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from kran.adapters.registry import IN_FLIGHT, MAX_BODY, RegistryClient
@@ -63,6 +64,9 @@ class Hostile(BaseHTTPRequestHandler):
             self._send(200, b"{}")
         elif self.path.startswith("/notjson"):
             self._send(200, b"<html>not json</html>")
+        elif repo == "fine":
+            layers = b'[{"digest": "sha256:a", "size": 90}]'
+            self._send(200, b'{"schemaVersion": 2, "config": {"size": 10}, "layers": ' + layers + b"}")
         elif repo == "list":
             self._send(200, b'["not", "a", "manifest"]')
         else:
@@ -122,6 +126,35 @@ def test_lookups_at_once_are_capped(hostile: str) -> None:
         t.join(30)
     skipped = [e for e in errors if "lookups under way" in str(e)]
     assert len(skipped) == 4 and not any(e.answered for e in skipped), errors
+
+
+def test_one_user_cannot_hold_every_lookup(hostile: str, open_server: Any) -> None:
+    """One user naming slow registries holds at most LOOKUPS_PER_USER of the lookups: another
+    user's image still gets its size meanwhile (before: the first user's IN_FLIGHT lookups
+    left everyone's images without a size, and so without a size class)."""
+    from kran.services.images import LOOKUPS_PER_USER
+
+    server = open_server()
+    server.add_user("greedy")
+    server.add_user("other")
+    answers: list[httpx.Response] = []
+
+    def look(i: int) -> None:
+        with server.api("greedy") as c:
+            answers.append(c.get("/api/v1/images/inspect", params={"ref": f"{hostile}/slow:{i}"}))
+
+    threads = [threading.Thread(target=look, args=(i,)) for i in range(IN_FLIGHT + 2)]
+    for t in threads:
+        t.start()
+    time.sleep(1)  # (the slow registry answers after 3 s)
+    with server.api("other") as c:
+        r = c.get("/api/v1/images/inspect", params={"ref": f"{hostile}/fine:1"})
+    for t in threads:
+        t.join(30)
+    assert r.status_code == 200 and r.json()["size"] == 100, r.text
+    refused = [a for a in answers if "lookups of yours under way" in a.text]
+    assert len(refused) == IN_FLIGHT + 2 - LOOKUPS_PER_USER, [a.text for a in answers]
+    assert all(a.status_code == 422 for a in refused)
 
 
 def test_a_job_naming_a_hostile_registry_gets_a_4xx(hostile: str, open_server: Any) -> None:

@@ -17,7 +17,7 @@ from tests.services.fakes import Clock, Enqueue, FakeStore, account_service, adm
 
 
 class NoImages:
-    def classify(self, s: Any) -> Any:
+    def classify(self, s: Any, who: str) -> Any:
         return s
 
 

@@ -86,7 +86,7 @@ async def submit_array(body: ArraySubmit, jobs: Jobs, arrays: ArraysDep, who: Ca
     owner, by = on_behalf(auth, who, body.job.on_behalf_of)
     spec = spec_for(jobs, who, owner, body.job)
     if spec.image:
-        (spec,) = await run_in_threadpool(jobs.classify, [spec])
+        (spec,) = await run_in_threadpool(jobs.classify, [spec], owner)
     a = await run_in_threadpool(arrays.submit, spec, body.array, owner, by, who.is_admin)
     return array_json(a)
 

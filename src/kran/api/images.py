@@ -149,7 +149,7 @@ def _admin(who: Principal) -> None:
     "/api/v1/images/inspect", response_model=ImageInfo, summary="Digest, size, layers, class, which nodes hold it"
 )
 def inspect(images: Images, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
-    return images.inspect(ref)
+    return images.inspect(ref, who.user)
 
 
 @router.post(

@@ -94,16 +94,16 @@ def idempotency(
 async def submit_job(body: JobSubmit, request: Request, jobs: Jobs, who: Caller, auth: Auth) -> dict[str, Any]:
     owner, by = on_behalf(auth, who, body.on_behalf_of)
     key, digest = idempotency(request, body)
-    specs = await _classified(jobs, [spec_for(jobs, who, owner, body)])
+    specs = await _classified(jobs, [spec_for(jobs, who, owner, body)], owner)
     (job_id,) = await asyncio.wrap_future(jobs.submit(specs, owner, by, who.is_admin, key, digest))
     return {"id": job_id}
 
 
-async def _classified(jobs: JobService, specs: list[JobSpec]) -> list[JobSpec]:
+async def _classified(jobs: JobService, specs: list[JobSpec], owner: str) -> list[JobSpec]:
     """Image jobs: size and class from the registry, off the event loop."""
     if not any(s.image for s in specs):
         return specs
-    return await run_in_threadpool(jobs.classify, specs)
+    return await run_in_threadpool(jobs.classify, specs, owner)
 
 
 @router.post(
@@ -125,7 +125,7 @@ async def submit_with_inputs(
             raise InvalidInput("a multipart field `job` with the job as JSON is required", "job")
         body = validated(JobSubmit, raw, "job.")
         owner, by = on_behalf(auth, who, body.on_behalf_of)
-        (spec,) = await _classified(jobs, [spec_for(jobs, who, owner, body)])
+        (spec,) = await _classified(jobs, [spec_for(jobs, who, owner, body)], owner)
         inputs = [f for f in form.getlist("input") if not isinstance(f, str)]
         key, digest = idempotency(request, body, [(f.filename or "", f.size) for f in inputs])
         upload_id = await run_in_threadpool(uploads.save_inputs, [(f.filename or "", f.file) for f in inputs])
@@ -156,7 +156,7 @@ async def submit_batch(body: BatchSubmit, request: Request, jobs: Jobs, who: Cal
     if any(j.on_behalf_of not in (None, body.on_behalf_of) for j in body.jobs):
         raise InvalidInput("on_behalf_of goes on the batch, not on its jobs", "on_behalf_of")
     key, digest = idempotency(request, body)
-    specs = await _classified(jobs, [spec_for(jobs, who, owner, j, i) for i, j in enumerate(body.jobs)])
+    specs = await _classified(jobs, [spec_for(jobs, who, owner, j, i) for i, j in enumerate(body.jobs)], owner)
     return {"ids": await asyncio.wrap_future(jobs.submit(specs, owner, by, who.is_admin, key, digest))}
 
 

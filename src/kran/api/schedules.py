@@ -106,7 +106,7 @@ def add_schedule(body: ScheduleAdd, jobs: Jobs, schedules: Schedules, who: Calle
             lateness = parse_duration(body.max_lateness)
         except ValueError as e:
             raise InvalidInput(f"max_lateness: {e}", "max_lateness") from None
-    (spec,) = jobs.classify([spec_for(jobs, who, who.user, body.job)])
+    (spec,) = jobs.classify([spec_for(jobs, who, who.user, body.job)], who.user)
     s = schedules.add_schedule(
         name=body.name,
         owner=who.user,

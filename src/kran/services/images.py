@@ -26,6 +26,7 @@ from kran.settings import ImageSection
 log = logging.getLogger("kran.images")
 HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?")
 INFO_TTL_S = 60.0
+LOOKUPS_PER_USER = 2  # registry lookups of one user at once (of the registry client's 8 in all)
 INVENTORY_TTL_S = 30.0
 PROGRESS_EVERY_S = 1.0
 
@@ -53,6 +54,7 @@ class ImageState:
     last_used: dict[tuple[str, str], float] = field(default_factory=dict)
     pulls: dict[tuple[str, str], Pull] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    looking_up: dict[str, int] = field(default_factory=dict)  # user -> registry lookups under way
 
 
 # ---- registry: size, digest, class
@@ -104,9 +106,12 @@ class ImageManager:
         self.sweep_exited = sweep_exited  # the engine leaves exited containers behind (Swarm)
         self._st = ImageState(refs=nodes.image_refs)  # the directory reads the inventory's refs
 
-    def lookup(self, ref_text: str) -> ImageInfo | None:
+    def lookup(self, ref_text: str, who: str) -> ImageInfo | None:
         """The registry's answer for the reference (cached a minute), or None when kran does
-        not look this registry up (Docker Hub unless image.lookup_docker_hub)."""
+        not look this registry up (Docker Hub unless image.lookup_docker_hub). A user has at
+        most LOOKUPS_PER_USER under way (an image names its registry: one user naming slow
+        ones held every slot, and everyone's images went without a size meanwhile); past
+        that the size stays unknown, as for a registry that cannot be reached."""
         try:
             ref = parse_ref(ref_text)
         except ValueError as e:
@@ -117,18 +122,28 @@ class ImageManager:
         cached = st.info.get(ref_text)
         if cached and time.monotonic() - cached[0] < INFO_TTL_S:
             return cached[1]
-        info = self.registry.resolve(ref)
+        with st.lock:
+            if st.looking_up.get(who, 0) >= LOOKUPS_PER_USER:
+                why = f"{ref}: {LOOKUPS_PER_USER} lookups of yours under way: size not looked up"
+                raise RegistryError(why, answered=False)
+            st.looking_up[who] = st.looking_up.get(who, 0) + 1
+        try:
+            info = self.registry.resolve(ref)
+        finally:
+            with st.lock:
+                if (n := st.looking_up.pop(who) - 1) > 0:
+                    st.looking_up[who] = n
         st.info[ref_text] = (time.monotonic(), info)
         return info
 
-    def classify(self, spec: JobSpec) -> JobSpec:
+    def classify(self, spec: JobSpec, who: str) -> JobSpec:
         """At submit: the image's digest, size and class; the class becomes the job's node
         class unless the job named one. A registry that refuses (auth, unknown image) refuses
         the job; one that cannot be reached leaves the size unknown."""
         if not spec.image:
             return spec
         try:
-            info = self.lookup(spec.image)
+            info = self.lookup(spec.image, who)
         except RegistryError as e:
             if e.answered:
                 raise InvalidInput(f"image: {e}", "image") from None
@@ -145,9 +160,9 @@ class ImageManager:
             node_class=spec.node_class or cls,
         )
 
-    def inspect(self, ref_text: str) -> dict[str, Any]:
+    def inspect(self, ref_text: str, who: str) -> dict[str, Any]:
         try:
-            info = self.lookup(ref_text)
+            info = self.lookup(ref_text, who)
         except RegistryError as e:
             raise InvalidInput(str(e), "ref") from None
         if info is None:

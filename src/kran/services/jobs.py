@@ -60,9 +60,10 @@ class JobService:
         app = self.apps.app_for_job(who, owner, app_name)
         return pin_app(build(merge_job(app, fields)), app)
 
-    def classify(self, specs: Sequence[JobSpec]) -> list[JobSpec]:
-        """Image digest, size and class from the registry (blocking I/O: call it off the event loop)."""
-        return [self.images.classify(s) for s in specs]
+    def classify(self, specs: Sequence[JobSpec], owner: str) -> list[JobSpec]:
+        """Image digest, size and class from the registry (blocking I/O: call it off the event
+        loop); the lookups count as the owner's."""
+        return [self.images.classify(s, owner) for s in specs]
 
     def submit(
         self,
@@ -101,7 +102,7 @@ class JobService:
 
     def submit_step(self, spec: JobSpec, owner: str) -> int:
         """A workflow step: a job of the run's owner, through the same checks."""
-        (spec,) = self.classify([spec])
+        (spec,) = self.classify([spec], owner)
         return self.submit([spec], owner).result()[0]
 
     def _check_dependencies(self, spec: JobSpec, owner: str, sees_all: bool, index: int | None) -> None:

@@ -314,7 +314,7 @@ class TesService:
                 if be.app:
                     spec = self._with_app(spec, self._app(Principal(rec.owner, Role.USER), be.app), i)
                 digest = hashlib.sha256(json.dumps(spec.to_json(), sort_keys=True).encode()).hexdigest()
-                (spec,) = self.jobs.classify([spec])
+                (spec,) = self.jobs.classify([spec], rec.owner)
                 key = f"tes-{task_id}-{i}"
                 ids += self.jobs.submit([spec], rec.owner, rec.submitted_by, False, key, digest).result()
         except KranError as e:

@@ -113,7 +113,7 @@ async def submit(request: Request, viewer: Act) -> Response:
             raise InvalidInput(f"{where}: {first.get('msg')}" if where else str(first.get("msg")), where) from None
         spec = spec_for(suite.jobs, viewer.who, viewer.who.user, body)
         if spec.image:
-            (spec,) = await run_in_threadpool(suite.jobs.classify, [spec])
+            (spec,) = await run_in_threadpool(suite.jobs.classify, [spec], viewer.who.user)
         upload_id = None
         if files:
             named = [(f.filename.rsplit("/", 1)[-1] or "input", f.file) for f in files if f.filename]
