@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from kran.jobfs import MAX_DEPTH, Tree, remove_tree
 
@@ -74,3 +75,72 @@ def test_the_walk_stops_entering_at_its_depth_without_recursion(tmp_path: Path) 
     assert len(items) == 4 * (MAX_DEPTH + 1)
     assert not any(item.rel.startswith("l/") for item in items)
     assert _fds() == before
+
+
+def test_used_bytes_counts_every_level_each_file_once_and_follows_nothing(tmp_path: Path) -> None:
+    """What eviction measures: a job's files nested past the walk's depth are counted too
+    (else hiding them 129 levels down escaped it), hard links once, links never followed;
+    the fds it holds stay bounded however deep the tree."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "big").write_bytes(b"o" * (4 << 20))  # behind every level's link: never counted
+    top = tmp_path / "job"
+    top.mkdir()
+    levels = 3 * MAX_DEPTH
+    _deep(top, levels, outside)
+    bottom = top / "/".join(["d"] * levels)
+    fd = os.open(bottom.parent, os.O_RDONLY)  # (the path is too long for one open)
+    try:
+        os.close(os.open("d/deep", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+        with open(f"/proc/self/fd/{fd}/d/deep", "wb") as f:
+            f.write(b"x" * (2 << 20))
+        os.link("d/deep", "d/again", src_dir_fd=fd, dst_dir_fd=fd)
+    finally:
+        os.close(fd)
+    before = _fds()
+    try:
+        with Tree(top) as tree:
+            used = tree.used_bytes()
+            walked = tree.disk_bytes()
+        after = _fds()
+    finally:
+        remove_tree(top)
+    per_level = 3 * 4096 + 4096  # d, e and f's block (a link takes none here)
+    assert 2 << 20 <= used - levels * per_level <= (2 << 20) + 64 * 1024, used
+    assert used - walked > 2 << 20  # the bounded walk never got there
+    assert after == before
+
+
+def test_used_bytes_stops_where_a_dir_was_moved_away_from_under_it(tmp_path: Path) -> None:
+    """Past MAX_DEPTH a dir's fd is closed on the way down and its parent reached again
+    through "..": a dir the job moved meanwhile does not lead the walk elsewhere."""
+    import kran.jobfs as jobfs
+
+    top = tmp_path / "job"
+    top.mkdir()
+    _deep(top, 5, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "x" / "e").mkdir(parents=True)  # where d/d/d lands: an `e` beside it, as d/d has
+    (elsewhere / "x" / "e" / "big").write_bytes(b"e" * (1 << 20))
+    opened = []
+    original = os.open
+
+    def moving_open(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        fd = original(path, flags, mode, dir_fd=dir_fd)
+        if path == "d" and dir_fd is not None:
+            opened.append(path)
+            if len(opened) == 3:  # the walk is in d/d/d, d/d's fd closed: the job moves d/d/d away
+                os.rename(top / "d" / "d" / "d", elsewhere / "x" / "d")
+        return fd
+
+    old_depth = jobfs.MAX_DEPTH
+    jobfs.MAX_DEPTH = 1
+    os.open = moving_open
+    try:
+        with Tree(top) as tree:
+            used = tree.used_bytes()
+    finally:
+        os.open = original
+        jobfs.MAX_DEPTH = old_depth
+    assert len(opened) >= 3
+    assert used < 1 << 20  # elsewhere/x/e/big, reached by d/d's `e` from the wrong parent, is not

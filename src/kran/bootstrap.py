@@ -68,6 +68,8 @@ from kran.services.notify import NotifyService
 from kran.services.queries import JobQueries
 from kran.services.scheduler.batcher import SubmitBatcher
 from kran.services.scheduler.dispatch import DispatchConfig, Dispatcher
+from kran.services.scheduler.evict import EVERY_S as EVICT_EVERY_S
+from kran.services.scheduler.evict import Evictor
 from kran.services.scheduler.loop import Periodic, SchedulerLoop
 from kran.services.scheduler.monitor import Monitor
 from kran.services.scheduler.preempt import Preemptor
@@ -377,8 +379,10 @@ def build_server(settings: Settings) -> Server:
 
     series = SeriesFiles(data_dir / "usage-series")
     sampler = UsageSampler(store, cgroups, series, instance, clock, files.retention_s or SERIES_KEEP_S)
+    evictor = Evictor(store, disk, dirs, state, wakeups, clock)
     periodic = [
         Periodic("engine", PROBE_EVERY_S, probe_engine, in_pool=True),
+        Periodic("evict", EVICT_EVERY_S, evictor.tick, in_pool=True),
         Periodic("usage-series", SAMPLE_EVERY_S, sampler.tick, in_pool=True),
         Periodic("schedules", SCHEDULE_EVERY_S, schedules.schedule_tick),
         Periodic("retention", files.retention_check_s, retention.tick, in_pool=True),

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # a dir is safe to open
@@ -262,8 +263,74 @@ class Tree:
         return iter(sorted(self._entries(fd, rel), key=lambda i: i.name))
 
     def disk_bytes(self) -> int:
-        """Bytes allocated under the root (sparse files count what they use)."""
+        """Bytes allocated under the root (sparse files count what they use), to walk()'s depth."""
         return sum(item.st.st_blocks * 512 for item in self.walk())
+
+    def used_bytes(self) -> int:
+        """Bytes allocated under the root at any depth, each inode once (a tree's hard links
+        to one file count it once): what a job's files take of the disk, for its eviction,
+        which a tree nested past MAX_DEPTH must not escape. At most MAX_DEPTH fds are open:
+        a deeper dir's fd is closed on the way down and its parent reached again through
+        "..", checked to be the same dir (dev and inode), else the walk stops there (the
+        job moved its dirs meanwhile: what was counted so far is the answer). Only sizes
+        are read; nothing is followed or opened but dirs."""
+        seen: set[tuple[int, int]] = set()
+        total = 0
+
+        def listing(fd: int) -> list[str]:  # counts the dir's entries; returns its subdirs
+            nonlocal total
+            subdirs = []
+            with os.scandir(fd) as it:
+                for entry in it:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue  # removed while we looked
+                    if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                        if (st.st_dev, st.st_ino) in seen:
+                            continue
+                        seen.add((st.st_dev, st.st_ino))
+                    total += st.st_blocks * 512
+                    if stat.S_ISDIR(st.st_mode):
+                        subdirs.append(entry.name)
+            return sorted(subdirs, reverse=True)  # (taken from the end: in order)
+
+        top = os.fstat(self._fd)
+        # a frame: the dir's fd (-1 once closed on the way down), its subdirs left, its identity
+        stack: list[list[Any]] = [[self._fd, listing(self._fd), (top.st_dev, top.st_ino)]]
+        try:
+            while stack:
+                frame = stack[-1]
+                if not frame[1]:
+                    stack.pop()
+                    moved = False
+                    try:
+                        if stack and stack[-1][0] < 0:  # closed: back up through "..", if still the same dir
+                            up = stack[-1][0] = os.open("..", _DIR, dir_fd=frame[0])
+                            st = os.fstat(up)
+                            moved = (st.st_dev, st.st_ino) != stack[-1][2]
+                    finally:
+                        if frame[0] != self._fd:
+                            os.close(frame[0])
+                    if moved:
+                        break
+                    continue
+                name = frame[1].pop()
+                try:
+                    sub = os.open(name, _DIR, dir_fd=frame[0])
+                except OSError:
+                    continue  # swapped or removed meanwhile: skipped, never followed
+                st = os.fstat(sub)
+                stack.append([sub, [], (st.st_dev, st.st_ino)])
+                if len(stack) > MAX_DEPTH and frame[0] != self._fd:
+                    os.close(frame[0])
+                    frame[0] = -1
+                stack[-1][1] = listing(sub)
+        finally:
+            for frame in stack:
+                if frame[0] >= 0 and frame[0] != self._fd:
+                    os.close(frame[0])
+        return total
 
 
 class _OpenHow(ctypes.Structure):

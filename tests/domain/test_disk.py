@@ -37,3 +37,15 @@ def test_a_failure_names_what_the_server_saw() -> None:
         AttemptEnd(None, vanished=True, cause=cause), attempt=1, retries=0, timeout_s=None, backoff_s=1
     )
     assert lost.reason.startswith("the job's process or container vanished") and cause in lost.reason
+
+
+def test_eviction_takes_the_attempt_furthest_over_its_grant() -> None:
+    from kran.domain.disk import EVICT_OVER, eviction_choice
+
+    mib = 1 << 20
+    assert eviction_choice([]) is None
+    small = [("a", EVICT_OVER - 1, 0), ("b", 500 * mib, 500 * mib)]  # within its grant, or by little
+    assert eviction_choice(small) is None
+    used = [*small, ("c", 300 * mib, 0), ("d", 900 * mib, 500 * mib), ("e", 2000 * mib, 1000 * mib)]
+    assert eviction_choice(used) == ("e", 2000 * mib, 1000 * mib)
+    assert eviction_choice(used[:-1]) == ("d", 900 * mib, 500 * mib)  # 400 over beats 300 over

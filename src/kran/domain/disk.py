@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 from kran.domain.images import parse_size
+
+K = TypeVar("K")
 
 MIB = 1 << 20
 
@@ -38,3 +43,15 @@ def full_reason(free: int, total: int, min_free: str, setting: str) -> str | Non
         f"data dir full: {free // MIB} MiB free of {total // MIB} MiB, "
         f"below the {mark // MIB} MiB watermark ({setting} = {min_free.strip()})"
     )
+
+
+EVICT_OVER = 64 * MIB  # an attempt's files past its grant by less are not worth its run
+
+
+def eviction_choice(used: Sequence[tuple[K, int, int]]) -> tuple[K, int, int] | None:
+    """With the data dir full, the running attempt to evict, from (key, bytes its files take,
+    bytes of disk it was granted): the one furthest over its grant (as Kubernetes ranks pods
+    under disk pressure, by usage over request), if by EVICT_OVER at least; None when none
+    is (the disk is then full of what is not theirs: a kill would free little)."""
+    over = [u for u in used if u[1] - u[2] >= EVICT_OVER]
+    return max(over, key=lambda u: (u[1] - u[2], u[1]), default=None)

@@ -82,6 +82,7 @@ class ActiveAttempt:
     retries: int
     queued_at: float | None = None
     requeues: int = 0  # earlier attempts lost to an engine fault: they used no retry
+    disk_mb: int = 0  # the disk its allocation grants (what eviction measures its files against)
 
 
 @dataclass(frozen=True)

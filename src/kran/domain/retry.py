@@ -17,7 +17,7 @@ class AttemptEnd:
     exit_code: int | None
     error: str | None = None  # engine error text, e.g. "OOM killed"
     vanished: bool = False  # the work disappeared without an exit code
-    kill_reason: str | None = None  # "user", "timeout" or "preempt" when kran killed it
+    kill_reason: str | None = None  # "user", "timeout", "preempt" or "evicted" when kran killed it
     cause: str | None = None  # what the server saw meanwhile that may explain a failure (a full disk)
     engine_fault: str | None = None  # it ended because its engine or node went away, not by itself
     inferred: bool = False  # engine_fault read from timing alone (exit_code is the job's own reading): trusted once
@@ -60,6 +60,8 @@ def settle_attempt(
             return Settlement(JobState.SUCCEEDED, JobState.SUCCEEDED, "exit code 0")
         why = f"attempt {attempt} preempted for a job of higher priority; re-queued without using a retry"
         return Settlement(JobState.PREEMPTED, JobState.QUEUED, why, 0.0, free=True)
+    if end.kill_reason == "evicted":  # final: run again, it would fill the disk again
+        return Settlement(JobState.FAILED, JobState.FAILED, f"evicted: {end.cause or 'the data dir was full'}")
     if end.kill_reason == "timeout":
         limit = f" after {timeout_s:g}s" if timeout_s else ""
         return Settlement(JobState.TIMED_OUT, JobState.TIMED_OUT, f"timed out{limit}")

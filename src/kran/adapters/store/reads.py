@@ -65,6 +65,7 @@ _ACTIVE = of_active_attempts(
     jobs.c.retries,
     attempts.c.queued_at,
     jobs.c.requeues,
+    attempts.c.alloc_disk_mb,
 )
 
 
@@ -294,7 +295,7 @@ class JobReads:
     def active_attempts(self) -> list[ActiveAttempt]:
         with self.db.connect() as conn:
             return [
-                ActiveAttempt(r[0], r[1], JobState(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10])
+                ActiveAttempt(r[0], r[1], JobState(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11])
                 for r in conn.execute(_ACTIVE)
             ]
 

@@ -15,6 +15,7 @@ from kran.domain.states import JobState
 from kran.ports import AttemptRef, Clock, Engine, Metrics, Store, Volumes
 from kran.services.datadir import DataDir
 from kran.services.disk import DiskWatch
+from kran.services.scheduler.evict import free_evicted
 from kran.services.scheduler.state import Ended, Event, Launched, LaunchFailed, Outbox, SchedulerState
 from kran.services.wakeups import Wakeups
 
@@ -81,10 +82,11 @@ class Monitor:
                 continue
             st.in_flight.add(key)
             ref = self.dirs.ref(key[0], key[1], active[key].handle)
-            if self.engine.cheap_collect(ref):
+            evicted = active[key].kill_reason == "evicted"
+            if self.engine.cheap_collect(ref) and not evicted:
                 self._collect(ref, end)
             else:
-                self.pool.submit(self._collect, ref, end)
+                self.pool.submit(self._collect, ref, end, evicted)
 
     def record_results(self) -> None:
         """Store what the pool finished: launches and collected ends, in batches. What the
@@ -124,7 +126,10 @@ class Monitor:
                 shown = volume_shown(volume[0])
                 end = replace(end, error=f"volume {shown} is full (its quota of {volume[1]} MiB was reached)")
             if a is not None:
-                end = self._blame_disk(end)
+                if a.kill_reason == "evicted":  # (why, with its figures)
+                    end = replace(end, cause=self.state.evicting.get((e.job_id, e.attempt)))
+                else:
+                    end = self._blame_disk(end)
                 settles.append(AttemptOutcome(e.job_id, e.attempt, self._settle(a, end), end.exit_code, e.usage))
         for f in failed:
             a = active.get((f.job_id, f.attempt))
@@ -184,11 +189,16 @@ class Monitor:
             self.state.kill_again_at[key] = self.clock.now() + KILL_AGAIN_S
             self.state.kills_sent.discard(key)
 
-    def _collect(self, ref: AttemptRef, end: AttemptEnd) -> None:
+    def _collect(self, ref: AttemptRef, end: AttemptEnd, evicted: bool = False) -> None:
         usage = Usage()
         try:
             usage = self.engine.collect(ref)
         except Exception:
             log.exception("collecting logs of job %s attempt %s failed", ref.job_id, ref.attempt)
+        if evicted:  # its files filled the data dir: they go before its end is recorded
+            try:
+                free_evicted(ref.attempt_dir)
+            except Exception:
+                log.exception("removing the files of evicted job %s attempt %s failed", ref.job_id, ref.attempt)
         self.outbox.put(Ended(ref.job_id, ref.attempt, end, usage))
         self.wakeups.wake.set()

@@ -49,6 +49,7 @@ class SchedulerState:
     kill_again_at: dict[tuple[int, int], float] = field(default_factory=dict)  # a kill that failed: when to resend
     # attempts running on an app volume: (key, quota MiB), to name a full volume as the reason
     volume_attempts: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
+    evicting: dict[tuple[int, int], str] = field(default_factory=dict)  # attempts evicted: why, in words
     reserved_for: int | None = None  # the job the last pass kept room for
     # launches the engine could not take (it did not answer): (attempt, tries, not before);
     # the same attempt is launched again when it answers (a container it did start is adopted)
@@ -69,3 +70,4 @@ class SchedulerState:
         self.kills_sent.discard(key)
         self.kill_again_at.pop(key, None)
         self.volume_attempts.pop(key, None)
+        self.evicting.pop(key, None)
