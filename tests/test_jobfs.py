@@ -101,7 +101,7 @@ def test_used_bytes_counts_every_level_each_file_once_and_follows_nothing(tmp_pa
     try:
         with Tree(top) as tree:
             used = tree.used_bytes()
-            walked = tree.disk_bytes()
+            walked = sum(item.st.st_blocks * 512 for item in tree.walk())
         after = _fds()
     finally:
         remove_tree(top)
@@ -144,3 +144,27 @@ def test_used_bytes_stops_where_a_dir_was_moved_away_from_under_it(tmp_path: Pat
         jobfs.MAX_DEPTH = old_depth
     assert len(opened) >= 3
     assert used < 1 << 20  # elsewhere/x/e/big, reached by d/d's `e` from the wrong parent, is not
+
+
+def test_retention_counts_a_finished_jobs_files_at_any_depth(tmp_path: Path) -> None:
+    """files.max_data_mb: a job's files nested past the walk's depth counted nothing, so a
+    data dir could grow past its bound through them."""
+    from kran.services.scheduler.retention import tree_size
+
+    top = tmp_path / "job"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY)
+    try:
+        for _ in range(2 * MAX_DEPTH):
+            os.mkdir("d", dir_fd=fd)
+            sub = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        with open(f"/proc/self/fd/{fd}/big", "wb") as f:
+            f.write(b"x" * (4 << 20))
+    finally:
+        os.close(fd)
+    try:
+        assert tree_size(top) >= 4 << 20
+    finally:
+        remove_tree(top)

@@ -262,10 +262,6 @@ class Tree:
     def _sorted(self, fd: int, rel: str) -> Iterator[Item]:
         return iter(sorted(self._entries(fd, rel), key=lambda i: i.name))
 
-    def disk_bytes(self) -> int:
-        """Bytes allocated under the root (sparse files count what they use), to walk()'s depth."""
-        return sum(item.st.st_blocks * 512 for item in self.walk())
-
     def used_bytes(self) -> int:
         """Bytes allocated under the root at any depth, each inode once (a tree's hard links
         to one file count it once): what a job's files take of the disk, for its eviction,
@@ -273,7 +269,8 @@ class Tree:
         a deeper dir's fd is closed on the way down and its parent reached again through
         "..", checked to be the same dir (dev and inode), else the walk stops there (the
         job moved its dirs meanwhile: what was counted so far is the answer). Only sizes
-        are read; nothing is followed or opened but dirs."""
+        are read; nothing is followed or opened but dirs. Retention's size threshold counts
+        with it too."""
         seen: set[tuple[int, int]] = set()
         total = 0
 

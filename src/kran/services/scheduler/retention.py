@@ -50,10 +50,11 @@ class Retention:
 
 
 def tree_size(root: Path) -> int:
-    """Bytes on disk under root (allocated blocks, so sparse files count what they use),
-    walked through the safe walk: a job's links are never followed."""
+    """Bytes on disk under root (allocated blocks, so sparse files count what they use), at
+    any depth (a tree nested past the walk's depth was undercounted), each inode once,
+    through jobfs: a job's links are never followed."""
     try:
         with Tree(root) as tree:
-            return tree.disk_bytes()
+            return tree.used_bytes()
     except Refused:
         return 0
