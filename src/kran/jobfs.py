@@ -38,6 +38,10 @@ class Refused(Exception):
     """The path cannot be read safely; the message says why (for the user)."""
 
 
+class Disrupted(Refused):
+    """The tree moved under a walk that had to leave a dir's fd (past MAX_DEPTH)."""
+
+
 class Missing(Refused):
     """Nothing there (or it went while we looked)."""
 
@@ -267,9 +271,9 @@ class Tree:
         to one file count it once): what a job's files take of the disk, for its eviction,
         which a tree nested past MAX_DEPTH must not escape. At most MAX_DEPTH fds are open:
         a deeper dir's fd is closed on the way down and its parent reached again through
-        "..", checked to be the same dir (dev and inode), else the walk stops there (the
-        job moved its dirs meanwhile: what was counted so far is the answer). Only sizes
-        are read; nothing is followed or opened but dirs. Retention's size threshold counts
+        "..", checked to be the same dir (dev and inode), else Disrupted (the job moved its
+        dirs meanwhile: what it counted would understate, and a job could hide its files
+        so). Only sizes are read; nothing is followed or opened but dirs. Retention's size threshold counts
         with it too."""
         seen: set[tuple[int, int]] = set()
         total = 0
@@ -310,7 +314,7 @@ class Tree:
                         if frame[0] != self._fd:
                             os.close(frame[0])
                     if moved:
-                        break
+                        raise Disrupted("the tree moved while it was measured")
                     continue
                 name = frame[1].pop()
                 try:

@@ -111,3 +111,12 @@ def test_a_fault_read_from_timing_alone_requeues_a_job_once() -> None:
     seen = settle_attempt(AttemptEnd(None, engine_fault="node n1 is down"), attempt=2, retries=0, timeout_s=None,
                           backoff_s=5, requeues=1)  # fmt: skip
     assert seen.free
+
+
+def test_an_evicted_attempt_fails_for_good_unless_it_had_finished() -> None:
+    end = AttemptEnd(137, kill_reason="evicted", cause="the data dir was full (...)")
+    s = settle_attempt(end, attempt=1, retries=3, timeout_s=None, backoff_s=1.0)
+    assert (s.attempt_state, s.job_state) == (JobState.FAILED, JobState.FAILED)  # no retry: it would fill it again
+    assert s.reason == "evicted: the data dir was full (...)"
+    done = settle_attempt(AttemptEnd(0, kill_reason="evicted"), attempt=1, retries=0, timeout_s=None, backoff_s=1.0)
+    assert done.job_state == JobState.SUCCEEDED  # it ended by itself before the kill took

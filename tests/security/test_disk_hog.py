@@ -5,6 +5,7 @@ The data dir lies on a real ext4 file system of its own (a loop mount)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -41,6 +42,26 @@ def test_a_running_job_whose_files_fill_the_data_dir_is_evicted(small_disk: Any)
         assert s.wait_state(after.json()["id"], {"succeeded", "failed"})["state"] == "succeeded"
         assert s.wait_state(filler, {"failed"})["attempts"][-1]["state"] == "failed"  # not re-run
         c.post(f"/api/v1/jobs/{quiet}/kill").raise_for_status()
+
+
+@pytest.mark.docker
+def test_a_kill_under_way_with_a_long_grace_does_not_shield_a_job(small_disk: Any) -> None:
+    """A container that had itself killed with a day's grace and ignores SIGTERM was never
+    a candidate (a kill was under way) and wrote on for its grace; it is evicted at once.
+    (A host job's wrapper ends at the SIGTERM, and its processes with it.)"""
+    s, _ = small_disk(256, KRAN_FILES_MIN_FREE="64M")
+    with s.api() as c:
+        script = "trap '' TERM; sleep 3; dd if=/dev/zero of=big bs=1M count=180; sleep 600"
+        spec = {"image": TEST_IMAGE, "command": ["sh", "-c", script], "grace": "1d"}
+        job = c.post("/api/v1/jobs", json=spec).json()["id"]
+        s.wait_state(job, {"running"})
+        time.sleep(0.5)
+        c.post(f"/api/v1/jobs/{job}/kill").raise_for_status()  # its own kill: SIGTERM, ignored
+        time.sleep(1)
+        assert c.get(f"/api/v1/jobs/{job}").json()["state"] == "running"
+        end = s.wait_state(job, {"succeeded", "failed", "killed", "lost"}, timeout=60)
+        assert end["state"] == "failed" and end["reason"].startswith("evicted: the data dir was full"), end
+        assert wait_for(lambda: status(s)["state"] == "ok")
 
 
 @pytest.mark.docker

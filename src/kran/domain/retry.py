@@ -61,6 +61,8 @@ def settle_attempt(
         why = f"attempt {attempt} preempted for a job of higher priority; re-queued without using a retry"
         return Settlement(JobState.PREEMPTED, JobState.QUEUED, why, 0.0, free=True)
     if end.kill_reason == "evicted":  # final: run again, it would fill the disk again
+        if end.exit_code == 0 and not end.error and not end.stopped:  # it finished before the kill took
+            return Settlement(JobState.SUCCEEDED, JobState.SUCCEEDED, "exit code 0")
         return Settlement(JobState.FAILED, JobState.FAILED, f"evicted: {end.cause or 'the data dir was full'}")
     if end.kill_reason == "timeout":
         limit = f" after {timeout_s:g}s" if timeout_s else ""

@@ -365,6 +365,8 @@ def request_kill(uow: UnitOfWork, job_ids: Sequence[int], reason: str, now: floa
             free: Any = jobs.c.kill_reason.is_(None)
             if reason == "user":  # a user's kill wins over a preemption under way (no re-run)
                 free = free | (jobs.c.kill_reason == "preempt")
+            elif reason == "evicted":  # over any other (a kill it asked for itself had its own grace)
+                free = free | (jobs.c.kill_reason != "evicted")
             conn.execute(update(jobs).where(jobs.c.id == job_id, free).values(kill_reason=reason))
         out[job_id] = state
     killed = {j for j, state in out.items() if state == JobState.KILLED}

@@ -4,7 +4,8 @@ While the data dir counts as full (services.disk), no job starts, for anyone: on
 writing without end would hold the whole server. So, as Kubernetes evicts pods under disk
 pressure, the running attempt whose files (its attempt dir: working dir and logs) exceed
 the disk it was granted by the most is killed (`evicted`, final: run again, it would fill
-the disk again), and once it has ended its working dir is removed and its logs cut to
+the disk again; at once, whatever grace it asked for, and over a kill already under way),
+and once it has ended its working dir is removed and its logs cut to
 their first MiB. One at a time: the next is looked at once that one's files are gone and
 the disk is measured again. Jobs within their grant (`--disk`) are never evicted.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from kran.domain.disk import MIB, eviction_choice
 from kran.domain.states import JobState
-from kran.jobfs import Refused, Tree, open_beneath, remove_tree
+from kran.jobfs import Disrupted, Refused, Tree, open_beneath, remove_tree
 from kran.ports import Clock, Store
 from kran.services.datadir import DataDir
 from kran.services.disk import DiskWatch
@@ -28,6 +29,7 @@ from kran.services.wakeups import Wakeups
 log = logging.getLogger("kran.evict")
 EVERY_S = 2.0
 LOG_KEEP = MIB  # what an evicted attempt keeps of each log
+UNMEASURED = 1 << 62  # the size of files that moved while measured: past any grant
 
 
 class Evictor:
@@ -48,34 +50,47 @@ class Evictor:
             return None
         active = self.store.active_attempts()
         live = {(a.job_id, a.attempt) for a in active}
-        for key in [k for k in self.state.evicting if k not in live]:  # (it had ended before the kill)
+        for key in [k for k in list(self.state.evicting) if k not in live]:  # (it had ended before the kill)
             self.state.evicting.pop(key, None)
         if any(a.kill_reason == "evicted" for a in active) or self.state.evicting:
             return None  # one at a time: the last one's files go first
-        used = [
-            ((a.job_id, a.attempt), attempt_bytes(self.dirs.attempt_dir(a.job_id, a.attempt)), a.disk_mb * MIB)
-            for a in active
-            if a.state == JobState.RUNNING and not a.kill_reason
-        ]
+        used, moved = [], set()
+        for a in active:
+            key = (a.job_id, a.attempt)
+            # (one that ended is being collected: its end is its own; another kill does not shield it)
+            if a.state != JobState.RUNNING or key in self.state.in_flight:
+                continue
+            try:
+                taken = attempt_bytes(self.dirs.attempt_dir(a.job_id, a.attempt))
+            except Disrupted:  # it moved its dirs while measured: it goes first (hiding files so fails)
+                taken = UNMEASURED
+                moved.add(key)
+            used.append((key, taken, a.disk_mb * MIB))
         choice = eviction_choice(used)
         if choice is None:
             return None
         (job_id, attempt), taken, granted = choice
+        files = "its files moved while they were measured" if (job_id, attempt) in moved else (
+            f"its files took {taken // MIB} MiB"
+        )  # fmt: skip
         self.state.evicting[(job_id, attempt)] = (
-            f"the data dir was full ({why.removeprefix('data dir full: ')}) and its files took {taken // MIB} MiB,"
+            f"the data dir was full ({why.removeprefix('data dir full: ')}) and {files},"
             f" over the {granted // MIB} MiB of disk it asked for (`disk`); its working dir was removed"
         )
-        log.warning("evicting job %s attempt %s: its files take %s MiB; %s", job_id, attempt, taken // MIB, why)
+        log.warning("evicting job %s attempt %s: %s; %s", job_id, attempt, files, why)
         self.store.request_kill([job_id], "evicted", self.clock.now())
         self.wakeups.exited()  # the monitor sends the kill now
         return job_id
 
 
 def attempt_bytes(attempt_dir: Path) -> int:
-    """What an attempt's files take on disk, at any depth (jobfs: nothing followed)."""
+    """What an attempt's files take on disk, at any depth (jobfs: nothing followed);
+    Disrupted when the job moved its dirs under the walk."""
     try:
         with Tree(attempt_dir) as tree:
             return tree.used_bytes()
+    except Disrupted:
+        raise
     except Refused:
         return 0
 

@@ -69,12 +69,18 @@ class Monitor:
                 self.store.request_kill([a.job_id], "timeout", now)
                 a = active[(a.job_id, a.attempt)] = replace(a, kill_reason="timeout")
             key = (a.job_id, a.attempt)
-            if a.kill_reason and a.handle and key not in st.kills_sent and st.kill_again_at.get(key, 0.0) <= now:
+            evicted = a.kill_reason == "evicted"
+            sent = key in (st.evictions_sent if evicted else st.kills_sent)
+            if a.kill_reason and a.handle and not sent and st.kill_again_at.get(key, 0.0) <= now:
                 st.kills_sent.add(key)
-                job = self.store.get_job(a.job_id)
-                grace = job.spec.grace_s if job else None
-                if a.kill_reason == "preempt" and grace is not None:  # (a waiting job counts on its room)
-                    grace = min(grace, self.preemption_grace_s)
+                grace: float | None = 0.0  # evicted: its files fill the disk (no grace of its choosing)
+                if evicted:
+                    st.evictions_sent.add(key)
+                else:
+                    job = self.store.get_job(a.job_id)
+                    grace = job.spec.grace_s if job else None
+                    if a.kill_reason == "preempt" and grace is not None:  # (a waiting job counts on its room)
+                        grace = min(grace, self.preemption_grace_s)
                 self.pool.submit(self._kill, self.dirs.ref(a.job_id, a.attempt, a.handle, grace))
         refs = [self.dirs.ref(a.job_id, a.attempt, a.handle) for a in active.values() if a.handle]
         for key, end in self.engine.check(refs).items():
@@ -188,6 +194,7 @@ class Monitor:
             key = (ref.job_id, ref.attempt)  # sent again a little later (the engine may be away)
             self.state.kill_again_at[key] = self.clock.now() + KILL_AGAIN_S
             self.state.kills_sent.discard(key)
+            self.state.evictions_sent.discard(key)
 
     def _collect(self, ref: AttemptRef, end: AttemptEnd, evicted: bool = False) -> None:
         usage = Usage()

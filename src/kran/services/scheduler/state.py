@@ -46,6 +46,7 @@ MAX_SPECS = 50_000
 class SchedulerState:
     in_flight: set[tuple[int, int]] = field(default_factory=set)  # being collected
     kills_sent: set[tuple[int, int]] = field(default_factory=set)
+    evictions_sent: set[tuple[int, int]] = field(default_factory=set)  # (an eviction's kill follows any other)
     kill_again_at: dict[tuple[int, int], float] = field(default_factory=dict)  # a kill that failed: when to resend
     # attempts running on an app volume: (key, quota MiB), to name a full volume as the reason
     volume_attempts: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
@@ -68,6 +69,7 @@ class SchedulerState:
     def done_with(self, key: tuple[int, int]) -> None:
         self.in_flight.discard(key)
         self.kills_sent.discard(key)
+        self.evictions_sent.discard(key)
         self.kill_again_at.pop(key, None)
         self.volume_attempts.pop(key, None)
         self.evicting.pop(key, None)
