@@ -157,6 +157,26 @@ def test_one_user_cannot_hold_every_lookup(hostile: str, open_server: Any) -> No
     assert all(a.status_code == 422 for a in refused)
 
 
+def test_submits_of_one_image_at_once_share_one_lookup(hostile: str, open_server: Any) -> None:
+    """The per-user cap must not leave a user's many submits of one image at once without
+    a size (a workflow engine submits in parallel): they share one lookup and its answer."""
+    server = open_server()
+    server.add_user("busy")
+    answers: list[httpx.Response] = []
+
+    def look() -> None:
+        with server.api("busy") as c:
+            answers.append(c.get("/api/v1/images/inspect", params={"ref": f"{hostile}/slow:shared"}))
+
+    threads = [threading.Thread(target=look) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+    assert HITS.count("/v2/slow/manifests/shared") == 1, HITS
+
+
 def test_a_job_naming_a_hostile_registry_gets_a_4xx(hostile: str, open_server: Any) -> None:
     server = open_server()
     with server.api() as c:

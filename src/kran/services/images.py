@@ -26,6 +26,7 @@ from kran.settings import ImageSection
 log = logging.getLogger("kran.images")
 HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?")
 INFO_TTL_S = 60.0
+LOOKUP_WAIT_S = 120.0  # a submit waits this long at most for a lookup of its image under way
 LOOKUPS_PER_USER = 2  # registry lookups of one user at once (of the registry client's 8 in all)
 INVENTORY_TTL_S = 30.0
 PROGRESS_EVERY_S = 1.0
@@ -47,6 +48,14 @@ class Pull:
 
 
 @dataclass
+class _Lookup:
+    """One registry lookup under way, which submits of the same reference wait for."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    answer: ImageInfo | RegistryError | None = None
+
+
+@dataclass
 class ImageState:
     info: dict[str, tuple[float, ImageInfo]] = field(default_factory=dict)
     inventory: dict[str, tuple[float, list[NodeImage]]] = field(default_factory=dict)
@@ -55,6 +64,7 @@ class ImageState:
     pulls: dict[tuple[str, str], Pull] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     looking_up: dict[str, int] = field(default_factory=dict)  # user -> registry lookups under way
+    pending: dict[str, _Lookup] = field(default_factory=dict)  # reference -> its lookup under way
 
 
 # ---- registry: size, digest, class
@@ -111,7 +121,9 @@ class ImageManager:
         not look this registry up (Docker Hub unless image.lookup_docker_hub). A user has at
         most LOOKUPS_PER_USER under way (an image names its registry: one user naming slow
         ones held every slot, and everyone's images went without a size meanwhile); past
-        that the size stays unknown, as for a registry that cannot be reached."""
+        that the size stays unknown, as for a registry that cannot be reached. Submits of
+        one reference at once share one lookup and its answer (many at once left all but
+        the first two without a size, and so without a class)."""
         try:
             ref = parse_ref(ref_text)
         except ValueError as e:
@@ -123,17 +135,32 @@ class ImageManager:
         if cached and time.monotonic() - cached[0] < INFO_TTL_S:
             return cached[1]
         with st.lock:
-            if st.looking_up.get(who, 0) >= LOOKUPS_PER_USER:
-                why = f"{ref}: {LOOKUPS_PER_USER} lookups of yours under way: size not looked up"
-                raise RegistryError(why, answered=False)
-            st.looking_up[who] = st.looking_up.get(who, 0) + 1
+            shared = st.pending.get(ref_text)
+            if shared is None:
+                if st.looking_up.get(who, 0) >= LOOKUPS_PER_USER:
+                    why = f"{ref}: {LOOKUPS_PER_USER} lookups of yours under way: size not looked up"
+                    raise RegistryError(why, answered=False)
+                st.looking_up[who] = st.looking_up.get(who, 0) + 1
+                mine = st.pending[ref_text] = _Lookup()
+        if shared is not None:  # another submit looks it up: its answer is this one's
+            if not shared.done.wait(LOOKUP_WAIT_S) or shared.answer is None:
+                raise RegistryError(f"{ref}: looked up meanwhile, without an answer in time", answered=False)
+            if isinstance(shared.answer, RegistryError):  # (refused: refused alike)
+                raise RegistryError(str(shared.answer), answered=shared.answer.answered) from None
+            return shared.answer
         try:
             info = self.registry.resolve(ref)
+            st.info[ref_text] = (time.monotonic(), info)
+            mine.answer = info
+        except RegistryError as e:
+            mine.answer = e
+            raise
         finally:
             with st.lock:
                 if (n := st.looking_up.pop(who) - 1) > 0:
                     st.looking_up[who] = n
-        st.info[ref_text] = (time.monotonic(), info)
+                st.pending.pop(ref_text, None)
+            mine.done.set()
         return info
 
     def classify(self, spec: JobSpec, who: str) -> JobSpec:
