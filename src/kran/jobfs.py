@@ -281,19 +281,15 @@ class Tree:
         def listing(fd: int) -> list[str]:  # counts the dir's entries; returns its subdirs
             nonlocal total
             subdirs = []
-            with os.scandir(fd) as it:
-                for entry in it:
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue  # removed while we looked
-                    if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
-                        if (st.st_dev, st.st_ino) in seen:
-                            continue
-                        seen.add((st.st_dev, st.st_ino))
-                    total += st.st_blocks * 512
-                    if stat.S_ISDIR(st.st_mode):
-                        subdirs.append(entry.name)
+            for item in self._entries(fd, ""):
+                st = item.st
+                if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+                if stat.S_ISDIR(st.st_mode):
+                    subdirs.append(item.name)
             return sorted(subdirs, reverse=True)  # (taken from the end: in order)
 
         top = os.fstat(self._fd)
