@@ -132,7 +132,7 @@ def test_one_user_cannot_hold_every_lookup(hostile: str, open_server: Any) -> No
     """One user naming slow registries holds at most LOOKUPS_PER_USER of the lookups: another
     user's image still gets its size meanwhile (before: the first user's IN_FLIGHT lookups
     left everyone's images without a size, and so without a size class)."""
-    from kran.services.images import LOOKUPS_PER_USER
+    from kran.services.image_lookups import LOOKUPS_PER_USER
 
     server = open_server()
     server.add_user("greedy")

@@ -20,14 +20,13 @@ from kran.domain.records import StartedAttempt
 from kran.domain.states import JobState
 from kran.errors import EngineError, EngineUnavailable, InvalidInput, NotFound, RegistryError
 from kran.ports import Clock, ImageStore, NodeImages, Registry, Store
+from kran.services.image_lookups import Lookups
 from kran.services.nodes import NodeDirectory
 from kran.settings import ImageSection
 
 log = logging.getLogger("kran.images")
 HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?")
 INFO_TTL_S = 60.0
-LOOKUP_WAIT_S = 120.0  # a submit waits this long at most for a lookup of its image under way
-LOOKUPS_PER_USER = 2  # registry lookups of one user at once (of the registry client's 8 in all)
 INVENTORY_TTL_S = 30.0
 PROGRESS_EVERY_S = 1.0
 
@@ -48,14 +47,6 @@ class Pull:
 
 
 @dataclass
-class _Lookup:
-    """One registry lookup under way, which submits of the same reference wait for."""
-
-    done: threading.Event = field(default_factory=threading.Event)
-    answer: ImageInfo | RegistryError | None = None
-
-
-@dataclass
 class ImageState:
     info: dict[str, tuple[float, ImageInfo]] = field(default_factory=dict)
     inventory: dict[str, tuple[float, list[NodeImage]]] = field(default_factory=dict)
@@ -63,8 +54,6 @@ class ImageState:
     last_used: dict[tuple[str, str], float] = field(default_factory=dict)
     pulls: dict[tuple[str, str], Pull] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    looking_up: dict[str, int] = field(default_factory=dict)  # user -> registry lookups under way
-    pending: dict[str, _Lookup] = field(default_factory=dict)  # reference -> its lookup under way
 
 
 # ---- registry: size, digest, class
@@ -115,15 +104,12 @@ class ImageManager:
         self.cfg = cfg
         self.sweep_exited = sweep_exited  # the engine leaves exited containers behind (Swarm)
         self._st = ImageState(refs=nodes.image_refs)  # the directory reads the inventory's refs
+        self._lookups = Lookups()
 
     def lookup(self, ref_text: str, who: str) -> ImageInfo | None:
         """The registry's answer for the reference (cached a minute), or None when kran does
-        not look this registry up (Docker Hub unless image.lookup_docker_hub). A user has at
-        most LOOKUPS_PER_USER under way (an image names its registry: one user naming slow
-        ones held every slot, and everyone's images went without a size meanwhile); past
-        that the size stays unknown, as for a registry that cannot be reached. Submits of
-        one reference at once share one lookup and its answer (many at once left all but
-        the first two without a size, and so without a class)."""
+        not look this registry up (Docker Hub unless image.lookup_docker_hub). Lookups under
+        way are shared and capped per user (services.image_lookups)."""
         try:
             ref = parse_ref(ref_text)
         except ValueError as e:
@@ -134,33 +120,8 @@ class ImageManager:
         cached = st.info.get(ref_text)
         if cached and time.monotonic() - cached[0] < INFO_TTL_S:
             return cached[1]
-        with st.lock:
-            shared = st.pending.get(ref_text)
-            if shared is None:
-                if st.looking_up.get(who, 0) >= LOOKUPS_PER_USER:
-                    why = f"{ref}: {LOOKUPS_PER_USER} lookups of yours under way: size not looked up"
-                    raise RegistryError(why, answered=False)
-                st.looking_up[who] = st.looking_up.get(who, 0) + 1
-                mine = st.pending[ref_text] = _Lookup()
-        if shared is not None:  # another submit looks it up: its answer is this one's
-            if not shared.done.wait(LOOKUP_WAIT_S) or shared.answer is None:
-                raise RegistryError(f"{ref}: looked up meanwhile, without an answer in time", answered=False)
-            if isinstance(shared.answer, RegistryError):  # (refused: refused alike)
-                raise RegistryError(str(shared.answer), answered=shared.answer.answered) from None
-            return shared.answer
-        try:
-            info = self.registry.resolve(ref)
-            st.info[ref_text] = (time.monotonic(), info)
-            mine.answer = info
-        except RegistryError as e:
-            mine.answer = e
-            raise
-        finally:
-            with st.lock:
-                if (n := st.looking_up.pop(who) - 1) > 0:
-                    st.looking_up[who] = n
-                st.pending.pop(ref_text, None)
-            mine.done.set()
+        info = self._lookups.run(ref_text, who, lambda: self.registry.resolve(ref))
+        st.info[ref_text] = (time.monotonic(), info)
         return info
 
     def classify(self, spec: JobSpec, who: str) -> JobSpec:
