@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from kran.jobfs import MAX_DEPTH, Tree, remove_tree
+from kran.jobfs import MAX_DEPTH, Tree
+from kran.jobfs_removal import remove_tree
 
 
 def _deep(top: Path, levels: int, outside: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kran.jobfs import remove_tree
+from kran.jobfs_removal import remove_tree
 from tests.conftest import ServerProc, _cleanup_engine_leftovers, start_test_server
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the attacks are on a server running as root")

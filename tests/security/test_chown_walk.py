@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from kran.adapters.engines import ownership
-from kran.jobfs import remove_tree
+from kran.jobfs_removal import remove_tree
 
 USER = (1_100_000_042, 1_100_000_042)
 

@@ -33,7 +33,7 @@ from kran.domain.jobs import JobSpec
 from kran.domain.records import JobRecord
 from kran.domain.states import JobState
 from kran.errors import FetchError, InvalidInput, KranError, NotFound
-from kran.jobfs import remove_tree
+from kran.jobfs_removal import remove_tree
 from kran.ports import Clock, Fetcher, Store
 from kran.services.apps import pin_app
 from kran.services.datadir import DataDir

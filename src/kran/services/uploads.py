@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 from kran.errors import InvalidInput, StorageFull
-from kran.jobfs import remove_tree
+from kran.jobfs_removal import remove_tree
 from kran.services.datadir import DataDir
 from kran.services.files import safe_path
 

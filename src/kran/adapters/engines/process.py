@@ -39,7 +39,7 @@ from kran.adapters.engines.spawner_client import Spawner
 from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
 from kran.errors import EngineError
-from kran.jobfs import remove_tree
+from kran.jobfs_removal import remove_tree
 from kran.ports import AttemptRef, EngineCapabilities, LaunchSpec
 
 PREFIX = "proc:"

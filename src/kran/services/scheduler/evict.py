@@ -19,7 +19,8 @@ from pathlib import Path
 
 from kran.domain.disk import MIB, eviction_choice
 from kran.domain.states import JobState
-from kran.jobfs import Disrupted, Refused, Tree, open_beneath, remove_tree
+from kran.jobfs import Disrupted, Refused, Tree, open_beneath
+from kran.jobfs_removal import remove_tree
 from kran.ports import Clock, Store
 from kran.services.datadir import DataDir
 from kran.services.disk import DiskWatch

@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 
 from kran.domain.datafiles import StoredFiles, files_to_expire
-from kran.jobfs import Refused, Tree, remove_tree
+from kran.jobfs import Refused, Tree
+from kran.jobfs_removal import remove_tree
 from kran.ports import Apps, Clock, Store
 from kran.services.datadir import DataDir
 
