@@ -62,6 +62,19 @@ class Hostile(BaseHTTPRequestHandler):
         elif repo == "slow":
             time.sleep(3)
             self._send(200, b"{}")
+        elif repo == "stall":
+            time.sleep(6)
+            self._send(200, b'{"schemaVersion": 2, "config": {"size": 10}, "layers": []}')
+        elif repo == "drip" or self.path.startswith("/dripauth"):
+            self._drip(port)
+        elif repo == "badrealm" and "Authorization" not in self.headers:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Bearer realm="http://[::1/t",service="x"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif repo in ("badindex", "nodigest"):
+            entry = b'"x"' if repo == "badindex" else b'{"platform": {"os": "linux", "architecture": "amd64"}}'
+            self._send(200, b'{"mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [' + entry + b"]}")
         elif self.path.startswith("/notjson"):
             self._send(200, b"<html>not json</html>")
         elif repo == "fine":
@@ -71,6 +84,28 @@ class Hostile(BaseHTTPRequestHandler):
             self._send(200, b'["not", "a", "manifest"]')
         else:
             self._send(200, b'{"schemaVersion": 2, "layers": [{"digest": 1}]}')
+
+    def _drip(self, port: int) -> None:
+        """Each answer 1.5 s late: a challenge, a token, then a manifest a byte a second."""
+        time.sleep(1.5)
+        if self.path.startswith("/dripauth"):
+            self._send(200, b'{"token": "t"}')
+        elif "Authorization" not in self.headers:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Bearer realm="http://127.0.0.1:{port}/dripauth",service="x"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            try:
+                for _ in range(20):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(1)
+            except OSError:
+                pass
 
     def _send(self, code: int, body: bytes) -> None:
         self.send_response(code)
@@ -93,7 +128,8 @@ def hostile() -> Iterator[str]:
 def test_a_hostile_registrys_answers_are_refused_with_a_reason(hostile: str) -> None:
     client = RegistryClient(timeout_s=10)
     reasons = {}
-    for repo in ("huge", "elsewhere", "garbage-token", "list", "malformed", "nested", "https-inside"):
+    repos = ("huge", "elsewhere", "garbage-token", "list", "malformed", "nested", "https-inside", "badrealm")
+    for repo in (*repos, "badindex", "nodigest"):
         with pytest.raises(RegistryError) as e:
             client.resolve(parse_ref(f"{hostile}/{repo}:1"))
         assert e.value.answered
@@ -105,6 +141,20 @@ def test_a_hostile_registrys_answers_are_refused_with_a_reason(hostile: str) -> 
     assert "malformed manifest" in reasons["list"] and "malformed manifest" in reasons["malformed"]
     assert "not JSON" in reasons["nested"]  # (json.loads: RecursionError, a 500, before)
     assert "non-public address" in reasons["https-inside"]
+    # (before: ValueError, AttributeError and KeyError, each a 500)
+    assert "token service by a malformed URL" in reasons["badrealm"]
+    assert "malformed index" in reasons["badindex"] and "without a digest" in reasons["nodigest"]
+
+
+def test_a_lookup_takes_the_registry_timeout_in_all(hostile: str) -> None:
+    """The timeout is for the whole lookup (challenge, token, manifests), not for each of its
+    requests (before: each got it anew, and a registry answering each a little late held a
+    thread for several timeouts; one sending a byte now and then, for twice each)."""
+    began = time.monotonic()
+    with pytest.raises(RegistryError) as e:
+        RegistryClient(timeout_s=2).resolve(parse_ref(f"{hostile}/drip:1"))
+    took = time.monotonic() - began
+    assert not e.value.answered and took < 4, (took, str(e.value))
 
 
 def test_lookups_at_once_are_capped(hostile: str) -> None:
@@ -177,6 +227,37 @@ def test_submits_of_one_image_at_once_share_one_lookup(hostile: str, open_server
     assert HITS.count("/v2/slow/manifests/shared") == 1, HITS
 
 
+def test_submits_waiting_on_a_lookup_hold_no_request_thread(hostile: str, open_server: Any) -> None:
+    """Submits of an image whose lookup is under way wait for its answer holding no thread
+    of the server's pool (before: each held one, and one user's 60 parallel submits of a
+    slow registry's image left every other request waiting as long as the registry)."""
+    server = open_server()
+    server.add_user("busy")
+    server.add_user("other")
+    answers: list[httpx.Response] = []
+
+    def submit() -> None:
+        with server.api("busy") as c:
+            answers.append(c.post("/api/v1/jobs", json={"image": f"{hostile}/stall:1", "command": ["true"]}))
+
+    threads = [threading.Thread(target=submit) for _ in range(60)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)  # (the registry answers after 6 s)
+    with server.api("other") as c:
+        began = time.monotonic()
+        listed = c.get("/api/v1/jobs")
+        took = time.monotonic() - began
+    for t in threads:
+        t.join(60)
+    assert listed.status_code == 200 and took < 3, took
+    assert [a.status_code for a in answers] == [201] * 60, {a.text for a in answers}
+    assert HITS.count("/v2/stall/manifests/1") == 1, HITS
+    with server.api("busy") as c:
+        sizes = {c.get(f"/api/v1/jobs/{a.json()['id']}").json()["image_size"] for a in answers}
+    assert sizes == {10}, sizes
+
+
 def test_a_job_naming_a_hostile_registry_gets_a_4xx(hostile: str, open_server: Any) -> None:
     server = open_server()
     with server.api() as c:
@@ -242,6 +323,70 @@ def test_the_token_service_is_asked_at_the_address_that_was_checked(monkeypatch:
     try:
         with pytest.raises(RegistryError):  # (the "public" one speaks no TLS)
             RegistryClient(timeout_s=5).resolve(parse_ref(f"127.0.0.1:{httpd.server_address[1]}/x:1"))
+        assert hits == {"127.0.0.1": 0, "127.0.0.2": 1}, hits
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        for s in listeners.values():
+            s.close()
+
+
+def test_a_token_service_on_the_registrys_host_is_asked_where_the_registry_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS rebinding on the registry's own name: a realm on the registry's host (any port,
+    plain http) is asked at the address the challenge came from, never resolving the name
+    again (before: the name resolved anew at the connect, to an internal address). Here
+    127.0.0.2 stands for the registry's public address and 127.0.0.1 for an internal one."""
+    import socket
+
+    hits = {"127.0.0.1": 0, "127.0.0.2": 0}
+    listeners = {}
+    for address in hits:
+        s = socket.socket()
+        s.bind((address, 0 if not listeners else next(iter(listeners.values())).getsockname()[1]))
+        s.listen(8)
+        listeners[address] = s
+    token_port = listeners["127.0.0.1"].getsockname()[1]
+
+    def accept(address: str, s: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = s.accept()
+            except OSError:
+                return
+            hits[address] += 1
+            conn.close()
+
+    for address, s in listeners.items():
+        threading.Thread(target=accept, args=(address, s), daemon=True).start()
+
+    class Challenging(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Bearer realm="http://reg.test:{token_port}/token",service="x"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.2", 0), Challenging)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    answers = iter(["127.0.0.2"])
+    real = socket.getaddrinfo
+
+    def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "reg.test":
+            address = next(answers, "127.0.0.1")  # the first answer "public", the rest internal
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    registry = f"reg.test:{httpd.server_address[1]}"
+    try:
+        with pytest.raises(RegistryError):  # (the token service hangs up)
+            RegistryClient(insecure=frozenset({registry}), timeout_s=5).resolve(parse_ref(f"{registry}/x:1"))
         assert hits == {"127.0.0.1": 0, "127.0.0.2": 1}, hits
     finally:
         httpd.shutdown()

@@ -64,15 +64,20 @@ class RegistryClient:
 
     def _resolve(self, ref: ImageRef, arch: str) -> ImageInfo:
         with httpx.Client(base_url=self._base(ref.registry), timeout=self.timeout_s) as http:
-            auth = _Auth(http, ref, self.credentials().get(ref.registry))
+            auth = _Auth(http, ref, self.credentials().get(ref.registry), time.monotonic() + self.timeout_s)
             manifest, media, digest = self._manifest(auth, ref, ref.reference)
             index_digest = None
             if media in INDEXES:
                 index_digest = digest
+                entries = manifest.get("manifests")
+                if not isinstance(entries, list) or not all(isinstance(m, dict) for m in entries):
+                    raise RegistryError(f"{ref}: {ref.registry} sent a malformed index")
                 try:
-                    entry = pick_platform(manifest.get("manifests", []), "linux", arch)
+                    entry = pick_platform(entries, "linux", arch)
                 except ValueError as e:
                     raise RegistryError(f"{ref}: {e}") from None
+                if not isinstance(entry.get("digest"), str):
+                    raise RegistryError(f"{ref}: {ref.registry} sent an index entry without a digest")
                 manifest, media, digest = self._manifest(auth, ref, str(entry["digest"]))
             try:
                 layers = tuple((str(lay["digest"]), int(lay["size"])) for lay in manifest.get("layers", []))
@@ -85,7 +90,7 @@ class RegistryClient:
         """Raise RegistryError unless the credentials (given, or stored for `registry`) are accepted."""
         probe = ImageRef(registry, "kran/login-check", "latest", None)
         with httpx.Client(base_url=self._base(registry), timeout=self.timeout_s) as http:
-            auth = _Auth(http, probe, creds or self.credentials().get(registry))
+            auth = _Auth(http, probe, creds or self.credentials().get(registry), time.monotonic() + self.timeout_s)
             r = auth.get("/v2/", {})
             if r.status_code == 401:
                 raise RegistryError(f"{registry}: the registry refused the credentials (HTTP 401)")
@@ -113,17 +118,18 @@ class RegistryClient:
 
 
 class _Auth:
-    """Requests with the right credentials: basic, or a bearer token fetched on the first 401."""
+    """Requests with the right credentials: basic, or a bearer token fetched on the first 401;
+    all of them answered by `deadline` (monotonic), the lookup's time in all."""
 
-    def __init__(self, http: httpx.Client, ref: ImageRef, creds: tuple[str, str] | None) -> None:
-        self.http, self.ref, self.creds = http, ref, creds
+    def __init__(self, http: httpx.Client, ref: ImageRef, creds: tuple[str, str] | None, deadline: float) -> None:
+        self.http, self.ref, self.creds, self.deadline = http, ref, creds, deadline
         self.header: str | None = None
 
     def get(self, path: str, headers: dict[str, str]) -> _Answer:
         try:
             r = self._get(path, headers)
             if r.status_code == 401 and self.header is None:
-                self.header = self._challenge(r.headers.get("www-authenticate", ""))
+                self.header = self._challenge(r.headers.get("www-authenticate", ""), r.peer)
                 if self.header is not None:
                     r = self._get(path, headers)
             return r
@@ -134,9 +140,19 @@ class _Auth:
         h = dict(headers)
         if self.header:
             h["Authorization"] = self.header
-        return _read(self.ref, self.http.stream("GET", path, headers=h), self.http.timeout.read)
+        return _read(self.ref, self.http.stream("GET", path, headers=h, timeout=self._left()), self.deadline)
 
-    def _challenge(self, header: str) -> str | None:
+    def _left(self) -> float:
+        """Each request's timeout (httpx's is per read): what is left of the lookup's time."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise RegistryError(f"{self.ref}: {self.ref.registry} took too long to answer", answered=False)
+        return left
+
+    def _challenge(self, header: str, peer: str | None) -> str | None:
+        """The Authorization header for the registry's challenge; its token service is asked
+        at the address checked, or on the registry's own host at the address the challenge
+        came from (a name looked up again could point inside by then)."""
         scheme, _, params = header.partition(" ")
         if scheme.lower() == "basic":
             return None if self.creds is None else httpx.BasicAuth(*self.creds)._auth_header
@@ -145,17 +161,21 @@ class _Auth:
         fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
         if "realm" not in fields:
             return None
-        realm = urlsplit(fields["realm"])
-        why, address = _realm_refused(realm.scheme, realm.hostname or "", self.http.base_url.host)
+        try:
+            realm = urlsplit(fields["realm"])
+            url, host = httpx.URL(fields["realm"]), realm.hostname or ""
+        except (ValueError, httpx.InvalidURL):
+            raise RegistryError(f"{self.ref}: {self.ref.registry} named a token service by a malformed URL") from None
+        why, address = _realm_refused(realm.scheme, host, self.http.base_url.host)
         if why:
             raise RegistryError(f"{self.ref}: {self.ref.registry} named a token service {why}")
-        url, extra = httpx.URL(fields["realm"]), dict[str, Any]()
-        if address is not None:  # (elsewhere: asked at the address that was checked)
-            url, extra = pinned(url, address)
+        extra = dict[str, Any]()
+        if address is not None or peer is not None:
+            url, extra = pinned(url, address or str(peer))
         query = {"service": fields.get("service", ""), "scope": f"repository:{self.ref.repository}:pull"}
         auth = httpx.BasicAuth(*self.creds) if self.creds else None
-        with httpx.Client(timeout=self.http.timeout, auth=auth) as client:
-            r = _read(self.ref, client.stream("GET", url, params=query, **extra), self.http.timeout.read)
+        with httpx.Client(auth=auth) as client:
+            r = _read(self.ref, client.stream("GET", url, params=query, timeout=self._left(), **extra), self.deadline)
         if r.status_code >= 400:
             raise RegistryError(f"{self.ref}: the token service refused (HTTP {r.status_code})")
         try:
@@ -196,6 +216,7 @@ class _Answer:
     status_code: int
     headers: httpx.Headers
     content: bytes
+    peer: str | None = None  # the address it came from
 
     def json(self) -> Any:
         try:
@@ -208,21 +229,30 @@ class _Answer:
         return httpx.codes.get_reason_phrase(self.status_code)
 
 
-def _read(ref: ImageRef, request: AbstractContextManager[httpx.Response], timeout_s: float | None) -> _Answer:
-    """The answer to `request`, refused past MAX_BODY bytes or `timeout_s` in all (httpx's
-    timeout is per read: a registry sending a byte now and then held a thread for ever, and
-    one sending gigabytes filled the server's memory)."""
-    deadline = time.monotonic() + (timeout_s or 30.0)
+def _read(ref: ImageRef, request: AbstractContextManager[httpx.Response], deadline: float) -> _Answer:
+    """The answer to `request`, refused past MAX_BODY bytes or past `deadline` (monotonic;
+    httpx's timeout is per read: a registry sending a byte now and then held a thread for
+    ever, and one sending gigabytes filled the server's memory)."""
     with request as r:
+        peer = _peer(r)  # (while the connection is open)
         chunks, size = [], 0
         for chunk in r.iter_bytes():
             size += len(chunk)
             if size > MAX_BODY:
                 raise RegistryError(f"{ref}: {ref.registry} sent over {MAX_BODY >> 20} MiB for a manifest or token")
             if time.monotonic() > deadline:
-                raise RegistryError(f"{ref}: {ref.registry} took more than {timeout_s} s to answer", answered=False)
+                raise RegistryError(f"{ref}: {ref.registry} took too long to answer", answered=False)
             chunks.append(chunk)
-        return _Answer(r.status_code, r.headers, b"".join(chunks))
+        return _Answer(r.status_code, r.headers, b"".join(chunks), peer)
+
+
+def _peer(r: httpx.Response) -> str | None:
+    """The address `r` came from (httpcore's stream knows it)."""
+    try:
+        address = r.extensions["network_stream"].get_extra_info("server_addr")
+    except (KeyError, OSError):
+        return None
+    return str(address[0]) if isinstance(address, tuple) and address else None
 
 
 def _errors(r: _Answer) -> str:

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kran.api.deps import MAX_ID, Auth, Caller, Jobs
 from kran.api.responses import Out
-from kran.api.schemas import Body, JobSubmit, spec_for
+from kran.api.schemas import Body, JobSubmit, classified, spec_for
 from kran.api.views import iso
 from kran.domain.arrays import ArrayRecord
 from kran.services.arrays import ArrayService
@@ -85,8 +85,7 @@ def array_json(a: ArrayRecord, task_jobs: list[tuple[int, int]] | None = None) -
 async def submit_array(body: ArraySubmit, jobs: Jobs, arrays: ArraysDep, who: Caller, auth: Auth) -> dict[str, Any]:
     owner, by = on_behalf(auth, who, body.job.on_behalf_of)
     spec = spec_for(jobs, who, owner, body.job)
-    if spec.image:
-        (spec,) = await run_in_threadpool(jobs.classify, [spec], owner)
+    (spec,) = await classified(jobs, [spec], owner)
     a = await run_in_threadpool(arrays.submit, spec, body.array, owner, by, who.is_admin)
     return array_json(a)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 from pydantic import ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from kran.api.deps import Caller, Images
 from kran.api.responses import Out
@@ -148,8 +149,9 @@ def _admin(who: Principal) -> None:
 @router.get(
     "/api/v1/images/inspect", response_model=ImageInfo, summary="Digest, size, layers, class, which nodes hold it"
 )
-def inspect(images: Images, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
-    return images.inspect(ref, who.user)
+async def inspect(images: Images, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
+    await images.settle([ref], who.user)  # (awaited holding no thread)
+    return await run_in_threadpool(images.inspect, ref, who.user)
 
 
 @router.post(

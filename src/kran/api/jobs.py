@@ -32,14 +32,12 @@ from kran.api.deps import (
 from kran.api.filesend import file_response
 from kran.api.logstream import Follows
 from kran.api.responses import FileEntry, Job, Out, stream
-from kran.api.schemas import BatchSubmit, JobSubmit, spec_for, validated
+from kran.api.schemas import BatchSubmit, JobSubmit, classified, spec_for, validated
 from kran.api.views import entry_json, job_json
-from kran.domain.jobs import JobSpec
 from kran.domain.states import parse_states
 from kran.errors import InvalidInput
 from kran.services.auth import on_behalf
 from kran.services.files import LIST_MAX
-from kran.services.jobs import JobService
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -94,16 +92,9 @@ def idempotency(
 async def submit_job(body: JobSubmit, request: Request, jobs: Jobs, who: Caller, auth: Auth) -> dict[str, Any]:
     owner, by = on_behalf(auth, who, body.on_behalf_of)
     key, digest = idempotency(request, body)
-    specs = await _classified(jobs, [spec_for(jobs, who, owner, body)], owner)
+    specs = await classified(jobs, [spec_for(jobs, who, owner, body)], owner)
     (job_id,) = await asyncio.wrap_future(jobs.submit(specs, owner, by, who.is_admin, key, digest))
     return {"id": job_id}
-
-
-async def _classified(jobs: JobService, specs: list[JobSpec], owner: str) -> list[JobSpec]:
-    """Image jobs: size and class from the registry, off the event loop."""
-    if not any(s.image for s in specs):
-        return specs
-    return await run_in_threadpool(jobs.classify, specs, owner)
 
 
 @router.post(
@@ -125,7 +116,7 @@ async def submit_with_inputs(
             raise InvalidInput("a multipart field `job` with the job as JSON is required", "job")
         body = validated(JobSubmit, raw, "job.")
         owner, by = on_behalf(auth, who, body.on_behalf_of)
-        (spec,) = await _classified(jobs, [spec_for(jobs, who, owner, body)], owner)
+        (spec,) = await classified(jobs, [spec_for(jobs, who, owner, body)], owner)
         inputs = [f for f in form.getlist("input") if not isinstance(f, str)]
         key, digest = idempotency(request, body, [(f.filename or "", f.size) for f in inputs])
         upload_id = await run_in_threadpool(uploads.save_inputs, [(f.filename or "", f.file) for f in inputs])
@@ -156,7 +147,7 @@ async def submit_batch(body: BatchSubmit, request: Request, jobs: Jobs, who: Cal
     if any(j.on_behalf_of not in (None, body.on_behalf_of) for j in body.jobs):
         raise InvalidInput("on_behalf_of goes on the batch, not on its jobs", "on_behalf_of")
     key, digest = idempotency(request, body)
-    specs = await _classified(jobs, [spec_for(jobs, who, owner, j, i) for i, j in enumerate(body.jobs)], owner)
+    specs = await classified(jobs, [spec_for(jobs, who, owner, j, i) for i, j in enumerate(body.jobs)], owner)
     return {"ids": await asyncio.wrap_future(jobs.submit(specs, owner, by, who.is_admin, key, digest))}
 
 

@@ -7,10 +7,11 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 from pydantic import ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from kran.api.deps import Caller, Jobs, Owner, Schedules
 from kran.api.responses import Out
-from kran.api.schemas import Body, JobSubmit, spec_for
+from kran.api.schemas import Body, JobSubmit, classified, spec_for
 from kran.api.views import schedule_json
 from kran.domain.durations import parse_duration
 from kran.errors import InvalidInput
@@ -93,7 +94,7 @@ def _iso(ts: float) -> str:
 
 
 @router.post("", status_code=201, response_model=Schedule, summary="Add a schedule")
-def add_schedule(body: ScheduleAdd, jobs: Jobs, schedules: Schedules, who: Caller) -> dict[str, Any]:
+async def add_schedule(body: ScheduleAdd, jobs: Jobs, schedules: Schedules, who: Caller) -> dict[str, Any]:
     if body.job.on_behalf_of not in (None, who.user):  # it was ignored: the jobs ran as the caller
         raise InvalidInput(
             "job.on_behalf_of: a schedule's jobs run as the schedule's owner; acting for another user "
@@ -106,8 +107,9 @@ def add_schedule(body: ScheduleAdd, jobs: Jobs, schedules: Schedules, who: Calle
             lateness = parse_duration(body.max_lateness)
         except ValueError as e:
             raise InvalidInput(f"max_lateness: {e}", "max_lateness") from None
-    (spec,) = jobs.classify([spec_for(jobs, who, who.user, body.job)], who.user)
-    s = schedules.add_schedule(
+    (spec,) = await classified(jobs, [spec_for(jobs, who, who.user, body.job)], who.user)
+    s = await run_in_threadpool(
+        schedules.add_schedule,
         name=body.name,
         owner=who.user,
         spec=spec,

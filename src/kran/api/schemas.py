@@ -6,6 +6,7 @@ import functools
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from starlette.concurrency import run_in_threadpool
 
 from kran.domain.auth import Principal
 from kran.domain.durations import parse_duration
@@ -232,3 +233,11 @@ def spec_for(jobs: JobService, who: Principal, owner: str, body: JobSubmit, inde
         return to_spec(body, index)
     fields = body.model_dump(exclude_unset=True)
     return jobs.with_app(who, owner, body.app, fields, lambda merged: to_spec(JobSubmit.model_validate(merged), index))
+
+
+async def classified(jobs: JobService, specs: list[JobSpec], owner: str) -> list[JobSpec]:
+    """Image jobs: size and class from the registry, its lookups awaited holding no thread."""
+    if not any(s.image for s in specs):
+        return specs
+    await jobs.settle_images(specs, owner)
+    return await run_in_threadpool(jobs.classify, specs, owner)

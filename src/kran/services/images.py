@@ -14,7 +14,7 @@ from typing import Any
 
 from kran.domain.auth import Principal
 from kran.domain.disk import mark_bytes
-from kran.domain.images import ImageInfo, NodeImage, canonical, gc_choice, layers_size, parse_ref, size_class
+from kran.domain.images import ImageInfo, ImageRef, NodeImage, canonical, gc_choice, layers_size, parse_ref, size_class
 from kran.domain.jobs import JobSpec
 from kran.domain.records import StartedAttempt
 from kran.domain.states import JobState
@@ -27,6 +27,8 @@ from kran.settings import ImageSection
 log = logging.getLogger("kran.images")
 HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?")
 INFO_TTL_S = 60.0
+MAX_FAILED = 4096  # refusals kept before the stale ones are dropped
+FAILED_TTL_S = 5.0  # a registry's refusal, or no answer in time: for the submits that waited on it
 INVENTORY_TTL_S = 30.0
 PROGRESS_EVERY_S = 1.0
 
@@ -49,6 +51,7 @@ class Pull:
 @dataclass
 class ImageState:
     info: dict[str, tuple[float, ImageInfo]] = field(default_factory=dict)
+    failed: dict[str, tuple[float, RegistryError]] = field(default_factory=dict)
     inventory: dict[str, tuple[float, list[NodeImage]]] = field(default_factory=dict)
     refs: dict[str, frozenset[str]] = field(default_factory=dict)  # node -> its images' tags and digests
     last_used: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -107,22 +110,66 @@ class ImageManager:
         self._lookups = Lookups()
 
     def lookup(self, ref_text: str, who: str) -> ImageInfo | None:
-        """The registry's answer for the reference (cached a minute), or None when kran does
-        not look this registry up (Docker Hub unless image.lookup_docker_hub). Lookups under
-        way are shared and capped per user (services.image_lookups)."""
+        """The registry's answer for the reference (cached a minute, a refusal FAILED_TTL_S),
+        or None when kran does not look this registry up (Docker Hub unless
+        image.lookup_docker_hub). Lookups under way are shared and capped per user
+        (services.image_lookups)."""
+        ref = self._looked_up(ref_text)
+        if ref is None:
+            return None
+        known = self._known(ref_text)
+        if isinstance(known, RegistryError):
+            raise RegistryError(str(known), known.answered)
+        return known or self._lookups.run(ref_text, who, self._resolver(ref_text, ref))
+
+    async def settle(self, refs: list[str], who: str) -> None:
+        """Await, holding no thread, the registry lookups of the images that `classify` will
+        need (a request thread waited on each before: a user's parallel submits of a slow
+        registry's image held the whole pool)."""
+        wanted = []
+        for ref_text in refs:
+            try:
+                ref = self._looked_up(ref_text)
+            except InvalidInput:
+                continue  # (classify says why)
+            if ref is not None and self._known(ref_text) is None:
+                wanted.append((ref_text, ref))
+        parsed = dict(wanted)
+        await self._lookups.settle(parsed, who, lambda ref_text: self._resolver(ref_text, parsed[ref_text]))
+
+    def _looked_up(self, ref_text: str) -> ImageRef | None:
         try:
             ref = parse_ref(ref_text)
         except ValueError as e:
             raise InvalidInput(f"image: {e}", "image") from None
-        if not ref.explicit_registry and not self.cfg.lookup_docker_hub:
-            return None
-        st = self._st
-        cached = st.info.get(ref_text)
-        if cached and time.monotonic() - cached[0] < INFO_TTL_S:
+        return ref if ref.explicit_registry or self.cfg.lookup_docker_hub else None
+
+    def _known(self, ref_text: str) -> ImageInfo | RegistryError | None:
+        """A registry's recent answer (or refusal) for the reference."""
+        now = time.monotonic()
+        if (cached := self._st.info.get(ref_text)) and now - cached[0] < INFO_TTL_S:
             return cached[1]
-        info = self._lookups.run(ref_text, who, lambda: self.registry.resolve(ref))
-        st.info[ref_text] = (time.monotonic(), info)
-        return info
+        if (failed := self._st.failed.get(ref_text)) and now - failed[0] < FAILED_TTL_S:
+            return failed[1]
+        return None
+
+    def _resolver(self, ref_text: str, ref: ImageRef) -> Callable[[], ImageInfo]:
+        """A lookup of `ref` that keeps its answer, or its refusal, before its waiters hear it."""
+
+        def resolve() -> ImageInfo:
+            try:
+                info = self.registry.resolve(ref)
+            except RegistryError as e:
+                now = time.monotonic()
+                if len(self._st.failed) >= MAX_FAILED:  # (refs are anyone's to name)
+                    self._st.failed = {r: f for r, f in self._st.failed.items() if now - f[0] < FAILED_TTL_S}
+                self._st.failed[ref_text] = (now, e)
+                raise
+            self._st.info[ref_text] = (time.monotonic(), info)
+            self._st.failed.pop(ref_text, None)
+            return info
+
+        return resolve
 
     def classify(self, spec: JobSpec, who: str) -> JobSpec:
         """At submit: the image's digest, size and class; the class becomes the job's node
@@ -458,6 +505,7 @@ class ImageManager:
             raise InvalidInput(str(e), "password") from None
         self.image_store.set_credentials(host, username, password, self.clock.now())
         self._st.info.clear()  # answers given without these credentials
+        self._st.failed.clear()
 
     def logout(self, host: str) -> bool:
         return self.image_store.delete_credentials(host)

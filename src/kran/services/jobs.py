@@ -65,6 +65,10 @@ class JobService:
         loop); the lookups count as the owner's."""
         return [self.images.classify(s, owner) for s in specs]
 
+    async def settle_images(self, specs: Sequence[JobSpec], owner: str) -> None:
+        """Await the registry lookups `classify` will need, holding no thread meanwhile."""
+        await self.images.settle([s.image for s in specs if s.image], owner)
+
     def submit(
         self,
         specs: Sequence[JobSpec],
