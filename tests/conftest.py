@@ -225,6 +225,19 @@ def _cleanup_engine_leftovers(instance_dir: Path) -> None:
         Cgroups.detect().remove_instance(inst[0], with_attempts=True)  # after a kill -9 nobody else does
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that used the test swarm reports what the swarm says then."""
+    report = yield
+    cluster = getattr(item, "funcargs", {}).get("swarm")
+    if report.when == "call" and report.failed and cluster is not None:
+        try:
+            report.sections.append(("the swarm then", cluster.describe()))
+        except Exception as e:  # (a report, not a test)
+            report.sections.append(("the swarm then", f"could not describe it: {e}"))
+    return report
+
+
 @pytest.fixture(scope="session")
 def swarm(test_image: str) -> Iterator[Any]:
     """A real 3-node Docker Swarm (each node a dockerd in its own network namespace)."""

@@ -24,7 +24,11 @@ POOL = "10.215.0.0/16"
 
 
 def sh(*argv: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), check=check, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+    """Run a command; with check, a failure raises with what the command printed."""
+    r = subprocess.run(list(argv), capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+    if check and r.returncode:
+        raise RuntimeError(f"{' '.join(argv)} exited {r.returncode}: {(r.stderr or r.stdout).strip()[-1000:]}")
+    return r  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -188,6 +192,24 @@ class SwarmCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"swarm nodes not ready: {states}")
             time.sleep(0.5)
+
+    def describe(self) -> str:
+        """What the swarm says now: its nodes, every task of every service, each node's
+        containers and the end of its dockerd's log (for a failed test's report)."""
+        m = self.manager
+        out = [m.docker("node", "ls", check=False).stdout]
+        services = m.docker("service", "ls", "-q", check=False).stdout.split()
+        if services:
+            fmt = "{{.Name}} {{.Node}} {{.DesiredState}} {{.CurrentState}} {{.Error}}"
+            out.append(m.docker("service", "ps", "--no-trunc", "--format", fmt, *services, check=False).stdout)
+        for node in self.nodes:
+            out.append(f"--- {node.name}: containers")
+            out.append(node.docker("ps", "-a", "--format", "{{.Names}} {{.Status}}", check=False).stdout)
+            log = node.root / "dockerd.log"
+            if log.exists():
+                out.append(f"--- {node.name}: dockerd.log (end)")
+                out.append("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+        return "\n".join(out)
 
     def down_network(self) -> None:
         for i in range(8):

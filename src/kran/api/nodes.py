@@ -27,7 +27,9 @@ class Node(Out):
     role: str = Field(description="manager | worker | local")
     node_class: str = Field(alias="class", description="its kran.class label ('' when none)")
     labels: dict[str, str]
-    state: str = Field(description="ready | down | disconnected | unknown")
+    state: str = Field(
+        description="ready | settling (its engine just came back: no new job for 10 s) | down | disconnected | unknown"
+    )
     availability: str = Field(description="active | pause | drain")
     schedulable: bool
     total: Resources

@@ -17,7 +17,7 @@ class NodeInfo:
     hostname: str
     role: str  # manager | worker
     availability: str  # active | pause | drain
-    state: str  # ready | down | disconnected | unknown
+    state: str  # ready | settling (back from a restart, takes no new job yet) | down | disconnected | unknown
     addr: str
     labels: dict[str, str] = field(default_factory=dict)
     node_class: str = ""

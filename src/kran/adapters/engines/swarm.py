@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,9 @@ NOT_STARTED = {"new", "pending", "allocated"}  # not yet given to a node
 CHECK_EVERY_S = 0.2
 NODES_EVERY_S = 2.0
 PROBE_TIMEOUT_S = 5
+# a node whose engine came back (a restart its tasks' ends told, or down, then ready) takes
+# no new job this long: a task given to it in its first second failed, or never started
+SETTLE_S = 10.0
 
 
 class SwarmEngine:
@@ -77,6 +81,8 @@ class SwarmEngine:
         self._health: tuple[float, str | None] = (0.0, None)
         self._writes = NodeWrites(lambda: docker_client(self._base_url), unix_socket(base_url))
         self._ended: dict[str, float] = {}  # service -> when its signalled end was first seen
+        self._back: dict[str, float] = {}  # node id -> when its engine was seen coming back (monotonic)
+        self._was: dict[str, str] = {}  # node id -> its state in the last listing
 
     @property
     def client(self) -> Any:
@@ -92,17 +98,27 @@ class SwarmEngine:
     # ---- inventory
 
     def nodes(self, fresh: bool = False) -> list[NodeInfo]:
-        """The swarm's nodes; cached for a short while (every scheduler pass asks)."""
+        """The swarm's nodes; cached for a short while (every scheduler pass asks). A node
+        whose engine came back less than SETTLE_S ago is `settling`: no new job goes there."""
         checked, nodes = self._nodes
         if fresh or time.monotonic() - checked > NODES_EVERY_S:
             try:
                 nodes = [node_info(n.attrs, self.disk_mb) for n in self.client.nodes.list()]
                 for n in nodes:
                     self._writes.saw(n.node_id, n.updated_at)
+                    if n.state == "ready" and self._was.get(n.node_id, "ready") != "ready":
+                        self._back[n.node_id] = time.monotonic()
+                    self._was[n.node_id] = n.state
             except (DockerException, OSError):
                 nodes = [NodeInfo(**{**n.__dict__, "state": "unknown"}) for n in nodes]
             self._nodes = (time.monotonic(), nodes)
-        return nodes
+        return [self._settling(n) for n in nodes]
+
+    def _settling(self, node: NodeInfo) -> NodeInfo:
+        back = self._back.get(node.node_id)
+        if back is None or node.state != "ready" or time.monotonic() - back >= SETTLE_S:
+            return node
+        return replace(node, state="settling")
 
     def node(self, ref: str) -> Any:
         """A node by id, id prefix or hostname (InvalidInput when ambiguous)."""
@@ -333,7 +349,9 @@ class SwarmEngine:
                 self._ended.pop(sid, None)
                 node = by_id.get(task.get("NodeID", ""))
                 writes = self._writes.of(task.get("NodeID", ""))
-                out[(ref.job_id, ref.attempt)] = task_end(task, node.hostname if node else "?", writes, network)
+                end = out[(ref.job_id, ref.attempt)] = task_end(task, node.hostname if node else "?", writes, network)
+                if end.engine_fault:  # its engine restarted: it settles before it takes a job
+                    self._back[task.get("NodeID", "")] = time.monotonic()
             elif task.get("NodeID") in down:
                 host = down[task["NodeID"]].hostname
                 out[(ref.job_id, ref.attempt)] = AttemptEnd(
