@@ -173,3 +173,24 @@ def test_retention_counts_a_finished_jobs_files_at_any_depth(tmp_path: Path) -> 
         assert tree_size(top) >= 4 << 20
     finally:
         remove_tree(top)
+
+
+def test_a_size_walk_reads_a_bounded_number_of_entries(tmp_path: Path) -> None:
+    """A job's millions of files (or of hard-linked ones, each kept to be counted once) cost
+    the server seconds and memory at every eviction and retention walk: past the budget
+    the walk stops, Disrupted with what it counted so far (eviction takes it for the most
+    over its grant; retention counts that floor). The whole data dir is walked without one."""
+    import kran.jobfs as jobfs
+    from kran.services.scheduler.retention import tree_size
+
+    top = tmp_path / "job"
+    top.mkdir()
+    for i in range(50):
+        (top / f"f{i}").write_bytes(b"x" * 8192)
+        os.link(top / f"f{i}", top / f"g{i}")
+    with Tree(top) as tree:
+        whole = tree.used_bytes(None)
+        with pytest.raises(jobfs.Disrupted, match="more than 40 files") as e:
+            tree.used_bytes(40)
+    assert whole >= 50 * 8192 and 0 < e.value.counted < whole
+    assert 0 < tree_size(top, 40) < whole and tree_size(top, None) == whole

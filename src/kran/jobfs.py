@@ -31,6 +31,7 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # a dir is s
 
 
 MAX_DEPTH = 128  # dirs below the root that a walk enters; a removal moves deeper ones up
+MAX_ENTRIES = 1_000_000  # entries a size walk reads (its time, and its memory for hard links)
 
 
 class Refused(Exception):
@@ -38,7 +39,12 @@ class Refused(Exception):
 
 
 class Disrupted(Refused):
-    """The tree moved under a walk that had to leave a dir's fd (past MAX_DEPTH)."""
+    """The tree moved under a walk that had to leave a dir's fd (past MAX_DEPTH), or held
+    more than MAX_ENTRIES entries; `counted`: the bytes counted until then (a floor)."""
+
+    def __init__(self, message: str, counted: int = 0) -> None:
+        super().__init__(message)
+        self.counted = counted
 
 
 class Missing(Refused):
@@ -265,22 +271,26 @@ class Tree:
     def _sorted(self, fd: int, rel: str) -> Iterator[Item]:
         return iter(sorted(self._entries(fd, rel), key=lambda i: i.name))
 
-    def used_bytes(self) -> int:
+    def used_bytes(self, max_entries: int | None = MAX_ENTRIES) -> int:
         """Bytes allocated under the root at any depth, each inode once (a tree's hard links
         to one file count it once): what a job's files take of the disk, for its eviction,
         which a tree nested past MAX_DEPTH must not escape. At most MAX_DEPTH fds are open:
         a deeper dir's fd is closed on the way down and its parent reached again through
         "..", checked to be the same dir (dev and inode), else Disrupted (the job moved its
         dirs meanwhile: what it counted would understate, and a job could hide its files
-        so). Only sizes are read; nothing is followed or opened but dirs. Retention's size threshold counts
-        with it too."""
+        so). Past `max_entries` entries, Disrupted too (a job's millions of files cost the
+        server seconds and memory at every walk). Only sizes are read; nothing is followed or
+        opened but dirs. Retention's size threshold counts with it too."""
         seen: set[tuple[int, int]] = set()
-        total = 0
+        total = entries = 0
 
         def listing(fd: int) -> list[str]:  # counts the dir's entries; returns its subdirs
-            nonlocal total
+            nonlocal total, entries
             subdirs = []
             for item in self._entries(fd, ""):
+                entries += 1
+                if max_entries is not None and entries > max_entries:
+                    raise Disrupted(f"more than {max_entries} files and dirs", total)
                 st = item.st
                 if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
                     if (st.st_dev, st.st_ino) in seen:
@@ -309,7 +319,7 @@ class Tree:
                         if frame[0] != self._fd:
                             os.close(frame[0])
                     if moved:
-                        raise Disrupted("the tree moved while it was measured")
+                        raise Disrupted("the tree moved while it was measured", total)
                     continue
                 name = frame[1].pop()
                 try:

@@ -55,7 +55,7 @@ class Evictor:
             self.state.evicting.pop(key, None)
         if any(a.kill_reason == "evicted" for a in active) or self.state.evicting:
             return None  # one at a time: the last one's files go first
-        used, moved = [], set()
+        used, unmeasured = [], dict[tuple[int, int], str]()
         for a in active:
             key = (a.job_id, a.attempt)
             # (one that ended is being collected: its end is its own; another kill does not shield it)
@@ -63,17 +63,19 @@ class Evictor:
                 continue
             try:
                 taken = attempt_bytes(self.dirs.attempt_dir(a.job_id, a.attempt))
-            except Disrupted:  # it moved its dirs while measured: it goes first (hiding files so fails)
+            except Disrupted as e:  # moved while measured, or millions of files: it goes first (hiding files so fails)
                 taken = UNMEASURED
-                moved.add(key)
+                unmeasured[key] = str(e)
             used.append((key, taken, a.disk_mb * MIB))
         choice = eviction_choice(used)
         if choice is None:
             return None
         (job_id, attempt), taken, granted = choice
-        files = "its files moved while they were measured" if (job_id, attempt) in moved else (
-            f"its files took {taken // MIB} MiB"
-        )  # fmt: skip
+        files = (
+            f"its files could not be measured ({unmeasured[(job_id, attempt)]})"
+            if (job_id, attempt) in unmeasured
+            else f"its files took {taken // MIB} MiB"
+        )
         self.state.evicting[(job_id, attempt)] = (
             f"the data dir was full ({why.removeprefix('data dir full: ')}) and {files},"
             f" over the {granted // MIB} MiB of disk it asked for (`disk`); its working dir was removed"

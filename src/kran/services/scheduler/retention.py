@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from kran.domain.datafiles import StoredFiles, files_to_expire
-from kran.jobfs import Refused, Tree
+from kran.jobfs import MAX_ENTRIES, Disrupted, Refused, Tree
 from kran.jobfs_removal import remove_tree
 from kran.ports import Apps, Clock, Store
 from kran.services.datadir import DataDir
@@ -37,7 +37,7 @@ class Retention:
         other = 0
         if max_total is not None:  # only the size threshold needs the walk
             sizes = {job_id: tree_size(self.dirs.job_dir(job_id)) for job_id, _ in finished}
-            other = max(0, tree_size(self.dirs.jobs) - sum(sizes.values()))
+            other = max(0, tree_size(self.dirs.jobs, None) - sum(sizes.values()))
         stored = [StoredFiles(job_id, at, sizes.get(job_id, 0)) for job_id, at in finished]
         expired = files_to_expire(stored, self.clock.now(), max_age, max_total, other)
         for job_id, reason in expired:
@@ -50,12 +50,15 @@ class Retention:
         return [j for j, _ in expired]
 
 
-def tree_size(root: Path) -> int:
+def tree_size(root: Path, max_entries: int | None = MAX_ENTRIES) -> int:
     """Bytes on disk under root (allocated blocks, so sparse files count what they use), at
     any depth (a tree nested past the walk's depth was undercounted), each inode once,
-    through jobfs: a job's links are never followed."""
+    through jobfs: a job's links are never followed. Past `max_entries` (one job's tree: a
+    job may make millions), what was counted until then."""
     try:
         with Tree(root) as tree:
-            return tree.used_bytes()
+            return tree.used_bytes(max_entries)
+    except Disrupted as e:  # (moved meanwhile, or too many files to walk: what was counted)
+        return e.counted
     except Refused:
         return 0
