@@ -47,6 +47,11 @@ class Hostile(BaseHTTPRequestHandler):
             self.send_header("WWW-Authenticate", f'Bearer realm="http://localhost:{port}/internal",service="x"')
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif repo == "garbage-token-local" and "Authorization" not in self.headers:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Bearer realm="http://localhost:{port}/notjson",service="x"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif repo == "garbage-token" and "Authorization" not in self.headers:
             self.send_response(401)
             self.send_header("WWW-Authenticate", f'Bearer realm="http://127.0.0.1:{port}/notjson",service="x"')
@@ -72,6 +77,18 @@ class Hostile(BaseHTTPRequestHandler):
             self.send_header("WWW-Authenticate", 'Bearer realm="http://[::1/t",service="x"')
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif repo == "infsize":
+            self._send(200, b'{"schemaVersion": 2, "config": {"size": 1e999}, "layers": []}')
+        elif repo == "ctrldigest":
+            entry = b'{"digest": "sha256:\\u0001", "platform": {"os": "linux", "architecture": "amd64"}}'
+            self._send(200, b'{"mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [' + entry + b"]}")
+        elif repo == "eurotoken" and "Authorization" not in self.headers:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Bearer realm="http://127.0.0.1:{port}/euro",service="x"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path.startswith("/euro"):
+            self._send(200, '{"token": "\u20ac"}'.encode())
         elif repo in ("badindex", "nodigest"):
             entry = b'"x"' if repo == "badindex" else b'{"platform": {"os": "linux", "architecture": "amd64"}}'
             self._send(200, b'{"mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [' + entry + b"]}")
@@ -129,7 +146,7 @@ def test_a_hostile_registrys_answers_are_refused_with_a_reason(hostile: str) -> 
     client = RegistryClient(timeout_s=10)
     reasons = {}
     repos = ("huge", "elsewhere", "garbage-token", "list", "malformed", "nested", "https-inside", "badrealm")
-    for repo in (*repos, "badindex", "nodigest"):
+    for repo in (*repos, "badindex", "nodigest", "infsize", "ctrldigest", "eurotoken"):
         with pytest.raises(RegistryError) as e:
             client.resolve(parse_ref(f"{hostile}/{repo}:1"))
         assert e.value.answered
@@ -144,6 +161,8 @@ def test_a_hostile_registrys_answers_are_refused_with_a_reason(hostile: str) -> 
     # (before: ValueError, AttributeError and KeyError, each a 500)
     assert "token service by a malformed URL" in reasons["badrealm"]
     assert "malformed index" in reasons["badindex"] and "without a digest" in reasons["nodigest"]
+    # (before: OverflowError, httpx.InvalidURL, UnicodeEncodeError: 500s, each looked up again on a request thread)
+    assert all("cannot use" in reasons[r] for r in ("infsize", "ctrldigest", "eurotoken")), reasons
 
 
 def test_a_lookup_takes_the_registry_timeout_in_all(hostile: str) -> None:
@@ -255,6 +274,38 @@ def test_submits_waiting_on_a_lookup_hold_no_request_thread(hostile: str, open_s
     assert HITS.count("/v2/stall/manifests/1") == 1, HITS
     with server.api("busy") as c:
         sizes = {c.get(f"/api/v1/jobs/{a.json()['id']}").json()["image_size"] for a in answers}
+    assert sizes == {10}, sizes
+
+
+def test_a_batchs_images_past_the_users_cap_are_looked_up_holding_no_thread(hostile: str, open_server: Any) -> None:
+    """A batch naming more images than the user's LOOKUPS_PER_USER: the third is looked up
+    once one of the first two ends, still holding no thread (before: its lookup ran on the
+    request thread after the others, and 45 such batches at once held the whole pool)."""
+    server = open_server()
+    server.add_user("busy")
+    server.add_user("other")
+    answers: list[httpx.Response] = []
+    batch = {"jobs": [{"image": f"{hostile}/stall:{t}", "command": ["true"]} for t in "abc"]}
+
+    def submit() -> None:
+        with server.api("busy") as c:
+            answers.append(c.post("/api/v1/jobs/batch", json=batch, timeout=60))
+
+    threads = [threading.Thread(target=submit) for _ in range(45)]
+    for t in threads:
+        t.start()
+    time.sleep(8)  # a and b answered at 6 s; c's lookup under way until 12 s
+    with server.api("other") as c:
+        began = time.monotonic()
+        listed = c.get("/api/v1/jobs")
+        took = time.monotonic() - began
+    for t in threads:
+        t.join(60)
+    assert listed.status_code == 200 and took < 3, took
+    assert [a.status_code for a in answers] == [201] * 45, {a.text for a in answers}
+    assert [HITS.count(f"/v2/stall/manifests/{t}") for t in "abc"] == [1, 1, 1], HITS
+    with server.api("busy") as c:
+        sizes = {c.get(f"/api/v1/jobs/{i}").json()["image_size"] for a in answers for i in a.json()["ids"]}
     assert sizes == {10}, sizes
 
 
@@ -393,3 +444,18 @@ def test_a_token_service_on_the_registrys_host_is_asked_where_the_registry_answe
         httpd.server_close()
         for s in listeners.values():
             s.close()
+
+
+def test_a_same_host_token_service_is_not_asked_when_the_registrys_address_is_unknown(
+    hostile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry that hangs up right after its challenge leaves no address to pin its
+    token service to (its name, resolved again, could point inside): refused, not asked
+    (before: asked by name)."""
+    import kran.adapters.registry as registry
+
+    monkeypatch.setattr(registry, "_peer", lambda r: None)
+    port = hostile.rsplit(":", 1)[1]
+    with pytest.raises(RegistryError, match="hung up before its address was known"):
+        RegistryClient(timeout_s=5).resolve(parse_ref(f"localhost:{port}/garbage-token-local:1"))
+    assert not any(p.startswith("/notjson") for p in HITS), HITS

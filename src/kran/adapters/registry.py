@@ -7,6 +7,7 @@ WWW-Authenticate challenge); Docker v2 and OCI manifests, manifest lists and OCI
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import threading
@@ -59,6 +60,8 @@ class RegistryClient:
             raise RegistryError(f"{ref}: {IN_FLIGHT} registry lookups under way: size not looked up", answered=False)
         try:
             return self._resolve(ref, arch)
+        except (ValueError, ArithmeticError, httpx.InvalidURL) as e:  # ("size": 1e999, a digest with controls, ...)
+            raise RegistryError(f"{ref}: {ref.registry} sent an answer kran cannot use ({type(e).__name__})") from None
         finally:
             self._in_flight.release()
 
@@ -170,6 +173,8 @@ class _Auth:
         if why:
             raise RegistryError(f"{self.ref}: {self.ref.registry} named a token service {why}")
         extra = dict[str, Any]()
+        if address is None and peer is None and not _literal(host):
+            raise RegistryError(f"{self.ref}: {self.ref.registry} hung up before its address was known")
         if address is not None or peer is not None:
             url, extra = pinned(url, address or str(peer))
         query = {"service": fields.get("service", ""), "scope": f"repository:{self.ref.repository}:pull"}
@@ -244,6 +249,15 @@ def _read(ref: ImageRef, request: AbstractContextManager[httpx.Response], deadli
                 raise RegistryError(f"{ref}: {ref.registry} took too long to answer", answered=False)
             chunks.append(chunk)
         return _Answer(r.status_code, r.headers, b"".join(chunks), peer)
+
+
+def _literal(host: str) -> bool:
+    """Whether `host` is an IP address (nothing to resolve again)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _peer(r: httpx.Response) -> str | None:

@@ -151,7 +151,7 @@ def _admin(who: Principal) -> None:
 )
 async def inspect(images: Images, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
     await images.settle([ref], who.user)  # (awaited holding no thread)
-    return await run_in_threadpool(images.inspect, ref, who.user)
+    return await run_in_threadpool(images.inspect, ref, who.user, False)
 
 
 @router.post(

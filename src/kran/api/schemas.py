@@ -240,4 +240,4 @@ async def classified(jobs: JobService, specs: list[JobSpec], owner: str) -> list
     if not any(s.image for s in specs):
         return specs
     await jobs.settle_images(specs, owner)
-    return await run_in_threadpool(jobs.classify, specs, owner)
+    return await run_in_threadpool(jobs.classify, specs, owner, False)

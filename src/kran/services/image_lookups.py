@@ -53,6 +53,17 @@ class Lookups:
         threading.Thread(target=self._run, args=(ref_text, who, resolve, future), daemon=True).start()
         return mine
 
+    def why_not(self, ref_text: str, who: str) -> str:
+        """Why `ref_text` has no answer now, after `settle`."""
+        with self._lock:
+            if ref_text in self._pending:
+                return f"{ref_text}: looked up meanwhile, without an answer in time"
+            if self._by_user.get(who, 0) >= LOOKUPS_PER_USER:
+                return f"{ref_text}: {LOOKUPS_PER_USER} lookups of yours under way: size not looked up"
+            if len(self._pending) >= IN_FLIGHT:
+                return f"{ref_text}: {IN_FLIGHT} registry lookups under way: size not looked up"
+        return f"{ref_text}: not looked up in time: size unknown"
+
     def _run(self, ref_text: str, who: str, resolve: Callable[[], ImageInfo], future: Future[ImageInfo]) -> None:
         try:
             answer = resolve()
@@ -80,16 +91,32 @@ class Lookups:
             raise RegistryError(f"{ref_text}: looked up meanwhile, without an answer in time", answered=False) from None
 
     async def settle(self, refs: Iterable[str], who: str, resolve: Callable[[str], Callable[[], ImageInfo]]) -> None:
-        """Wait, without holding a thread, for the lookups of `refs` (started here when none
-        is under way; `resolve(ref)` makes one) to end or reach their deadline. Refusals and
-        answers are left for `run` to meet again (the answers in the caller's cache)."""
-        waits = []
-        for ref_text in dict.fromkeys(refs):
-            try:
-                until, future = self.start(ref_text, who, resolve(ref_text))
-            except RegistryError:
-                continue
-            waits.append(asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), until - time.monotonic()))
-        for outcome in await asyncio.gather(*waits, return_exceptions=True):
-            if isinstance(outcome, asyncio.CancelledError):
-                raise outcome
+        """Wait, holding no thread, until the lookups of `refs` have ended (or LOOKUP_WAIT_S
+        passed): each one under way joined, the others started as the caps allow (a batch's
+        third reference once one of its first two ends; `resolve(ref)` makes a lookup).
+        Their answers are the caller's to keep (its cache). A reference past the caps while
+        none of these lookups is under way is left, without a size (`why_not`)."""
+        left = list(dict.fromkeys(refs))
+        deadline = time.monotonic() + LOOKUP_WAIT_S
+        running: set[asyncio.Future[ImageInfo]] = set()
+        while left or running:
+            for ref_text in list(left):
+                try:
+                    _, future = self.start(ref_text, who, resolve(ref_text))
+                except RegistryError:
+                    continue  # past a cap: tried again as a lookup ends
+                left.remove(ref_text)
+                waited = asyncio.wrap_future(future)
+                waited.add_done_callback(_retrieved)
+                running.add(waited)
+            if (remaining := deadline - time.monotonic()) <= 0:
+                return
+            if not running:  # the caps are held by lookups this one does not wait on: past its share
+                return
+            _, running = await asyncio.wait(running, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+
+
+def _retrieved(future: asyncio.Future[ImageInfo]) -> None:
+    """(an answer nobody reads is no "exception never retrieved" in the log)"""
+    if not future.cancelled():
+        future.exception()

@@ -109,18 +109,23 @@ class ImageManager:
         self._st = ImageState(refs=nodes.image_refs)  # the directory reads the inventory's refs
         self._lookups = Lookups()
 
-    def lookup(self, ref_text: str, who: str) -> ImageInfo | None:
+    def lookup(self, ref_text: str, who: str, wait: bool = True) -> ImageInfo | None:
         """The registry's answer for the reference (cached a minute, a refusal FAILED_TTL_S),
         or None when kran does not look this registry up (Docker Hub unless
         image.lookup_docker_hub). Lookups under way are shared and capped per user
-        (services.image_lookups)."""
+        (services.image_lookups). Without `wait` (after `settle`: a request thread never
+        waits on a registry) only a known answer is given."""
         ref = self._looked_up(ref_text)
         if ref is None:
             return None
         known = self._known(ref_text)
         if isinstance(known, RegistryError):
             raise RegistryError(str(known), known.answered)
-        return known or self._lookups.run(ref_text, who, self._resolver(ref_text, ref))
+        if known is not None:
+            return known
+        if not wait:
+            raise RegistryError(self._lookups.why_not(ref_text, who), answered=False)
+        return self._lookups.run(ref_text, who, self._resolver(ref_text, ref))
 
     async def settle(self, refs: list[str], who: str) -> None:
         """Await, holding no thread, the registry lookups of the images that `classify` will
@@ -160,25 +165,33 @@ class ImageManager:
             try:
                 info = self.registry.resolve(ref)
             except RegistryError as e:
-                now = time.monotonic()
-                if len(self._st.failed) >= MAX_FAILED:  # (refs are anyone's to name)
-                    self._st.failed = {r: f for r, f in self._st.failed.items() if now - f[0] < FAILED_TTL_S}
-                self._st.failed[ref_text] = (now, e)
+                self._failed(ref_text, e)
                 raise
+            except Exception:  # (an answer no check foresaw: a refusal, not a 500)
+                log.exception("looking up %s", ref_text)
+                unread = RegistryError(f"{ref_text}: {ref.registry} sent an answer kran cannot read")
+                self._failed(ref_text, unread)
+                raise unread from None
             self._st.info[ref_text] = (time.monotonic(), info)
             self._st.failed.pop(ref_text, None)
             return info
 
         return resolve
 
-    def classify(self, spec: JobSpec, who: str) -> JobSpec:
+    def _failed(self, ref_text: str, e: RegistryError) -> None:
+        now = time.monotonic()
+        if len(self._st.failed) >= MAX_FAILED:  # (refs are anyone's to name)
+            self._st.failed = {r: f for r, f in self._st.failed.items() if now - f[0] < FAILED_TTL_S}
+        self._st.failed[ref_text] = (now, e)
+
+    def classify(self, spec: JobSpec, who: str, wait: bool = True) -> JobSpec:
         """At submit: the image's digest, size and class; the class becomes the job's node
         class unless the job named one. A registry that refuses (auth, unknown image) refuses
         the job; one that cannot be reached leaves the size unknown."""
         if not spec.image:
             return spec
         try:
-            info = self.lookup(spec.image, who)
+            info = self.lookup(spec.image, who, wait)
         except RegistryError as e:
             if e.answered:
                 raise InvalidInput(f"image: {e}", "image") from None
@@ -195,9 +208,9 @@ class ImageManager:
             node_class=spec.node_class or cls,
         )
 
-    def inspect(self, ref_text: str, who: str) -> dict[str, Any]:
+    def inspect(self, ref_text: str, who: str, wait: bool = True) -> dict[str, Any]:
         try:
-            info = self.lookup(ref_text, who)
+            info = self.lookup(ref_text, who, wait)
         except RegistryError as e:
             raise InvalidInput(str(e), "ref") from None
         if info is None:

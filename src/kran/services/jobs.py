@@ -60,10 +60,11 @@ class JobService:
         app = self.apps.app_for_job(who, owner, app_name)
         return pin_app(build(merge_job(app, fields)), app)
 
-    def classify(self, specs: Sequence[JobSpec], owner: str) -> list[JobSpec]:
+    def classify(self, specs: Sequence[JobSpec], owner: str, wait: bool = True) -> list[JobSpec]:
         """Image digest, size and class from the registry (blocking I/O: call it off the event
-        loop); the lookups count as the owner's."""
-        return [self.images.classify(s, owner) for s in specs]
+        loop); the lookups count as the owner's. Without `wait`, only answers known now
+        (after `settle_images`)."""
+        return [self.images.classify(s, owner, wait) for s in specs]
 
     async def settle_images(self, specs: Sequence[JobSpec], owner: str) -> None:
         """Await the registry lookups `classify` will need, holding no thread meanwhile."""

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from kran.api.deps import MAX_ID
-from kran.api.schemas import JobSubmit, spec_for
+from kran.api.schemas import JobSubmit, classified, spec_for
 from kran.domain.jobs import JobSpec
 from kran.errors import InvalidInput, KranError, http_status
 from kran.web.render import page
@@ -112,8 +112,7 @@ async def submit(request: Request, viewer: Act) -> Response:
             where = ".".join(str(p) for p in first.get("loc", ()))
             raise InvalidInput(f"{where}: {first.get('msg')}" if where else str(first.get("msg")), where) from None
         spec = spec_for(suite.jobs, viewer.who, viewer.who.user, body)
-        if spec.image:
-            (spec,) = await run_in_threadpool(suite.jobs.classify, [spec], viewer.who.user)
+        (spec,) = await classified(suite.jobs, [spec], viewer.who.user)
         upload_id = None
         if files:
             named = [(f.filename.rsplit("/", 1)[-1] or "input", f.file) for f in files if f.filename]
