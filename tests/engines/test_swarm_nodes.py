@@ -80,3 +80,24 @@ def test_a_signal_reported_as_its_node_came_back_is_the_engines_fault() -> None:
     three = _status("failed", 3, "task: non-zero exit (3)", CreatedAt=task["CreatedAt"], UpdatedAt=task["UpdatedAt"])
     assert task_end(three, "kran-sw2", [attached, registered, freed], network=True).exit_code == 3
     assert not task_end(three, "kran-sw2", [registered]).engine_fault
+
+
+def test_a_node_back_from_a_restart_settles_and_a_timing_reading_settles_it_once_a_minute() -> None:
+    """A node whose engine came back takes no new job for SETTLE_S. A restart read from
+    timing alone (a job's own 143 just after another task's attachment reads so too)
+    settles it at most once a minute: a user's jobs made to read so must not keep the node
+    from everyone (an outside review)."""
+    from kran.adapters.engines.swarm import SETTLE_S, SwarmEngine
+    from kran.domain.cluster import NodeInfo
+
+    engine = SwarmEngine("t")
+    node = NodeInfo("n1", "kran-sw1", "worker", "active", "ready", "")
+    assert engine._settling(node).state == "ready"
+    engine._came_back("n1", inferred=True)
+    assert engine._settling(node).state == "settling" and not engine._settling(node).schedulable
+    engine._back["n1"] -= SETTLE_S  # settled
+    assert engine._settling(node).state == "ready"
+    engine._came_back("n1", inferred=True)  # again within the minute: not from timing alone
+    assert engine._settling(node).state == "ready"
+    engine._came_back("n1", inferred=False)  # "No such container", or down then ready: always
+    assert engine._settling(node).state == "settling"

@@ -52,6 +52,7 @@ class Pull:
 class ImageState:
     info: dict[str, tuple[float, ImageInfo]] = field(default_factory=dict)
     failed: dict[str, tuple[float, RegistryError]] = field(default_factory=dict)
+    logins: int = 0  # registry logins so far: answers of lookups begun before the last are not kept
     inventory: dict[str, tuple[float, list[NodeImage]]] = field(default_factory=dict)
     refs: dict[str, frozenset[str]] = field(default_factory=dict)  # node -> its images' tags and digests
     last_used: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -162,27 +163,33 @@ class ImageManager:
         """A lookup of `ref` that keeps its answer, or its refusal, before its waiters hear it."""
 
         def resolve() -> ImageInfo:
+            logins = self._st.logins
             try:
                 info = self.registry.resolve(ref)
             except RegistryError as e:
-                self._failed(ref_text, e)
+                self._failed(ref_text, e, logins)
                 raise
             except Exception:  # (an answer no check foresaw: a refusal, not a 500)
                 log.exception("looking up %s", ref_text)
                 unread = RegistryError(f"{ref_text}: {ref.registry} sent an answer kran cannot read")
-                self._failed(ref_text, unread)
+                self._failed(ref_text, unread, logins)
                 raise unread from None
-            self._st.info[ref_text] = (time.monotonic(), info)
-            self._st.failed.pop(ref_text, None)
+            with self._st.lock:
+                if self._st.logins == logins:
+                    self._st.info[ref_text] = (time.monotonic(), info)
+                    self._st.failed.pop(ref_text, None)
             return info
 
         return resolve
 
-    def _failed(self, ref_text: str, e: RegistryError) -> None:
+    def _failed(self, ref_text: str, e: RegistryError, logins: int) -> None:
         now = time.monotonic()
-        if len(self._st.failed) >= MAX_FAILED:  # (refs are anyone's to name)
-            self._st.failed = {r: f for r, f in self._st.failed.items() if now - f[0] < FAILED_TTL_S}
-        self._st.failed[ref_text] = (now, e)
+        with self._st.lock:
+            if self._st.logins != logins:
+                return
+            if len(self._st.failed) >= MAX_FAILED:  # (refs are anyone's to name)
+                self._st.failed = {r: f for r, f in self._st.failed.items() if now - f[0] < FAILED_TTL_S}
+            self._st.failed[ref_text] = (now, e)
 
     def classify(self, spec: JobSpec, who: str, wait: bool = True) -> JobSpec:
         """At submit: the image's digest, size and class; the class becomes the job's node
@@ -517,8 +524,10 @@ class ImageManager:
         except RegistryError as e:
             raise InvalidInput(str(e), "password") from None
         self.image_store.set_credentials(host, username, password, self.clock.now())
-        self._st.info.clear()  # answers given without these credentials
-        self._st.failed.clear()
+        with self._st.lock:
+            self._st.logins += 1  # (a lookup under way, asked without them, keeps its answer to itself)
+            self._st.info.clear()  # answers given without these credentials
+            self._st.failed.clear()
 
     def logout(self, host: str) -> bool:
         return self.image_store.delete_credentials(host)

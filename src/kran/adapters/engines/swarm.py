@@ -53,6 +53,7 @@ PROBE_TIMEOUT_S = 5
 # a node whose engine came back (a restart its tasks' ends told, or down, then ready) takes
 # no new job this long: a task given to it in its first second failed, or never started
 SETTLE_S = 10.0
+SETTLE_AGAIN_S = 60.0  # how often a restart read from timing alone (AttemptEnd.inferred) settles a node
 
 
 class SwarmEngine:
@@ -113,6 +114,14 @@ class SwarmEngine:
                 nodes = [NodeInfo(**{**n.__dict__, "state": "unknown"}) for n in nodes]
             self._nodes = (time.monotonic(), nodes)
         return [self._settling(n) for n in nodes]
+
+    def _came_back(self, node_id: str, inferred: bool) -> None:
+        """A restart read from timing alone settles the node at most once a minute (a job's
+        own signal exit just after another task's attachment reads so too: a user's jobs
+        made so must not keep a node from everyone)."""
+        now = time.monotonic()
+        if not inferred or now - self._back.get(node_id, -SETTLE_AGAIN_S) >= SETTLE_AGAIN_S:
+            self._back[node_id] = now
 
     def _settling(self, node: NodeInfo) -> NodeInfo:
         back = self._back.get(node.node_id)
@@ -351,7 +360,7 @@ class SwarmEngine:
                 writes = self._writes.of(task.get("NodeID", ""))
                 end = out[(ref.job_id, ref.attempt)] = task_end(task, node.hostname if node else "?", writes, network)
                 if end.engine_fault:  # its engine restarted: it settles before it takes a job
-                    self._back[task.get("NodeID", "")] = time.monotonic()
+                    self._came_back(task.get("NodeID", ""), end.inferred)
             elif task.get("NodeID") in down:
                 host = down[task["NodeID"]].hostname
                 out[(ref.job_id, ref.attempt)] = AttemptEnd(
