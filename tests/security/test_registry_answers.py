@@ -246,30 +246,38 @@ def test_submits_of_one_image_at_once_share_one_lookup(hostile: str, open_server
     assert HITS.count("/v2/slow/manifests/shared") == 1, HITS
 
 
-def test_submits_waiting_on_a_lookup_hold_no_request_thread(hostile: str, open_server: Any) -> None:
-    """Submits of an image whose lookup is under way wait for its answer holding no thread
-    of the server's pool (before: each held one, and one user's 60 parallel submits of a
-    slow registry's image left every other request waiting as long as the registry)."""
-    server = open_server()
+def _while_busy(server: Any, path: str, body: Any, n: int, after_s: float) -> tuple[list[httpx.Response], float]:
+    """`n` parallel POSTs of `body` to `path` by the user "busy"; `after_s` into them, how
+    long another user's listing of jobs (a request thread's work) took."""
     server.add_user("busy")
     server.add_user("other")
     answers: list[httpx.Response] = []
 
     def submit() -> None:
         with server.api("busy") as c:
-            answers.append(c.post("/api/v1/jobs", json={"image": f"{hostile}/stall:1", "command": ["true"]}))
+            answers.append(c.post(path, json=body, timeout=60))
 
-    threads = [threading.Thread(target=submit) for _ in range(60)]
+    threads = [threading.Thread(target=submit) for _ in range(n)]
     for t in threads:
         t.start()
-    time.sleep(1.5)  # (the registry answers after 6 s)
+    time.sleep(after_s)
     with server.api("other") as c:
         began = time.monotonic()
-        listed = c.get("/api/v1/jobs")
+        assert c.get("/api/v1/jobs").status_code == 200
         took = time.monotonic() - began
     for t in threads:
         t.join(60)
-    assert listed.status_code == 200 and took < 3, took
+    return answers, took
+
+
+def test_submits_waiting_on_a_lookup_hold_no_request_thread(hostile: str, open_server: Any) -> None:
+    """Submits of an image whose lookup is under way wait for its answer holding no thread
+    of the server's pool (before: each held one, and one user's 60 parallel submits of a
+    slow registry's image left every other request waiting as long as the registry)."""
+    server = open_server()
+    job = {"image": f"{hostile}/stall:1", "command": ["true"]}
+    answers, took = _while_busy(server, "/api/v1/jobs", job, 60, 1.5)  # (the registry answers after 6 s)
+    assert took < 3, took
     assert [a.status_code for a in answers] == [201] * 60, {a.text for a in answers}
     assert HITS.count("/v2/stall/manifests/1") == 1, HITS
     with server.api("busy") as c:
@@ -282,26 +290,9 @@ def test_a_batchs_images_past_the_users_cap_are_looked_up_holding_no_thread(host
     once one of the first two ends, still holding no thread (before: its lookup ran on the
     request thread after the others, and 45 such batches at once held the whole pool)."""
     server = open_server()
-    server.add_user("busy")
-    server.add_user("other")
-    answers: list[httpx.Response] = []
     batch = {"jobs": [{"image": f"{hostile}/stall:{t}", "command": ["true"]} for t in "abc"]}
-
-    def submit() -> None:
-        with server.api("busy") as c:
-            answers.append(c.post("/api/v1/jobs/batch", json=batch, timeout=60))
-
-    threads = [threading.Thread(target=submit) for _ in range(45)]
-    for t in threads:
-        t.start()
-    time.sleep(8)  # a and b answered at 6 s; c's lookup under way until 12 s
-    with server.api("other") as c:
-        began = time.monotonic()
-        listed = c.get("/api/v1/jobs")
-        took = time.monotonic() - began
-    for t in threads:
-        t.join(60)
-    assert listed.status_code == 200 and took < 3, took
+    answers, took = _while_busy(server, "/api/v1/jobs/batch", batch, 45, 8)  # c's lookup under way, 6 s to 12 s
+    assert took < 3, took
     assert [a.status_code for a in answers] == [201] * 45, {a.text for a in answers}
     assert [HITS.count(f"/v2/stall/manifests/{t}") for t in "abc"] == [1, 1, 1], HITS
     with server.api("busy") as c:
@@ -317,22 +308,18 @@ def test_a_job_naming_a_hostile_registry_gets_a_4xx(hostile: str, open_server: A
             assert r.status_code == 422 and "image" in r.text, r.text
 
 
-def test_the_token_service_is_asked_at_the_address_that_was_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DNS rebinding: the realm's name resolves to a "public" address for the check, then to
-    an internal one. The token request goes to the address checked, never resolving again
-    (before: httpx resolved the name anew at the connect and reached the internal one).
-    Here 127.0.0.2 stands for a public address and 127.0.0.1 for an internal one."""
+def _counting_listeners() -> tuple[dict[str, Any], dict[str, int]]:
+    """A listener on 127.0.0.1 ("internal") and one on 127.0.0.2 ("public"), one port, each
+    counting the connections it takes (and hanging up)."""
     import socket
 
-    import kran.adapters.registry as registry
-
-    listeners, hits = {}, {"127.0.0.1": 0, "127.0.0.2": 0}
+    hits = {"127.0.0.1": 0, "127.0.0.2": 0}
+    listeners: dict[str, Any] = {}
     for address in hits:
         s = socket.socket()
         s.bind((address, 0 if not listeners else next(iter(listeners.values())).getsockname()[1]))
         s.listen(8)
         listeners[address] = s
-    port = listeners["127.0.0.1"].getsockname()[1]
 
     def accept(address: str, s: socket.socket) -> None:
         while True:
@@ -345,19 +332,11 @@ def test_the_token_service_is_asked_at_the_address_that_was_checked(monkeypatch:
 
     for address, s in listeners.items():
         threading.Thread(target=accept, args=(address, s), daemon=True).start()
-    answers = iter(["127.0.0.2"])
-    real = socket.getaddrinfo
+    return listeners, hits
 
-    def rebinding(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == "tokens.test":
-            address = next(answers, "127.0.0.1")  # the first answer "public", the rest internal
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
-        return real(host, *args, **kwargs)
 
-    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    monkeypatch.setattr(
-        registry, "address_refused", lambda host, address, patterns: "internal" if address == "127.0.0.1" else None
-    )
+def _challenging(realm: str, address: str) -> ThreadingHTTPServer:
+    """A registry on `address` that answers every request with a bearer challenge naming `realm`."""
 
     class Challenging(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
@@ -365,21 +344,58 @@ def test_the_token_service_is_asked_at_the_address_that_was_checked(monkeypatch:
 
         def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
             self.send_response(401)
-            self.send_header("WWW-Authenticate", f'Bearer realm="https://tokens.test:{port}/token",service="x"')
+            self.send_header("WWW-Authenticate", f'Bearer realm="{realm}",service="x"')
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Challenging)
+    httpd = ThreadingHTTPServer((address, 0), Challenging)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def _rebind(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """`name` resolves to 127.0.0.2 ("public") the first time, to 127.0.0.1 ("internal") after."""
+    import socket
+
+    answers = iter(["127.0.0.2"])
+    real = socket.getaddrinfo
+
+    def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == name:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers, "127.0.0.1"), port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+
+
+def _close(httpd: ThreadingHTTPServer, listeners: dict[str, Any]) -> None:
+    httpd.shutdown()
+    httpd.server_close()
+    for s in listeners.values():
+        s.close()
+
+
+def test_the_token_service_is_asked_at_the_address_that_was_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the realm's name resolves to a "public" address for the check, then to
+    an internal one. The token request goes to the address checked, never resolving again
+    (before: httpx resolved the name anew at the connect and reached the internal one).
+    Here 127.0.0.2 stands for a public address and 127.0.0.1 for an internal one."""
+    import kran.adapters.registry as registry
+
+    listeners, hits = _counting_listeners()
+    port = listeners["127.0.0.1"].getsockname()[1]
+    _rebind(monkeypatch, "tokens.test")
+    monkeypatch.setattr(
+        registry, "address_refused", lambda host, address, patterns: "internal" if address == "127.0.0.1" else None
+    )
+
+    httpd = _challenging(f"https://tokens.test:{port}/token", "127.0.0.1")
     try:
         with pytest.raises(RegistryError):  # (the "public" one speaks no TLS)
             RegistryClient(timeout_s=5).resolve(parse_ref(f"127.0.0.1:{httpd.server_address[1]}/x:1"))
         assert hits == {"127.0.0.1": 0, "127.0.0.2": 1}, hits
     finally:
-        httpd.shutdown()
-        httpd.server_close()
-        for s in listeners.values():
-            s.close()
+        _close(httpd, listeners)
 
 
 def test_a_token_service_on_the_registrys_host_is_asked_where_the_registry_answered(
@@ -389,61 +405,17 @@ def test_a_token_service_on_the_registrys_host_is_asked_where_the_registry_answe
     plain http) is asked at the address the challenge came from, never resolving the name
     again (before: the name resolved anew at the connect, to an internal address). Here
     127.0.0.2 stands for the registry's public address and 127.0.0.1 for an internal one."""
-    import socket
-
-    hits = {"127.0.0.1": 0, "127.0.0.2": 0}
-    listeners = {}
-    for address in hits:
-        s = socket.socket()
-        s.bind((address, 0 if not listeners else next(iter(listeners.values())).getsockname()[1]))
-        s.listen(8)
-        listeners[address] = s
+    listeners, hits = _counting_listeners()
     token_port = listeners["127.0.0.1"].getsockname()[1]
-
-    def accept(address: str, s: socket.socket) -> None:
-        while True:
-            try:
-                conn, _ = s.accept()
-            except OSError:
-                return
-            hits[address] += 1
-            conn.close()
-
-    for address, s in listeners.items():
-        threading.Thread(target=accept, args=(address, s), daemon=True).start()
-
-    class Challenging(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", f'Bearer realm="http://reg.test:{token_port}/token",service="x"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-    httpd = ThreadingHTTPServer(("127.0.0.2", 0), Challenging)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    answers = iter(["127.0.0.2"])
-    real = socket.getaddrinfo
-
-    def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == "reg.test":
-            address = next(answers, "127.0.0.1")  # the first answer "public", the rest internal
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    httpd = _challenging(f"http://reg.test:{token_port}/token", "127.0.0.2")
+    _rebind(monkeypatch, "reg.test")
     registry = f"reg.test:{httpd.server_address[1]}"
     try:
         with pytest.raises(RegistryError):  # (the token service hangs up)
             RegistryClient(insecure=frozenset({registry}), timeout_s=5).resolve(parse_ref(f"{registry}/x:1"))
         assert hits == {"127.0.0.1": 0, "127.0.0.2": 1}, hits
     finally:
-        httpd.shutdown()
-        httpd.server_close()
-        for s in listeners.values():
-            s.close()
+        _close(httpd, listeners)
 
 
 def test_a_same_host_token_service_is_not_asked_when_the_registrys_address_is_unknown(
