@@ -17,7 +17,7 @@ from tests.services.fakes import Clock, Enqueue, FakeStore, account_service, adm
 
 
 class NoImages:
-    def classify(self, s: Any, who: str) -> Any:
+    def classify(self, s: Any, who: str, answers: Any = None) -> Any:
         return s
 
 

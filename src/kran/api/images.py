@@ -150,8 +150,8 @@ def _admin(who: Principal) -> None:
     "/api/v1/images/inspect", response_model=ImageInfo, summary="Digest, size, layers, class, which nodes hold it"
 )
 async def inspect(images: Images, who: Caller, ref: str = Query(..., max_length=500)) -> dict[str, Any]:
-    await images.settle([ref], who.user)  # (awaited holding no thread)
-    return await run_in_threadpool(images.inspect, ref, who.user, False)
+    answers = await images.settle([ref], who.user)  # (awaited holding no thread)
+    return await run_in_threadpool(images.inspect, ref, who.user, answers)
 
 
 @router.post(

@@ -239,5 +239,5 @@ async def classified(jobs: JobService, specs: list[JobSpec], owner: str) -> list
     """Image jobs: size and class from the registry, its lookups awaited holding no thread."""
     if not any(s.image for s in specs):
         return specs
-    await jobs.settle_images(specs, owner)
-    return await run_in_threadpool(jobs.classify, specs, owner, False)
+    answers = await jobs.settle_images(specs, owner)
+    return await run_in_threadpool(jobs.classify, specs, owner, answers)

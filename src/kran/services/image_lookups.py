@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 
@@ -90,30 +91,38 @@ class Lookups:
         except TimeoutError:
             raise RegistryError(f"{ref_text}: looked up meanwhile, without an answer in time", answered=False) from None
 
-    async def settle(self, refs: Iterable[str], who: str, resolve: Callable[[str], Callable[[], ImageInfo]]) -> None:
-        """Wait, holding no thread, until the lookups of `refs` have ended (or LOOKUP_WAIT_S
-        passed): each one under way joined, the others started as the caps allow (a batch's
-        third reference once one of its first two ends; `resolve(ref)` makes a lookup).
-        Their answers are the caller's to keep (its cache). A reference past the caps while
-        none of these lookups is under way is left, without a size (`why_not`)."""
-        left = list(dict.fromkeys(refs))
+    async def settle(
+        self, refs: Iterable[str], who: str, resolve: Callable[[str], Callable[[], ImageInfo]]
+    ) -> dict[str, ImageInfo | RegistryError]:
+        """The answers (or refusals) to the lookups of `refs`, awaited holding no thread until
+        they end or LOOKUP_WAIT_S passed: each one under way joined, the others started in
+        order as the caps allow (a batch's third reference once one of its first two ends;
+        `resolve(ref)` makes a lookup). Past a cap while none of these lookups is under
+        way, the rest are left without an answer (`why_not`)."""
+        left = deque(dict.fromkeys(refs))
         deadline = time.monotonic() + LOOKUP_WAIT_S
-        running: set[asyncio.Future[ImageInfo]] = set()
+        running: dict[asyncio.Future[ImageInfo], str] = {}
+        answers: dict[str, ImageInfo | RegistryError] = {}
         while left or running:
-            for ref_text in list(left):
+            while left:
                 try:
-                    _, future = self.start(ref_text, who, resolve(ref_text))
+                    _, future = self.start(left[0], who, resolve(left[0]))
                 except RegistryError:
-                    continue  # past a cap: tried again as a lookup ends
-                left.remove(ref_text)
+                    break  # past a cap: the rest start as these lookups end (one try each time: a batch may name 100k)
                 waited = asyncio.wrap_future(future)
                 waited.add_done_callback(_retrieved)
-                running.add(waited)
-            if (remaining := deadline - time.monotonic()) <= 0:
-                return
-            if not running:  # the caps are held by lookups this one does not wait on: past its share
-                return
-            _, running = await asyncio.wait(running, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                running[waited] = left.popleft()
+            if (remaining := deadline - time.monotonic()) <= 0 or not running:
+                return answers  # (nothing under way: the caps are held by lookups this one does not wait on)
+            done, _ = await asyncio.wait(running, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            for waited in done:
+                ref_text = running.pop(waited)
+                outcome = None if waited.cancelled() else waited.exception()
+                if outcome is None and not waited.cancelled():
+                    answers[ref_text] = waited.result()
+                elif isinstance(outcome, RegistryError):
+                    answers[ref_text] = outcome
+        return answers
 
 
 def _retrieved(future: asyncio.Future[ImageInfo]) -> None:

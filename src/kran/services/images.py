@@ -27,6 +27,7 @@ from kran.settings import ImageSection
 log = logging.getLogger("kran.images")
 HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?")
 INFO_TTL_S = 60.0
+Answers = dict[str, ImageInfo | RegistryError]  # what `settle` got, by reference
 MAX_FAILED = 4096  # refusals kept before the stale ones are dropped
 FAILED_TTL_S = 5.0  # a registry's refusal, or no answer in time: for the submits that waited on it
 INVENTORY_TTL_S = 30.0
@@ -110,38 +111,45 @@ class ImageManager:
         self._st = ImageState(refs=nodes.image_refs)  # the directory reads the inventory's refs
         self._lookups = Lookups()
 
-    def lookup(self, ref_text: str, who: str, wait: bool = True) -> ImageInfo | None:
+    def lookup(self, ref_text: str, who: str, answers: Answers | None = None) -> ImageInfo | None:
         """The registry's answer for the reference (cached a minute, a refusal FAILED_TTL_S),
         or None when kran does not look this registry up (Docker Hub unless
         image.lookup_docker_hub). Lookups under way are shared and capped per user
-        (services.image_lookups). Without `wait` (after `settle`: a request thread never
-        waits on a registry) only a known answer is given."""
+        (services.image_lookups). With `answers` (what `settle` got: a request thread never
+        waits on a registry) only an answer known now is given."""
         ref = self._looked_up(ref_text)
         if ref is None:
             return None
-        known = self._known(ref_text)
+        known = answers.get(ref_text) if answers is not None else None
+        if known is None:
+            known = self._known(ref_text)
         if isinstance(known, RegistryError):
             raise RegistryError(str(known), known.answered)
         if known is not None:
             return known
-        if not wait:
+        if answers is not None:
             raise RegistryError(self._lookups.why_not(ref_text, who), answered=False)
         return self._lookups.run(ref_text, who, self._resolver(ref_text, ref))
 
-    async def settle(self, refs: list[str], who: str) -> None:
+    async def settle(self, refs: list[str], who: str) -> Answers:
         """Await, holding no thread, the registry lookups of the images that `classify` will
         need (a request thread waited on each before: a user's parallel submits of a slow
         registry's image held the whole pool)."""
-        wanted = []
+        answers: Answers = {}
+        parsed: dict[str, ImageRef] = {}
         for ref_text in refs:
             try:
                 ref = self._looked_up(ref_text)
             except InvalidInput:
                 continue  # (classify says why)
-            if ref is not None and self._known(ref_text) is None:
-                wanted.append((ref_text, ref))
-        parsed = dict(wanted)
-        await self._lookups.settle(parsed, who, lambda ref_text: self._resolver(ref_text, parsed[ref_text]))
+            if ref is None:
+                continue
+            if (known := self._known(ref_text)) is not None:
+                answers[ref_text] = known  # (kept here: a batch's lookups may outlast the cache)
+            else:
+                parsed[ref_text] = ref
+        answers.update(await self._lookups.settle(parsed, who, lambda r: self._resolver(r, parsed[r])))
+        return answers
 
     def _looked_up(self, ref_text: str) -> ImageRef | None:
         try:
@@ -169,9 +177,9 @@ class ImageManager:
             except RegistryError as e:
                 self._failed(ref_text, e, logins)
                 raise
-            except Exception:  # (an answer no check foresaw: a refusal, not a 500)
-                log.exception("looking up %s", ref_text)
-                unread = RegistryError(f"{ref_text}: {ref.registry} sent an answer kran cannot read")
+            except Exception as e:  # (an answer no check foresaw, or a fault here: size unknown, not a 500)
+                log.warning("looking up %s: %r", ref_text, e)
+                unread = RegistryError(f"{ref_text}: the lookup failed ({type(e).__name__})", answered=False)
                 self._failed(ref_text, unread, logins)
                 raise unread from None
             with self._st.lock:
@@ -191,14 +199,14 @@ class ImageManager:
                 self._st.failed = {r: f for r, f in self._st.failed.items() if now - f[0] < FAILED_TTL_S}
             self._st.failed[ref_text] = (now, e)
 
-    def classify(self, spec: JobSpec, who: str, wait: bool = True) -> JobSpec:
+    def classify(self, spec: JobSpec, who: str, answers: Answers | None = None) -> JobSpec:
         """At submit: the image's digest, size and class; the class becomes the job's node
         class unless the job named one. A registry that refuses (auth, unknown image) refuses
         the job; one that cannot be reached leaves the size unknown."""
         if not spec.image:
             return spec
         try:
-            info = self.lookup(spec.image, who, wait)
+            info = self.lookup(spec.image, who, answers)
         except RegistryError as e:
             if e.answered:
                 raise InvalidInput(f"image: {e}", "image") from None
@@ -215,9 +223,9 @@ class ImageManager:
             node_class=spec.node_class or cls,
         )
 
-    def inspect(self, ref_text: str, who: str, wait: bool = True) -> dict[str, Any]:
+    def inspect(self, ref_text: str, who: str, answers: Answers | None = None) -> dict[str, Any]:
         try:
-            info = self.lookup(ref_text, who, wait)
+            info = self.lookup(ref_text, who, answers)
         except RegistryError as e:
             raise InvalidInput(str(e), "ref") from None
         if info is None:

@@ -18,7 +18,7 @@ from kran.ports import Clock, Store
 from kran.services.accounts import AccountService
 from kran.services.admission import Admission
 from kran.services.apps import AppService, pin_app
-from kran.services.images import ImageManager
+from kran.services.images import Answers, ImageManager
 from kran.services.wakeups import Wakeups
 
 Enqueue = Callable[[Submission], "Future[list[int]]"]
@@ -60,15 +60,15 @@ class JobService:
         app = self.apps.app_for_job(who, owner, app_name)
         return pin_app(build(merge_job(app, fields)), app)
 
-    def classify(self, specs: Sequence[JobSpec], owner: str, wait: bool = True) -> list[JobSpec]:
+    def classify(self, specs: Sequence[JobSpec], owner: str, answers: Answers | None = None) -> list[JobSpec]:
         """Image digest, size and class from the registry (blocking I/O: call it off the event
-        loop); the lookups count as the owner's. Without `wait`, only answers known now
-        (after `settle_images`)."""
-        return [self.images.classify(s, owner, wait) for s in specs]
+        loop); the lookups count as the owner's. With `answers` (from `settle_images`), only
+        those and answers known now."""
+        return [self.images.classify(s, owner, answers) for s in specs]
 
-    async def settle_images(self, specs: Sequence[JobSpec], owner: str) -> None:
+    async def settle_images(self, specs: Sequence[JobSpec], owner: str) -> Answers:
         """Await the registry lookups `classify` will need, holding no thread meanwhile."""
-        await self.images.settle([s.image for s in specs if s.image], owner)
+        return await self.images.settle([s.image for s in specs if s.image], owner)
 
     def submit(
         self,
