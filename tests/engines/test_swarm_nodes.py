@@ -87,17 +87,17 @@ def test_a_node_back_from_a_restart_settles_and_a_timing_reading_settles_it_once
     timing alone (a job's own 143 just after another task's attachment reads so too)
     settles it at most once a minute: a user's jobs made to read so must not keep the node
     from everyone (an outside review)."""
-    from kran.adapters.engines.swarm import SETTLE_S, SwarmEngine
+    from kran.adapters.engines.swarm_nodes import SETTLE_S, Returns
     from kran.domain.cluster import NodeInfo
 
-    engine = SwarmEngine("t")
+    returns = Returns()
     node = NodeInfo("n1", "kran-sw1", "worker", "active", "ready", "")
-    assert engine._settling(node).state == "ready"
-    engine._came_back("n1", inferred=True)
-    assert engine._settling(node).state == "settling" and not engine._settling(node).schedulable
-    engine._back["n1"] -= SETTLE_S  # settled
-    assert engine._settling(node).state == "ready"
-    engine._came_back("n1", inferred=True)  # again within the minute: not from timing alone
-    assert engine._settling(node).state == "ready"
-    engine._came_back("n1", inferred=False)  # "No such container", or down then ready: always
-    assert engine._settling(node).state == "settling"
+    assert returns.view(node).state == "ready"
+    returns.came_back("n1", inferred=True)
+    assert returns.view(node).state == "settling" and not returns.view(node).schedulable
+    returns._back["n1"] -= SETTLE_S  # settled
+    assert returns.view(node).state == "ready"
+    returns.came_back("n1", inferred=True)  # again within the minute: not from timing alone
+    assert returns.view(node).state == "ready"
+    returns.came_back("n1", inferred=False)  # "No such container", or down then ready: always
+    assert returns.view(node).state == "settling"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from kran.adapters.engines.containers import (
 )
 from kran.adapters.engines.docker_events import unix_socket
 from kran.adapters.engines.process import read_exit_code, write_exit_code
-from kran.adapters.engines.swarm_nodes import TO_SWARM, node_info
+from kran.adapters.engines.swarm_nodes import TO_SWARM, Returns, node_info
 from kran.adapters.engines.swarm_writes import NodeWrites
 from kran.domain.accounting import Usage
 from kran.domain.cluster import NodeInfo
@@ -50,10 +49,6 @@ NOT_STARTED = {"new", "pending", "allocated"}  # not yet given to a node
 CHECK_EVERY_S = 0.2
 NODES_EVERY_S = 2.0
 PROBE_TIMEOUT_S = 5
-# a node whose engine came back (a restart its tasks' ends told, or down, then ready) takes
-# no new job this long: a task given to it in its first second failed, or never started
-SETTLE_S = 10.0
-SETTLE_AGAIN_S = 60.0  # how often a restart read from timing alone (AttemptEnd.inferred) settles a node
 
 
 class SwarmEngine:
@@ -82,8 +77,7 @@ class SwarmEngine:
         self._health: tuple[float, str | None] = (0.0, None)
         self._writes = NodeWrites(lambda: docker_client(self._base_url), unix_socket(base_url))
         self._ended: dict[str, float] = {}  # service -> when its signalled end was first seen
-        self._back: dict[str, float] = {}  # node id -> when its engine was seen coming back (monotonic)
-        self._was: dict[str, str] = {}  # node id -> its state in the last listing
+        self._returns = Returns()  # nodes whose engine came back lately: settling
 
     @property
     def client(self) -> Any:
@@ -107,27 +101,11 @@ class SwarmEngine:
                 nodes = [node_info(n.attrs, self.disk_mb) for n in self.client.nodes.list()]
                 for n in nodes:
                     self._writes.saw(n.node_id, n.updated_at)
-                    if n.state == "ready" and self._was.get(n.node_id, "ready") != "ready":
-                        self._back[n.node_id] = time.monotonic()
-                    self._was[n.node_id] = n.state
+                    self._returns.listed(n)
             except (DockerException, OSError):
                 nodes = [NodeInfo(**{**n.__dict__, "state": "unknown"}) for n in nodes]
             self._nodes = (time.monotonic(), nodes)
-        return [self._settling(n) for n in nodes]
-
-    def _came_back(self, node_id: str, inferred: bool) -> None:
-        """A restart read from timing alone settles the node at most once a minute (a job's
-        own signal exit just after another task's attachment reads so too: a user's jobs
-        made so must not keep a node from everyone)."""
-        now = time.monotonic()
-        if not inferred or now - self._back.get(node_id, -SETTLE_AGAIN_S) >= SETTLE_AGAIN_S:
-            self._back[node_id] = now
-
-    def _settling(self, node: NodeInfo) -> NodeInfo:
-        back = self._back.get(node.node_id)
-        if back is None or node.state != "ready" or time.monotonic() - back >= SETTLE_S:
-            return node
-        return replace(node, state="settling")
+        return [self._returns.view(n) for n in nodes]
 
     def node(self, ref: str) -> Any:
         """A node by id, id prefix or hostname (InvalidInput when ambiguous)."""
@@ -360,7 +338,7 @@ class SwarmEngine:
                 writes = self._writes.of(task.get("NodeID", ""))
                 end = out[(ref.job_id, ref.attempt)] = task_end(task, node.hostname if node else "?", writes, network)
                 if end.engine_fault:  # its engine restarted: it settles before it takes a job
-                    self._came_back(task.get("NodeID", ""), end.inferred)
+                    self._returns.came_back(task.get("NodeID", ""), end.inferred)
             elif task.get("NodeID") in down:
                 host = down[task["NodeID"]].hostname
                 out[(ref.job_id, ref.attempt)] = AttemptEnd(
