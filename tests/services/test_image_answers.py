@@ -63,7 +63,7 @@ def test_a_batchs_answers_outlast_the_caches(monkeypatch: pytest.MonkeyPatch) ->
     """What `settle` got is what classify uses, however long the batch's lookups took: read
     back from the caches instead, a refusal (5 s) had expired and its job was accepted with
     no size, and answers (60 s) went missing too (an outside review)."""
-    import kran.services.images as images_module
+    import kran.services.image_answers as images_module
 
     monkeypatch.setattr(images_module, "FAILED_TTL_S", 0.0)
     monkeypatch.setattr(images_module, "INFO_TTL_S", 0.0)

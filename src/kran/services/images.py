@@ -20,16 +20,14 @@ from kran.domain.records import StartedAttempt
 from kran.domain.states import JobState
 from kran.errors import EngineError, EngineUnavailable, InvalidInput, NotFound, RegistryError
 from kran.ports import Clock, ImageStore, NodeImages, Registry, Store
+from kran.services.image_answers import RecentAnswers
 from kran.services.image_lookups import Lookups
 from kran.services.nodes import NodeDirectory
 from kran.settings import ImageSection
 
 log = logging.getLogger("kran.images")
 HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?")
-INFO_TTL_S = 60.0
 Answers = dict[str, ImageInfo | RegistryError]  # what `settle` got, by reference
-MAX_FAILED = 4096  # refusals kept before the stale ones are dropped
-FAILED_TTL_S = 5.0  # a registry's refusal, or no answer in time: for the submits that waited on it
 INVENTORY_TTL_S = 30.0
 PROGRESS_EVERY_S = 1.0
 
@@ -51,9 +49,6 @@ class Pull:
 
 @dataclass
 class ImageState:
-    info: dict[str, tuple[float, ImageInfo]] = field(default_factory=dict)
-    failed: dict[str, tuple[float, RegistryError]] = field(default_factory=dict)
-    logins: int = 0  # registry logins so far: answers of lookups begun before the last are not kept
     inventory: dict[str, tuple[float, list[NodeImage]]] = field(default_factory=dict)
     refs: dict[str, frozenset[str]] = field(default_factory=dict)  # node -> its images' tags and digests
     last_used: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -110,6 +105,7 @@ class ImageManager:
         self.sweep_exited = sweep_exited  # the engine leaves exited containers behind (Swarm)
         self._st = ImageState(refs=nodes.image_refs)  # the directory reads the inventory's refs
         self._lookups = Lookups()
+        self._answers = RecentAnswers()
 
     def lookup(self, ref_text: str, who: str, answers: Answers | None = None) -> ImageInfo | None:
         """The registry's answer for the reference (cached a minute, a refusal FAILED_TTL_S),
@@ -122,7 +118,7 @@ class ImageManager:
             return None
         known = answers.get(ref_text) if answers is not None else None
         if known is None:
-            known = self._known(ref_text)
+            known = self._answers.known(ref_text)
         if isinstance(known, RegistryError):
             raise RegistryError(str(known), known.answered)
         if known is not None:
@@ -144,7 +140,7 @@ class ImageManager:
                 continue  # (classify says why)
             if ref is None:
                 continue
-            if (known := self._known(ref_text)) is not None:
+            if (known := self._answers.known(ref_text)) is not None:
                 answers[ref_text] = known  # (kept here: a batch's lookups may outlast the cache)
             else:
                 parsed[ref_text] = ref
@@ -158,46 +154,9 @@ class ImageManager:
             raise InvalidInput(f"image: {e}", "image") from None
         return ref if ref.explicit_registry or self.cfg.lookup_docker_hub else None
 
-    def _known(self, ref_text: str) -> ImageInfo | RegistryError | None:
-        """A registry's recent answer (or refusal) for the reference."""
-        now = time.monotonic()
-        if (cached := self._st.info.get(ref_text)) and now - cached[0] < INFO_TTL_S:
-            return cached[1]
-        if (failed := self._st.failed.get(ref_text)) and now - failed[0] < FAILED_TTL_S:
-            return failed[1]
-        return None
-
     def _resolver(self, ref_text: str, ref: ImageRef) -> Callable[[], ImageInfo]:
-        """A lookup of `ref` that keeps its answer, or its refusal, before its waiters hear it."""
-
-        def resolve() -> ImageInfo:
-            logins = self._st.logins
-            try:
-                info = self.registry.resolve(ref)
-            except RegistryError as e:
-                self._failed(ref_text, e, logins)
-                raise
-            except Exception as e:  # (an answer no check foresaw, or a fault here: size unknown, not a 500)
-                log.warning("looking up %s: %r", ref_text, e)
-                unread = RegistryError(f"{ref_text}: the lookup failed ({type(e).__name__})", answered=False)
-                self._failed(ref_text, unread, logins)
-                raise unread from None
-            with self._st.lock:
-                if self._st.logins == logins:
-                    self._st.info[ref_text] = (time.monotonic(), info)
-                    self._st.failed.pop(ref_text, None)
-            return info
-
-        return resolve
-
-    def _failed(self, ref_text: str, e: RegistryError, logins: int) -> None:
-        now = time.monotonic()
-        with self._st.lock:
-            if self._st.logins != logins:
-                return
-            if len(self._st.failed) >= MAX_FAILED:  # (refs are anyone's to name)
-                self._st.failed = {r: f for r, f in self._st.failed.items() if now - f[0] < FAILED_TTL_S}
-            self._st.failed[ref_text] = (now, e)
+        """A registry lookup of `ref` whose answer is kept under `ref_text`."""
+        return self._answers.keeping(ref_text, lambda: self.registry.resolve(ref))
 
     def classify(self, spec: JobSpec, who: str, answers: Answers | None = None) -> JobSpec:
         """At submit: the image's digest, size and class; the class becomes the job's node
@@ -289,7 +248,7 @@ class ImageManager:
     def registry_answers(self) -> dict[str, ImageInfo]:
         """What registries said of the references kran looked up, by canonical reference,
         however old (no registry call)."""
-        return {canonical(ref): info for ref, (_, info) in list(self._st.info.items())}
+        return {canonical(ref): info for ref, info in self._answers.all().items()}
 
     def pulls_in_progress(self) -> list[Pull]:
         """Pulls running now, for jobs and warms alike."""
@@ -532,10 +491,7 @@ class ImageManager:
         except RegistryError as e:
             raise InvalidInput(str(e), "password") from None
         self.image_store.set_credentials(host, username, password, self.clock.now())
-        with self._st.lock:
-            self._st.logins += 1  # (a lookup under way, asked without them, keeps its answer to itself)
-            self._st.info.clear()  # answers given without these credentials
-            self._st.failed.clear()
+        self._answers.forget()
 
     def logout(self, host: str) -> bool:
         return self.image_store.delete_credentials(host)
