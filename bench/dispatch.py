@@ -38,12 +38,13 @@ from tests.conftest import ServerProc, free_port  # noqa: E402
 IMAGE = "kran-test/busybox:latest"
 # where the servers keep their data: not under /tmp, as the default data dir
 # (~/.local/share/kran) is not; a host job's work dir under /tmp is bound into its private
-# /tmp, a mount more to make and to let go of for each job, which users do not pay
+# /tmp, a mount more to make and to let go of for each job, which users do not pay.
+# --data-parent puts it elsewhere (a tmpfs: what the disk's file system costs, apart)
 DATA_PARENT = "/var/tmp"
 
 
 def start_server(cpus: float, **env: str) -> ServerProc:
-    data = Path(tempfile.mkdtemp(prefix="kran-bench-", dir=DATA_PARENT))
+    data = Path(tempfile.mkdtemp(prefix="kran-bench-", dir=os.environ.get("BENCH_DATA_PARENT", DATA_PARENT)))
     atexit.register(shutil.rmtree, data, True)
     (data / "home").mkdir()
     full = {
@@ -140,7 +141,8 @@ def through_kran(jobs: list[dict[str, object]], cpus: float) -> tuple[float, Cpu
             cpu = Cpu.now(pid) - cpu0
             bad = {k: v for k, v in c.get("/status").json()["jobs_by_state"].items() if k != "succeeded"}
             if bad:
-                raise SystemExit(f"some jobs did not succeed: {bad}")
+                failed = c.get("/api/v1/jobs", params={"state": "failed", "limit": 3}).json()
+                raise SystemExit(f"some jobs did not succeed: {bad}; for example: {failed}")
             return took, cpu
     finally:
         s.stop()
@@ -266,7 +268,9 @@ def main() -> None:
     ap.add_argument("--docker-concurrency", type=int, default=8)
     ap.add_argument("--submits", type=int, default=2000)
     ap.add_argument("--batches", type=int, default=10)
+    ap.add_argument("--data-parent", default=DATA_PARENT, help="where the servers' data dirs are made")
     a = ap.parse_args()
+    os.environ["BENCH_DATA_PARENT"] = a.data_parent
     print(f"machine: {os.cpu_count()} cpus")
     for conc in a.process_concurrency if a.process_jobs else []:
         k, d, cpu, d_cpu = bench_process(a.process_jobs, conc)

@@ -53,6 +53,31 @@ def test_timeout_kills_and_records_timed_out(server: ServerProc) -> None:
     assert job["reason"] == "timed out after 1s" and len(job["attempts"]) == 1
 
 
+def test_a_killed_host_job_has_its_grace_to_clean_up(server: ServerProc) -> None:
+    """A kill's SIGTERM reached the root shell wrapper too, which died of it at once: the
+    attempt ended there, and its collect SIGKILLed the job in the middle of its clean-up,
+    long before the grace was over. The attempt now ends when the job does."""
+    sh = "trap 'sleep 1; echo cleaned up; exit 0' TERM; echo started; while true; do sleep 0.1; done"
+    job_id = post(server, {"sh": sh, "grace": "20s"}).json()["id"]
+    server.wait_state(job_id, {"running"})
+    with server.api() as c:
+        deadline = time.monotonic() + 10
+        while b"started" not in c.get(f"/api/v1/jobs/{job_id}/logs").content and time.monotonic() < deadline:
+            time.sleep(0.05)
+        c.post(f"/api/v1/jobs/{job_id}/kill").raise_for_status()
+        job = server.wait_state(job_id, {"killed"})
+        assert c.get(f"/api/v1/jobs/{job_id}/logs").content == b"started\ncleaned up\n"
+    assert job["attempts"][-1]["exit_code"] == 0
+
+
+def test_a_host_job_with_a_one_megabyte_limit_runs(server: ServerProc) -> None:
+    """What kran does to start a job (a forked Python in its cgroup) is not charged to the
+    job's memory: the smallest limit still runs a small command, and its usage is its own."""
+    job_id = post(server, {"command": ["true"], "mem": "1"}).json()["id"]
+    job = server.wait_state(job_id, {"succeeded", "failed"})
+    assert job["state"] == "succeeded", job["reason"]
+
+
 def test_docker_timeout(server: ServerProc, test_image: str) -> None:
     r = post(server, {"image": test_image, "command": ["sleep", "60"], "timeout": 1})
     job = server.wait_state(r.json()["id"], {"timed_out"}, timeout=30)

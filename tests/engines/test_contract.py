@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.docker_engine import DockerEngine
 from kran.adapters.engines.process import ProcessEngine, read_exit_code
 from kran.adapters.engines.swarm import SwarmEngine
@@ -24,7 +25,7 @@ from kran.errors import EngineError
 from kran.ports import AttemptRef, Engine, LaunchSpec
 
 
-@pytest.fixture(params=["process", "docker", "swarm"])
+@pytest.fixture(params=["process", "process-cgroups", "docker", "swarm"])
 def engine_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -32,8 +33,11 @@ def engine_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def engine(engine_kind: str, request: pytest.FixtureRequest) -> Iterator[Engine]:
     instance = uuid.uuid4().hex
-    if engine_kind == "process":
+    if engine_kind == "process":  # (no cgroups: a server not run as root; the shell wrapper)
         eng: Any = ProcessEngine(instance, kill_grace_s=1)
+    elif engine_kind == "process-cgroups":  # (the server's own: each attempt waited for by the fork server's child)
+        eng = ProcessEngine(instance, kill_grace_s=1, cgroups=Cgroups.detect())
+        request.addfinalizer(lambda: Cgroups.detect().remove_instance(instance, with_attempts=True))
     elif engine_kind == "docker":
         request.getfixturevalue("test_image")
         eng = DockerEngine(instance, kill_grace_s=1, on_exit=lambda: None)  # the server's: ends told by events
@@ -75,7 +79,7 @@ def launch(engine: Engine, engine_kind: str, tmp_path: Path, test_image: str) ->
 
     def go(script: str, job_id: int | None = None, env: dict[str, str] | None = None) -> AttemptRef:
         job = job_id if job_id is not None else next(counter)
-        spec = shell_spec(tmp_path, job, script, test_image if engine_kind != "process" else None, env)
+        spec = shell_spec(tmp_path, job, script, None if engine_kind.startswith("process") else test_image, env)
         return AttemptRef(job, 1, engine.launch(spec), spec.attempt_dir)
 
     return go
@@ -149,7 +153,7 @@ def test_kill_escalates_when_sigterm_is_ignored(engine: Engine, launch: Any, eng
         engine.kill(ref)
         end = wait_end(engine, ref, timeout=15)
         assert end.exit_code != 0
-        if engine_kind == "process":
+        if engine_kind.startswith("process"):
             deadline = time.monotonic() + 10  # (the grace is 1 s)
             while left() and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -212,7 +216,7 @@ def test_vanished_work_is_reported(
 ) -> None:
     ref = launch("sleep 30")
     time.sleep(0.3)
-    if engine_kind == "process":
+    if engine_kind.startswith("process"):
         import os
         import signal
 
@@ -252,7 +256,7 @@ def test_bad_command_fails_cleanly(engine: Engine, launch: Any) -> None:
 def test_docker_relaunch_of_same_attempt_does_not_run_twice(
     engine_kind: str, engine: Engine, launch: Any, tmp_path: Path, test_image: str
 ) -> None:
-    if engine_kind == "process":
+    if engine_kind.startswith("process"):
         pytest.skip("name-based idempotence is a container engine property")
     ref = launch("echo once >> count.txt; sleep 1", job_id=77)
     spec = LaunchSpec(
@@ -295,7 +299,7 @@ def test_container_jobs_keep_the_image_entrypoint(
 ) -> None:
     """As `docker run IMAGE ARGS`: the job's command goes to the image's ENTRYPOINT, on
     every container engine (a swarm service's Command would replace the entrypoint)."""
-    if engine_kind == "process":
+    if engine_kind.startswith("process"):
         pytest.skip("images only")
     image = request.getfixturevalue("entrypoint_image")
     if engine_kind == "swarm":

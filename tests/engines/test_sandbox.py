@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.containers import Sandbox
 from kran.adapters.engines.docker_engine import DockerEngine
 from kran.adapters.engines.process import ProcessEngine
@@ -47,9 +48,12 @@ def root_dir() -> Iterator[Path]:
 
 def make_engine(kind: str, sandbox: Sandbox, request: pytest.FixtureRequest) -> Any:
     instance = uuid.uuid4().hex
-    if kind == "process":
-        process = ProcessEngine(instance, kill_grace_s=1, run_as=sandbox.run_as)
+    if kind.startswith("process"):  # without cgroups: setpriv drops; with (the server's): the fork server's child
+        cgroups = Cgroups.detect() if kind == "process-cgroups" else None
+        process = ProcessEngine(instance, kill_grace_s=1, run_as=sandbox.run_as, cgroups=cgroups)
         request.addfinalizer(process.close)  # its fork server
+        if cgroups is not None:
+            request.addfinalizer(lambda: cgroups.remove_instance(instance, with_attempts=True))
         return process
     request.getfixturevalue("test_image")
     if kind == "docker":
@@ -66,7 +70,7 @@ def run_probe(engine: Engine, kind: str, root: Path, test_image: str, run_as: tu
         job_id=1,
         attempt=1,
         argv=("/bin/sh", "-c", PROBE),
-        image=None if kind == "process" else test_image,
+        image=None if kind.startswith("process") else test_image,
         env={},
         attempt_dir=attempt_dir,
         allocation=Resources(500, 128, 0, 0),
@@ -91,7 +95,7 @@ def facts(out: str) -> dict[str, str]:
     return found
 
 
-@pytest.fixture(params=["process", "docker", "swarm"])
+@pytest.fixture(params=["process", "process-cgroups", "docker", "swarm"])
 def any_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -153,6 +157,8 @@ def test_a_job_cannot_gain_privileges(
         )
     got = facts(run_probe(engine, any_kind, root_dir, test_image))
     assert got["NoNewPrivs"] == "1"
+    if any_kind.startswith("process"):  # (dropped by setpriv, or by the fork server's child itself)
+        assert got["CapEff"] == "0" * 16
 
 
 def _api_version(engine: SwarmEngine) -> tuple[int, ...]:

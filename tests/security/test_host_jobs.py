@@ -4,6 +4,7 @@ pids, /tmp and /dev/shm, out of memory."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import time
@@ -31,25 +32,23 @@ def _submit(server: Any, user: str | None, **body: Any) -> int:
 
 
 def _root_processes_of(job_id: int) -> list[dict[str, str]]:
-    """The environments of the root processes that serve job `job_id`, each with its
-    command line as "(cmdline)" (any host user can read that with ps)."""
+    """The environments of the root processes that serve job `job_id` (in its attempt's
+    cgroup: the fork server's child that waits for the job), each with its command line as
+    "(cmdline)" (any host user can read that with ps)."""
     found = []
+    mine = re.compile(rf"^\d+:[^:]*:/kran/[^/]+/{job_id}\.\d+$", re.M)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if entry.stat().st_uid != 0:
+            if entry.stat().st_uid != 0 or not mine.search((entry / "cgroup").read_text()):
                 continue
             raw = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
         env = dict(v.decode(errors="replace").split("=", 1) for v in raw if b"=" in v)
-        if env.get("KRAN_JOB_ID") == str(job_id) and "KRAN_INSTANCE" in env:
-            try:
-                env["(cmdline)"] = (entry / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            found.append(env)
+        found.append({**env, "(cmdline)": cmdline})
     return found
 
 
@@ -252,6 +251,9 @@ def test_out_of_memory_fails_whatever_the_script_exits_with(open_server: Any) ->
     job = _submit(server, None, sh="head -c 400m /dev/zero | tail > /dev/null; exit 0", mem="64")
     done = wait_job(server, job)
     assert done["state"] == "failed" and "out of memory" in done["reason"], done
+    # the script's own exit code, as its waiter wrote it: the kernel took `tail`, never the
+    # root waiter beside the job (a forked Python: the biggest process in a memory cgroup)
+    assert done["exit_code"] == 0, done
     ok = _submit(server, None, sh="head -c 10m /dev/zero | tail > /dev/null; exit 0", mem="64")
     assert wait_job(server, ok)["state"] == "succeeded"
 

@@ -169,6 +169,33 @@ class Cgroups:
             pass
         return None
 
+    def unlimited(self, procs: list[Path]) -> list[Path]:
+        """Of an attempt's cgroup.procs files, those a process of kran's own joins beside the
+        job: all but v1's memory cgroup (its pages are not the job's, and the kernel must
+        never pick it when the job runs out of memory). Its v1 cpuacct one says it is there."""
+        return [p for p in procs if self.version != 1 or not p.is_relative_to(ROOT / "memory")]
+
+    def attempts(self, instance: str) -> list[tuple[int, int, list[int]]]:
+        """The instance's attempt cgroups that hold processes: (job id, attempt, their pids),
+        in v1 from the cpuacct hierarchy (every process of the attempt is in it). Only root
+        makes these and puts processes in them: no job can claim another's."""
+        parent = Path(self.relative(instance, 0, 0)).parent
+        base = ROOT / "cpuacct" if self.version == 1 else ROOT if self.version == 2 else None
+        if base is None:
+            return []
+        try:
+            names = [e.name for e in os.scandir(base / parent) if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            return []
+        found = []
+        for name in names:
+            job, dot, attempt = name.partition(".")
+            if dot and job.isdecimal() and attempt.isdecimal() and job.isascii() and attempt.isascii():
+                pids = _pids(base / parent / name / "cgroup.procs")
+                if pids:
+                    found.append((int(job), int(attempt), pids))
+        return found
+
     def signal_all(self, rel: str, sig: int, wait_s: float = 0.0) -> None:
         """Signal every process in the attempt's cgroup, frozen meanwhile so none forks
         past the signal; with `wait_s`, wait (that long at most) until they are gone."""

@@ -2,28 +2,40 @@
 
 The server's fork server (spawner.py, a small root process of its own) forks a child for
 each attempt, which joins the attempt's cgroups and, as root, makes its namespaces and
-mounts by system calls; then a fixed chain of programs, each by absolute path, with a fixed
-environment of the server's making (PATH, LANG and the KRAN_* ids that find the attempt
-again after a restart); nothing the job chose is in that environment or is interpreted on
-the way:
+mounts by system calls; then a fixed chain, each program by absolute path, with a fixed
+environment of the server's making (PATH, LANG and the KRAN_* ids); nothing the job chose
+is in that environment or is interpreted on the way. Where attempts have cgroups (the
+server's own case, as root):
 
-    (spawner child)                                    a mount and an IPC namespace, a
+    (spawner child, root)                              a mount and an IPC namespace, a
                                                        network one (loopback only, up)
                                                        without --network; a private /tmp,
-                                                       /dev/shm and /proc
+                                                       /dev/shm and /proc; stdout, stderr;
+                                                       waits, writes the exit code
+      (its child)                                      joins the cgroups, drops to U:G (no
+                                                       groups, no_new_privs), and only then
+                                                       gets the job's variables
+        /bin/sh -c DROPPED_LOADER                      unprivileged: cd ./work
+          COMMAND ARGS...                              found through the job's PATH
+
+Without cgroups (a server not run as root, or none can be made) the attempt is found again
+after a restart by its root process's environment, so a root shell wrapper is that
+process, and setpriv drops:
+
+    (spawner child)
       /bin/sh -c WRAPPER                               the root wrapper: runs the rest,
                                                        writes its exit code
         /usr/bin/setpriv --reuid U --regid G --clear-groups --no-new-privs --
-          /bin/sh -c LOADER                            now unprivileged: reads the job's
-                                                       variables from job.env, cd work
-            COMMAND ARGS...                            found through the job's PATH
+          /bin/sh -c LOADER
+            COMMAND ARGS...
 
-The job's variables are in `job.env` (written by the server as quoted shell assignments,
-mode 0640 root:<job's group>), read only by the unprivileged shell: they are never in a
-root process's environment or command line (which any host user can read with `ps`). The
+The job's variables are the environment of the first exec after the drop or, without
+cgroups, in `job.env` (written by the server as quoted shell assignments, mode 0640
+root:<job's group>), read only by the unprivileged shell: they are never in a root
+process's environment or command line (which any host user can read with `ps`). The
 command line is plain arguments ("$@") until that shell execs it. So a PATH, LD_PRELOAD
-or KRAN_* a job sets reaches only itself. The wrapper stays root to write `exit_code`
-into the root-owned attempt dir, where the job cannot write.
+or KRAN_* a job sets reaches only itself. The waiter (or wrapper) stays root to write
+`exit_code` into the root-owned attempt dir, where the job cannot write.
 """
 
 from __future__ import annotations
@@ -44,8 +56,11 @@ ENV_FILE = "job.env"
 # Run in the attempt dir, as root, then the unprivileged command line: only builtins after
 # the job (no extra fork); exit_code is read only once the wrapper is gone.
 WRAPPER = '"$@" >stdout 2>stderr </dev/null; rc=$?; echo $rc >exit_code; exit $rc'
-# The job user's first step: its own variables, its working dir, its command.
-LOADER = f'. ./{ENV_FILE} && cd work && exec "$@"'
+# The job user's first step: its own variables, its working dir, its command (./work: no
+# CDPATH of the job's takes the cd elsewhere). Where the fork server's child drops the job
+# itself, the job's variables come in its environment, and the loader only changes dir.
+LOADER = f'. ./{ENV_FILE} && cd ./work && exec "$@"'
+DROPPED_LOADER = 'cd ./work && exec "$@"'
 
 
 def wrapper_env(instance: str, job_id: int, attempt: int, workdir: Path) -> dict[str, str]:
@@ -60,14 +75,14 @@ def wrapper_env(instance: str, job_id: int, attempt: int, workdir: Path) -> dict
     }
 
 
+def job_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables a job's process gets (names are identifiers, checked at submit)."""
+    return {name: value for name, value in env.items() if name.isidentifier() and name.isascii()}
+
+
 def env_script(env: Mapping[str, str]) -> str:
-    """The job's variables as shell assignments (names are identifiers, checked at submit;
-    values quoted, so nothing in them is code)."""
-    lines = []
-    for name, value in env.items():
-        if name.isidentifier() and name.isascii():
-            lines.append(f"export {name}={shlex.quote(value)}\n")
-    return "".join(lines)
+    """The job's variables as shell assignments (values quoted, so nothing in them is code)."""
+    return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in job_variables(env).items())
 
 
 def write_env_file(attempt_dir: Path, env: Mapping[str, str], gid: int | None) -> None:
@@ -83,7 +98,7 @@ def write_env_file(attempt_dir: Path, env: Mapping[str, str], gid: int | None) -
 
 
 def job_command(argv: Sequence[str], run_as: tuple[int, int] | None) -> list[str]:
-    """The unprivileged part: drop to run_as (when root), then the loader."""
+    """The unprivileged part: drop to run_as (when root), then the loader of job.env."""
     tail = [SH, "-c", LOADER, "kran-job", *argv]
     if run_as is None:
         return tail
@@ -95,24 +110,38 @@ def launch_request(
     attempt_dir: Path,
     cgroup_procs: Sequence[Path],
     shm_bytes: int | None,
-    command: list[str],
+    argv: Sequence[str],
+    run_as: tuple[int, int] | None,
     env: dict[str, str],
     network: bool = True,
+    job_env: Mapping[str, str] | None = None,
+    waiter_procs: Sequence[Path] = (),
 ) -> dict[str, object]:
     """What the fork server is asked for (spawner.py): private mounts and IPC when `shm_bytes`
     is given and then, without `network`, a network namespace with only its loopback (as a
     container without --network): the job reaches no other process's sockets on the host,
-    neither the server's nor another user's job's, and listens where no one else can."""
+    neither the server's nor another user's job's, and listens where no one else can.
+
+    With `job_env` (where attempts have cgroups: they are found again by those) the fork
+    server's child waits for the job itself and drops it to `run_as` by system calls, and
+    the job's variables go into the environment it gets after the drop: the loader is the
+    one program before the job. The waiter itself joins `waiter_procs`. Without, the root
+    shell wrapper, setpriv and job.env."""
     private = None
     if shm_bytes is not None:
         private = {"shm": shm_bytes, "network": network, "workdir": env.get("KRAN_WORKDIR", "")}
-    return {
-        "dir": str(attempt_dir),
-        "procs": [str(p) for p in cgroup_procs],
-        "argv": [SH, "-c", WRAPPER, "kran-job", *command],
-        "env": env,
-        "private": private,
-    }
+    request: dict[str, object] = {"dir": str(attempt_dir), "procs": [str(p) for p in cgroup_procs], "env": env}
+    if job_env is not None:
+        request.update(
+            argv=[SH, "-c", DROPPED_LOADER, "kran-job", *argv],
+            env={**env, **job_variables(job_env)},
+            run_as=list(run_as) if run_as else None,
+            waiter=True,
+            waiter_procs=[str(p) for p in waiter_procs],
+        )
+    else:
+        request["argv"] = [SH, "-c", WRAPPER, "kran-job", *job_command(argv, run_as)]
+    return {**request, "private": private}
 
 
 def private_mounts_unavailable() -> str | None:

@@ -1,14 +1,16 @@
 """Process engine: each attempt is a host process group in its own session, cgroup and
 (as root) mount namespace, run as its owner's uid (host_launch.py says how it starts).
 
-A small /bin/sh wrapper, started by the server's fork server (spawner.py), runs the job
-with stdout/stderr redirected into the attempt dir and writes the exit code to `exit_code`.
-Every process of the attempt is in its cgroup: a kill, and the attempt's end, reach them
-all, however they detached. The wrapper keeps running if the server (and its fork server)
-dies, so after a restart the attempt is found again (by its environment,
-KRAN_INSTANCE/KRAN_JOB_ID/KRAN_ATTEMPT in /proc) and its exit code read from the file.
-A process is identified by pid *and* start time, so a reused pid is never mistaken
-for the job.
+The server's fork server (spawner.py) starts each attempt: its child, a root process in
+the attempt's cgroup, runs the job with stdout/stderr redirected into the attempt dir,
+waits for it and writes its exit code to `exit_code` (without cgroups a small /bin/sh
+wrapper does). Every process of the attempt is in its cgroup: a kill, and the attempt's
+end, reach them all, however they detached. The waiter keeps running if the server (and
+its fork server) dies, so after a restart the attempt is found again (the root process
+leading its group in the attempt's cgroup; without cgroups, the wrapper by its
+environment, KRAN_INSTANCE/KRAN_JOB_ID/KRAN_ATTEMPT in /proc) and its exit code read from
+the file. A process is identified by pid *and* start time, so a reused pid is never
+mistaken for the job.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.host_launch import (
     BASE_PATH,
     ENV_FILE,
-    job_command,
     launch_request,
     private_mounts_unavailable,
     wrapper_env,
@@ -121,14 +122,19 @@ class ProcessEngine:
             seal_attempt(spec, run_as, private_tmp=private)
         env = {"PATH": BASE_PATH, "HOME": str(spec.workdir), "LANG": "C.UTF-8", **spec.env}
         env["KRAN_INSTANCE"] = self.instance
-        write_env_file(spec.attempt_dir, env, run_as[1] if run_as else None)
+        dropped = self.cgroups.version is not None  # (else the root wrapper, setpriv and job.env)
+        if not dropped:
+            write_env_file(spec.attempt_dir, env, run_as[1] if run_as else None)
         request = launch_request(
             spec.attempt_dir,
             procs,
             (mem or SHM_DEFAULT) if private else None,
-            job_command(spec.argv, run_as),
+            spec.argv,
+            run_as,
             wrapper_env(self.instance, spec.job_id, spec.attempt, spec.workdir),
             network=spec.network,
+            job_env=env if dropped else None,
+            waiter_procs=self.cgroups.unlimited(procs),
         )
         try:
             pid, start = self._spawner.spawn(request)
@@ -278,10 +284,14 @@ class ProcessEngine:
         return _start_time(pid) != start
 
     def discover(self) -> list[AttemptRef]:
-        """Wrapper processes of this instance still alive, found through /proc. A job's own
-        processes carry KRAN_INSTANCE too, and could forge the rest: only a process of the
-        server's own uid (root: jobs never are), in the cgroup of the attempt it names,
-        counts. Callers take the attempt dir from the store's layout, not from here."""
+        """The attempts of this instance still running. Where attempts have cgroups, by those:
+        in each, the process of the server's own uid that leads its group (the root waiter;
+        jobs never run as root) and started first. Without cgroups, the wrapper processes
+        through /proc: a job's own processes carry KRAN_INSTANCE too, and could forge the
+        rest, so only one of the server's own uid counts (root: jobs never are). Callers take
+        the attempt dir from the store's layout, not from here."""
+        if self.cgroups.version is not None:
+            return self._discover_cgroups()
         found = []
         needle = f"KRAN_INSTANCE={self.instance}".encode()
         me = os.geteuid()
@@ -297,23 +307,36 @@ class ProcessEngine:
                     continue
                 env = dict(v.decode(errors="replace").split("=", 1) for v in environ if b"=" in v)
                 job_id, attempt = int(env["KRAN_JOB_ID"]), int(env["KRAN_ATTEMPT"])
-                if self.cgroups.version is not None and not self._in_cgroup(entry, job_id, attempt):
-                    continue
             except (OSError, ProcessLookupError, KeyError, ValueError):
                 continue
             start = _start_time(pid)
-            if start is None:
-                continue
-            cwd = Path(env.get("KRAN_WORKDIR", "/nonexistent")).parent
-            found.append(AttemptRef(job_id, attempt, f"{PREFIX}{pid}:{start}", cwd))
+            if start is not None:
+                cwd = Path(env.get("KRAN_WORKDIR", "/nonexistent")).parent
+                found.append(AttemptRef(job_id, attempt, f"{PREFIX}{pid}:{start}", cwd))
         return found
 
-    def _in_cgroup(self, proc: Path, job_id: int, attempt: int) -> bool:
-        """In the attempt's cgroup, where it has one (a wrapper whose join failed still counts)."""
-        rel = self._rel(job_id, attempt)
-        if not any(d.is_dir() for d in self.cgroups.dirs(rel)):
-            return True
-        return any(line.endswith(":/" + rel) for line in (proc / "cgroup").read_text().splitlines())
+    def _discover_cgroups(self) -> list[AttemptRef]:
+        me = os.geteuid()
+        found = []
+        for job_id, attempt, pids in self.cgroups.attempts(self.instance):
+            leaders = []
+            for pid in pids:
+                try:
+                    if os.getpgid(pid) != pid or os.stat(f"/proc/{pid}").st_uid != me:
+                        continue
+                except OSError:
+                    continue
+                start = _start_time(pid)
+                if start is not None:
+                    leaders.append((int(start), pid, start))
+            if leaders:
+                _, pid, start = min(leaders)
+                try:
+                    cwd = Path(os.readlink(f"/proc/{pid}/cwd"))  # the waiter's: the attempt dir
+                except OSError:
+                    continue
+                found.append(AttemptRef(job_id, attempt, f"{PREFIX}{pid}:{start}", cwd))
+        return found
 
     def health(self) -> dict[str, str | None]:
         return {"process": None}

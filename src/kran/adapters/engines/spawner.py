@@ -5,16 +5,18 @@ it over a socket for each attempt. Forking a process this small is cheap, and sa
 thread), where forking the server is neither; and the child sets up the attempt's
 namespaces and mounts by system calls instead of a program for each step (unshare, mount,
 umount, ip, awk...), then execs the root wrapper, the only /bin/sh left before the job's
-own drop to its user (host_launch.py says what each part sees).
+own drop to its user; or, where attempts have cgroups, stays the attempt's root waiter
+and drops the job to its user itself (host_launch.py says what each part sees).
 
 Each request is one JSON line: the attempt dir (the child's working dir: every path below
-is relative to it), the cgroup.procs files to join, the wrapper's argv and environment
-(server values only) and, for a job with private mounts, their sizes. The answer is the
-wrapper's pid; when a wrapper ends, {"ended": pid, "status": wait status} follows, with
-"error": why, when the child could not start it (told through a close-on-exec pipe, so the
-reason comes even where the attempt dir cannot be written: a full disk). The server's end
-of the socket closing ends this process; its wrappers run on (reparented, as they would be
-if the server itself had started them), each writing its exit code.
+is relative to it), the cgroup.procs files to join, the argv and environment (server
+values only), with "waiter" the uid and gid to drop the job to and, for a job with private
+mounts, their sizes. The answer is the wrapper's (or waiter's) pid; when a wrapper ends,
+{"ended": pid, "status": wait status} follows, with "error": why, when the child could not
+start it (told through a close-on-exec pipe, so the reason comes even where the attempt
+dir cannot be written: a full disk). The server's end of the socket closing ends this
+process; its wrappers run on (reparented, as they would be if the server itself had
+started them), each writing its exit code.
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ import socket
 import struct
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET = 0x00020000, 0x08000000, 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x1000, 0x4000, 0x40000
 MNT_DETACH = 0x2
+PR_SET_NO_NEW_PRIVS = 38
+FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_FD = os.sysconf("SC_OPEN_MAX")
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 SETUP_FAILED = 125  # as the shell wrapper reported it: the job never started
 TICK_NS = 10**9 // os.sysconf("SC_CLK_TCK")  # /proc's start times count these
@@ -136,13 +141,6 @@ def child(req: dict[str, Any], why_fd: int) -> None:
     to `why_fd` (closed by the exec when all went well) and to the attempt's files."""
     here = False  # in the attempt dir: only then are its files written
     try:
-        for sig in signal.valid_signals():  # every signal as a fresh process has it
-            if sig not in (signal.SIGKILL, signal.SIGSTOP):
-                try:
-                    signal.signal(sig, signal.SIG_DFL)
-                except (OSError, ValueError):
-                    pass
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
         signal.set_wakeup_fd(-1)
         os.setsid()
         os.chdir(req["dir"])
@@ -150,28 +148,123 @@ def child(req: dict[str, Any], why_fd: int) -> None:
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        for fd in [int(n) for n in os.listdir("/proc/self/fd") if int(n) > 2 and int(n) != why_fd]:  # few
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        os.closerange(3, why_fd)  # (the fork server's socket, pipes and selector)
+        os.closerange(why_fd + 1, MAX_FD)
+        if req.get("waiter"):
+            pid = os.fork()
+            if pid == 0:
+                _job(req, why_fd)
+            _wait(pid, req.get("waiter_procs", req["procs"]), why_fd)
+        _default_signals()
         if req.get("private"):
             _private(req["private"])
         argv = [str(a) for a in req["argv"]]
         env = {str(k): str(v) for k, v in req["env"].items()}
-        me = str(os.getpid())
-        for procs in req["procs"]:  # last: what this child touched is not the job's memory
-            try:
-                with open(procs, "w") as f:
-                    f.write(me)
-            except OSError as e:  # outside its cgroup a job escapes its limits, its kill, its accounting
-                raise SetupError(f"kran: could not put the job into its cgroup ({procs}: {e.strerror})") from None
+        _join(req["procs"])  # last: what this child touched is not the job's memory
         os.execve(argv[0], argv, env)
     except SetupError as e:
         _fail(str(e), here, why_fd)
     except BaseException as e:  # noqa: BLE001 - whatever it was, the attempt says so and ends
         _fail(f"kran: could not start the job ({e})", here, why_fd)
     os._exit(SETUP_FAILED)
+
+
+def _default_signals() -> None:
+    """Every signal as a fresh process has it (a server under nohup ignores SIGHUP)."""
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
+def _join(cgroup_procs: list[str]) -> None:
+    me = str(os.getpid()).encode()
+    for procs in cgroup_procs:
+        try:
+            fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, me)
+            finally:
+                os.close(fd)
+        except OSError as e:  # outside its cgroup a job escapes its limits, its kill, its accounting
+            raise SetupError(f"kran: could not put the job into its cgroup ({procs}: {e.strerror})") from None
+
+
+def _job(req: dict[str, Any], why_fd: int) -> NoReturn:
+    """The waiter's child, to be the job: its output files, its namespaces and mounts, its
+    user (no groups, no_new_privs: setpriv's drop, by system calls), then the job's chain."""
+    try:
+        out, err = os.open("stdout", FILE_FLAGS, 0o666), os.open("stderr", FILE_FLAGS, 0o666)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        os.close(out)
+        os.close(err)
+        _default_signals()
+        if req.get("private"):
+            _private(req["private"])
+        run_as = req.get("run_as")
+        uid, gid = (int(run_as[0]), int(run_as[1])) if run_as else (-1, -1)
+        argv = [str(a) for a in req["argv"]]
+        env = {str(k): str(v) for k, v in req["env"].items()}
+        _join(req["procs"])  # last: what this process touched is not the job's memory
+        if run_as:
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), 0, 0, 0), "no_new_privs")
+        os.execve(argv[0], argv, env)
+    except SetupError as e:
+        message = str(e)
+    except BaseException as e:  # noqa: BLE001 - whatever it was, the attempt says so and ends
+        message = f"kran: could not start the job ({e})"
+    for fd, text in ((why_fd, message), (2, message + "\n")):
+        try:
+            os.write(fd, text.encode(errors="replace")[:4000])
+        except OSError:
+            pass
+    os._exit(SETUP_FAILED)
+
+
+def _wait(pid: int, cgroup_procs: list[str], why_fd: int) -> NoReturn:
+    """The attempt's root waiter (never exec'd; it does little): waits for the job and
+    writes its exit code into the attempt dir, where the job cannot write. It outlives the
+    server and its fork server, as the shell wrapper did. A kill's SIGTERM, sent to the
+    whole group, is the job's to answer: this ignores it, and the attempt ends when the job
+    does. It joins the attempt's cgroup (where it is found after a restart) only now, and
+    not its v1 memory cgroup: the pages a forked Python copies are not the job's, and when
+    the job runs out of memory the kernel must not pick this (it counts as the biggest
+    process there: most of it shared). Where the kernel lets it (v2: one cgroup), it is
+    exempt from the OOM killer."""
+    os.close(why_fd)  # the pipe now closes when the job execs (or ends)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"-1000")
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # (no CAP_SYS_RESOURCE: a container)
+    try:
+        _join(cgroup_procs)
+    except SetupError:
+        pass  # (the job's own join says so, or it is in its cgroup and only this is not found)
+    _, status = os.waitpid(pid, 0)
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)  # as a shell says it
+    try:
+        fd = os.open("exit_code", FILE_FLAGS, 0o644)
+        try:
+            os.write(fd, f"{code}\n".encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    os._exit(code)
 
 
 def _fail(message: str, here: bool, why_fd: int) -> None:
