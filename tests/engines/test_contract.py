@@ -158,6 +158,8 @@ def test_kill_escalates_when_sigterm_is_ignored(engine: Engine, launch: Any, eng
             while left() and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert not left(), "the job outlived its kill"
+        if engine_kind == "process-cgroups":  # its waiter outlives the SIGKILL and says how the job ended
+            assert (end.exit_code, end.error, read_exit_code(ref.attempt_dir)) == (137, None, 137)
     finally:  # (a swarm task's container may take a while to go)
         for pid in left():
             os.kill(int(pid), signal.SIGKILL)
@@ -216,10 +218,10 @@ def test_vanished_work_is_reported(
 ) -> None:
     ref = launch("sleep 30")
     time.sleep(0.3)
-    if engine_kind.startswith("process"):
-        import os
-        import signal
-
+    if engine_kind == "process-cgroups":  # the waiter, then the job
+        os.kill(int(ref.handle.split(":")[1]), signal.SIGKILL)
+        Cgroups.detect().signal_all(engine._rel(ref.job_id, 1), signal.SIGKILL)
+    elif engine_kind == "process":
         pid = int(ref.handle.split(":")[1])
         os.killpg(pid, signal.SIGKILL)
     elif engine_kind == "docker":

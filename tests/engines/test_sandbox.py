@@ -27,7 +27,7 @@ JOB_USER = (54321, 54322)
 PIDS = 123
 PROBE = (
     'echo "uid=$(id -u)"; echo "gid=$(id -g)"; echo "groups=$(id -G)"; '
-    "grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status; "
+    "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status; "
     'echo "pids=$(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max)"; '
     'awk \'$2 == "/" {split($4, o, ","); print "rootfs=" o[1]}\' /proc/mounts; '
     "if touch /tmp/probe; then echo tmp=rw; else echo tmp=ro; fi; "
@@ -158,7 +158,7 @@ def test_a_job_cannot_gain_privileges(
     got = facts(run_probe(engine, any_kind, root_dir, test_image))
     assert got["NoNewPrivs"] == "1"
     if any_kind.startswith("process"):  # (dropped by setpriv, or by the fork server's child itself)
-        assert got["CapEff"] == "0" * 16
+        assert [got[c] for c in ("CapInh", "CapPrm", "CapEff", "CapAmb")] == ["0" * 16] * 4
 
 
 def _api_version(engine: SwarmEngine) -> tuple[int, ...]:

@@ -18,6 +18,7 @@ from kran.adapters.engines import cgroups
 from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.process import ProcessEngine
 from kran.errors import EngineUnavailable
+from kran.ports import AttemptRef
 from tests.engines.test_contract import shell_spec
 from tests.security.conftest import logs, wait_job, wait_running
 
@@ -358,3 +359,43 @@ def test_where_no_cgroup_can_ever_be_made_the_server_says_so_at_start(tmp_path: 
     (v2 / "cgroup.controllers").write_text("cpu io hugetlb\n")
     found = Cgroups.detect(v2)
     assert found.version is None and "memory and pids" in str(found.unavailable)
+
+
+def test_discover_takes_no_process_outside_the_attempts_cgroup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restart finds an attempt by the root process leading its group in the attempt's
+    cgroup, from the cgroup's listing. A job holding thousands of processes there, cycling
+    pids, could get a listed pid taken meanwhile by another attempt's waiter (a root group
+    leader): the server would have signalled another user's job as this attempt's. The
+    process chosen is now checked to be in the cgroup, after the listing."""
+    engine = ProcessEngine(uuid.uuid4().hex, kill_grace_s=1, cgroups=Cgroups.detect())
+    stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)  # root, leads its group, in no kran cgroup
+    monkeypatch.setattr(Cgroups, "attempts", lambda self, instance: [(7, 1, [stranger.pid])])
+    try:
+        assert engine.discover() == []
+    finally:
+        stranger.kill()
+        stranger.wait()
+        engine.close()
+
+
+def test_a_waiter_that_cannot_join_its_cgroup_stops_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The root waiter of an attempt is found again after a restart in the attempt's cgroup:
+    one that could not join would leave a job no restart finds (re-queued while it runs:
+    twice). The attempt fails as a set-up failure instead, and the job is stopped."""
+    from tests.engines.test_contract import shell_spec, wait_end
+
+    cg = Cgroups.detect()
+    instance = uuid.uuid4().hex
+    monkeypatch.setattr(Cgroups, "for_waiter", lambda self, procs: [tmp_path / "no-cgroup" / "cgroup.procs"])
+    engine = ProcessEngine(instance, kill_grace_s=1, cgroups=cg)
+    try:
+        spec = shell_spec(tmp_path, 3, "sleep 0.5; touch ran", None)
+        ref = AttemptRef(3, 1, engine.launch(spec), spec.attempt_dir)
+        end = wait_end(engine, ref)
+        assert end.exit_code == 125 and "could not put the job into its cgroup" in str(end.error), end
+        time.sleep(1)
+        assert not (spec.workdir / "ran").exists()
+        engine.collect(ref)
+    finally:
+        engine.close()
+        cg.remove_instance(instance, with_attempts=True)

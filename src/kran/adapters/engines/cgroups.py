@@ -169,11 +169,22 @@ class Cgroups:
             pass
         return None
 
-    def unlimited(self, procs: list[Path]) -> list[Path]:
-        """Of an attempt's cgroup.procs files, those a process of kran's own joins beside the
-        job: all but v1's memory cgroup (its pages are not the job's, and the kernel must
-        never pick it when the job runs out of memory). Its v1 cpuacct one says it is there."""
-        return [p for p in procs if self.version != 1 or not p.is_relative_to(ROOT / "memory")]
+    def for_waiter(self, procs: list[Path]) -> list[Path]:
+        """Of an attempt's cgroup.procs files, those its root waiter (spawner.py) joins: in v1
+        only cpuacct's (where `attempts` finds it), none a kill signals or that limits the
+        job (its memory is not the job's, nor its process); in v2 the one (a kill spares it)."""
+        return [p for p in procs if self.version != 1 or p.is_relative_to(ROOT / "cpuacct")]
+
+    def holds(self, pid: int, rel: str) -> bool:
+        """Whether process `pid` is in the attempt's cgroup `rel` now (v1: its cpuacct one,
+        where every process of the attempt is). OSError when there is no such process."""
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if (self.version == 1 and "cpuacct" in controllers.split(",")) or (self.version == 2 and not controllers):
+                return path == "/" + rel
+        return False
 
     def attempts(self, instance: str) -> list[tuple[int, int, list[int]]]:
         """The instance's attempt cgroups that hold processes: (job id, attempt, their pids),
@@ -196,27 +207,29 @@ class Cgroups:
                     found.append((int(job), int(attempt), pids))
         return found
 
-    def signal_all(self, rel: str, sig: int, wait_s: float = 0.0) -> None:
-        """Signal every process in the attempt's cgroup, frozen meanwhile so none forks
-        past the signal; with `wait_s`, wait (that long at most) until they are gone."""
+    def signal_all(self, rel: str, sig: int, wait_s: float = 0.0, spare: int | None = None) -> None:
+        """Signal every process in the attempt's cgroup but `spare` (its waiter, on v2),
+        frozen meanwhile so none forks past the signal; with `wait_s`, wait (that long at
+        most) until they are gone."""
         procs = self._procs_file(rel)
-        if procs is None or not procs.exists() or not _pids(procs):  # empty: nothing in it can fork
+        if procs is None or not procs.exists() or not set(_pids(procs)) - {spare}:  # nothing in it can fork
             return
         kill_file = procs.parent / "cgroup.kill"
-        if sig == signal.SIGKILL and kill_file.exists():  # v2, Linux >= 5.14
+        if sig == signal.SIGKILL and kill_file.exists() and spare not in _pids(procs):  # v2, Linux >= 5.14
             _write(kill_file, "1")
         else:
             self._frozen(rel, True)
             try:
                 for pid in _pids(procs):
                     try:
-                        os.kill(pid, sig)
+                        if pid != spare:
+                            os.kill(pid, sig)
                     except (ProcessLookupError, PermissionError):
                         pass
             finally:
                 self._frozen(rel, False)
         deadline = time.monotonic() + wait_s
-        while _pids(procs) and time.monotonic() < deadline:
+        while set(_pids(procs)) - {spare} and time.monotonic() < deadline:
             time.sleep(0.01)
 
     def _procs_file(self, rel: str) -> Path | None:

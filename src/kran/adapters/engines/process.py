@@ -134,7 +134,7 @@ class ProcessEngine:
             wrapper_env(self.instance, spec.job_id, spec.attempt, spec.workdir),
             network=spec.network,
             job_env=env if dropped else None,
-            waiter_procs=self.cgroups.unlimited(procs),
+            waiter_procs=self.cgroups.for_waiter(procs),
         )
         try:
             pid, start = self._spawner.spawn(request)
@@ -184,10 +184,14 @@ class ProcessEngine:
         return out
 
     def _signal(self, ref: AttemptRef, sig: signal.Signals) -> None:
-        """The attempt's process group and everything else in its cgroup (setsid, double
-        forks): a job's processes cannot leave their cgroup."""
+        """Everything in the attempt's cgroup (setsid, double forks: a job's processes
+        cannot leave it) but its root waiter, which records how the job ended; without
+        cgroups, the wrapper's process group."""
         assert ref.handle is not None
         pid, start = _parse(ref.handle)
+        if self.cgroups.version is not None:
+            self.cgroups.signal_all(self._rel(ref.job_id, ref.attempt), sig, spare=pid or None)
+            return
         alive = _start_time(pid) if pid > 1 and start != "0" else ""  # proc:0:0 is no process: never our own group
         if alive == start:
             try:
@@ -333,6 +337,8 @@ class ProcessEngine:
                 _, pid, start = min(leaders)
                 try:
                     cwd = Path(os.readlink(f"/proc/{pid}/cwd"))  # the waiter's: the attempt dir
+                    if not self.cgroups.holds(pid, self._rel(job_id, attempt)) or _start_time(pid) != start:
+                        continue  # the pid was taken by another process after the listing
                 except OSError:
                     continue
                 found.append(AttemptRef(job_id, attempt, f"{PREFIX}{pid}:{start}", cwd))

@@ -37,7 +37,7 @@ from typing import Any, NoReturn
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET = 0x00020000, 0x08000000, 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x1000, 0x4000, 0x40000
 MNT_DETACH = 0x2
-PR_SET_NO_NEW_PRIVS = 38
+PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 4, 38
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_FD = os.sysconf("SC_OPEN_MAX")
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
@@ -194,9 +194,13 @@ def _join(cgroup_procs: list[str]) -> None:
 
 
 def _job(req: dict[str, Any], why_fd: int) -> NoReturn:
-    """The waiter's child, to be the job: its output files, its namespaces and mounts, its
-    user (no groups, no_new_privs: setpriv's drop, by system calls), then the job's chain."""
+    """The waiter's child, to be the job: a session of its own (the waiter is not in the
+    job's group: a kill's signals are the job's), its output files, its namespaces and
+    mounts, its cgroups, its user (no groups, no_new_privs: setpriv's drop, by system
+    calls; not dumpable until the exec, which leaves nothing of this process's memory: it
+    holds other requests of the fork server's), then the job's chain."""
     try:
+        os.setsid()
         out, err = os.open("stdout", FILE_FLAGS, 0o666), os.open("stderr", FILE_FLAGS, 0o666)
         os.dup2(out, 1)
         os.dup2(err, 2)
@@ -214,6 +218,7 @@ def _job(req: dict[str, Any], why_fd: int) -> NoReturn:
             os.setgroups([])
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)
+            _check(_libc.prctl(PR_SET_DUMPABLE, ctypes.c_ulong(0), 0, 0, 0), "not dumpable")
             _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), 0, 0, 0), "no_new_privs")
         os.execve(argv[0], argv, env)
     except SetupError as e:
@@ -231,14 +236,14 @@ def _job(req: dict[str, Any], why_fd: int) -> NoReturn:
 def _wait(pid: int, cgroup_procs: list[str], why_fd: int) -> NoReturn:
     """The attempt's root waiter (never exec'd; it does little): waits for the job and
     writes its exit code into the attempt dir, where the job cannot write. It outlives the
-    server and its fork server, as the shell wrapper did. A kill's SIGTERM, sent to the
-    whole group, is the job's to answer: this ignores it, and the attempt ends when the job
-    does. It joins the attempt's cgroup (where it is found after a restart) only now, and
-    not its v1 memory cgroup: the pages a forked Python copies are not the job's, and when
-    the job runs out of memory the kernel must not pick this (it counts as the biggest
-    process there: most of it shared). Where the kernel lets it (v2: one cgroup), it is
-    exempt from the OOM killer."""
-    os.close(why_fd)  # the pipe now closes when the job execs (or ends)
+    server and its fork server, as the shell wrapper did, and no kill of the attempt
+    reaches it: it ignores SIGTERM and is in none of the cgroups a kill signals (v1: only
+    cpuacct, where it is found after a restart; v2: the attempt's, spared by the kill), so
+    the attempt ends when the job does, with its code. It joins only now: the pages a
+    forked Python copies are not the job's. Where the kernel lets it, it is exempt from the
+    OOM killer (in a v2 memory cgroup it counts as the biggest process: most of it shared).
+    If it cannot join, the job is stopped: a waiter no restart can find is a job that could
+    run twice."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)
@@ -252,16 +257,20 @@ def _wait(pid: int, cgroup_procs: list[str], why_fd: int) -> NoReturn:
         pass  # (no CAP_SYS_RESOURCE: a container)
     try:
         _join(cgroup_procs)
-    except SetupError:
-        pass  # (the job's own join says so, or it is in its cgroup and only this is not found)
+    except SetupError as e:
+        os.kill(pid, signal.SIGKILL)  # (its own session: before it could start anything else)
+        os.waitpid(pid, 0)
+        _fail(str(e), True, why_fd)
+    os.close(why_fd)  # the pipe now closes when the job execs (or ends)
     _, status = os.waitpid(pid, 0)
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)  # as a shell says it
-    try:
-        fd = os.open("exit_code", FILE_FLAGS, 0o644)
+    try:  # whole or not at all: a file cut short would read as no exit code
+        fd = os.open("exit_code.tmp", FILE_FLAGS, 0o644)
         try:
             os.write(fd, f"{code}\n".encode())
         finally:
             os.close(fd)
+        os.rename("exit_code.tmp", "exit_code")
     except OSError:
         pass
     os._exit(code)
