@@ -1,6 +1,6 @@
 """Dispatch benchmark: kran vs. the same commands run directly, in one run.
 
-    .venv/bin/python bench/dispatch.py [--process-jobs 500] [--docker-jobs 100] [--submits 2000]
+    .venv/bin/python bench/dispatch.py [--process-jobs 500] [--docker-jobs 100] [--submits 2000] [--data-parent DIR]
 
 Prints, for each part, kran's figure, the baseline's and the ratio:
 - process jobs: N `true` jobs through kran (batch submit, wait until all ended) vs. the

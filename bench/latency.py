@@ -1,6 +1,6 @@
 """Single-job latency on an idle server (issue 23.3), beside the bare equivalents.
 
-    .venv/bin/python bench/latency.py [--n 200] [--watch stream|poll]
+    .venv/bin/python bench/latency.py [--n 200] [--watch stream|poll] [--no-docker]
 
 One job at a time, N times, for a process job (`sleep 0.3`) and a docker job (busybox
 `sleep 0.3`), on a server with its default settings: the time from the submit request to
@@ -153,6 +153,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--watch", choices=["stream", "poll"], default="stream", help="how the client learns states")
+    ap.add_argument("--no-docker", action="store_true", help="process jobs only")
     args = ap.parse_args()
     rows = []
     proc = {"command": ["sleep", "0.3"], "cpus": "0.1", "mem": "8"}
@@ -167,6 +168,9 @@ def main() -> None:
             ),
         )
     )
+    if args.no_docker:
+        print("\n".join(rows))
+        return
     dock = {"image": IMAGE, "command": ["sleep", "0.3"], "cpus": "0.25", "mem": "32"}
     rows.append(line("kran docker job", *through_kran(args.n, dock, args.watch)))
 
