@@ -165,6 +165,21 @@ def test_kill_escalates_when_sigterm_is_ignored(engine: Engine, launch: Any, eng
             os.kill(int(pid), signal.SIGKILL)
 
 
+def test_an_end_after_the_stop_is_a_stop_whatever_the_exit_code(engine: Engine, launch: Any, engine_kind: str) -> None:
+    """A preempted job that saves its work on SIGTERM and exits 0 was stopped, not done (it
+    is re-queued). The root waiter records the job's own 0 where the shell wrapper died of
+    the signal: the attempt now says it ended after kran's stop."""
+    if engine_kind == "swarm":
+        pytest.skip("a swarm service's end time is the daemon's")
+    ref = launch("trap 'exit 0' TERM; echo started; while true; do sleep 0.1; done")
+    deadline = time.monotonic() + 10
+    while b"started" not in b"".join(engine.stream_logs(ref, "stdout", False)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    engine.kill(ref)
+    end = wait_end(engine, ref, timeout=15)
+    assert end.stopped, end
+
+
 def test_kill_does_not_wait_out_the_grace(engine: Engine, launch: Any, engine_kind: str) -> None:
     """A kill sends its signal and returns: the SIGKILL follows after the grace without a
     thread waiting for it (a docker kill held one of the server's 16 engine threads for the

@@ -399,3 +399,51 @@ def test_a_waiter_that_cannot_join_its_cgroup_stops_the_job(tmp_path: Path, monk
     finally:
         engine.close()
         cg.remove_instance(instance, with_attempts=True)
+
+
+def test_a_job_killed_while_it_starts_never_runs(tmp_path: Path) -> None:
+    """A kill signals the attempt's cgroup, which the job's process joins only at the end of
+    its set-up: a kill in between (a short grace, a preemption at once) found no one, and
+    the job then ran to its end, unkillable. The stop is marked in the attempt dir before
+    the signals, and the job's process looks there once in its cgroups."""
+    from kran.adapters.engines.spawner import STOP_SENT
+    from tests.engines.test_contract import shell_spec, wait_end
+
+    cg = Cgroups.detect()
+    instance = uuid.uuid4().hex
+    engine = ProcessEngine(instance, kill_grace_s=1, cgroups=cg)
+    try:
+        spec = shell_spec(tmp_path, 4, "touch ran", None)
+        (spec.attempt_dir / STOP_SENT).write_text("0")  # the kill's mark, as if sent during the set-up
+        ref = AttemptRef(4, 1, engine.launch(spec), spec.attempt_dir)
+        end = wait_end(engine, ref)
+        assert (end.exit_code, end.stopped) == (143, True), end
+        assert not (spec.workdir / "ran").exists()
+        engine.collect(ref)
+    finally:
+        engine.close()
+        cg.remove_instance(instance, with_attempts=True)
+
+
+def test_a_stray_attempt_leaves_no_cgroup(tmp_path: Path) -> None:
+    """A stray (work the store does not count as active, after a crash) is killed and
+    collected at once. Its root waiter, in no cgroup a kill signals, ends a moment after its
+    job: the collect removed the cgroups before, and the waiter's stayed."""
+    from tests.engines.test_contract import shell_spec
+
+    cg = Cgroups.detect()
+    instance = uuid.uuid4().hex
+    engine = ProcessEngine(instance, kill_grace_s=1, cgroups=cg)
+    try:
+        spec = shell_spec(tmp_path, 5, "sleep 30", None)
+        ref = AttemptRef(5, 1, engine.launch(spec), spec.attempt_dir)
+        time.sleep(0.5)
+        [found] = engine.discover()
+        engine.kill(found)
+        engine.collect(found)
+        left = cg.all_dirs(cg.relative(instance, 5, 1))
+        assert left == [], left
+    finally:
+        engine.close()
+        cg.remove_instance(instance, with_attempts=True)
+    assert ref.handle

@@ -232,6 +232,12 @@ class Cgroups:
         while set(_pids(procs)) - {spare} and time.monotonic() < deadline:
             time.sleep(0.01)
 
+    def wait_empty(self, rel: str, wait_s: float) -> None:
+        """Wait (that long at most) until no process is in any of the attempt's cgroups."""
+        deadline = time.monotonic() + wait_s
+        while any(_pids(r / rel / "cgroup.procs") for r in self._roots) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def _procs_file(self, rel: str) -> Path | None:
         if self.version == 1:
             frozen = ROOT / "freezer" / rel / "cgroup.procs"

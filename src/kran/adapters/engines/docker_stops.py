@@ -19,11 +19,11 @@ from docker.errors import APIError, DockerException, NotFound
 
 from kran.adapters.engines.containers import explain, timed_out
 from kran.adapters.engines.later import Later
+from kran.adapters.engines.spawner import STOP_SENT  # (when kran first sent the stop: epoch seconds)
 from kran.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-STOP_SENT = "stop_sent"  # in the attempt dir: when kran first sent the container its stop (epoch seconds)
 KILL_AGAIN_S = 5.0  # a SIGKILL the daemon did not take
 
 

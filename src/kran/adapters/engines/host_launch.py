@@ -1,21 +1,23 @@
 """How a host-process attempt is started: the privileged part never sees the job's values.
 
 The server's fork server (spawner.py, a small root process of its own) forks a child for
-each attempt, which joins the attempt's cgroups and, as root, makes its namespaces and
-mounts by system calls; then a fixed chain, each program by absolute path, with a fixed
-environment of the server's making (PATH, LANG and the KRAN_* ids); nothing the job chose
-is in that environment or is interpreted on the way. Where attempts have cgroups (the
+each attempt; then a fixed chain, each program by absolute path, with a fixed environment
+of the server's making (PATH, LANG and the KRAN_* ids); nothing the job chose is in a root
+process's environment or is interpreted on the way. Where attempts have cgroups (the
 server's own case, as root):
 
-    (spawner child, root)                              a mount and an IPC namespace, a
-                                                       network one (loopback only, up)
-                                                       without --network; a private /tmp,
-                                                       /dev/shm and /proc; stdout, stderr;
+    (spawner child, root: the waiter)                  forks the job's process; joins the
+                                                       attempt's cgroups (v1: cpuacct only);
                                                        waits, writes the exit code
-      (its child)                                      joins the cgroups, drops to U:G (no
-                                                       groups, no_new_privs), and only then
-                                                       gets the job's variables
-        /bin/sh -c DROPPED_LOADER                      unprivileged: cd ./work
+      (the job's process, root until the drop)         its own session; stdout, stderr; a
+                                                       mount and an IPC namespace, a network
+                                                       one (loopback only, up) without
+                                                       --network; a private /tmp, /dev/shm
+                                                       and /proc; joins the cgroups; drops
+                                                       to U:G (no groups, not dumpable,
+                                                       no_new_privs)
+        /bin/sh -c DROPPED_LOADER                      exec'd with the job's variables:
+                                                       cd ./work
           COMMAND ARGS...                              found through the job's PATH
 
 Without cgroups (a server not run as root, or none can be made) the attempt is found again

@@ -1,16 +1,17 @@
 """Process engine: each attempt is a host process group in its own session, cgroup and
 (as root) mount namespace, run as its owner's uid (host_launch.py says how it starts).
 
-The server's fork server (spawner.py) starts each attempt: its child, a root process in
-the attempt's cgroup, runs the job with stdout/stderr redirected into the attempt dir,
-waits for it and writes its exit code to `exit_code` (without cgroups a small /bin/sh
-wrapper does). Every process of the attempt is in its cgroup: a kill, and the attempt's
-end, reach them all, however they detached. The waiter keeps running if the server (and
-its fork server) dies, so after a restart the attempt is found again (the root process
-leading its group in the attempt's cgroup; without cgroups, the wrapper by its
-environment, KRAN_INSTANCE/KRAN_JOB_ID/KRAN_ATTEMPT in /proc) and its exit code read from
-the file. A process is identified by pid *and* start time, so a reused pid is never
-mistaken for the job.
+The server's fork server (spawner.py) starts each attempt: its child, the attempt's root
+waiter, runs the job (in a session of its own) with stdout/stderr redirected into the
+attempt dir, waits for it and writes its exit code to `exit_code` (without cgroups a small
+/bin/sh wrapper does, the job in its process group). Every process of the job is in its
+cgroups: a kill, and the attempt's end, reach them all, however they detached; the waiter
+is not signalled (on v1 it is in the attempt's cpuacct cgroup only). The waiter keeps
+running if the server (and its fork server) dies, so after a restart the attempt is found
+again (the root process leading its group in the attempt's cgroup; without cgroups, the
+wrapper by its environment, KRAN_INSTANCE/KRAN_JOB_ID/KRAN_ATTEMPT in /proc) and its exit
+code read from the file. A process is identified by pid *and* start time, so a reused pid
+is never mistaken for the job.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from kran.adapters.engines.host_launch import (
 )
 from kran.adapters.engines.later import Later
 from kran.adapters.engines.ownership import effective_user, private_tmp_dir, seal_attempt
-from kran.adapters.engines.spawner import SETUP_FAILED, proc_start
+from kran.adapters.engines.spawner import SETUP_FAILED, STOP_SENT, proc_start
 from kran.adapters.engines.spawner_client import Spawner
 from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
@@ -58,6 +59,31 @@ def _start_time(pid: int) -> str | None:
 def _parse(handle: str) -> tuple[int, str]:
     pid, start = handle[len(PREFIX) :].split(":")
     return int(pid), start
+
+
+def _mark_stop(attempt_dir: Path) -> None:
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(attempt_dir / STOP_SENT, flags, 0o644)
+    except OSError:  # sent before (its first time counts), or the dir is gone
+        return
+    try:
+        os.write(fd, f"{time.time()}".encode())
+    finally:
+        os.close(fd)
+
+
+def _stopped(attempt_dir: Path) -> bool:
+    """Did the attempt end after kran sent its stop (by the files' times: the exit code
+    written at or after the mark)?"""
+    try:
+        sent = (attempt_dir / STOP_SENT).stat().st_mtime
+    except OSError:
+        return False
+    try:
+        return (attempt_dir / "exit_code").stat().st_mtime >= sent
+    except OSError:
+        return True
 
 
 def read_exit_code(attempt_dir: Path) -> int | None:
@@ -144,6 +170,8 @@ class ProcessEngine:
 
     def _ended(self, ref: AttemptRef) -> AttemptEnd | None:
         end = self._exit_of(ref)
+        if end is not None and _stopped(ref.attempt_dir):  # (a preempted job that exits 0 on SIGTERM is not done)
+            end = replace(end, stopped=True)
         if end is not None and not end.vanished and self.cgroups.oom_kills(self._rel(ref.job_id, ref.attempt)):
             # the kernel killed one of its processes: whatever the script made of that
             return replace(end, error=OOM)
@@ -231,8 +259,12 @@ class ProcessEngine:
         return False
 
     def kill(self, ref: AttemptRef) -> None:
+        """SIGTERM now, SIGKILL after the grace. The stop is marked in the attempt dir first:
+        a job still starting (not in its cgroup yet) sees it there and never runs, and an
+        end after it was a stop, whatever the job exits with."""
         if not ref.handle:
             return
+        _mark_stop(ref.attempt_dir)
         self._signal(ref, signal.SIGTERM)
         grace = self.kill_grace_s if ref.grace_s is None else ref.grace_s
         self.later.call(grace, self._signal, ref, signal.SIGKILL)
@@ -256,6 +288,7 @@ class ProcessEngine:
             (ref.attempt_dir / name).touch(exist_ok=True)
         rel = self._rel(ref.job_id, ref.attempt)
         self.cgroups.signal_all(rel, signal.SIGKILL, wait_s=5.0)
+        self.cgroups.wait_empty(rel, 2.0)  # (a stray's waiter ends as its job does, a moment later)
         remove_tree(private_tmp_dir(ref.attempt_dir))  # never follows links, to any depth
         (ref.attempt_dir / ENV_FILE).unlink(missing_ok=True)  # the job's variables: in the store already
         usage = self.cgroups.usage(rel)
@@ -289,8 +322,10 @@ class ProcessEngine:
 
     def discover(self) -> list[AttemptRef]:
         """The attempts of this instance still running. Where attempts have cgroups, by those:
-        in each, the process of the server's own uid that leads its group (the root waiter;
-        jobs never run as root) and started first. Without cgroups, the wrapper processes
+        in each, the process of the server's own uid that leads its group and started first
+        (the root waiter: only root puts processes there, and a job runs as root only for an
+        admin's app with such a user, its process forked after the waiter), checked to be
+        in that cgroup after the listing. Without cgroups, the wrapper processes
         through /proc: a job's own processes carry KRAN_INSTANCE too, and could forge the
         rest, so only one of the server's own uid counts (root: jobs never are). Callers take
         the attempt dir from the store's layout, not from here."""

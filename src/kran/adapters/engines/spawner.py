@@ -42,6 +42,7 @@ FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXE
 MAX_FD = os.sysconf("SC_OPEN_MAX")
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 SETUP_FAILED = 125  # as the shell wrapper reported it: the job never started
+STOP_SENT = "stop_sent"  # in the attempt dir: kran sent the attempt its stop (a kill, a preemption)
 TICK_NS = 10**9 // os.sysconf("SC_CLK_TCK")  # /proc's start times count these
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -214,6 +215,8 @@ def _job(req: dict[str, Any], why_fd: int) -> NoReturn:
         argv = [str(a) for a in req["argv"]]
         env = {str(k): str(v) for k, v in req["env"].items()}
         _join(req["procs"])  # last: what this process touched is not the job's memory
+        if os.path.lexists(STOP_SENT):  # killed while starting: its signals found no one here yet
+            os._exit(128 + signal.SIGTERM)
         if run_as:
             os.setgroups([])
             os.setresgid(gid, gid, gid)
@@ -225,7 +228,8 @@ def _job(req: dict[str, Any], why_fd: int) -> NoReturn:
         message = str(e)
     except BaseException as e:  # noqa: BLE001 - whatever it was, the attempt says so and ends
         message = f"kran: could not start the job ({e})"
-    for fd, text in ((why_fd, message), (2, message + "\n")):
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # (the fork server may be gone: its pipe, no reader)
+    for fd, text in ((2, message + "\n"), (why_fd, message)):
         try:
             os.write(fd, text.encode(errors="replace")[:4000])
         except OSError:
@@ -236,14 +240,14 @@ def _job(req: dict[str, Any], why_fd: int) -> NoReturn:
 def _wait(pid: int, cgroup_procs: list[str], why_fd: int) -> NoReturn:
     """The attempt's root waiter (never exec'd; it does little): waits for the job and
     writes its exit code into the attempt dir, where the job cannot write. It outlives the
-    server and its fork server, as the shell wrapper did, and no kill of the attempt
-    reaches it: it ignores SIGTERM and is in none of the cgroups a kill signals (v1: only
-    cpuacct, where it is found after a restart; v2: the attempt's, spared by the kill), so
-    the attempt ends when the job does, with its code. It joins only now: the pages a
-    forked Python copies are not the job's. Where the kernel lets it, it is exempt from the
-    OOM killer (in a v2 memory cgroup it counts as the biggest process: most of it shared).
-    If it cannot join, the job is stopped: a waiter no restart can find is a job that could
-    run twice."""
+    server and its fork server, as the shell wrapper did, and a kill of the attempt does
+    not reach it: it ignores SIGTERM and is in none of the cgroups a kill signals (v1: only
+    cpuacct, where it is found after a restart; v2: the attempt's, spared by the kill; a
+    stray's collect kills it there), so the attempt ends when the job does, with its code.
+    It joins only now: the pages a forked Python copies are not the job's. Where the kernel
+    lets it, it is exempt from the OOM killer (in a v2 memory cgroup it counts as the
+    biggest process: most of it shared). If it cannot join, the job is stopped: a waiter no
+    restart can find is a job that could run twice."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)
