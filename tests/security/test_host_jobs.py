@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -361,47 +362,58 @@ def test_where_no_cgroup_can_ever_be_made_the_server_says_so_at_start(tmp_path: 
     assert found.version is None and "memory and pids" in str(found.unavailable)
 
 
-def test_discover_takes_no_process_outside_the_attempts_cgroup(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def waited() -> Iterator[ProcessEngine]:
+    """A process engine as the server makes it: cgroups, each attempt's root waiter."""
+    cg = Cgroups.detect()
+    engine = ProcessEngine(uuid.uuid4().hex, kill_grace_s=1, cgroups=cg)
+    yield engine
+    engine.close()
+    cg.remove_instance(engine.instance, with_attempts=True)
+
+
+def _start(engine: ProcessEngine, tmp_path: Path, job: int, script: str) -> AttemptRef:
+    from tests.engines.test_contract import shell_spec
+
+    spec = shell_spec(tmp_path, job, script, None)
+    return AttemptRef(job, 1, engine.launch(spec), spec.attempt_dir)
+
+
+def test_discover_takes_no_process_outside_the_attempts_cgroup(
+    waited: ProcessEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A restart finds an attempt by the root process leading its group in the attempt's
     cgroup, from the cgroup's listing. A job holding thousands of processes there, cycling
     pids, could get a listed pid taken meanwhile by another attempt's waiter (a root group
     leader): the server would have signalled another user's job as this attempt's. The
     process chosen is now checked to be in the cgroup, after the listing."""
-    engine = ProcessEngine(uuid.uuid4().hex, kill_grace_s=1, cgroups=Cgroups.detect())
     stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)  # root, leads its group, in no kran cgroup
     monkeypatch.setattr(Cgroups, "attempts", lambda self, instance: [(7, 1, [stranger.pid])])
     try:
-        assert engine.discover() == []
+        assert waited.discover() == []
     finally:
         stranger.kill()
         stranger.wait()
-        engine.close()
 
 
-def test_a_waiter_that_cannot_join_its_cgroup_stops_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_waiter_that_cannot_join_its_cgroup_stops_the_job(
+    waited: ProcessEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The root waiter of an attempt is found again after a restart in the attempt's cgroup:
     one that could not join would leave a job no restart finds (re-queued while it runs:
     twice). The attempt fails as a set-up failure instead, and the job is stopped."""
-    from tests.engines.test_contract import shell_spec, wait_end
+    from tests.engines.test_contract import wait_end
 
-    cg = Cgroups.detect()
-    instance = uuid.uuid4().hex
     monkeypatch.setattr(Cgroups, "for_waiter", lambda self, procs: [tmp_path / "no-cgroup" / "cgroup.procs"])
-    engine = ProcessEngine(instance, kill_grace_s=1, cgroups=cg)
-    try:
-        spec = shell_spec(tmp_path, 3, "sleep 0.5; touch ran", None)
-        ref = AttemptRef(3, 1, engine.launch(spec), spec.attempt_dir)
-        end = wait_end(engine, ref)
-        assert end.exit_code == 125 and "could not put the job into its cgroup" in str(end.error), end
-        time.sleep(1)
-        assert not (spec.workdir / "ran").exists()
-        engine.collect(ref)
-    finally:
-        engine.close()
-        cg.remove_instance(instance, with_attempts=True)
+    ref = _start(waited, tmp_path, 3, "sleep 0.5; touch ran")
+    end = wait_end(waited, ref)
+    assert end.exit_code == 125 and "could not put the job into its cgroup" in str(end.error), end
+    time.sleep(1)
+    assert not (ref.attempt_dir / "work" / "ran").exists()
+    waited.collect(ref)
 
 
-def test_a_job_killed_while_it_starts_never_runs(tmp_path: Path) -> None:
+def test_a_job_killed_while_it_starts_never_runs(waited: ProcessEngine, tmp_path: Path) -> None:
     """A kill signals the attempt's cgroup, which the job's process joins only at the end of
     its set-up: a kill in between (a short grace, a preemption at once) found no one, and
     the job then ran to its end, unkillable. The stop is marked in the attempt dir before
@@ -409,41 +421,23 @@ def test_a_job_killed_while_it_starts_never_runs(tmp_path: Path) -> None:
     from kran.adapters.engines.spawner import STOP_SENT
     from tests.engines.test_contract import shell_spec, wait_end
 
-    cg = Cgroups.detect()
-    instance = uuid.uuid4().hex
-    engine = ProcessEngine(instance, kill_grace_s=1, cgroups=cg)
-    try:
-        spec = shell_spec(tmp_path, 4, "touch ran", None)
-        (spec.attempt_dir / STOP_SENT).write_text("0")  # the kill's mark, as if sent during the set-up
-        ref = AttemptRef(4, 1, engine.launch(spec), spec.attempt_dir)
-        end = wait_end(engine, ref)
-        assert (end.exit_code, end.stopped) == (143, True), end
-        assert not (spec.workdir / "ran").exists()
-        engine.collect(ref)
-    finally:
-        engine.close()
-        cg.remove_instance(instance, with_attempts=True)
+    spec = shell_spec(tmp_path, 4, "touch ran", None)
+    (spec.attempt_dir / STOP_SENT).write_text("0")  # the kill's mark, as if sent during the set-up
+    ref = AttemptRef(4, 1, waited.launch(spec), spec.attempt_dir)
+    end = wait_end(waited, ref)
+    assert (end.exit_code, end.stopped) == (143, True), end
+    assert not (spec.workdir / "ran").exists()
+    waited.collect(ref)
 
 
-def test_a_stray_attempt_leaves_no_cgroup(tmp_path: Path) -> None:
+def test_a_stray_attempt_leaves_no_cgroup(waited: ProcessEngine, tmp_path: Path) -> None:
     """A stray (work the store does not count as active, after a crash) is killed and
     collected at once. Its root waiter, in no cgroup a kill signals, ends a moment after its
     job: the collect removed the cgroups before, and the waiter's stayed."""
-    from tests.engines.test_contract import shell_spec
-
-    cg = Cgroups.detect()
-    instance = uuid.uuid4().hex
-    engine = ProcessEngine(instance, kill_grace_s=1, cgroups=cg)
-    try:
-        spec = shell_spec(tmp_path, 5, "sleep 30", None)
-        ref = AttemptRef(5, 1, engine.launch(spec), spec.attempt_dir)
-        time.sleep(0.5)
-        [found] = engine.discover()
-        engine.kill(found)
-        engine.collect(found)
-        left = cg.all_dirs(cg.relative(instance, 5, 1))
-        assert left == [], left
-    finally:
-        engine.close()
-        cg.remove_instance(instance, with_attempts=True)
-    assert ref.handle
+    _start(waited, tmp_path, 5, "sleep 30")
+    time.sleep(0.5)
+    [found] = waited.discover()
+    waited.kill(found)
+    waited.collect(found)
+    left = waited.cgroups.all_dirs(waited.cgroups.relative(waited.instance, 5, 1))
+    assert left == [], left
