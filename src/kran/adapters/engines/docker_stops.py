@@ -19,6 +19,7 @@ from docker.errors import APIError, DockerException, NotFound
 
 from kran.adapters.engines.containers import explain, timed_out
 from kran.adapters.engines.later import Later
+from kran.adapters.engines.process import mark_stop
 from kran.adapters.engines.spawner import STOP_SENT  # (when kran first sent the stop: epoch seconds)
 from kran.errors import EngineError
 
@@ -41,7 +42,7 @@ class ContainerStops:
             sent = self.sent(c.id, attempt_dir)
             if sent is None:
                 sent = first = self._sent[c.id] = time.time()
-                _mark(attempt_dir, first)
+                mark_stop(attempt_dir, first)
             self.later.call(sent + grace_s - time.time(), self._kill_now, c.id)
             try:
                 self._client().api.kill(c.id, c.attrs.get("Config", {}).get("StopSignal") or "SIGTERM")
@@ -89,11 +90,6 @@ class ContainerStops:
             if not _not_running(e):
                 log.warning("could not kill container %s: %s (again in %s s)", cid[:12], explain(e), KILL_AGAIN_S)
                 self.later.call(KILL_AGAIN_S, self._kill_now, cid)
-
-
-def _mark(attempt_dir: Path, at: float) -> None:
-    with contextlib.suppress(OSError):  # (a full disk) kept in memory only
-        (attempt_dir / STOP_SENT).write_text(f"{at!r}\n")
 
 
 def _not_running(e: Exception) -> bool:

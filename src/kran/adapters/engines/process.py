@@ -61,14 +61,16 @@ def _parse(handle: str) -> tuple[int, str]:
     return int(pid), start
 
 
-def _mark_stop(attempt_dir: Path) -> None:
+def mark_stop(attempt_dir: Path, at: float) -> None:
+    """When kran first sent the attempt its stop (epoch seconds), kept in the attempt dir
+    across a restart; a later mark keeps the first."""
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(attempt_dir / STOP_SENT, flags, 0o644)
-    except OSError:  # sent before (its first time counts), or the dir is gone
+    except OSError:  # sent before, or the dir is gone (a full disk: kept in memory only, for a container)
         return
     try:
-        os.write(fd, f"{time.time()}".encode())
+        os.write(fd, f"{at!r}\n".encode())
     finally:
         os.close(fd)
 
@@ -264,7 +266,7 @@ class ProcessEngine:
         end after it was a stop, whatever the job exits with."""
         if not ref.handle:
             return
-        _mark_stop(ref.attempt_dir)
+        mark_stop(ref.attempt_dir, time.time())
         self._signal(ref, signal.SIGTERM)
         grace = self.kill_grace_s if ref.grace_s is None else ref.grace_s
         self.later.call(grace, self._signal, ref, signal.SIGKILL)
