@@ -12,7 +12,9 @@ hierarchy kran uses, or one v2 cgroup). The chains:
 - `wrapper, setpriv, sh true`: kran's chain today (the root wrapper that writes the exit
   code, the privilege drop, the loader);
 - `drop in child, sh true`: the child drops to the job's uid itself (no root wrapper, no
-  setpriv): what a fork server that waits for its jobs itself could reach.
+  setpriv), then a loader shell (kran's chain in session 24);
+- `drop in child, true`: the same, the command exec'd directly (kran's chain since session
+  25: the job's process changes dir and looks the command up itself).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ CHAINS: dict[str, tuple[list[str], bool]] = {
         False,
     ),
     "drop in child, sh true": (["/bin/sh", "-c", LOADER, "x", "/bin/true"], True),
+    "drop in child, true": (["/bin/true"], True),
 }
 libc = ctypes.CDLL(None, use_errno=True)
 

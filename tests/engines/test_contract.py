@@ -270,6 +270,43 @@ def test_bad_command_fails_cleanly(engine: Engine, launch: Any) -> None:
     assert end.exit_code == 127
 
 
+def test_a_host_jobs_command_is_found_and_run_as_a_shell_would(
+    engine_kind: str, engine: Engine, tmp_path: Path
+) -> None:
+    """The job's own command, not a shell script of ours: looked up in the job's PATH (a
+    program in its work dir's bin), run from its work dir (PWD as the shell set it), a file
+    without #! run as a shell script; not found is 127, not runnable 126, each said on
+    stderr. (The cgroup chain execs it without a loader shell.)"""
+    if not engine_kind.startswith("process"):
+        pytest.skip("host jobs' command lookup")
+    cases: list[tuple[tuple[str, ...], int, str, str]] = [
+        (("kran-no-such-program",), 127, "", "kran-no-such-program: not found"),
+        (("./not-runnable",), 126, "", "Permission denied"),
+        (("./plain", "a b"), 0, "plain a b {work}\n", ""),
+        (("mytool", "z"), 0, "tool z {work}\n", ""),
+    ]
+    refs = []
+    for job, (argv, *_) in enumerate(cases, start=1):
+        spec = shell_spec(tmp_path, job, "", None)
+        work = spec.attempt_dir / "work"
+        (work / "bin").mkdir()
+        for name, text, mode in (
+            ("not-runnable", "echo no\n", 0o644),
+            ("plain", 'echo "plain $1 $PWD"\n', 0o755),  # (no #! line)
+            ("bin/mytool", '#!/bin/sh\necho "tool $1 $(pwd)"\n', 0o755),
+        ):
+            (work / name).write_text(text)
+            (work / name).chmod(mode)
+        spec = replace(spec, argv=argv, env={**spec.env, "PATH": f"{work}/bin:/usr/bin:/bin"})
+        refs.append(AttemptRef(job, 1, engine.launch(spec), spec.attempt_dir))
+    for ref, (argv, code, out, err) in zip(refs, cases, strict=True):
+        end = wait_end(engine, ref)
+        engine.collect(ref)
+        work = ref.attempt_dir / "work"
+        assert (end.exit_code, (ref.attempt_dir / "stdout").read_text()) == (code, out.format(work=work)), argv
+        assert err in (ref.attempt_dir / "stderr").read_text(), argv
+
+
 def test_docker_relaunch_of_same_attempt_does_not_run_twice(
     engine_kind: str, engine: Engine, launch: Any, tmp_path: Path, test_image: str
 ) -> None:

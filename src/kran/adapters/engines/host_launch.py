@@ -15,10 +15,10 @@ server's own case, as root):
                                                        --network; a private /tmp, /dev/shm
                                                        and /proc; joins the cgroups; drops
                                                        to U:G (no groups, not dumpable,
-                                                       no_new_privs)
-        /bin/sh -c DROPPED_LOADER                      exec'd with the job's variables:
-                                                       cd ./work
-          COMMAND ARGS...                              found through the job's PATH
+                                                       no_new_privs); as U: cd ./work
+        COMMAND ARGS...                                exec'd with the job's variables,
+                                                       found through the job's PATH (as
+                                                       `sh -c 'exec "$@"'` finds it)
 
 Without cgroups (a server not run as root, or none can be made) the attempt is found again
 after a restart by its root process's environment, so a root shell wrapper is that
@@ -58,11 +58,11 @@ ENV_FILE = "job.env"
 # Run in the attempt dir, as root, then the unprivileged command line: only builtins after
 # the job (no extra fork); exit_code is read only once the wrapper is gone.
 WRAPPER = '"$@" >stdout 2>stderr </dev/null; rc=$?; echo $rc >exit_code; exit $rc'
-# The job user's first step: its own variables, its working dir, its command (./work: no
-# CDPATH of the job's takes the cd elsewhere). Where the fork server's child drops the job
-# itself, the job's variables come in its environment, and the loader only changes dir.
+# The job user's first step where no waiter drops it: its own variables, its working dir,
+# its command (./work: no CDPATH of the job's takes the cd elsewhere). A waiter's job's
+# process does the same itself (spawner.py), its variables in its environment.
 LOADER = f'. ./{ENV_FILE} && cd ./work && exec "$@"'
-DROPPED_LOADER = 'cd ./work && exec "$@"'
+WORK = "work"  # the job's working dir, in its attempt dir
 
 
 def wrapper_env(instance: str, job_id: int, attempt: int, workdir: Path) -> dict[str, str]:
@@ -126,8 +126,8 @@ def launch_request(
 
     With `job_env` (where attempts have cgroups: they are found again by those) the fork
     server's child waits for the job itself and drops it to `run_as` by system calls, and
-    the job's variables go into the environment it gets after the drop: the loader is the
-    one program before the job. The waiter itself joins `waiter_procs`. Without, the root
+    the job's variables go into the environment of its exec after the drop, into its work
+    dir: no program before the job's own. The waiter itself joins `waiter_procs`. Without, the root
     shell wrapper, setpriv and job.env."""
     private = None
     if shm_bytes is not None:
@@ -135,7 +135,8 @@ def launch_request(
     request: dict[str, object] = {"dir": str(attempt_dir), "procs": [str(p) for p in cgroup_procs], "env": env}
     if job_env is not None:
         request.update(
-            argv=[SH, "-c", DROPPED_LOADER, "kran-job", *argv],
+            argv=list(argv),
+            cd=WORK,
             env={**env, **job_variables(job_env)},
             run_as=list(run_as) if run_as else None,
             waiter=True,

@@ -22,6 +22,7 @@ started them), each writing its exit code.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import json
 import os
@@ -43,6 +44,7 @@ MAX_FD = os.sysconf("SC_OPEN_MAX")
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 SETUP_FAILED = 125  # as the shell wrapper reported it: the job never started
 STOP_SENT = "stop_sent"  # in the attempt dir: kran sent the attempt its stop (a kill, a preemption)
+SH = "/bin/sh"  # runs a job's file that is no program (no #! line), as the shell did
 TICK_NS = 10**9 // os.sysconf("SC_CLK_TCK")  # /proc's start times count these
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -223,6 +225,8 @@ def _job(req: dict[str, Any], why_fd: int) -> NoReturn:
             os.setresuid(uid, uid, uid)
             _check(_libc.prctl(PR_SET_DUMPABLE, ctypes.c_ulong(0), 0, 0, 0), "not dumpable")
             _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), 0, 0, 0), "no_new_privs")
+        if req.get("cd"):
+            _exec_in(str(req["cd"]), str(req["dir"]), argv, env)
         os.execve(argv[0], argv, env)
     except SetupError as e:
         message = str(e)
@@ -235,6 +239,41 @@ def _job(req: dict[str, Any], why_fd: int) -> NoReturn:
         except OSError:
             pass
     os._exit(SETUP_FAILED)
+
+
+def _exec_in(cd: str, attempt_dir: str, argv: list[str], env: dict[str, str]) -> NoReturn:
+    """What `sh -c 'cd ./work && exec "$@"'` did as the job's first program, without the
+    shell (one exec fewer a job), as the job's user: into its work dir (PWD and OLDPWD as the
+    shell set them), then its command, looked up as dash does in the job's PATH (a name with
+    a slash as it is; an empty entry is the work dir; a file found that is no program, no #!
+    line, runs as a shell script). Not found exits 127, not runnable 126, any other failure
+    2, each with a line on stderr: the job's own end, not a set-up failure."""
+    try:
+        os.chdir(cd)
+    except OSError as e:
+        raise SetupError(f"kran: could not enter the job's work dir ({e.strerror})") from None
+    env = {**env, "PWD": f"{attempt_dir}/{cd}", "OLDPWD": attempt_dir}
+    name = argv[0]
+    paths = [name] if "/" in name else [f"{d or '.'}/{name}" for d in env.get("PATH", os.defpath).split(":")]
+    failed = errno.ENOENT
+    for path in paths:
+        try:
+            try:
+                os.execve(path, argv, env)
+            except OSError as e:
+                if e.errno != errno.ENOEXEC:
+                    raise
+                os.execve(SH, [SH, path, *argv[1:]], env)
+        except (OSError, ValueError) as e:
+            code = getattr(e, "errno", None) or errno.EINVAL
+            if code not in (errno.ENOENT, errno.ENOTDIR):
+                failed = code
+    why = "not found" if failed == errno.ENOENT else os.strerror(failed)
+    try:
+        os.write(2, f"kran: {name}: {why}\n".encode(errors="replace")[:4000])
+    except OSError:
+        pass
+    os._exit({errno.ENOENT: 127, errno.EACCES: 126}.get(failed, 2))
 
 
 def _wait(pid: int, cgroup_procs: list[str], why_fd: int) -> NoReturn:
