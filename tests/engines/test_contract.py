@@ -275,13 +275,16 @@ def test_a_host_jobs_command_is_found_and_run_as_a_shell_would(
 ) -> None:
     """The job's own command, not a shell script of ours: looked up in the job's PATH (a
     program in its work dir's bin), run from its work dir (PWD as the shell set it), a file
-    without #! run as a shell script; not found is 127, not runnable 126, each said on
-    stderr. (The cgroup chain execs it without a loader shell.)"""
+    without #! run as a shell script; exit codes as the shell's exec gives them (127 not
+    found, a link loop too; 126 not runnable, an empty name too), each said on stderr. (The
+    cgroup chain execs it without a loader shell; the other through one: both the same.)"""
     if not engine_kind.startswith("process"):
         pytest.skip("host jobs' command lookup")
     cases: list[tuple[tuple[str, ...], int, str, str]] = [
         (("kran-no-such-program",), 127, "", "kran-no-such-program: not found"),
         (("./not-runnable",), 126, "", "Permission denied"),
+        (("./loop",), 127, "", "loop"),
+        (("",), 126, "", ""),
         (("./plain", "a b"), 0, "plain a b {work}\n", ""),
         (("mytool", "z"), 0, "tool z {work}\n", ""),
     ]
@@ -297,6 +300,7 @@ def test_a_host_jobs_command_is_found_and_run_as_a_shell_would(
         ):
             (work / name).write_text(text)
             (work / name).chmod(mode)
+        (work / "loop").symlink_to("loop")
         spec = replace(spec, argv=argv, env={**spec.env, "PATH": f"{work}/bin:/usr/bin:/bin"})
         refs.append(AttemptRef(job, 1, engine.launch(spec), spec.attempt_dir))
     for ref, (argv, code, out, err) in zip(refs, cases, strict=True):

@@ -45,6 +45,7 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 SETUP_FAILED = 125  # as the shell wrapper reported it: the job never started
 STOP_SENT = "stop_sent"  # in the attempt dir: kran sent the attempt its stop (a kill, a preemption)
 SH = "/bin/sh"  # runs a job's file that is no program (no #! line), as the shell did
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # dash's, for a job without PATH
 TICK_NS = 10**9 // os.sysconf("SC_CLK_TCK")  # /proc's start times count these
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -246,15 +247,17 @@ def _exec_in(cd: str, attempt_dir: str, argv: list[str], env: dict[str, str]) ->
     shell (one exec fewer a job), as the job's user: into its work dir (PWD and OLDPWD as the
     shell set them), then its command, looked up as dash does in the job's PATH (a name with
     a slash as it is; an empty entry is the work dir; a file found that is no program, no #!
-    line, runs as a shell script). Not found exits 127, not runnable 126, any other failure
-    2, each with a line on stderr: the job's own end, not a set-up failure."""
+    line, runs as a shell script). Exits as dash's exec: 127 when no file was found (or its
+    name loops or is too long), 126 when one could not be run, with a line on stderr: the
+    job's own end, not a set-up failure. The job's variables reach its command as it set
+    them (dash reset IFS, OPTIND and PPID on the way)."""
     try:
         os.chdir(cd)
     except OSError as e:
         raise SetupError(f"kran: could not enter the job's work dir ({e.strerror})") from None
     env = {**env, "PWD": f"{attempt_dir}/{cd}", "OLDPWD": attempt_dir}
     name = argv[0]
-    paths = [name] if "/" in name else [f"{d or '.'}/{name}" for d in env.get("PATH", os.defpath).split(":")]
+    paths = [name] if "/" in name else [f"{d or '.'}/{name}" for d in env.get("PATH", DEFAULT_PATH).split(":")]
     failed = errno.ENOENT
     for path in paths:
         try:
@@ -264,16 +267,20 @@ def _exec_in(cd: str, attempt_dir: str, argv: list[str], env: dict[str, str]) ->
                 if e.errno != errno.ENOEXEC:
                     raise
                 os.execve(SH, [SH, path, *argv[1:]], env)
-        except (OSError, ValueError) as e:
-            code = getattr(e, "errno", None) or errno.EINVAL
+        except (OSError, ValueError) as e:  # (ValueError: an empty name, a NUL, an unencodable value)
+            code = getattr(e, "errno", None) or errno.EACCES
             if code not in (errno.ENOENT, errno.ENOTDIR):
                 failed = code
-    why = "not found" if failed == errno.ENOENT else os.strerror(failed)
+    why = b"not found" if failed == errno.ENOENT else os.strerror(failed).encode()
     try:
-        os.write(2, f"kran: {name}: {why}\n".encode(errors="replace")[:4000])
+        shown = os.fsencode(name)  # (the bytes it was given)
+    except UnicodeError:
+        shown = name.encode(errors="replace")
+    try:
+        os.write(2, (b"kran: " + shown + b": " + why + b"\n")[:4000])
     except OSError:
         pass
-    os._exit({errno.ENOENT: 127, errno.EACCES: 126}.get(failed, 2))
+    os._exit(127 if failed in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG) else 126)
 
 
 def _wait(pid: int, cgroup_procs: list[str], why_fd: int) -> NoReturn:
