@@ -186,12 +186,18 @@ class Cgroups:
                 return path == "/" + rel
         return False
 
+    @property
+    def _everyone(self) -> Path | None:
+        """The hierarchy where every process of an attempt is, its root waiter too: v1's
+        cpuacct, v2's one."""
+        return ROOT / "cpuacct" if self.version == 1 else ROOT if self.version == 2 else None
+
     def attempts(self, instance: str) -> list[tuple[int, int, list[int]]]:
         """The instance's attempt cgroups that hold processes: (job id, attempt, their pids),
         in v1 from the cpuacct hierarchy (every process of the attempt is in it). Only root
         makes these and puts processes in them: no job can claim another's."""
         parent = Path(self.relative(instance, 0, 0)).parent
-        base = ROOT / "cpuacct" if self.version == 1 else ROOT if self.version == 2 else None
+        base = self._everyone
         if base is None:
             return []
         try:
@@ -212,10 +218,11 @@ class Cgroups:
         frozen meanwhile so none forks past the signal; with `wait_s`, wait (that long at
         most) until they are gone."""
         procs = self._procs_file(rel)
-        if procs is None or not procs.exists() or not set(_pids(procs)) - {spare}:  # nothing in it can fork
+        pids = set(_pids(procs)) if procs is not None else set()
+        if procs is None or not pids - {spare}:  # nothing in it can fork
             return
         kill_file = procs.parent / "cgroup.kill"
-        if sig == signal.SIGKILL and kill_file.exists() and spare not in _pids(procs):  # v2, Linux >= 5.14
+        if sig == signal.SIGKILL and kill_file.exists() and spare not in pids:  # v2, Linux >= 5.14
             _write(kill_file, "1")
         else:
             self._frozen(rel, True)
@@ -233,9 +240,13 @@ class Cgroups:
             time.sleep(0.01)
 
     def wait_empty(self, rel: str, wait_s: float) -> None:
-        """Wait (that long at most) until no process is in any of the attempt's cgroups."""
+        """Wait (that long at most) until no process is in any of the attempt's cgroups (in
+        the one where every process of it is)."""
+        if self._everyone is None:
+            return
+        procs = self._everyone / rel / "cgroup.procs"
         deadline = time.monotonic() + wait_s
-        while any(_pids(r / rel / "cgroup.procs") for r in self._roots) and time.monotonic() < deadline:
+        while _pids(procs) and time.monotonic() < deadline:
             time.sleep(0.01)
 
     def _procs_file(self, rel: str) -> Path | None:

@@ -19,8 +19,7 @@ from docker.errors import APIError, DockerException, NotFound
 
 from kran.adapters.engines.containers import explain, timed_out
 from kran.adapters.engines.later import Later
-from kran.adapters.engines.process import mark_stop
-from kran.adapters.engines.spawner import STOP_SENT  # (when kran first sent the stop: epoch seconds)
+from kran.adapters.engines.spawner import STOP_SENT, mark_stop  # (when kran first sent the stop: epoch seconds)
 from kran.errors import EngineError
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from kran.adapters.engines.host_launch import (
 )
 from kran.adapters.engines.later import Later
 from kran.adapters.engines.ownership import effective_user, private_tmp_dir, seal_attempt
-from kran.adapters.engines.spawner import SETUP_FAILED, STOP_SENT, proc_start
+from kran.adapters.engines.spawner import SETUP_FAILED, STOP_SENT, mark_stop, proc_start
 from kran.adapters.engines.spawner_client import Spawner
 from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd
@@ -59,20 +59,6 @@ def _start_time(pid: int) -> str | None:
 def _parse(handle: str) -> tuple[int, str]:
     pid, start = handle[len(PREFIX) :].split(":")
     return int(pid), start
-
-
-def mark_stop(attempt_dir: Path, at: float) -> None:
-    """When kran first sent the attempt its stop (epoch seconds), kept in the attempt dir
-    across a restart; a later mark keeps the first."""
-    try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(attempt_dir / STOP_SENT, flags, 0o644)
-    except OSError:  # sent before, or the dir is gone (a full disk: kept in memory only, for a container)
-        return
-    try:
-        os.write(fd, f"{at!r}\n".encode())
-    finally:
-        os.close(fd)
 
 
 def _stopped(attempt_dir: Path) -> bool:

@@ -226,9 +226,7 @@ def _job(req: dict[str, Any], why_fd: int) -> NoReturn:
             os.setresuid(uid, uid, uid)
             _check(_libc.prctl(PR_SET_DUMPABLE, ctypes.c_ulong(0), 0, 0, 0), "not dumpable")
             _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), 0, 0, 0), "no_new_privs")
-        if req.get("cd"):
-            _exec_in(str(req["cd"]), str(req["dir"]), argv, env)
-        os.execve(argv[0], argv, env)
+        _exec_in(str(req["cd"]), str(req["dir"]), argv, env)
     except SetupError as e:
         message = str(e)
     except BaseException as e:  # noqa: BLE001 - whatever it was, the attempt says so and ends
@@ -340,6 +338,21 @@ def _fail(message: str, here: bool, why_fd: int) -> None:
         except OSError:
             pass
     os._exit(SETUP_FAILED)
+
+
+def mark_stop(attempt_dir: str | os.PathLike[str], at: float) -> None:
+    """When kran first sent the attempt its stop (epoch seconds), kept in the attempt dir
+    across a restart; a later mark keeps the first. The server's engines write it (host
+    jobs' and containers'); a host job's process looks for it before it runs."""
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(os.path.join(attempt_dir, STOP_SENT), flags, 0o644)
+    except OSError:  # sent before, or the dir is gone (a full disk: kept in memory only, for a container)
+        return
+    try:
+        os.write(fd, f"{at!r}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def proc_start(pid: int) -> tuple[str, str] | None:
