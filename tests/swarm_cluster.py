@@ -56,6 +56,8 @@ class Node:
 
     def start(self) -> None:
         """Start (or restart) this node's dockerd in its namespace."""
+        assert self.proc is None, f"{self.name}'s dockerd is running"
+        self._forget_pid_files()
         with open(self.root / "dockerd.log", "ab") as log:
             proc = self._popen(log)
         self.proc = proc
@@ -65,6 +67,14 @@ class Node:
                 log_text = (self.root / "dockerd.log").read_text()[-2000:]
                 raise RuntimeError(f"dockerd of {self.name} did not start: {log_text}")
             time.sleep(0.3)
+
+    def _forget_pid_files(self) -> None:
+        """A crashed dockerd leaves its pid files (and containerd's) behind, as a machine's
+        /run would be before a reboot. Its pid is soon another process's on a busy machine
+        (pid_max 32768 here), and dockerd then refuses to start ("pid file found") or takes that
+        process for its containerd. None of this node's daemons runs now, so the files go."""
+        for stale in (self.root / "dockerd.pid", self.root / "exec" / "containerd" / "containerd.pid"):
+            stale.unlink(missing_ok=True)
 
     def _popen(self, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
