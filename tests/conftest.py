@@ -190,7 +190,10 @@ class ServerProc:
 
 
 def _cleanup_engine_leftovers(instance_dir: Path) -> None:
-    """Kill job processes a test left behind (by the pids the server recorded)."""
+    """Kill job processes a test left behind: those in the instance's attempt cgroups, and
+    the process groups the server recorded for attempts it still counts as running. (Not
+    those of ended attempts: their pids are other processes' by now on a busy machine, a
+    swarm node's dockerd, say, which leads a group of its own.)"""
     db = instance_dir / "kran.db"
     if not db.exists():
         return
@@ -198,7 +201,12 @@ def _cleanup_engine_leftovers(instance_dir: Path) -> None:
 
     con = sqlite3.connect(db)
     try:
-        handles = [r[0] for r in con.execute("SELECT handle FROM attempts WHERE handle LIKE 'proc:%'")]
+        handles = [
+            r[0]
+            for r in con.execute(
+                "SELECT handle FROM attempts WHERE handle LIKE 'proc:%' AND state IN ('starting', 'running')"
+            )
+        ]
         inst = con.execute("SELECT value FROM meta WHERE key='instance'").fetchone()
     finally:
         con.close()
@@ -213,6 +221,9 @@ def _cleanup_engine_leftovers(instance_dir: Path) -> None:
     if inst:
         from kran.adapters.engines.cgroups import Cgroups
 
+        cgroups = Cgroups.detect()
+        for job, attempt, _ in cgroups.attempts(inst[0]):
+            cgroups.signal_all(cgroups.relative(inst[0], job, attempt), signal.SIGKILL, wait_s=5)
         try:  # first: a container's own cgroup, inside its attempt's, keeps that from going
             import docker
 
@@ -222,7 +233,7 @@ def _cleanup_engine_leftovers(instance_dir: Path) -> None:
         except Exception:
             pass
         time.sleep(0.2)  # the killed jobs leave their cgroups
-        Cgroups.detect().remove_instance(inst[0], with_attempts=True)  # after a kill -9 nobody else does
+        cgroups.remove_instance(inst[0], with_attempts=True)  # after a kill -9 nobody else does
 
 
 @pytest.hookimpl(wrapper=True)
