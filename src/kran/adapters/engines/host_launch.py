@@ -48,11 +48,11 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from kran.adapters.engines.spawner import BASE_PATH, SH
+
 UNSHARE = "/usr/bin/unshare"
-SH = "/bin/sh"
 MOUNT = "/bin/mount"
 SETPRIV = "/usr/bin/setpriv"
-BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ENV_FILE = "job.env"
 
 # Run in the attempt dir, as root, then the unprivileged command line: only builtins after

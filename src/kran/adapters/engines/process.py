@@ -27,7 +27,6 @@ from pathlib import Path
 
 from kran.adapters.engines.cgroups import Cgroups
 from kran.adapters.engines.host_launch import (
-    BASE_PATH,
     ENV_FILE,
     launch_request,
     private_mounts_unavailable,
@@ -36,7 +35,7 @@ from kran.adapters.engines.host_launch import (
 )
 from kran.adapters.engines.later import Later
 from kran.adapters.engines.ownership import effective_user, private_tmp_dir, seal_attempt
-from kran.adapters.engines.spawner import SETUP_FAILED, STOP_SENT, mark_stop, proc_start
+from kran.adapters.engines.spawner import BASE_PATH, SETUP_FAILED, STOP_SENT, mark_stop, proc_start
 from kran.adapters.engines.spawner_client import Spawner
 from kran.domain.accounting import Usage
 from kran.domain.retry import AttemptEnd

@@ -45,7 +45,7 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 SETUP_FAILED = 125  # as the shell wrapper reported it: the job never started
 STOP_SENT = "stop_sent"  # in the attempt dir: kran sent the attempt its stop (a kill, a preemption)
 SH = "/bin/sh"  # runs a job's file that is no program (no #! line), as the shell did
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # dash's, for a job without PATH
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # a job's, unless it sets one (dash's too)
 TICK_NS = 10**9 // os.sysconf("SC_CLK_TCK")  # /proc's start times count these
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -255,7 +255,7 @@ def _exec_in(cd: str, attempt_dir: str, argv: list[str], env: dict[str, str]) ->
         raise SetupError(f"kran: could not enter the job's work dir ({e.strerror})") from None
     env = {**env, "PWD": f"{attempt_dir}/{cd}", "OLDPWD": attempt_dir}
     name = argv[0]
-    paths = [name] if "/" in name else [f"{d or '.'}/{name}" for d in env.get("PATH", DEFAULT_PATH).split(":")]
+    paths = [name] if "/" in name else [f"{d or '.'}/{name}" for d in env.get("PATH", BASE_PATH).split(":")]
     failed = errno.ENOENT
     for path in paths:
         try:
